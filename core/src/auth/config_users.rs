@@ -1,0 +1,207 @@
+//! Users and permissions from the config file.
+
+use std::collections::HashMap;
+
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use regex::Regex;
+
+use super::{AuthError, Authenticator, Authorizer, BoxFuture, Identity, Permission, ResourceKind};
+use crate::config::{Config, PermissionConfig};
+
+#[derive(Debug)]
+enum Secret {
+    /// Development only.
+    Plain(String),
+    /// PHC string, verified with argon2 on a blocking thread.
+    Hash(String),
+}
+
+#[derive(Debug)]
+struct Patterns {
+    configure: Option<Regex>,
+    write: Option<Regex>,
+    read: Option<Regex>,
+}
+
+impl Patterns {
+    fn compile(p: &PermissionConfig) -> Patterns {
+        // Anchored like RabbitMQ's `^(?:...)$`; "" grants nothing. Config
+        // validation already compiled each pattern, so errors cannot occur here.
+        let re = |s: &str| if s.is_empty() { None } else { Regex::new(&format!("^(?:{s})$")).ok() };
+        Patterns { configure: re(&p.configure), write: re(&p.write), read: re(&p.read) }
+    }
+
+    fn allows(&self, permission: Permission, name: &str) -> bool {
+        let re = match permission {
+            Permission::Configure => &self.configure,
+            Permission::Write => &self.write,
+            Permission::Read => &self.read,
+        };
+        re.as_ref().is_some_and(|re| re.is_match(name))
+    }
+}
+
+#[derive(Debug)]
+struct User {
+    secret: Secret,
+    tags: Vec<String>,
+    /// vhost → patterns.
+    permissions: HashMap<String, Patterns>,
+}
+
+/// The `[[users]]` of the config: both authenticator and authorizer.
+#[derive(Debug)]
+pub struct ConfigUsers {
+    users: HashMap<String, User>,
+}
+
+impl ConfigUsers {
+    pub fn from_config(config: &Config) -> ConfigUsers {
+        let mut users = HashMap::new();
+        for u in &config.users {
+            let secret = match (&u.password, &u.password_hash) {
+                (_, Some(h)) => Secret::Hash(h.clone()),
+                (Some(p), None) => {
+                    tracing::warn!(user = %u.name, "plain-text password in config: use password_hash outside development");
+                    Secret::Plain(p.clone())
+                }
+                (None, None) => continue, // rejected by Config::validate
+            };
+            let perms = u.permissions.as_ref().unwrap_or(&config.auth.default_permissions);
+            let permissions = perms.iter().map(|(v, p)| (v.clone(), Patterns::compile(p))).collect();
+            users.insert(u.name.clone(), User { secret, tags: u.tags.clone(), permissions });
+        }
+        ConfigUsers { users }
+    }
+
+    fn patterns(&self, who: &Identity, vhost: &str) -> Option<&Patterns> {
+        self.users.get(&who.uid)?.permissions.get(vhost)
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Authenticator for ConfigUsers {
+    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
+        Box::pin(async move {
+            let user = self.users.get(login).ok_or(AuthError::Refused)?;
+            let ok = match &user.secret {
+                Secret::Plain(p) => constant_time_eq(p.as_bytes(), password.as_bytes()),
+                Secret::Hash(h) => {
+                    let (h, pw) = (h.clone(), password.to_owned());
+                    tokio::task::spawn_blocking(move || {
+                        PasswordHash::new(&h).is_ok_and(|parsed| argon2::Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok())
+                    })
+                    .await
+                    .map_err(|e| AuthError::Unavailable(e.to_string()))?
+                }
+            };
+            if ok {
+                Ok(Identity { uid: login.to_owned(), tags: user.tags.clone() })
+            } else {
+                Err(AuthError::Refused)
+            }
+        })
+    }
+}
+
+impl Authorizer for ConfigUsers {
+    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move { Ok(self.patterns(who, vhost).is_some()) })
+    }
+
+    fn resource<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        _kind: ResourceKind,
+        name: &'a str,
+        permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move { Ok(self.patterns(who, vhost).is_some_and(|p| p.allows(permission, name))) })
+    }
+
+    fn topic<'a>(
+        &'a self,
+        _who: &'a Identity,
+        _vhost: &'a str,
+        _exchange: &'a str,
+        _routing_key: &'a str,
+        _permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        // RabbitMQ grants topic access when no topic permissions are set;
+        // config users have none (per-key rules come with the HTTP backend).
+        Box::pin(async move { Ok(true) })
+    }
+}
+
+/// Hashes a password for `password_hash` (`herald hash-password`).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> ConfigUsers {
+        let hash = hash_password("s3cret").unwrap();
+        let text = format!(
+            r#"
+[auth.default_permissions."/"]
+configure = "^$"
+write = ".*"
+read = "feed|amq\\.topic"
+
+[[users]]
+name = "plain"
+password = "pw"
+
+[[users]]
+name = "hashed"
+password_hash = "{hash}"
+tags = ["administrator"]
+
+[[users]]
+name = "limited"
+password = "pw"
+permissions = {{ "/" = {{ configure = "", write = "", read = "q-.*" }} }}
+"#
+        );
+        ConfigUsers::from_config(&Config::from_toml_str(&text).unwrap())
+    }
+
+    #[tokio::test]
+    async fn plain_and_argon2_logins() {
+        let u = users();
+        assert_eq!(u.authenticate("plain", "pw").await.unwrap().uid, "plain");
+        assert_eq!(u.authenticate("plain", "nope").await, Err(AuthError::Refused));
+        assert_eq!(u.authenticate("ghost", "pw").await, Err(AuthError::Refused));
+        let id = u.authenticate("hashed", "s3cret").await.unwrap();
+        assert_eq!(id.tags, ["administrator"]);
+        assert_eq!(u.authenticate("hashed", "s3cre").await, Err(AuthError::Refused));
+    }
+
+    #[tokio::test]
+    async fn permissions_are_anchored_patterns_per_vhost() {
+        let u = users();
+        let who = |n: &str| Identity { uid: n.into(), tags: vec![] };
+        let plain = who("plain");
+        assert!(u.vhost(&plain, "/").await.unwrap());
+        assert!(!u.vhost(&plain, "other").await.unwrap());
+        let q = ResourceKind::Queue;
+        let x = ResourceKind::Exchange;
+        assert!(u.resource(&plain, "/", x, "feed", Permission::Read).await.unwrap());
+        assert!(!u.resource(&plain, "/", x, "feedx", Permission::Read).await.unwrap(), "anchored");
+        assert!(!u.resource(&plain, "/", q, "jobs", Permission::Configure).await.unwrap());
+        assert!(u.resource(&plain, "/", q, "jobs", Permission::Write).await.unwrap());
+        let limited = who("limited");
+        assert!(!u.resource(&limited, "/", q, "q-1", Permission::Write).await.unwrap(), "empty pattern grants nothing");
+        assert!(u.resource(&limited, "/", q, "q-1", Permission::Read).await.unwrap());
+    }
+}

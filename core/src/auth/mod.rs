@@ -1,0 +1,97 @@
+//! Authentication (who are you?) and authorization (may you?).
+//!
+//! Both are narrow async traits so a source can be local (config users),
+//! remote (the rabbitmq-auth-backend-http protocol) or JavaScript callbacks
+//! in the Node addon. Edges ask; they never decide. Permissions follow
+//! RabbitMQ: per vhost, three regular expressions (configure, write, read)
+//! matched against exchange and queue names; topic permissions check the
+//! routing key for topic exchanges.
+
+pub mod config_users;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use config_users::ConfigUsers;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An authenticated user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user id: STOMP login, XMPP local part.
+    pub uid: String,
+    /// RabbitMQ-style user tags (`administrator`, `monitoring`, ...).
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    Configure,
+    Write,
+    Read,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Configure => "configure",
+            Permission::Write => "write",
+            Permission::Read => "read",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    Exchange,
+    Queue,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Exchange => "exchange",
+            ResourceKind::Queue => "queue",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// Wrong user or password, or the source said `deny`.
+    #[error("access refused")]
+    Refused,
+    /// The source could not answer (HTTP backend down, JS callback threw);
+    /// callers fail closed.
+    #[error("authentication backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Checks credentials. Implementations must be cheap to call concurrently
+/// and must not block the runtime (hashing runs on a blocking thread).
+pub trait Authenticator: Send + Sync + 'static {
+    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>>;
+}
+
+/// Answers permission questions. `Ok(false)` is a denial; `Err` means the
+/// source could not answer, which callers also treat as a denial.
+pub trait Authorizer: Send + Sync + 'static {
+    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>>;
+    fn resource<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        kind: ResourceKind,
+        name: &'a str,
+        permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>>;
+    fn topic<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        exchange: &'a str,
+        routing_key: &'a str,
+        permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>>;
+}

@@ -1,0 +1,400 @@
+//! Typed configuration: one TOML file for the `herald` binary, the same schema
+//! as a JS object for the Node addon. Defaults live here and only here;
+//! [`Config::validate`] runs at start and names the bad key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// TOML syntax errors, unknown keys and wrong types; serde's message names the key.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub stomp: StompConfig,
+    pub http: HttpConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub exchanges: ExchangeNames,
+    pub vhosts: Vec<VhostConfig>,
+    pub users: Vec<UserConfig>,
+    pub projects: Vec<ProjectConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: NodeConfig::default(),
+            stomp: StompConfig::default(),
+            http: HttpConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            exchanges: ExchangeNames::default(),
+            vhosts: vec![VhostConfig { name: "/".into(), exchanges: Vec::new() }],
+            users: Vec::new(),
+            projects: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Node name, shown in stats and (later) used as the cluster identity.
+    pub name: String,
+    /// Where durable state lives (queue store); created at start if missing.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { name: "herald@localhost".into(), data_dir: PathBuf::from("data") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StompConfig {
+    /// STOMP over TCP; `None` disables the listener.
+    pub listen: Option<SocketAddr>,
+    /// STOMP over TLS, only when `tls` is set.
+    pub tls: Option<TlsConfig>,
+    /// Vhost used when CONNECT has no `host` header or names an unknown one.
+    pub default_vhost: String,
+    /// Smallest heart-beat interval the server agrees to, in ms (guards against
+    /// a client asking for a heart-beat every millisecond).
+    pub min_heartbeat_ms: u64,
+}
+
+impl Default for StompConfig {
+    fn default() -> Self {
+        StompConfig {
+            listen: Some("0.0.0.0:61613".parse().expect("static addr")),
+            tls: None,
+            default_vhost: "/".into(),
+            min_heartbeat_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// HTTP listener for STOMP over WebSocket and SockJS; `None` disables it.
+    pub listen: Option<SocketAddr>,
+    /// STOMP over WebSocket path.
+    pub ws_path: String,
+    /// SockJS endpoint prefix.
+    pub sockjs_path: String,
+    /// SockJS heart-beat ('h' frame) interval, ms.
+    pub sockjs_heartbeat_ms: u64,
+    /// SockJS session kept this long without a receiving request, ms.
+    pub sockjs_disconnect_delay_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: Some("0.0.0.0:15674".parse().expect("static addr")),
+            ws_path: "/ws".into(),
+            sockjs_path: "/stomp".into(),
+            sockjs_heartbeat_ms: 25_000,
+            sockjs_disconnect_delay_ms: 5_000,
+        }
+    }
+}
+
+/// Every bound the engine enforces. All are per session unless named otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest frame (headers and body) a client may send, bytes.
+    pub max_frame_bytes: usize,
+    /// Most headers in one frame.
+    pub max_headers: usize,
+    /// Longest header line, bytes.
+    pub max_header_bytes: usize,
+    /// Most subscriptions one session may hold.
+    pub max_subscriptions: usize,
+    /// Frames queued for one session before it is closed as a slow consumer.
+    pub outbound_queue: usize,
+    /// Time allowed between opening a connection and a successful CONNECT, ms.
+    pub connect_timeout_ms: u64,
+    /// Most open client connections on this node (all listeners together).
+    pub max_connections: usize,
+    /// Most messages held by one queue; publishing beyond it drops the oldest
+    /// (RabbitMQ `x-max-length` with `drop-head`), so one idle queue cannot eat the node.
+    pub max_queue_messages: usize,
+    /// Most open transactions per session, and frames buffered in one.
+    pub max_transactions: usize,
+    pub max_transaction_frames: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: 1 << 20,
+            max_headers: 100,
+            max_header_bytes: 8192,
+            max_subscriptions: 1024,
+            outbound_queue: 10_000,
+            connect_timeout_ms: 10_000,
+            max_connections: 100_000,
+            max_queue_messages: 100_000,
+            max_transactions: 16,
+            max_transaction_frames: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Permissions (per vhost) for users that list none of their own. Empty
+    /// means such users may not open any vhost, as in RabbitMQ.
+    pub default_permissions: BTreeMap<String, PermissionConfig>,
+}
+
+/// RabbitMQ-style permission patterns (regular expressions matched against
+/// the whole resource name; the empty string matches nothing).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionConfig {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// Names of the exchanges that carry the addressing model (DESIGN.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeNames {
+    pub feed: String,
+    pub project: String,
+    pub presence: String,
+}
+
+impl Default for ExchangeNames {
+    fn default() -> Self {
+        ExchangeNames { feed: "feed".into(), project: "project".into(), presence: "presence".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VhostConfig {
+    pub name: String,
+    /// Extra exchanges beyond the built-in ones (`amq.*`, feed, project, presence).
+    #[serde(default)]
+    pub exchanges: Vec<ExchangeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConfig {
+    pub name: String,
+    /// `direct`, `fanout`, `topic` or `headers`.
+    #[serde(rename = "type")]
+    pub kind: crate::router::ExchangeKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Plain password: development only (a warning is logged).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PHC-format argon2 hash (`$argon2id$...`), as printed by `herald hash-password`.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub permissions: Option<BTreeMap<String, PermissionConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+impl Config {
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml_str(&text)
+    }
+
+    /// Checks what serde cannot: cross-references, ranges and patterns.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vhosts.is_empty() {
+            return Err(invalid("vhosts", "at least one vhost is required"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, v) in self.vhosts.iter().enumerate() {
+            if v.name.is_empty() {
+                return Err(invalid(format!("vhosts[{i}].name"), "must not be empty"));
+            }
+            if !seen.insert(&v.name) {
+                return Err(invalid(format!("vhosts[{i}].name"), format!("duplicate vhost {:?}", v.name)));
+            }
+        }
+        if !self.vhosts.iter().any(|v| v.name == self.stomp.default_vhost) {
+            return Err(invalid("stomp.default_vhost", format!("{:?} is not in [[vhosts]]", self.stomp.default_vhost)));
+        }
+        for path in [("http.ws_path", &self.http.ws_path), ("http.sockjs_path", &self.http.sockjs_path)] {
+            if !path.1.starts_with('/') || path.1.len() < 2 {
+                return Err(invalid(path.0, "must start with '/' and name a path"));
+            }
+        }
+        if self.http.ws_path == self.http.sockjs_path {
+            return Err(invalid("http.sockjs_path", "must differ from http.ws_path"));
+        }
+        let l = &self.limits;
+        for (key, value, min) in [
+            ("limits.max_frame_bytes", l.max_frame_bytes, 256),
+            ("limits.max_headers", l.max_headers, 4),
+            ("limits.max_header_bytes", l.max_header_bytes, 64),
+            ("limits.max_subscriptions", l.max_subscriptions, 1),
+            ("limits.outbound_queue", l.outbound_queue, 1),
+            ("limits.max_connections", l.max_connections, 1),
+            ("limits.max_queue_messages", l.max_queue_messages, 1),
+            ("limits.max_transaction_frames", l.max_transaction_frames, 1),
+        ] {
+            if value < min {
+                return Err(invalid(key, format!("must be at least {min}, got {value}")));
+            }
+        }
+        if l.connect_timeout_ms == 0 {
+            return Err(invalid("limits.connect_timeout_ms", "must be greater than 0"));
+        }
+        for (name, value) in [
+            ("exchanges.feed", &self.exchanges.feed),
+            ("exchanges.project", &self.exchanges.project),
+            ("exchanges.presence", &self.exchanges.presence),
+        ] {
+            if value.is_empty() || value.starts_with("amq.") {
+                return Err(invalid(name, "must be non-empty and not start with \"amq.\""));
+            }
+        }
+        let check_perms = |key: &str, perms: &BTreeMap<String, PermissionConfig>| -> Result<(), ConfigError> {
+            for (vhost, p) in perms {
+                if !self.vhosts.iter().any(|v| &v.name == vhost) {
+                    return Err(invalid(format!("{key}.{vhost:?}"), "names a vhost that is not in [[vhosts]]"));
+                }
+                for (what, pattern) in [("configure", &p.configure), ("write", &p.write), ("read", &p.read)] {
+                    if let Err(e) = regex::Regex::new(pattern) {
+                        return Err(invalid(format!("{key}.{vhost:?}.{what}"), format!("bad regular expression: {e}")));
+                    }
+                }
+            }
+            Ok(())
+        };
+        check_perms("auth.default_permissions", &self.auth.default_permissions)?;
+        let mut names = std::collections::HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let key = format!("users[{i}]");
+            if u.name.is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !names.insert(&u.name) {
+                return Err(invalid(format!("{key}.name"), format!("duplicate user {:?}", u.name)));
+            }
+            match (&u.password, &u.password_hash) {
+                (None, None) => return Err(invalid(key, "needs `password` or `password_hash`")),
+                (Some(_), Some(_)) => return Err(invalid(key, "set only one of `password` and `password_hash`")),
+                (None, Some(h)) => {
+                    if let Err(e) = argon2::PasswordHash::new(h) {
+                        return Err(invalid(format!("{key}.password_hash"), format!("not a PHC hash: {e}")));
+                    }
+                }
+                (Some(_), None) => {}
+            }
+            if let Some(p) = &u.permissions {
+                check_perms(&format!("{key}.permissions"), p)?;
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, p) in self.projects.iter().enumerate() {
+            if p.id.is_empty() || p.id.contains(['.', '*', '#', '/']) {
+                return Err(invalid(format!("projects[{i}].id"), "must be non-empty without '.', '*', '#' or '/'"));
+            }
+            if !ids.insert(&p.id) {
+                return Err(invalid(format!("projects[{i}].id"), format!("duplicate project {:?}", p.id)));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_config_is_valid() {
+        let text = include_str!("../../config/dev.toml");
+        let c = Config::from_toml_str(text).expect("dev.toml parses");
+        assert_eq!(c.users.len(), 6);
+        assert_eq!(c.projects[0].members, ["alice", "bob", "carol"]);
+        assert_eq!(c.stomp.listen.unwrap().port(), 61613);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml_str("[stomp]\nlistn = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::from_toml_str("[limits]\nmax_frame_bytes = 3\n").unwrap_err().to_string();
+        assert!(err.contains("limits.max_frame_bytes"), "{err}");
+        let err = Config::from_toml_str("[[users]]\nname = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("users[0]"), "{err}");
+        let err = Config::from_toml_str("[auth.default_permissions.\"/\"]\nconfigure = \"(\"\nwrite = \"\"\nread = \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("configure"), "{err}");
+        let err = Config::from_toml_str("[stomp]\ndefault_vhost = \"nope\"\n").unwrap_err().to_string();
+        assert!(err.contains("stomp.default_vhost"), "{err}");
+    }
+}

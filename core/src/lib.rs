@@ -1,0 +1,34 @@
+//! # Herald core
+//!
+//! A real-time push engine: sessions, routing, STOMP (and, next, XMPP and
+//! presence) in one process. See `ARCHITECTURE.md` at the repository root for
+//! the data flow and lock order.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed TOML/JS config, defaults and validation.
+//! - [`engine`]: the [`Engine`] handle: listeners, in-process publish, stats.
+//! - [`hub`]: live sessions by id and by user.
+//! - [`session`]: the engine's side of a session: bounded outbox, close reason.
+//! - [`router`]: vhosts, exchanges (direct, fanout, topic, headers), queues.
+//! - [`message`]: a published message, encoded once per protocol.
+//! - [`store`]: the queue store trait (durable messages), in-memory default.
+//! - [`auth`]: authenticator and authorizer traits, config users.
+//! - [`stomp`]: the STOMP edge (sans-IO codec, destinations, session).
+//! - [`transport`]: TCP/TLS, WebSocket, SockJS and the HTTP listener.
+//! - [`error`]: the numbered close-reason table clients see.
+
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod hub;
+pub mod message;
+pub mod router;
+pub mod session;
+pub mod stomp;
+pub mod store;
+pub mod transport;
+
+pub use config::Config;
+pub use engine::Engine;

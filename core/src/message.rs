@@ -1,0 +1,76 @@
+//! A published message: built once, shared by every recipient.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+/// Slots where an edge caches its encoding of the parts of a message that are
+/// the same for every recipient, so a fan-out to N sessions encodes once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodingSlot {
+    StompRaw = 0,
+    StompV11 = 1,
+    StompV12 = 2,
+}
+const SLOTS: usize = 3;
+
+#[derive(Debug)]
+pub struct Message {
+    /// Engine-wide sequence number (unique per node run).
+    pub id: u64,
+    /// Exchange it was published to; `""` is the default exchange.
+    pub exchange: String,
+    pub routing_key: String,
+    /// Application headers (content-type, custom ones), in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// Survives a restart when it sits in a durable queue.
+    pub persistent: bool,
+    /// Uid of the publisher, when a session published it.
+    pub sender: Option<String>,
+    encoded: [OnceLock<Bytes>; SLOTS],
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Makes sure new ids are above `id` (ids restored from the queue store).
+pub fn reserve_ids_through(id: u64) {
+    NEXT_ID.fetch_max(id + 1, Ordering::Relaxed);
+}
+
+impl Message {
+    pub fn new(exchange: impl Into<String>, routing_key: impl Into<String>, headers: Vec<(String, String)>, body: Bytes) -> Message {
+        let persistent = headers.iter().any(|(k, v)| k == "persistent" && v == "true");
+        Message {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            headers,
+            body,
+            persistent,
+            sender: None,
+            encoded: Default::default(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The cached encoding for `slot`, computed by `encode` on first use.
+    pub fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
+        self.encoded[slot as usize].get_or_init(|| encode(self)).clone()
+    }
+
+    /// The STOMP destination a subscriber sees, derived from where it was
+    /// published (RabbitMQ's mapping, DESIGN.md addressing model).
+    pub fn destination(&self) -> String {
+        match self.exchange.as_str() {
+            "" => format!("/queue/{}", self.routing_key),
+            "amq.topic" => format!("/topic/{}", self.routing_key),
+            x if self.routing_key.is_empty() => format!("/exchange/{x}"),
+            x => format!("/exchange/{x}/{}", self.routing_key),
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The router: vhosts → exchanges → bindings → queues.
+//!
+//! Lock order (never take an earlier one while holding a later one):
+//! `Vhost::queues` → `Vhost::exchanges` → an exchange's bindings → a queue's
+//! state → a session's outbox. Publishing takes only read locks until it
+//! reaches the queues, so publishers on different cores do not contend.
+
+pub mod exchange;
+pub mod queue;
+pub mod topic;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use exchange::{Exchange, ExchangeKind, HeaderMatch};
+pub use queue::{AckError, AckMode, ConsumerId, Queue, QueueOptions, Settle};
+
+use crate::config::Config;
+use crate::message::Message;
+use crate::session::SessionId;
+use crate::store::{QueueStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("no vhost '{0}'")]
+    NoVhost(String),
+    #[error("no exchange '{0}' in vhost '{1}'")]
+    NoExchange(String, String),
+    #[error("no queue '{0}' in vhost '{1}'")]
+    NoQueue(String, String),
+    #[error("queue '{0}' is exclusive to another session")]
+    Locked(String),
+    #[error("queue '{name}' exists with different options ({what})")]
+    Inequivalent { name: String, what: &'static str },
+    #[error("cannot use reserved name '{0}'")]
+    Reserved(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The exchanges every vhost has (RabbitMQ's plus the addressing model's).
+fn builtin_exchanges(config: &Config) -> Vec<(String, ExchangeKind)> {
+    let mut v: Vec<(String, ExchangeKind)> = vec![
+        ("amq.direct".into(), ExchangeKind::Direct),
+        ("amq.fanout".into(), ExchangeKind::Fanout),
+        ("amq.topic".into(), ExchangeKind::Topic),
+        ("amq.headers".into(), ExchangeKind::Headers),
+        ("amq.match".into(), ExchangeKind::Headers),
+    ];
+    for name in [&config.exchanges.feed, &config.exchanges.project, &config.exchanges.presence] {
+        v.push((name.clone(), ExchangeKind::Topic));
+    }
+    v
+}
+
+#[derive(Debug)]
+pub struct Vhost {
+    pub name: Arc<str>,
+    exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    /// Bindings per queue, to undo them when the queue goes.
+    bound: Mutex<HashMap<String, Vec<(Arc<Exchange>, String)>>>,
+    store: Arc<dyn QueueStore>,
+    max_queue_messages: usize,
+}
+
+impl Vhost {
+    fn new(name: &str, config: &Config, store: Arc<dyn QueueStore>) -> Vhost {
+        let mut exchanges = HashMap::new();
+        for (x, kind) in builtin_exchanges(config) {
+            exchanges.insert(x.clone(), Arc::new(Exchange::new(&x, kind)));
+        }
+        if let Some(v) = config.vhosts.iter().find(|v| v.name == name) {
+            for x in &v.exchanges {
+                exchanges.insert(x.name.clone(), Arc::new(Exchange::new(&x.name, x.kind)));
+            }
+        }
+        Vhost {
+            name: name.into(),
+            exchanges: RwLock::new(exchanges),
+            queues: RwLock::new(HashMap::new()),
+            bound: Mutex::new(HashMap::new()),
+            store,
+            max_queue_messages: config.limits.max_queue_messages,
+        }
+    }
+
+    pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
+        self.exchanges.read().get(name).cloned()
+    }
+
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        self.exchanges.read().values().cloned().collect()
+    }
+
+    pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.queues.read().get(name).cloned()
+    }
+
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.queues.read().values().cloned().collect()
+    }
+
+    /// Declares a queue, or returns the existing one if its options agree
+    /// (AMQP `queue.declare` semantics: a mismatch is an error, not a change).
+    pub fn declare_queue(&self, name: &str, options: QueueOptions, session: Option<SessionId>) -> Result<Arc<Queue>, RouteError> {
+        if name.is_empty() || name.starts_with("amq.") && options.exclusive.is_none() {
+            return Err(RouteError::Reserved(name.to_owned()));
+        }
+        if let Some(q) = self.queue(name) {
+            return Self::check_existing(q, &options, session);
+        }
+        let mut queues = self.queues.write();
+        if let Some(q) = queues.get(name) {
+            return Self::check_existing(q.clone(), &options, session);
+        }
+        if options.durable {
+            self.store.declare(&self.name, name)?;
+        }
+        let q = Arc::new(Queue::new(&self.name, name, options, self.max_queue_messages, Some(self.store.clone())));
+        queues.insert(name.to_owned(), q.clone());
+        Ok(q)
+    }
+
+    fn check_existing(q: Arc<Queue>, options: &QueueOptions, session: Option<SessionId>) -> Result<Arc<Queue>, RouteError> {
+        if let Some(s) = session {
+            if !q.accessible_by(s) {
+                return Err(RouteError::Locked(q.name.to_string()));
+            }
+        }
+        if q.options.durable != options.durable {
+            return Err(RouteError::Inequivalent { name: q.name.to_string(), what: "durable" });
+        }
+        if q.options.auto_delete != options.auto_delete {
+            return Err(RouteError::Inequivalent { name: q.name.to_string(), what: "auto-delete" });
+        }
+        Ok(q)
+    }
+
+    pub fn bind(&self, exchange: &str, queue: &Arc<Queue>, key: &str, headers: Option<HeaderMatch>) -> Result<(), RouteError> {
+        let x = self.exchange(exchange).ok_or_else(|| RouteError::NoExchange(exchange.into(), self.name.to_string()))?;
+        x.bind(queue, key, headers);
+        let mut bound = self.bound.lock();
+        let list = bound.entry(queue.name.to_string()).or_default();
+        if !list.iter().any(|(e, k)| Arc::ptr_eq(e, &x) && k == key) {
+            list.push((x, key.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Deletes a queue, its bindings and (if durable) its stored messages.
+    pub fn delete_queue(&self, name: &str) -> Option<Arc<Queue>> {
+        let q = self.queues.write().remove(name)?;
+        let bindings = self.bound.lock().remove(name).unwrap_or_default();
+        for (x, key) in bindings {
+            x.unbind(&q, &key);
+        }
+        q.mark_deleted();
+        if q.options.durable {
+            if let Err(e) = self.store.delete(&self.name, name) {
+                tracing::warn!(queue = name, error = %e, "queue store delete failed");
+            }
+        }
+        Some(q)
+    }
+
+    /// Routes a message; `""` is the default exchange (routing key = queue
+    /// name). Returns how many queues took it; unroutable messages are
+    /// dropped, as in AMQP without `mandatory`.
+    pub fn publish(&self, message: Message) -> Result<usize, RouteError> {
+        let message = Arc::new(message);
+        if message.exchange.is_empty() {
+            return match self.queue(&message.routing_key) {
+                Some(q) => q.publish(message).map(|_| 1).map_err(Into::into),
+                None => Ok(0),
+            };
+        }
+        let x = self
+            .exchange(&message.exchange)
+            .ok_or_else(|| RouteError::NoExchange(message.exchange.clone(), self.name.to_string()))?;
+        let mut failed = None;
+        let n = x.route(&message, |q| {
+            if let Err(e) = q.publish(message.clone()) {
+                failed = Some(e);
+            }
+        });
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(n),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Router {
+    vhosts: HashMap<String, Arc<Vhost>>,
+}
+
+impl Router {
+    pub fn new(config: &Config, store: Arc<dyn QueueStore>) -> Result<Router, RouteError> {
+        let vhosts: HashMap<String, Arc<Vhost>> = config
+            .vhosts
+            .iter()
+            .map(|v| (v.name.clone(), Arc::new(Vhost::new(&v.name, config, store.clone()))))
+            .collect();
+        // Durable queues and their persistent messages come back from the store.
+        let mut max_id = 0;
+        for sq in store.load()? {
+            let Some(vhost) = vhosts.get(&sq.vhost) else {
+                tracing::warn!(vhost = %sq.vhost, queue = %sq.name, "stored queue of an unknown vhost ignored");
+                continue;
+            };
+            let opts = QueueOptions { durable: true, exclusive: None, auto_delete: false };
+            let q = vhost.declare_queue(&sq.name, opts, None)?;
+            for m in sq.messages {
+                max_id = max_id.max(m.id);
+                let mut msg = Message::new(m.exchange, m.routing_key, m.headers, m.body);
+                msg.id = m.id;
+                q.restore(Arc::new(msg));
+            }
+        }
+        crate::message::reserve_ids_through(max_id);
+        Ok(Router { vhosts })
+    }
+
+    pub fn vhost(&self, name: &str) -> Result<&Arc<Vhost>, RouteError> {
+        self.vhosts.get(name).ok_or_else(|| RouteError::NoVhost(name.to_owned()))
+    }
+
+    pub fn vhosts(&self) -> impl Iterator<Item = &Arc<Vhost>> {
+        self.vhosts.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Outbound, SessionHandle};
+    use crate::store::MemoryStore;
+    use crate::transport::Peer;
+    use bytes::Bytes;
+
+    fn router(store: Arc<dyn QueueStore>) -> Router {
+        Router::new(&Config::default(), store).unwrap()
+    }
+
+    fn transient() -> QueueOptions {
+        QueueOptions { durable: false, exclusive: None, auto_delete: false }
+    }
+
+    #[test]
+    fn topic_exchange_routes_once_per_queue() {
+        let r = router(Arc::new(MemoryStore::default()));
+        let v = r.vhost("/").unwrap();
+        let q = v.declare_queue("q1", transient(), None).unwrap();
+        v.bind("amq.topic", &q, "a.*", None).unwrap();
+        v.bind("amq.topic", &q, "a.#", None).unwrap();
+        assert_eq!(v.publish(Message::new("amq.topic", "a.b", vec![], Bytes::new())).unwrap(), 1);
+        assert_eq!(q.depth(), 1);
+        assert_eq!(v.publish(Message::new("amq.topic", "b.c", vec![], Bytes::new())).unwrap(), 0);
+        assert!(matches!(v.publish(Message::new("nope", "k", vec![], Bytes::new())), Err(RouteError::NoExchange(..))));
+        v.delete_queue("q1");
+        assert_eq!(v.exchange("amq.topic").unwrap().binding_count(), 0, "bindings go with the queue");
+    }
+
+    #[test]
+    fn default_direct_fanout_headers() {
+        let r = router(Arc::new(MemoryStore::default()));
+        let v = r.vhost("/").unwrap();
+        let q = v.declare_queue("jobs", transient(), None).unwrap();
+        assert_eq!(v.publish(Message::new("", "jobs", vec![], Bytes::new())).unwrap(), 1);
+        assert_eq!(v.publish(Message::new("", "missing", vec![], Bytes::new())).unwrap(), 0);
+        v.bind("amq.direct", &q, "k", None).unwrap();
+        assert_eq!(v.publish(Message::new("amq.direct", "k", vec![], Bytes::new())).unwrap(), 1);
+        assert_eq!(v.publish(Message::new("amq.direct", "k2", vec![], Bytes::new())).unwrap(), 0);
+        v.bind("amq.fanout", &q, "", None).unwrap();
+        assert_eq!(v.publish(Message::new("amq.fanout", "anything", vec![], Bytes::new())).unwrap(), 1);
+        let all = HeaderMatch { all: true, args: vec![("a".into(), "1".into()), ("b".into(), "2".into())] };
+        v.bind("amq.headers", &q, "", Some(all)).unwrap();
+        let h = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(v.publish(Message::new("amq.headers", "", h(&[("a", "1")]), Bytes::new())).unwrap(), 0);
+        assert_eq!(v.publish(Message::new("amq.headers", "", h(&[("a", "1"), ("b", "2")]), Bytes::new())).unwrap(), 1);
+        assert_eq!(q.depth(), 4);
+    }
+
+    #[test]
+    fn declare_checks_equivalence_and_exclusivity() {
+        let r = router(Arc::new(MemoryStore::default()));
+        let v = r.vhost("/").unwrap();
+        v.declare_queue("d", QueueOptions { durable: true, exclusive: None, auto_delete: false }, None).unwrap();
+        assert!(matches!(v.declare_queue("d", transient(), None), Err(RouteError::Inequivalent { .. })));
+        let mine = QueueOptions { durable: false, exclusive: Some(7), auto_delete: true };
+        v.declare_queue("x", mine, Some(7)).unwrap();
+        assert!(matches!(v.declare_queue("x", mine, Some(8)), Err(RouteError::Locked(_))));
+        assert!(matches!(v.declare_queue("amq.q", transient(), None), Err(RouteError::Reserved(_))));
+    }
+
+    #[test]
+    fn durable_persistent_messages_survive_a_new_router() {
+        let store: Arc<dyn QueueStore> = Arc::new(MemoryStore::default());
+        let durable = QueueOptions { durable: true, exclusive: None, auto_delete: false };
+        {
+            let r = router(store.clone());
+            let v = r.vhost("/").unwrap();
+            v.declare_queue("d", durable, None).unwrap();
+            let persistent = vec![("persistent".to_string(), "true".to_string())];
+            v.publish(Message::new("", "d", persistent, Bytes::from_static(b"keep"))).unwrap();
+            v.publish(Message::new("", "d", vec![], Bytes::from_static(b"lose"))).unwrap();
+        }
+        let r = router(store);
+        let q = r.vhost("/").unwrap().queue("d").expect("durable queue restored");
+        let s = SessionHandle::new("u", "/", "stomp", &Peer { addr: None, transport: "tcp" }, 8);
+        q.consume(s.clone(), "s".into(), AckMode::Auto, 0);
+        let mut out = Vec::new();
+        s.drain(&mut out, 10);
+        let bodies: Vec<_> = out.iter().map(|Outbound::Deliver(d)| d.message.body.clone()).collect();
+        assert_eq!(bodies, [Bytes::from_static(b"keep")]);
+    }
+}

@@ -1,0 +1,407 @@
+//! Queues: ready messages, consumers served round-robin, unacked deliveries.
+//!
+//! All state of one queue sits behind one mutex, held for a dispatch step at
+//! a time; a dispatch only pushes into session outboxes (which never block),
+//! so the lock is never held across I/O or an await.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::message::Message;
+use crate::session::{Delivery, Outbound, Rejected, SessionHandle, SessionId};
+use crate::store::{QueueStore, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Delivered is done (STOMP `ack:auto`).
+    Auto,
+    /// An ACK covers the message and every earlier one on the subscription.
+    Client,
+    /// An ACK covers just that message.
+    ClientIndividual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueOptions {
+    pub durable: bool,
+    /// Usable only by this session and deleted when it ends.
+    pub exclusive: Option<SessionId>,
+    /// Deleted when its last consumer goes (once it had one).
+    pub auto_delete: bool,
+}
+
+pub type ConsumerId = u64;
+static NEXT_CONSUMER: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AckError {
+    #[error("unknown delivery tag {0}")]
+    UnknownTag(u64),
+    #[error("no such consumer")]
+    UnknownConsumer,
+}
+
+#[derive(Debug, Clone)]
+struct Ready {
+    message: Arc<Message>,
+    redelivered: bool,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    id: ConsumerId,
+    session: Arc<SessionHandle>,
+    subscription: Arc<str>,
+    ack: AckMode,
+    /// Most unacked deliveries in flight; 0 = unlimited.
+    prefetch: usize,
+    unacked: VecDeque<(u64, Ready)>,
+    next_tag: u64,
+}
+
+impl Consumer {
+    fn has_room(&self) -> bool {
+        self.ack == AckMode::Auto || self.prefetch == 0 || self.unacked.len() < self.prefetch
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: VecDeque<Ready>,
+    consumers: Vec<Consumer>,
+    /// Next consumer to try: round-robin across dispatches.
+    cursor: usize,
+    had_consumer: bool,
+}
+
+/// Counters for stats and the admin console.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    pub published: AtomicU64,
+    pub delivered: AtomicU64,
+    pub acked: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    pub name: Arc<str>,
+    pub vhost: Arc<str>,
+    pub options: QueueOptions,
+    pub counters: QueueCounters,
+    max_len: usize,
+    store: Option<Arc<dyn QueueStore>>,
+    state: Mutex<State>,
+    deleted: AtomicBool,
+}
+
+impl Queue {
+    pub fn new(vhost: &str, name: &str, options: QueueOptions, max_len: usize, store: Option<Arc<dyn QueueStore>>) -> Queue {
+        Queue {
+            name: name.into(),
+            vhost: vhost.into(),
+            options,
+            counters: QueueCounters::default(),
+            max_len,
+            store: if options.durable { store } else { None },
+            state: Mutex::new(State::default()),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    pub fn depth(&self) -> usize {
+        self.state.lock().ready.len()
+    }
+
+    pub fn consumer_count(&self) -> usize {
+        self.state.lock().consumers.len()
+    }
+
+    pub fn unacked_count(&self) -> usize {
+        self.state.lock().consumers.iter().map(|c| c.unacked.len()).sum()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        let mut st = self.state.lock();
+        st.ready.clear();
+        for c in st.consumers.drain(..) {
+            drop(c);
+        }
+    }
+
+    /// Whether `session` may use this queue (exclusive queues belong to one).
+    pub fn accessible_by(&self, session: SessionId) -> bool {
+        self.options.exclusive.is_none_or(|owner| owner == session)
+    }
+
+    fn persist(&self, message: &Message) -> Result<(), StoreError> {
+        match &self.store {
+            Some(store) if message.persistent => store.append(&self.vhost, &self.name, message),
+            _ => Ok(()),
+        }
+    }
+
+    fn forget(&self, message: &Message) {
+        if let Some(store) = &self.store {
+            if message.persistent {
+                if let Err(e) = store.remove(&self.vhost, &self.name, message.id) {
+                    tracing::warn!(queue = %self.name, error = %e, "queue store remove failed");
+                }
+            }
+        }
+    }
+
+    /// Enqueues and dispatches. A full queue drops its oldest message
+    /// (`drop-head`), as RabbitMQ does with `x-max-length`.
+    pub fn publish(&self, message: Arc<Message>) -> Result<(), StoreError> {
+        if self.is_deleted() {
+            return Ok(());
+        }
+        self.persist(&message)?;
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state.lock();
+        if st.ready.len() >= self.max_len {
+            if let Some(old) = st.ready.pop_front() {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.forget(&old.message);
+            }
+        }
+        st.ready.push_back(Ready { message, redelivered: false });
+        self.dispatch(&mut st);
+        Ok(())
+    }
+
+    /// Restores a message read back from the store at start (not re-persisted).
+    pub(crate) fn restore(&self, message: Arc<Message>) {
+        self.state.lock().ready.push_back(Ready { message, redelivered: true });
+    }
+
+    pub fn consume(&self, session: Arc<SessionHandle>, subscription: Arc<str>, ack: AckMode, prefetch: usize) -> ConsumerId {
+        let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state.lock();
+        st.consumers.push(Consumer { id, session, subscription, ack, prefetch, unacked: VecDeque::new(), next_tag: 1 });
+        st.had_consumer = true;
+        self.dispatch(&mut st);
+        id
+    }
+
+    /// Removes a consumer and requeues what it had not acked, in order, at the
+    /// head of the queue. Returns true when the queue is now due for
+    /// auto-deletion.
+    pub fn cancel(&self, consumer: ConsumerId) -> bool {
+        let mut st = self.state.lock();
+        if let Some(i) = st.consumers.iter().position(|c| c.id == consumer) {
+            let c = st.consumers.remove(i);
+            Self::requeue_front(&mut st, c.unacked.into_iter().map(|(_, r)| r));
+            self.dispatch(&mut st);
+        }
+        self.options.auto_delete && st.had_consumer && st.consumers.is_empty()
+    }
+
+    fn requeue_front(st: &mut State, items: impl DoubleEndedIterator<Item = Ready>) {
+        for mut r in items.rev() {
+            r.redelivered = true;
+            st.ready.push_front(r);
+        }
+    }
+
+    /// Settles deliveries: `multiple` covers every earlier tag too (STOMP
+    /// `client` mode). Acked or dropped messages are gone; requeued ones go
+    /// back to the head, marked redelivered.
+    pub fn settle(&self, consumer: ConsumerId, tag: u64, multiple: bool, outcome: Settle) -> Result<usize, AckError> {
+        let mut st = self.state.lock();
+        let c = st.consumers.iter_mut().find(|c| c.id == consumer).ok_or(AckError::UnknownConsumer)?;
+        let Some(pos) = c.unacked.iter().position(|(t, _)| *t == tag) else {
+            return Err(AckError::UnknownTag(tag));
+        };
+        let taken: Vec<Ready> = if multiple {
+            c.unacked.drain(..=pos).map(|(_, r)| r).collect()
+        } else {
+            c.unacked.remove(pos).map(|(_, r)| r).into_iter().collect()
+        };
+        let n = taken.len();
+        match outcome {
+            Settle::Ack | Settle::Drop => {
+                if outcome == Settle::Ack {
+                    self.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                for r in &taken {
+                    self.forget(&r.message);
+                }
+            }
+            Settle::Requeue => Self::requeue_front(&mut st, taken.into_iter()),
+        }
+        self.dispatch(&mut st);
+        Ok(n)
+    }
+
+    /// Drops every ready message; returns how many.
+    pub fn purge(&self) -> usize {
+        let mut st = self.state.lock();
+        let n = st.ready.len();
+        for r in st.ready.drain(..) {
+            self.forget(&r.message);
+        }
+        n
+    }
+
+    /// Hands ready messages to consumers with room, round-robin.
+    fn dispatch(&self, st: &mut State) {
+        while !st.ready.is_empty() && !st.consumers.is_empty() {
+            let n = st.consumers.len();
+            let start = st.cursor % n;
+            let Some(i) = (0..n).map(|k| (start + k) % n).find(|&i| st.consumers[i].has_room()) else {
+                return;
+            };
+            let Some(ready) = st.ready.pop_front() else { return };
+            let c = &mut st.consumers[i];
+            let tag = c.next_tag;
+            let delivery = Delivery {
+                subscription: c.subscription.clone(),
+                tag,
+                message: ready.message.clone(),
+                redelivered: ready.redelivered,
+            };
+            match c.session.offer(Outbound::Deliver(delivery)) {
+                Ok(()) => {
+                    c.next_tag += 1;
+                    if c.ack != AckMode::Auto {
+                        c.unacked.push_back((tag, ready));
+                    }
+                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    st.cursor = i + 1;
+                }
+                Err(Rejected(_)) => {
+                    // The session is closing (slow consumer or gone): take it
+                    // out now so the message goes to someone else.
+                    let c = st.consumers.remove(i);
+                    st.ready.push_front(ready);
+                    Self::requeue_front(st, c.unacked.into_iter().map(|(_, r)| r));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    Ack,
+    Requeue,
+    Drop,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Peer;
+    use bytes::Bytes;
+
+    fn session(cap: usize) -> Arc<SessionHandle> {
+        SessionHandle::new("u", "/", "stomp", &Peer { addr: None, transport: "tcp" }, cap)
+    }
+
+    fn msg(body: &'static str) -> Arc<Message> {
+        Arc::new(Message::new("", "q", vec![], Bytes::from_static(body.as_bytes())))
+    }
+
+    fn bodies(s: &SessionHandle) -> Vec<(String, u64, bool)> {
+        let mut out = Vec::new();
+        s.drain(&mut out, usize::MAX);
+        out.into_iter()
+            .map(|Outbound::Deliver(d)| (String::from_utf8_lossy(&d.message.body).into_owned(), d.tag, d.redelivered))
+            .collect()
+    }
+
+    fn queue() -> Queue {
+        Queue::new("/", "q", QueueOptions { durable: false, exclusive: None, auto_delete: true }, 3, None)
+    }
+
+    #[test]
+    fn round_robin_between_consumers() {
+        let q = queue();
+        let (a, b) = (session(10), session(10));
+        q.consume(a.clone(), "s".into(), AckMode::Auto, 0);
+        q.consume(b.clone(), "s".into(), AckMode::Auto, 0);
+        for m in ["1", "2", "3", "4"] {
+            q.publish(msg(m)).unwrap();
+        }
+        let got_a: Vec<_> = bodies(&a).into_iter().map(|x| x.0).collect();
+        let got_b: Vec<_> = bodies(&b).into_iter().map(|x| x.0).collect();
+        assert_eq!(got_a, ["1", "3"]);
+        assert_eq!(got_b, ["2", "4"]);
+    }
+
+    #[test]
+    fn prefetch_holds_until_ack_and_nack_requeues() {
+        let q = queue();
+        let a = session(10);
+        let c = q.consume(a.clone(), "s".into(), AckMode::ClientIndividual, 1);
+        q.publish(msg("1")).unwrap();
+        q.publish(msg("2")).unwrap();
+        assert_eq!(bodies(&a), [("1".into(), 1, false)]);
+        assert_eq!(q.depth(), 1);
+        q.settle(c, 1, false, Settle::Requeue).unwrap();
+        assert_eq!(bodies(&a), [("1".into(), 2, true)], "requeued message comes back first, marked");
+        assert_eq!(q.settle(c, 1, false, Settle::Ack), Err(AckError::UnknownTag(1)));
+        q.settle(c, 2, false, Settle::Ack).unwrap();
+        assert_eq!(bodies(&a), [("2".into(), 3, false)]);
+        assert_eq!(q.counters.acked.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn client_mode_ack_is_cumulative_and_cancel_requeues() {
+        let q = queue();
+        let a = session(10);
+        let c = q.consume(a.clone(), "s".into(), AckMode::Client, 0);
+        for m in ["1", "2", "3"] {
+            q.publish(msg(m)).unwrap();
+        }
+        assert_eq!(bodies(&a).len(), 3);
+        assert_eq!(q.settle(c, 2, true, Settle::Ack), Ok(2));
+        assert!(q.cancel(c), "auto-delete queue is due once its last consumer goes");
+        assert_eq!(q.depth(), 1, "unacked message 3 requeued");
+        let b = session(10);
+        q.consume(b.clone(), "s".into(), AckMode::Auto, 0);
+        assert_eq!(bodies(&b), [("3".into(), 1, true)]);
+    }
+
+    #[test]
+    fn slow_consumer_is_closed_and_message_goes_elsewhere() {
+        let q = queue();
+        let slow = session(1);
+        let ok = session(10);
+        q.consume(slow.clone(), "s".into(), AckMode::Auto, 0);
+        q.consume(ok.clone(), "s".into(), AckMode::Auto, 0);
+        for m in ["1", "2", "3"] {
+            q.publish(msg(m)).unwrap();
+        }
+        assert!(slow.is_closing());
+        assert_eq!(slow.close_reason().unwrap().code, crate::error::CloseCode::SlowConsumer);
+        let got: Vec<_> = bodies(&ok).into_iter().map(|x| x.0).collect();
+        assert_eq!(got, ["2", "3"]);
+        assert_eq!(bodies(&slow).len(), 1);
+        assert_eq!(q.consumer_count(), 1);
+    }
+
+    #[test]
+    fn max_length_drops_head() {
+        let q = queue();
+        for m in ["1", "2", "3", "4"] {
+            q.publish(msg(m)).unwrap();
+        }
+        assert_eq!(q.depth(), 3);
+        let a = session(10);
+        q.consume(a.clone(), "s".into(), AckMode::Auto, 0);
+        let got: Vec<_> = bodies(&a).into_iter().map(|x| x.0).collect();
+        assert_eq!(got, ["2", "3", "4"]);
+        assert_eq!(q.counters.dropped.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,155 @@
+//! What the engine holds for a session: an id, who it is, and a bounded
+//! outbox that the session's own task drains.
+//!
+//! The outbox is a `VecDeque` behind a mutex rather than a channel so an idle
+//! session costs no pre-allocated slots (tokio's bounded channel allocates a
+//! block of 32 on creation), and so the task can drain a whole batch under one
+//! lock and write it with one flush.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{CloseCode, CloseReason};
+use crate::message::Message;
+
+pub type SessionId = u64;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+pub fn next_session_id() -> SessionId {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One message handed to a session by a queue.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The subscription (consumer tag) it was delivered on.
+    pub subscription: Arc<str>,
+    /// Per-consumer delivery tag, increasing; used to ack.
+    pub tag: u64,
+    pub message: Arc<Message>,
+    pub redelivered: bool,
+}
+
+/// What the engine pushes to a session's task.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Deliver(Delivery),
+}
+
+/// Shared handle to a live session; the hub and every queue consumer hold one.
+#[derive(Debug)]
+pub struct SessionHandle {
+    pub id: SessionId,
+    pub uid: Arc<str>,
+    pub vhost: Arc<str>,
+    /// `stomp` (later `xmpp`, `bosh`).
+    pub protocol: &'static str,
+    /// `tcp`, `tls`, `ws`, `sockjs`.
+    pub transport: &'static str,
+    pub peer: Option<std::net::SocketAddr>,
+    pub connected_at: SystemTime,
+    outbox: Mutex<VecDeque<Outbound>>,
+    capacity: usize,
+    wake: Notify,
+    closing: CancellationToken,
+    reason: OnceLock<CloseReason>,
+}
+
+/// The outbox was full: the session is now closing as a slow consumer, and
+/// the item is handed back so the caller can requeue it.
+#[derive(Debug)]
+pub struct Rejected(pub Outbound);
+
+impl SessionHandle {
+    pub fn new(
+        uid: &str,
+        vhost: &str,
+        protocol: &'static str,
+        peer: &crate::transport::Peer,
+        capacity: usize,
+    ) -> Arc<SessionHandle> {
+        Arc::new(SessionHandle {
+            id: next_session_id(),
+            uid: uid.into(),
+            vhost: vhost.into(),
+            protocol,
+            transport: peer.transport,
+            peer: peer.addr,
+            connected_at: SystemTime::now(),
+            outbox: Mutex::new(VecDeque::new()),
+            capacity,
+            wake: Notify::new(),
+            closing: CancellationToken::new(),
+            reason: OnceLock::new(),
+        })
+    }
+
+    /// Queues `item` without waiting. Fan-out never blocks on one session:
+    /// when the outbox is full the session is closed as a slow consumer.
+    pub fn offer(&self, item: Outbound) -> Result<(), Rejected> {
+        if self.closing.is_cancelled() {
+            return Err(Rejected(item));
+        }
+        {
+            // Short critical section: push only; the session task pops.
+            let mut q = self.outbox.lock();
+            if q.len() >= self.capacity {
+                drop(q);
+                self.close(CloseReason::new(CloseCode::SlowConsumer, "slow consumer").with_detail(format!(
+                    "more than {} frames queued for this session; it was closed so others are not held up",
+                    self.capacity
+                )));
+                return Err(Rejected(item));
+            }
+            q.push_back(item);
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Moves up to `max` queued items into `into`; returns how many.
+    pub fn drain(&self, into: &mut Vec<Outbound>, max: usize) -> usize {
+        let mut q = self.outbox.lock();
+        let n = q.len().min(max);
+        into.extend(q.drain(..n));
+        // Give memory back after a burst: an idle session keeps no big buffer.
+        if q.is_empty() && q.capacity() > 64 {
+            q.shrink_to_fit();
+        }
+        n
+    }
+
+    pub fn queued(&self) -> usize {
+        self.outbox.lock().len()
+    }
+
+    /// Resolves when something was offered since the last drain.
+    pub async fn notified(&self) {
+        self.wake.notified().await
+    }
+
+    /// Asks the session's task to close; the first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.closing.cancel();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    pub async fn closed(&self) {
+        self.closing.cancelled().await
+    }
+
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.reason.get()
+    }
+}

@@ -1,0 +1,816 @@
+//! One STOMP client, from CONNECT to close, over any link.
+//!
+//! The task owns everything about its session (subscriptions, transactions,
+//! the decode buffer); the engine reaches it only through the session's
+//! outbox. Every error is fatal for the session, as STOMP requires: an ERROR
+//! frame with a `message` header (and `code`, see [`crate::error`]), then
+//! close. Nothing another session holds is touched by that.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::destination::Destination;
+use super::frame::{encode, encode_header, Command, Decoded, Decoder, Escaping, Frame, FrameError, Limits};
+use crate::auth::{AuthError, Identity, Permission, ResourceKind};
+use crate::engine::Engine;
+use crate::error::{CloseCode, CloseReason};
+use crate::message::{EncodingSlot, Message};
+use crate::router::{AckError, AckMode, ConsumerId, ExchangeKind, HeaderMatch, Queue, QueueOptions, RouteError, Settle, Vhost};
+use crate::session::{Delivery, Outbound, SessionHandle};
+use crate::transport::{LinkRx, LinkTx, Peer};
+
+const SERVER: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
+/// Most outbox items written before one flush: bounds the time between a
+/// client's reads being looked at while a burst is written out.
+const WRITE_BATCH: usize = 256;
+/// Read buffers larger than this are dropped once empty, so an idle session
+/// does not keep a big frame's memory.
+const IDLE_BUFFER: usize = 8 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Version {
+    V10,
+    V11,
+    V12,
+}
+
+impl Version {
+    fn as_str(self) -> &'static str {
+        match self {
+            Version::V10 => "1.0",
+            Version::V11 => "1.1",
+            Version::V12 => "1.2",
+        }
+    }
+
+    fn escaping(self) -> Escaping {
+        match self {
+            Version::V10 => Escaping::None,
+            Version::V11 => Escaping::V11,
+            Version::V12 => Escaping::V12,
+        }
+    }
+
+    fn slot(self) -> EncodingSlot {
+        match self {
+            Version::V10 => EncodingSlot::StompRaw,
+            Version::V11 => EncodingSlot::StompV11,
+            Version::V12 => EncodingSlot::StompV12,
+        }
+    }
+}
+
+/// Ends the session: what the client is told and why.
+type Fatal = CloseReason;
+
+fn fatal(code: CloseCode, message: impl Into<String>, detail: impl Into<String>) -> Fatal {
+    CloseReason::new(code, message).with_detail(detail)
+}
+
+fn frame_error(e: FrameError) -> Fatal {
+    let code = match e {
+        FrameError::TooLarge { .. } | FrameError::TooManyHeaders { .. } | FrameError::HeaderTooLong { .. } => {
+            CloseCode::LimitExceeded
+        }
+        _ => CloseCode::Protocol,
+    };
+    fatal(code, e.to_string(), "the frame could not be read; the connection is closed")
+}
+
+fn route_error(e: RouteError) -> Fatal {
+    let code = match e {
+        RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => CloseCode::NotFound,
+        RouteError::Locked(_) | RouteError::Inequivalent { .. } | RouteError::Reserved(_) => CloseCode::Precondition,
+        RouteError::Store(_) => CloseCode::Internal,
+    };
+    let message = match code {
+        CloseCode::NotFound => "not_found",
+        CloseCode::Precondition => "precondition_failed",
+        _ => "internal_error",
+    };
+    fatal(code, message, e.to_string())
+}
+
+/// Runs one STOMP session until the client leaves or an error closes it.
+pub async fn serve<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, peer: Peer) {
+    let l = &engine.config.limits;
+    let mut decoder = Decoder::new(Limits {
+        max_frame_bytes: l.max_frame_bytes,
+        max_headers: l.max_headers,
+        max_header_bytes: l.max_header_bytes,
+    });
+    let mut buf = BytesMut::new();
+    let connect = match await_connect(&engine, &mut rx, &mut decoder, &mut buf).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return tx.close().await,
+        Err(reason) => return send_error_and_close(&mut tx, &reason, None, Escaping::None).await,
+    };
+    let receipt = connect.header("receipt").map(str::to_owned);
+    let mut session = match Session::connect(&engine, &connect, &peer).await {
+        Ok(s) => s,
+        Err(reason) => {
+            tracing::debug!(peer = ?peer.addr, %reason, "STOMP CONNECT refused");
+            return send_error_and_close(&mut tx, &reason, receipt.as_deref(), Escaping::None).await;
+        }
+    };
+    decoder.set_escaping(session.version.escaping());
+    let connected = session.connected_frame(&connect);
+    let outcome = async {
+        session.write(&mut tx, &connected).await?;
+        if let Some(r) = &receipt {
+            session.write(&mut tx, &Frame::new(Command::Receipt).with_header("receipt-id", r.as_str())).await?;
+        }
+        tx.flush().await.map_err(io_closed)?;
+        session.run(&mut rx, &mut tx, &mut decoder, buf).await
+    }
+    .await;
+    match outcome {
+        Ok(()) => tx.close().await,
+        Err((reason, receipt)) => {
+            if !matches!(reason.code, CloseCode::Normal | CloseCode::HeartbeatTimeout) {
+                send_error_and_close(&mut tx, &reason, receipt.as_deref(), session.version.escaping()).await;
+            } else {
+                tx.close().await;
+            }
+        }
+    }
+    session.cleanup();
+}
+
+fn io_closed(e: std::io::Error) -> (Fatal, Option<String>) {
+    (fatal(CloseCode::Normal, "connection lost", e.to_string()), None)
+}
+
+/// Reads until the first frame, which must be CONNECT or STOMP.
+async fn await_connect<R: LinkRx>(
+    engine: &Engine,
+    rx: &mut R,
+    decoder: &mut Decoder,
+    buf: &mut BytesMut,
+) -> Result<Option<Frame>, Fatal> {
+    let deadline = tokio::time::sleep(Duration::from_millis(engine.config.limits.connect_timeout_ms));
+    tokio::pin!(deadline);
+    loop {
+        match decoder.decode(buf).map_err(frame_error)? {
+            Some(Decoded::Frame(f)) if matches!(f.command, Command::Connect | Command::Stomp) => return Ok(Some(f)),
+            Some(Decoded::Frame(f)) => {
+                return Err(fatal(
+                    CloseCode::Protocol,
+                    "Bad CONNECT",
+                    format!("expected CONNECT or STOMP as the first frame, got {}", f.command.as_str()),
+                ))
+            }
+            Some(Decoded::Heartbeat) => continue,
+            None => {}
+        }
+        tokio::select! {
+            _ = &mut deadline => return Err(fatal(CloseCode::ConnectTimeout, "connect timeout", "no CONNECT frame in time")),
+            _ = engine.shutdown.cancelled() => return Err(fatal(CloseCode::Shutdown, "server shutting down", "")),
+            n = rx.recv(buf) => match n {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+async fn send_error_and_close<W: LinkTx>(tx: &mut W, reason: &CloseReason, receipt: Option<&str>, escaping: Escaping) {
+    let mut f = Frame::new(Command::Error)
+        .with_header("message", reason.message.as_str())
+        .with_header("code", reason.code.number().to_string())
+        .with_header("content-type", "text/plain")
+        .with_header("content-length", reason.detail.len().to_string());
+    if let Some(r) = receipt {
+        f = f.with_header("receipt-id", r);
+    }
+    let f = f.with_body(Bytes::from(reason.detail.clone()));
+    let mut out = BytesMut::new();
+    encode(&f, escaping, &mut out);
+    // Best effort: the client may already be gone.
+    let _ = tx.feed(out.freeze()).await;
+    let _ = tx.flush().await;
+    tx.close().await;
+}
+
+struct Subscription {
+    id: Arc<str>,
+    queue: Arc<Queue>,
+    consumer: ConsumerId,
+    ack: AckMode,
+    /// What MESSAGE frames show as `destination` when it differs from the
+    /// message's own (temp queues).
+    destination: Option<String>,
+}
+
+struct Session {
+    engine: Engine,
+    handle: Arc<SessionHandle>,
+    identity: Identity,
+    vhost: Arc<Vhost>,
+    version: Version,
+    subs: HashMap<Arc<str>, Subscription>,
+    transactions: HashMap<String, Vec<Frame>>,
+    /// `/temp-queue/<name>` → the private queue made for it.
+    temp_queues: HashMap<String, Arc<str>>,
+    /// (server sends every, server expects every) in ms; 0 = off.
+    heartbeat: (u64, u64),
+    last_read: Instant,
+    last_write: Instant,
+}
+
+fn negotiate_version(connect: &Frame) -> Result<Version, Fatal> {
+    let Some(accept) = connect.header("accept-version") else { return Ok(Version::V10) };
+    accept
+        .split(',')
+        .filter_map(|v| match v.trim() {
+            "1.0" => Some(Version::V10),
+            "1.1" => Some(Version::V11),
+            "1.2" => Some(Version::V12),
+            _ => None,
+        })
+        .max()
+        .ok_or_else(|| fatal(CloseCode::Version, "Version mismatch", "Supported protocol versions are 1.0,1.1,1.2"))
+}
+
+impl Session {
+    async fn connect(engine: &Engine, connect: &Frame, peer: &Peer) -> Result<Session, Fatal> {
+        let version = negotiate_version(connect)?;
+        let login = connect.header("login").unwrap_or("");
+        let passcode = connect.header("passcode").unwrap_or("");
+        let refused = || fatal(CloseCode::AuthFailed, "Bad CONNECT", format!("Access refused for user '{login}'"));
+        if login.is_empty() {
+            return Err(refused());
+        }
+        // `host` names the vhost; hostnames that are not vhosts (stomp.py
+        // sends the server's host name) fall back to the default vhost.
+        let vhost_name = connect
+            .header("host")
+            .filter(|h| engine.router.vhost(h).is_ok())
+            .unwrap_or(&engine.config.stomp.default_vhost);
+        let auth = engine.auth();
+        let identity = match auth.authenticator.authenticate(login, passcode).await {
+            Ok(id) => id,
+            Err(AuthError::Refused) => return Err(refused()),
+            Err(e @ AuthError::Unavailable(_)) => return Err(fatal(CloseCode::Internal, "Bad CONNECT", e.to_string())),
+        };
+        match auth.authorizer.vhost(&identity, vhost_name).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                return Err(fatal(
+                    CloseCode::AccessRefused,
+                    "Bad CONNECT",
+                    format!("Virtual host '{vhost_name}' access denied for user '{}'", identity.uid),
+                ))
+            }
+        }
+        let vhost = engine.router.vhost(vhost_name).map_err(route_error)?.clone();
+        let handle = SessionHandle::new(&identity.uid, vhost_name, "stomp", peer, engine.config.limits.outbound_queue);
+        let heartbeat = match (version, connect.header("heart-beat")) {
+            (Version::V10, _) | (_, None) => (0, 0),
+            (_, Some(hb)) => {
+                let mut parts = hb.split(',').map(|p| p.trim().parse::<u64>());
+                let (Some(Ok(cx)), Some(Ok(cy)), None) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(fatal(CloseCode::Protocol, "Bad CONNECT", format!("invalid heart-beat header {hb:?}")));
+                };
+                let floor = |ms: u64| if ms == 0 { 0 } else { ms.max(engine.config.stomp.min_heartbeat_ms) };
+                // Like RabbitMQ: send as often as the client wants to hear
+                // from us, expect what it offers to send.
+                (floor(cy), floor(cx))
+            }
+        };
+        engine.hub.register(handle.clone());
+        let now = Instant::now();
+        Ok(Session {
+            engine: engine.clone(),
+            handle,
+            identity,
+            vhost,
+            version,
+            subs: HashMap::new(),
+            transactions: HashMap::new(),
+            temp_queues: HashMap::new(),
+            heartbeat,
+            last_read: now,
+            last_write: now,
+        })
+    }
+
+    fn connected_frame(&self, _connect: &Frame) -> Frame {
+        let mut f = Frame::new(Command::Connected)
+            .with_header("version", self.version.as_str())
+            .with_header("session", format!("session-{}", self.handle.id))
+            .with_header("server", SERVER);
+        if self.version > Version::V10 {
+            f = f.with_header("heart-beat", format!("{},{}", self.heartbeat.0, self.heartbeat.1));
+        }
+        f.with_header("user-name", self.identity.uid.as_str())
+    }
+
+    async fn write<W: LinkTx>(&mut self, tx: &mut W, frame: &Frame) -> Result<(), (Fatal, Option<String>)> {
+        let mut out = BytesMut::new();
+        encode(frame, self.version.escaping(), &mut out);
+        self.last_write = Instant::now();
+        tx.feed(out.freeze()).await.map_err(io_closed)
+    }
+
+    async fn run<R: LinkRx, W: LinkTx>(
+        &mut self,
+        rx: &mut R,
+        tx: &mut W,
+        decoder: &mut Decoder,
+        mut buf: BytesMut,
+    ) -> Result<(), (Fatal, Option<String>)> {
+        let tick_ms = match self.heartbeat {
+            (0, 0) => 0,
+            (0, r) | (r, 0) => r,
+            (s, r) => s.min(r),
+        };
+        // A disabled timer still needs a future for select!; an hour is "never".
+        let mut ticker = tokio::time::interval(Duration::from_millis(if tick_ms == 0 { 3_600_000 } else { tick_ms / 2 + 1 }));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut batch = Vec::new();
+        loop {
+            while let Some(decoded) = decoder.decode(&mut buf).map_err(|e| (frame_error(e), None))? {
+                if let Decoded::Frame(frame) = decoded {
+                    let receipt = frame.header("receipt").map(str::to_owned);
+                    match self.handle_frame(frame, tx).await {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(()),
+                        Err(reason) => return Err((reason, receipt)),
+                    }
+                }
+            }
+            if buf.is_empty() && buf.capacity() > IDLE_BUFFER {
+                buf = BytesMut::new();
+            }
+            tx.flush().await.map_err(io_closed)?;
+            tokio::select! {
+                biased;
+                _ = self.handle.closed() => {
+                    let reason = self.handle.close_reason().cloned()
+                        .unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
+                    // A slow consumer is not sent its backlog: it is why it closes.
+                    return Err((reason, None));
+                }
+                _ = self.engine.shutdown.cancelled() => {
+                    return Err((fatal(CloseCode::Shutdown, "server shutting down", ""), None));
+                }
+                _ = self.handle.notified() => {
+                    loop {
+                        batch.clear();
+                        if self.handle.drain(&mut batch, WRITE_BATCH) == 0 {
+                            break;
+                        }
+                        for item in batch.drain(..) {
+                            match item {
+                                Outbound::Deliver(d) => self.write_delivery(tx, d).await?,
+                            }
+                        }
+                        tx.flush().await.map_err(io_closed)?;
+                    }
+                    if batch.capacity() > WRITE_BATCH {
+                        batch = Vec::new();
+                    }
+                }
+                n = rx.recv(&mut buf) => match n {
+                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(_) => self.last_read = Instant::now(),
+                },
+                _ = ticker.tick(), if tick_ms > 0 => self.heartbeat_tick(tx).await?,
+            }
+        }
+    }
+
+    async fn heartbeat_tick<W: LinkTx>(&mut self, tx: &mut W) -> Result<(), (Fatal, Option<String>)> {
+        let (send, expect) = self.heartbeat;
+        // Tolerate twice the announced interval: the spec leaves slack to
+        // the receiver, and networks and timers jitter.
+        if expect > 0 && self.last_read.elapsed() > Duration::from_millis(expect * 2) {
+            tracing::debug!(session = self.handle.id, "heart-beat timeout");
+            return Err((fatal(CloseCode::HeartbeatTimeout, "heart-beat timeout", ""), None));
+        }
+        if send > 0 && self.last_write.elapsed() >= Duration::from_millis(send / 2) {
+            self.last_write = Instant::now();
+            tx.feed(Bytes::from_static(b"\n")).await.map_err(io_closed)?;
+        }
+        Ok(())
+    }
+
+    async fn write_delivery<W: LinkTx>(&mut self, tx: &mut W, d: Delivery) -> Result<(), (Fatal, Option<String>)> {
+        let Some(sub) = self.subs.get(&d.subscription) else {
+            // Unsubscribed while it was in the outbox; the queue already
+            // requeued it when the consumer was cancelled.
+            return Ok(());
+        };
+        let escaping = self.version.escaping();
+        let message_id = format!("T_{}@@{}", d.subscription, d.tag);
+        let mut head = BytesMut::with_capacity(128);
+        head.put_slice(b"MESSAGE\n");
+        encode_header("subscription", &d.subscription, escaping, &mut head);
+        let destination = match &sub.destination {
+            Some(dest) => dest.clone(),
+            None => d.message.destination(),
+        };
+        encode_header("destination", &destination, escaping, &mut head);
+        encode_header("message-id", &message_id, escaping, &mut head);
+        encode_header("redelivered", if d.redelivered { "true" } else { "false" }, escaping, &mut head);
+        if self.version == Version::V12 && sub.ack != AckMode::Auto {
+            encode_header("ack", &message_id, escaping, &mut head);
+        }
+        let tail = d.message.encoded(self.version.slot(), |m| encode_message_tail(m, escaping));
+        self.last_write = Instant::now();
+        tx.feed_split(head.freeze(), tail).await.map_err(io_closed)
+    }
+
+    /// Applies one client frame. `Ok(false)` ends the session cleanly.
+    async fn handle_frame<W: LinkTx>(&mut self, frame: Frame, tx: &mut W) -> Result<bool, Fatal> {
+        let receipt = frame.header("receipt").map(str::to_owned);
+        match frame.command {
+            Command::Send => self.on_send(frame).await?,
+            Command::Subscribe => self.on_subscribe(&frame).await?,
+            Command::Unsubscribe => self.on_unsubscribe(&frame)?,
+            Command::Ack | Command::Nack => self.on_settle(frame)?,
+            Command::Begin => {
+                let id = require(&frame, "transaction")?;
+                if self.transactions.len() >= self.engine.config.limits.max_transactions {
+                    return Err(fatal(CloseCode::TooMany, "too many transactions", format!("at most {} open", self.engine.config.limits.max_transactions)));
+                }
+                if self.transactions.insert(id.clone(), Vec::new()).is_some() {
+                    return Err(fatal(CloseCode::Protocol, "Bad transaction", format!("transaction {id:?} already begun")));
+                }
+            }
+            Command::Commit => {
+                let id = require(&frame, "transaction")?;
+                let frames = self.transactions.remove(&id).ok_or_else(|| unknown_tx(&id))?;
+                for f in frames {
+                    match f.command {
+                        Command::Send => self.on_send(f).await?,
+                        _ => self.on_settle(f)?,
+                    }
+                }
+            }
+            Command::Abort => {
+                let id = require(&frame, "transaction")?;
+                self.transactions.remove(&id).ok_or_else(|| unknown_tx(&id))?;
+            }
+            Command::Disconnect => {
+                if let Some(r) = receipt {
+                    self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r))
+                        .await
+                        .map_err(|(reason, _)| reason)?;
+                }
+                return Ok(false);
+            }
+            Command::Connect | Command::Stomp => {
+                return Err(fatal(CloseCode::Protocol, "Bad CONNECT", "already connected"));
+            }
+            Command::Connected | Command::Message | Command::Receipt | Command::Error | Command::Unknown(_) => {
+                return Err(fatal(
+                    CloseCode::Protocol,
+                    "Bad command",
+                    format!("Could not interpret command {:?}", frame.command.as_str()),
+                ));
+            }
+        }
+        if let Some(r) = receipt {
+            self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r)).await.map_err(|(reason, _)| reason)?;
+        }
+        Ok(true)
+    }
+
+    /// Buffers `frame` if it names a transaction; true when it did.
+    fn in_transaction(&mut self, frame: &mut Option<Frame>) -> Result<bool, Fatal> {
+        let Some(f) = frame.as_ref() else { return Ok(false) };
+        let Some(id) = f.header("transaction") else { return Ok(false) };
+        let limit = self.engine.config.limits.max_transaction_frames;
+        let pending = self.transactions.get_mut(id).ok_or_else(|| unknown_tx(id))?;
+        if pending.len() >= limit {
+            return Err(fatal(CloseCode::TooMany, "transaction too large", format!("at most {limit} frames in one transaction")));
+        }
+        let mut f = frame.take().expect("checked above");
+        // Replayed at COMMIT without the header, so it is applied, not re-buffered.
+        f.headers.retain(|(k, _)| k != "transaction" && k != "receipt");
+        pending.push(f);
+        Ok(true)
+    }
+
+    async fn check(&self, kind: ResourceKind, name: &str, permission: Permission) -> Result<(), Fatal> {
+        let auth = self.engine.auth();
+        match auth.authorizer.resource(&self.identity, &self.vhost.name, kind, name, permission).await {
+            Ok(true) => Ok(()),
+            _ => Err(fatal(
+                CloseCode::AccessRefused,
+                "access_refused",
+                format!(
+                    "access to {} '{}' in vhost '{}' refused for user '{}' ({})",
+                    kind.as_str(),
+                    name,
+                    self.vhost.name,
+                    self.identity.uid,
+                    permission.as_str()
+                ),
+            )),
+        }
+    }
+
+    async fn check_topic(&self, exchange: &str, key: &str, permission: Permission) -> Result<(), Fatal> {
+        if self.vhost.exchange(exchange).map(|x| x.kind) != Some(ExchangeKind::Topic) {
+            return Ok(());
+        }
+        let auth = self.engine.auth();
+        match auth.authorizer.topic(&self.identity, &self.vhost.name, exchange, key, permission).await {
+            Ok(true) => Ok(()),
+            _ => Err(fatal(
+                CloseCode::AccessRefused,
+                "access_refused",
+                format!("{} access to topic '{key}' in exchange '{exchange}' refused for user '{}'", permission.as_str(), self.identity.uid),
+            )),
+        }
+    }
+
+    async fn on_send(&mut self, frame: Frame) -> Result<(), Fatal> {
+        let mut slot = Some(frame);
+        if self.in_transaction(&mut slot)? {
+            return Ok(());
+        }
+        let frame = slot.expect("not buffered");
+        let dest = Destination::parse(&require(&frame, "destination")?)
+            .map_err(|e| fatal(CloseCode::Protocol, "Unknown destination", e.to_string()))?;
+        let (exchange, key) = match &dest {
+            Destination::Exchange { exchange, key } => {
+                if self.vhost.exchange(exchange).is_none() {
+                    return Err(route_error(RouteError::NoExchange(exchange.clone(), self.vhost.name.to_string())));
+                }
+                self.check(ResourceKind::Exchange, exchange, Permission::Write).await?;
+                self.check_topic(exchange, key, Permission::Write).await?;
+                (exchange.clone(), key.clone())
+            }
+            Destination::Queue(q) => {
+                self.check(ResourceKind::Queue, q, Permission::Configure).await?;
+                self.check(ResourceKind::Exchange, "amq.default", Permission::Write).await?;
+                self.vhost.declare_queue(q, queue_options(&frame, true, None), Some(self.handle.id)).map_err(route_error)?;
+                (String::new(), q.clone())
+            }
+            Destination::AmqQueue(q) | Destination::ReplyQueue(q) => {
+                self.check(ResourceKind::Exchange, "amq.default", Permission::Write).await?;
+                match self.vhost.queue(q) {
+                    Some(queue) if queue.accessible_by(self.handle.id) || matches!(dest, Destination::ReplyQueue(_)) => {}
+                    Some(_) => return Err(route_error(RouteError::Locked(q.clone()))),
+                    None => return Err(route_error(RouteError::NoQueue(q.clone(), self.vhost.name.to_string()))),
+                }
+                (String::new(), q.clone())
+            }
+            Destination::Topic(key) => {
+                self.check(ResourceKind::Exchange, "amq.topic", Permission::Write).await?;
+                self.check_topic("amq.topic", key, Permission::Write).await?;
+                ("amq.topic".to_owned(), key.clone())
+            }
+            Destination::TempQueue(_) => {
+                return Err(fatal(CloseCode::Protocol, "Bad destination", "/temp-queue/ destinations are only valid in reply-to"));
+            }
+        };
+        let mut headers: Vec<(String, String)> = Vec::with_capacity(frame.headers.len());
+        for (k, v) in &frame.headers {
+            if matches!(k.as_str(), "destination" | "transaction" | "receipt" | "content-length" | "message-id" | "subscription" | "redelivered" | "ack")
+                || headers.iter().any(|(seen, _)| seen == k)
+            {
+                continue;
+            }
+            if k == "reply-to" {
+                if let Some(name) = v.strip_prefix("/temp-queue/") {
+                    let q = self.temp_queue(name)?;
+                    headers.push((k.clone(), format!("/reply-queue/{q}")));
+                    continue;
+                }
+            }
+            headers.push((k.clone(), v.clone()));
+        }
+        let mut message = Message::new(exchange, key, headers, frame.body);
+        message.sender = Some(self.identity.uid.clone());
+        self.vhost.publish(message).map_err(route_error)?;
+        Ok(())
+    }
+
+    /// The private queue behind `/temp-queue/<name>`, made and subscribed on first use.
+    fn temp_queue(&mut self, name: &str) -> Result<Arc<str>, Fatal> {
+        if let Some(q) = self.temp_queues.get(name) {
+            return Ok(q.clone());
+        }
+        let qname = format!("amq.gen-{}", uuid::Uuid::new_v4().simple());
+        let opts = QueueOptions { durable: false, exclusive: Some(self.handle.id), auto_delete: true };
+        let queue = self.vhost.declare_queue(&qname, opts, Some(self.handle.id)).map_err(route_error)?;
+        let sub_id: Arc<str> = format!("/temp-queue/{name}").into();
+        let consumer = queue.consume(self.handle.clone(), sub_id.clone(), AckMode::Auto, 0);
+        self.subs.insert(
+            sub_id.clone(),
+            Subscription { id: sub_id.clone(), queue, consumer, ack: AckMode::Auto, destination: Some(sub_id.to_string()) },
+        );
+        let qname: Arc<str> = qname.into();
+        self.temp_queues.insert(name.to_owned(), qname.clone());
+        Ok(qname)
+    }
+
+    async fn on_subscribe(&mut self, frame: &Frame) -> Result<(), Fatal> {
+        let raw_dest = require(frame, "destination")?;
+        let id: Arc<str> = match frame.header("id") {
+            Some(id) => id.into(),
+            None if self.version == Version::V10 => raw_dest.as_str().into(),
+            None => return Err(fatal(CloseCode::Protocol, "Missing header", "SUBSCRIBE needs an id header")),
+        };
+        if self.subs.contains_key(&id) {
+            return Err(fatal(CloseCode::Protocol, "Duplicated subscription identifier", format!("subscription {id:?} already exists")));
+        }
+        let limit = self.engine.config.limits.max_subscriptions;
+        if self.subs.len() >= limit {
+            return Err(fatal(CloseCode::TooMany, "too many subscriptions", format!("at most {limit} per session")));
+        }
+        let ack = match frame.header("ack").unwrap_or("auto") {
+            "auto" => AckMode::Auto,
+            "client" => AckMode::Client,
+            "client-individual" => AckMode::ClientIndividual,
+            other => return Err(fatal(CloseCode::Protocol, "Bad ack mode", format!("unknown ack mode {other:?}"))),
+        };
+        let prefetch = match frame.header("prefetch-count") {
+            None => 0,
+            Some(p) => p.trim().parse::<usize>().map_err(|_| fatal(CloseCode::Protocol, "Bad header", format!("invalid prefetch-count {p:?}")))?,
+        };
+        let dest = Destination::parse(&raw_dest).map_err(|e| fatal(CloseCode::Protocol, "Unknown destination", e.to_string()))?;
+        let session = self.handle.id;
+        let queue = match &dest {
+            Destination::Exchange { exchange, key } => self.subscription_queue(frame, &id, exchange, key).await?,
+            Destination::Topic(key) => self.subscription_queue(frame, &id, "amq.topic", key).await?,
+            Destination::Queue(q) => {
+                self.check(ResourceKind::Queue, q, Permission::Configure).await?;
+                self.check(ResourceKind::Queue, q, Permission::Read).await?;
+                let opts = queue_options(frame, true, exclusive_header(frame).then_some(session));
+                self.vhost.declare_queue(q, opts, Some(session)).map_err(route_error)?
+            }
+            Destination::AmqQueue(q) => {
+                self.check(ResourceKind::Queue, q, Permission::Read).await?;
+                let queue = self.vhost.queue(q).ok_or_else(|| route_error(RouteError::NoQueue(q.clone(), self.vhost.name.to_string())))?;
+                if !queue.accessible_by(session) {
+                    return Err(route_error(RouteError::Locked(q.clone())));
+                }
+                queue
+            }
+            Destination::TempQueue(_) | Destination::ReplyQueue(_) => {
+                return Err(fatal(CloseCode::Protocol, "Bad destination", "cannot subscribe to a temp or reply queue"));
+            }
+        };
+        let consumer = queue.consume(self.handle.clone(), id.clone(), ack, prefetch);
+        self.subs.insert(id.clone(), Subscription { id, queue, consumer, ack, destination: None });
+        Ok(())
+    }
+
+    /// The queue behind an exchange or topic subscription: private and
+    /// auto-deleted, or durable when asked (`durable:true`, RabbitMQ's
+    /// durable topic subscriptions), named by `x-queue-name` if given.
+    async fn subscription_queue(&mut self, frame: &Frame, id: &str, exchange: &str, key: &str) -> Result<Arc<Queue>, Fatal> {
+        let x = self
+            .vhost
+            .exchange(exchange)
+            .ok_or_else(|| route_error(RouteError::NoExchange(exchange.to_owned(), self.vhost.name.to_string())))?;
+        self.check(ResourceKind::Exchange, exchange, Permission::Read).await?;
+        self.check_topic(exchange, key, Permission::Read).await?;
+        let durable = frame.header("durable").or(frame.header("persistent")) == Some("true");
+        let name = match frame.header("x-queue-name") {
+            Some(n) => n.to_owned(),
+            None if durable => format!("stomp-subscription-{}-{}", self.identity.uid, id),
+            None => format!("stomp-subscription-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let opts = if durable {
+            QueueOptions { durable: true, exclusive: None, auto_delete: false }
+        } else {
+            QueueOptions { durable: false, exclusive: Some(self.handle.id), auto_delete: true }
+        };
+        if frame.header("x-queue-name").is_some() || durable {
+            self.check(ResourceKind::Queue, &name, Permission::Configure).await?;
+        }
+        let queue = self.vhost.declare_queue(&name, opts, Some(self.handle.id)).map_err(route_error)?;
+        let headers = (x.kind == ExchangeKind::Headers).then(|| header_match(frame));
+        self.vhost.bind(exchange, &queue, key, headers).map_err(route_error)?;
+        Ok(queue)
+    }
+
+    fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), Fatal> {
+        let id = match (frame.header("id"), frame.header("destination")) {
+            (Some(id), _) => id,
+            (None, Some(d)) if self.version == Version::V10 => d,
+            _ => return Err(fatal(CloseCode::Protocol, "Missing header", "UNSUBSCRIBE needs an id header")),
+        };
+        let sub = self
+            .subs
+            .remove(id)
+            .ok_or_else(|| fatal(CloseCode::NotFound, "not_found", format!("no subscription {id:?}")))?;
+        let delete = self.release(&sub) || (frame.header("durable") == Some("true") && sub.queue.options.durable);
+        if delete {
+            self.vhost.delete_queue(&sub.queue.name);
+        }
+        Ok(())
+    }
+
+    /// Cancels a subscription's consumer; true when its queue should go.
+    fn release(&self, sub: &Subscription) -> bool {
+        let due = sub.queue.cancel(sub.consumer);
+        due || sub.queue.options.exclusive == Some(self.handle.id) && sub.queue.consumer_count() == 0
+    }
+
+    fn on_settle(&mut self, frame: Frame) -> Result<(), Fatal> {
+        let mut slot = Some(frame);
+        if self.in_transaction(&mut slot)? {
+            return Ok(());
+        }
+        let frame = slot.expect("not buffered");
+        let id = match self.version {
+            Version::V12 => require(&frame, "id")?,
+            _ => require(&frame, "message-id")?,
+        };
+        let bad = || fatal(CloseCode::Precondition, "precondition_failed", format!("unknown message id {id:?}"));
+        let (sub_id, tag) = id
+            .strip_prefix("T_")
+            .and_then(|rest| rest.rsplit_once("@@"))
+            .and_then(|(sub, tag)| Some((sub, tag.parse::<u64>().ok()?)))
+            .ok_or_else(bad)?;
+        let sub = self.subs.get(sub_id).ok_or_else(bad)?;
+        let outcome = if frame.command == Command::Ack {
+            Settle::Ack
+        } else if frame.header("requeue") == Some("false") {
+            Settle::Drop
+        } else {
+            Settle::Requeue
+        };
+        match sub.queue.settle(sub.consumer, tag, sub.ack == AckMode::Client, outcome) {
+            Ok(_) => Ok(()),
+            Err(AckError::UnknownTag(_) | AckError::UnknownConsumer) => Err(bad()),
+        }
+    }
+
+    /// Cancels every consumer and drops what this session owned.
+    fn cleanup(&mut self) {
+        let subs: Vec<Subscription> = self.subs.drain().map(|(_, s)| s).collect();
+        for sub in subs {
+            if self.release(&sub) {
+                self.vhost.delete_queue(&sub.queue.name);
+            }
+            let _ = &sub.id;
+        }
+        self.engine.hub.unregister(self.handle.id);
+        self.handle.close(CloseReason::new(CloseCode::Normal, "session ended"));
+    }
+}
+
+fn require(frame: &Frame, name: &str) -> Result<String, Fatal> {
+    frame
+        .header(name)
+        .map(str::to_owned)
+        .ok_or_else(|| fatal(CloseCode::Protocol, "Missing header", format!("{} frame needs a {name} header", frame.command.as_str())))
+}
+
+fn unknown_tx(id: &str) -> Fatal {
+    fatal(CloseCode::Protocol, "Bad transaction", format!("unknown transaction {id:?}"))
+}
+
+fn exclusive_header(frame: &Frame) -> bool {
+    frame.header("exclusive") == Some("true")
+}
+
+/// Options for a `/queue/` declaration: durable by default, as in RabbitMQ.
+fn queue_options(frame: &Frame, default_durable: bool, exclusive: Option<u64>) -> QueueOptions {
+    let flag = |name: &str, default: bool| match frame.header(name) {
+        Some("true") => true,
+        Some("false") => false,
+        _ => default,
+    };
+    QueueOptions { durable: flag("durable", default_durable), exclusive, auto_delete: flag("auto-delete", false) }
+}
+
+/// Headers-exchange binding arguments from a SUBSCRIBE: `x-match` plus every
+/// non-STOMP header.
+fn header_match(frame: &Frame) -> HeaderMatch {
+    const STOMP: &[&str] = &[
+        "destination", "id", "ack", "receipt", "prefetch-count", "durable", "persistent", "auto-delete", "exclusive",
+        "x-queue-name", "x-match", "selector", "content-type", "content-length",
+    ];
+    HeaderMatch {
+        all: frame.header("x-match") != Some("any"),
+        args: frame.headers.iter().filter(|(k, _)| !STOMP.contains(&k.as_str())).cloned().collect(),
+    }
+}
+
+/// The part of a MESSAGE frame every recipient shares: application headers,
+/// content-length, blank line, body, NUL.
+fn encode_message_tail(m: &Message, escaping: Escaping) -> Bytes {
+    let mut out = BytesMut::with_capacity(m.body.len() + 64 + m.headers.len() * 32);
+    for (k, v) in &m.headers {
+        encode_header(k, v, escaping, &mut out);
+    }
+    encode_header("content-length", &m.body.len().to_string(), escaping, &mut out);
+    out.put_u8(b'\n');
+    out.put_slice(&m.body);
+    out.put_u8(0);
+    out.freeze()
+}

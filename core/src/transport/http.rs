@@ -1,0 +1,80 @@
+//! The HTTP listener: STOMP over WebSocket at `http.ws_path`, SockJS at
+//! `http.sockjs_path`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use super::sockjs::{self, SockJsConfig};
+use super::Peer;
+use crate::engine::Engine;
+
+pub fn router(engine: Engine) -> Router {
+    let cfg = &engine.config.http;
+    let sockjs_cfg = SockJsConfig {
+        heartbeat: Duration::from_millis(cfg.sockjs_heartbeat_ms),
+        disconnect_delay: Duration::from_millis(cfg.sockjs_disconnect_delay_ms),
+        max_pending_messages: engine.config.limits.outbound_queue,
+        max_inbound_bytes: engine.config.limits.max_frame_bytes,
+        ..SockJsConfig::default()
+    };
+    let e = engine.clone();
+    let on_session: sockjs::OnSession = Arc::new(move |rx, tx, peer| {
+        let e2 = e.clone();
+        let Ok(permit) = e.connections.clone().try_acquire_owned() else {
+            tracing::warn!("connection limit reached (limits.max_connections); refusing SockJS session");
+            e.tasks.spawn(async move {
+                let mut tx = tx;
+                crate::transport::LinkTx::close(&mut tx).await;
+                drop(rx);
+            });
+            return;
+        };
+        e.tasks.spawn(async move {
+            let _permit = permit;
+            crate::stomp::serve(e2, rx, tx, peer).await;
+        });
+    });
+    Router::new()
+        .route(&cfg.ws_path, get(stomp_ws))
+        .with_state(engine.clone())
+        .nest(&cfg.sockjs_path, sockjs::router(sockjs_cfg, on_session))
+}
+
+async fn stomp_ws(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<SocketAddr>, ws: WebSocketUpgrade) -> Response {
+    let Ok(permit) = engine.connections.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+    };
+    let addr = Some(addr);
+    // Room for one maximal frame plus WebSocket framing; larger messages are
+    // refused by the WebSocket layer before they are buffered whole.
+    let max = engine.config.limits.max_frame_bytes + 1024;
+    ws.protocols(super::ws::STOMP_SUBPROTOCOLS)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| async move {
+            let _permit = permit;
+            let (rx, tx) = super::ws::split(socket);
+            crate::stomp::serve(engine, rx, tx, Peer { addr, transport: "ws" }).await;
+        })
+}
+
+pub async fn serve(engine: Engine, listener: TcpListener) {
+    let app = router(engine.clone());
+    let shutdown = engine.shutdown.clone();
+    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "HTTP listener failed");
+    }
+}

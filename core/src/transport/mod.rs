@@ -1,0 +1,56 @@
+//! Transports: what carries a client's bytes (TCP, TLS, WebSocket, SockJS).
+//!
+//! A protocol edge (STOMP today, XMPP next) runs over a link: a reading
+//! half that appends client bytes to the edge's own decode buffer, and a
+//! writing half that takes whole protocol units (one encoded frame or stanza).
+//! Message-oriented transports (WebSocket, SockJS) turn one unit into one
+//! message; byte streams just write it. The edge never knows which it has.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+
+pub mod tcp;
+pub mod ws;
+pub mod sockjs;
+pub mod http;
+
+/// Reading half of a client connection.
+pub trait LinkRx: Send + 'static {
+    /// Waits for client bytes and appends them to `buf`; returns how many were
+    /// appended, `0` when the client closed its side.
+    ///
+    /// Must be cancel-safe: edges call it inside `tokio::select!`, and a
+    /// dropped call must not lose bytes that were already read.
+    fn recv(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+/// Writing half of a client connection.
+pub trait LinkTx: Send + 'static {
+    /// Queues one complete protocol unit. May buffer until [`LinkTx::flush`].
+    fn feed(&mut self, unit: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Queues one unit given in two parts (per-recipient head, shared tail).
+    /// Byte streams write both without joining them; message transports
+    /// need one contiguous message, which this default builds.
+    fn feed_split(&mut self, head: Bytes, tail: Bytes) -> impl Future<Output = io::Result<()>> + Send {
+        let mut unit = BytesMut::with_capacity(head.len() + tail.len());
+        unit.extend_from_slice(&head);
+        unit.extend_from_slice(&tail);
+        self.feed(unit.freeze())
+    }
+    /// Writes out everything fed so far.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Flushes (best effort) and closes the connection.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// What an edge knows about where a session comes from.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Remote address, when the transport has one.
+    pub addr: Option<SocketAddr>,
+    /// Short transport name for stats and logs: `tcp`, `tls`, `ws`, `sockjs`.
+    pub transport: &'static str,
+}

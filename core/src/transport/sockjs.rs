@@ -1,0 +1,1210 @@
+//! SockJS server transport (protocol 0.3.3), so browser code written for
+//! RabbitMQ Web-STOMP (`new SockJS(url)` + `Stomp.over(ws)`) works unchanged.
+//!
+//! [`router`] returns an axum [`Router`] that the caller nests at the service
+//! prefix (e.g. `/stomp`). It knows nothing about the protocol carried: every
+//! new SockJS session, whatever its transport, is handed to the [`OnSession`]
+//! callback as a [`SockJsRx`] / [`SockJsTx`] pair.
+//!
+//! Transports: framed websocket (`/{server}/{session}/websocket`), raw
+//! websocket (`/websocket`), xhr polling, xhr streaming, eventsource, htmlfile
+//! and jsonp polling, with `xhr_send` / `jsonp_send` for client messages.
+//!
+//! Memory is bounded per session: client → app messages go through a small
+//! bounded channel (senders wait: HTTP/TCP backpressure), app → client messages
+//! wait in an outbox of at most [`SockJsConfig::max_pending_messages`] messages
+//! (overflow closes the session), and a request body or websocket message is at
+//! most [`SockJsConfig::max_inbound_bytes`].
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame as WsCloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{LinkRx, LinkTx, Peer};
+
+/// Where the iframe page (`/iframe.html`) loads sockjs-client from. Only the
+/// iframe-based transports of old browsers use it.
+pub const SOCKJS_CLIENT_URL: &str = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js";
+
+/// Client → app batches (one `xhr_send` body or one websocket message) that may
+/// wait for the app before senders are held back.
+const INBOUND_QUEUE: usize = 8;
+/// Length of the `xhr_streaming` prelude (`h` bytes, then `\n`).
+const XHR_STREAMING_PRELUDE: usize = 2048;
+/// One year: caching of OPTIONS answers and the iframe page.
+const ONE_YEAR_SECS: u64 = 31_536_000;
+const NO_CACHE: &str = "no-store, no-cache, must-revalidate, max-age=0";
+const CACHE_YEAR: &str = "public, max-age=31536000";
+const JS: &str = "application/javascript; charset=UTF-8";
+const TEXT: &str = "text/plain; charset=UTF-8";
+const HTML: &str = "text/html; charset=UTF-8";
+
+/// Tuning of the SockJS endpoint.
+#[derive(Debug, Clone)]
+pub struct SockJsConfig {
+    /// Interval of `h` frames on an open receiving connection (default 25 s).
+    pub heartbeat: Duration,
+    /// A session is closed when it has had no receiving request for this long
+    /// (default 5 s).
+    pub disconnect_delay: Duration,
+    /// Streaming responses (`xhr_streaming`, `eventsource`, `htmlfile`) end
+    /// after this many bytes of frames (default 128 KiB).
+    pub response_limit: usize,
+    /// Messages that may wait for a client between polls; more closes the
+    /// session (default 4096).
+    pub max_pending_messages: usize,
+    /// Largest `xhr_send` / `jsonp_send` body and websocket message (default
+    /// 1 MiB); larger gets `413` / closes the websocket.
+    pub max_inbound_bytes: usize,
+    /// Whether the websocket transports are offered (default true).
+    pub websocket: bool,
+}
+
+impl Default for SockJsConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(25),
+            disconnect_delay: Duration::from_secs(5),
+            response_limit: 128 * 1024,
+            max_pending_messages: 4096,
+            max_inbound_bytes: 1024 * 1024,
+            websocket: true,
+        }
+    }
+}
+
+/// Called once per new SockJS session (any transport) with the session's two
+/// halves. Runs on the request's task: spawn, don't block.
+pub type OnSession = Arc<dyn Fn(SockJsRx, SockJsTx, Peer) + Send + Sync>;
+
+/// The SockJS endpoints, relative to the point where the caller nests them.
+///
+/// The peer address is taken from `ConnectInfo<SocketAddr>` when the server is
+/// run with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router(config: SockJsConfig, on_session: OnSession) -> Router {
+    let iframe = iframe_page(SOCKJS_CLIENT_URL);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    iframe.hash(&mut hasher);
+    let iframe_etag = format!("\"{:016x}\"", hasher.finish());
+    let shared = Arc::new(Shared {
+        config,
+        on_session,
+        sessions: Mutex::new(HashMap::new()),
+        sweeper_started: AtomicBool::new(false),
+        iframe,
+        iframe_etag,
+    });
+    Router::new()
+        .route("/", get(greeting))
+        .route("/info", get(info).options(options_get))
+        .route("/websocket", get(raw_websocket))
+        .route("/{file}", get(iframe_html))
+        .route("/{server}/{session}/xhr", post(xhr).options(options_post))
+        .route("/{server}/{session}/xhr_streaming", post(xhr_streaming).options(options_post))
+        .route("/{server}/{session}/xhr_send", post(xhr_send).options(options_post))
+        .route("/{server}/{session}/eventsource", get(eventsource))
+        .route("/{server}/{session}/htmlfile", get(htmlfile))
+        .route("/{server}/{session}/jsonp", get(jsonp))
+        .route("/{server}/{session}/jsonp_send", post(jsonp_send))
+        .route("/{server}/{session}/websocket", get(framed_websocket))
+        .with_state(shared)
+}
+
+// ---------------------------------------------------------------------------
+// Link halves
+// ---------------------------------------------------------------------------
+
+/// Reading half of a SockJS session: one client message per `recv`.
+pub struct SockJsRx {
+    inbound: mpsc::Receiver<Vec<String>>,
+    pending: VecDeque<String>,
+    closed: CancellationToken,
+}
+
+impl LinkRx for SockJsRx {
+    /// Appends the next client message (its UTF-8 bytes) to `buf`. Returns `0`
+    /// once the session is closed (client gone, timed out, or closed by the
+    /// app) and every message received before has been handed out.
+    async fn recv(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            // Empty messages carry nothing (and `0` means closed): skip them.
+            while let Some(msg) = self.pending.pop_front() {
+                if !msg.is_empty() {
+                    buf.extend_from_slice(msg.as_bytes());
+                    return Ok(msg.len());
+                }
+            }
+            let batch = tokio::select! {
+                biased;
+                batch = self.inbound.recv() => batch,
+                () = self.closed.cancelled() => self.inbound.try_recv().ok(),
+            };
+            match batch {
+                Some(batch) => self.pending.extend(batch),
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+/// Writing half of a SockJS session: each unit is one SockJS message; a flush
+/// hands the batch to the client as one `a[...]` frame (or, if the client is
+/// between polls, queues it for the next poll).
+pub struct SockJsTx {
+    session: Arc<Session>,
+    batch: Vec<String>,
+}
+
+impl SockJsTx {
+    fn push_batch(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.session.enqueue(&mut self.batch)
+    }
+}
+
+impl LinkTx for SockJsTx {
+    async fn feed(&mut self, unit: Bytes) -> io::Result<()> {
+        if self.session.closed.is_cancelled() {
+            self.batch.clear();
+            return Err(closed_error());
+        }
+        let text = match String::from_utf8(Vec::from(unit)) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        self.batch.push(text);
+        if self.batch.len() >= self.session.max_pending {
+            self.push_batch()?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.push_batch()
+    }
+
+    async fn close(&mut self) {
+        let _ = self.push_batch();
+        self.session.close(GO_AWAY);
+    }
+}
+
+impl Drop for SockJsTx {
+    fn drop(&mut self) {
+        // An app that lets go of the writing half is done with the session.
+        self.session.close(GO_AWAY);
+    }
+}
+
+fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "sockjs session closed")
+}
+
+// ---------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CloseReason {
+    code: u16,
+    reason: &'static str,
+}
+
+const GO_AWAY: CloseReason = CloseReason { code: 3000, reason: "Go away!" };
+const ANOTHER_CONNECTION: CloseReason = CloseReason { code: 2010, reason: "Another connection still open" };
+const INTERRUPTED: CloseReason = CloseReason { code: 1002, reason: "Connection interrupted" };
+const OVERFLOW: CloseReason = CloseReason { code: 3001, reason: "Too many pending messages" };
+const TIMED_OUT: CloseReason = CloseReason { code: 3002, reason: "Session timed out" };
+
+struct Session {
+    state: Mutex<SessionState>,
+    /// Wakes the attached receiver: messages queued or session closed.
+    wake: Notify,
+    /// Cancelled when the session closes; ends [`SockJsRx::recv`].
+    closed: CancellationToken,
+    inbound: mpsc::Sender<Vec<String>>,
+    max_pending: usize,
+}
+
+struct SessionState {
+    outbox: VecDeque<String>,
+    /// The `o` frame has been handed to a receiver.
+    opened: bool,
+    close: Option<CloseReason>,
+    /// Id of the receiving connection attached, if any.
+    receiver: Option<u64>,
+    next_receiver: u64,
+    /// Since when no receiver is attached.
+    idle_since: Instant,
+}
+
+impl Session {
+    fn new(config: &SockJsConfig) -> (Arc<Session>, SockJsRx, SockJsTx) {
+        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        let closed = CancellationToken::new();
+        let session = Arc::new(Session {
+            state: Mutex::new(SessionState {
+                outbox: VecDeque::new(),
+                opened: false,
+                close: None,
+                receiver: None,
+                next_receiver: 0,
+                idle_since: Instant::now(),
+            }),
+            wake: Notify::new(),
+            closed: closed.clone(),
+            inbound: tx,
+            max_pending: config.max_pending_messages.max(1),
+        });
+        let rx = SockJsRx { inbound: rx, pending: VecDeque::new(), closed };
+        let tx = SockJsTx { session: session.clone(), batch: Vec::new() };
+        (session, rx, tx)
+    }
+
+    /// Closes the session (first reason wins). `GO_AWAY` keeps queued messages
+    /// so a receiver gets them before the close frame; other reasons drop them.
+    fn close(&self, reason: CloseReason) {
+        {
+            let mut st = self.state.lock();
+            if st.close.is_some() {
+                return;
+            }
+            st.close = Some(reason);
+            if reason != GO_AWAY {
+                st.outbox = VecDeque::new();
+            }
+        }
+        tracing::debug!(code = reason.code, reason = reason.reason, "sockjs session closed");
+        self.wake.notify_one();
+        self.closed.cancel();
+    }
+
+    /// Moves an app batch to the outbox.
+    fn enqueue(&self, batch: &mut Vec<String>) -> io::Result<()> {
+        let mut st = self.state.lock();
+        if st.close.is_some() {
+            batch.clear();
+            return Err(closed_error());
+        }
+        if st.outbox.len() + batch.len() > self.max_pending {
+            drop(st);
+            batch.clear();
+            self.close(OVERFLOW);
+            return Err(io::Error::other("sockjs client too slow: too many pending messages"));
+        }
+        st.outbox.extend(batch.drain(..));
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Hands client messages to the app, waiting while its queue is full.
+    async fn deliver(&self, msgs: Vec<String>) {
+        if msgs.is_empty() || self.closed.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            // An error means the app dropped its reading half: discard.
+            _ = self.inbound.send(msgs) => {}
+            () = self.closed.cancelled() => {}
+        }
+    }
+
+    /// Attaches a receiving connection, or says which close frame to answer
+    /// with when another one is attached.
+    fn attach(self: &Arc<Self>, heartbeat: Duration) -> Result<Receiver, CloseReason> {
+        let mut st = self.state.lock();
+        if st.receiver.is_some() {
+            return Err(st.close.unwrap_or(ANOTHER_CONNECTION));
+        }
+        st.next_receiver += 1;
+        let id = st.next_receiver;
+        st.receiver = Some(id);
+        Ok(Receiver {
+            session: self.clone(),
+            id,
+            heartbeat,
+            last_write: Instant::now(),
+            released: false,
+        })
+    }
+}
+
+enum Frame {
+    Open,
+    Heartbeat,
+    Messages(VecDeque<String>),
+    Close(CloseReason),
+}
+
+impl Frame {
+    fn encode(&self) -> String {
+        match self {
+            Frame::Open => "o".to_owned(),
+            Frame::Heartbeat => "h".to_owned(),
+            Frame::Messages(msgs) => encode_messages(msgs),
+            Frame::Close(c) => close_frame(*c),
+        }
+    }
+}
+
+fn encode_messages<'a>(msgs: impl IntoIterator<Item = &'a String>) -> String {
+    let mut out = String::from("a[");
+    for (i, m) in msgs.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, m);
+    }
+    out.push(']');
+    out
+}
+
+fn close_frame(c: CloseReason) -> String {
+    let mut out = format!("c[{},", c.code);
+    push_json_string(&mut out, c.reason);
+    out.push(']');
+    out
+}
+
+/// A receiving connection attached to a session. Detaches on drop; a drop
+/// before [`Receiver::release`] means the client went away mid-response, which
+/// closes the session (`1002 Connection interrupted`), as SockJS servers do.
+struct Receiver {
+    session: Arc<Session>,
+    id: u64,
+    heartbeat: Duration,
+    last_write: Instant,
+    released: bool,
+}
+
+impl Receiver {
+    /// Waits for the next frame to send. Cancel-safe: state is only taken
+    /// from the session right before returning.
+    async fn next_frame(&mut self) -> Frame {
+        loop {
+            {
+                let mut st = self.session.state.lock();
+                if !st.opened {
+                    st.opened = true;
+                    return Frame::Open;
+                }
+                if !st.outbox.is_empty() {
+                    return Frame::Messages(std::mem::take(&mut st.outbox));
+                }
+                if let Some(c) = st.close {
+                    return Frame::Close(c);
+                }
+            }
+            let due = tokio::time::Instant::from_std(self.last_write + self.heartbeat);
+            tokio::select! {
+                () = self.session.wake.notified() => {}
+                () = tokio::time::sleep_until(due) => return Frame::Heartbeat,
+            }
+        }
+    }
+
+    fn wrote(&mut self) {
+        self.last_write = Instant::now();
+    }
+
+    /// Detaches normally (response complete).
+    fn release(&mut self) {
+        if !self.released {
+            self.released = true;
+            self.detach();
+        }
+    }
+
+    fn detach(&self) {
+        let mut st = self.session.state.lock();
+        if st.receiver == Some(self.id) {
+            st.receiver = None;
+            st.idle_since = Instant::now();
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if !self.released {
+            self.detach();
+            self.session.close(INTERRUPTED);
+        }
+    }
+}
+
+struct Shared {
+    config: SockJsConfig,
+    on_session: OnSession,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sweeper_started: AtomicBool,
+    iframe: String,
+    iframe_etag: String,
+}
+
+impl Shared {
+    fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().get(id).cloned()
+    }
+
+    /// The session `id`, created (and handed to the app) if unknown.
+    fn get_or_create(self: &Arc<Self>, id: &str, peer: Peer) -> Arc<Session> {
+        let mut created = None;
+        let session = {
+            let mut map = self.sessions.lock();
+            match map.get(id) {
+                Some(s) => s.clone(),
+                None => {
+                    let (s, rx, tx) = Session::new(&self.config);
+                    map.insert(id.to_owned(), s.clone());
+                    created = Some((rx, tx));
+                    s
+                }
+            }
+        };
+        if let Some((rx, tx)) = created {
+            self.start_sweeper();
+            (self.on_session)(rx, tx, peer);
+        }
+        session
+    }
+
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeper_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let every = (self.config.disconnect_delay / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tokio::spawn(sweep(Arc::downgrade(self), every));
+    }
+}
+
+/// Drops sessions whose receiver has been gone longer than `disconnect_delay`.
+async fn sweep(shared: Weak<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let delay = shared.config.disconnect_delay;
+        let now = Instant::now();
+        let mut dead = Vec::new();
+        shared.sessions.lock().retain(|_, s| {
+            let st = s.state.lock();
+            let keep = st.receiver.is_some() || now.saturating_duration_since(st.idle_since) < delay;
+            if !keep {
+                dead.push(s.clone());
+            }
+            keep
+        });
+        for s in dead {
+            s.close(TIMED_OUT);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP plumbing
+// ---------------------------------------------------------------------------
+
+/// The peer of a request (address when the server provides `ConnectInfo`).
+struct PeerInfo(Peer);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerInfo {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        Ok(PeerInfo(Peer { addr, transport: "sockjs" }))
+    }
+}
+
+#[derive(Deserialize)]
+struct Ids {
+    server: String,
+    session: String,
+}
+
+impl Ids {
+    /// Neither part may be empty or contain a dot.
+    fn valid(&self) -> bool {
+        let ok = |s: &str| !s.is_empty() && !s.contains('.');
+        ok(&self.server) && ok(&self.session)
+    }
+}
+
+type Sh = State<Arc<Shared>>;
+
+fn not_found() -> Response {
+    StatusCode::NOT_FOUND.into_response()
+}
+
+fn response(status: StatusCode, content_type: Option<&'static str>, body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    if let Some(ct) = content_type {
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    resp
+}
+
+fn set(resp: &mut Response, name: HeaderName, value: &'static str) {
+    resp.headers_mut().insert(name, HeaderValue::from_static(value));
+}
+
+fn no_cache(resp: &mut Response) {
+    set(resp, header::CACHE_CONTROL, NO_CACHE);
+}
+
+fn cache_for_a_year(resp: &mut Response) {
+    set(resp, header::CACHE_CONTROL, CACHE_YEAR);
+    let expires = http_date(SystemTime::now() + Duration::from_secs(ONE_YEAR_SECS));
+    if let Ok(v) = HeaderValue::from_str(&expires) {
+        resp.headers_mut().insert(header::EXPIRES, v);
+    }
+}
+
+/// CORS as SockJS wants it: echo the origin (`*` for none or `null`), allow
+/// credentials, echo requested headers.
+fn cors(req: &HeaderMap, resp: &mut Response) {
+    let origin = req
+        .get(header::ORIGIN)
+        .filter(|o| !o.is_empty() && o.as_bytes() != b"null")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("*"));
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    if let Some(v) = req.get(header::ACCESS_CONTROL_REQUEST_HEADERS).filter(|v| !v.is_empty()) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
+    }
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+fn error500(msg: &'static str) -> Response {
+    response(StatusCode::INTERNAL_SERVER_ERROR, Some(TEXT), Body::from(msg))
+}
+
+/// RFC 7231 IMF-fixdate.
+fn http_date(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since the epoch (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Static endpoints
+// ---------------------------------------------------------------------------
+
+async fn greeting() -> Response {
+    response(StatusCode::OK, Some(TEXT), Body::from("Welcome to SockJS!\n"))
+}
+
+async fn info(State(shared): Sh, headers: HeaderMap) -> Response {
+    let body = format!(
+        "{{\"websocket\":{},\"origins\":[\"*:*\"],\"cookie_needed\":false,\"entropy\":{}}}",
+        shared.config.websocket,
+        rand::random::<u32>()
+    );
+    let mut resp = response(StatusCode::OK, Some("application/json; charset=UTF-8"), Body::from(body));
+    no_cache(&mut resp);
+    cors(&headers, &mut resp);
+    resp
+}
+
+fn options(headers: &HeaderMap, methods: &'static str) -> Response {
+    let mut resp = response(StatusCode::NO_CONTENT, None, Body::empty());
+    cache_for_a_year(&mut resp);
+    set(&mut resp, header::ACCESS_CONTROL_MAX_AGE, "31536000");
+    set(&mut resp, header::ACCESS_CONTROL_ALLOW_METHODS, methods);
+    cors(headers, &mut resp);
+    resp
+}
+
+async fn options_get(headers: HeaderMap) -> Response {
+    options(&headers, "OPTIONS, GET")
+}
+
+async fn options_post(headers: HeaderMap) -> Response {
+    options(&headers, "OPTIONS, POST")
+}
+
+fn iframe_page(sockjs_url: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html>
+<html>
+<head>
+  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
+  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+  <script>
+    document.domain = document.domain;
+    _sockjs_onload = function(){{SockJS.bootstrap_iframe();}};
+  </script>
+  <script src="{sockjs_url}"></script>
+</head>
+<body>
+  <h2>Don't panic!</h2>
+  <p>This is a SockJS hidden iframe. It's used for cross domain magic.</p>
+</body>
+</html>"#
+    )
+}
+
+/// `/iframe.html` and versioned variants like `/iframe-1.6.1.html`.
+async fn iframe_html(State(shared): Sh, Path(file): Path<String>, headers: HeaderMap) -> Response {
+    let valid = file
+        .strip_prefix("iframe")
+        .and_then(|rest| rest.strip_suffix(".html"))
+        .is_some_and(|mid| mid.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b)));
+    if !valid {
+        return not_found();
+    }
+    let etag = shared.iframe_etag.as_str();
+    let mut resp = if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        response(StatusCode::NOT_MODIFIED, None, Body::empty())
+    } else {
+        response(StatusCode::OK, Some(HTML), Body::from(shared.iframe.clone()))
+    };
+    cache_for_a_year(&mut resp);
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+// ---------------------------------------------------------------------------
+// Receiving transports over HTTP
+// ---------------------------------------------------------------------------
+
+/// How frames are wrapped on the wire.
+enum Wrap {
+    Xhr,
+    EventSource,
+    HtmlFile,
+    Jsonp(String),
+}
+
+impl Wrap {
+    fn frame(&self, frame: &str) -> Bytes {
+        let mut out = String::with_capacity(frame.len() + 32);
+        match self {
+            Wrap::Xhr => {
+                out.push_str(frame);
+                out.push('\n');
+            }
+            Wrap::EventSource => {
+                out.push_str("data: ");
+                out.push_str(frame);
+                out.push_str("\r\n\r\n");
+            }
+            Wrap::HtmlFile => {
+                out.push_str("<script>\np(");
+                push_json_string(&mut out, frame);
+                out.push_str(");\n</script>\r\n");
+            }
+            Wrap::Jsonp(callback) => {
+                out.push_str(callback);
+                out.push('(');
+                push_json_string(&mut out, frame);
+                out.push_str(");\r\n");
+            }
+        }
+        Bytes::from(out)
+    }
+}
+
+struct Streamer {
+    rx: Receiver,
+    wrap: Wrap,
+    prelude: Option<Bytes>,
+    streaming: bool,
+    sent: usize,
+    limit: usize,
+    done: bool,
+}
+
+/// The body of a receiving request: attaches to (or creates) the session and
+/// streams frames; a polling request ends after one frame, a streaming one
+/// after a close frame or `response_limit` bytes.
+fn receive(shared: &Arc<Shared>, id: &str, peer: Peer, streaming: bool, wrap: Wrap, prelude: Option<Bytes>) -> Body {
+    let session = shared.get_or_create(id, peer);
+    let rx = match session.attach(shared.config.heartbeat) {
+        Ok(rx) => rx,
+        Err(reason) => {
+            let mut out = BytesMut::new();
+            if let Some(p) = prelude {
+                out.extend_from_slice(&p);
+            }
+            out.extend_from_slice(&wrap.frame(&close_frame(reason)));
+            return Body::from(out.freeze());
+        }
+    };
+    let streamer = Streamer {
+        rx,
+        wrap,
+        prelude,
+        streaming,
+        sent: 0,
+        limit: shared.config.response_limit,
+        done: false,
+    };
+    Body::from_stream(futures_util::stream::unfold(streamer, |mut s| async move {
+        if let Some(p) = s.prelude.take() {
+            return Some((Ok::<_, Infallible>(p), s));
+        }
+        if s.done {
+            return None;
+        }
+        let frame = s.rx.next_frame().await;
+        let out = s.wrap.frame(&frame.encode());
+        s.rx.wrote();
+        s.sent += out.len();
+        if !s.streaming || matches!(frame, Frame::Close(_)) || s.sent >= s.limit {
+            s.done = true;
+            s.rx.release();
+        }
+        Some((Ok(out), s))
+    }))
+}
+
+fn receiving_response(content_type: &'static str, body: Body, headers: &HeaderMap) -> Response {
+    let mut resp = response(StatusCode::OK, Some(content_type), body);
+    no_cache(&mut resp);
+    cors(headers, &mut resp);
+    resp
+}
+
+async fn xhr(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap) -> Response {
+    if !ids.valid() {
+        return not_found();
+    }
+    let body = receive(&shared, &ids.session, peer, false, Wrap::Xhr, None);
+    receiving_response(JS, body, &headers)
+}
+
+async fn xhr_streaming(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap) -> Response {
+    if !ids.valid() {
+        return not_found();
+    }
+    let mut prelude = vec![b'h'; XHR_STREAMING_PRELUDE];
+    prelude.push(b'\n');
+    let body = receive(&shared, &ids.session, peer, true, Wrap::Xhr, Some(Bytes::from(prelude)));
+    receiving_response(JS, body, &headers)
+}
+
+async fn eventsource(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap) -> Response {
+    if !ids.valid() {
+        return not_found();
+    }
+    let body = receive(&shared, &ids.session, peer, true, Wrap::EventSource, Some(Bytes::from_static(b"\r\n")));
+    receiving_response("text/event-stream; charset=UTF-8", body, &headers)
+}
+
+/// The `c` query parameter of htmlfile / jsonp.
+fn callback(query: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<String, Response> {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    match query.get("c").filter(|c| !c.is_empty()) {
+        None => Err(error500("\"callback\" parameter required")),
+        Some(c) if !c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) => {
+            Err(error500("invalid \"callback\" parameter"))
+        }
+        Some(c) => Ok(c.clone()),
+    }
+}
+
+async fn htmlfile(
+    State(shared): Sh,
+    Path(ids): Path<Ids>,
+    PeerInfo(peer): PeerInfo,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    if !ids.valid() {
+        return not_found();
+    }
+    let callback = match callback(query) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let mut prelude = format!(
+        r#"<!doctype html>
+<html><head>
+  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
+  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+</head><body><h2>Don't panic!</h2>
+  <script>
+    document.domain = document.domain;
+    var c = parent.{callback};
+    c.start();
+    function p(d) {{c.message(d);}};
+    window.onload = function() {{c.stop();}};
+  </script>"#
+    );
+    // Old IE renders nothing before 1 KiB has arrived.
+    while prelude.len() < 1024 {
+        prelude.push(' ');
+    }
+    prelude.push_str("\r\n\r\n");
+    let body = receive(&shared, &ids.session, peer, true, Wrap::HtmlFile, Some(Bytes::from(prelude)));
+    receiving_response(HTML, body, &headers)
+}
+
+async fn jsonp(
+    State(shared): Sh,
+    Path(ids): Path<Ids>,
+    PeerInfo(peer): PeerInfo,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    if !ids.valid() {
+        return not_found();
+    }
+    let callback = match callback(query) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let body = receive(&shared, &ids.session, peer, false, Wrap::Jsonp(callback), None);
+    receiving_response(JS, body, &headers)
+}
+
+// ---------------------------------------------------------------------------
+// Sending endpoints
+// ---------------------------------------------------------------------------
+
+/// Client messages: a JSON array of strings, or (websocket) a single string.
+fn parse_messages(data: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    match data.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'"') => serde_json::from_slice::<String>(data).map(|m| vec![m]),
+        _ => serde_json::from_slice::<Vec<String>>(data),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || response(StatusCode::PAYLOAD_TOO_LARGE, Some(TEXT), Body::from("Payload too large."));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
+enum SendOutcome {
+    Unknown,
+    Error(Response),
+    Delivered,
+}
+
+async fn send_messages(shared: &Shared, ids: &Ids, headers: &HeaderMap, body: Body, form: bool) -> SendOutcome {
+    if !ids.valid() {
+        return SendOutcome::Unknown;
+    }
+    let Some(session) = shared.get(&ids.session) else {
+        return SendOutcome::Unknown;
+    };
+    let data = match read_body(headers, body, shared.config.max_inbound_bytes).await {
+        Ok(d) => d,
+        Err(resp) => return SendOutcome::Error(resp),
+    };
+    let data = if form {
+        form_field(&data, "d").map(Bytes::from).unwrap_or_default()
+    } else {
+        data
+    };
+    if data.is_empty() {
+        return SendOutcome::Error(error500("Payload expected."));
+    }
+    let Ok(msgs) = parse_messages(&data) else {
+        return SendOutcome::Error(error500("Broken JSON encoding."));
+    };
+    session.deliver(msgs).await;
+    SendOutcome::Delivered
+}
+
+async fn xhr_send(State(shared): Sh, Path(ids): Path<Ids>, headers: HeaderMap, body: Body) -> Response {
+    let mut resp = match send_messages(&shared, &ids, &headers, body, false).await {
+        SendOutcome::Unknown => not_found(),
+        SendOutcome::Error(resp) => resp,
+        SendOutcome::Delivered => response(StatusCode::NO_CONTENT, Some(TEXT), Body::empty()),
+    };
+    no_cache(&mut resp);
+    cors(&headers, &mut resp);
+    resp
+}
+
+async fn jsonp_send(State(shared): Sh, Path(ids): Path<Ids>, headers: HeaderMap, body: Body) -> Response {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    let mut resp = match send_messages(&shared, &ids, &headers, body, form).await {
+        SendOutcome::Unknown => not_found(),
+        SendOutcome::Error(resp) => resp,
+        SendOutcome::Delivered => response(StatusCode::OK, Some(TEXT), Body::from("ok")),
+    };
+    no_cache(&mut resp);
+    cors(&headers, &mut resp);
+    resp
+}
+
+/// Value of `name` in an `application/x-www-form-urlencoded` body.
+fn form_field(body: &[u8], name: &str) -> Option<Vec<u8>> {
+    body.split(|&b| b == b'&').find_map(|pair| {
+        let mut kv = pair.splitn(2, |&b| b == b'=');
+        let key = url_decode(kv.next()?);
+        (key == name.as_bytes()).then(|| url_decode(kv.next().unwrap_or_default()))
+    })
+}
+
+fn url_decode(s: &[u8]) -> Vec<u8> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Websocket transports
+// ---------------------------------------------------------------------------
+
+async fn framed_websocket(
+    State(shared): Sh,
+    Path(ids): Path<Ids>,
+    PeerInfo(peer): PeerInfo,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if !ids.valid() || !shared.config.websocket {
+        return not_found();
+    }
+    websocket(shared, peer, upgrade, true)
+}
+
+async fn raw_websocket(
+    State(shared): Sh,
+    PeerInfo(peer): PeerInfo,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if !shared.config.websocket {
+        return not_found();
+    }
+    websocket(shared, peer, upgrade, false)
+}
+
+fn websocket(
+    shared: Arc<Shared>,
+    peer: Peer,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    framed: bool,
+) -> Response {
+    let Ok(upgrade) = upgrade else {
+        return response(StatusCode::BAD_REQUEST, Some(TEXT), Body::from("Can \"Upgrade\" only to \"WebSocket\"."));
+    };
+    let limit = shared.config.max_inbound_bytes;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| run_websocket(shared, socket, peer, framed))
+}
+
+/// A websocket session lives exactly as long as its websocket: it is not in
+/// the session table (SockJS allows reusing a session id over websockets).
+async fn run_websocket(shared: Arc<Shared>, mut socket: WebSocket, peer: Peer, framed: bool) {
+    let (session, rx, tx) = Session::new(&shared.config);
+    if !framed {
+        session.state.lock().opened = true;
+    }
+    (shared.on_session)(rx, tx, peer);
+    let Ok(mut recv) = session.attach(shared.config.heartbeat) else {
+        return;
+    };
+    let mut close_sent = false;
+    loop {
+        tokio::select! {
+            frame = recv.next_frame() => {
+                recv.wrote();
+                let sent = match (&frame, framed) {
+                    (Frame::Messages(msgs), false) => {
+                        let mut ok = true;
+                        for m in msgs {
+                            if socket.send(Message::text(m.as_str())).await.is_err() {
+                                ok = false;
+                                break;
+                            }
+                        }
+                        ok
+                    }
+                    (Frame::Heartbeat, false) => socket.send(Message::Ping(Bytes::new())).await.is_ok(),
+                    (Frame::Close(_), false) | (Frame::Open, false) => true,
+                    (frame, true) => socket.send(Message::text(frame.encode())).await.is_ok(),
+                };
+                if !sent {
+                    break;
+                }
+                if let Frame::Close(c) = frame {
+                    let code = if framed { 1000 } else { c.code };
+                    let close = WsCloseFrame { code, reason: c.reason.into() };
+                    close_sent = socket.send(Message::Close(Some(close))).await.is_ok();
+                    break;
+                }
+            }
+            msg = socket.recv() => {
+                let data = match msg {
+                    Some(Ok(Message::Text(t))) => Bytes::from(t),
+                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                let msgs = if framed {
+                    match parse_messages(&data) {
+                        Ok(msgs) => msgs,
+                        // Broken JSON: terminate abruptly, as the spec wants.
+                        Err(_) => break,
+                    }
+                } else {
+                    vec![String::from_utf8_lossy(&data).into_owned()]
+                };
+                session.deliver(msgs).await;
+            }
+        }
+    }
+    recv.release();
+    session.close(INTERRUPTED);
+    if close_sent {
+        // Give the client a moment to answer the close handshake.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(msg)) = socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JSON string encoding
+// ---------------------------------------------------------------------------
+
+/// Characters sent as `\uXXXX`: the sockjs-protocol list of characters
+/// browsers mangle (control characters, invisible formatting characters, the
+/// `\ufff0-\uffff` specials) plus everything outside the BMP (as surrogate
+/// pairs, like JavaScript servers do).
+fn must_escape(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}'
+        | '\u{7f}'..='\u{9f}'
+        | '\u{ad}'
+        | '\u{600}'..='\u{604}'
+        | '\u{70f}'
+        | '\u{17b4}'
+        | '\u{17b5}'
+        | '\u{200c}'..='\u{200f}'
+        | '\u{2028}'..='\u{202f}'
+        | '\u{2060}'..='\u{206f}'
+        | '\u{feff}'
+        | '\u{fff0}'..='\u{ffff}'
+        | '\u{10000}'..)
+}
+
+/// Appends `s` as a JSON string literal, escaped as sockjs-client expects.
+fn push_json_string(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let esc: Option<&str> = match c {
+            '"' => Some("\\\""),
+            '\\' => Some("\\\\"),
+            '\n' => Some("\\n"),
+            '\r' => Some("\\r"),
+            '\t' => Some("\\t"),
+            '\u{8}' => Some("\\b"),
+            '\u{c}' => Some("\\f"),
+            c if must_escape(c) => Some(""),
+            _ => None,
+        };
+        let Some(esc) = esc else { continue };
+        out.push_str(&s[start..i]);
+        start = i + c.len_utf8();
+        if !esc.is_empty() {
+            out.push_str(esc);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{:04x}", unit);
+            }
+        }
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}

@@ -1,0 +1,166 @@
+//! STOMP over TCP and TLS: accept loop and the byte-stream link.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use super::{LinkRx, LinkTx, Peer};
+use crate::config::TlsConfig;
+use crate::engine::{Engine, EngineError};
+
+/// How much a read may add to the buffer at once. Reserved only while a read
+/// is pending, so idle sessions keep no read buffer (see `stomp::session`).
+const READ_CHUNK: usize = 4096;
+/// Write buffers grown past this by a burst are released once flushed.
+const IDLE_WRITE_BUFFER: usize = 16 * 1024;
+
+pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, EngineError> {
+    TcpListener::bind(addr).await.map_err(|source| EngineError::Listen { what, addr, source })
+}
+
+pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, EngineError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| EngineError::Tls(format!("{what}: {e}"));
+    let certs = rustls_pemfile::certs(&mut io::BufReader::new(
+        std::fs::File::open(&tls.cert).map_err(|e| err(&format!("stomp.tls.cert {}", tls.cert.display()), &e))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| err("stomp.tls.cert", &e))?;
+    let key = rustls_pemfile::private_key(&mut io::BufReader::new(
+        std::fs::File::open(&tls.key).map_err(|e| err(&format!("stomp.tls.key {}", tls.key.display()), &e))?,
+    ))
+    .map_err(|e| err("stomp.tls.key", &e))?
+    .ok_or_else(|| EngineError::Tls("stomp.tls.key: no private key in file".into()))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("rustls", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| err("stomp.tls", &e))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts until shutdown. Accept errors (out of file descriptors, mostly)
+/// back off instead of spinning; a full connection limit refuses politely.
+pub async fn accept_loop(engine: Engine, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; backing off {:?}", backoff);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = engine.connections.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, "connection limit reached (limits.max_connections); refusing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let engine2 = engine.clone();
+        let tls = tls.clone();
+        engine.tasks.spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => {
+                    let (r, w) = stream.into_split();
+                    let peer = Peer { addr: Some(addr), transport: "tcp" };
+                    crate::stomp::serve(engine2, StreamRx(r), StreamTx::new(w), peer).await;
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        Duration::from_millis(engine2.config.limits.connect_timeout_ms),
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => {
+                            let (r, w) = tokio::io::split(tls_stream);
+                            let peer = Peer { addr: Some(addr), transport: "tls" };
+                            crate::stomp::serve(engine2, StreamRx(r), StreamTx::new(w), peer).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Reading half of any byte stream.
+pub struct StreamRx<R>(pub R);
+
+impl<R: AsyncRead + Unpin + Send + 'static> LinkRx for StreamRx<R> {
+    async fn recv(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        buf.reserve(READ_CHUNK);
+        // `read_buf` is cancel-safe: bytes are in `buf` once it returns.
+        self.0.read_buf(buf).await
+    }
+}
+
+/// Writing half of any byte stream, with a write buffer that is empty (and
+/// small) between bursts.
+pub struct StreamTx<W> {
+    inner: W,
+    out: BytesMut,
+}
+
+impl<W> StreamTx<W> {
+    pub fn new(inner: W) -> Self {
+        StreamTx { inner, out: BytesMut::new() }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> LinkTx for StreamTx<W> {
+    async fn feed(&mut self, unit: Bytes) -> io::Result<()> {
+        self.out.extend_from_slice(&unit);
+        if self.out.len() >= 64 * 1024 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn feed_split(&mut self, head: Bytes, tail: Bytes) -> io::Result<()> {
+        self.out.extend_from_slice(&head);
+        self.out.extend_from_slice(&tail);
+        if self.out.len() >= 64 * 1024 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.inner.write_all(&self.out).await?;
+            self.out.clear();
+            if self.out.capacity() > IDLE_WRITE_BUFFER {
+                self.out = BytesMut::new();
+            }
+        }
+        self.inner.flush().await
+    }
+
+    async fn close(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.inner.shutdown().await;
+    }
+}
+
+/// Connects a plain TCP client (tests and the benchmark use this).
+pub async fn connect(addr: SocketAddr) -> io::Result<(StreamRx<tokio::net::tcp::OwnedReadHalf>, StreamTx<tokio::net::tcp::OwnedWriteHalf>)> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let (r, w) = s.into_split();
+    Ok((StreamRx(r), StreamTx::new(w)))
+}
