@@ -146,6 +146,8 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// Time allowed between opening a connection and a successful CONNECT, ms.
     pub connect_timeout_ms: u64,
+    /// Longest a write to one client may take before it is closed as a slow consumer, ms.
+    pub write_timeout_ms: u64,
     /// Most open client connections on this node (all listeners together).
     pub max_connections: usize,
     /// Most messages held by one queue; publishing beyond it drops the oldest
@@ -165,6 +167,7 @@ impl Default for LimitsConfig {
             max_subscriptions: 1024,
             outbound_queue: 10_000,
             connect_timeout_ms: 10_000,
+            write_timeout_ms: 30_000,
             max_connections: 100_000,
             max_queue_messages: 100_000,
             max_transactions: 16,
@@ -305,6 +308,9 @@ impl Config {
         }
         if l.connect_timeout_ms == 0 {
             return Err(invalid("limits.connect_timeout_ms", "must be greater than 0"));
+        }
+        if l.write_timeout_ms == 0 {
+            return Err(invalid("limits.write_timeout_ms", "must be greater than 0"));
         }
         for (name, value) in [
             ("exchanges.feed", &self.exchanges.feed),

@@ -7,6 +7,7 @@
 //! close. Nothing another session holds is touched by that.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ const WRITE_BATCH: usize = 256;
 /// Read buffers larger than this are dropped once empty, so an idle session
 /// does not keep a big frame's memory.
 const IDLE_BUFFER: usize = 8 * 1024;
+/// How long a closing session may still spend writing (its last frames, the
+/// ERROR frame) before the connection is just dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Version {
@@ -66,6 +70,41 @@ impl Version {
 
 /// Ends the session: what the client is told and why.
 type Fatal = CloseReason;
+
+/// Why the running session stopped, and whether the connection can still
+/// carry an ERROR frame (`broken`: a write was cut off mid-frame or the
+/// peer is gone).
+struct Stop {
+    reason: Fatal,
+    receipt: Option<String>,
+    broken: bool,
+}
+
+impl Stop {
+    fn new(reason: Fatal, receipt: Option<String>) -> Stop {
+        Stop { reason, receipt, broken: false }
+    }
+}
+
+/// Runs a write, but not forever: a client that stops reading is closed as a
+/// slow consumer after `limit`, and a session asked to close (kick, slow
+/// consumer, shutdown) gets `CLOSE_GRACE` to finish what it was writing.
+async fn guarded<T>(handle: &SessionHandle, limit: Duration, work: impl Future<Output = Result<T, Stop>>) -> Result<T, Stop> {
+    tokio::pin!(work);
+    let broken = |reason: Fatal| Stop { reason, receipt: None, broken: true };
+    tokio::select! {
+        r = &mut work => r,
+        _ = handle.closed() => match tokio::time::timeout(CLOSE_GRACE, &mut work).await {
+            Ok(r) => r,
+            Err(_) => Err(broken(handle.close_reason().cloned().unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed")))),
+        },
+        _ = tokio::time::sleep(limit) => Err(broken(fatal(
+            CloseCode::SlowConsumer,
+            "slow consumer",
+            format!("writing to the client took longer than {} ms", limit.as_millis()),
+        ))),
+    }
+}
 
 fn fatal(code: CloseCode, message: impl Into<String>, detail: impl Into<String>) -> Fatal {
     CloseReason::new(code, message).with_detail(detail)
@@ -124,25 +163,25 @@ pub async fn serve<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, p
         if let Some(r) = &receipt {
             session.write(&mut tx, &Frame::new(Command::Receipt).with_header("receipt-id", r.as_str())).await?;
         }
-        tx.flush().await.map_err(io_closed)?;
+        session.flush(&mut tx).await?;
         session.run(&mut rx, &mut tx, &mut decoder, buf).await
     }
     .await;
+    // Queues and the hub are released first: a client that stopped reading
+    // must not hold them while its last bytes time out.
+    session.cleanup();
     match outcome {
-        Ok(()) => tx.close().await,
-        Err((reason, receipt)) => {
-            if !matches!(reason.code, CloseCode::Normal | CloseCode::HeartbeatTimeout) {
-                send_error_and_close(&mut tx, &reason, receipt.as_deref(), session.version.escaping()).await;
-            } else {
-                tx.close().await;
-            }
+        Err(stop) if !stop.broken && !matches!(stop.reason.code, CloseCode::Normal | CloseCode::HeartbeatTimeout) => {
+            send_error_and_close(&mut tx, &stop.reason, stop.receipt.as_deref(), session.version.escaping()).await;
+        }
+        _ => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, tx.close()).await;
         }
     }
-    session.cleanup();
 }
 
-fn io_closed(e: std::io::Error) -> (Fatal, Option<String>) {
-    (fatal(CloseCode::Normal, "connection lost", e.to_string()), None)
+fn io_closed(e: std::io::Error) -> Stop {
+    Stop { reason: fatal(CloseCode::Normal, "connection lost", e.to_string()), receipt: None, broken: true }
 }
 
 /// Reads until the first frame, which must be CONNECT or STOMP.
@@ -178,6 +217,7 @@ async fn await_connect<R: LinkRx>(
     }
 }
 
+/// Best effort, and bounded: the client may already be gone or not reading.
 async fn send_error_and_close<W: LinkTx>(tx: &mut W, reason: &CloseReason, receipt: Option<&str>, escaping: Escaping) {
     let mut f = Frame::new(Command::Error)
         .with_header("message", reason.message.as_str())
@@ -190,10 +230,12 @@ async fn send_error_and_close<W: LinkTx>(tx: &mut W, reason: &CloseReason, recei
     let f = f.with_body(Bytes::from(reason.detail.clone()));
     let mut out = BytesMut::new();
     encode(&f, escaping, &mut out);
-    // Best effort: the client may already be gone.
-    let _ = tx.feed(out.freeze()).await;
-    let _ = tx.flush().await;
-    tx.close().await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let _ = tx.feed(out.freeze()).await;
+        let _ = tx.flush().await;
+        tx.close().await;
+    })
+    .await;
 }
 
 struct Subscription {
@@ -218,6 +260,7 @@ struct Session {
     temp_queues: HashMap<String, Arc<str>>,
     /// (server sends every, server expects every) in ms; 0 = off.
     heartbeat: (u64, u64),
+    write_timeout: Duration,
     last_read: Instant,
     last_write: Instant,
 }
@@ -294,6 +337,7 @@ impl Session {
             transactions: HashMap::new(),
             temp_queues: HashMap::new(),
             heartbeat,
+            write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
             last_read: now,
             last_write: now,
         })
@@ -310,11 +354,33 @@ impl Session {
         f.with_header("user-name", self.identity.uid.as_str())
     }
 
-    async fn write<W: LinkTx>(&mut self, tx: &mut W, frame: &Frame) -> Result<(), (Fatal, Option<String>)> {
+    async fn write<W: LinkTx>(&mut self, tx: &mut W, frame: &Frame) -> Result<(), Stop> {
         let mut out = BytesMut::new();
         encode(frame, self.version.escaping(), &mut out);
         self.last_write = Instant::now();
-        tx.feed(out.freeze()).await.map_err(io_closed)
+        let (handle, limit) = (self.handle.clone(), self.write_timeout);
+        guarded(&handle, limit, async { tx.feed(out.freeze()).await.map_err(io_closed) }).await
+    }
+
+    async fn flush<W: LinkTx>(&mut self, tx: &mut W) -> Result<(), Stop> {
+        let (handle, limit) = (self.handle.clone(), self.write_timeout);
+        guarded(&handle, limit, async { tx.flush().await.map_err(io_closed) }).await
+    }
+
+    /// Writes everything in the outbox, a batch per flush.
+    async fn write_outbox<W: LinkTx>(&mut self, tx: &mut W, batch: &mut Vec<Outbound>) -> Result<(), Stop> {
+        loop {
+            batch.clear();
+            if self.handle.drain(batch, WRITE_BATCH) == 0 {
+                return Ok(());
+            }
+            for item in batch.drain(..) {
+                match item {
+                    Outbound::Deliver(d) => self.write_delivery(tx, d).await?,
+                }
+            }
+            tx.flush().await.map_err(io_closed)?;
+        }
     }
 
     async fn run<R: LinkRx, W: LinkTx>(
@@ -323,7 +389,7 @@ impl Session {
         tx: &mut W,
         decoder: &mut Decoder,
         mut buf: BytesMut,
-    ) -> Result<(), (Fatal, Option<String>)> {
+    ) -> Result<(), Stop> {
         let tick_ms = match self.heartbeat {
             (0, 0) => 0,
             (0, r) | (r, 0) => r,
@@ -334,44 +400,38 @@ impl Session {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut batch = Vec::new();
         loop {
-            while let Some(decoded) = decoder.decode(&mut buf).map_err(|e| (frame_error(e), None))? {
+            while let Some(decoded) = decoder.decode(&mut buf).map_err(|e| Stop::new(frame_error(e), None))? {
                 if let Decoded::Frame(frame) = decoded {
                     let receipt = frame.header("receipt").map(str::to_owned);
                     match self.handle_frame(frame, tx).await {
                         Ok(true) => {}
-                        Ok(false) => return Ok(()),
-                        Err(reason) => return Err((reason, receipt)),
+                        Ok(false) => {
+                            self.flush(tx).await?;
+                            return Ok(());
+                        }
+                        Err(HandleError::Fatal(reason)) => return Err(Stop::new(reason, receipt)),
+                        Err(HandleError::Stop(stop)) => return Err(stop),
                     }
                 }
             }
             if buf.is_empty() && buf.capacity() > IDLE_BUFFER {
                 buf = BytesMut::new();
             }
-            tx.flush().await.map_err(io_closed)?;
+            self.flush(tx).await?;
             tokio::select! {
                 biased;
                 _ = self.handle.closed() => {
                     let reason = self.handle.close_reason().cloned()
                         .unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
                     // A slow consumer is not sent its backlog: it is why it closes.
-                    return Err((reason, None));
+                    return Err(Stop::new(reason, None));
                 }
                 _ = self.engine.shutdown.cancelled() => {
-                    return Err((fatal(CloseCode::Shutdown, "server shutting down", ""), None));
+                    return Err(Stop::new(fatal(CloseCode::Shutdown, "server shutting down", ""), None));
                 }
                 _ = self.handle.notified() => {
-                    loop {
-                        batch.clear();
-                        if self.handle.drain(&mut batch, WRITE_BATCH) == 0 {
-                            break;
-                        }
-                        for item in batch.drain(..) {
-                            match item {
-                                Outbound::Deliver(d) => self.write_delivery(tx, d).await?,
-                            }
-                        }
-                        tx.flush().await.map_err(io_closed)?;
-                    }
+                    let (handle, limit) = (self.handle.clone(), self.write_timeout);
+                    guarded(&handle, limit, self.write_outbox(tx, &mut batch)).await?;
                     if batch.capacity() > WRITE_BATCH {
                         batch = Vec::new();
                     }
@@ -385,22 +445,23 @@ impl Session {
         }
     }
 
-    async fn heartbeat_tick<W: LinkTx>(&mut self, tx: &mut W) -> Result<(), (Fatal, Option<String>)> {
+    async fn heartbeat_tick<W: LinkTx>(&mut self, tx: &mut W) -> Result<(), Stop> {
         let (send, expect) = self.heartbeat;
         // Tolerate twice the announced interval: the spec leaves slack to
         // the receiver, and networks and timers jitter.
         if expect > 0 && self.last_read.elapsed() > Duration::from_millis(expect * 2) {
             tracing::debug!(session = self.handle.id, "heart-beat timeout");
-            return Err((fatal(CloseCode::HeartbeatTimeout, "heart-beat timeout", ""), None));
+            return Err(Stop::new(fatal(CloseCode::HeartbeatTimeout, "heart-beat timeout", ""), None));
         }
         if send > 0 && self.last_write.elapsed() >= Duration::from_millis(send / 2) {
             self.last_write = Instant::now();
-            tx.feed(Bytes::from_static(b"\n")).await.map_err(io_closed)?;
+            let (handle, limit) = (self.handle.clone(), self.write_timeout);
+            guarded(&handle, limit, async { tx.feed(Bytes::from_static(b"\n")).await.map_err(io_closed) }).await?;
         }
         Ok(())
     }
 
-    async fn write_delivery<W: LinkTx>(&mut self, tx: &mut W, d: Delivery) -> Result<(), (Fatal, Option<String>)> {
+    async fn write_delivery<W: LinkTx>(&mut self, tx: &mut W, d: Delivery) -> Result<(), Stop> {
         let Some(sub) = self.subs.get(&d.subscription) else {
             // Unsubscribed while it was in the outbox; the queue already
             // requeued it when the consumer was cancelled.
@@ -427,7 +488,7 @@ impl Session {
     }
 
     /// Applies one client frame. `Ok(false)` ends the session cleanly.
-    async fn handle_frame<W: LinkTx>(&mut self, frame: Frame, tx: &mut W) -> Result<bool, Fatal> {
+    async fn handle_frame<W: LinkTx>(&mut self, frame: Frame, tx: &mut W) -> Result<bool, HandleError> {
         let receipt = frame.header("receipt").map(str::to_owned);
         match frame.command {
             Command::Send => self.on_send(frame).await?,
@@ -437,10 +498,10 @@ impl Session {
             Command::Begin => {
                 let id = require(&frame, "transaction")?;
                 if self.transactions.len() >= self.engine.config.limits.max_transactions {
-                    return Err(fatal(CloseCode::TooMany, "too many transactions", format!("at most {} open", self.engine.config.limits.max_transactions)));
+                    return Err(HandleError::Fatal(fatal(CloseCode::TooMany, "too many transactions", format!("at most {} open", self.engine.config.limits.max_transactions))));
                 }
                 if self.transactions.insert(id.clone(), Vec::new()).is_some() {
-                    return Err(fatal(CloseCode::Protocol, "Bad transaction", format!("transaction {id:?} already begun")));
+                    return Err(HandleError::Fatal(fatal(CloseCode::Protocol, "Bad transaction", format!("transaction {id:?} already begun"))));
                 }
             }
             Command::Commit => {
@@ -459,25 +520,23 @@ impl Session {
             }
             Command::Disconnect => {
                 if let Some(r) = receipt {
-                    self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r))
-                        .await
-                        .map_err(|(reason, _)| reason)?;
+                    self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r)).await?;
                 }
                 return Ok(false);
             }
             Command::Connect | Command::Stomp => {
-                return Err(fatal(CloseCode::Protocol, "Bad CONNECT", "already connected"));
+                return Err(HandleError::Fatal(fatal(CloseCode::Protocol, "Bad CONNECT", "already connected")));
             }
             Command::Connected | Command::Message | Command::Receipt | Command::Error | Command::Unknown(_) => {
-                return Err(fatal(
+                return Err(HandleError::Fatal(fatal(
                     CloseCode::Protocol,
                     "Bad command",
                     format!("Could not interpret command {:?}", frame.command.as_str()),
-                ));
+                )));
             }
         }
         if let Some(r) = receipt {
-            self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r)).await.map_err(|(reason, _)| reason)?;
+            self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r)).await?;
         }
         Ok(true)
     }
@@ -760,6 +819,25 @@ impl Session {
         }
         self.engine.hub.unregister(self.handle.id);
         self.handle.close(CloseReason::new(CloseCode::Normal, "session ended"));
+    }
+}
+
+/// A frame handler fails either with a protocol-level error for the client
+/// or because writing (a receipt) stopped the session.
+enum HandleError {
+    Fatal(Fatal),
+    Stop(Stop),
+}
+
+impl From<Fatal> for HandleError {
+    fn from(f: Fatal) -> Self {
+        HandleError::Fatal(f)
+    }
+}
+
+impl From<Stop> for HandleError {
+    fn from(s: Stop) -> Self {
+        HandleError::Stop(s)
     }
 }
 
