@@ -71,7 +71,8 @@ impl Default for NodeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StompConfig {
-    /// STOMP over TCP; `None` disables the listener.
+    /// STOMP over TCP; `"off"` disables the listener.
+    #[serde(deserialize_with = "listen_addr")]
     pub listen: Option<SocketAddr>,
     /// STOMP over TLS, only when `tls` is set.
     pub tls: Option<TlsConfig>,
@@ -93,6 +94,15 @@ impl Default for StompConfig {
     }
 }
 
+/// A listen address, or `"off"`.
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e| serde::de::Error::custom(format!("{s:?} is not \"off\" or an address like 127.0.0.1:61613: {e}")))
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -106,7 +116,8 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// HTTP listener for STOMP over WebSocket and SockJS; `None` disables it.
+    /// HTTP listener for STOMP over WebSocket and SockJS; `"off"` disables it.
+    #[serde(deserialize_with = "listen_addr")]
     pub listen: Option<SocketAddr>,
     /// STOMP over WebSocket path.
     pub ws_path: String,
@@ -402,5 +413,9 @@ mod tests {
         assert!(err.contains("configure"), "{err}");
         let err = Config::from_toml_str("[stomp]\ndefault_vhost = \"nope\"\n").unwrap_err().to_string();
         assert!(err.contains("stomp.default_vhost"), "{err}");
+        let err = Config::from_toml_str("[http]\nlisten = \"localhost\"\n").unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+        let c = Config::from_toml_str("[http]\nlisten = \"off\"\n").unwrap();
+        assert!(c.http.listen.is_none());
     }
 }
