@@ -55,13 +55,16 @@ fn builtin_exchanges(config: &Config) -> Vec<(String, ExchangeKind)> {
     v
 }
 
+/// One binding of a queue: the exchange and the key.
+type BindingRef = (Arc<Exchange>, String);
+
 #[derive(Debug)]
 pub struct Vhost {
     pub name: Arc<str>,
     exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     /// Bindings per queue, to undo them when the queue goes.
-    bound: Mutex<HashMap<String, Vec<(Arc<Exchange>, String)>>>,
+    bound: Mutex<HashMap<String, Vec<BindingRef>>>,
     store: Arc<dyn QueueStore>,
     max_queue_messages: usize,
 }

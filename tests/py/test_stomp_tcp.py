@@ -1,0 +1,494 @@
+"""stomp.py over Herald's STOMP TCP listener, for STOMP 1.0, 1.1 and 1.2 (RabbitMQ STOMP semantics)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import Client, RawStomp, build_config, herald_bin, assert_binary, uid, USERS
+
+VERSIONS = ["1.0", "1.1", "1.2"]
+# STOMP 1.0 has no client-individual mode; its 'client' mode with one message in flight is equivalent.
+INDIVIDUAL = {"1.0": "client", "1.1": "client-individual", "1.2": "client-individual"}
+
+
+@pytest.fixture(params=VERSIONS)
+def version(request):
+    return request.param
+
+
+# ---------------------------------------------------------------------------
+# connect / subscribe / receive
+
+
+def test_connect_negotiates_version(clients, version):
+    c = clients(version)
+    f = c.connected_frame
+    assert f.cmd == "CONNECTED"
+    if version == "1.0":
+        assert f.headers.get("version", "1.0") == "1.0"
+    else:
+        assert f.headers["version"] == version
+
+
+def test_connect_without_host_header_uses_default_vhost(raw):
+    r = raw()
+    r.send("CONNECT", {"accept-version": "1.2", "login": "guest", "passcode": "guest"})
+    f = r.next(5, "CONNECTED")
+    assert f.command == "CONNECTED", f
+    assert f.headers["version"] == "1.2"
+
+
+def test_subscribe_and_receive_exchange_destination(clients, version):
+    sub = clients(version, login="alice", passcode="secret")
+    pub = clients(version, login="bob", passcode="secret")
+    dest = "/exchange/feed/user_x"
+    sub_id = sub.subscribe(dest)
+    pub.send("/exchange/feed/user_y", "for y only")
+    body = "hello user_x ünïcode ✓"
+    pub.send(dest, body, **{"content-type": "text/plain", "x-trace-id": "t-1"})
+    m = sub.message()
+    assert m.body == body
+    assert m.headers["destination"] == dest
+    assert m.headers["subscription"] == sub_id
+    assert m.headers["message-id"]
+    assert m.headers["redelivered"] == "false"
+    assert m.headers["content-length"] == str(len(body.encode()))
+    assert m.headers["content-type"] == "text/plain"
+    assert m.headers["x-trace-id"] == "t-1"
+    sub.no_message(0.4, "message for another routing key")
+
+
+def test_queue_and_amq_queue_name_the_same_queue(clients, version):
+    c = clients(version)
+    name = uid("q")
+    c.send(f"/queue/{name}", "queued before any consumer")  # SEND creates /queue/ queues
+    c.subscribe(f"/amq/queue/{name}")
+    m = c.message()
+    assert m.body == "queued before any consumer"
+
+
+def test_amq_queue_missing_is_an_error(clients, version):
+    c = clients(version)
+    name = uid("missing")
+    if version == "1.0":
+        c.conn.subscribe(f"/amq/queue/{name}", id="s1")
+    else:
+        c.conn.subscribe(f"/amq/queue/{name}", "s1")
+    err = c.error(5, "ERROR for SUBSCRIBE /amq/queue/<missing>")
+    assert err.headers.get("message"), err.headers
+    c.wait_disconnected(5, "server to close after ERROR")
+
+
+# ---------------------------------------------------------------------------
+# receipts
+
+
+def test_receipts_on_every_frame_kind(raw, version):
+    r = raw()
+    assert r.connect(accept_version=version).command == "CONNECTED"
+    dest = f"/queue/{uid('rcpt')}"
+    id_hdr = "id"
+    r.send("SUBSCRIBE", {"destination": dest, id_hdr: "s1", "ack": "client", "receipt": "r1"})
+    assert r.expect("RECEIPT").headers["receipt-id"] == "r1"
+    r.send("SEND", {"destination": dest, "receipt": "r2"}, b"x")
+    frames = [r.next(), r.next()]
+    rc = [f for f in frames if f.command == "RECEIPT"]
+    msg = [f for f in frames if f.command == "MESSAGE"]
+    assert rc and rc[0].headers["receipt-id"] == "r2", frames
+    assert msg and msg[0].body == b"x", frames
+    m = msg[0]
+    if version == "1.2":
+        ack_headers = {"id": m.headers["ack"]}
+    elif version == "1.1":
+        ack_headers = {"message-id": m.headers["message-id"], "subscription": "s1"}
+    else:
+        ack_headers = {"message-id": m.headers["message-id"]}
+    r.send("ACK", dict(ack_headers, receipt="r3"))
+    assert r.expect("RECEIPT").headers["receipt-id"] == "r3"
+    r.send("BEGIN", {"transaction": "t1", "receipt": "r4"})
+    assert r.expect("RECEIPT").headers["receipt-id"] == "r4"
+    r.send("ABORT", {"transaction": "t1", "receipt": "r5"})
+    assert r.expect("RECEIPT").headers["receipt-id"] == "r5"
+    r.send("UNSUBSCRIBE", {id_hdr: "s1", "receipt": "r6"})
+    assert r.expect("RECEIPT").headers["receipt-id"] == "r6"
+    r.send("DISCONNECT", {"receipt": "r7"})
+    assert r.expect("RECEIPT").headers["receipt-id"] == "r7"
+    r.wait_closed(3, "server to close after the DISCONNECT receipt")
+
+
+# ---------------------------------------------------------------------------
+# acks, nacks, redelivery
+
+
+def test_unacked_message_is_redelivered_after_disconnect(herald, clients, version):
+    pub = clients(version)
+    dest = f"/queue/{uid('redeliver')}"
+    c1 = clients(version)
+    c1.subscribe(dest, ack=INDIVIDUAL[version])
+    pub.send(dest, "m1")
+    m = c1.message()
+    assert m.body == "m1" and m.headers["redelivered"] == "false"
+    if version == "1.2":
+        assert m.headers.get("ack"), "STOMP 1.2 MESSAGE in a non-auto ack mode carries an ack header"
+    c1.close()
+    c2 = clients(version)
+    c2.subscribe(dest, ack=INDIVIDUAL[version])
+    again = c2.message(what="redelivery to the next consumer")
+    assert again.body == "m1"
+    assert again.headers["redelivered"] == "true"
+    c2.ack(again)
+    c2.no_message(0.5, "delivery after ACK")
+
+
+def test_acked_message_is_not_redelivered(clients, version):
+    pub = clients(version)
+    dest = f"/queue/{uid('acked')}"
+    c1 = clients(version)
+    c1.subscribe(dest, ack=INDIVIDUAL[version])
+    pub.send(dest, "m1")
+    c1.ack(c1.message())
+    c1.close()
+    c2 = clients(version)
+    c2.subscribe(dest, ack=INDIVIDUAL[version])
+    c2.no_message(0.7, "redelivery of an acked message")
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_nack_requeue(clients, version):
+    pub = clients(version)
+    c = clients(version)
+    dest = f"/queue/{uid('nack')}"
+    c.subscribe(dest, ack="client-individual")
+    pub.send(dest, "m1")
+    m = c.message()
+    assert m.headers["redelivered"] == "false"
+    c.nack(m)  # requeue defaults to true
+    again = c.message(what="redelivery after NACK")
+    assert again.body == "m1"
+    assert again.headers["redelivered"] == "true"
+    c.nack(again, requeue="false")
+    c.no_message(0.7, "redelivery after NACK requeue:false")
+    pub.send(dest, "m2")
+    m2 = c.message()
+    assert m2.body == "m2"
+    c.ack(m2)
+
+
+def test_client_ack_is_cumulative(clients, version):
+    pub = clients(version)
+    dest = f"/queue/{uid('cumul')}"
+    c1 = clients(version)
+    c1.subscribe(dest, ack="client")
+    for b in ("a", "b", "c"):
+        pub.send(dest, b)
+    ms = [c1.message() for _ in range(3)]
+    assert [m.body for m in ms] == ["a", "b", "c"]
+    c1.ack(ms[1])  # acknowledges a and b
+    c1.close()
+    c2 = clients(version)
+    c2.subscribe(dest, ack=INDIVIDUAL[version])
+    r = c2.message(what="redelivery of c")
+    assert r.body == "c" and r.headers["redelivered"] == "true"
+    c2.ack(r)
+    c2.no_message(0.5, "redelivery of a cumulatively acked message")
+
+
+def test_prefetch_count_limits_unacked_messages(clients, version):
+    pub = clients(version)
+    c = clients(version)
+    dest = f"/queue/{uid('prefetch')}"
+    c.subscribe(dest, ack=INDIVIDUAL[version], **{"prefetch-count": "1"})
+    for b in ("p1", "p2", "p3"):
+        pub.send(dest, b)
+    m1 = c.message()
+    assert m1.body == "p1"
+    c.no_message(0.8, "a second message while the first is unacked (prefetch-count:1)")
+    c.ack(m1)
+    m2 = c.message(what="p2 after acking p1")
+    assert m2.body == "p2"
+    c.no_message(0.5, "p3 while p2 is unacked")
+    c.ack(m2)
+    m3 = c.message(what="p3 after acking p2")
+    assert m3.body == "p3"
+    c.ack(m3)
+
+
+# ---------------------------------------------------------------------------
+# transactions
+
+
+# (RabbitMQ answers receipts of transactional frames only when the transaction is committed,
+# so transactional SEND/ACK frames here carry no receipt; COMMIT/ABORT do.)
+def test_transaction_commit_delivers_and_abort_discards(clients, version):
+    sub = clients(version)
+    pub = clients(version)
+    dest = f"/exchange/feed/{uid('tx')}"
+    sub.subscribe(dest)
+    tx = pub.begin()
+    pub.send(dest, "tx-1", receipt=False, transaction=tx)
+    pub.send(dest, "tx-2", receipt=False, transaction=tx)
+    sub.no_message(0.5, "MESSAGE before COMMIT")
+    pub.commit(tx)
+    assert [sub.message().body, sub.message().body] == ["tx-1", "tx-2"]
+    tx2 = pub.begin()
+    pub.send(dest, "aborted", receipt=False, transaction=tx2)
+    pub.abort(tx2)
+    pub.send(dest, "control")
+    assert sub.message().body == "control"
+    sub.no_message(0.4, "MESSAGE from an aborted transaction")
+
+
+def test_transaction_covers_ack(clients, version):
+    pub = clients(version)
+    dest = f"/queue/{uid('txack')}"
+    c1 = clients(version)
+    c1.subscribe(dest, ack=INDIVIDUAL[version])
+    pub.send(dest, "m")
+    m = c1.message()
+    tx = c1.begin()
+    c1.ack(m, receipt=False, transaction=tx)
+    c1.abort(tx)  # the ACK is discarded with the transaction
+    c1.close()
+    c2 = clients(version)
+    c2.subscribe(dest, ack=INDIVIDUAL[version])
+    m2 = c2.message(what="redelivery: an aborted ACK must not acknowledge")
+    assert m2.body == "m" and m2.headers["redelivered"] == "true"
+    tx2 = c2.begin()
+    c2.ack(m2, receipt=False, transaction=tx2)
+    c2.commit(tx2)
+    c2.close()
+    c3 = clients(version)
+    c3.subscribe(dest, ack=INDIVIDUAL[version])
+    c3.no_message(0.7, "redelivery after a committed ACK")
+
+
+# ---------------------------------------------------------------------------
+# routing
+
+
+def test_topic_wildcards(clients, version):
+    sub = clients(version)
+    pub = clients(version)
+    star = sub.subscribe("/topic/a.*.c")
+    hash_ = sub.subscribe("/topic/a.#")
+    keys = ["a.b.c", "a.b.b.c", "a.c", "a", "a.b", "b.a.c", "a.xyz.c", "x.a.b"]
+    for k in keys:
+        pub.send(f"/topic/{k}", k)
+    got = {star: [], hash_: []}
+    for _ in range(8):
+        m = sub.message()
+        got[m.headers["subscription"]].append(m.body)
+        if m.body == "a.b.c":
+            assert m.headers["destination"] == "/topic/a.b.c"
+    sub.no_message(0.4, "extra wildcard match")
+    assert got[star] == ["a.b.c", "a.xyz.c"]
+    assert got[hash_] == ["a.b.c", "a.b.b.c", "a.c", "a", "a.b", "a.xyz.c"]
+
+
+def test_shared_work_queue_round_robin(clients, version):
+    w1 = clients(version, login="alice", passcode="secret")
+    w2 = clients(version, login="bob", passcode="secret")
+    boss = clients(version, login="carol", passcode="secret")
+    dest = f"/queue/{uid('jobs')}"
+    w1.subscribe(dest)
+    w2.subscribe(dest)
+    n = 10
+    for i in range(n):
+        boss.send(dest, f"job-{i}")
+    g1 = [w1.message(what=f"worker1 job {i}").body for i in range(n // 2)]
+    g2 = [w2.message(what=f"worker2 job {i}").body for i in range(n // 2)]
+    w1.no_message(0.3, "more than half of the jobs on worker1")
+    w2.no_message(0.1, "more than half of the jobs on worker2")
+    assert sorted(g1 + g2) == sorted(f"job-{i}" for i in range(n))
+    assert len({int(b.split("-")[1]) % 2 for b in g1}) == 1, f"not round-robin: {g1} / {g2}"
+
+
+def test_temp_queue_reply_to(clients, version):
+    requester = clients(version, login="alice", passcode="secret")
+    responder = clients(version, login="bob", passcode="secret")
+    service = f"/queue/{uid('rpc')}"
+    responder.subscribe(service)
+    requester.send(service, "what time is it?", **{"reply-to": "/temp-queue/answers"})
+    req = responder.message(what="request on the service queue")
+    assert req.body == "what time is it?"
+    reply_to = req.headers["reply-to"]
+    assert reply_to.startswith("/reply-queue/"), f"reply-to not rewritten: {reply_to!r}"
+    responder.send(reply_to, "noon")
+    rep = requester.message(what="reply on the temp queue")
+    assert rep.body == "noon"
+    # a second round-trip over the same temp queue
+    requester.send(service, "again?", **{"reply-to": "/temp-queue/answers"})
+    req2 = responder.message()
+    assert req2.headers["reply-to"] == reply_to, "the same temp-queue name maps to the same reply queue"
+    responder.send(req2.headers["reply-to"], "yes")
+    assert requester.message().body == "yes"
+
+
+# ---------------------------------------------------------------------------
+# header escaping
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_header_escaping_round_trip(clients, version):
+    sub = clients(version)
+    pub = clients(version)
+    dest = f"/exchange/feed/{uid('esc')}"
+    sub.subscribe(dest)
+    weird = "a:b\nc\\d:e"
+    pub.send(dest, "x", **{"x-weird": weird, "x-url": "http://h:80/p"})
+    m = sub.message()
+    assert m.headers["x-weird"] == weird
+    assert m.headers["x-url"] == "http://h:80/p"
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_header_escaping_on_the_wire(raw, version):
+    r = raw()
+    assert r.connect(accept_version=version).command == "CONNECTED"
+    dest = f"/exchange/feed/{uid('escw')}"
+    r.send("SUBSCRIBE", {"destination": dest, "id": "s", "receipt": "r"})
+    r.expect("RECEIPT")
+    # escaped as the spec requires: ':' → \c, '\n' → \n, '\\' → \\
+    r.send("SEND", [("destination", dest), ("x-weird", "a\\cb\\nc\\\\d")], b"x")
+    m = r.expect("MESSAGE")
+    raw_val = dict(m.raw_headers)["x-weird"]
+    assert raw_val == "a\\cb\\nc\\\\d", f"wire value {raw_val!r}"
+    assert m.headers["x-weird"] == "a:b\nc\\d"
+
+
+def test_stomp10_header_values_keep_colons(clients):
+    sub = clients("1.0")
+    pub = clients("1.0")
+    dest = f"/exchange/feed/{uid('esc10')}"
+    sub.subscribe(dest)
+    pub.send(dest, "x", **{"x-url": "http://h:80/p"})
+    assert sub.message().headers["x-url"] == "http://h:80/p"
+
+
+# ---------------------------------------------------------------------------
+# heart-beats
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_heartbeats_negotiated_and_kept_alive(clients, version):
+    c = clients(version, heartbeats=(1000, 1000))
+    assert c.connected_frame.headers["heart-beat"] == "1000,1000"
+    dest = f"/exchange/feed/{uid('hb')}"
+    c.subscribe(dest)
+    time.sleep(3.0)
+    assert c.rec.heartbeats >= 1, "no heart-beat received from the server in 3s at 1000ms"
+    assert c.rec.heartbeat_timeouts == 0
+    assert not c.rec.disconnected.is_set()
+    c.send(dest, "alive")
+    assert c.message().body == "alive"
+
+
+def test_silent_client_is_disconnected(raw):
+    silent = raw()
+    f = silent.connect(heart_beat="1000,0")
+    assert f.headers["heart-beat"] == "0,1000"
+    t0 = time.monotonic()
+    silent.wait_closed(6, "server to drop a client silent for > 2×1000ms")
+    assert silent.closed_at - t0 >= 1.5, f"closed after {silent.closed_at - t0:.2f}s: must tolerate 2× the interval"
+
+
+# ---------------------------------------------------------------------------
+# errors
+
+
+@pytest.mark.parametrize("login,passcode", [("alice", "wrong"), ("mallory", "secret")])
+def test_bad_login(herald, version, login, passcode):
+    c = Client(herald, version, login=login, passcode=passcode, connect=False)
+    try:
+        c.connect(expect_error=True)
+        err = c.error(5, "ERROR for a bad login")
+        assert err.headers["message"] == "Bad CONNECT"
+        assert err.body.rstrip("\n") == f"Access refused for user '{login}'"
+        c.wait_disconnected(5, "server to close after Bad CONNECT")
+        assert c.rec.connected_frames.empty()
+    finally:
+        c.close()
+
+
+def test_oversized_frame_errors_and_other_sessions_are_unaffected(clients, version):
+    bystander = clients(version)
+    dest = f"/exchange/feed/{uid('big')}"
+    bystander.subscribe(dest)
+    bad = clients(version)
+    bad.conn.send(dest, "x" * (1048576 + 4096))  # default max_frame_bytes: 1 MiB
+    err = bad.error(5, "ERROR for an oversized frame")
+    assert "frame larger than" in err.headers.get("message", ""), err.headers
+    bad.wait_disconnected(5)
+    bystander.no_message(0.3, "the oversized message must not be routed")
+    other = clients(version)
+    other.send(dest, "still here")
+    assert bystander.message().body == "still here"
+    assert not bystander.rec.disconnected.is_set()
+
+
+def test_configured_max_frame_bytes(herald_factory):
+    h = herald_factory(limits={"max_frame_bytes": 65536})
+    r = RawStomp(h.stomp_port)
+    try:
+        assert r.connect().command == "CONNECTED"
+        dest = f"/exchange/feed/{uid('lim')}"
+        r.send("SUBSCRIBE", {"destination": dest, "id": "s", "receipt": "r"})
+        r.expect("RECEIPT")
+        r.send("SEND", {"destination": dest}, b"y" * (40 * 1024))
+        assert len(r.expect("MESSAGE").body) == 40 * 1024
+        r.send("SEND", {"destination": dest}, b"z" * (100 * 1024))
+        err = r.expect("ERROR")
+        assert "frame larger than" in err.headers.get("message", "")
+        r.wait_closed(3)
+    finally:
+        r.close()
+
+
+def test_error_in_one_session_does_not_affect_another(clients, version):
+    good = clients(version)
+    dest = f"/exchange/feed/{uid('iso')}"
+    good.subscribe(dest)
+    bad = clients(version)
+    bad.conn.send_frame("BOGUS", {"x": "y"})
+    err = bad.error(5, "ERROR for an unknown command")
+    assert err.headers.get("message")
+    bad.wait_disconnected(5)
+    good.send(dest, "unaffected")
+    assert good.message().body == "unaffected"
+
+
+# ---------------------------------------------------------------------------
+# process behaviour
+
+
+def test_unknown_config_key_fails_startup():
+    binary = assert_binary()
+    with tempfile.TemporaryDirectory(prefix="herald-badcfg-") as d:
+        text = build_config(os.path.join(d, "data"), stomp_extra='listn = "127.0.0.1:0"')
+        path = os.path.join(d, "bad.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        p = subprocess.run([binary, "--config", path], capture_output=True, text=True, timeout=15)
+    assert p.returncode != 0, f"herald accepted an unknown key; stdout={p.stdout!r}"
+    assert "listn" in p.stderr, f"stderr does not name the key: {p.stderr!r}"
+    assert "herald: ready" not in p.stdout
+
+
+def test_sigterm_stops_the_server(herald_factory):
+    h = herald_factory()
+    r = RawStomp(h.stomp_port)
+    assert r.connect().command == "CONNECTED"
+    t0 = time.monotonic()
+    h.proc.terminate()
+    try:
+        h.proc.wait(5)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("herald did not exit within 5s of SIGTERM")
+    r.wait_closed(2, "client connection to close on shutdown")
+    assert time.monotonic() - t0 < 5
+    r.close()
