@@ -14,16 +14,20 @@
 //! - [`message`]: a published message, encoded once per protocol.
 //! - [`store`]: the queue store trait (durable messages), in-memory default.
 //! - [`auth`]: authenticator and authorizer traits, config users.
+//! - [`presence`]: availability, the presence store trait (memory, Redis).
+//! - [`directory`]: projects and members (roster source): memory, MongoDB.
 //! - [`stomp`]: the STOMP edge (sans-IO codec, destinations, session).
 //! - [`transport`]: TCP/TLS, WebSocket, SockJS and the HTTP listener.
 //! - [`error`]: the numbered close-reason table clients see.
 
 pub mod auth;
 pub mod config;
+pub mod directory;
 pub mod engine;
 pub mod error;
 pub mod hub;
 pub mod message;
+pub mod presence;
 pub mod router;
 pub mod session;
 pub mod stomp;
