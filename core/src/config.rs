@@ -29,6 +29,9 @@ pub struct Config {
     pub node: NodeConfig,
     pub stomp: StompConfig,
     pub http: HttpConfig,
+    pub xmpp: XmppConfig,
+    pub presence: PresenceConfig,
+    pub directory: DirectoryConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub exchanges: ExchangeNames,
@@ -43,6 +46,9 @@ impl Default for Config {
             node: NodeConfig::default(),
             stomp: StompConfig::default(),
             http: HttpConfig::default(),
+            xmpp: XmppConfig::default(),
+            presence: PresenceConfig::default(),
+            directory: DirectoryConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             exchanges: ExchangeNames::default(),
@@ -138,6 +144,135 @@ impl Default for HttpConfig {
             sockjs_heartbeat_ms: 25_000,
             sockjs_disconnect_delay_ms: 5_000,
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartTls {
+    /// Clients must upgrade before anything else (the default).
+    Required,
+    /// Plain-text c2s (loopback tests, or TLS terminated in front of Herald).
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XmppConfig {
+    /// The XMPP domain: JIDs are `uid@domain`; projects are `<id>@projects.<domain>`.
+    pub domain: String,
+    /// c2s over TCP; `"off"` disables it.
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: Option<SocketAddr>,
+    pub starttls: StartTls,
+    /// PEM certificate and key for STARTTLS; a self-signed certificate for
+    /// `domain` is generated at start when unset.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// HTTP listener for BOSH (`/http-bind`, `/bosh`) and XMPP over WebSocket
+    /// (`/xmpp-websocket`, `/ws`); `"off"` disables it.
+    #[serde(deserialize_with = "listen_addr")]
+    pub http_listen: Option<SocketAddr>,
+    /// Largest stanza, bytes (stream error `policy-violation` beyond).
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting in a stanza.
+    pub max_depth: usize,
+    /// BOSH: longest `wait` granted, seconds.
+    pub bosh_max_wait_secs: u64,
+    /// BOSH: session dropped after this long without a request, seconds.
+    pub bosh_inactivity_secs: u64,
+    /// BOSH: origins allowed to call from a page (CORS); empty means any.
+    pub bosh_allowed_origins: Vec<String>,
+    /// Who may send chat messages to whom: `"all"` authenticated users, or
+    /// only `"contacts"` (members of a shared project).
+    pub chat_policy: ChatPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatPolicy {
+    All,
+    Contacts,
+}
+
+impl Default for XmppConfig {
+    fn default() -> Self {
+        XmppConfig {
+            domain: "localhost".into(),
+            listen: None,
+            starttls: StartTls::Required,
+            cert: None,
+            key: None,
+            http_listen: None,
+            max_stanza_bytes: 262_144,
+            max_depth: 32,
+            bosh_max_wait_secs: 60,
+            bosh_inactivity_secs: 60,
+            bosh_allowed_origins: Vec::new(),
+            chat_policy: ChatPolicy::All,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+pub enum PresenceConfig {
+    /// In this process only (the default).
+    Memory,
+    /// Redis: `url` like `redis://127.0.0.1:6379/0`; keys start with `prefix`.
+    Redis {
+        url: String,
+        #[serde(default = "default_redis_prefix")]
+        prefix: String,
+    },
+}
+
+fn default_redis_prefix() -> String {
+    "herald:".into()
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig::Memory
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+pub enum DirectoryConfig {
+    /// `[[projects]]` from this file, changed through the API (the default).
+    Memory,
+    /// MongoDB: `uri`, `database`, and where projects and their members are.
+    Mongodb {
+        uri: String,
+        database: String,
+        #[serde(default = "default_collection")]
+        collection: String,
+        #[serde(default = "default_id_field")]
+        id_field: String,
+        #[serde(default = "default_name_field")]
+        name_field: String,
+        #[serde(default = "default_members_field")]
+        members_field: String,
+    },
+}
+
+fn default_collection() -> String {
+    "projects".into()
+}
+fn default_id_field() -> String {
+    "_id".into()
+}
+fn default_name_field() -> String {
+    "name".into()
+}
+fn default_members_field() -> String {
+    "members".into()
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig::Memory
     }
 }
 
@@ -301,6 +436,22 @@ impl Config {
         }
         if self.http.ws_path == self.http.sockjs_path {
             return Err(invalid("http.sockjs_path", "must differ from http.ws_path"));
+        }
+        let x = &self.xmpp;
+        if x.domain.is_empty() || x.domain.contains(['@', '/', ' ']) {
+            return Err(invalid("xmpp.domain", "must be a domain name"));
+        }
+        if x.cert.is_some() != x.key.is_some() {
+            return Err(invalid("xmpp.cert", "set both xmpp.cert and xmpp.key, or neither"));
+        }
+        if x.max_stanza_bytes < 1024 {
+            return Err(invalid("xmpp.max_stanza_bytes", "must be at least 1024"));
+        }
+        if x.max_depth < 4 {
+            return Err(invalid("xmpp.max_depth", "must be at least 4"));
+        }
+        if x.bosh_max_wait_secs == 0 || x.bosh_inactivity_secs == 0 {
+            return Err(invalid("xmpp.bosh_inactivity_secs", "BOSH wait and inactivity must be greater than 0"));
         }
         let l = &self.limits;
         for (key, value, min) in [

@@ -13,6 +13,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, Authorizer, ConfigUsers};
 use crate::config::Config;
+use crate::directory::{Directory, DirectoryError, MemoryDirectory};
+use crate::presence::service::{PresenceNotice, PresenceService, ResourceState};
+use crate::presence::{Availability, MemoryPresence, PresenceError, PresenceStore, UserPresence};
+use crate::session::{Outbound, SessionHandle};
 use crate::error::{CloseCode, CloseReason};
 use crate::hub::Hub;
 use crate::message::Message;
@@ -31,6 +35,10 @@ pub enum EngineError {
     Tls(String),
     #[error("engine already started")]
     AlreadyStarted,
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
 }
 
 /// The authentication and authorization sources in use; swappable at run time
@@ -46,6 +54,9 @@ pub struct Shared {
     pub hub: Hub,
     pub router: Router,
     auth: RwLock<AuthSources>,
+    pub presence: PresenceService,
+    presence_store: RwLock<Arc<dyn PresenceStore>>,
+    directory: RwLock<Arc<dyn Directory>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     /// Caps open client connections across every listener.
@@ -102,6 +113,9 @@ impl Engine {
                 hub: Hub::default(),
                 router,
                 auth: RwLock::new(AuthSources { authenticator: users.clone(), authorizer: users }),
+                presence: PresenceService::new(&config.node.name),
+                presence_store: RwLock::new(Arc::new(MemoryPresence::default())),
+                directory: RwLock::new(Arc::new(MemoryDirectory::from_config(&config))),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 connections,
@@ -120,12 +134,149 @@ impl Engine {
         *self.auth.write() = sources;
     }
 
+    pub fn presence_store(&self) -> Arc<dyn PresenceStore> {
+        self.presence_store.read().clone()
+    }
+
+    pub fn set_presence_store(&self, store: Arc<dyn PresenceStore>) {
+        *self.presence_store.write() = store;
+    }
+
+    pub fn directory(&self) -> Arc<dyn Directory> {
+        self.directory.read().clone()
+    }
+
+    pub fn set_directory(&self, directory: Arc<dyn Directory>) {
+        *self.directory.write() = directory;
+    }
+
+    /// Sets one session's presence (XMPP resource, or a STOMP session as
+    /// `stomp-<id>`), then tells everyone who should know: the store and the
+    /// `presence` exchange when the user's aggregate changed, and the XMPP
+    /// sessions of the user's contacts (and the user's own) per resource.
+    pub async fn set_session_presence(&self, session: &SessionHandle, resource: &str, availability: Availability, status: &str, priority: i8) {
+        let state = ResourceState { session: session.id, resource: resource.to_owned(), availability, status: status.to_owned(), priority };
+        let (before, after) = self.presence.update(&session.uid, session.id, Some(state.clone()));
+        self.announce(&session.uid, state, before != after).await;
+    }
+
+    /// Forgets a session's presence (it ended or sent unavailable).
+    pub async fn remove_session_presence(&self, session: &SessionHandle, resource: &str) {
+        let (before, after) = self.presence.update(&session.uid, session.id, None);
+        let gone = ResourceState {
+            session: session.id,
+            resource: resource.to_owned(),
+            availability: Availability::Offline,
+            status: String::new(),
+            priority: 0,
+        };
+        self.announce(&session.uid, gone, before != after).await;
+    }
+
+    async fn announce(&self, uid: &str, state: ResourceState, aggregate_changed: bool) {
+        let projects = match self.directory().projects_of(uid).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(uid, error = %e, "directory unavailable; presence goes to the user's own sessions only");
+                Vec::new()
+            }
+        };
+        if aggregate_changed {
+            let store = self.presence_store();
+            let change = self.presence.sync_store(store.as_ref(), uid).await;
+            for p in &projects {
+                let r = if change.availability == Availability::Offline {
+                    store.remove_online(&p.id, uid).await
+                } else {
+                    store.add_online(&p.id, uid).await
+                };
+                if let Err(e) = r {
+                    tracing::warn!(uid, project = %p.id, error = %e, "presence store: online set not updated");
+                }
+                let body = crate::presence::service::event_json(&change, &p.id);
+                let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+                let key = format!("{}.{}", p.id, uid);
+                if let Err(e) = self.publish(&self.config.stomp.default_vhost, &self.config.exchanges.presence, &key, headers, Bytes::from(body)) {
+                    tracing::warn!(error = %e, "presence event not published");
+                }
+            }
+        }
+        let notice = Arc::new(PresenceNotice { uid: uid.to_owned(), state });
+        let mut recipients: Vec<&str> = vec![uid];
+        for p in &projects {
+            recipients.extend(p.members.iter().map(String::as_str));
+        }
+        recipients.sort_unstable();
+        recipients.dedup();
+        for r in recipients {
+            for s in self.hub.user_sessions(r) {
+                if s.protocol == "xmpp" && s.id != notice.state.session {
+                    // A full outbox closes that session as a slow consumer; presence is not requeued.
+                    let _ = s.offer(Outbound::Presence(notice.clone()));
+                }
+            }
+        }
+    }
+
+    /// Members of the user's projects (not the user), each with the names of
+    /// the projects they share: the user's roster.
+    pub async fn contacts(&self, uid: &str) -> Result<Vec<(String, Vec<String>)>, DirectoryError> {
+        let mut out: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        for p in self.directory().projects_of(uid).await? {
+            for m in p.members.iter().filter(|m| m.as_str() != uid) {
+                out.entry(m.clone()).or_default().push(p.name.clone());
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Users online in a project, from the presence store.
+    pub async fn online_users(&self, project: &str) -> Result<Vec<String>, PresenceError> {
+        let mut v = self.presence_store().online(project).await?;
+        v.sort();
+        Ok(v)
+    }
+
+    /// A user's aggregated presence, from the presence store.
+    pub async fn user_presence(&self, uid: &str) -> Result<Option<UserPresence>, PresenceError> {
+        self.presence_store().get_user(uid).await
+    }
+
+    /// Replaces a project's members; everyone affected gets a roster push,
+    /// and online sets follow.
+    pub async fn set_project_members(&self, project: &str, members: Vec<String>) -> Result<(), DirectoryError> {
+        let dir = self.directory();
+        let before = dir.project(project).await?.map(|p| p.members).unwrap_or_default();
+        dir.set_members(project, &members).await?;
+        let store = self.presence_store();
+        for uid in before.iter().filter(|u| !members.contains(u)) {
+            let _ = store.remove_online(project, uid).await;
+        }
+        for uid in members.iter().filter(|u| !before.contains(u)) {
+            if self.presence.aggregate(uid).0 != Availability::Offline {
+                let _ = store.add_online(project, uid).await;
+            }
+        }
+        let mut affected: Vec<&String> = before.iter().chain(members.iter()).collect();
+        affected.sort_unstable();
+        affected.dedup();
+        for uid in affected {
+            for s in self.hub.user_sessions(uid) {
+                if s.protocol == "xmpp" {
+                    let _ = s.offer(Outbound::RosterChanged);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Binds every configured listener and starts accepting. Returns the
     /// bound addresses (port 0 in the config picks a free port).
     pub async fn start(&self) -> Result<Vec<Listener>, EngineError> {
         if !self.listeners.lock().is_empty() {
             return Err(EngineError::AlreadyStarted);
         }
+        self.connect_backends().await?;
         let mut bound = Vec::new();
         if let Some(addr) = self.config.stomp.listen {
             let l = crate::transport::tcp::bind(addr, "stomp-tcp").await?;
@@ -144,8 +295,29 @@ impl Engine {
             bound.push(Listener { name: "http", addr: l.local_addr().map_err(|source| EngineError::Listen { what: "http", addr, source })? });
             self.tasks.spawn(crate::transport::http::serve(self.clone(), l));
         }
+        crate::xmpp::listen(self, &mut bound).await?;
         *self.listeners.lock() = bound.clone();
         Ok(bound)
+    }
+
+    /// Swaps in the configured Redis / MongoDB backends (memory otherwise).
+    async fn connect_backends(&self) -> Result<(), EngineError> {
+        use crate::config::{DirectoryConfig, PresenceConfig};
+        if let PresenceConfig::Redis { url, prefix } = &self.config.presence {
+            let store = crate::presence::redis::RedisPresence::connect(url, prefix).await?;
+            self.set_presence_store(Arc::new(store));
+        }
+        if let DirectoryConfig::Mongodb { uri, database, collection, id_field, name_field, members_field } = &self.config.directory {
+            let mapping = crate::directory::mongo::MongoMapping {
+                collection: collection.clone(),
+                id_field: id_field.clone(),
+                name_field: name_field.clone(),
+                members_field: members_field.clone(),
+            };
+            let dir = crate::directory::mongo::MongoDirectory::connect(uri, database, mapping).await?;
+            self.set_directory(Arc::new(dir));
+        }
+        Ok(())
     }
 
     pub fn listeners(&self) -> Vec<Listener> {

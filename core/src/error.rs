@@ -15,6 +15,7 @@ use std::fmt;
 /// | 3003 | slow consumer: the outbound queue overflowed | yes |
 /// | 3004 | heart-beat timeout: the client went silent | yes |
 /// | 3005 | connect timeout: no CONNECT in time | yes |
+/// | 3006 | replaced: a new session bound the same XMPP resource | no |
 /// | 4000 | protocol error: malformed frame or command | no (fix the client) |
 /// | 4001 | frame, header or body over a configured limit | no |
 /// | 4002 | authentication failed | no |
@@ -32,6 +33,7 @@ pub enum CloseCode {
     SlowConsumer = 3003,
     HeartbeatTimeout = 3004,
     ConnectTimeout = 3005,
+    Replaced = 3006,
     Protocol = 4000,
     LimitExceeded = 4001,
     AuthFailed = 4002,

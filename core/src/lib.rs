@@ -18,6 +18,7 @@
 //! - [`directory`]: projects and members (roster source): memory, MongoDB.
 //! - [`stomp`]: the STOMP edge (sans-IO codec, destinations, session).
 //! - [`transport`]: TCP/TLS, WebSocket, SockJS and the HTTP listener.
+//! - [`xmpp`]: the XMPP edge: XML streams, SASL, c2s TCP/STARTTLS, WebSocket, BOSH.
 //! - [`error`]: the numbered close-reason table clients see.
 
 pub mod auth;
@@ -33,6 +34,7 @@ pub mod session;
 pub mod stomp;
 pub mod store;
 pub mod transport;
+pub mod xmpp;
 
 pub use config::Config;
 pub use engine::Engine;

@@ -41,6 +41,41 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub enum Outbound {
     Deliver(Delivery),
+    /// A contact's (or the user's other) resource changed presence (XMPP).
+    Presence(Arc<crate::presence::service::PresenceNotice>),
+    /// Project membership changed: the roster must be re-read and pushed (XMPP).
+    RosterChanged,
+}
+
+/// How a bounded write ended.
+#[derive(Debug)]
+pub enum Written<T> {
+    Done(T),
+    /// The session was asked to close and the write did not finish within
+    /// the grace period: it was cut off (the stream may hold half a frame).
+    CutOff(CloseReason),
+    /// The client did not take the bytes within the write limit.
+    TimedOut,
+}
+
+/// Runs a write to a client, but not forever: a client that stops reading
+/// is a slow consumer after `limit`, and a session asked to close (kick,
+/// slow consumer, shutdown) gets `grace` to finish what it was writing.
+pub async fn write_within<T>(
+    handle: &SessionHandle,
+    limit: std::time::Duration,
+    grace: std::time::Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Written<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => Written::Done(r),
+        _ = handle.closed() => match tokio::time::timeout(grace, &mut work).await {
+            Ok(r) => Written::Done(r),
+            Err(_) => Written::CutOff(handle.close_reason().cloned().unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"))),
+        },
+        _ = tokio::time::sleep(limit) => Written::TimedOut,
+    }
 }
 
 /// Shared handle to a live session; the hub and every queue consumer hold one.
@@ -55,6 +90,8 @@ pub struct SessionHandle {
     pub transport: &'static str,
     pub peer: Option<std::net::SocketAddr>,
     pub connected_at: SystemTime,
+    /// XMPP resource, once bound.
+    pub resource: OnceLock<String>,
     outbox: Mutex<VecDeque<Outbound>>,
     capacity: usize,
     wake: Notify,
@@ -83,6 +120,7 @@ impl SessionHandle {
             transport: peer.transport,
             peer: peer.addr,
             connected_at: SystemTime::now(),
+            resource: OnceLock::new(),
             outbox: Mutex::new(VecDeque::new()),
             capacity,
             wake: Notify::new(),

@@ -58,7 +58,14 @@ function tomlStr(s) {
 }
 
 // Build a config with the same shape as config/dev.toml.
-export function buildConfig({ dataDir, users = USERS, limits = null, extra = '' } = {}) {
+export const PROJECTS = [
+  { id: 'p1', members: ['alice', 'bob', 'carol'] },
+  { id: 'p2', members: ['carol', 'dave', 'eve'] },
+];
+
+// `projects`: the in-memory directory's [[projects]] (default PROJECTS; [] or null for none,
+// e.g. when `extra` configures `[directory] backend = "mongodb"`).
+export function buildConfig({ dataDir, users = USERS, limits = null, extra = '', projects = PROJECTS } = {}) {
   const lines = [
     '[node]',
     'name = "herald-test@localhost"',
@@ -83,16 +90,11 @@ export function buildConfig({ dataDir, users = USERS, limits = null, extra = '' 
     if (u.tags) lines.push(`tags = [${u.tags.map(tomlStr).join(', ')}]`);
     lines.push('');
   }
-  lines.push(
-    '[[projects]]',
-    'id = "p1"',
-    'members = ["alice", "bob", "carol"]',
-    '',
-    '[[projects]]',
-    'id = "p2"',
-    'members = ["carol", "dave", "eve"]',
-    '',
-  );
+  for (const p of projects || []) {
+    lines.push('[[projects]]', `id = ${tomlStr(p.id)}`);
+    if (p.name !== undefined) lines.push(`name = ${tomlStr(p.name)}`);
+    lines.push(`members = [${p.members.map(tomlStr).join(', ')}]`, '');
+  }
   if (limits && Object.keys(limits).length) {
     lines.push('[limits]');
     for (const [k, v] of Object.entries(limits)) lines.push(`${k} = ${v}`);
@@ -102,14 +104,14 @@ export function buildConfig({ dataDir, users = USERS, limits = null, extra = '' 
   return lines.join('\n');
 }
 
-// Start herald. Returns { stompPort, httpPort, wsUrl, sockjsUrl, stop(), output() }.
-export async function startHerald({ limits = null, users = USERS, extra = '', readyTimeoutMs = 20000 } = {}) {
+// Start herald. Returns { stompPort, httpPort, wsUrl, sockjsUrl, listeners, stop(), output() }.
+export async function startHerald({ limits = null, users = USERS, extra = '', projects = PROJECTS, readyTimeoutMs = 20000 } = {}) {
   const bin = assertBinary();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-test-'));
   const dataDir = path.join(dir, 'data');
   fs.mkdirSync(dataDir);
   const cfgPath = path.join(dir, 'herald.toml');
-  fs.writeFileSync(cfgPath, buildConfig({ dataDir, users, limits, extra }));
+  fs.writeFileSync(cfgPath, buildConfig({ dataDir, users, limits, extra, projects }));
 
   const proc = spawn(bin, ['--config', cfgPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -119,6 +121,7 @@ export async function startHerald({ limits = null, users = USERS, extra = '', re
   let stderr = '';
   const listeners = {};
   let exited = null;
+  let stopping = false;
   proc.stderr.setEncoding('utf8');
   proc.stderr.on('data', (d) => {
     stderr += d;
@@ -142,6 +145,10 @@ export async function startHerald({ limits = null, users = USERS, extra = '', re
     });
     proc.on('exit', (code, signal) => {
       exited = { code, signal };
+      if (!stopping) {
+        // make an unexpected death visible next to whatever test fails because of it
+        console.error(`herald (pid ${proc.pid}) exited unexpectedly: code=${code} signal=${signal}\nstderr tail:\n${stderr.slice(-2000)}`);
+      }
       reject(new Error(`herald exited before ready (code=${code} signal=${signal})\nstdout:\n${stdout}\nstderr:\n${stderr.slice(-4000)}`));
     });
     proc.on('error', reject);
@@ -149,6 +156,7 @@ export async function startHerald({ limits = null, users = USERS, extra = '', re
 
   const exitPromise = once(proc, 'exit');
   async function stop() {
+    stopping = true;
     if (exited === null && proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGTERM');
       const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
@@ -178,7 +186,9 @@ export async function startHerald({ limits = null, users = USERS, extra = '', re
     httpPort: http.port,
     wsUrl: `ws://127.0.0.1:${http.port}/ws`,
     sockjsUrl: `http://127.0.0.1:${http.port}/stomp`,
+    listeners, // every "herald: listening NAME HOST:PORT" line, e.g. listeners['xmpp-http'].port
     output: () => ({ stdout, stderr }),
+    exited: () => exited,
     stop,
   };
 }

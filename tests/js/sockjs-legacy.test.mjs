@@ -180,3 +180,50 @@ test('SockJS sessions are independent: one session ERROR leaves another receivin
     await closePage(good.p);
   }
 });
+
+for (const transport of ['websocket', 'xhr-streaming']) {
+  test(`oversized frame over SockJS/${transport}: ERROR "frame larger than" to the error callback`, T, async () => {
+    const small = await startHerald({ limits: { max_frame_bytes: 65536 } });
+    const p = page(small.sockjsUrl, [transport]);
+    try {
+      await p.connected.next(8000, 'CONNECTED');
+      // stompjs 2.3 cuts this into 16 KiB SockJS messages; the STOMP frame is still > 64 KiB
+      p.client.send('/exchange/feed/user_x', {}, 'O'.repeat(100 * 1024));
+      const err = await p.errors.next(8000, 'error callback');
+      assert.equal(typeof err, 'object', `expected an ERROR frame, got ${JSON.stringify(err)}`);
+      assert.equal(err.command, 'ERROR');
+      assert.match(err.headers.message, /frame larger than/);
+    } finally {
+      await closePage(p);
+      await small.stop();
+    }
+  });
+}
+
+// A STOMP frame under max_frame_bytes must pass whatever its SockJS encoding costs: sockjs-client
+// JSON-escapes (a '"' becomes 2 bytes; each UTF-16 surrogate of an emoji becomes a 6-byte \uXXXX,
+// so a 4-byte emoji costs 12) and batches queued messages into one xhr_send POST, so the POST body
+// can be several times the STOMP frame.
+for (const transport of ['xhr-streaming', 'xhr-polling', 'websocket']) {
+  test(`a frame under max_frame_bytes that grows when JSON-escaped still passes over SockJS/${transport}`, T, async () => {
+    const small = await startHerald({ limits: { max_frame_bytes: 65536 } });
+    const p = page(small.sockjsUrl, [transport]);
+    try {
+      await p.connected.next(8000, 'CONNECTED');
+      // 8000 emoji: 32 000 bytes as a STOMP body (well under 64 KiB), ~96 KB as the SockJS JSON message
+      const body = '\u{1F600}'.repeat(8000);
+      p.client.subscribe('/exchange/feed/user_x', (m) => p.messages.push(m));
+      p.client.send('/exchange/feed/user_x', { 'content-type': 'text/plain' }, body);
+      const m = await Promise.race([
+        p.messages.next(8000, 'MESSAGE'),
+        p.errors.next(8000, 'error').then((e) => {
+          throw new Error(`session failed instead: ${typeof e === 'string' ? e : JSON.stringify(e.headers)}`);
+        }),
+      ]);
+      assert.equal(m.body, body);
+    } finally {
+      await closePage(p);
+      await small.stop();
+    }
+  });
+}

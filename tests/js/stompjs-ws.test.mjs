@@ -432,3 +432,58 @@ test('max_frame_bytes is configurable: 40 KiB passes and 100 KiB fails under a 6
     await small.stop();
   }
 });
+
+test('frames split over several WebSocket messages (@stomp/stompjs splitLargeFrames) are reassembled', T, async () => {
+  const sub = await stompConnect(server);
+  const pub = await stompConnect(server);
+  try {
+    const dest = `/exchange/feed/${uid('split')}`;
+    const { q } = await subscribeWithReceipt(sub.client, dest);
+    pub.client.splitLargeFrames = true; // 8 KiB WebSocket messages
+    const body = 'S'.repeat(100 * 1024) + '|end';
+    await publishWithReceipt(pub.client, { destination: dest, body });
+    const m = await q.next(5000, 'reassembled MESSAGE');
+    assert.equal(m.body.length, body.length);
+    assert.equal(m.body, body);
+  } finally {
+    await closeAll(sub, pub);
+  }
+});
+
+test('several frames in one WebSocket message are all processed', T, async () => {
+  const r = await RawStomp.ws(server.wsUrl);
+  try {
+    await r.connect();
+    const dest = `/exchange/feed/${uid('multi')}`;
+    const { encodeFrame } = await import('./harness.mjs');
+    const batch = Buffer.concat([
+      encodeFrame('SUBSCRIBE', { id: 's', destination: dest, receipt: 'r1' }),
+      encodeFrame('SEND', { destination: dest }, 'one'),
+      Buffer.from('\n'), // a heart-beat EOL between frames
+      encodeFrame('SEND', { destination: dest }, 'two'),
+    ]);
+    r.sendRaw(batch.toString('utf8'));
+    const got = [await r.next(), await r.next(), await r.next()];
+    assert.deepEqual(got.map((f) => f.command), ['RECEIPT', 'MESSAGE', 'MESSAGE']);
+    assert.deepEqual(got.slice(1).map((f) => f.bodyText), ['one', 'two']);
+  } finally {
+    r.close();
+  }
+});
+
+test('every subscriber of the same exchange destination gets its own copy', T, async () => {
+  const a = await stompConnect(server, { login: 'alice', passcode: 'secret' });
+  const b = await stompConnect(server, { login: 'bob', passcode: 'secret' });
+  const p = await stompConnect(server, { login: 'carol', passcode: 'secret' });
+  try {
+    const dest = `/exchange/project/${uid('p')}`;
+    const sa = await subscribeWithReceipt(a.client, dest);
+    const sb = await subscribeWithReceipt(b.client, dest);
+    await publishWithReceipt(p.client, { destination: dest, body: 'broadcast' });
+    assert.equal((await sa.q.next(3000, 'copy for alice')).body, 'broadcast');
+    assert.equal((await sb.q.next(3000, 'copy for bob')).body, 'broadcast');
+    await sa.q.expectNone(300, 'duplicate');
+  } finally {
+    await closeAll(a, b, p);
+  }
+});

@@ -193,7 +193,20 @@ def start_herald(limits=None, users=None, stomp_extra="", extra="") -> Herald:
 def herald():
     h = start_herald()
     yield h
+    died = h.proc.poll()
     h.stop()
+    if died is not None:
+        pytest.fail(f"herald exited unexpectedly during the module (code {died})\n{h.describe()}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _herald_alive(request):
+    """Fail fast, with the server's output, when the shared server has died."""
+    if "herald" in request.fixturenames:
+        h = request.getfixturevalue("herald")
+        if h.proc.poll() is not None:
+            pytest.fail(f"herald is not running (exit code {h.proc.returncode})\n{h.describe()}", pytrace=False)
+    yield
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use regex::Regex;
 
+use super::sasl::{Mechanism, ScramCredentials};
 use super::{AuthError, Authenticator, Authorizer, BoxFuture, Identity, Permission, ResourceKind};
 use crate::config::{Config, PermissionConfig};
 
@@ -53,7 +54,15 @@ struct User {
 #[derive(Debug)]
 pub struct ConfigUsers {
     users: HashMap<String, User>,
+    /// SCRAM credentials derived from plain passwords, once per user and
+    /// mechanism (PBKDF2 is deliberately slow). The salt is random per process.
+    scram: parking_lot::Mutex<HashMap<(String, Mechanism), ScramCredentials>>,
+    salt: [u8; 16],
 }
+
+/// The same count as the fake credentials of unknown users, so the two
+/// cannot be told apart (RFC 7677 recommends at least 4096).
+const SCRAM_ITERATIONS: u32 = super::sasl::DEFAULT_ITERATIONS;
 
 impl ConfigUsers {
     pub fn from_config(config: &Config) -> ConfigUsers {
@@ -71,7 +80,7 @@ impl ConfigUsers {
             let permissions = perms.iter().map(|(v, p)| (v.clone(), Patterns::compile(p))).collect();
             users.insert(u.name.clone(), User { secret, tags: u.tags.clone(), permissions });
         }
-        ConfigUsers { users }
+        ConfigUsers { users, scram: Default::default(), salt: rand::random() }
     }
 
     fn patterns(&self, who: &Identity, vhost: &str) -> Option<&Patterns> {
@@ -104,6 +113,32 @@ impl Authenticator for ConfigUsers {
             } else {
                 Err(AuthError::Refused)
             }
+        })
+    }
+
+    fn scram_credentials<'a>(
+        &'a self,
+        login: &'a str,
+        mechanism: Mechanism,
+    ) -> BoxFuture<'a, Result<Option<(ScramCredentials, Identity)>, AuthError>> {
+        Box::pin(async move {
+            // Only plain-password users: an argon2 hash cannot give SCRAM keys.
+            let Some(user) = self.users.get(login) else { return Ok(None) };
+            let Secret::Plain(password) = &user.secret else { return Ok(None) };
+            let identity = Identity { uid: login.to_owned(), tags: user.tags.clone() };
+            let key = (login.to_owned(), mechanism);
+            if let Some(c) = self.scram.lock().get(&key) {
+                return Ok(Some((c.clone(), identity)));
+            }
+            let (password, salt) = (password.clone(), self.salt);
+            let Some(creds) = tokio::task::spawn_blocking(move || ScramCredentials::derive(mechanism, &password, &salt, SCRAM_ITERATIONS))
+                .await
+                .map_err(|e| AuthError::Unavailable(e.to_string()))?
+            else {
+                return Ok(None); // PLAIN has no SCRAM credentials
+            };
+            self.scram.lock().insert(key, creds.clone());
+            Ok(Some((creds, identity)))
         })
     }
 }

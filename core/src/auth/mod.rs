@@ -8,6 +8,7 @@
 //! routing key for topic exchanges.
 
 pub mod config_users;
+pub mod sasl;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -72,6 +73,17 @@ pub enum AuthError {
 /// and must not block the runtime (hashing runs on a blocking thread).
 pub trait Authenticator: Send + Sync + 'static {
     fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>>;
+
+    /// Stored SCRAM credentials for `login`, for sources that keep them
+    /// server-side (XMPP SCRAM-SHA-1/256). `None`: this user (or source)
+    /// can only use PLAIN. The default has none.
+    fn scram_credentials<'a>(
+        &'a self,
+        _login: &'a str,
+        _mechanism: sasl::Mechanism,
+    ) -> BoxFuture<'a, Result<Option<(sasl::ScramCredentials, Identity)>, AuthError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// Answers permission questions. `Ok(false)` is a denial; `Err` means the

@@ -3,6 +3,7 @@
 //! group of a contact is the project's name.
 
 pub mod memory;
+pub mod mongo;
 
 use std::fmt::Debug;
 

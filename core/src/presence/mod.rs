@@ -7,6 +7,8 @@
 //! read them. In memory by default; Redis when configured.
 
 pub mod memory;
+pub mod redis;
+pub mod service;
 
 use std::fmt::Debug;
 
@@ -79,7 +81,6 @@ pub enum PresenceError {
 ///   `clear_user` makes `get_user` return `None`.
 /// - `add_online`/`remove_online` are idempotent set operations;
 ///   `online` returns the members in any order; an unknown project is empty.
-/// - `projects_online` lists the projects where a user is in the online set.
 /// - Operations on different users or projects are independent; there is no
 ///   multi-key atomicity (callers order their writes: user state first, then sets).
 /// - A failure is reported as `Unavailable`; the engine logs it and carries on

@@ -318,7 +318,13 @@ mod tests {
         q.consume(s.clone(), "s".into(), AckMode::Auto, 0);
         let mut out = Vec::new();
         s.drain(&mut out, 10);
-        let bodies: Vec<_> = out.iter().map(|Outbound::Deliver(d)| d.message.body.clone()).collect();
+        let bodies: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Outbound::Deliver(d) => Some(d.message.body.clone()),
+                _ => None,
+            })
+            .collect();
         assert_eq!(bodies, [Bytes::from_static(b"keep")]);
     }
 }

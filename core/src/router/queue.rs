@@ -316,7 +316,10 @@ mod tests {
         let mut out = Vec::new();
         s.drain(&mut out, usize::MAX);
         out.into_iter()
-            .map(|Outbound::Deliver(d)| (String::from_utf8_lossy(&d.message.body).into_owned(), d.tag, d.redelivered))
+            .filter_map(|o| match o {
+                Outbound::Deliver(d) => Some((String::from_utf8_lossy(&d.message.body).into_owned(), d.tag, d.redelivered)),
+                _ => None,
+            })
             .collect()
     }
 

@@ -21,7 +21,7 @@ use crate::engine::Engine;
 use crate::error::{CloseCode, CloseReason};
 use crate::message::{EncodingSlot, Message};
 use crate::router::{AckError, AckMode, ConsumerId, ExchangeKind, HeaderMatch, Queue, QueueOptions, RouteError, Settle, Vhost};
-use crate::session::{Delivery, Outbound, SessionHandle};
+use crate::session::{write_within, Delivery, Outbound, SessionHandle, Written};
 use crate::transport::{LinkRx, LinkTx, Peer};
 
 const SERVER: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
@@ -86,28 +86,22 @@ impl Stop {
     }
 }
 
-/// Runs a write, but not forever: a client that stops reading is closed as a
-/// slow consumer after `limit`, and a session asked to close (kick, slow
-/// consumer, shutdown) gets `CLOSE_GRACE` to finish what it was writing.
+fn fatal(code: CloseCode, message: impl Into<String>, detail: impl Into<String>) -> Fatal {
+    CloseReason::new(code, message).with_detail(detail)
+}
+
+/// A write bounded by `limits.write_timeout_ms` and the close grace.
 async fn guarded<T>(handle: &SessionHandle, limit: Duration, work: impl Future<Output = Result<T, Stop>>) -> Result<T, Stop> {
-    tokio::pin!(work);
     let broken = |reason: Fatal| Stop { reason, receipt: None, broken: true };
-    tokio::select! {
-        r = &mut work => r,
-        _ = handle.closed() => match tokio::time::timeout(CLOSE_GRACE, &mut work).await {
-            Ok(r) => r,
-            Err(_) => Err(broken(handle.close_reason().cloned().unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed")))),
-        },
-        _ = tokio::time::sleep(limit) => Err(broken(fatal(
+    match write_within(handle, limit, CLOSE_GRACE, work).await {
+        Written::Done(r) => r,
+        Written::CutOff(reason) => Err(broken(reason)),
+        Written::TimedOut => Err(broken(fatal(
             CloseCode::SlowConsumer,
             "slow consumer",
             format!("writing to the client took longer than {} ms", limit.as_millis()),
         ))),
     }
-}
-
-fn fatal(code: CloseCode, message: impl Into<String>, detail: impl Into<String>) -> Fatal {
-    CloseReason::new(code, message).with_detail(detail)
 }
 
 fn frame_error(e: FrameError) -> Fatal {
@@ -158,6 +152,7 @@ pub async fn serve<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, p
     };
     decoder.set_escaping(session.version.escaping());
     let connected = session.connected_frame(&connect);
+    engine.set_session_presence(&session.handle, &session.presence_resource(), crate::presence::Availability::Online, "", 0).await;
     let outcome = async {
         session.write(&mut tx, &connected).await?;
         if let Some(r) = &receipt {
@@ -169,7 +164,7 @@ pub async fn serve<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, p
     .await;
     // Queues and the hub are released first: a client that stopped reading
     // must not hold them while its last bytes time out.
-    session.cleanup();
+    session.cleanup().await;
     match outcome {
         Err(stop) if !stop.broken && !matches!(stop.reason.code, CloseCode::Normal | CloseCode::HeartbeatTimeout) => {
             send_error_and_close(&mut tx, &stop.reason, stop.receipt.as_deref(), session.version.escaping()).await;
@@ -377,6 +372,8 @@ impl Session {
             for item in batch.drain(..) {
                 match item {
                     Outbound::Deliver(d) => self.write_delivery(tx, d).await?,
+                    // Presence reaches STOMP clients through the `presence` exchange.
+                    Outbound::Presence(_) | Outbound::RosterChanged => {}
                 }
             }
             tx.flush().await.map_err(io_closed)?;
@@ -809,7 +806,7 @@ impl Session {
     }
 
     /// Cancels every consumer and drops what this session owned.
-    fn cleanup(&mut self) {
+    async fn cleanup(&mut self) {
         let subs: Vec<Subscription> = self.subs.drain().map(|(_, s)| s).collect();
         for sub in subs {
             if self.release(&sub) {
@@ -819,6 +816,12 @@ impl Session {
         }
         self.engine.hub.unregister(self.handle.id);
         self.handle.close(CloseReason::new(CloseCode::Normal, "session ended"));
+        self.engine.remove_session_presence(&self.handle, &self.presence_resource()).await;
+    }
+
+    /// A STOMP session shows in presence as one resource of its user.
+    fn presence_resource(&self) -> String {
+        format!("stomp-{}", self.handle.id)
     }
 }
 

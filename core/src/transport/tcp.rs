@@ -25,29 +25,46 @@ pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, E
 }
 
 pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, EngineError> {
+    acceptor_from_files(&tls.cert, &tls.key, "stomp.tls")
+}
+
+/// A rustls acceptor from PEM files; errors name the config key.
+pub fn acceptor_from_files(cert: &std::path::Path, key: &std::path::Path, key_name: &str) -> Result<TlsAcceptor, EngineError> {
     let err = |what: &str, e: &dyn std::fmt::Display| EngineError::Tls(format!("{what}: {e}"));
     let certs = rustls_pemfile::certs(&mut io::BufReader::new(
-        std::fs::File::open(&tls.cert).map_err(|e| err(&format!("stomp.tls.cert {}", tls.cert.display()), &e))?,
+        std::fs::File::open(cert).map_err(|e| err(&format!("{key_name} certificate {}", cert.display()), &e))?,
     ))
     .collect::<Result<Vec<_>, _>>()
-    .map_err(|e| err("stomp.tls.cert", &e))?;
+    .map_err(|e| err(key_name, &e))?;
     let key = rustls_pemfile::private_key(&mut io::BufReader::new(
-        std::fs::File::open(&tls.key).map_err(|e| err(&format!("stomp.tls.key {}", tls.key.display()), &e))?,
+        std::fs::File::open(key).map_err(|e| err(&format!("{key_name} key {}", key.display()), &e))?,
     ))
-    .map_err(|e| err("stomp.tls.key", &e))?
-    .ok_or_else(|| EngineError::Tls("stomp.tls.key: no private key in file".into()))?;
+    .map_err(|e| err(key_name, &e))?
+    .ok_or_else(|| EngineError::Tls(format!("{key_name}: no private key in file")))?;
+    acceptor(certs, key)
+}
+
+pub fn acceptor(
+    certs: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+    key: tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<TlsAcceptor, EngineError> {
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| err("rustls", &e))?
+        .map_err(|e| EngineError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| err("stomp.tls", &e))?;
+        .map_err(|e| EngineError::Tls(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts until shutdown. Accept errors (out of file descriptors, mostly)
-/// back off instead of spinning; a full connection limit refuses politely.
-pub async fn accept_loop(engine: Engine, listener: TcpListener, tls: Option<TlsAcceptor>) {
+/// Accepts until shutdown and hands each connection (holding a slot of
+/// `limits.max_connections`) to `on_conn` in its own task. Accept errors
+/// (out of file descriptors, mostly) back off instead of spinning.
+pub async fn accept<F, Fut>(engine: Engine, listener: TcpListener, on_conn: F)
+where
+    F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut backoff = Duration::from_millis(5);
     loop {
         let (stream, addr) = tokio::select! {
@@ -68,34 +85,41 @@ pub async fn accept_loop(engine: Engine, listener: TcpListener, tls: Option<TlsA
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let engine2 = engine.clone();
-        let tls = tls.clone();
+        let work = on_conn(engine.clone(), stream, addr);
         engine.tasks.spawn(async move {
             let _permit = permit;
+            work.await
+        });
+    }
+}
+
+/// The STOMP listener (TCP, or TLS when `tls` is given).
+pub async fn accept_loop(engine: Engine, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    accept(engine, listener, move |engine, stream, addr| {
+        let tls = tls.clone();
+        async move {
             match tls {
                 None => {
                     let (r, w) = stream.into_split();
                     let peer = Peer { addr: Some(addr), transport: "tcp" };
-                    crate::stomp::serve(engine2, StreamRx(r), StreamTx::new(w), peer).await;
+                    crate::stomp::serve(engine, StreamRx(r), StreamTx::new(w), peer).await;
                 }
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        Duration::from_millis(engine2.config.limits.connect_timeout_ms),
-                        acceptor.accept(stream),
-                    );
-                    match handshake.await {
+                    let limit = Duration::from_millis(engine.config.limits.connect_timeout_ms);
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             let (r, w) = tokio::io::split(tls_stream);
                             let peer = Peer { addr: Some(addr), transport: "tls" };
-                            crate::stomp::serve(engine2, StreamRx(r), StreamTx::new(w), peer).await;
+                            crate::stomp::serve(engine, StreamRx(r), StreamTx::new(w), peer).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                     }
                 }
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// Reading half of any byte stream.

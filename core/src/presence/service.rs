@@ -1,0 +1,182 @@
+//! The engine's presence service: per-session states, aggregated per user,
+//! written to the [`PresenceStore`], announced on the `presence` exchange
+//! (for STOMP) and handed to contacts' XMPP sessions (per resource).
+//!
+//! The local map is authoritative for sessions on this node; the store is
+//! what other processes read. Writes to the store for one user are
+//! serialized (striped async locks) and always write the latest local state,
+//! so a quick available → unavailable cannot leave the store stale.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use super::{Availability, PresenceStore, UserPresence};
+use crate::session::SessionId;
+
+const STRIPES: usize = 64;
+
+/// One session's presence, as its contacts see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceState {
+    pub session: SessionId,
+    /// XMPP resource; STOMP sessions are `stomp-<session id>`.
+    pub resource: String,
+    /// `Offline` = connected but no presence sent yet, or unavailable.
+    pub availability: Availability,
+    pub status: String,
+    pub priority: i8,
+}
+
+/// A change to hand to contacts: one resource of `uid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceNotice {
+    pub uid: String,
+    pub state: ResourceState,
+}
+
+#[derive(Debug, Default)]
+struct UserState {
+    resources: Vec<ResourceState>,
+}
+
+impl UserState {
+    /// The most available resource wins; ties go to the higher priority.
+    fn aggregate(&self) -> (Availability, String) {
+        self.resources
+            .iter()
+            .max_by_key(|r| (r.availability, r.priority))
+            .map(|r| (r.availability, r.status.clone()))
+            .unwrap_or((Availability::Offline, String::new()))
+    }
+}
+
+pub struct PresenceService {
+    node: String,
+    local: Mutex<HashMap<String, UserState>>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// What changed for the user as a whole (drives the store and the exchange).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateChange {
+    pub uid: String,
+    pub availability: Availability,
+    pub status: String,
+}
+
+impl PresenceService {
+    pub fn new(node: &str) -> PresenceService {
+        PresenceService {
+            node: node.to_owned(),
+            local: Mutex::new(HashMap::new()),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    /// Sets (or, with `None`, removes) one session's state. Returns the
+    /// aggregate before and after.
+    pub fn update(&self, uid: &str, session: SessionId, state: Option<ResourceState>) -> ((Availability, String), (Availability, String)) {
+        let mut local = self.local.lock();
+        let user = local.entry(uid.to_owned()).or_default();
+        let before = user.aggregate();
+        user.resources.retain(|r| r.session != session);
+        if let Some(s) = state {
+            user.resources.push(s);
+        }
+        let after = user.aggregate();
+        if user.resources.is_empty() {
+            local.remove(uid);
+        }
+        (before, after)
+    }
+
+    /// Current aggregate of a user on this node.
+    pub fn aggregate(&self, uid: &str) -> (Availability, String) {
+        self.local.lock().get(uid).map(UserState::aggregate).unwrap_or((Availability::Offline, String::new()))
+    }
+
+    /// Every resource of `uid` that is available (has sent presence).
+    pub fn resources(&self, uid: &str) -> Vec<ResourceState> {
+        self.local
+            .lock()
+            .get(uid)
+            .map(|u| u.resources.iter().filter(|r| r.availability != Availability::Offline).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Writes the user's latest aggregate to the store, serialized per user.
+    /// Returns it, so callers announce exactly what was written.
+    pub async fn sync_store(&self, store: &dyn PresenceStore, uid: &str) -> AggregateChange {
+        let stripe = (self.hasher.hash_one(uid) as usize) % STRIPES;
+        let _guard = self.stripes[stripe].lock().await;
+        let (availability, status) = self.aggregate(uid);
+        let result = if availability == Availability::Offline {
+            store.clear_user(uid).await
+        } else {
+            let updated_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            store.set_user(uid, &UserPresence { availability, status: status.clone(), node: self.node.clone(), updated_ms }).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(uid, error = %e, "presence store write failed; keeping the local view");
+        }
+        AggregateChange { uid: uid.to_owned(), availability, status }
+    }
+}
+
+impl std::fmt::Debug for PresenceService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresenceService").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+/// The JSON body of a presence event on the `presence` exchange
+/// (routing key `<projectId>.<uid>`).
+pub fn event_json(change: &AggregateChange, project: &str) -> String {
+    serde_json::json!({
+        "uid": change.uid,
+        "project": project,
+        "state": change.availability.as_str(),
+        "status": change.status,
+    })
+    .to_string()
+}
+
+pub type SharedPresence = Arc<PresenceService>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presence::MemoryPresence;
+
+    fn rs(session: SessionId, a: Availability, priority: i8, status: &str) -> ResourceState {
+        ResourceState { session, resource: format!("r{session}"), availability: a, status: status.into(), priority }
+    }
+
+    #[tokio::test]
+    async fn aggregates_over_resources_and_writes_latest() {
+        let p = PresenceService::new("n1");
+        let store = MemoryPresence::default();
+        let (before, after) = p.update("alice", 1, Some(rs(1, Availability::Away, 0, "lunch")));
+        assert_eq!((before.0, after.0), (Availability::Offline, Availability::Away));
+        p.update("alice", 2, Some(rs(2, Availability::Online, -1, "")));
+        assert_eq!(p.aggregate("alice").0, Availability::Online, "most available wins");
+        p.update("alice", 3, Some(rs(3, Availability::Online, 5, "here")));
+        assert_eq!(p.aggregate("alice"), (Availability::Online, "here".into()), "priority breaks ties");
+        let change = p.sync_store(&store, "alice").await;
+        assert_eq!(change.availability, Availability::Online);
+        assert_eq!(store.get_user("alice").await.unwrap().unwrap().status, "here");
+        p.update("alice", 3, None);
+        p.update("alice", 2, None);
+        assert_eq!(p.resources("alice").len(), 1);
+        p.update("alice", 1, None);
+        assert_eq!(p.aggregate("alice").0, Availability::Offline);
+        p.sync_store(&store, "alice").await;
+        assert_eq!(store.get_user("alice").await.unwrap(), None, "offline clears the store");
+    }
+}

@@ -1,0 +1,102 @@
+//! The XMPP edge: c2s over TCP (STARTTLS), WebSocket (RFC 7395) and BOSH
+//! (XEP-0124/0206), for strophe.js in browsers and Smack, XMPPFramework or
+//! slixmpp on phones and servers.
+//!
+//! `xml` is the sans-IO stream parser and element tree; `link` the framing-
+//! independent interface every transport implements; `session` runs one
+//! client (SASL, bind, roster, presence, messages) and translates stanzas
+//! into engine calls. Routing and presence decisions are the engine's.
+
+pub mod jid;
+pub mod link;
+pub mod session;
+pub mod tcp;
+pub mod ws;
+pub mod xml;
+
+/// Namespaces used on the wire.
+pub mod ns {
+    pub const CLIENT: &str = "jabber:client";
+    pub const STREAM: &str = "http://etherx.jabber.org/streams";
+    pub const STREAMS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+    pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+    pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+    pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+    pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+    pub const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    pub const ROSTER: &str = "jabber:iq:roster";
+    pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+    pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+    pub const PING: &str = "urn:xmpp:ping";
+    pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+    pub const DELAY: &str = "urn:xmpp:delay";
+}
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::engine::{Engine, EngineError, Listener};
+use crate::transport::Peer;
+
+/// Binds the XMPP listeners that are configured: c2s (`xmpp-c2s`) and the
+/// HTTP listener for BOSH and WebSocket (`xmpp-http`).
+pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), EngineError> {
+    let x = &engine.config.xmpp;
+    if let Some(addr) = x.listen {
+        let tls = match x.starttls {
+            crate::config::StartTls::Required => Some(tcp::tls_acceptor(engine)?),
+            crate::config::StartTls::Off => None,
+        };
+        let l = crate::transport::tcp::bind(addr, "xmpp-c2s").await?;
+        let local = l.local_addr().map_err(|source| EngineError::Listen { what: "xmpp-c2s", addr, source })?;
+        bound.push(Listener { name: "xmpp-c2s", addr: local });
+        engine.tasks.spawn(crate::transport::tcp::accept(engine.clone(), l, move |engine, stream, addr| {
+            tcp::handle(engine, stream, addr, tls.clone())
+        }));
+    }
+    if let Some(addr) = x.http_listen {
+        let l = crate::transport::tcp::bind(addr, "xmpp-http").await?;
+        let local = l.local_addr().map_err(|source| EngineError::Listen { what: "xmpp-http", addr, source })?;
+        bound.push(Listener { name: "xmpp-http", addr: local });
+        let app = http_router(engine.clone());
+        let shutdown = engine.shutdown.clone();
+        engine.tasks.spawn(async move {
+            let r = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "XMPP HTTP listener failed");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// BOSH at `/http-bind` and `/bosh`, WebSocket at `/xmpp-websocket` and `/ws`.
+pub fn http_router(engine: Engine) -> axum::Router {
+    let x = &engine.config.xmpp;
+    axum::Router::new()
+        .route("/xmpp-websocket", get(websocket))
+        .route("/ws", get(websocket))
+        .with_state(engine)
+}
+
+async fn websocket(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<SocketAddr>, ws: WebSocketUpgrade) -> Response {
+    let Ok(permit) = engine.connections.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+    };
+    let limits = tcp::limits(&engine);
+    let max = engine.config.xmpp.max_stanza_bytes + 1024;
+    ws.protocols(["xmpp"]).max_message_size(max).max_frame_size(max).write_buffer_size(0).on_upgrade(move |socket| async move {
+        let _permit = permit;
+        let (rx, tx) = ws::split(socket, limits);
+        session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "ws" }).await;
+    })
+}

@@ -1,0 +1,938 @@
+//! One XMPP client, from stream header to close, over any [`super::link`].
+//!
+//! The session negotiates (SASL, then resource binding), then translates:
+//! messages become publishes on the `feed` (to a user) or `project` (to a
+//! project) exchange, so STOMP and XMPP meet in one router; presence goes
+//! to the engine's presence service; roster requests read the directory.
+//! What arrives for the session (deliveries from its private queue,
+//! contacts' presence, roster changes) comes through its outbox.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::jid::Jid;
+use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
+use super::ns;
+use super::xml::{Element, Limits};
+use crate::auth::sasl::{self, Mechanism, ScramServer};
+use crate::auth::{AuthError, Identity};
+use crate::config::ChatPolicy;
+use crate::engine::Engine;
+use crate::error::{CloseCode, CloseReason};
+use crate::message::Message;
+use crate::presence::Availability;
+use crate::router::{AckMode, ConsumerId, Queue, QueueOptions};
+use crate::session::{write_within, Delivery, Outbound, SessionHandle, Written};
+use crate::transport::Peer;
+
+const WRITE_BATCH: usize = 256;
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// SASL attempts before the stream is closed (RFC 6120 §6.4.5 lets the
+/// server choose; ejabberd allows a few).
+const MAX_AUTH_ATTEMPTS: u32 = 3;
+
+/// Headers that carry XMPP semantics through the router (see DESIGN.md's
+/// addressing model). STOMP subscribers see them as ordinary headers.
+pub mod headers {
+    pub const TYPE: &str = "x-xmpp-type";
+    pub const FROM: &str = "x-xmpp-from";
+    pub const ID: &str = "x-xmpp-id";
+    /// Resource of a full-JID recipient: other resources skip the message.
+    pub const TO_RESOURCE: &str = "x-xmpp-to-resource";
+    /// Serialized child elements other than `<body>` (chat states, receipts…).
+    pub const PAYLOAD: &str = "x-xmpp-payload";
+}
+
+/// What ends a session: a stream error to send, or a quiet end.
+#[derive(Debug)]
+enum End {
+    /// Client closed, or the connection is gone.
+    Quiet,
+    Error(StreamError),
+    /// A write was cut off mid-stanza: nothing more can be sent.
+    Broken,
+}
+
+impl From<StreamError> for End {
+    fn from(e: StreamError) -> End {
+        End::Error(e)
+    }
+}
+
+fn io_end(_: std::io::Error) -> End {
+    End::Broken
+}
+
+/// The stream error a client sees for an engine-side close.
+fn stream_error_for(reason: &CloseReason) -> StreamError {
+    let condition = match reason.code {
+        CloseCode::Shutdown => "system-shutdown",
+        CloseCode::Replaced => "conflict",
+        CloseCode::Kicked => "policy-violation",
+        CloseCode::SlowConsumer => "policy-violation",
+        CloseCode::ConnectTimeout | CloseCode::HeartbeatTimeout => "connection-timeout",
+        CloseCode::AuthFailed | CloseCode::AccessRefused => "not-authorized",
+        CloseCode::LimitExceeded => "policy-violation",
+        CloseCode::Protocol => "bad-format",
+        _ => "internal-server-error",
+    };
+    let text = if reason.detail.is_empty() { reason.message.clone() } else { format!("{}: {}", reason.message, reason.detail) };
+    StreamError::new(condition, text)
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Runs one XMPP session until the client leaves or an error closes it.
+pub async fn serve<R: XmppRx, W: XmppTx>(engine: Engine, mut rx: R, mut tx: W, peer: Peer) {
+    let mut s = Session::new(engine, peer);
+    let end = match s.negotiate(&mut rx, &mut tx).await {
+        Ok(()) => s.run(&mut rx, &mut tx).await,
+        Err(e) => Err(e),
+    };
+    s.cleanup().await;
+    let error = match end {
+        Ok(()) | Err(End::Quiet) => None,
+        Err(End::Error(e)) => Some(e),
+        Err(End::Broken) => {
+            // Half a stanza may be on the wire: just drop the connection.
+            drop(tx);
+            return;
+        }
+    };
+    if let Some(e) = &error {
+        tracing::debug!(uid = s.identity.as_ref().map(|i| i.uid.as_str()), error = %e, "XMPP stream closed with an error");
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, tx.close(error)).await;
+}
+
+struct Bound {
+    handle: Arc<SessionHandle>,
+    jid: Jid,
+    queue: Arc<Queue>,
+    consumer: ConsumerId,
+    /// Projects whose messages this session's queue is bound for.
+    projects: Vec<String>,
+}
+
+struct Session {
+    engine: Engine,
+    peer: Peer,
+    domain: String,
+    projects_domain: String,
+    limits: Limits,
+    identity: Option<Identity>,
+    bound: Option<Bound>,
+    /// Sent initial presence: receives contacts' presence from now on.
+    available: bool,
+    /// Asked for the roster: receives roster pushes.
+    roster_requested: bool,
+    /// Contacts and their groups as last sent (to compute roster pushes).
+    roster: BTreeMap<String, Vec<String>>,
+}
+
+impl Session {
+    fn new(engine: Engine, peer: Peer) -> Session {
+        let x = &engine.config.xmpp;
+        let limits = Limits { max_depth: x.max_depth, max_stanza_bytes: x.max_stanza_bytes, ..Limits::default() };
+        Session {
+            domain: x.domain.clone(),
+            projects_domain: format!("projects.{}", x.domain),
+            limits,
+            engine,
+            peer,
+            identity: None,
+            bound: None,
+            available: false,
+            roster_requested: false,
+            roster: BTreeMap::new(),
+        }
+    }
+
+    fn handle(&self) -> Option<&Arc<SessionHandle>> {
+        self.bound.as_ref().map(|b| &b.handle)
+    }
+
+    fn write_limit(&self) -> Duration {
+        Duration::from_millis(self.engine.config.limits.write_timeout_ms)
+    }
+
+    async fn send<W: XmppTx>(&self, tx: &mut W, e: &Element) -> Result<(), End> {
+        let bytes = e.to_bytes();
+        self.bounded(tx.send(bytes)).await
+    }
+
+    async fn flush<W: XmppTx>(&self, tx: &mut W) -> Result<(), End> {
+        self.bounded(tx.flush()).await
+    }
+
+    /// A write bounded by the write timeout and, once bound, by the
+    /// session's close signal.
+    async fn bounded(&self, work: impl Future<Output = std::io::Result<()>>) -> Result<(), End> {
+        let limit = self.write_limit();
+        match self.handle() {
+            Some(h) => match write_within(h, limit, CLOSE_GRACE, work).await {
+                Written::Done(r) => r.map_err(io_end),
+                Written::CutOff(_) | Written::TimedOut => Err(End::Broken),
+            },
+            None => match tokio::time::timeout(limit, work).await {
+                Ok(r) => r.map_err(io_end),
+                Err(_) => Err(End::Broken),
+            },
+        }
+    }
+
+    /// Waits for the next inbound event, up to `deadline` before binding.
+    async fn next<R: XmppRx>(&self, rx: &mut R, deadline: tokio::time::Instant) -> Result<XmppIn, End> {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Ok(Some(x)) => Ok(x),
+                Ok(None) => Err(End::Quiet),
+                Err(e) => Err(End::Error(e)),
+            },
+            _ = tokio::time::sleep_until(deadline) => Err(End::Error(StreamError::new("connection-timeout", "authentication took too long"))),
+            _ = self.engine.shutdown.cancelled() => Err(End::Error(StreamError::new("system-shutdown", "server shutting down"))),
+        }
+    }
+
+    /// Stream header, SASL, restart, resource binding.
+    async fn negotiate<R: XmppRx, W: XmppTx>(&mut self, rx: &mut R, tx: &mut W) -> Result<(), End> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.engine.config.limits.connect_timeout_ms);
+        self.open_stream(rx, tx, deadline).await?;
+        let mechanisms = [Mechanism::ScramSha256, Mechanism::ScramSha1, Mechanism::Plain];
+        let mut features = Element::new("features", ns::STREAM);
+        let mut mechs = Element::new("mechanisms", ns::SASL);
+        for m in mechanisms {
+            mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
+        }
+        features.push_child(mechs);
+        self.send(tx, &features).await?;
+        self.flush(tx).await?;
+
+        let mut failures = 0;
+        let identity = loop {
+            let stanza = match self.next(rx, deadline).await? {
+                XmppIn::Stanza(s) => s,
+                XmppIn::Close => return Err(End::Quiet),
+                XmppIn::Open { .. } => return Err(StreamError::new("bad-format", "unexpected stream header").into()),
+            };
+            if !stanza.is("auth", ns::SASL) {
+                return Err(StreamError::new("not-authorized", "authenticate first").into());
+            }
+            match self.authenticate(rx, tx, &stanza, deadline).await? {
+                Some(id) => break id,
+                None => {
+                    failures += 1;
+                    if failures >= MAX_AUTH_ATTEMPTS {
+                        return Err(StreamError::new("policy-violation", "too many failed authentication attempts").into());
+                    }
+                }
+            }
+        };
+        self.identity = Some(identity);
+        rx.restart();
+        self.open_stream(rx, tx, deadline).await?;
+        let features = Element::new("features", ns::STREAM)
+            .with_child(Element::new("bind", ns::BIND))
+            .with_child(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+        self.send(tx, &features).await?;
+        self.flush(tx).await?;
+
+        // Until bound, only the bind (and session) IQs are allowed.
+        loop {
+            let stanza = match self.next(rx, deadline).await? {
+                XmppIn::Stanza(s) => s,
+                XmppIn::Close => return Err(End::Quiet),
+                XmppIn::Open { .. } => return Err(StreamError::new("bad-format", "unexpected stream header").into()),
+            };
+            if stanza.is("iq", ns::CLIENT) && stanza.attr("type") == Some("set") {
+                if let Some(bind) = stanza.child("bind", ns::BIND) {
+                    let resource = bind.child("resource", ns::BIND).map(|r| r.text()).filter(|r| !r.trim().is_empty());
+                    let reply = self.bind(resource, &stanza).await;
+                    self.send(tx, &reply).await?;
+                    self.flush(tx).await?;
+                    if self.bound.is_some() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                if stanza.child("session", ns::SESSION).is_some() {
+                    self.send(tx, &iq_result(&stanza)).await?;
+                    self.flush(tx).await?;
+                    continue;
+                }
+            }
+            return Err(StreamError::new("not-authorized", "bind a resource first").into());
+        }
+    }
+
+    async fn open_stream<R: XmppRx, W: XmppTx>(&self, rx: &mut R, tx: &mut W, deadline: tokio::time::Instant) -> Result<(), End> {
+        match self.next(rx, deadline).await? {
+            XmppIn::Open { to, version, .. } => {
+                tx.open(&new_id(), &self.domain).await.map_err(io_end)?;
+                if let Some(to) = to {
+                    if !to.eq_ignore_ascii_case(&self.domain) {
+                        return Err(StreamError::new("host-unknown", format!("this server serves {}", self.domain)).into());
+                    }
+                }
+                if version.as_deref().is_some_and(|v| !v.starts_with("1.")) {
+                    return Err(StreamError::new("unsupported-version", "XMPP 1.0 only").into());
+                }
+                Ok(())
+            }
+            XmppIn::Close => Err(End::Quiet),
+            XmppIn::Stanza(_) => {
+                tx.open(&new_id(), &self.domain).await.map_err(io_end)?;
+                Err(StreamError::new("bad-format", "expected a stream header").into())
+            }
+        }
+    }
+
+    /// One SASL exchange. `Ok(None)` = failed (a `<failure/>` was sent).
+    async fn authenticate<R: XmppRx, W: XmppTx>(
+        &mut self,
+        rx: &mut R,
+        tx: &mut W,
+        auth: &Element,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Identity>, End> {
+        let Some(mechanism) = auth.attr("mechanism").and_then(Mechanism::from_name) else {
+            self.sasl_failure(tx, "invalid-mechanism").await?;
+            return Ok(None);
+        };
+        let Some(initial) = self.sasl_payload(tx, auth).await? else { return Ok(None) };
+        let authn = self.engine.auth().authenticator;
+        if mechanism == Mechanism::Plain {
+            let creds = match sasl::parse_plain(&initial) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.sasl_failure(tx, e.condition()).await?;
+                    return Ok(None);
+                }
+            };
+            // An authzid may only name the user itself (bare JID or local part).
+            if let Some(z) = &creds.authzid {
+                let own = z == &creds.authcid || Jid::parse(z).is_ok_and(|j| j.local.as_deref() == Some(creds.authcid.as_str()) && j.domain == self.domain);
+                if !own {
+                    self.sasl_failure(tx, "invalid-authzid").await?;
+                    return Ok(None);
+                }
+            }
+            return match authn.authenticate(&creds.authcid, &creds.password).await {
+                Ok(id) => {
+                    self.send(tx, &Element::new("success", ns::SASL)).await?;
+                    self.flush(tx).await?;
+                    Ok(Some(id))
+                }
+                Err(AuthError::Refused) => {
+                    self.sasl_failure(tx, "not-authorized").await?;
+                    Ok(None)
+                }
+                Err(AuthError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "authentication backend unavailable");
+                    self.sasl_failure(tx, "temporary-auth-failure").await?;
+                    Ok(None)
+                }
+            };
+        }
+        // SCRAM: client-first → server-first → client-final → server-final.
+        let mut scram = ScramServer::new(mechanism);
+        let username = match scram.client_first(&initial) {
+            Ok(u) => u,
+            Err(e) => {
+                self.sasl_failure(tx, e.condition()).await?;
+                return Ok(None);
+            }
+        };
+        let (creds, identity) = match authn.scram_credentials(&username, mechanism).await {
+            Ok(Some((c, id))) => (c, Some(id)),
+            // Unknown user, or one without stored credentials: run the
+            // exchange with fake ones so the failure looks the same.
+            Ok(None) => (ScramServer::fake_credentials(mechanism, &username), None),
+            Err(e) => {
+                tracing::warn!(error = %e, "authentication backend unavailable");
+                self.sasl_failure(tx, "temporary-auth-failure").await?;
+                return Ok(None);
+            }
+        };
+        let challenge = match scram.server_first(&creds) {
+            Ok(c) => c,
+            Err(e) => {
+                self.sasl_failure(tx, e.condition()).await?;
+                return Ok(None);
+            }
+        };
+        self.send(tx, &Element::new("challenge", ns::SASL).with_text(b64(&challenge))).await?;
+        self.flush(tx).await?;
+        let response = match self.next(rx, deadline).await? {
+            XmppIn::Stanza(r) if r.is("response", ns::SASL) => r,
+            XmppIn::Stanza(a) if a.is("abort", ns::SASL) => {
+                self.sasl_failure(tx, "aborted").await?;
+                return Ok(None);
+            }
+            XmppIn::Close => return Err(End::Quiet),
+            _ => return Err(StreamError::new("not-authorized", "expected a SASL response").into()),
+        };
+        let Some(final_msg) = self.sasl_payload(tx, &response).await? else { return Ok(None) };
+        match (scram.client_final(&final_msg), identity) {
+            (Ok(server_final), Some(id)) => {
+                self.send(tx, &Element::new("success", ns::SASL).with_text(b64(&server_final))).await?;
+                self.flush(tx).await?;
+                Ok(Some(id))
+            }
+            (Ok(_), None) | (Err(_), _) => {
+                self.sasl_failure(tx, "not-authorized").await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Base64 content of `<auth>`/`<response>`; `=` means empty.
+    async fn sasl_payload<W: XmppTx>(&self, tx: &mut W, e: &Element) -> Result<Option<Vec<u8>>, End> {
+        let text = e.text();
+        let text = text.trim();
+        if text.is_empty() || text == "=" {
+            return Ok(Some(Vec::new()));
+        }
+        match base64::engine::general_purpose::STANDARD.decode(text) {
+            Ok(v) => Ok(Some(v)),
+            Err(_) => {
+                self.sasl_failure(tx, "incorrect-encoding").await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn sasl_failure<W: XmppTx>(&self, tx: &mut W, condition: &str) -> Result<(), End> {
+        let f = Element::new("failure", ns::SASL).with_child(Element::new(condition, ns::SASL));
+        self.send(tx, &f).await?;
+        self.flush(tx).await
+    }
+
+    /// Binds a resource: registers the session, subscribes its private queue
+    /// to the user's feed and the user's projects. A resource already in use
+    /// by the same user replaces the old session (it gets `conflict`), as
+    /// ejabberd does by default.
+    async fn bind(&mut self, resource: Option<String>, iq: &Element) -> Element {
+        let identity = self.identity.clone().expect("authenticated before bind");
+        let resource = resource.unwrap_or_else(|| format!("herald-{}", &new_id()[..8]));
+        let jid = Jid::full(&identity.uid.to_lowercase(), &self.domain, &resource);
+        let Ok(jid) = Jid::parse(&jid.to_string()) else {
+            return iq_error(iq, "modify", "bad-request");
+        };
+        for old in self.engine.hub.user_sessions(&identity.uid) {
+            if old.protocol == "xmpp" && old.resource.get().map(String::as_str) == Some(resource.as_str()) {
+                old.close(CloseReason::new(CloseCode::Replaced, "replaced by a new session with the same resource"));
+            }
+        }
+        let vhost_name = self.engine.config.stomp.default_vhost.clone();
+        let Ok(vhost) = self.engine.router.vhost(&vhost_name) else {
+            return iq_error(iq, "wait", "internal-server-error");
+        };
+        let handle = SessionHandle::new(&identity.uid, &vhost_name, "xmpp", &self.peer, self.engine.config.limits.outbound_queue);
+        let _ = handle.resource.set(resource.clone());
+        let qname = format!("xmpp-{}", handle.id);
+        let opts = QueueOptions { durable: false, exclusive: Some(handle.id), auto_delete: true };
+        let queue = match vhost.declare_queue(&qname, opts, Some(handle.id)) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(error = %e, "XMPP session queue not declared");
+                return iq_error(iq, "wait", "internal-server-error");
+            }
+        };
+        let feed = self.engine.config.exchanges.feed.clone();
+        if vhost.bind(&feed, &queue, &identity.uid, None).is_err() {
+            return iq_error(iq, "wait", "internal-server-error");
+        }
+        let projects = match self.engine.directory().projects_of(&identity.uid).await {
+            Ok(p) => p.into_iter().map(|p| p.id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "directory unavailable at bind; no project messages until it is back");
+                Vec::new()
+            }
+        };
+        let project_x = self.engine.config.exchanges.project.clone();
+        for p in &projects {
+            let _ = vhost.bind(&project_x, &queue, p, None);
+        }
+        self.engine.hub.register(handle.clone());
+        let consumer = queue.consume(handle.clone(), Arc::from("xmpp"), AckMode::Auto, 0);
+        let reply = iq_result(iq).with_child(
+            Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(jid.to_string())),
+        );
+        self.bound = Some(Bound { handle, jid, queue, consumer, projects });
+        reply
+    }
+
+    async fn run<R: XmppRx, W: XmppTx>(&mut self, rx: &mut R, tx: &mut W) -> Result<(), End> {
+        let handle = self.handle().expect("bound").clone();
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = handle.closed() => {
+                    let reason = handle.close_reason().cloned().unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
+                    return Err(End::Error(stream_error_for(&reason)));
+                }
+                _ = self.engine.shutdown.cancelled() => {
+                    return Err(End::Error(StreamError::new("system-shutdown", "server shutting down")));
+                }
+                _ = handle.notified() => {
+                    loop {
+                        batch.clear();
+                        if handle.drain(&mut batch, WRITE_BATCH) == 0 {
+                            break;
+                        }
+                        for item in batch.drain(..) {
+                            self.outbound(tx, item).await?;
+                        }
+                        self.flush(tx).await?;
+                    }
+                    if batch.capacity() > WRITE_BATCH {
+                        batch = Vec::new();
+                    }
+                }
+                r = rx.recv() => match r {
+                    Ok(Some(XmppIn::Stanza(s))) => {
+                        self.inbound(tx, s).await?;
+                        self.flush(tx).await?;
+                    }
+                    Ok(Some(XmppIn::Close)) | Ok(None) => return Ok(()),
+                    Ok(Some(XmppIn::Open { .. })) => return Err(StreamError::new("bad-format", "unexpected stream header").into()),
+                    Err(e) => return Err(End::Error(e)),
+                },
+            }
+        }
+    }
+
+    fn jid(&self) -> &Jid {
+        &self.bound.as_ref().expect("bound").jid
+    }
+
+    fn uid(&self) -> &str {
+        &self.identity.as_ref().expect("authenticated").uid
+    }
+
+    /// A stanza from the client.
+    async fn inbound<W: XmppTx>(&mut self, tx: &mut W, mut stanza: Element) -> Result<(), End> {
+        if stanza.ns != ns::CLIENT {
+            return Err(StreamError::new("invalid-namespace", format!("stanzas must be in {}", ns::CLIENT)).into());
+        }
+        // The server stamps `from`: clients cannot speak for others.
+        stanza.set_attr("from", self.jid().to_string());
+        let to = match stanza.attr("to").map(Jid::parse) {
+            None => None,
+            Some(Ok(j)) => Some(j),
+            Some(Err(_)) => {
+                if stanza.attr("type") != Some("error") && stanza.attr("type") != Some("result") {
+                    let reply = stanza_error(&stanza, "modify", "jid-malformed");
+                    self.send(tx, &reply).await?;
+                }
+                return Ok(());
+            }
+        };
+        match stanza.name.as_str() {
+            "iq" => self.on_iq(tx, stanza, to).await,
+            "presence" => self.on_presence(tx, stanza, to).await,
+            "message" => self.on_message(tx, stanza, to).await,
+            _ => Err(StreamError::new("unsupported-stanza-type", format!("<{}/> is not a stanza", stanza.name)).into()),
+        }
+    }
+
+    async fn on_iq<W: XmppTx>(&mut self, tx: &mut W, iq: Element, to: Option<Jid>) -> Result<(), End> {
+        let kind = iq.attr("type").unwrap_or("").to_owned();
+        if kind == "result" || kind == "error" {
+            return Ok(()); // answers to our roster pushes or pings
+        }
+        if kind != "get" && kind != "set" || iq.attr("id").is_none() || iq.elements().count() != 1 {
+            let reply = stanza_error(&iq, "modify", "bad-request");
+            return self.send(tx, &reply).await;
+        }
+        let for_server = match &to {
+            None => true,
+            Some(j) => j.resource.is_none() && (j.local.is_none() && j.domain == self.domain || j.bare() == self.jid().bare()),
+        };
+        let payload = iq.elements().next().cloned().expect("one child checked");
+        let reply = match (kind.as_str(), payload.name.as_str(), payload.ns.as_str()) {
+            ("get", "query", ns::ROSTER) if for_server => self.roster_result(&iq).await,
+            ("set", "query", ns::ROSTER) if for_server => iq_error(&iq, "cancel", "not-allowed"),
+            ("set", "session", ns::SESSION) => iq_result(&iq),
+            ("get", "ping", ns::PING) if for_server => iq_result(&iq),
+            ("get", "query", ns::DISCO_INFO) if for_server => self.disco_info(&iq, to.as_ref()),
+            ("get", "query", ns::DISCO_ITEMS) if for_server => {
+                iq_result(&iq).with_child(Element::new("query", ns::DISCO_ITEMS))
+            }
+            _ => iq_error(&iq, "cancel", "service-unavailable"),
+        };
+        self.send(tx, &reply).await
+    }
+
+    fn disco_info(&self, iq: &Element, to: Option<&Jid>) -> Element {
+        let mut q = Element::new("query", ns::DISCO_INFO);
+        let account = to.is_some_and(|j| j.local.is_some());
+        let (category, kind) = if account { ("account", "registered") } else { ("server", "im") };
+        q.push_child(Element::new("identity", ns::DISCO_INFO).with_attr("category", category).with_attr("type", kind).with_attr("name", "Herald"));
+        for f in [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::ROSTER] {
+            q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+        }
+        iq_result(iq).with_child(q)
+    }
+
+    async fn roster_result(&mut self, iq: &Element) -> Element {
+        let contacts = match self.engine.contacts(self.uid()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "directory unavailable for a roster request");
+                return iq_error(iq, "wait", "internal-server-error");
+            }
+        };
+        self.roster_requested = true;
+        let mut q = Element::new("query", ns::ROSTER);
+        for (uid, groups) in &contacts {
+            q.push_child(self.roster_item(uid, groups));
+        }
+        self.roster = contacts.into_iter().collect();
+        iq_result(iq).with_child(q)
+    }
+
+    fn roster_item(&self, uid: &str, groups: &[String]) -> Element {
+        let mut item = Element::new("item", ns::ROSTER)
+            .with_attr("jid", format!("{uid}@{}", self.domain))
+            .with_attr("name", uid)
+            .with_attr("subscription", "both");
+        for g in groups {
+            item.push_child(Element::new("group", ns::ROSTER).with_text(g.clone()));
+        }
+        item
+    }
+
+    async fn on_presence<W: XmppTx>(&mut self, tx: &mut W, p: Element, to: Option<Jid>) -> Result<(), End> {
+        let kind = p.attr("type").unwrap_or("available").to_owned();
+        if let Some(to) = to {
+            if kind == "probe" {
+                if let Some(uid) = to.local.as_deref().filter(|_| to.domain == self.domain) {
+                    if self.roster.contains_key(uid) || uid == self.uid() {
+                        self.send_presence_of(tx, uid).await?;
+                    }
+                }
+            }
+            // Subscriptions follow project membership: requests are
+            // acknowledged by the roster, not stored. Directed presence
+            // (to a contact or a room) is not routed.
+            return Ok(());
+        }
+        let handle = self.handle().expect("bound").clone();
+        let resource = self.jid().resource.clone().unwrap_or_default();
+        match kind.as_str() {
+            "available" => {
+                let show = p.child("show", ns::CLIENT).map(|s| s.text());
+                let availability = match show.as_deref().map(str::trim) {
+                    None | Some("") => Availability::Online,
+                    Some("chat") => Availability::Chat,
+                    Some("away") => Availability::Away,
+                    Some("xa") => Availability::Xa,
+                    Some("dnd") => Availability::Dnd,
+                    Some(_) => {
+                        let reply = stanza_error(&p, "modify", "bad-request");
+                        return self.send(tx, &reply).await;
+                    }
+                };
+                let status = p.child("status", ns::CLIENT).map(|s| s.text()).unwrap_or_default();
+                let priority = p.child("priority", ns::CLIENT).and_then(|s| s.text().trim().parse::<i8>().ok()).unwrap_or(0);
+                let initial = !self.available;
+                self.available = true;
+                self.engine.set_session_presence(&handle, &resource, availability, &status, priority).await;
+                if initial {
+                    // RFC 6121 §4.2.2: the new resource learns its contacts'
+                    // (and its own other resources') presence.
+                    if self.roster.is_empty() {
+                        if let Ok(c) = self.engine.contacts(self.uid()).await {
+                            self.roster = c.into_iter().collect();
+                        }
+                    }
+                    let mut uids: Vec<String> = self.roster.keys().cloned().collect();
+                    uids.push(self.uid().to_owned());
+                    for uid in uids {
+                        self.send_presence_of(tx, &uid).await?;
+                    }
+                }
+                Ok(())
+            }
+            "unavailable" => {
+                self.available = false;
+                self.engine.remove_session_presence(&handle, &resource).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends the current presence of every available resource of `uid`.
+    async fn send_presence_of<W: XmppTx>(&self, tx: &mut W, uid: &str) -> Result<(), End> {
+        let own = self.handle().map(|h| h.id);
+        for r in self.engine.presence.resources(uid) {
+            if Some(r.session) == own {
+                continue;
+            }
+            let from = Jid::full(uid, &self.domain, &r.resource);
+            let e = presence_element(&from, self.jid(), r.availability, &r.status, r.priority);
+            self.send(tx, &e).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_message<W: XmppTx>(&mut self, tx: &mut W, m: Element, to: Option<Jid>) -> Result<(), End> {
+        let kind = m.attr("type").unwrap_or("normal").to_owned();
+        if kind == "error" {
+            return Ok(());
+        }
+        let Some(to) = to else {
+            return Ok(()); // to our own account: nothing to deliver it to
+        };
+        let body = m.child("body", ns::CLIENT).map(|b| b.text()).unwrap_or_default();
+        let mut payload = bytes::BytesMut::new();
+        for child in m.elements().filter(|c| !c.is("body", ns::CLIENT)) {
+            child.write_to(ns::CLIENT, &mut payload);
+        }
+        let mut headers = vec![
+            ("content-type".to_owned(), "text/plain; charset=utf-8".to_owned()),
+            (headers::TYPE.to_owned(), kind.clone()),
+        ];
+        if let Some(id) = m.attr("id") {
+            headers.push((headers::ID.to_owned(), id.to_owned()));
+        }
+        if !payload.is_empty() {
+            headers.push((headers::PAYLOAD.to_owned(), String::from_utf8_lossy(&payload).into_owned()));
+        }
+        let vhost = self.engine.config.stomp.default_vhost.clone();
+        let (exchange, key) = if to.domain == self.projects_domain {
+            let Some(project) = to.local.clone() else {
+                let reply = stanza_error(&m, "cancel", "item-not-found");
+                return self.send(tx, &reply).await;
+            };
+            let member = match self.engine.directory().project(&project).await {
+                Ok(Some(p)) => p.members.iter().any(|u| u == self.uid()),
+                _ => false,
+            };
+            if !member {
+                let reply = stanza_error(&m, "auth", "forbidden");
+                return self.send(tx, &reply).await;
+            }
+            headers.push((headers::FROM.to_owned(), format!("{project}@{}/{}", self.projects_domain, self.uid())));
+            (self.engine.config.exchanges.project.clone(), project)
+        } else if to.domain == self.domain {
+            let Some(uid) = to.local.clone() else {
+                return Ok(()); // to the server itself: nothing to do
+            };
+            if self.engine.config.xmpp.chat_policy == ChatPolicy::Contacts && uid != self.uid() && !self.roster.contains_key(&uid) {
+                if let Ok(c) = self.engine.contacts(self.uid()).await {
+                    self.roster = c.into_iter().collect();
+                }
+                if !self.roster.contains_key(&uid) {
+                    let reply = stanza_error(&m, "auth", "forbidden");
+                    return self.send(tx, &reply).await;
+                }
+            }
+            headers.push((headers::FROM.to_owned(), self.jid().to_string()));
+            if let Some(r) = &to.resource {
+                headers.push((headers::TO_RESOURCE.to_owned(), r.clone()));
+            }
+            (self.engine.config.exchanges.feed.clone(), uid)
+        } else {
+            let reply = stanza_error(&m, "cancel", "remote-server-not-found");
+            return self.send(tx, &reply).await;
+        };
+        let mut message = Message::new(exchange, key, headers, Bytes::from(body));
+        message.sender = Some(self.uid().to_owned());
+        if let Err(e) = self.engine.router.vhost(&vhost).and_then(|v| v.publish(message)) {
+            tracing::warn!(error = %e, "XMPP message not routed");
+            let reply = stanza_error(&m, "wait", "internal-server-error");
+            return self.send(tx, &reply).await;
+        }
+        Ok(())
+    }
+
+    /// Something the engine pushed to this session.
+    async fn outbound<W: XmppTx>(&mut self, tx: &mut W, item: Outbound) -> Result<(), End> {
+        match item {
+            Outbound::Deliver(d) => {
+                if let Some(m) = self.render_delivery(&d) {
+                    self.send(tx, &m).await?;
+                }
+                Ok(())
+            }
+            Outbound::Presence(n) => {
+                if !self.available {
+                    return Ok(());
+                }
+                let from = Jid::full(&n.uid, &self.domain, &n.state.resource);
+                let e = presence_element(&from, self.jid(), n.state.availability, &n.state.status, n.state.priority);
+                self.send(tx, &e).await
+            }
+            Outbound::RosterChanged => self.roster_changed(tx).await,
+        }
+    }
+
+    /// A routed message as a `<message/>` for this session.
+    fn render_delivery(&self, d: &Delivery) -> Option<Element> {
+        let msg = &d.message;
+        if let Some(r) = msg.header(headers::TO_RESOURCE) {
+            if Some(r) != self.jid().resource.as_deref() {
+                return None;
+            }
+        }
+        let project_x = &self.engine.config.exchanges.project;
+        let from = match msg.header(headers::FROM) {
+            Some(f) => f.to_owned(),
+            None if &msg.exchange == project_x => format!("{}@{}", msg.routing_key, self.projects_domain),
+            None => match &msg.sender {
+                Some(uid) => format!("{uid}@{}", self.domain),
+                None => self.domain.clone(),
+            },
+        };
+        let kind = msg.header(headers::TYPE).unwrap_or("headline");
+        let id = msg.header(headers::ID).map(str::to_owned).unwrap_or_else(|| format!("h{}", msg.id));
+        let mut e = Element::new("message", ns::CLIENT)
+            .with_attr("from", from)
+            .with_attr("to", self.jid().to_string())
+            .with_attr("type", kind)
+            .with_attr("id", id);
+        if let Some(subject) = msg.header("subject") {
+            e.push_child(Element::new("subject", ns::CLIENT).with_text(subject));
+        }
+        if !msg.body.is_empty() {
+            e.push_child(Element::new("body", ns::CLIENT).with_text(String::from_utf8_lossy(&msg.body).into_owned()));
+        }
+        if let Some(payload) = msg.header(headers::PAYLOAD) {
+            let wrapped = format!("<x xmlns='{}'>{payload}</x>", ns::CLIENT);
+            if let Ok(x) = super::xml::parse_element(wrapped.as_bytes(), &self.limits) {
+                for child in x.elements() {
+                    e.push_child(child.clone());
+                }
+            }
+        }
+        Some(e)
+    }
+
+    /// Project membership changed: rebind project queues, push roster diffs.
+    async fn roster_changed<W: XmppTx>(&mut self, tx: &mut W) -> Result<(), End> {
+        let uid = self.uid().to_owned();
+        let projects: Vec<String> = match self.engine.directory().projects_of(&uid).await {
+            Ok(p) => p.into_iter().map(|p| p.id).collect(),
+            Err(_) => return Ok(()),
+        };
+        let vhost_name = self.engine.config.stomp.default_vhost.clone();
+        let project_x = self.engine.config.exchanges.project.clone();
+        if let (Ok(vhost), Some(b)) = (self.engine.router.vhost(&vhost_name), self.bound.as_mut()) {
+            if let Some(x) = vhost.exchange(&project_x) {
+                for old in b.projects.iter().filter(|p| !projects.contains(p)) {
+                    x.unbind(&b.queue, old);
+                }
+            }
+            for new in projects.iter().filter(|p| !b.projects.contains(p)) {
+                let _ = vhost.bind(&project_x, &b.queue, new, None);
+            }
+            b.projects = projects;
+        }
+        let Ok(contacts) = self.engine.contacts(&uid).await else { return Ok(()) };
+        let new: BTreeMap<String, Vec<String>> = contacts.into_iter().collect();
+        if self.roster_requested {
+            let mut pushes = Vec::new();
+            for (c, groups) in &new {
+                if self.roster.get(c) != Some(groups) {
+                    pushes.push(self.roster_item(c, groups));
+                }
+            }
+            for c in self.roster.keys().filter(|c| !new.contains_key(*c)) {
+                pushes.push(
+                    Element::new("item", ns::ROSTER).with_attr("jid", format!("{c}@{}", self.domain)).with_attr("subscription", "remove"),
+                );
+            }
+            for item in pushes {
+                let push = Element::new("iq", ns::CLIENT)
+                    .with_attr("type", "set")
+                    .with_attr("id", format!("push-{}", &new_id()[..12]))
+                    .with_attr("to", self.jid().to_string())
+                    .with_child(Element::new("query", ns::ROSTER).with_child(item));
+                self.send(tx, &push).await?;
+            }
+        }
+        self.roster = new;
+        Ok(())
+    }
+
+    async fn cleanup(&mut self) {
+        let Some(b) = self.bound.take() else { return };
+        if b.queue.cancel(b.consumer) || b.queue.consumer_count() == 0 {
+            if let Ok(v) = self.engine.router.vhost(&b.handle.vhost) {
+                v.delete_queue(&b.queue.name);
+            }
+        }
+        self.engine.hub.unregister(b.handle.id);
+        b.handle.close(CloseReason::new(CloseCode::Normal, "session ended"));
+        let resource = b.jid.resource.clone().unwrap_or_default();
+        // Unavailable goes out whether the client said goodbye or vanished.
+        self.engine.remove_session_presence(&b.handle, &resource).await;
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn presence_element(from: &Jid, to: &Jid, availability: Availability, status: &str, priority: i8) -> Element {
+    let mut e = Element::new("presence", ns::CLIENT).with_attr("from", from.to_string()).with_attr("to", to.to_string());
+    match availability {
+        Availability::Offline => {
+            e.set_attr("type", "unavailable");
+            return e;
+        }
+        Availability::Online => {}
+        a => e.push_child(Element::new("show", ns::CLIENT).with_text(a.as_str())),
+    }
+    if !status.is_empty() {
+        e.push_child(Element::new("status", ns::CLIENT).with_text(status));
+    }
+    if priority != 0 {
+        e.push_child(Element::new("priority", ns::CLIENT).with_text(priority.to_string()));
+    }
+    e
+}
+
+/// `<iq type='result'/>` answering `iq` (from/to swapped by the caller's stamping).
+fn iq_result(iq: &Element) -> Element {
+    let mut r = Element::new("iq", ns::CLIENT).with_attr("type", "result");
+    if let Some(id) = iq.attr("id") {
+        r.set_attr("id", id);
+    }
+    if let Some(from) = iq.attr("from") {
+        r.set_attr("to", from);
+    }
+    r
+}
+
+fn iq_error(iq: &Element, kind: &str, condition: &str) -> Element {
+    stanza_error(iq, kind, condition)
+}
+
+/// The RFC 6120 §8.3 error reply to a stanza: same name and id, to the
+/// sender, the original payload dropped, an `<error/>` with the condition.
+fn stanza_error(stanza: &Element, kind: &str, condition: &str) -> Element {
+    let mut r = Element::new(stanza.name.clone(), ns::CLIENT).with_attr("type", "error");
+    if let Some(id) = stanza.attr("id") {
+        r.set_attr("id", id);
+    }
+    if let Some(from) = stanza.attr("from") {
+        r.set_attr("to", from);
+    }
+    if let Some(to) = stanza.attr("to") {
+        r.set_attr("from", to);
+    }
+    r.with_child(Element::new("error", ns::CLIENT).with_attr("type", kind).with_child(Element::new(condition, ns::STANZAS)))
+}

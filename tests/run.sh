@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Run Herald's cross-language test suites: pytest (stomp.py over TCP) and node --test
+# (@stomp/stompjs over /ws, stompjs 2.3 + sockjs-client over /stomp).
+#
+# Installs what is missing: python3/venv/node/npm via apt-get (Debian, as root), a venv at
+# $HERALD_VENV (default /var/tmp/herald-venv) with tests/requirements.txt, and the npm
+# workspace (npm ci at the repo root) when node_modules is missing or stale.
+#
+# The server binary is $HERALD_BIN or ${CARGO_TARGET_DIR:-/var/tmp/herald-target}/debug/herald;
+# it is not built here. Extra arguments are passed to pytest (e.g. -k heartbeat).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+VENV="${HERALD_VENV:-/var/tmp/herald-venv}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/herald-target}"
+export HERALD_BIN="${HERALD_BIN:-$CARGO_TARGET_DIR/debug/herald}"
+
+apt_install() {
+  if ! command -v apt-get >/dev/null; then
+    echo "run.sh: missing $* and no apt-get to install it" >&2
+    exit 1
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -o DPkg::Lock::Timeout=900 "$@"
+}
+
+# --- system packages --------------------------------------------------------
+need=()
+command -v python3 >/dev/null || need+=(python3)
+if command -v python3 >/dev/null; then
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+else
+  need+=(python3-venv)
+fi
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "run.sh: installing ${need[*]}"
+  apt_install "${need[@]}"
+fi
+python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || {
+  echo "run.sh: Python >= 3.10 is required (stomp.py 9)" >&2
+  exit 1
+}
+
+# --- python venv ------------------------------------------------------------
+req_stamp="$VENV/.herald-requirements.sha256"
+req_sum="$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1)"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "run.sh: creating venv $VENV"
+  python3 -m venv "$VENV"
+fi
+if [ "$(cat "$req_stamp" 2>/dev/null || true)" != "$req_sum" ] ||
+  ! "$VENV/bin/python" -c 'import stomp, pytest, pytest_timeout' 2>/dev/null; then
+  echo "run.sh: installing tests/requirements.txt into $VENV"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$HERE/requirements.txt"
+  echo "$req_sum" >"$req_stamp"
+fi
+
+# --- node workspace ---------------------------------------------------------
+node_ok() {
+  (cd "$ROOT" && node -e "
+    require.resolve('@stomp/stompjs'); require.resolve('stompjs');
+    require.resolve('sockjs-client'); require.resolve('ws');
+  ") >/dev/null 2>&1
+}
+if ! node_ok; then
+  echo "run.sh: installing npm workspace dependencies"
+  if [ -f "$ROOT/package-lock.json" ]; then
+    (cd "$ROOT" && npm ci --no-audit --no-fund)
+  else
+    (cd "$ROOT" && npm install --no-audit --no-fund)
+  fi
+fi
+
+# --- run --------------------------------------------------------------------
+echo "run.sh: herald binary: $HERALD_BIN"
+if [ ! -x "$HERALD_BIN" ]; then
+  echo "run.sh: WARNING: $HERALD_BIN is missing; every test will fail (build herald or set HERALD_BIN)" >&2
+fi
+
+py_rc=0
+echo "=== pytest (stomp.py over STOMP/TCP) ==="
+(cd "$HERE" && "$VENV/bin/python" -m pytest -p no:cacheprovider "$@") || py_rc=$?
+
+node_flags=(--test)
+node --test-concurrency=1 -e 0 >/dev/null 2>&1 && node_flags+=(--test-concurrency=1)
+node --test-reporter=spec -e 0 >/dev/null 2>&1 && node_flags+=(--test-reporter=spec)
+js_rc=0
+echo "=== node --test (@stomp/stompjs over /ws, stompjs 2.3 + SockJS over /stomp) ==="
+(cd "$HERE" && node "${node_flags[@]}" js/*.test.mjs) || js_rc=$?
+
+echo "run.sh: pytest exit=$py_rc, node --test exit=$js_rc"
+if [ "$py_rc" -ne 0 ] || [ "$js_rc" -ne 0 ]; then
+  exit 1
+fi
