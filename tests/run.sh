@@ -61,16 +61,13 @@ if [ "$(cat "$req_stamp" 2>/dev/null || true)" != "$req_sum" ] ||
 fi
 
 # --- node workspace ---------------------------------------------------------
-node_ok() {
-  (cd "$ROOT" && node -e "
-    require.resolve('@stomp/stompjs'); require.resolve('stompjs');
-    require.resolve('sockjs-client'); require.resolve('ws');
-  ") >/dev/null 2>&1
-}
-if ! node_ok; then
+# (Re)install when node_modules is missing or older than the lock file / tests/package.json.
+hidden_lock="$ROOT/node_modules/.package-lock.json"
+if [ ! -f "$hidden_lock" ] || [ "$ROOT/package-lock.json" -nt "$hidden_lock" ] ||
+  [ "$HERE/package.json" -nt "$hidden_lock" ]; then
   echo "run.sh: installing npm workspace dependencies"
-  if [ -f "$ROOT/package-lock.json" ]; then
-    (cd "$ROOT" && npm ci --no-audit --no-fund)
+  if [ -f "$ROOT/package-lock.json" ] && [ ! "$HERE/package.json" -nt "$ROOT/package-lock.json" ]; then
+    (cd "$ROOT" && npm ci --no-audit --no-fund) || (cd "$ROOT" && npm install --no-audit --no-fund)
   else
     (cd "$ROOT" && npm install --no-audit --no-fund)
   fi

@@ -319,12 +319,23 @@ def test_auth_before_starttls_is_refused(port):
         raw.close()
 
 
-def test_malformed_xml_on_tls_gives_not_well_formed(port):
+MALFORMED = {
+    # A mismatched end tag is a fatal well-formedness error as soon as it is read
+    # (XML 1.0 WFC "Element Type Match"); ejabberd answers at once ("mismatched tag").
+    "mismatched-end-tag": b"<message to='bob@localhost'><body>broken</mess>",
+    "garbage-markup": b"<<<>>>",
+    "duplicate-attribute": b"<message to='a@localhost' to='b@localhost'/>",
+    "unclosed-attribute-quote": b"<message to='bob@localhost><body>x</body></message>",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_xml_on_tls_gives_not_well_formed(port, case):
     raw = RawC2S(port)
     try:
         raw.starttls()
         raw.open_stream()
-        raw.send(b"<message to='bob@localhost'><body>broken</mess>")
+        raw.send(MALFORMED[case])
         out = raw.read_to_eof()
         assert stream_error_condition(out) == "not-well-formed", out
         assert b"</stream:stream>" in out, f"stream not closed: {out!r}"

@@ -47,7 +47,13 @@ impl<R: AsyncRead + Unpin + Send + 'static> XmppRx for TcpXmppRx<R> {
     async fn recv(&mut self) -> Result<Option<XmppIn>, StreamError> {
         loop {
             match self.parser.parse(&mut self.buf) {
-                Ok(Some(XmlEvent::StreamOpen(h))) => return Ok(Some(open_event(&h))),
+                Ok(Some(XmlEvent::StreamOpen(h))) => {
+                    // RFC 6120 §4.8: the stream's content namespace must be jabber:client.
+                    if !h.is("stream", ns::STREAM) || self.parser.stream_default_ns() != ns::CLIENT {
+                        return Err(StreamError::new("invalid-namespace", format!("expected a stream in {}", ns::CLIENT)));
+                    }
+                    return Ok(Some(open_event(&h)));
+                }
                 Ok(Some(XmlEvent::Stanza(s))) => return Ok(Some(XmppIn::Stanza(s))),
                 Ok(Some(XmlEvent::StreamClose)) => return Ok(Some(XmppIn::Close)),
                 Ok(None) => {}
