@@ -797,3 +797,31 @@ def test_slow_consumer_is_closed_and_others_are_unaffected(herald_factory):
         slow.close()
         fast.close()
         pub.close()
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_nack_in_client_mode_is_cumulative(clients, version):
+    # RabbitMQ: in ack:client mode NACK, like ACK, covers every earlier unacked message
+    pub = clients(version)
+    c = clients(version)
+    dest = f"/queue/{uid('cnack')}"
+    c.subscribe(dest, ack="client")
+    for b in ("a", "b", "c"):
+        pub.send(dest, b)
+    ms = [c.message() for _ in range(3)]
+    assert [m.body for m in ms] == ["a", "b", "c"]
+    c.nack(ms[1])  # requeues a and b, not c
+    again = sorted(c.message(what="redelivery after cumulative NACK").body for _ in range(2))
+    assert again == ["a", "b"]
+    c.no_message(0.5, "c must stay unacked, not be redelivered")
+
+
+def test_duplicate_subscription_id_is_an_error(raw):
+    r = raw()
+    assert r.connect().command == "CONNECTED"
+    r.send("SUBSCRIBE", {"id": "dup", "destination": "/topic/one", "receipt": "r1"})
+    r.expect("RECEIPT")
+    r.send("SUBSCRIBE", {"id": "dup", "destination": "/topic/two", "receipt": "r2"})
+    err = r.expect("ERROR", 5)
+    assert err.headers.get("message")
+    r.wait_closed(3)

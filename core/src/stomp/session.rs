@@ -434,7 +434,11 @@ impl Session {
                     }
                 }
                 n = rx.recv(&mut buf) => match n {
-                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(0) => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        return Err(Stop::new(fatal(CloseCode::Protocol, "invalid transport message", e.to_string()), None));
+                    }
+                    Err(_) => return Ok(()),
                     Ok(_) => self.last_read = Instant::now(),
                 },
                 _ = ticker.tick(), if tick_ms > 0 => self.heartbeat_tick(tx).await?,

@@ -23,7 +23,10 @@ pub fn router(engine: Engine) -> Router {
         heartbeat: Duration::from_millis(cfg.sockjs_heartbeat_ms),
         disconnect_delay: Duration::from_millis(cfg.sockjs_disconnect_delay_ms),
         max_pending_messages: engine.config.limits.outbound_queue,
-        max_inbound_bytes: engine.config.limits.max_frame_bytes,
+        // SockJS carries frames JSON-escaped (up to 6 bytes per byte for
+        // control characters) and batched: the STOMP decoder enforces the
+        // frame limit with a clear ERROR; this only bounds one request.
+        max_inbound_bytes: engine.config.limits.max_frame_bytes * 6 + 64 * 1024,
         ..SockJsConfig::default()
     };
     let e = engine.clone();
@@ -54,9 +57,10 @@ async fn stomp_ws(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<S
         return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
     };
     let addr = Some(addr);
-    // Room for one maximal frame plus WebSocket framing; larger messages are
-    // refused by the WebSocket layer before they are buffered whole.
-    let max = engine.config.limits.max_frame_bytes + 1024;
+    // A frame a little over the limit must reach the STOMP decoder, which
+    // answers with an ERROR naming the limit; only messages far beyond it
+    // (twice the frame limit) are refused by the WebSocket layer unread.
+    let max = engine.config.limits.max_frame_bytes * 2 + 64 * 1024;
     ws.protocols(super::ws::STOMP_SUBPROTOCOLS)
         .max_message_size(max)
         .max_frame_size(max)

@@ -31,7 +31,9 @@ impl LinkRx for WsRx {
             // `next()` is cancel-safe; the payload is copied before returning.
             match self.0.next().await {
                 None | Some(Ok(WsMessage::Close(_))) => return Ok(0),
-                Some(Err(e)) => return Err(io::Error::other(e)),
+                // Protocol errors (a message over the size cap, bad UTF-8) are
+                // the client's: InvalidData lets the edge say so before closing.
+                Some(Err(e)) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
                 Some(Ok(WsMessage::Text(t))) if !t.is_empty() => {
                     buf.extend_from_slice(t.as_bytes());
                     return Ok(t.len());
