@@ -214,10 +214,11 @@ impl Default for XmppConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
 pub enum PresenceConfig {
     /// In this process only (the default).
+    #[default]
     Memory,
     /// Redis: `url` like `redis://127.0.0.1:6379/0`; keys start with `prefix`.
     Redis {
@@ -231,16 +232,12 @@ fn default_redis_prefix() -> String {
     "herald:".into()
 }
 
-impl Default for PresenceConfig {
-    fn default() -> Self {
-        PresenceConfig::Memory
-    }
-}
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
 pub enum DirectoryConfig {
     /// `[[projects]]` from this file, changed through the API (the default).
+    #[default]
     Memory,
     /// MongoDB: `uri`, `database`, and where projects and their members are.
     Mongodb {
@@ -270,11 +267,6 @@ fn default_members_field() -> String {
     "members".into()
 }
 
-impl Default for DirectoryConfig {
-    fn default() -> Self {
-        DirectoryConfig::Memory
-    }
-}
 
 /// Every bound the engine enforces. All are per session unless named otherwise.
 #[derive(Debug, Clone, Deserialize)]

@@ -7,6 +7,7 @@
 //! client (SASL, bind, roster, presence, messages) and translates stanzas
 //! into engine calls. Routing and presence decisions are the engine's.
 
+pub mod bosh;
 pub mod jid;
 pub mod link;
 pub mod session;
@@ -82,10 +83,43 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
 /// BOSH at `/http-bind` and `/bosh`, WebSocket at `/xmpp-websocket` and `/ws`.
 pub fn http_router(engine: Engine) -> axum::Router {
     let x = &engine.config.xmpp;
+    let cfg = bosh::BoshConfig {
+        max_wait: Duration::from_secs(x.bosh_max_wait_secs),
+        max_inactivity: Duration::from_secs(x.bosh_inactivity_secs),
+        max_pending_stanzas: engine.config.limits.outbound_queue,
+        max_body_bytes: x.max_stanza_bytes + 4096,
+        xml_limits: tcp::limits(&engine),
+        allowed_origins: if x.bosh_allowed_origins.is_empty() { None } else { Some(x.bosh_allowed_origins.clone()) },
+        ..bosh::BoshConfig::default()
+    };
+    let e = engine.clone();
+    let on_session: bosh::OnSession = Arc::new(move |rx, tx, peer| {
+        let e2 = e.clone();
+        match e.connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                e.tasks.spawn(async move {
+                    let _permit = permit;
+                    session::serve(e2, rx, tx, peer).await;
+                });
+            }
+            Err(_) => {
+                tracing::warn!("connection limit reached (limits.max_connections); refusing a BOSH session");
+                e.tasks.spawn(async move {
+                    let mut tx = tx;
+                    let err = link::StreamError::new("resource-constraint", "connection limit reached");
+                    link::XmppTx::close(&mut tx, Some(err)).await;
+                    drop(rx);
+                });
+            }
+        }
+    });
+    let bosh = bosh::router(cfg, on_session);
     axum::Router::new()
         .route("/xmpp-websocket", get(websocket))
         .route("/ws", get(websocket))
         .with_state(engine)
+        .nest_service("/http-bind", bosh.clone())
+        .nest_service("/bosh", bosh)
 }
 
 async fn websocket(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<SocketAddr>, ws: WebSocketUpgrade) -> Response {

@@ -905,11 +905,15 @@ fn presence_element(from: &Jid, to: &Jid, availability: Availability, status: &s
     e
 }
 
-/// `<iq type='result'/>` answering `iq` (from/to swapped by the caller's stamping).
+/// `<iq type='result'/>` answering `iq`: from whom it was addressed to
+/// (the server when it named no one), to its (stamped) sender.
 fn iq_result(iq: &Element) -> Element {
     let mut r = Element::new("iq", ns::CLIENT).with_attr("type", "result");
     if let Some(id) = iq.attr("id") {
         r.set_attr("id", id);
+    }
+    if let Some(to) = iq.attr("to") {
+        r.set_attr("from", to);
     }
     if let Some(from) = iq.attr("from") {
         r.set_attr("to", from);
