@@ -41,6 +41,14 @@ pub enum EngineError {
     Directory(#[from] DirectoryError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Destination(crate::stomp::destination::DestinationError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
 /// The authentication and authorization sources in use; swappable at run time
 /// (the Node addon installs JS callbacks after construction).
 #[derive(Clone)]
@@ -55,6 +63,7 @@ pub struct Shared {
     pub router: Router,
     auth: RwLock<AuthSources>,
     pub presence: PresenceService,
+    events: tokio::sync::broadcast::Sender<EngineEvent>,
     presence_store: RwLock<Arc<dyn PresenceStore>>,
     directory: RwLock<Arc<dyn Directory>>,
     pub shutdown: CancellationToken,
@@ -83,6 +92,22 @@ impl std::ops::Deref for Engine {
         &self.shared
     }
 }
+
+/// What happened in the engine, for the Node addon's `engine.on(...)` and
+/// the admin stream. Sent on a bounded broadcast channel: a listener that
+/// falls behind loses the oldest events, the engine never waits.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum EngineEvent {
+    #[serde(rename_all = "camelCase")]
+    Session { event: &'static str, session: u64, uid: String, protocol: &'static str, transport: &'static str, reason: Option<String> },
+    #[serde(rename_all = "camelCase")]
+    Presence { uid: String, state: &'static str, status: String },
+    #[serde(rename_all = "camelCase")]
+    Message { vhost: String, exchange: String, routing_key: String, destination: String, headers: Vec<(String, String)>, body: String, sender: Option<String> },
+}
+
+const EVENT_BACKLOG: usize = 4096;
 
 /// A snapshot for stats, the admin API and the Node addon.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -114,6 +139,7 @@ impl Engine {
                 router,
                 auth: RwLock::new(AuthSources { authenticator: users.clone(), authorizer: users }),
                 presence: PresenceService::new(&config.node.name),
+                events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
                 presence_store: RwLock::new(Arc::new(MemoryPresence::default())),
                 directory: RwLock::new(Arc::new(MemoryDirectory::from_config(&config))),
                 shutdown: CancellationToken::new(),
@@ -132,6 +158,98 @@ impl Engine {
 
     pub fn set_auth(&self, sources: AuthSources) {
         *self.auth.write() = sources;
+    }
+
+    /// Engine events from now on (sessions, presence, messages).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<EngineEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: impl FnOnce() -> EngineEvent) {
+        // Built only when someone listens: message events copy the body.
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event());
+        }
+    }
+
+    /// A session authenticated: it is in the hub from now on.
+    pub fn session_opened(&self, s: &Arc<SessionHandle>) {
+        self.hub.register(s.clone());
+        self.emit(|| EngineEvent::Session {
+            event: "open",
+            session: s.id,
+            uid: s.uid.to_string(),
+            protocol: s.protocol,
+            transport: s.transport,
+            reason: None,
+        });
+    }
+
+    /// A session ended: out of the hub.
+    pub fn session_closed(&self, s: &SessionHandle) {
+        if self.hub.unregister(s.id).is_some() {
+            self.emit(|| EngineEvent::Session {
+                event: "close",
+                session: s.id,
+                uid: s.uid.to_string(),
+                protocol: s.protocol,
+                transport: s.transport,
+                reason: s.close_reason().map(|r| r.to_string()),
+            });
+        }
+    }
+
+    /// Routes a message in a vhost: every publish (STOMP SEND, XMPP message,
+    /// the API) goes through here.
+    pub fn route(&self, vhost: &crate::router::Vhost, message: Message) -> Result<usize, RouteError> {
+        self.emit(|| EngineEvent::Message {
+            vhost: vhost.name.to_string(),
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+            destination: message.destination(),
+            headers: message.headers.clone(),
+            body: String::from_utf8_lossy(&message.body).into_owned(),
+            sender: message.sender.clone(),
+        });
+        vhost.publish(message)
+    }
+
+    /// Publishes to a STOMP-style destination (`/exchange/feed/alice`,
+    /// `/topic/a.b`, `/queue/jobs`, `/amq/queue/jobs`) on the default vhost,
+    /// as the application (no permission check). A `/queue/` destination
+    /// declares the queue (durable), as a STOMP SEND would.
+    pub fn publish_to(&self, destination: &str, headers: Vec<(String, String)>, body: Bytes) -> Result<usize, PublishError> {
+        use crate::stomp::destination::Destination;
+        let vhost = self.router.vhost(&self.config.stomp.default_vhost)?;
+        let (exchange, key) = match Destination::parse(destination).map_err(PublishError::Destination)? {
+            Destination::Exchange { exchange, key } => (exchange, key),
+            Destination::Topic(key) => ("amq.topic".to_owned(), key),
+            Destination::Queue(q) => {
+                let opts = crate::router::QueueOptions { durable: true, exclusive: None, auto_delete: false };
+                vhost.declare_queue(&q, opts, None)?;
+                (String::new(), q)
+            }
+            Destination::AmqQueue(q) | Destination::ReplyQueue(q) => {
+                if vhost.queue(&q).is_none() {
+                    return Err(RouteError::NoQueue(q, vhost.name.to_string()).into());
+                }
+                (String::new(), q)
+            }
+            Destination::TempQueue(_) => return Err(PublishError::Destination(crate::stomp::destination::DestinationError::Unknown(destination.to_owned()))),
+        };
+        Ok(self.route(vhost, Message::new(exchange, key, headers, body))?)
+    }
+
+    /// Sets the presence of a user's STOMP (and other non-XMPP) sessions, as
+    /// the application decides it (XMPP resources set their own). Returns
+    /// how many sessions it applied to; a user without such sessions is
+    /// unchanged (presence follows connections).
+    pub async fn set_user_presence(&self, uid: &str, availability: Availability, status: &str) -> usize {
+        let sessions: Vec<Arc<SessionHandle>> = self.hub.user_sessions(uid).into_iter().filter(|s| s.protocol != "xmpp").collect();
+        for s in &sessions {
+            self.set_session_presence(s, &format!("{}-{}", s.protocol, s.id), availability, status, 0).await;
+        }
+        sessions.len()
     }
 
     pub fn presence_store(&self) -> Arc<dyn PresenceStore> {
@@ -184,6 +302,11 @@ impl Engine {
         if aggregate_changed {
             let store = self.presence_store();
             let change = self.presence.sync_store(store.as_ref(), uid).await;
+            self.emit(|| EngineEvent::Presence {
+                uid: uid.to_owned(),
+                state: change.availability.as_str(),
+                status: change.status.clone(),
+            });
             for p in &projects {
                 let r = if change.availability == Availability::Offline {
                     store.remove_online(&p.id, uid).await
@@ -338,7 +461,7 @@ impl Engine {
     /// Publishes in-process, as a client's SEND would (no permission check:
     /// the caller is the application itself). Returns how many queues took it.
     pub fn publish(&self, vhost: &str, exchange: &str, routing_key: &str, headers: Vec<(String, String)>, body: Bytes) -> Result<usize, RouteError> {
-        self.router.vhost(vhost)?.publish(Message::new(exchange, routing_key, headers, body))
+        self.route(self.router.vhost(vhost)?, Message::new(exchange, routing_key, headers, body))
     }
 
     /// Pushes to every session of one user, on the default vhost's `feed` exchange.

@@ -320,7 +320,7 @@ impl Session {
                 (floor(cy), floor(cx))
             }
         };
-        engine.hub.register(handle.clone());
+        engine.session_opened(&handle);
         let now = Instant::now();
         Ok(Session {
             engine: engine.clone(),
@@ -651,7 +651,7 @@ impl Session {
         }
         let mut message = Message::new(exchange, key, headers, frame.body);
         message.sender = Some(self.identity.uid.clone());
-        self.vhost.publish(message).map_err(route_error)?;
+        self.engine.route(&self.vhost, message).map_err(route_error)?;
         Ok(())
     }
 
@@ -818,8 +818,8 @@ impl Session {
             }
             let _ = &sub.id;
         }
-        self.engine.hub.unregister(self.handle.id);
         self.handle.close(CloseReason::new(CloseCode::Normal, "session ended"));
+        self.engine.session_closed(&self.handle);
         self.engine.remove_session_presence(&self.handle, &self.presence_resource()).await;
     }
 

@@ -461,7 +461,7 @@ impl Session {
         for p in &projects {
             let _ = vhost.bind(&project_x, &queue, p, None);
         }
-        self.engine.hub.register(handle.clone());
+        self.engine.session_opened(&handle);
         let consumer = queue.consume(handle.clone(), Arc::from("xmpp"), AckMode::Auto, 0);
         let reply = iq_result(iq).with_child(
             Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(jid.to_string())),
@@ -750,7 +750,7 @@ impl Session {
         };
         let mut message = Message::new(exchange, key, headers, Bytes::from(body));
         message.sender = Some(self.uid().to_owned());
-        if let Err(e) = self.engine.router.vhost(&vhost).and_then(|v| v.publish(message)) {
+        if let Err(e) = self.engine.router.vhost(&vhost).and_then(|v| self.engine.route(v, message)) {
             tracing::warn!(error = %e, "XMPP message not routed");
             let reply = stanza_error(&m, "wait", "internal-server-error");
             return self.send(tx, &reply).await;
@@ -874,8 +874,8 @@ impl Session {
                 v.delete_queue(&b.queue.name);
             }
         }
-        self.engine.hub.unregister(b.handle.id);
         b.handle.close(CloseReason::new(CloseCode::Normal, "session ended"));
+        self.engine.session_closed(&b.handle);
         let resource = b.jid.resource.clone().unwrap_or_default();
         // Unavailable goes out whether the client said goodbye or vanished.
         self.engine.remove_session_presence(&b.handle, &resource).await;
