@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Run Herald's cross-language test suites: pytest (stomp.py over TCP) and node --test
-# (@stomp/stompjs over /ws, stompjs 2.3 + sockjs-client over /stomp).
+# Run Herald's cross-language test suites: pytest (stomp.py over STOMP/TCP, slixmpp over
+# XMPP c2s + STARTTLS) and node --test (@stomp/stompjs over /ws, stompjs 2.3 + sockjs-client
+# over /stomp, strophe.js over BOSH and XMPP WebSocket, headless Chromium over BOSH, and the
+# XMPP scenarios again with Redis presence + MongoDB directory).
 #
-# Installs what is missing: python3/venv/node/npm via apt-get (Debian, as root), a venv at
+# Installs what is missing: python3/venv/node/npm and chromium via apt-get (Debian, as root),
+# redis-server and SecantusDB (a MongoDB-wire server) via tests/services/install.sh, a venv at
 # $HERALD_VENV (default /var/tmp/herald-venv) with tests/requirements.txt, and the npm
 # workspace (npm ci at the repo root) when node_modules is missing or stale.
+# A dependency that cannot be installed fails the run; no test is skipped for want of it.
 #
 # The server binary is $HERALD_BIN or ${CARGO_TARGET_DIR:-/var/tmp/herald-target}/debug/herald;
 # it is not built here. Extra arguments are passed to pytest (e.g. -k heartbeat).
@@ -37,6 +41,8 @@ else
 fi
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# Headless browser for js/xmpp-browser.test.mjs (driven by playwright-core).
+[ -x "${HERALD_CHROMIUM:-/usr/bin/chromium}" ] || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "run.sh: installing ${need[*]}"
   apt_install "${need[@]}"
@@ -46,6 +52,11 @@ python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || {
   exit 1
 }
 
+# --- services for the Redis + MongoDB run (redis-server, secantusd-py) ---------
+if [ -f "$HERE/services/install.sh" ]; then
+  HERALD_VENV="$VENV" bash "$HERE/services/install.sh"
+fi
+
 # --- python venv ------------------------------------------------------------
 req_stamp="$VENV/.herald-requirements.sha256"
 req_sum="$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1)"
@@ -54,7 +65,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 if [ "$(cat "$req_stamp" 2>/dev/null || true)" != "$req_sum" ] ||
-  ! "$VENV/bin/python" -c 'import stomp, pytest, pytest_timeout' 2>/dev/null; then
+  ! "$VENV/bin/python" -c 'import stomp, pytest, pytest_timeout, slixmpp' 2>/dev/null; then
   echo "run.sh: installing tests/requirements.txt into $VENV"
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$HERE/requirements.txt"
   echo "$req_sum" >"$req_stamp"
@@ -73,6 +84,32 @@ if [ ! -f "$hidden_lock" ] || [ "$ROOT/package-lock.json" -nt "$hidden_lock" ] |
   fi
 fi
 
+# Every module the suites import must resolve (XMPP suites: strophe.js 5 + its Node peers,
+# playwright-core for Chromium, the mongodb driver for seeding).
+node_ok() {
+  (cd "$HERE" && node -e "
+    for (const m of ['@stomp/stompjs', 'stompjs', 'sockjs-client', 'ws', 'strophe.js', '@xmldom/xmldom',
+                     'saxes', 'playwright-core', 'mongodb']) require.resolve(m);
+    if (require('strophe.js/package.json').version.split('.')[0] !== '5') process.exit(1);
+  ") >/dev/null 2>&1
+}
+if ! node_ok; then
+  echo "run.sh: npm modules missing; running npm install"
+  (cd "$ROOT" && npm install --no-audit --no-fund)
+  node_ok || { echo "run.sh: npm modules still missing after npm install" >&2; exit 1; }
+fi
+
+# --- required services and browser -------------------------------------------
+missing=()
+command -v redis-server >/dev/null || missing+=("redis-server (tests/services/install.sh)")
+[ -x "$VENV/bin/secantusd-py" ] || command -v secantusd-py >/dev/null || missing+=("secantusd-py (tests/services/install.sh)")
+[ -x "${HERALD_CHROMIUM:-/usr/bin/chromium}" ] || missing+=("chromium (apt-get install chromium)")
+if [ "${#missing[@]}" -gt 0 ]; then
+  printf 'run.sh: missing: %s\n' "${missing[@]}" >&2
+  exit 1
+fi
+mkdir -p "$HERE/artifacts"
+
 # --- run --------------------------------------------------------------------
 echo "run.sh: herald binary: $HERALD_BIN"
 if [ ! -x "$HERALD_BIN" ]; then
@@ -80,14 +117,16 @@ if [ ! -x "$HERALD_BIN" ]; then
 fi
 
 py_rc=0
-echo "=== pytest (stomp.py over STOMP/TCP) ==="
+echo "=== pytest (stomp.py over STOMP/TCP, slixmpp over XMPP c2s + STARTTLS) ==="
 (cd "$HERE" && "$VENV/bin/python" -m pytest -p no:cacheprovider "$@") || py_rc=$?
 
 node_flags=(--test)
 node --test-concurrency=1 -e 0 >/dev/null 2>&1 && node_flags+=(--test-concurrency=1)
 node --test-reporter=spec -e 0 >/dev/null 2>&1 && node_flags+=(--test-reporter=spec)
+# hard bound per test on top of the per-wait timeouts inside the tests
+node --test-timeout=120000 -e 0 >/dev/null 2>&1 && node_flags+=(--test-timeout=120000)
 js_rc=0
-echo "=== node --test (@stomp/stompjs over /ws, stompjs 2.3 + SockJS over /stomp) ==="
+echo "=== node --test (@stomp/stompjs, stompjs 2.3 + SockJS, strophe.js over BOSH/WebSocket, Chromium, Redis+MongoDB) ==="
 (cd "$HERE" && node "${node_flags[@]}" js/*.test.mjs) || js_rc=$?
 
 echo "run.sh: pytest exit=$py_rc, node --test exit=$js_rc"

@@ -317,9 +317,92 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Permissions (per vhost) for users that list none of their own. Empty
-    /// means such users may not open any vhost, as in RabbitMQ.
+    /// Permissions (per vhost) for users that list none of their own, and
+    /// for JWT-authenticated users that are not `[[users]]` (when there is no
+    /// HTTP backend). Empty means such users may not open any vhost, as in RabbitMQ.
     pub default_permissions: BTreeMap<String, PermissionConfig>,
+    /// The rabbitmq-auth-backend-http protocol: ask a web service.
+    pub http: Option<HttpAuthConfig>,
+    /// JWT bearer tokens as the password (STOMP passcode, SASL PLAIN).
+    pub jwt: Option<JwtConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAuthMethod {
+    /// Parameters in the query string (RabbitMQ's default).
+    #[default]
+    Get,
+    /// Parameters as an `application/x-www-form-urlencoded` body.
+    Post,
+}
+
+/// `[auth.http]`: the URLs of rabbitmq-auth-backend-http. An unset
+/// `vhost_path`, `resource_path` or `topic_path` answers "allow".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpAuthConfig {
+    /// Required: asked with `username` and `password`.
+    pub user_path: String,
+    pub vhost_path: Option<String>,
+    pub resource_path: Option<String>,
+    pub topic_path: Option<String>,
+    pub method: HttpAuthMethod,
+    /// Each request, connect to last body byte, ms.
+    pub timeout_ms: u64,
+    /// How long answers (allow and deny) are reused, ms; 0 disables the cache.
+    pub cache_ttl_ms: u64,
+    /// Most cached answers; the oldest go first.
+    pub cache_max_entries: usize,
+}
+
+impl Default for HttpAuthConfig {
+    fn default() -> Self {
+        HttpAuthConfig {
+            user_path: String::new(),
+            vhost_path: None,
+            resource_path: None,
+            topic_path: None,
+            method: HttpAuthMethod::Get,
+            timeout_ms: 2000,
+            cache_ttl_ms: 30_000,
+            cache_max_entries: 100_000,
+        }
+    }
+}
+
+/// `[auth.jwt]`: HS256 and/or RS256 tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// Shared secret for HS256 tokens.
+    pub hs256_secret: Option<String>,
+    /// PEM file with the RSA public key for RS256 tokens (`PUBLIC KEY` or `RSA PUBLIC KEY`).
+    pub rs256_public_key: Option<PathBuf>,
+    /// Required `iss` when set.
+    pub issuer: Option<String>,
+    /// Required `aud` (one of them, when the token has a list) when set.
+    pub audience: Option<String>,
+    /// Claim holding the user id; must equal the login.
+    pub uid_claim: String,
+    /// Clock skew allowed for `exp` and `nbf`, seconds.
+    pub leeway_secs: u64,
+    /// Claim holding the user's tags (array of strings, or one space-separated string).
+    pub tags_claim: Option<String>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            hs256_secret: None,
+            rs256_public_key: None,
+            issuer: None,
+            audience: None,
+            uid_claim: "sub".into(),
+            leeway_secs: 30,
+            tags_claim: None,
+        }
+    }
 }
 
 /// RabbitMQ-style permission patterns (regular expressions matched against
@@ -489,6 +572,7 @@ impl Config {
             Ok(())
         };
         check_perms("auth.default_permissions", &self.auth.default_permissions)?;
+        self.auth.validate()?;
         let mut names = std::collections::HashSet::new();
         for (i, u) in self.users.iter().enumerate() {
             let key = format!("users[{i}]");
@@ -519,6 +603,56 @@ impl Config {
             }
             if !ids.insert(&p.id) {
                 return Err(invalid(format!("projects[{i}].id"), format!("duplicate project {:?}", p.id)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(h) = &self.http {
+            if h.user_path.is_empty() {
+                return Err(invalid("auth.http.user_path", "required when [auth.http] is set"));
+            }
+            let paths = [
+                ("auth.http.user_path", Some(&h.user_path)),
+                ("auth.http.vhost_path", h.vhost_path.as_ref()),
+                ("auth.http.resource_path", h.resource_path.as_ref()),
+                ("auth.http.topic_path", h.topic_path.as_ref()),
+            ];
+            for (key, value) in paths {
+                let Some(value) = value else { continue };
+                match url::Url::parse(value) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                    Ok(u) => return Err(invalid(key, format!("{value:?} is not an http:// or https:// URL (scheme {:?})", u.scheme()))),
+                    Err(e) => return Err(invalid(key, format!("{value:?} is not a URL: {e}"))),
+                }
+            }
+            if h.timeout_ms == 0 {
+                return Err(invalid("auth.http.timeout_ms", "must be greater than 0"));
+            }
+            if h.cache_ttl_ms > 0 && h.cache_max_entries == 0 {
+                return Err(invalid("auth.http.cache_max_entries", "must be at least 1 (set cache_ttl_ms = 0 to disable the cache)"));
+            }
+        }
+        if let Some(j) = &self.jwt {
+            if j.hs256_secret.is_none() && j.rs256_public_key.is_none() {
+                return Err(invalid("auth.jwt", "set hs256_secret, rs256_public_key or both"));
+            }
+            if j.hs256_secret.as_deref() == Some("") {
+                return Err(invalid("auth.jwt.hs256_secret", "must not be empty"));
+            }
+            if let Some(path) = &j.rs256_public_key {
+                crate::auth::jwt::load_rsa_public_key(path).map_err(|e| invalid("auth.jwt.rs256_public_key", e))?;
+            }
+            for (key, value) in [("auth.jwt.issuer", &j.issuer), ("auth.jwt.audience", &j.audience), ("auth.jwt.tags_claim", &j.tags_claim)] {
+                if value.as_deref() == Some("") {
+                    return Err(invalid(key, "must not be empty (leave it out instead)"));
+                }
+            }
+            if j.uid_claim.is_empty() {
+                return Err(invalid("auth.jwt.uid_claim", "must not be empty"));
             }
         }
         Ok(())
@@ -560,5 +694,49 @@ mod tests {
         assert!(err.contains("listen"), "{err}");
         let c = Config::from_toml_str("[http]\nlisten = \"off\"\n").unwrap();
         assert!(c.http.listen.is_none());
+    }
+
+    #[test]
+    fn auth_sources_are_validated() {
+        let err = |text: &str| Config::from_toml_str(text).unwrap_err().to_string();
+        let c = Config::from_toml_str("[auth.http]\nuser_path = \"http://127.0.0.1:3000/auth/user\"\n").unwrap();
+        let h = c.auth.http.unwrap();
+        assert_eq!((h.method, h.timeout_ms, h.cache_ttl_ms, h.cache_max_entries), (HttpAuthMethod::Get, 2000, 30_000, 100_000));
+        assert!(h.vhost_path.is_none());
+        let e = err("[auth.http]\nvhost_path = \"http://x/v\"\n");
+        assert!(e.contains("auth.http.user_path"), "{e}");
+        let e = err("[auth.http]\nuser_path = \"ftp://x/u\"\n");
+        assert!(e.contains("auth.http.user_path") && e.contains("http"), "{e}");
+        let e = err("[auth.http]\nuser_path = \"http://x/u\"\ntopic_path = \"not a url\"\n");
+        assert!(e.contains("auth.http.topic_path"), "{e}");
+        let e = err("[auth.http]\nuser_path = \"http://x/u\"\nmethod = \"put\"\n");
+        assert!(e.contains("method"), "{e}");
+        let e = err("[auth.http]\nuser_path = \"http://x/u\"\ntimeout_ms = 0\n");
+        assert!(e.contains("auth.http.timeout_ms"), "{e}");
+        let e = err("[auth.http]\nuser_path = \"http://x/u\"\nuser_pth = \"\"\n");
+        assert!(e.contains("user_pth"), "{e}");
+        let c = Config::from_toml_str("[auth.http]\nuser_path = \"https://auth.example/u\"\nmethod = \"post\"\ncache_ttl_ms = 0\n").unwrap();
+        assert_eq!(c.auth.http.unwrap().method, HttpAuthMethod::Post);
+
+        let c = Config::from_toml_str("[auth.jwt]\nhs256_secret = \"k\"\n").unwrap();
+        let j = c.auth.jwt.unwrap();
+        assert_eq!((j.uid_claim.as_str(), j.leeway_secs), ("sub", 30));
+        let e = err("[auth.jwt]\nissuer = \"me\"\n");
+        assert!(e.contains("auth.jwt") && e.contains("hs256_secret"), "{e}");
+        let e = err("[auth.jwt]\nhs256_secret = \"\"\n");
+        assert!(e.contains("auth.jwt.hs256_secret"), "{e}");
+        let e = err("[auth.jwt]\nrs256_public_key = \"/nonexistent/key.pem\"\n");
+        assert!(e.contains("auth.jwt.rs256_public_key") && e.contains("/nonexistent/key.pem"), "{e}");
+        let dir = std::env::temp_dir().join(format!("herald-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.pem");
+        std::fs::write(&bad, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap();
+        let e = err(&format!("[auth.jwt]\nrs256_public_key = {:?}\n", bad.display().to_string()));
+        assert!(e.contains("auth.jwt.rs256_public_key") && e.contains("bad.pem"), "{e}");
+        let e = err("[auth.jwt]\nhs256_secret = \"k\"\naudience = \"\"\n");
+        assert!(e.contains("auth.jwt.audience"), "{e}");
+        let good = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/jwt-rs256-public.pem");
+        Config::from_toml_str(&format!("[auth.jwt]\nrs256_public_key = {good:?}\n")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

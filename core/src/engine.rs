@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, Authorizer, ConfigUsers};
+use crate::auth::{Authenticator, Authorizer};
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryError, MemoryDirectory};
 use crate::presence::service::{PresenceNotice, PresenceService, ResourceState};
@@ -130,14 +130,14 @@ impl Engine {
 
     pub fn with_store(config: Config, store: Arc<dyn QueueStore>) -> Result<Engine, EngineError> {
         config.validate()?;
-        let users = Arc::new(ConfigUsers::from_config(&config));
+        let auth = crate::auth::Chain::from_config(&config)?.into();
         let router = Router::new(&config, store)?;
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         Ok(Engine {
             shared: Arc::new(Shared {
                 hub: Hub::default(),
                 router,
-                auth: RwLock::new(AuthSources { authenticator: users.clone(), authorizer: users }),
+                auth: RwLock::new(auth),
                 presence: PresenceService::new(&config.node.name),
                 events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
                 presence_store: RwLock::new(Arc::new(MemoryPresence::default())),
@@ -274,13 +274,17 @@ impl Engine {
     /// sessions of the user's contacts (and the user's own) per resource.
     pub async fn set_session_presence(&self, session: &SessionHandle, resource: &str, availability: Availability, status: &str, priority: i8) {
         let state = ResourceState { session: session.id, resource: resource.to_owned(), availability, status: status.to_owned(), priority };
-        let (before, after) = self.presence.update(&session.uid, session.id, Some(state.clone()));
-        self.announce(&session.uid, state, before != after).await;
+        let update = self.presence.update(&session.uid, session.id, Some(state.clone()));
+        self.announce(&session.uid, state, update.aggregate_changed).await;
     }
 
-    /// Forgets a session's presence (it ended or sent unavailable).
+    /// Forgets a session's presence (it ended or sent unavailable). Only a
+    /// session that had announced itself is announced gone, once.
     pub async fn remove_session_presence(&self, session: &SessionHandle, resource: &str) {
-        let (before, after) = self.presence.update(&session.uid, session.id, None);
+        let update = self.presence.update(&session.uid, session.id, None);
+        if !update.existed {
+            return;
+        }
         let gone = ResourceState {
             session: session.id,
             resource: resource.to_owned(),
@@ -288,7 +292,7 @@ impl Engine {
             status: String::new(),
             priority: 0,
         };
-        self.announce(&session.uid, gone, before != after).await;
+        self.announce(&session.uid, gone, update.aggregate_changed).await;
     }
 
     async fn announce(&self, uid: &str, state: ResourceState, aggregate_changed: bool) {

@@ -4,6 +4,7 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { uid, sleep } from './harness.mjs';
 import {
   startXmppHerald,
@@ -21,6 +22,25 @@ import {
 import { defineXmppScenarios } from './xmpp-scenarios.mjs';
 
 const ctx = { transport: 'bosh', altPath: '/bosh', groups: { p1: 'p1', p2: 'p2' } };
+
+// POST a body on a fresh connection and destroy the connection after `ms` (a browser
+// aborting a held BOSH request when the page unloads).
+async function rawPostThenDrop(url, xml, ms) {
+  const u = new URL(url);
+  const req = http.request({
+    method: 'POST',
+    hostname: u.hostname,
+    port: u.port,
+    path: u.pathname,
+    headers: { 'Content-Type': 'text/xml; charset=utf-8', 'Content-Length': Buffer.byteLength(xml) },
+    agent: false,
+  });
+  req.on('error', () => {});
+  req.on('response', (res) => res.resume());
+  req.end(xml);
+  await sleep(ms);
+  req.destroy();
+}
 
 before(async () => {
   ctx.server = await startXmppHerald();
@@ -184,7 +204,8 @@ describe('BOSH over raw HTTP', () => {
     const { sid } = first.conn._proto;
     const rid = first.conn._proto.rid; // the next rid the page would use
     const jid = first.jid;
-    first.kill(); // the page goes away without a terminate
+    first.kill(); // the page goes away without a terminate (the browser aborts the held request)
+    await sleep(500); // the new page loads
     const second = new XmppClient(ctx.server.boshUrl);
     t.after(() => second.close());
     await second.attach(jid, sid, rid);
@@ -194,6 +215,35 @@ describe('BOSH over raw HTTP', () => {
     second.chat('bob@localhost', 'still here');
     await bob.waitMessage((x) => childText(x, 'body') === 'still here', 5000, 'chat from the re-attached session');
     await bob.presences.expectNone((p) => p.getAttribute('from') === jid && p.getAttribute('type') === 'unavailable', 300, 'unavailable for the reloaded page');
+  });
+
+  test('a held request dropped by the client (page navigation) does not end the session, and a stanza sent meanwhile is not lost', async () => {
+    // XEP-0124 §14.3: the client may repeat the rid of a request whose response it never got;
+    // the next rid must not be taken for overactivity/too-fast polling (§11/§12).
+    const bob = await XmppClient.connect(ctx.server.boshUrl, 'bob');
+    try {
+      const b = new RawBosh(ctx.server.boshUrl);
+      const jid = await b.login('alice', 'secret', 'navigate', { wait: 5 });
+      b.rid += 1;
+      const heldXml = b.bodyXml({ rid: b.rid, sid: b.sid, xmlns: NS.HTTPBIND });
+      const held = rawPostThenDrop(ctx.server.boshUrl, heldXml, 300); // the page navigates away
+      await held;
+      await sleep(100);
+      bob.chat(jid, 'sent during the reload', { id: 'reload-gap' });
+      await sleep(500);
+      const next = await b.send();
+      assert.notEqual(next.body && next.body.getAttribute('type'), 'terminate', `the next request ended the session:\n>> ${b.bodyXml({ rid: b.rid, sid: b.sid, xmlns: NS.HTTPBIND })}\n<< ${next.text}`);
+      let got = b.received.find((e) => e.localName === 'message' && childText(e, 'body') === 'sent during the reload');
+      if (!got) {
+        const again = await b.postRaw(heldXml); // repeat the rid whose response was lost
+        assert.notEqual(again.body && again.body.getAttribute('type'), 'terminate', again.text);
+        got = b.received.find((e) => e.localName === 'message' && childText(e, 'body') === 'sent during the reload');
+      }
+      assert.ok(got, `stanza lost: neither rid ${b.rid} nor a repeat of rid ${b.rid - 1} returned it; received ${b.received.map(ser).join(' ')}`);
+      await b.send('', { type: 'terminate' });
+    } finally {
+      await bob.close();
+    }
   });
 
   test('raw re-attach: the kept sid with the next rid goes on after the old requests are dropped', async () => {

@@ -152,6 +152,8 @@ after(async () => {
 });
 
 test('chromium page on another origin: BOSH login, roster, presence and a chat from Node', async (t) => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  fs.rmSync(path.join(ARTIFACTS, 'xmpp-browser-failed.png'), { force: true });
   const bob = await track(t, XmppClient.connect(herald.xmppWsUrl, 'bob', { presence: true }));
   const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
   t.after(() => context.close().catch(() => {}));
@@ -189,7 +191,6 @@ test('chromium page on another origin: BOSH login, roster, presence and a chat f
   }, bob.jid);
   await bob.waitMessage((x) => childText(x, 'body') === 'hi node, from chromium', 8000, 'chat from the browser');
 
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: path.join(ARTIFACTS, 'xmpp-browser.png'), fullPage: true });
   const state = await page.evaluate(() => window.state);
   const failed = state.checks.filter((c) => !c.ok);

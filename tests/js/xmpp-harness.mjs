@@ -181,7 +181,8 @@ export class Inbox {
         const j = this.waiters.indexOf(w);
         if (j >= 0) this.waiters.splice(j, 1);
         const seen = this.items.map((x) => (x && x.nodeType ? ser(x) : JSON.stringify(x))).slice(-8);
-        reject(new Error(`timed out after ${ms}ms waiting for ${what}; unmatched ${this.name}s received:\n  ${seen.join('\n  ') || '(none)'}`));
+        const desc = typeof what === 'function' ? what() : what;
+        reject(new Error(`timed out after ${ms}ms waiting for ${desc}; unmatched ${this.name}s received:\n  ${seen.join('\n  ') || '(none)'}`));
       }, ms);
       this.waiters.push(w);
     });
@@ -360,12 +361,13 @@ export class XmppClient {
     }));
   }
 
+  // `what` is described lazily, so the traffic in a timeout message is the traffic at the timeout.
   waitMessage(pred = () => true, ms = 5000, what = 'message') {
-    return this.messages.waitFor(pred, ms, `${this.user}: ${what}\ntraffic:\n${this.dump(15)}`);
+    return this.messages.waitFor(pred, ms, () => `${this.user}: ${what}\ntraffic:\n${this.dump(15)}`);
   }
 
   waitPresence(pred = () => true, ms = 5000, what = 'presence') {
-    return this.presences.waitFor(pred, ms, `${this.user}: ${what}\ntraffic:\n${this.dump(15)}`);
+    return this.presences.waitFor(pred, ms, () => `${this.user}: ${what}\ntraffic:\n${this.dump(15)}`);
   }
 
   // Graceful: Strophe sends unavailable presence and closes the stream / terminates BOSH.

@@ -216,8 +216,11 @@ export function defineXmppScenarios(ctx) {
     const alice = await online(t, 'alice');
     await bob.waitPresence(isAvailableFrom(alice.jid), 5000, 'alice online');
     const aliceJid = alice.jid;
-    await alice.disconnect();
+    await alice.disconnect(); // strophe sends <presence type='unavailable'/>, then closes
     await bob.waitPresence(isUnavailableFrom(aliceJid), 5000, `unavailable from ${aliceJid}`);
+    // the server adds its own unavailable only for a session that ends while available
+    // (RFC 6121 §4.5.3); ejabberd sends exactly one here
+    await bob.presences.expectNone(isUnavailableFrom(aliceJid), 700, `a second unavailable from ${aliceJid}`);
     await redisCheck('alice removed from online:p1', async () => !(await ctx.redis.client.smembers(rkey('online:p1'))).includes('alice'));
     await redisCheck('presence hash gone or offline', async () => {
       const h = await ctx.redis.client.hgetall(rkey('presence:alice'));
@@ -225,7 +228,7 @@ export function defineXmppScenarios(ctx) {
     });
   });
 
-  test(`available resource sees its own other resource come and go; bare presence only once per resource (${T()})`, async (t) => {
+  test(`per-resource presence: a second resource comes and goes while the first stays available (${T()})`, async (t) => {
     const bob = await online(t, 'bob');
     const a1 = await online(t, 'alice', { resource: 'one' });
     await bob.waitPresence(isAvailableFrom(a1.jid), 5000, 'alice/one');

@@ -86,6 +86,55 @@ impl ConfigUsers {
     fn patterns(&self, who: &Identity, vhost: &str) -> Option<&Patterns> {
         self.users.get(&who.uid)?.permissions.get(vhost)
     }
+
+    /// Whether `uid` is one of the `[[users]]`.
+    pub fn contains(&self, uid: &str) -> bool {
+        self.users.contains_key(uid)
+    }
+}
+
+/// `auth.default_permissions` as an authorizer, for users authenticated by
+/// another source (a JWT) that are not `[[users]]`. Topics: allowed, as for
+/// config users.
+#[derive(Debug)]
+pub struct DefaultPermissions {
+    /// vhost → patterns.
+    permissions: HashMap<String, Patterns>,
+}
+
+impl DefaultPermissions {
+    pub fn from_config(config: &Config) -> DefaultPermissions {
+        let permissions = config.auth.default_permissions.iter().map(|(v, p)| (v.clone(), Patterns::compile(p))).collect();
+        DefaultPermissions { permissions }
+    }
+}
+
+impl Authorizer for DefaultPermissions {
+    fn vhost<'a>(&'a self, _who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move { Ok(self.permissions.contains_key(vhost)) })
+    }
+
+    fn resource<'a>(
+        &'a self,
+        _who: &'a Identity,
+        vhost: &'a str,
+        _kind: ResourceKind,
+        name: &'a str,
+        permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move { Ok(self.permissions.get(vhost).is_some_and(|p| p.allows(permission, name))) })
+    }
+
+    fn topic<'a>(
+        &'a self,
+        _who: &'a Identity,
+        _vhost: &'a str,
+        _exchange: &'a str,
+        _routing_key: &'a str,
+        _permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move { Ok(true) })
+    }
 }
 
 /// Compares without an early exit, so timing does not reveal a prefix.
@@ -114,6 +163,11 @@ impl Authenticator for ConfigUsers {
                 Err(AuthError::Refused)
             }
         })
+    }
+
+    fn offers_scram(&self) -> bool {
+        // Argon2-hashed users can only use PLAIN.
+        self.users.values().all(|u| matches!(u.secret, Secret::Plain(_)))
     }
 
     fn scram_credentials<'a>(
@@ -220,6 +274,9 @@ permissions = {{ "/" = {{ configure = "", write = "", read = "q-.*" }} }}
         let id = u.authenticate("hashed", "s3cret").await.unwrap();
         assert_eq!(id.tags, ["administrator"]);
         assert_eq!(u.authenticate("hashed", "s3cre").await, Err(AuthError::Refused));
+        assert!(!u.offers_scram(), "an argon2-hashed user cannot do SCRAM, so it is not offered");
+        let plain_only = ConfigUsers::from_config(&Config::from_toml_str("[[users]]\nname = \"a\"\npassword = \"pw\"\n").unwrap());
+        assert!(plain_only.offers_scram());
     }
 
     #[tokio::test]

@@ -6,14 +6,26 @@
 //! RabbitMQ: per vhost, three regular expressions (configure, write, read)
 //! matched against exchange and queue names; topic permissions check the
 //! routing key for topic exchanges.
+//!
+//! The engine builds a [`Chain`] from `[auth]`: a JWT as the password
+//! ([`JwtAuth`]), then the HTTP backend ([`HttpBackend`]), then `[[users]]`
+//! ([`ConfigUsers`]).
 
+pub mod chain;
 pub mod config_users;
+pub mod http;
+pub mod jwt;
 pub mod sasl;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::future::Future;
 use std::pin::Pin;
 
-pub use config_users::ConfigUsers;
+pub use chain::Chain;
+pub use config_users::{ConfigUsers, DefaultPermissions};
+pub use http::HttpBackend;
+pub use jwt::JwtAuth;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -26,7 +38,7 @@ pub struct Identity {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
     Configure,
     Write,
@@ -43,7 +55,7 @@ impl Permission {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResourceKind {
     Exchange,
     Queue,
@@ -73,6 +85,14 @@ pub enum AuthError {
 /// and must not block the runtime (hashing runs on a blocking thread).
 pub trait Authenticator: Send + Sync + 'static {
     fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>>;
+
+    /// Whether every user this source accepts can use SCRAM. XMPP offers
+    /// the SCRAM mechanisms only then: clients pick the strongest offered
+    /// mechanism, and a user known only to an HTTP backend or by a JWT has
+    /// no stored credentials, so SCRAM would fail where PLAIN works.
+    fn offers_scram(&self) -> bool {
+        false
+    }
 
     /// Stored SCRAM credentials for `login`, for sources that keep them
     /// server-side (XMPP SCRAM-SHA-1/256). `None`: this user (or source)

@@ -61,6 +61,15 @@ pub struct PresenceService {
     hasher: std::collections::hash_map::RandomState,
 }
 
+/// What [`PresenceService::update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update {
+    /// The user's aggregate (availability or status) changed.
+    pub aggregate_changed: bool,
+    /// The session had a state before (so removing it is news to contacts).
+    pub existed: bool,
+}
+
 /// What changed for the user as a whole (drives the store and the exchange).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregateChange {
@@ -80,12 +89,14 @@ impl PresenceService {
     }
 
     /// Sets (or, with `None`, removes) one session's state. Returns the
-    /// aggregate before and after.
-    pub fn update(&self, uid: &str, session: SessionId, state: Option<ResourceState>) -> ((Availability, String), (Availability, String)) {
+    /// aggregate before and after, and whether the session had a state.
+    pub fn update(&self, uid: &str, session: SessionId, state: Option<ResourceState>) -> Update {
         let mut local = self.local.lock();
         let user = local.entry(uid.to_owned()).or_default();
         let before = user.aggregate();
+        let count = user.resources.len();
         user.resources.retain(|r| r.session != session);
+        let existed = user.resources.len() != count;
         if let Some(s) = state {
             user.resources.push(s);
         }
@@ -93,7 +104,7 @@ impl PresenceService {
         if user.resources.is_empty() {
             local.remove(uid);
         }
-        (before, after)
+        Update { aggregate_changed: before != after, existed }
     }
 
     /// Current aggregate of a user on this node.
@@ -162,8 +173,9 @@ mod tests {
     async fn aggregates_over_resources_and_writes_latest() {
         let p = PresenceService::new("n1");
         let store = MemoryPresence::default();
-        let (before, after) = p.update("alice", 1, Some(rs(1, Availability::Away, 0, "lunch")));
-        assert_eq!((before.0, after.0), (Availability::Offline, Availability::Away));
+        let u = p.update("alice", 1, Some(rs(1, Availability::Away, 0, "lunch")));
+        assert_eq!(u, Update { aggregate_changed: true, existed: false });
+        assert_eq!(p.aggregate("alice").0, Availability::Away);
         p.update("alice", 2, Some(rs(2, Availability::Online, -1, "")));
         assert_eq!(p.aggregate("alice").0, Availability::Online, "most available wins");
         p.update("alice", 3, Some(rs(3, Availability::Online, 5, "here")));
@@ -171,7 +183,8 @@ mod tests {
         let change = p.sync_store(&store, "alice").await;
         assert_eq!(change.availability, Availability::Online);
         assert_eq!(store.get_user("alice").await.unwrap().unwrap().status, "here");
-        p.update("alice", 3, None);
+        assert!(p.update("alice", 3, None).existed);
+        assert!(!p.update("alice", 3, None).existed, "a second removal is no news");
         p.update("alice", 2, None);
         assert_eq!(p.resources("alice").len(), 1);
         p.update("alice", 1, None);

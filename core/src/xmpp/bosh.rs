@@ -422,6 +422,9 @@ struct Answered {
     payload: bool,
     /// Released because `wait` ran out.
     expired: bool,
+    /// Its client had gone (a page reload aborts the held request): the
+    /// client never saw this answer, so it is no evidence of polling.
+    abandoned: bool,
     arrived: Instant,
     empty: bool,
 }
@@ -646,7 +649,7 @@ impl SessionState {
         // nothing held.
         if req.empty && !p.polling.is_zero() && self.held.is_empty() && self.pending.is_empty() {
             let prev = self.answered.iter().find(|a| a.rid.checked_add(1) == Some(rid));
-            if prev.is_some_and(|a| a.empty && !a.payload && !a.expired && now.duration_since(a.arrived) < p.polling) {
+            if prev.is_some_and(|a| a.empty && !a.payload && !a.expired && !a.abandoned && now.duration_since(a.arrived) < p.polling) {
                 self.fail("policy-violation", tx, "polling too frequently", fx);
                 return;
             }
@@ -768,6 +771,7 @@ impl SessionState {
             body: body.clone(),
             payload: !payload.is_empty(),
             expired,
+            abandoned: h.tx.is_closed(),
             arrived: h.arrived,
             empty: h.empty,
         });
@@ -1944,6 +1948,32 @@ mod tests {
         assert_eq!(r.elements().filter(|e| e.is("message", NS_CLIENT)).count(), 1, "{r}");
         // A retransmission of the abandoned request gets what it got: nothing.
         assert_eq!(c.send_rid(rid, "", "").await.xml().elements().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_page_reload_is_not_taken_for_polling_too_fast() {
+        // A reload aborts the held (empty) request; a stanza for the client
+        // arrives meanwhile; the reloaded page's next empty request comes at
+        // once. The abandoned answer was never seen by the client, so it is
+        // no "poll" (XEP-0124 §12), and the stanza must reach the page.
+        let (on_session, mut ev) = fake_server();
+        let cfg = BoshConfig { max_wait: Duration::from_secs(5), ..BoshConfig::default() };
+        let addr = serve(cfg, on_session).await;
+        let (mut c, _) = Client::connect(addr, 1).await;
+        let a = c.next();
+        let with_stanza = c.body(a, "", "<message xmlns='jabber:client' type='later'/>");
+        let first = send_request(addr, "POST", "/http-bind", &[], with_stanza.as_bytes()).await;
+        assert!(matches!(next_in(&mut ev).await, Some(XmppIn::Open { .. })));
+        let b = c.next();
+        let held = send_request(addr, "POST", "/http-bind", &[], c.body(b, "", "").as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held); // the page reloads
+        drop(first);
+        // The echo of 'later' comes a second after it was sent.
+        assert_eq!(next_stanza(&mut ev).await.attr("type"), Some("later"));
+        let r = c.send("", "").await.xml();
+        assert_ne!(r.attr("type"), Some("terminate"), "{r}");
+        assert_eq!(r.elements().filter(|e| e.is("message", NS_CLIENT)).count(), 1, "the stanza is not lost: {r}");
     }
 
     #[tokio::test]

@@ -205,10 +205,14 @@ impl Session {
     async fn negotiate<R: XmppRx, W: XmppTx>(&mut self, rx: &mut R, tx: &mut W) -> Result<(), End> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.engine.config.limits.connect_timeout_ms);
         self.open_stream(rx, tx, deadline).await?;
-        let mechanisms = [Mechanism::ScramSha256, Mechanism::ScramSha1, Mechanism::Plain];
+        let mechanisms: &[Mechanism] = if self.engine.auth().authenticator.offers_scram() {
+            &[Mechanism::ScramSha256, Mechanism::ScramSha1, Mechanism::Plain]
+        } else {
+            &[Mechanism::Plain]
+        };
         let mut features = Element::new("features", ns::STREAM);
         let mut mechs = Element::new("mechanisms", ns::SASL);
-        for m in mechanisms {
+        for &m in mechanisms {
             mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
         }
         features.push_child(mechs);
@@ -424,7 +428,7 @@ impl Session {
         let resource = resource.unwrap_or_else(|| format!("herald-{}", &new_id()[..8]));
         let jid = Jid::full(&identity.uid.to_lowercase(), &self.domain, &resource);
         let Ok(jid) = Jid::parse(&jid.to_string()) else {
-            return iq_error(iq, "modify", "bad-request");
+            return stanza_error(iq, "modify", "bad-request");
         };
         for old in self.engine.hub.user_sessions(&identity.uid) {
             if old.protocol == "xmpp" && old.resource.get().map(String::as_str) == Some(resource.as_str()) {
@@ -433,7 +437,7 @@ impl Session {
         }
         let vhost_name = self.engine.config.stomp.default_vhost.clone();
         let Ok(vhost) = self.engine.router.vhost(&vhost_name) else {
-            return iq_error(iq, "wait", "internal-server-error");
+            return stanza_error(iq, "wait", "internal-server-error");
         };
         let handle = SessionHandle::new(&identity.uid, &vhost_name, "xmpp", &self.peer, self.engine.config.limits.outbound_queue);
         let _ = handle.resource.set(resource.clone());
@@ -443,12 +447,12 @@ impl Session {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(error = %e, "XMPP session queue not declared");
-                return iq_error(iq, "wait", "internal-server-error");
+                return stanza_error(iq, "wait", "internal-server-error");
             }
         };
         let feed = self.engine.config.exchanges.feed.clone();
         if vhost.bind(&feed, &queue, &identity.uid, None).is_err() {
-            return iq_error(iq, "wait", "internal-server-error");
+            return stanza_error(iq, "wait", "internal-server-error");
         }
         let projects = match self.engine.directory().projects_of(&identity.uid).await {
             Ok(p) => p.into_iter().map(|p| p.id).collect(),
@@ -561,14 +565,14 @@ impl Session {
         let payload = iq.elements().next().cloned().expect("one child checked");
         let reply = match (kind.as_str(), payload.name.as_str(), payload.ns.as_str()) {
             ("get", "query", ns::ROSTER) if for_server => self.roster_result(&iq).await,
-            ("set", "query", ns::ROSTER) if for_server => iq_error(&iq, "cancel", "not-allowed"),
+            ("set", "query", ns::ROSTER) if for_server => stanza_error(&iq, "cancel", "not-allowed"),
             ("set", "session", ns::SESSION) => iq_result(&iq),
             ("get", "ping", ns::PING) if for_server => iq_result(&iq),
             ("get", "query", ns::DISCO_INFO) if for_server => self.disco_info(&iq, to.as_ref()),
             ("get", "query", ns::DISCO_ITEMS) if for_server => {
                 iq_result(&iq).with_child(Element::new("query", ns::DISCO_ITEMS))
             }
-            _ => iq_error(&iq, "cancel", "service-unavailable"),
+            _ => stanza_error(&iq, "cancel", "service-unavailable"),
         };
         self.send(tx, &reply).await
     }
@@ -589,7 +593,7 @@ impl Session {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "directory unavailable for a roster request");
-                return iq_error(iq, "wait", "internal-server-error");
+                return stanza_error(iq, "wait", "internal-server-error");
             }
         };
         self.roster_requested = true;
@@ -919,10 +923,6 @@ fn iq_result(iq: &Element) -> Element {
         r.set_attr("to", from);
     }
     r
-}
-
-fn iq_error(iq: &Element, kind: &str, condition: &str) -> Element {
-    stanza_error(iq, kind, condition)
 }
 
 /// The RFC 6120 §8.3 error reply to a stanza: same name and id, to the

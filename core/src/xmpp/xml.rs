@@ -448,6 +448,16 @@ struct Scanner {
     attrs: usize,
     /// Offset of the `<` of the markup being examined (for `<!` look-ahead).
     tag_start: usize,
+    /// Name offsets of the open elements, so a mismatched end tag is refused
+    /// when it arrives, not when the (never balanced) nesting would close.
+    open: Vec<usize>,
+}
+
+/// The element name starting at `start` (up to whitespace, `/` or `>`).
+fn name_at(buf: &[u8], start: usize) -> &[u8] {
+    let rest = buf.get(start..).unwrap_or_default();
+    let len = rest.iter().position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>')).unwrap_or(rest.len());
+    &rest[..len]
 }
 
 impl Scanner {
@@ -489,6 +499,9 @@ impl Scanner {
                         if !header && self.depth >= limits.max_depth {
                             return Err(XmlError::TooDeep(limits.max_depth));
                         }
+                        if !(header && self.depth == 0) {
+                            self.open.push(i);
+                        }
                         self.attrs = 0;
                         Lex::IN_TAG
                     }
@@ -526,6 +539,7 @@ impl Scanner {
                     if b != b'>' {
                         return Err(nwf("'/' not followed by '>' in a start tag"));
                     }
+                    self.open.pop();
                     if self.depth == 0 {
                         return Ok(Some(Item::Element {
                             len: self.pos,
@@ -573,6 +587,11 @@ impl Scanner {
                     b'>' => {
                         if self.depth == 0 {
                             return Ok(Some(Item::EndTag(self.pos)));
+                        }
+                        let closing = buf.get(self.tag_start + 2..i).unwrap_or_default().trim_ascii_end();
+                        let opened = self.open.pop().map(|start| name_at(buf, start)).unwrap_or_default();
+                        if closing != opened {
+                            return Err(nwf("mismatched end tag"));
                         }
                         self.depth -= 1;
                         if self.depth == 0 {
@@ -1624,6 +1643,20 @@ mod tests {
             .condition(),
             "unsupported-encoding"
         );
+    }
+
+    #[test]
+    fn mismatched_end_tag_is_refused_at_once() {
+        let mut p = StreamParser::new(Limits::default());
+        let mut buf = BytesMut::from(&b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"[..]);
+        assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::StreamOpen(_)))));
+        // The nesting never balances: the error must not wait for more input.
+        buf.extend_from_slice(b"<message to='bob@localhost'><body>broken</mess>");
+        assert_eq!(p.parse(&mut buf).unwrap_err().condition(), "not-well-formed");
+        let mut p = StreamParser::new(Limits::default());
+        let mut buf = BytesMut::from(&b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'><a><b/><c></c ></a>"[..]);
+        assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::StreamOpen(_)))));
+        assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::Stanza(e))) if e.name == "a"), "matching names with trailing space pass");
     }
 
     #[test]

@@ -1,0 +1,234 @@
+//! The sources of `[auth]` composed in order.
+//!
+//! Authentication: a password that is a JWT this source has a key for is
+//! decided by [`JwtAuth`] alone; otherwise the HTTP backend (when configured)
+//! is asked, then `[[users]]` when the login is one of them. The first
+//! source that accepts wins; when none does, the answer is `Refused`, or
+//! `Unavailable` when the HTTP backend could not answer.
+//!
+//! Authorization: the HTTP backend when configured (for everyone); otherwise
+//! `[[users]]` for config users and `auth.default_permissions` for anyone
+//! else (users logged in with a JWT).
+
+use std::sync::Arc;
+
+use super::sasl::{Mechanism, ScramCredentials};
+use super::{AuthError, Authenticator, Authorizer, BoxFuture, ConfigUsers, DefaultPermissions, HttpBackend, Identity, JwtAuth, Permission, ResourceKind};
+use crate::config::{Config, ConfigError};
+
+#[derive(Debug)]
+pub struct Chain {
+    jwt: Option<JwtAuth>,
+    http: Option<HttpBackend>,
+    users: ConfigUsers,
+    defaults: DefaultPermissions,
+}
+
+impl Chain {
+    /// From a validated config.
+    pub fn from_config(config: &Config) -> Result<Chain, ConfigError> {
+        let invalid = |(key, reason): (&str, String)| ConfigError::Invalid { key: key.into(), reason };
+        Ok(Chain {
+            jwt: config.auth.jwt.as_ref().map(JwtAuth::from_config).transpose().map_err(invalid)?,
+            http: config.auth.http.as_ref().map(HttpBackend::from_config).transpose().map_err(invalid)?,
+            users: ConfigUsers::from_config(config),
+            defaults: DefaultPermissions::from_config(config),
+        })
+    }
+
+    fn authorizer(&self, who: &Identity) -> &dyn Authorizer {
+        match &self.http {
+            Some(http) => http,
+            None if self.users.contains(&who.uid) => &self.users,
+            None => &self.defaults,
+        }
+    }
+}
+
+impl Authenticator for Chain {
+    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
+        Box::pin(async move {
+            if let Some(jwt) = self.jwt.as_ref().filter(|j| j.recognizes(password)) {
+                return jwt.verify(login, password);
+            }
+            let mut failure = AuthError::Refused;
+            if let Some(http) = &self.http {
+                match http.authenticate(login, password).await {
+                    Ok(id) => return Ok(id),
+                    Err(e) => failure = e,
+                }
+            }
+            if self.users.contains(login) {
+                if let Ok(id) = self.users.authenticate(login, password).await {
+                    return Ok(id);
+                }
+            }
+            Err(failure)
+        })
+    }
+
+    fn offers_scram(&self) -> bool {
+        self.jwt.is_none() && self.http.is_none() && self.users.offers_scram()
+    }
+
+    fn scram_credentials<'a>(
+        &'a self,
+        login: &'a str,
+        mechanism: Mechanism,
+    ) -> BoxFuture<'a, Result<Option<(ScramCredentials, Identity)>, AuthError>> {
+        // Only config users with a plain password have SCRAM credentials;
+        // everyone else must use PLAIN (the password travels to the source).
+        self.users.scram_credentials(login, mechanism)
+    }
+}
+
+impl Authorizer for Chain {
+    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+        self.authorizer(who).vhost(who, vhost)
+    }
+
+    fn resource<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        kind: ResourceKind,
+        name: &'a str,
+        permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        self.authorizer(who).resource(who, vhost, kind, name, permission)
+    }
+
+    fn topic<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        exchange: &'a str,
+        routing_key: &'a str,
+        permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        self.authorizer(who).topic(who, vhost, exchange, routing_key, permission)
+    }
+}
+
+/// The chain as the engine's sources.
+impl From<Chain> for crate::engine::AuthSources {
+    fn from(chain: Chain) -> Self {
+        let chain = Arc::new(chain);
+        crate::engine::AuthSources { authenticator: chain.clone(), authorizer: chain }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::testutil::AuthService;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+
+    const USERS: &str = r#"
+[auth.default_permissions."/"]
+configure = ""
+write = "feed"
+read = "feed"
+
+[[users]]
+name = "alice"
+password = "local-pw"
+tags = ["from-config"]
+
+[[users]]
+name = "ops"
+password = "ops-pw"
+permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
+"#;
+
+    fn chain(extra: &str) -> Chain {
+        Chain::from_config(&Config::from_toml_str(&format!("{USERS}\n{extra}")).unwrap()).unwrap()
+    }
+
+    fn http_section(svc: &AuthService, prefix: &str) -> String {
+        format!(
+            "[auth.http]\nuser_path = {:?}\nvhost_path = {:?}\nresource_path = {:?}\ntopic_path = {:?}\ntimeout_ms = 300\n",
+            svc.url(&format!("{prefix}/user")),
+            svc.url(&format!("{prefix}/vhost")),
+            svc.url(&format!("{prefix}/resource")),
+            svc.url(&format!("{prefix}/topic")),
+        )
+    }
+
+    const JWT: &str = "[auth.jwt]\nhs256_secret = \"k\"\ntags_claim = \"tags\"\n";
+
+    fn token(sub: &str, exp_from_now: i64) -> String {
+        let exp = jsonwebtoken::get_current_timestamp() as i64 + exp_from_now;
+        let claims = json!({ "sub": sub, "exp": exp, "tags": ["jwt"] });
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"k")).unwrap()
+    }
+
+    fn who(uid: &str) -> Identity {
+        Identity { uid: uid.into(), tags: vec![] }
+    }
+
+    #[tokio::test]
+    async fn jwt_then_http_then_config_users() {
+        let svc = AuthService::start().await;
+        let c = chain(&format!("{JWT}\n{}", http_section(&svc, "/auth")));
+        // A JWT decides alone: the service is not asked, either way.
+        let id = c.authenticate("dave", &token("dave", 60)).await.unwrap();
+        assert_eq!(id, Identity { uid: "dave".into(), tags: vec!["jwt".into()] });
+        assert_eq!(c.authenticate("dave", &token("dave", -300)).await, Err(AuthError::Refused), "expired");
+        assert_eq!(c.authenticate("alice", &token("dave", 60)).await, Err(AuthError::Refused), "uid mismatch");
+        assert_eq!(svc.requests("/auth/user").len(), 0);
+        // Not a JWT: the service answers, tags and all.
+        assert_eq!(c.authenticate("alice", "pw").await.unwrap().tags, ["administrator", "management"]);
+        // The service denies; the login is a config user with that password.
+        assert_eq!(c.authenticate("alice", "local-pw").await.unwrap().tags, ["from-config"]);
+        assert_eq!(c.authenticate("ops", "ops-pw").await.unwrap().uid, "ops");
+        assert_eq!(svc.requests("/auth/user").len(), 3);
+        // Denied everywhere.
+        assert_eq!(c.authenticate("alice", "nope").await, Err(AuthError::Refused));
+        assert_eq!(c.authenticate("nobody", "nope").await, Err(AuthError::Refused));
+    }
+
+    #[tokio::test]
+    async fn backend_down_keeps_config_users_and_fails_closed_for_others() {
+        let svc = AuthService::start().await;
+        let c = chain(&http_section(&svc, "/fail"));
+        assert_eq!(c.authenticate("ops", "ops-pw").await.unwrap().uid, "ops");
+        assert!(matches!(c.authenticate("bob", "pw").await, Err(AuthError::Unavailable(_))));
+        assert!(matches!(c.authenticate("ops", "wrong").await, Err(AuthError::Unavailable(_))));
+        assert!(c.vhost(&who("ops"), "/").await.is_err(), "the HTTP backend authorizes everyone");
+    }
+
+    #[tokio::test]
+    async fn http_authorizes_everyone_when_configured() {
+        let svc = AuthService::start().await;
+        let c = chain(&format!("{JWT}\n{}", http_section(&svc, "/auth")));
+        let ops = c.authenticate("ops", "ops-pw").await.unwrap();
+        assert!(!c.resource(&ops, "/", ResourceKind::Exchange, "private", Permission::Write).await.unwrap());
+        assert!(c.resource(&ops, "/", ResourceKind::Exchange, "feed", Permission::Write).await.unwrap());
+        assert!(c.topic(&ops, "/", "amq.topic", "ops.x", Permission::Write).await.unwrap());
+        assert!(!c.topic(&ops, "/", "amq.topic", "alice.x", Permission::Write).await.unwrap());
+        let dave = c.authenticate("dave", &token("dave", 60)).await.unwrap();
+        assert!(c.vhost(&dave, "/").await.unwrap());
+        assert_eq!(svc.requests("/auth/vhost")[0].params["username"], "dave");
+    }
+
+    #[tokio::test]
+    async fn without_http_config_users_have_theirs_and_jwt_users_the_defaults() {
+        let c = chain(JWT);
+        let dave = c.authenticate("dave", &token("dave", 60)).await.unwrap();
+        assert!(c.vhost(&dave, "/").await.unwrap());
+        assert!(c.resource(&dave, "/", ResourceKind::Exchange, "feed", Permission::Write).await.unwrap());
+        assert!(!c.resource(&dave, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
+        assert!(c.topic(&dave, "/", "feed", "anything", Permission::Read).await.unwrap(), "topics allowed, as in RabbitMQ");
+        let ops = c.authenticate("ops", "ops-pw").await.unwrap();
+        assert!(c.resource(&ops, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
+        // Non-JWT passwords of unknown users: refused without any HTTP backend.
+        assert_eq!(c.authenticate("dave", "pw").await, Err(AuthError::Refused));
+        // A config user may log in with a JWT too (tags from the token).
+        assert_eq!(c.authenticate("alice", &token("alice", 60)).await.unwrap().tags, ["jwt"]);
+        // SCRAM credentials: config users with a plain password only.
+        assert!(c.scram_credentials("alice", Mechanism::ScramSha256).await.unwrap().is_some());
+        assert!(c.scram_credentials("dave", Mechanism::ScramSha256).await.unwrap().is_none());
+    }
+}

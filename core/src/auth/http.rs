@@ -1,0 +1,503 @@
+//! The rabbitmq-auth-backend-http protocol: ask a web service who may log in
+//! and what they may do, so an auth service written for RabbitMQ works
+//! unchanged.
+//!
+//! Each question is a GET with a query string (or a POST with a form body)
+//! to one URL; a 2xx answer whose body is `allow` (for `user_path`, possibly
+//! followed by space-separated tags) grants, any other body denies. Anything
+//! else (timeout, refused connection, non-2xx) fails closed. Answers, denials
+//! included, are cached for `cache_ttl_ms`, keyed by the whole question
+//! (passwords only as a salted hash).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::{AuthError, Authenticator, Authorizer, BoxFuture, Identity, Permission, ResourceKind};
+use crate::config::{HttpAuthConfig, HttpAuthMethod};
+
+/// Largest answer body read; an auth answer is a word and a few tags.
+const MAX_BODY: usize = 64 * 1024;
+/// At most one "backend unavailable" warning per this interval.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A question to the service: also the cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Question {
+    User { username: String, password: [u8; 32] },
+    Vhost { username: String, vhost: String },
+    Resource { username: String, vhost: String, kind: ResourceKind, name: String, permission: Permission },
+    Topic { username: String, vhost: String, exchange: String, routing_key: String, permission: Permission },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// With the tags after `allow` (user questions only).
+    Allow(Vec<String>),
+    Deny,
+}
+
+impl Answer {
+    fn parse(body: &str) -> Answer {
+        let mut words = body.split_whitespace();
+        match words.next() {
+            Some("allow") => Answer::Allow(words.map(str::to_owned).collect()),
+            _ => Answer::Deny,
+        }
+    }
+}
+
+/// A TTL cache bounded in entries; the oldest go first.
+struct Cache {
+    ttl: Duration,
+    max: usize,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<Question, (Answer, Instant)>,
+    /// Insertion order. An entry is stale when the map holds the key with a
+    /// later time (it expired and was asked again).
+    order: VecDeque<(Question, Instant)>,
+}
+
+impl CacheInner {
+    /// Drops the oldest entry; false when there is none.
+    fn pop_oldest(&mut self) -> bool {
+        let Some((q, at)) = self.order.pop_front() else { return false };
+        if self.map.get(&q).is_some_and(|(_, t)| *t == at) {
+            self.map.remove(&q);
+        }
+        true
+    }
+}
+
+impl Cache {
+    fn get(&self, q: &Question) -> Option<Answer> {
+        let inner = self.inner.lock();
+        let (answer, at) = inner.map.get(q)?;
+        (at.elapsed() < self.ttl).then(|| answer.clone())
+    }
+
+    fn insert(&self, q: Question, answer: Answer) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        while inner.order.front().is_some_and(|(_, at)| now.duration_since(*at) >= self.ttl) {
+            inner.pop_oldest();
+        }
+        if let Some((a, at)) = inner.map.get_mut(&q) {
+            // Asked twice at once: keep the first time, so `order` has one live entry per key.
+            if now.duration_since(*at) < self.ttl {
+                *a = answer;
+                return;
+            }
+        }
+        while inner.map.len() >= self.max && inner.pop_oldest() {}
+        inner.map.insert(q.clone(), (answer, now));
+        inner.order.push_back((q, now));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().map.len()
+    }
+}
+
+/// Logs "unavailable" at warn, at most once per [`WARN_EVERY`], with the
+/// number of failures not logged in between.
+#[derive(Default)]
+struct WarnLimiter {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl WarnLimiter {
+    fn warn(&self, url: &Url, error: &str) {
+        let mut state = self.state.lock();
+        if state.0.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            state.1 += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut state.1);
+        state.0 = Some(Instant::now());
+        drop(state);
+        tracing::warn!(url = %url, error, suppressed, "auth backend unavailable; failing closed");
+    }
+}
+
+/// The HTTP auth backend: authenticator and authorizer.
+pub struct HttpBackend {
+    client: reqwest::Client,
+    user: Url,
+    vhost: Option<Url>,
+    resource: Option<Url>,
+    topic: Option<Url>,
+    method: HttpAuthMethod,
+    cache: Option<Cache>,
+    /// Per process: cache keys hold `sha256(salt || password)`, never the password.
+    salt: [u8; 16],
+    warn: WarnLimiter,
+}
+
+impl std::fmt::Debug for HttpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpBackend")
+            .field("user", &self.user.as_str())
+            .field("vhost", &self.vhost.as_ref().map(Url::as_str))
+            .field("resource", &self.resource.as_ref().map(Url::as_str))
+            .field("topic", &self.topic.as_ref().map(Url::as_str))
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpBackend {
+    /// From a validated `[auth.http]`; errors name the bad key.
+    pub fn from_config(c: &HttpAuthConfig) -> Result<HttpBackend, (&'static str, String)> {
+        let parse = |key: &'static str, s: &str| Url::parse(s).map_err(|e| (key, format!("{s:?} is not a URL: {e}")));
+        let opt = |key: &'static str, s: &Option<String>| s.as_deref().map(|s| parse(key, s)).transpose();
+        let timeout = Duration::from_millis(c.timeout_ms);
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .no_proxy()
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ("auth.http", format!("cannot build the HTTP client: {e}")))?;
+        Ok(HttpBackend {
+            client,
+            user: parse("auth.http.user_path", &c.user_path)?,
+            vhost: opt("auth.http.vhost_path", &c.vhost_path)?,
+            resource: opt("auth.http.resource_path", &c.resource_path)?,
+            topic: opt("auth.http.topic_path", &c.topic_path)?,
+            method: c.method,
+            cache: (c.cache_ttl_ms > 0).then(|| Cache {
+                ttl: Duration::from_millis(c.cache_ttl_ms),
+                max: c.cache_max_entries.max(1),
+                inner: Mutex::default(),
+            }),
+            salt: rand::random(),
+            warn: WarnLimiter::default(),
+        })
+    }
+
+    fn password_hash(&self, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    /// The cached answer, or the service's.
+    async fn ask(&self, url: &Url, question: Question, params: &[(&str, &str)]) -> Result<Answer, AuthError> {
+        if let Some(answer) = self.cache.as_ref().and_then(|c| c.get(&question)) {
+            return Ok(answer);
+        }
+        let answer = self.request(url, params).await.inspect_err(|e| {
+            if let AuthError::Unavailable(why) = e {
+                self.warn.warn(url, why);
+            }
+        })?;
+        if let Some(c) = &self.cache {
+            c.insert(question, answer.clone());
+        }
+        Ok(answer)
+    }
+
+    async fn request(&self, url: &Url, params: &[(&str, &str)]) -> Result<Answer, AuthError> {
+        let request = match self.method {
+            HttpAuthMethod::Get => {
+                let mut u = url.clone();
+                u.query_pairs_mut().extend_pairs(params);
+                self.client.get(u)
+            }
+            HttpAuthMethod::Post => {
+                let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+                self.client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body)
+            }
+        };
+        // No URL in the error (it reaches clients, and a GET's carries the
+        // password); the rate-limited warning names the configured URL.
+        let unavailable = |e: reqwest::Error| AuthError::Unavailable(e.without_url().to_string());
+        let mut response = request.send().await.map_err(unavailable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(AuthError::Unavailable(format!("auth service answered {status}")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(AuthError::Unavailable(format!("auth service sent more than {MAX_BODY} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer::parse(&String::from_utf8_lossy(&body)))
+    }
+
+    async fn allowed(&self, url: &Option<Url>, question: Question, params: &[(&str, &str)]) -> Result<bool, AuthError> {
+        match url {
+            // An unset path grants, as in RabbitMQ's plugin.
+            None => Ok(true),
+            Some(url) => Ok(self.ask(url, question, params).await? != Answer::Deny),
+        }
+    }
+
+    #[cfg(test)]
+    fn cached(&self) -> usize {
+        self.cache.as_ref().map_or(0, Cache::len)
+    }
+}
+
+impl Authenticator for HttpBackend {
+    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
+        Box::pin(async move {
+            let question = Question::User { username: login.to_owned(), password: self.password_hash(password) };
+            match self.ask(&self.user, question, &[("username", login), ("password", password)]).await? {
+                Answer::Allow(tags) => Ok(Identity { uid: login.to_owned(), tags }),
+                Answer::Deny => Err(AuthError::Refused),
+            }
+        })
+    }
+}
+
+impl Authorizer for HttpBackend {
+    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move {
+            let question = Question::Vhost { username: who.uid.clone(), vhost: vhost.to_owned() };
+            // The client address is not known here; `ip` is sent empty.
+            self.allowed(&self.vhost, question, &[("username", &who.uid), ("vhost", vhost), ("ip", "")]).await
+        })
+    }
+
+    fn resource<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        kind: ResourceKind,
+        name: &'a str,
+        permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move {
+            let question =
+                Question::Resource { username: who.uid.clone(), vhost: vhost.to_owned(), kind, name: name.to_owned(), permission };
+            let params = [
+                ("username", who.uid.as_str()),
+                ("vhost", vhost),
+                ("resource", kind.as_str()),
+                ("name", name),
+                ("permission", permission.as_str()),
+            ];
+            self.allowed(&self.resource, question, &params).await
+        })
+    }
+
+    fn topic<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        exchange: &'a str,
+        routing_key: &'a str,
+        permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move {
+            let question = Question::Topic {
+                username: who.uid.clone(),
+                vhost: vhost.to_owned(),
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+                permission,
+            };
+            let params = [
+                ("username", who.uid.as_str()),
+                ("vhost", vhost),
+                ("resource", "topic"),
+                ("name", exchange),
+                ("permission", permission.as_str()),
+                ("routing_key", routing_key),
+            ];
+            self.allowed(&self.topic, question, &params).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::testutil::AuthService;
+
+    fn config(svc: &AuthService, prefix: &str, extra: impl FnOnce(&mut HttpAuthConfig)) -> HttpBackend {
+        let mut c = HttpAuthConfig {
+            user_path: svc.url(&format!("{prefix}/user")),
+            vhost_path: Some(svc.url(&format!("{prefix}/vhost"))),
+            resource_path: Some(svc.url(&format!("{prefix}/resource"))),
+            topic_path: Some(svc.url(&format!("{prefix}/topic"))),
+            ..HttpAuthConfig::default()
+        };
+        extra(&mut c);
+        HttpBackend::from_config(&c).unwrap()
+    }
+
+    fn who(uid: &str) -> Identity {
+        Identity { uid: uid.into(), tags: vec![] }
+    }
+
+    #[tokio::test]
+    async fn get_logins_tags_and_denials_are_cached() {
+        let svc = AuthService::start().await;
+        let b = config(&svc, "/auth", |_| {});
+        let id = b.authenticate("alice", "pw").await.unwrap();
+        assert_eq!(id, Identity { uid: "alice".into(), tags: vec!["administrator".into(), "management".into()] });
+        assert_eq!(b.authenticate("bob", "pw").await.unwrap().tags, Vec::<String>::new());
+        assert_eq!(b.authenticate("alice", "wrong").await, Err(AuthError::Refused));
+        assert_eq!(b.authenticate("weird", "pw").await, Err(AuthError::Refused), "a body other than allow/deny denies");
+        let req = svc.requests("/auth/user");
+        assert_eq!(req.len(), 4);
+        assert!(req.iter().all(|r| r.method == "GET"));
+        assert_eq!(req[0].params.get("username").map(String::as_str), Some("alice"));
+        assert_eq!(req[0].params.get("password").map(String::as_str), Some("pw"));
+        // Asked again: all four from the cache, the denials too.
+        b.authenticate("alice", "pw").await.unwrap();
+        assert_eq!(b.authenticate("alice", "wrong").await, Err(AuthError::Refused));
+        assert_eq!(b.authenticate("weird", "pw").await, Err(AuthError::Refused));
+        assert_eq!(svc.requests("/auth/user").len(), 4);
+        // A different password is a different question.
+        assert_eq!(b.authenticate("alice", "wrong2").await, Err(AuthError::Refused));
+        assert_eq!(svc.requests("/auth/user").len(), 5);
+    }
+
+    #[tokio::test]
+    async fn post_sends_a_form_body() {
+        let svc = AuthService::start().await;
+        let b = config(&svc, "/auth", |c| c.method = HttpAuthMethod::Post);
+        assert_eq!(b.authenticate("alice", "p&w=d ü").await, Err(AuthError::Refused));
+        let r = &svc.requests("/auth/user")[0];
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.content_type.as_deref(), Some("application/x-www-form-urlencoded"));
+        assert_eq!(r.params.get("password").map(String::as_str), Some("p&w=d ü"), "form-encoded");
+        assert!(r.query.is_none(), "nothing in the URL");
+        assert!(b.authenticate("alice", "pw").await.is_ok());
+        assert!(b.resource(&who("alice"), "/", ResourceKind::Exchange, "feed", Permission::Write).await.unwrap());
+        assert_eq!(svc.requests("/auth/resource")[0].method, "POST");
+    }
+
+    #[tokio::test]
+    async fn authorizer_questions_carry_the_protocol_parameters() {
+        let svc = AuthService::start().await;
+        let b = config(&svc, "/auth", |_| {});
+        let alice = who("alice");
+        assert!(b.vhost(&alice, "/").await.unwrap());
+        assert!(!b.vhost(&alice, "other").await.unwrap());
+        let v = &svc.requests("/auth/vhost")[0].params;
+        assert_eq!((v["username"].as_str(), v["vhost"].as_str()), ("alice", "/"));
+        assert!(v.contains_key("ip"));
+
+        assert!(b.resource(&alice, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
+        assert!(!b.resource(&alice, "/", ResourceKind::Exchange, "private", Permission::Write).await.unwrap());
+        let r = &svc.requests("/auth/resource")[1].params;
+        let got: Vec<&str> = ["username", "vhost", "resource", "name", "permission"].iter().map(|k| r[*k].as_str()).collect();
+        assert_eq!(got, ["alice", "/", "exchange", "private", "write"]);
+
+        assert!(b.topic(&alice, "/", "amq.topic", "alice.news", Permission::Write).await.unwrap());
+        assert!(!b.topic(&alice, "/", "amq.topic", "bob.news", Permission::Read).await.unwrap());
+        let t = &svc.requests("/auth/topic")[1].params;
+        let got: Vec<&str> = ["username", "vhost", "resource", "name", "permission", "routing_key"].iter().map(|k| t[*k].as_str()).collect();
+        assert_eq!(got, ["alice", "/", "topic", "amq.topic", "read", "bob.news"]);
+
+        // Cached, per full question.
+        assert!(!b.topic(&alice, "/", "amq.topic", "bob.news", Permission::Read).await.unwrap());
+        assert!(b.topic(&alice, "/", "amq.topic", "bob.news", Permission::Write).await.is_ok());
+        assert_eq!(svc.requests("/auth/topic").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn unset_paths_allow() {
+        let svc = AuthService::start().await;
+        let b = config(&svc, "/auth", |c| {
+            c.vhost_path = None;
+            c.resource_path = None;
+            c.topic_path = None;
+        });
+        let alice = who("alice");
+        assert!(b.vhost(&alice, "anything").await.unwrap());
+        assert!(b.resource(&alice, "/", ResourceKind::Exchange, "private", Permission::Write).await.unwrap());
+        assert!(b.topic(&alice, "/", "x", "bob.news", Permission::Write).await.unwrap());
+        assert_eq!(svc.total(), 0);
+    }
+
+    #[tokio::test]
+    async fn cache_expires_and_can_be_disabled() {
+        let svc = AuthService::start().await;
+        let b = config(&svc, "/auth", |c| c.cache_ttl_ms = 150);
+        b.authenticate("alice", "pw").await.unwrap();
+        b.authenticate("alice", "pw").await.unwrap();
+        assert_eq!(svc.requests("/auth/user").len(), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.authenticate("alice", "pw").await.unwrap();
+        assert_eq!(svc.requests("/auth/user").len(), 2, "expired");
+
+        let b = config(&svc, "/auth", |c| c.cache_ttl_ms = 0);
+        for _ in 0..3 {
+            b.authenticate("bob", "pw").await.unwrap();
+        }
+        assert_eq!(svc.requests("/auth/user").len(), 5, "no cache");
+    }
+
+    #[tokio::test]
+    async fn cache_is_bounded_oldest_first() {
+        let svc = AuthService::start().await;
+        let b = config(&svc, "/auth", |c| c.cache_max_entries = 3);
+        let alice = who("alice");
+        for q in ["a", "b", "c", "d"] {
+            b.resource(&alice, "/", ResourceKind::Queue, q, Permission::Read).await.unwrap();
+        }
+        assert_eq!(b.cached(), 3);
+        b.resource(&alice, "/", ResourceKind::Queue, "d", Permission::Read).await.unwrap();
+        assert_eq!(svc.requests("/auth/resource").len(), 4, "newest still cached");
+        b.resource(&alice, "/", ResourceKind::Queue, "a", Permission::Read).await.unwrap();
+        assert_eq!(svc.requests("/auth/resource").len(), 5, "oldest was evicted");
+        assert_eq!(b.cached(), 3);
+    }
+
+    #[tokio::test]
+    async fn slow_failing_or_absent_backends_fail_closed() {
+        let svc = AuthService::start().await;
+        // Slow: the timeout answers.
+        let b = config(&svc, "/slow", |c| c.timeout_ms = 200);
+        let t = Instant::now();
+        assert!(matches!(b.authenticate("alice", "pw").await, Err(AuthError::Unavailable(_))));
+        assert!(b.vhost(&who("alice"), "/").await.is_err());
+        assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+        // Non-2xx: unavailable, and not cached.
+        let b = config(&svc, "/fail", |_| {});
+        let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "pw").await else { panic!("500 must be unavailable") };
+        assert!(why.contains("500") && !why.contains("pw"), "{why}");
+        assert!(b.resource(&who("alice"), "/", ResourceKind::Queue, "q", Permission::Read).await.is_err());
+        assert!(b.authenticate("alice", "pw").await.is_err());
+        assert_eq!(svc.requests("/fail/user").len(), 2, "failures are not cached");
+        // Nobody listening.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = HttpAuthConfig { user_path: format!("http://127.0.0.1:{port}/auth/user"), ..HttpAuthConfig::default() };
+        let b = HttpBackend::from_config(&c).unwrap();
+        let t = Instant::now();
+        let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "secret-pw").await else { panic!("down must be unavailable") };
+        assert!(!why.contains("secret-pw"), "{why}");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn answers_parse_like_the_plugin() {
+        assert_eq!(Answer::parse("allow"), Answer::Allow(vec![]));
+        assert_eq!(Answer::parse(" allow administrator  management\n"), Answer::Allow(vec!["administrator".into(), "management".into()]));
+        assert_eq!(Answer::parse("deny"), Answer::Deny);
+        assert_eq!(Answer::parse(""), Answer::Deny);
+        assert_eq!(Answer::parse("allowed"), Answer::Deny);
+        assert_eq!(Answer::parse("ALLOW"), Answer::Deny);
+    }
+}

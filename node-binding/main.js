@@ -1,0 +1,6 @@
+'use strict'
+// Entry point of the `herald` package: the generated loader (index.js) plus the
+// one wiring step it cannot do, registering light-my-request for
+// engine.useExpressAuth(). It adds no API: index.d.ts (generated) describes all of it.
+module.exports = require('./index.js')
+module.exports.__setInjector(require('light-my-request'))

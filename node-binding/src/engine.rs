@@ -1,0 +1,340 @@
+//! The `Engine` class: one Herald node inside this Node process.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::auth::Authenticator;
+use herald_core::engine::AuthSources;
+use herald_core::presence::Availability;
+use napi::bindgen_prelude::{Buffer, Either, FunctionCallContext, PromiseRaw, ToNapiValue, Unknown};
+use napi::threadsafe_function::ThreadsafeFunction;
+use napi::{Env, JsValue, Status};
+use napi_derive::napi;
+
+use crate::auth::callbacks::{AuthCallbacks, CallbackAuth};
+use crate::auth::express::{ExpressAuth, ExpressAuthPaths};
+use crate::error::{Code, HeraldError, Result};
+use crate::events::{JsEvent, Kind, Listeners, LISTENER_QUEUE};
+use crate::js::Settled;
+
+/// How long `stop()` waits for sessions to finish after closing them.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A bound listener, as started.
+#[napi(object)]
+pub struct Listener {
+    /// `'stomp-tcp'`, `'stomp-tls'`, `'http'` (STOMP over WebSocket and
+    /// SockJS), `'xmpp-c2s'`, `'xmpp-http'` (BOSH and XMPP over WebSocket).
+    pub name: String,
+    /// The bound address, e.g. `'127.0.0.1:41234'` (a port 0 in the config is resolved).
+    pub addr: String,
+    /// The bound port.
+    pub port: u32,
+}
+
+/// A snapshot of the engine.
+#[napi(object)]
+pub struct Stats {
+    /// The node name (`node.name` in the config).
+    pub node: String,
+    pub uptime_secs: u32,
+    /// Open sessions, all protocols.
+    pub sessions: u32,
+    /// Users with at least one session.
+    pub users_online: u32,
+    /// Sessions by `'protocol/transport'`, e.g. `{ 'stomp/tcp': 2 }`.
+    pub sessions_by_transport: HashMap<String, u32>,
+    pub queues: u32,
+    /// Messages waiting in queues.
+    pub messages_ready: u32,
+    /// Messages delivered and not yet acknowledged.
+    pub messages_unacked: u32,
+}
+
+/// A user's aggregated presence, as the presence store holds it.
+#[napi(object)]
+pub struct UserPresence {
+    #[napi(ts_type = "'online' | 'away' | 'dnd' | 'xa' | 'chat' | 'offline'")]
+    pub state: String,
+    /// Free-text status, may be empty.
+    pub status: String,
+    /// The node holding the user's sessions.
+    pub node: String,
+    /// When it last changed, milliseconds since the Unix epoch.
+    pub updated: f64,
+}
+
+/// A Herald engine embedded in this process: STOMP (TCP, WebSocket,
+/// SockJS) and XMPP listeners, routing, presence and auth, driven from
+/// JavaScript. Engine work runs on native threads; nothing here blocks the
+/// event loop.
+///
+/// ```js
+/// const { Engine } = require('herald')
+/// const engine = new Engine({ stomp: { listen: '127.0.0.1:61613' }, http: { listen: '127.0.0.1:15674' } })
+/// engine.useAuth({ user: async (username, password) => checkPassword(username, password) })
+/// await engine.start()
+/// engine.publish('/exchange/feed/alice', JSON.stringify({ hello: 'alice' }))
+/// ```
+#[napi]
+pub struct Engine {
+    inner: herald_core::Engine,
+    listeners: Arc<Listeners>,
+}
+
+#[napi]
+impl Engine {
+    /// Creates an engine from a config object with the TOML file's schema
+    /// and key names (`{ stomp: { listen: '127.0.0.1:0' }, users: [...],
+    /// projects: [...] }`). Omitted keys take the file's defaults, except
+    /// that listeners are off unless given an address (`stomp.listen`,
+    /// `http.listen`, `xmpp.listen`, `xmpp.http_listen`); port 0 picks a
+    /// free port. Nothing is bound until `start()`.
+    ///
+    /// Throws `ERR_HERALD_CONFIG` naming the key for an unknown key, a wrong
+    /// type or an invalid value.
+    #[napi(constructor, ts_args_type = "config?: Record<string, unknown> | null")]
+    pub fn new(env: Env, config: Option<Unknown>) -> Result<Self> {
+        crate::init_logging();
+        let json = match config {
+            None => None,
+            Some(value) => Some(
+                unsafe { crate::js::stringify(env.raw(), value.raw()) }
+                    .map_err(|e| HeraldError::new(Code::Config, format!("invalid config: {}", e.reason)))?
+                    .map(|text| serde_json::from_str(&text))
+                    .transpose()
+                    .map_err(|e| HeraldError::new(Code::Config, format!("invalid config: {e}")))?
+                    .unwrap_or(serde_json::Value::Null),
+            ),
+        };
+        let config = crate::config::from_json(json)?;
+        let inner = herald_core::Engine::new(config).map_err(HeraldError::from)?;
+        Ok(Engine { inner, listeners: Arc::default() })
+    }
+
+    /// Binds every configured listener and starts accepting clients.
+    /// Resolves with the bound addresses. While started, the engine keeps
+    /// the Node process alive (as a listening `net.Server` does) until
+    /// `stop()`. Rejects with `ERR_HERALD_LISTEN` when an address is taken,
+    /// `ERR_HERALD_STATE` when already started.
+    #[napi(ts_return_type = "Promise<Array<Listener>>")]
+    pub fn start<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Vec<Listener>>> {
+        // A strong threadsafe function of a no-op keeps the event loop alive
+        // until the engine's shutdown token fires.
+        let noop = env.create_function_from_closure::<(), (), _>("heraldKeepAlive", |_: FunctionCallContext| Ok(()))?;
+        let keep_alive: ThreadsafeFunction<(), (), (), Status, false> =
+            noop.build_threadsafe_function::<()>().callee_handled::<false>().build()?;
+        let engine = self.inner.clone();
+        promise(env, async move {
+            match engine.start().await {
+                Ok(bound) => {
+                    let shutdown = engine.shutdown.clone();
+                    napi::bindgen_prelude::spawn(async move {
+                        shutdown.cancelled().await;
+                        drop(keep_alive);
+                    });
+                    Ok(bound)
+                }
+                Err(e) => Err(HeraldError::from(e)),
+            }
+        }, |bound| {
+            bound
+                .into_iter()
+                .map(|l| Listener { name: l.name.to_owned(), addr: l.addr.to_string(), port: u32::from(l.addr.port()) })
+                .collect()
+        })
+    }
+
+    /// Stops accepting, closes every session (clients get a "server
+    /// shutting down" error) and waits up to 5 s for them to finish.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let engine = self.inner.clone();
+        promise(env, async move {
+            engine.stop(STOP_GRACE).await;
+            Ok(())
+        }, |()| ())
+    }
+
+    /// Publishes `body` to a STOMP destination on the default vhost, as the
+    /// application (no permission check): `/exchange/<name>/<key>`,
+    /// `/topic/<key>`, `/queue/<name>` (declared if missing) or
+    /// `/amq/queue/<name>`. Returns how many queues took the message.
+    /// Throws `ERR_HERALD_DESTINATION` for anything else, `ERR_HERALD_ROUTE`
+    /// for a missing exchange or queue.
+    #[napi]
+    pub fn publish(&self, destination: String, body: Either<String, Buffer>, headers: Option<HashMap<String, String>>) -> Result<u32> {
+        let n = self.inner.publish_to(&destination, pairs(headers), bytes(body)).map_err(HeraldError::from)?;
+        Ok(count(n))
+    }
+
+    /// Pushes `body` to every session of user `uid` (the `feed` exchange,
+    /// routing key `uid`: what `/exchange/feed/<uid>` subscribers get).
+    /// Returns how many queues took it.
+    #[napi]
+    pub fn send_to_user(&self, uid: String, body: Either<String, Buffer>, headers: Option<HashMap<String, String>>) -> Result<u32> {
+        let n = self.inner.send_to_user(&uid, pairs(headers), bytes(body)).map_err(HeraldError::from)?;
+        Ok(count(n))
+    }
+
+    /// Sets the presence of user `uid`'s STOMP sessions (XMPP resources set
+    /// their own) and tells everyone who should know. `busy` is `dnd`.
+    /// Resolves with how many sessions it applied to (0: the user has no
+    /// such session, and nothing changes: presence follows connections).
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn set_presence<'env>(
+        &self,
+        env: &'env Env,
+        uid: String,
+        #[napi(ts_arg_type = "'online' | 'away' | 'dnd' | 'busy' | 'xa' | 'chat'")] state: String,
+        status: Option<String>,
+    ) -> napi::Result<PromiseRaw<'env, u32>> {
+        let availability = match state.as_str() {
+            "online" | "away" | "dnd" | "busy" | "xa" | "chat" => Availability::parse(&state),
+            _ => None,
+        };
+        let Some(availability) = availability else {
+            let e = HeraldError::new(
+                Code::Argument,
+                format!("unknown presence state {state:?}: expected 'online', 'away', 'dnd', 'busy', 'xa' or 'chat'"),
+            );
+            return Err(e.into_js(env));
+        };
+        let engine = self.inner.clone();
+        let status = status.unwrap_or_default();
+        promise(env, async move { Ok(engine.set_user_presence(&uid, availability, &status).await) }, count)
+    }
+
+    /// Users online in project `projectId`, sorted, from the presence store.
+    #[napi(ts_return_type = "Promise<Array<string>>")]
+    pub fn online_users<'env>(&self, env: &'env Env, project_id: String) -> napi::Result<PromiseRaw<'env, Vec<String>>> {
+        let engine = self.inner.clone();
+        promise(env, async move { Ok(engine.online_users(&project_id).await?) }, |v| v)
+    }
+
+    /// User `uid`'s aggregated presence, or `null` when the store has none
+    /// (the user is offline).
+    #[napi(ts_return_type = "Promise<UserPresence | null>")]
+    pub fn presence<'env>(&self, env: &'env Env, uid: String) -> napi::Result<PromiseRaw<'env, Option<UserPresence>>> {
+        let engine = self.inner.clone();
+        promise(env, async move { Ok(engine.user_presence(&uid).await?) }, |p| {
+            p.map(|p| UserPresence {
+                state: p.availability.as_str().to_owned(),
+                status: p.status,
+                node: p.node,
+                updated: p.updated_ms as f64,
+            })
+        })
+    }
+
+    /// Replaces the members of project `projectId` (created if new). Online
+    /// sets follow, and XMPP members get a roster push.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn set_project_members<'env>(&self, env: &'env Env, project_id: String, uids: Vec<String>) -> napi::Result<PromiseRaw<'env, ()>> {
+        let engine = self.inner.clone();
+        promise(env, async move { Ok(engine.set_project_members(&project_id, uids).await?) }, |()| ())
+    }
+
+    /// Closes every session of user `uid` (clients see close code 3002,
+    /// "kicked"). Returns how many.
+    #[napi]
+    pub fn kick(&self, uid: String) -> u32 {
+        count(self.inner.kick(&uid))
+    }
+
+    /// A snapshot: sessions, users, queues, messages.
+    #[napi]
+    pub fn stats(&self) -> Stats {
+        let s = self.inner.stats();
+        Stats {
+            node: s.node,
+            uptime_secs: u32::try_from(s.uptime_secs).unwrap_or(u32::MAX),
+            sessions: count(s.sessions),
+            users_online: count(s.users_online),
+            sessions_by_transport: s.sessions_by_transport.into_iter().map(|(k, v)| (k, count(v))).collect(),
+            queues: count(s.queues),
+            messages_ready: count(s.messages_ready),
+            messages_unacked: count(s.messages_unacked),
+        }
+    }
+
+    /// Calls `callback` for every engine event of one kind from now on:
+    /// `'session'` (a session opened or closed), `'presence'` (a user's
+    /// aggregated presence changed) or `'message'` (a message was routed).
+    /// Callbacks run on the event loop, never block the engine, and do not
+    /// keep the process alive; one that throws (or rejects) is logged and
+    /// ignored. Throws `ERR_HERALD_ARGUMENT` for another event name.
+    #[napi(
+        ts_args_type = "event: 'session' | 'presence' | 'message', callback: (event: SessionEvent | PresenceEvent | MessageEvent) => unknown"
+    )]
+    pub fn on(&self, event: String, callback: ThreadsafeFunction<JsEvent, Settled, JsEvent, Status, false, true, LISTENER_QUEUE>) -> Result<()> {
+        let kind = Kind::parse(&event)?;
+        self.listeners.add(&self.inner, kind, callback);
+        Ok(())
+    }
+
+    /// Lets JavaScript answer Herald's auth questions (those of RabbitMQ's
+    /// HTTP auth backend), replacing the current authorization. Each
+    /// callback may be sync or async. A callback that throws, rejects,
+    /// answers something else or takes longer than `authTimeoutMs`
+    /// (default 5000) denies, and is logged; the process is unaffected.
+    /// An omitted `user` keeps the current login check (config `users`);
+    /// omitted `vhost`, `resource` and `topic` allow.
+    #[napi]
+    pub fn use_auth(&self, callbacks: AuthCallbacks, auth_timeout_ms: Option<u32>) {
+        let current = self.inner.auth().authenticator;
+        let auth = Arc::new(CallbackAuth::new(callbacks, crate::auth::timeout_from(auth_timeout_ms), current));
+        self.inner.set_auth(AuthSources { authenticator: auth.clone(), authorizer: auth });
+    }
+
+    /// Answers Herald's auth questions with an Express app's own
+    /// rabbitmq-auth-backend-http routes, called in-process (through
+    /// light-my-request: no socket, the app need not listen). `paths`
+    /// default to `/auth/user`, `/auth/vhost`, `/auth/resource`,
+    /// `/auth/topic` with `GET`; requests carry the plugin's query
+    /// parameters and answers are read as it reads them (`allow [tags…]`,
+    /// `deny`; any status but 200/201 denies). A request that fails or takes
+    /// longer than `authTimeoutMs` (default 5000) denies, and is logged.
+    #[napi(
+        ts_args_type = "app: (req: any, res: any, next?: any) => unknown, paths?: ExpressAuthPaths | null, authTimeoutMs?: number | null"
+    )]
+    pub fn use_express_auth(&self, env: Env, app: Unknown, paths: Option<ExpressAuthPaths>, auth_timeout_ms: Option<u32>) -> Result<()> {
+        let auth = Arc::new(ExpressAuth::new(&env, app, paths, crate::auth::timeout_from(auth_timeout_ms))?);
+        let authenticator: Arc<dyn Authenticator> = auth.clone();
+        self.inner.set_auth(AuthSources { authenticator, authorizer: auth });
+        Ok(())
+    }
+}
+
+/// Runs `fut` on the runtime and settles a promise with `conv` of its value,
+/// or rejects with the `ERR_HERALD_*` error.
+fn promise<'env, T, V, F, C>(env: &'env Env, fut: F, conv: C) -> napi::Result<PromiseRaw<'env, V>>
+where
+    T: Send + 'static,
+    V: ToNapiValue,
+    F: Future<Output = std::result::Result<T, HeraldError>> + Send + 'static,
+    C: FnOnce(T) -> V + 'static,
+{
+    env.spawn_future_with_callback(async move { Ok(fut.await) }, move |env, result| match result {
+        Ok(value) => Ok(conv(value)),
+        Err(e) => Err(e.into_js(env)),
+    })
+}
+
+fn pairs(headers: Option<HashMap<String, String>>) -> Vec<(String, String)> {
+    headers.map(|h| h.into_iter().collect()).unwrap_or_default()
+}
+
+fn bytes(body: Either<String, Buffer>) -> Bytes {
+    match body {
+        Either::A(s) => Bytes::from(s),
+        Either::B(b) => Bytes::copy_from_slice(&b),
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
