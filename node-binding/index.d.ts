@@ -105,10 +105,11 @@ export declare class Engine {
    * callback may be sync or async. A callback that throws, rejects,
    * answers something else or takes longer than `authTimeoutMs`
    * (default 5000) denies, and is logged; the process is unaffected.
-   * An omitted `user` keeps the current login check (config `users`);
+   * An omitted `user` keeps the current login check (the config's
+   * `[auth]` chain: JWT, HTTP backend, `users`);
    * omitted `vhost`, `resource` and `topic` allow.
    */
-  useAuth(callbacks: AuthCallbacks, authTimeoutMs?: number | undefined | null): void
+  useAuth(callbacks: AuthCallbacks, authTimeoutMs?: number | null): void
   /**
    * Answers Herald's auth questions with an Express app's own
    * rabbitmq-auth-backend-http routes, called in-process (through
@@ -133,7 +134,8 @@ export interface AuthCallbacks {
    * May `username` log in with `password` (STOMP CONNECT, XMPP SASL PLAIN)?
    * Answer `true` / `'allow'`, `false` / `'deny'`, `'allow tag1 tag2'`, or
    * `{ allow, tags }`; tags are RabbitMQ user tags such as `administrator`.
-   * Omitted: logins keep being checked as before (config `users`).
+   * Omitted: logins keep being checked as before (the config's `[auth]`
+   * JWT / HTTP backend and `users`).
    */
   user?: (username: string, password: string) => boolean | string | UserAnswer | Promise<boolean | string | UserAnswer>
   /** May `username` open virtual host `vhost`? Omitted: allowed. */

@@ -129,7 +129,12 @@ js_rc=0
 echo "=== node --test (@stomp/stompjs, stompjs 2.3 + SockJS, strophe.js over BOSH/WebSocket, Chromium, Redis+MongoDB) ==="
 (cd "$HERE" && node "${node_flags[@]}" js/*.test.mjs) || js_rc=$?
 
-echo "run.sh: pytest exit=$py_rc, node --test exit=$js_rc"
-if [ "$py_rc" -ne 0 ] || [ "$js_rc" -ne 0 ]; then
+addon_rc=0
+echo "=== node --test (the Node addon: node-binding/__test__) ==="
+# install.js rebuilds a stale addon even when node_modules is fresh.
+(cd "$ROOT" && node node-binding/scripts/install.js && npm test -w node-binding) || addon_rc=$?
+
+echo "run.sh: pytest exit=$py_rc, node --test exit=$js_rc, addon exit=$addon_rc"
+if [ "$py_rc" -ne 0 ] || [ "$js_rc" -ne 0 ] || [ "$addon_rc" -ne 0 ]; then
   exit 1
 fi

@@ -41,13 +41,9 @@ function createDemo({ env = process.env } = {}) {
   const authLog = [];
   let listeners = [];
 
-  // Latest presence per user, from the engine's events (the first paint of the dots).
-  const presence = new Map();
-  engine.on('presence', (ev) => {
-    if (!ev || !ev.uid) return;
-    if (ev.state === 'offline') presence.delete(ev.uid);
-    else presence.set(ev.uid, { state: ev.state, status: ev.status || '' });
-  });
+  // The engine's own events: who comes, goes and changes state (the pages get the
+  // same changes on /exchange/presence/p1.*).
+  engine.on('presence', (ev) => console.log(`presence: ${ev.uid} ${ev.state}${ev.status ? ` (${ev.status})` : ''}`));
 
   const app = express();
   app.disable('x-powered-by');
@@ -88,7 +84,7 @@ function createDemo({ env = process.env } = {}) {
     try {
       const online = await engine.onlineUsers(PROJECT.id);
       const states = {};
-      for (const uid of online) states[uid] = (presence.get(uid) || { state: 'online' }).state;
+      for (const uid of online) states[uid] = ((await engine.presence(uid)) || { state: 'online' }).state;
       res.json({ online, states });
     } catch (e) {
       next(e);

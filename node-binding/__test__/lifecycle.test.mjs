@@ -2,6 +2,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { Engine, RawStomp, T, connectStomp, startEngine, ALL_PERMISSIONS } from './helpers.mjs'
 
 test('new Engine() with no config binds nothing; start and stop resolve', T, async () => {
@@ -116,4 +118,40 @@ test('the generated typings declare the whole API', T, async () => {
   for (const name of ['start', 'stop', 'publish', 'sendToUser', 'setPresence', 'onlineUsers', 'presence', 'setProjectMembers', 'kick', 'stats', 'on', 'useAuth', 'useExpressAuth']) {
     assert.match(dts, new RegExp(`\\n  ${name}\\(`), `index.d.ts declares ${name}`)
   }
+})
+
+// A child Node process: does it exit by itself, and when?
+function runChild (body) {
+  const main = fileURLToPath(new URL('../main.js', import.meta.url))
+  const script = `const { Engine } = require(${JSON.stringify(main)}); const t0 = Date.now();\n${body}`
+  const started = Date.now()
+  const r = spawnSync(process.execPath, ['-e', script], { timeout: 3000, encoding: 'utf8' })
+  return { ...r, ms: Date.now() - started }
+}
+
+test('a started engine keeps Node alive until stop(); listeners and auth callbacks do not', T, () => {
+  const running = runChild(`
+    const e = new Engine({ stomp: { listen: '127.0.0.1:0' } })
+    e.on('session', () => {})
+    e.useAuth({ user: () => true })
+    e.start().then(() => console.log('started'))`)
+  assert.equal(running.stdout.trim(), 'started')
+  assert.equal(running.signal, 'SIGTERM', 'still running when the 3 s timeout killed it')
+
+  const stopped = runChild(`
+    const e = new Engine({ stomp: { listen: '127.0.0.1:0' } })
+    e.start().then(() => setTimeout(() => e.stop().then(() => console.log('stopped')), 100))`)
+  assert.equal(stopped.stdout.trim(), 'stopped')
+  assert.equal(stopped.status, 0)
+  assert.ok(stopped.ms < 2500, `exited ${stopped.ms} ms after spawn`)
+
+  const idle = runChild(`
+    const e = new Engine()
+    e.on('message', () => {})
+    e.useAuth({ user: () => true })`)
+  assert.equal(idle.status, 0, 'an engine never started does not hold the process')
+})
+
+test('useAuth() without callbacks is ERR_HERALD_ARGUMENT', T, () => {
+  assert.throws(() => new Engine().useAuth(), { code: 'ERR_HERALD_ARGUMENT' })
 })

@@ -8,6 +8,7 @@
 // Needs cargo (Rust); without it the install fails with a message saying so.
 // HERALD_NODE_SKIP_BUILD=1 skips the build (an install that only wants the JS tools).
 // HERALD_NODE_FORCE_BUILD=1 builds even when the addon looks fresh.
+// Cargo builds in $CARGO_TARGET_DIR, default /var/tmp/herald-target as scripts/test and .ci/run.
 
 const fs = require('node:fs')
 const path = require('node:path')
@@ -115,7 +116,11 @@ try {
   fail('cannot build the native addon: @napi-rs/cli is not installed (it is a devDependency of herald; install without --omit=dev).')
 }
 
-console.log('herald: building the native addon (napi build --platform --release)')
+// The repository's scripts share one cargo target directory outside the clone; use it too.
+if (!process.env.CARGO_TARGET_DIR) {
+  process.env.CARGO_TARGET_DIR = process.platform === 'win32' ? path.join(os.tmpdir(), 'herald-target') : '/var/tmp/herald-target'
+}
+console.log(`herald: building the native addon (napi build --platform --release, target dir ${process.env.CARGO_TARGET_DIR})`)
 const started = Date.now()
 const build = spawnSync(process.execPath, [cli, 'build', '--platform', '--release'], { cwd: pkgDir, stdio: 'inherit' })
 if (build.error) fail(`napi build could not run: ${build.error.message}`)

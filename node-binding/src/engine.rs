@@ -281,13 +281,18 @@ impl Engine {
     /// callback may be sync or async. A callback that throws, rejects,
     /// answers something else or takes longer than `authTimeoutMs`
     /// (default 5000) denies, and is logged; the process is unaffected.
-    /// An omitted `user` keeps the current login check (config `users`);
+    /// An omitted `user` keeps the current login check (the config's
+    /// `[auth]` chain: JWT, HTTP backend, `users`);
     /// omitted `vhost`, `resource` and `topic` allow.
-    #[napi]
-    pub fn use_auth(&self, callbacks: AuthCallbacks, auth_timeout_ms: Option<u32>) {
+    #[napi(ts_args_type = "callbacks: AuthCallbacks, authTimeoutMs?: number | null")]
+    pub fn use_auth(&self, callbacks: Option<AuthCallbacks>, auth_timeout_ms: Option<u32>) -> Result<()> {
+        let callbacks = callbacks.ok_or_else(|| {
+            HeraldError::new(Code::Argument, "useAuth: expected an object of callbacks ({ user, vhost, resource, topic })")
+        })?;
         let current = self.inner.auth().authenticator;
         let auth = Arc::new(CallbackAuth::new(callbacks, crate::auth::timeout_from(auth_timeout_ms), current));
         self.inner.set_auth(AuthSources { authenticator: auth.clone(), authorizer: auth });
+        Ok(())
     }
 
     /// Answers Herald's auth questions with an Express app's own

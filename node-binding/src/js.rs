@@ -51,7 +51,14 @@ unsafe fn as_promise(env: sys::napi_env, value: sys::napi_value) -> napi::Result
         return Ok(None);
     }
     let object = unsafe { Object::from_napi_value(env, value)? };
-    let then: Unknown = object.get_named_property_unchecked("then")?;
+    let then: Unknown = match object.get_named_property_unchecked("then") {
+        Ok(then) => then,
+        // A `then` getter that throws: not a thenable; leave no exception pending.
+        Err(_) => {
+            take_exception(env);
+            return Ok(None);
+        }
+    };
     if then.get_type()? != ValueType::Function {
         return Ok(None);
     }

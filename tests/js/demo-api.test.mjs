@@ -246,7 +246,7 @@ test('POST /publish with a bad destination answers 400 with the engine\'s error 
 
 test('the administrator (guest) may read any feed: stompjs 2.3 over SockJS', T, async () => {
   const SockJS = require('sockjs-client');
-  const { Stomp } = require('stompjs');
+  const Stomp = require('stompjs');
   const messages = new AsyncQueue();
   const ws = new SockJS(server.sockjsUrl, null, { transports: ['xhr-streaming'] });
   const client = Stomp.over(ws);

@@ -131,6 +131,7 @@ async function onConnected(uid, password, transport) {
   demo.transport = transport;
   auth = 'Basic ' + btoa(unescape(encodeURIComponent(`${uid}:${password}`)));
   const p = config.project.id;
+  if (!config.project.members.includes(uid)) throw new Error(`${uid} is not a member of ${config.project.name}`);
   // Subscribe first, wait for Herald's receipts, then load the state: nothing is missed.
   await Promise.all([
     subscribe(`/exchange/project/${p}`, onProjectEvent),

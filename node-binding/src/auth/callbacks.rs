@@ -34,7 +34,8 @@ pub struct AuthCallbacks {
     /// May `username` log in with `password` (STOMP CONNECT, XMPP SASL PLAIN)?
     /// Answer `true` / `'allow'`, `false` / `'deny'`, `'allow tag1 tag2'`, or
     /// `{ allow, tags }`; tags are RabbitMQ user tags such as `administrator`.
-    /// Omitted: logins keep being checked as before (config `users`).
+    /// Omitted: logins keep being checked as before (the config's `[auth]`
+    /// JWT / HTTP backend and `users`).
     #[napi(
         ts_type = "(username: string, password: string) => boolean | string | UserAnswer | Promise<boolean | string | UserAnswer>"
     )]
@@ -114,13 +115,17 @@ impl Authenticator for CallbackAuth {
         })
     }
 
+    fn offers_scram(&self) -> bool {
+        // A JS callback only ever sees plain passwords: PLAIN only.
+        self.user.is_none() && self.fallback.offers_scram()
+    }
+
     fn scram_credentials<'a>(
         &'a self,
         login: &'a str,
         mechanism: herald_core::auth::sasl::Mechanism,
     ) -> BoxFuture<'a, Result<Option<(herald_core::auth::sasl::ScramCredentials, Identity)>, AuthError>> {
         match &self.user {
-            // A JS callback only ever sees plain passwords: PLAIN only.
             Some(_) => Box::pin(async { Ok(None) }),
             None => self.fallback.scram_credentials(login, mechanism),
         }
