@@ -15,7 +15,7 @@ use napi::{Env, JsValue, Status};
 use napi_derive::napi;
 
 use crate::auth::callbacks::{AuthCallbacks, CallbackAuth};
-use crate::auth::express::{ExpressAuth, ExpressAuthPaths};
+use crate::auth::express::ExpressAuthPaths;
 use crate::error::{Code, HeraldError, Result};
 use crate::events::{JsEvent, Kind, Listeners, LISTENER_QUEUE};
 use crate::js::Settled;
@@ -307,7 +307,7 @@ impl Engine {
         ts_args_type = "app: (req: any, res: any, next?: any) => unknown, paths?: ExpressAuthPaths | null, authTimeoutMs?: number | null"
     )]
     pub fn use_express_auth(&self, env: Env, app: Unknown, paths: Option<ExpressAuthPaths>, auth_timeout_ms: Option<u32>) -> Result<()> {
-        let auth = Arc::new(ExpressAuth::new(&env, app, paths, crate::auth::timeout_from(auth_timeout_ms))?);
+        let auth = Arc::new(crate::auth::express::backend(&env, app, paths, crate::auth::timeout_from(auth_timeout_ms))?);
         let authenticator: Arc<dyn Authenticator> = auth.clone();
         self.inner.set_auth(AuthSources { authenticator, authorizer: auth });
         Ok(())

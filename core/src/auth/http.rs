@@ -8,8 +8,14 @@
 //! else (timeout, refused connection, non-2xx) fails closed. Answers, denials
 //! included, are cached for `cache_ttl_ms`, keyed by the whole question
 //! (passwords only as a salted hash).
+//!
+//! How a question reaches the service is an [`AuthTransport`]: over HTTP
+//! ([`ReqwestTransport`], what [`HttpBackend::from_config`] uses), or
+//! in-process (the Node addon injects it into an Express app). The protocol
+//! (parameters, answers, cache, timeout, failing closed) is the same for all.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -21,16 +27,106 @@ use crate::config::{HttpAuthConfig, HttpAuthMethod};
 
 /// Largest answer body read; an auth answer is a word and a few tags.
 const MAX_BODY: usize = 64 * 1024;
+/// Whether an HTTP status carries an answer (anything else fails closed).
+fn is_answer(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
 /// At most one "backend unavailable" warning per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// A question to the service: also the cache key.
+/// How an auth question reaches the service: over HTTP ([`ReqwestTransport`]),
+/// or in-process (the Node addon injects it into an Express app).
+///
+/// A transport only carries the request: [`HttpBackend`] builds the
+/// parameters, reads the answer, caches, bounds the wait and fails closed.
+pub trait AuthTransport: Send + Sync + 'static {
+    /// Asks `path` (one of the backend's `*_path`s, as configured) with
+    /// `params`, in the query string (`Get`) or as an
+    /// `application/x-www-form-urlencoded` body (`Post`). `Ok((status, body))`:
+    /// the service answered (only a 2xx status carries an answer; any other
+    /// fails closed). `Err(why)`: it could not be asked (unreachable, failed).
+    /// `why` reaches clients and logs: it must not contain the parameters.
+    fn request<'a>(
+        &'a self,
+        method: HttpAuthMethod,
+        path: &'a str,
+        params: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Result<(u16, String), String>>;
+}
+
+/// The HTTP transport: each path is a URL, asked with a shared reqwest client
+/// (connections kept alive, no proxies, at most [`MAX_BODY`] bytes read).
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+}
+
+impl ReqwestTransport {
+    /// `timeout` bounds the connection and each whole request.
+    pub fn new(timeout: Duration) -> Result<ReqwestTransport, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .no_proxy()
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(ReqwestTransport { client })
+    }
+
+    async fn send(&self, method: HttpAuthMethod, url: &str, params: &[(&str, &str)]) -> Result<(u16, String), String> {
+        let url = Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let request = match method {
+            HttpAuthMethod::Get => {
+                let mut u = url;
+                u.query_pairs_mut().extend_pairs(params);
+                self.client.get(u)
+            }
+            HttpAuthMethod::Post => {
+                let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+                self.client.post(url).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body)
+            }
+        };
+        // No URL in the error (it reaches clients, and a GET's carries the
+        // password); the rate-limited warning names the configured URL.
+        let unavailable = |e: reqwest::Error| e.without_url().to_string();
+        let mut response = request.send().await.map_err(unavailable)?;
+        let status = response.status().as_u16();
+        if !is_answer(status) {
+            // The body is not read: only the status matters.
+            return Ok((status, String::new()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(format!("auth service sent more than {MAX_BODY} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+impl AuthTransport for ReqwestTransport {
+    fn request<'a>(
+        &'a self,
+        method: HttpAuthMethod,
+        path: &'a str,
+        params: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Result<(u16, String), String>> {
+        Box::pin(self.send(method, path, params))
+    }
+}
+
+/// A question to the service: also the cache key. `tags` are the user's,
+/// space-separated, as sent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Question {
     User { username: String, password: [u8; 32] },
-    Vhost { username: String, vhost: String },
-    Resource { username: String, vhost: String, kind: ResourceKind, name: String, permission: Permission },
-    Topic { username: String, vhost: String, exchange: String, routing_key: String, permission: Permission },
+    Vhost { username: String, vhost: String, tags: String },
+    Resource { username: String, vhost: String, kind: ResourceKind, name: String, permission: Permission, tags: String },
+    Topic { username: String, vhost: String, exchange: String, routing_key: String, permission: Permission, tags: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +211,7 @@ struct WarnLimiter {
 }
 
 impl WarnLimiter {
-    fn warn(&self, url: &Url, error: &str) {
+    fn warn(&self, url: &str, error: &str) {
         let mut state = self.state.lock();
         if state.0.is_some_and(|t| t.elapsed() < WARN_EVERY) {
             state.1 += 1;
@@ -124,18 +220,20 @@ impl WarnLimiter {
         let suppressed = std::mem::take(&mut state.1);
         state.0 = Some(Instant::now());
         drop(state);
-        tracing::warn!(url = %url, error, suppressed, "auth backend unavailable; failing closed");
+        tracing::warn!(url, error, suppressed, "auth backend unavailable; failing closed");
     }
 }
 
-/// The HTTP auth backend: authenticator and authorizer.
+/// The HTTP auth backend: authenticator and authorizer, over any [`AuthTransport`].
 pub struct HttpBackend {
-    client: reqwest::Client,
-    user: Url,
-    vhost: Option<Url>,
-    resource: Option<Url>,
-    topic: Option<Url>,
+    transport: Arc<dyn AuthTransport>,
+    user: String,
+    vhost: Option<String>,
+    resource: Option<String>,
+    topic: Option<String>,
     method: HttpAuthMethod,
+    /// Bounds each question, whatever the transport.
+    timeout: Duration,
     cache: Option<Cache>,
     /// Per process: cache keys hold `sha256(salt || password)`, never the password.
     salt: [u8; 16],
@@ -145,36 +243,44 @@ pub struct HttpBackend {
 impl std::fmt::Debug for HttpBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpBackend")
-            .field("user", &self.user.as_str())
-            .field("vhost", &self.vhost.as_ref().map(Url::as_str))
-            .field("resource", &self.resource.as_ref().map(Url::as_str))
-            .field("topic", &self.topic.as_ref().map(Url::as_str))
+            .field("user", &self.user)
+            .field("vhost", &self.vhost)
+            .field("resource", &self.resource)
+            .field("topic", &self.topic)
             .field("method", &self.method)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl HttpBackend {
-    /// From a validated `[auth.http]`; errors name the bad key.
+    /// From a validated `[auth.http]`, over HTTP; errors name the bad key.
     pub fn from_config(c: &HttpAuthConfig) -> Result<HttpBackend, (&'static str, String)> {
-        let parse = |key: &'static str, s: &str| Url::parse(s).map_err(|e| (key, format!("{s:?} is not a URL: {e}")));
-        let opt = |key: &'static str, s: &Option<String>| s.as_deref().map(|s| parse(key, s)).transpose();
-        let timeout = Duration::from_millis(c.timeout_ms);
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .no_proxy()
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ("auth.http", format!("cannot build the HTTP client: {e}")))?;
-        Ok(HttpBackend {
-            client,
-            user: parse("auth.http.user_path", &c.user_path)?,
-            vhost: opt("auth.http.vhost_path", &c.vhost_path)?,
-            resource: opt("auth.http.resource_path", &c.resource_path)?,
-            topic: opt("auth.http.topic_path", &c.topic_path)?,
+        let check = |key: &'static str, s: &str| Url::parse(s).map(drop).map_err(|e| (key, format!("{s:?} is not a URL: {e}")));
+        check("auth.http.user_path", &c.user_path)?;
+        for (key, path) in [
+            ("auth.http.vhost_path", &c.vhost_path),
+            ("auth.http.resource_path", &c.resource_path),
+            ("auth.http.topic_path", &c.topic_path),
+        ] {
+            path.as_deref().map(|s| check(key, s)).transpose()?;
+        }
+        let transport = ReqwestTransport::new(Duration::from_millis(c.timeout_ms)).map_err(|e| ("auth.http", e))?;
+        Ok(HttpBackend::with_transport(Arc::new(transport), c))
+    }
+
+    /// Over `transport`: the `*_path`s are what it is asked (URLs for
+    /// [`ReqwestTransport`]), `timeout_ms` bounds each question,
+    /// `cache_ttl_ms = 0` disables the cache.
+    pub fn with_transport(transport: Arc<dyn AuthTransport>, c: &HttpAuthConfig) -> HttpBackend {
+        HttpBackend {
+            transport,
+            user: c.user_path.clone(),
+            vhost: c.vhost_path.clone(),
+            resource: c.resource_path.clone(),
+            topic: c.topic_path.clone(),
             method: c.method,
+            timeout: Duration::from_millis(c.timeout_ms.max(1)),
             cache: (c.cache_ttl_ms > 0).then(|| Cache {
                 ttl: Duration::from_millis(c.cache_ttl_ms),
                 max: c.cache_max_entries.max(1),
@@ -182,7 +288,7 @@ impl HttpBackend {
             }),
             salt: rand::random(),
             warn: WarnLimiter::default(),
-        })
+        }
     }
 
     fn password_hash(&self, password: &str) -> [u8; 32] {
@@ -193,56 +299,32 @@ impl HttpBackend {
     }
 
     /// The cached answer, or the service's.
-    async fn ask(&self, url: &Url, question: Question, params: &[(&str, &str)]) -> Result<Answer, AuthError> {
+    async fn ask(&self, path: &str, question: Question, params: &[(&str, &str)]) -> Result<Answer, AuthError> {
         if let Some(answer) = self.cache.as_ref().and_then(|c| c.get(&question)) {
             return Ok(answer);
         }
-        let answer = self.request(url, params).await.inspect_err(|e| {
-            if let AuthError::Unavailable(why) = e {
-                self.warn.warn(url, why);
-            }
-        })?;
+        let answer = match tokio::time::timeout(self.timeout, self.transport.request(self.method, path, params)).await {
+            Ok(Ok((status, body))) if is_answer(status) => Answer::parse(&body),
+            Ok(Ok((status, _))) => return Err(self.unavailable(path, format!("auth service answered HTTP {status}"))),
+            Ok(Err(why)) => return Err(self.unavailable(path, why)),
+            Err(_) => return Err(self.unavailable(path, format!("auth service did not answer within {} ms", self.timeout.as_millis()))),
+        };
         if let Some(c) = &self.cache {
             c.insert(question, answer.clone());
         }
         Ok(answer)
     }
 
-    async fn request(&self, url: &Url, params: &[(&str, &str)]) -> Result<Answer, AuthError> {
-        let request = match self.method {
-            HttpAuthMethod::Get => {
-                let mut u = url.clone();
-                u.query_pairs_mut().extend_pairs(params);
-                self.client.get(u)
-            }
-            HttpAuthMethod::Post => {
-                let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
-                self.client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body)
-            }
-        };
-        // No URL in the error (it reaches clients, and a GET's carries the
-        // password); the rate-limited warning names the configured URL.
-        let unavailable = |e: reqwest::Error| AuthError::Unavailable(e.without_url().to_string());
-        let mut response = request.send().await.map_err(unavailable)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(AuthError::Unavailable(format!("auth service answered {status}")));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(AuthError::Unavailable(format!("auth service sent more than {MAX_BODY} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Answer::parse(&String::from_utf8_lossy(&body)))
+    fn unavailable(&self, path: &str, why: String) -> AuthError {
+        self.warn.warn(path, &why);
+        AuthError::Unavailable(why)
     }
 
-    async fn allowed(&self, url: &Option<Url>, question: Question, params: &[(&str, &str)]) -> Result<bool, AuthError> {
-        match url {
+    async fn allowed(&self, path: &Option<String>, question: Question, params: &[(&str, &str)]) -> Result<bool, AuthError> {
+        match path {
             // An unset path grants, as in RabbitMQ's plugin.
             None => Ok(true),
-            Some(url) => Ok(self.ask(url, question, params).await? != Answer::Deny),
+            Some(path) => Ok(self.ask(path, question, params).await? != Answer::Deny),
         }
     }
 
@@ -264,12 +346,16 @@ impl Authenticator for HttpBackend {
     }
 }
 
+/// The permission questions carry the user's tags (what the login check
+/// answered after `allow`), space-separated, as RabbitMQ sends them.
 impl Authorizer for HttpBackend {
     fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move {
-            let question = Question::Vhost { username: who.uid.clone(), vhost: vhost.to_owned() };
+            let tags = who.tags.join(" ");
             // The client address is not known here; `ip` is sent empty.
-            self.allowed(&self.vhost, question, &[("username", &who.uid), ("vhost", vhost), ("ip", "")]).await
+            let params = [("username", who.uid.as_str()), ("vhost", vhost), ("ip", ""), ("tags", tags.as_str())];
+            let question = Question::Vhost { username: who.uid.clone(), vhost: vhost.to_owned(), tags: tags.clone() };
+            self.allowed(&self.vhost, question, &params).await
         })
     }
 
@@ -282,15 +368,23 @@ impl Authorizer for HttpBackend {
         permission: Permission,
     ) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move {
-            let question =
-                Question::Resource { username: who.uid.clone(), vhost: vhost.to_owned(), kind, name: name.to_owned(), permission };
+            let tags = who.tags.join(" ");
             let params = [
                 ("username", who.uid.as_str()),
                 ("vhost", vhost),
                 ("resource", kind.as_str()),
                 ("name", name),
                 ("permission", permission.as_str()),
+                ("tags", tags.as_str()),
             ];
+            let question = Question::Resource {
+                username: who.uid.clone(),
+                vhost: vhost.to_owned(),
+                kind,
+                name: name.to_owned(),
+                permission,
+                tags: tags.clone(),
+            };
             self.allowed(&self.resource, question, &params).await
         })
     }
@@ -304,21 +398,24 @@ impl Authorizer for HttpBackend {
         permission: Permission,
     ) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move {
-            let question = Question::Topic {
-                username: who.uid.clone(),
-                vhost: vhost.to_owned(),
-                exchange: exchange.to_owned(),
-                routing_key: routing_key.to_owned(),
-                permission,
-            };
+            let tags = who.tags.join(" ");
             let params = [
                 ("username", who.uid.as_str()),
                 ("vhost", vhost),
                 ("resource", "topic"),
                 ("name", exchange),
                 ("permission", permission.as_str()),
+                ("tags", tags.as_str()),
                 ("routing_key", routing_key),
             ];
+            let question = Question::Topic {
+                username: who.uid.clone(),
+                vhost: vhost.to_owned(),
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+                permission,
+                tags: tags.clone(),
+            };
             self.allowed(&self.topic, question, &params).await
         })
     }
@@ -393,19 +490,20 @@ mod tests {
         assert!(!b.vhost(&alice, "other").await.unwrap());
         let v = &svc.requests("/auth/vhost")[0].params;
         assert_eq!((v["username"].as_str(), v["vhost"].as_str()), ("alice", "/"));
-        assert!(v.contains_key("ip"));
+        assert_eq!((v["ip"].as_str(), v["tags"].as_str()), ("", ""));
 
         assert!(b.resource(&alice, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
         assert!(!b.resource(&alice, "/", ResourceKind::Exchange, "private", Permission::Write).await.unwrap());
         let r = &svc.requests("/auth/resource")[1].params;
-        let got: Vec<&str> = ["username", "vhost", "resource", "name", "permission"].iter().map(|k| r[*k].as_str()).collect();
-        assert_eq!(got, ["alice", "/", "exchange", "private", "write"]);
+        let got: Vec<&str> = ["username", "vhost", "resource", "name", "permission", "tags"].iter().map(|k| r[*k].as_str()).collect();
+        assert_eq!(got, ["alice", "/", "exchange", "private", "write", ""]);
 
         assert!(b.topic(&alice, "/", "amq.topic", "alice.news", Permission::Write).await.unwrap());
         assert!(!b.topic(&alice, "/", "amq.topic", "bob.news", Permission::Read).await.unwrap());
         let t = &svc.requests("/auth/topic")[1].params;
-        let got: Vec<&str> = ["username", "vhost", "resource", "name", "permission", "routing_key"].iter().map(|k| t[*k].as_str()).collect();
-        assert_eq!(got, ["alice", "/", "topic", "amq.topic", "read", "bob.news"]);
+        let got: Vec<&str> =
+            ["username", "vhost", "resource", "name", "permission", "tags", "routing_key"].iter().map(|k| t[*k].as_str()).collect();
+        assert_eq!(got, ["alice", "/", "topic", "amq.topic", "read", "", "bob.news"]);
 
         // Cached, per full question.
         assert!(!b.topic(&alice, "/", "amq.topic", "bob.news", Permission::Read).await.unwrap());
@@ -489,6 +587,100 @@ mod tests {
         let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "secret-pw").await else { panic!("down must be unavailable") };
         assert!(!why.contains("secret-pw"), "{why}");
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    type Reply = Result<(u16, String), String>;
+    /// What the fake answers a path and its parameters; `None`: never.
+    type Replier = fn(&str, &[(&str, &str)]) -> Option<Reply>;
+    type Asked = (HttpAuthMethod, String, Vec<(String, String)>);
+
+    /// An in-memory transport: records each request and answers from `reply`.
+    struct Fake {
+        log: Mutex<Vec<Asked>>,
+        reply: Replier,
+    }
+
+    impl AuthTransport for Fake {
+        fn request<'a>(
+            &'a self,
+            method: HttpAuthMethod,
+            path: &'a str,
+            params: &'a [(&'a str, &'a str)],
+        ) -> BoxFuture<'a, Result<(u16, String), String>> {
+            let owned = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            self.log.lock().push((method, path.to_owned(), owned));
+            let reply = (self.reply)(path, params);
+            Box::pin(async move {
+                match reply {
+                    Some(r) => r,
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    fn fake(reply: Replier, c: HttpAuthConfig) -> (Arc<Fake>, HttpBackend) {
+        let t = Arc::new(Fake { log: Mutex::default(), reply });
+        (t.clone(), HttpBackend::with_transport(t, &c))
+    }
+
+    #[tokio::test]
+    async fn any_transport_gets_the_protocol_cache_timeout_and_failing_closed() {
+        let c = HttpAuthConfig {
+            user_path: "/u".into(),
+            vhost_path: Some("/v".into()),
+            topic_path: Some("/t".into()),
+            method: HttpAuthMethod::Post,
+            timeout_ms: 100,
+            cache_ttl_ms: 0,
+            ..HttpAuthConfig::default()
+        };
+        let (t, b) = fake(
+            |path, p| {
+                let get = |k: &str| p.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+                Some(match (path, get("username")) {
+                    ("/u", Some("admin")) => Ok((201, "allow administrator management".into())),
+                    ("/u", Some("down")) => Err("refused".into()),
+                    ("/u", Some("teapot")) => Ok((418, "allow".into())),
+                    ("/u", Some("slow")) => return None,
+                    ("/u", _) => Ok((200, "deny".into())),
+                    ("/v", _) if get("tags") == Some("administrator management") => Ok((200, "allow".into())),
+                    _ => Ok((200, "deny".into())),
+                })
+            },
+            c,
+        );
+        let admin = b.authenticate("admin", "pw").await.unwrap();
+        assert_eq!(admin.tags, ["administrator", "management"]);
+        assert_eq!(b.authenticate("eve", "pw").await, Err(AuthError::Refused));
+        assert!(b.vhost(&admin, "/").await.unwrap(), "tags reach the service");
+        assert!(!b.vhost(&who("admin"), "/").await.unwrap());
+        assert!(b.resource(&admin, "/", ResourceKind::Queue, "q", Permission::Read).await.unwrap(), "unset path allows");
+        assert!(!b.topic(&admin, "/", "amq.topic", "k", Permission::Write).await.unwrap());
+        // Cache off: every question reaches the transport, as asked.
+        assert!(b.vhost(&admin, "/").await.unwrap());
+        let log = t.log.lock().clone();
+        let paths: Vec<&str> = log.iter().map(|(_, p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/u", "/u", "/v", "/v", "/t", "/v"]);
+        assert!(log.iter().all(|(m, _, _)| *m == HttpAuthMethod::Post));
+        let keys: Vec<&str> = log[4].2.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["username", "vhost", "resource", "name", "permission", "tags", "routing_key"]);
+
+        // Failing closed: a transport error, a non-2xx status, no answer in time.
+        let Err(AuthError::Unavailable(why)) = b.authenticate("down", "pw").await else { panic!() };
+        assert_eq!(why, "refused");
+        let Err(AuthError::Unavailable(why)) = b.authenticate("teapot", "pw").await else { panic!() };
+        assert!(why.contains("418"), "{why}");
+        let t0 = Instant::now();
+        let Err(AuthError::Unavailable(why)) = b.authenticate("slow", "pw").await else { panic!() };
+        assert!(why.contains("100 ms") && t0.elapsed() < Duration::from_secs(1), "{why} {:?}", t0.elapsed());
+
+        // With the cache on, a transport is asked once per question.
+        let (t, b) = fake(|_, _| Some(Ok((200, "allow".into()))), HttpAuthConfig { user_path: "/u".into(), ..HttpAuthConfig::default() });
+        for _ in 0..3 {
+            b.authenticate("alice", "pw").await.unwrap();
+        }
+        assert_eq!(t.log.lock().len(), 1);
     }
 
     #[test]

@@ -4,36 +4,30 @@
 //! light-my-request's `inject(app, { method, url })`: the app's own route
 //! handlers run, no socket is opened and the app need not listen.
 //!
-//! The requests are the plugin's: the same paths, query parameters and
-//! `allow [tags…]` / `deny` bodies (HTTP status 200 or 201; anything else
-//! denies). Parameters, in the plugin's order:
-//!
-//! | path | parameters |
-//! |------|------------|
-//! | user | `username`, `password` |
-//! | vhost | `username`, `vhost`, `ip`, `tags` |
-//! | resource | `username`, `vhost`, `resource` (`exchange`/`queue`), `name`, `permission`, `tags` |
-//! | topic | `username`, `vhost`, `resource` (`topic`), `name` (the exchange), `permission`, `tags`, `routing_key` |
-//!
-//! `tags` (space-separated) is what the user check answered after `allow`, as
-//! RabbitMQ sends it. `ip` is empty: core's `Authorizer::vhost` is not given
-//! the client address.
+//! The protocol is core's [`HttpBackend`] (the plugin's parameters, `tags`
+//! included, its `allow [tags…]` / `deny` bodies, the timeout, failing
+//! closed); this module is only its transport, [`Injector`], and the
+//! mapping of `useExpressAuth`'s arguments onto an `[auth.http]`. The cache is
+//! off: every question reaches the app's handlers, so an answer the app
+//! changes takes effect at once, as before. Only HTTP status 200 and 201
+//! carry an answer (as in the plugin); anything else fails closed.
 //!
 //! light-my-request is registered once by the package entry point
 //! (`main.js`), so this module has no JS of its own.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
-use herald_core::auth::{AuthError, Authenticator, Authorizer, BoxFuture, Identity, Permission, ResourceKind};
+use herald_core::auth::http::AuthTransport;
+use herald_core::auth::{BoxFuture, HttpBackend};
+use herald_core::config::{HttpAuthConfig, HttpAuthMethod};
 use napi::bindgen_prelude::{FnArgs, FromNapiValue, Function, FunctionRef, Object, ToNapiValue, Unknown};
 use napi::UnknownRef;
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, JsValue, Status, ValueType};
 use napi_derive::napi;
 
-use super::callbacks::identity;
-use super::{ask, parse_body, UserVerdict};
 use crate::error::{Code, HeraldError};
 use crate::js::{Eventually, InjectReply, Raw};
 
@@ -79,91 +73,93 @@ pub struct Request {
 
 type Dispatch = ThreadsafeFunction<Request, Eventually<InjectReply>, FnArgs<(Raw, Raw)>, Status, false, true>;
 
-pub struct ExpressAuth {
+/// The transport of a `useExpressAuth` backend: each question is injected
+/// into the app (on the JS thread) and its reply awaited.
+pub struct Injector {
     dispatch: Dispatch,
-    user: String,
-    vhost: String,
-    resource: String,
-    topic: String,
-    post: bool,
-    timeout: Duration,
 }
 
-impl ExpressAuth {
-    /// Binds `app` to the registered `inject`. Runs on the JS thread.
-    pub fn new(env: &Env, app: Unknown, paths: Option<ExpressAuthPaths>, timeout: Duration) -> Result<Self, HeraldError> {
-        if app.get_type().map_err(arg)? != ValueType::Function {
-            return Err(HeraldError::new(Code::Argument, "useExpressAuth: `app` must be an Express app (a request handler function)"));
-        }
-        let paths = paths.unwrap_or(ExpressAuthPaths { user: None, vhost: None, resource: None, topic: None, method: None });
-        let post = match paths.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
-            None | Some("GET") => false,
-            Some("POST") => true,
-            Some(other) => {
-                return Err(HeraldError::new(Code::Argument, format!("useExpressAuth: method {other:?} is not 'GET' or 'POST'")))
-            }
-        };
-        let inject = INJECTOR
-            .with(|i| i.borrow().as_ref().map(|r| r.borrow_back(env)).transpose())
-            .map_err(arg)?
-            .ok_or_else(|| {
-                HeraldError::new(
-                    Code::State,
-                    "useExpressAuth: light-my-request is not registered; load the package through its entry point (require('herald'))",
-                )
-            })?;
-        // The app stays referenced for the life of this authenticator's
-        // threadsafe function (released when the engine drops it).
-        // Owned by the callback below, which only runs (and is dropped) on the JS thread.
-        let app: UnknownRef<false> = unsafe { UnknownRef::from_napi_value(env.raw(), app.raw()) }.map_err(arg)?;
-        let dispatch: Dispatch = inject
-            .build_threadsafe_function::<Request>()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build_callback(move |ctx| {
-                let app = unsafe { <&UnknownRef<false> as ToNapiValue>::to_napi_value(ctx.env.raw(), &app)? };
-                let mut options = Object::new(&ctx.env)?;
-                options.set("method", ctx.value.method)?;
-                options.set("url", ctx.value.url)?;
-                if let Some(form) = ctx.value.form {
-                    let mut headers = Object::new(&ctx.env)?;
-                    headers.set("content-type", "application/x-www-form-urlencoded")?;
-                    options.set("headers", Raw(headers.raw()))?;
-                    options.set("payload", form)?;
-                }
-                Ok(FnArgs::from((Raw(app), Raw(options.raw()))))
-            })
-            .map_err(arg)?;
-        Ok(ExpressAuth {
-            dispatch,
-            user: paths.user.unwrap_or_else(|| "/auth/user".into()),
-            vhost: paths.vhost.unwrap_or_else(|| "/auth/vhost".into()),
-            resource: paths.resource.unwrap_or_else(|| "/auth/resource".into()),
-            topic: paths.topic.unwrap_or_else(|| "/auth/topic".into()),
-            post,
-            timeout,
-        })
+/// `app`'s routes as the engine's authenticator and authorizer. Runs on the
+/// JS thread (binds `app` to the registered `inject`).
+pub fn backend(env: &Env, app: Unknown, paths: Option<ExpressAuthPaths>, timeout: Duration) -> Result<HttpBackend, HeraldError> {
+    if app.get_type().map_err(arg)? != ValueType::Function {
+        return Err(HeraldError::new(Code::Argument, "useExpressAuth: `app` must be an Express app (a request handler function)"));
     }
+    let paths = paths.unwrap_or(ExpressAuthPaths { user: None, vhost: None, resource: None, topic: None, method: None });
+    let method = match paths.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("GET") => HttpAuthMethod::Get,
+        Some("POST") => HttpAuthMethod::Post,
+        Some(other) => return Err(HeraldError::new(Code::Argument, format!("useExpressAuth: method {other:?} is not 'GET' or 'POST'"))),
+    };
+    let inject = INJECTOR
+        .with(|i| i.borrow().as_ref().map(|r| r.borrow_back(env)).transpose())
+        .map_err(arg)?
+        .ok_or_else(|| {
+            HeraldError::new(
+                Code::State,
+                "useExpressAuth: light-my-request is not registered; load the package through its entry point (require('herald'))",
+            )
+        })?;
+    // The app stays referenced for the life of this backend's threadsafe
+    // function (released when the engine drops it).
+    // Owned by the callback below, which only runs (and is dropped) on the JS thread.
+    let app: UnknownRef<false> = unsafe { UnknownRef::from_napi_value(env.raw(), app.raw()) }.map_err(arg)?;
+    let dispatch: Dispatch = inject
+        .build_threadsafe_function::<Request>()
+        .callee_handled::<false>()
+        .weak::<true>()
+        .build_callback(move |ctx| {
+            let app = unsafe { <&UnknownRef<false> as ToNapiValue>::to_napi_value(ctx.env.raw(), &app)? };
+            let mut options = Object::new(&ctx.env)?;
+            options.set("method", ctx.value.method)?;
+            options.set("url", ctx.value.url)?;
+            if let Some(form) = ctx.value.form {
+                let mut headers = Object::new(&ctx.env)?;
+                headers.set("content-type", "application/x-www-form-urlencoded")?;
+                options.set("headers", Raw(headers.raw()))?;
+                options.set("payload", form)?;
+            }
+            Ok(FnArgs::from((Raw(app), Raw(options.raw()))))
+        })
+        .map_err(arg)?;
+    let config = HttpAuthConfig {
+        user_path: paths.user.unwrap_or_else(|| "/auth/user".into()),
+        vhost_path: Some(paths.vhost.unwrap_or_else(|| "/auth/vhost".into())),
+        resource_path: Some(paths.resource.unwrap_or_else(|| "/auth/resource".into())),
+        topic_path: Some(paths.topic.unwrap_or_else(|| "/auth/topic".into())),
+        method,
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        cache_ttl_ms: 0,
+        ..HttpAuthConfig::default()
+    };
+    Ok(HttpBackend::with_transport(Arc::new(Injector { dispatch }), &config))
+}
 
-    /// Asks one route; `Ok` is what its body said.
-    async fn ask(&self, path: &str, params: &[(&str, &str)]) -> Result<UserVerdict, AuthError> {
-        let query = encode(params);
-        let request = if self.post {
-            Request { method: "POST", url: path.to_owned(), form: Some(query) }
-        } else {
-            let sep = if path.contains('?') { '&' } else { '?' };
-            Request { method: "GET", url: format!("{path}{sep}{query}"), form: None }
-        };
-        let what = format!("useExpressAuth {} {path}", request.method);
-        let reply = ask(&what, self.timeout, self.dispatch.call_async_catch(request)).await?;
-        if reply.status != 200 && reply.status != 201 {
-            tracing::warn!(status = reply.status, "{what} answered HTTP {}; denying", reply.status);
-            return Err(AuthError::Unavailable(format!("{what} answered HTTP {}", reply.status)));
-        }
-        parse_body(&reply.body).ok_or_else(|| {
-            let body: String = reply.body.chars().take(80).collect();
-            tracing::warn!("{what} answered {body:?}, expected 'allow' or 'deny'; denying");
-            AuthError::Unavailable(format!("{what} answered {body:?}"))
+impl AuthTransport for Injector {
+    fn request<'a>(
+        &'a self,
+        method: HttpAuthMethod,
+        path: &'a str,
+        params: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Result<(u16, String), String>> {
+        Box::pin(async move {
+            let query = encode(params);
+            let request = match method {
+                HttpAuthMethod::Post => Request { method: "POST", url: path.to_owned(), form: Some(query) },
+                HttpAuthMethod::Get => {
+                    let sep = if path.contains('?') { '&' } else { '?' };
+                    Request { method: "GET", url: format!("{path}{sep}{query}"), form: None }
+                }
+            };
+            let what = format!("useExpressAuth {} {path}", request.method);
+            let reply = async { self.dispatch.call_async_catch(request).await?.settle().await }
+                .await
+                .map_err(|e| format!("{what} failed: {}", e.reason))?;
+            // The plugin's answers are 200 and 201 (core's HTTP rule would also take 202–299).
+            if reply.status != 200 && reply.status != 201 {
+                return Err(format!("{what} answered HTTP {}", reply.status));
+            }
+            Ok((reply.status as u16, reply.body))
         })
     }
 }
@@ -194,74 +190,6 @@ fn quote_plus(s: &str, out: &mut String) {
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
-    }
-}
-
-fn allowed(verdict: UserVerdict) -> bool {
-    matches!(verdict, UserVerdict::Allow(_))
-}
-
-impl Authenticator for ExpressAuth {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
-        Box::pin(async move {
-            let verdict = self.ask(&self.user, &[("username", login), ("password", password)]).await?;
-            identity(login, Ok(verdict), "useExpressAuth")
-        })
-    }
-}
-
-impl Authorizer for ExpressAuth {
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
-        Box::pin(async move {
-            let tags = who.tags.join(" ");
-            let params = [("username", who.uid.as_str()), ("vhost", vhost), ("ip", ""), ("tags", tags.as_str())];
-            Ok(allowed(self.ask(&self.vhost, &params).await?))
-        })
-    }
-
-    fn resource<'a>(
-        &'a self,
-        who: &'a Identity,
-        vhost: &'a str,
-        kind: ResourceKind,
-        name: &'a str,
-        permission: Permission,
-    ) -> BoxFuture<'a, Result<bool, AuthError>> {
-        Box::pin(async move {
-            let tags = who.tags.join(" ");
-            let params = [
-                ("username", who.uid.as_str()),
-                ("vhost", vhost),
-                ("resource", kind.as_str()),
-                ("name", name),
-                ("permission", permission.as_str()),
-                ("tags", tags.as_str()),
-            ];
-            Ok(allowed(self.ask(&self.resource, &params).await?))
-        })
-    }
-
-    fn topic<'a>(
-        &'a self,
-        who: &'a Identity,
-        vhost: &'a str,
-        exchange: &'a str,
-        routing_key: &'a str,
-        permission: Permission,
-    ) -> BoxFuture<'a, Result<bool, AuthError>> {
-        Box::pin(async move {
-            let tags = who.tags.join(" ");
-            let params = [
-                ("username", who.uid.as_str()),
-                ("vhost", vhost),
-                ("resource", "topic"),
-                ("name", exchange),
-                ("permission", permission.as_str()),
-                ("tags", tags.as_str()),
-                ("routing_key", routing_key),
-            ];
-            Ok(allowed(self.ask(&self.topic, &params).await?))
-        })
     }
 }
 

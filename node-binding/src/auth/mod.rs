@@ -4,9 +4,11 @@
 //! - [`express`]: `engine.useExpressAuth(app)`, an Express app's own
 //!   rabbitmq-auth-backend-http routes, called in-process through light-my-request.
 //!
-//! Both implement `herald_core::auth::{Authenticator, Authorizer}` and are
-//! installed with `Engine::set_auth`; the engine asks, core decides what a
-//! denial means. Every JS call goes through [`ask`]: it runs on the Node main
+//! Both are `herald_core::auth::{Authenticator, Authorizer}` installed with
+//! `Engine::set_auth`; the engine asks, core decides what a denial means.
+//! [`express`] is core's `HttpBackend` (the rabbitmq-auth-backend-http
+//! protocol, its timeout and failing closed) over an in-process transport.
+//! Every callback call goes through [`ask`]: it runs on the Node main
 //! thread through a weak threadsafe function (`call_async_catch`, so a throw
 //! is an error, not a crashed process), is awaited if it returned a promise,
 //! and is bounded by a timeout. A throw, a rejection, a timeout or an answer
