@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use axum::http::Uri;
 use herald_core::{Config, Engine};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
+
+mod common;
+use common::{header, Raw};
 
 type Log = Arc<Mutex<Vec<(String, HashMap<String, String>)>>>;
 
@@ -68,45 +68,6 @@ hs256_secret = "jwt-test-secret"
     (engine, addr, log)
 }
 
-struct Raw {
-    s: TcpStream,
-    pending: Vec<u8>,
-}
-
-impl Raw {
-    async fn connect(addr: SocketAddr, login: &str, passcode: &str) -> (Raw, String) {
-        let mut c = Raw { s: TcpStream::connect(addr).await.unwrap(), pending: Vec::new() };
-        c.send(&format!("CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\npasscode:{passcode}\n\n\0")).await;
-        let f = c.frame().await;
-        (c, f)
-    }
-
-    async fn send(&mut self, s: &str) {
-        self.s.write_all(s.as_bytes()).await.unwrap();
-    }
-
-    async fn frame(&mut self) -> String {
-        loop {
-            while self.pending.first().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                self.pending.remove(0);
-            }
-            if let Some(i) = self.pending.iter().position(|b| *b == 0) {
-                let f: Vec<u8> = self.pending.drain(..=i).collect();
-                return String::from_utf8_lossy(&f[..f.len() - 1]).into_owned();
-            }
-            let mut buf = [0u8; 65536];
-            let n = timeout(Duration::from_secs(5), self.s.read(&mut buf)).await.expect("frame within 5 s").unwrap_or(0);
-            if n == 0 {
-                return String::new();
-            }
-            self.pending.extend_from_slice(&buf[..n]);
-        }
-    }
-}
-
-fn header<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
-    frame.lines().skip(1).take_while(|l| !l.is_empty()).find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-}
 
 fn asked(log: &Log, path: &str) -> Vec<HashMap<String, String>> {
     log.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, q)| q.clone()).collect()
@@ -117,14 +78,14 @@ async fn http_backend_and_jwt_over_stomp() {
     let (engine, addr, log) = start().await;
 
     // Allowed by the service.
-    let (mut alice, f) = Raw::connect(addr, "alice", "pw").await;
+    let (mut alice, f) = Raw::login(addr, "alice", "pw").await;
     assert!(f.starts_with("CONNECTED\n"), "{f}");
     let user = &asked(&log, "/auth/user")[0];
     assert_eq!((user["username"].as_str(), user["password"].as_str()), ("alice", "pw"));
     assert_eq!(asked(&log, "/auth/vhost")[0]["vhost"], "/");
 
     // Denied by the service.
-    let (_, f) = Raw::connect(addr, "mallory", "pw").await;
+    let (_, f) = Raw::login(addr, "mallory", "pw").await;
     assert!(f.starts_with("ERROR\n"), "{f}");
     assert_eq!(header(&f, "message"), Some("Bad CONNECT"));
 
@@ -140,7 +101,7 @@ async fn http_backend_and_jwt_over_stomp() {
     assert_eq!(keys, ["amq.topic write alice.news", "amq.topic write bob.news"]);
 
     // An exchange the resource path denies.
-    let (mut bob, f) = Raw::connect(addr, "bob", "pw").await;
+    let (mut bob, f) = Raw::login(addr, "bob", "pw").await;
     assert!(f.starts_with("CONNECTED\n"), "{f}");
     bob.send("SEND\ndestination:/exchange/private/x\n\nhi\0").await;
     let f = bob.frame().await;
@@ -157,11 +118,11 @@ async fn http_backend_and_jwt_over_stomp() {
         &jsonwebtoken::EncodingKey::from_secret(b"jwt-test-secret"),
     )
     .unwrap();
-    let (_carol, f) = Raw::connect(addr, "carol", &token).await;
+    let (_carol, f) = Raw::login(addr, "carol", &token).await;
     assert!(f.starts_with("CONNECTED\n"), "{f}");
     assert!(asked(&log, "/auth/user").iter().all(|q| q["username"] != "carol"));
     // The same token for another login is refused.
-    let (_, f) = Raw::connect(addr, "alice", &token).await;
+    let (_, f) = Raw::login(addr, "alice", &token).await;
     assert_eq!(header(&f, "message"), Some("Bad CONNECT"), "{f}");
 
     engine.stop(Duration::from_secs(1)).await;
