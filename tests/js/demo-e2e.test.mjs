@@ -8,92 +8,27 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { withTimeout } from './harness.mjs';
+import { ARTIFACTS, launchChromium, startExample } from './browser.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..', '..');
-const ARTIFACTS = path.resolve(HERE, '..', 'artifacts');
-const DEMO = path.join(ROOT, 'js-examples', 'demo', 'server.js');
-const CHROMIUM = process.env.HERALD_CHROMIUM || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const T = { timeout: 60000 };
 
-let demo; // { child, base, output() }
+let demo; // startExample(): { child, match, base, output(), stop() }
 let browser;
 const pages = {}; // uid → { context, page, logs }
-let dataDir;
-
-async function startDemo() {
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-demo-e2e-'));
-  const child = spawn(process.execPath, [DEMO], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      HERALD_BIND: '127.0.0.1',
-      HERALD_HTTP_PORT: '0',
-      HERALD_STOMP_PORT: '0',
-      HERALD_DATA_DIR: dataDir,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.setEncoding('utf8');
-  child.stderr.setEncoding('utf8');
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (out += d));
-  const url = await withTimeout(
-    new Promise((resolve, reject) => {
-      const check = () => {
-        const m = /Herald demo: (http:\/\/\S+)\s+users: (.*)/.exec(out);
-        if (m) resolve({ url: m[1], users: m[2] });
-      };
-      child.stdout.on('data', check);
-      child.on('exit', (code) => reject(new Error(`demo server exited (${code}) before it was ready:\n${out}`)));
-    }),
-    30000,
-    'the demo server to print its URL',
-  ).catch((e) => {
-    child.kill('SIGKILL');
-    throw new Error(`${e.message}\n--- demo output ---\n${out}`);
-  });
-  const port = new URL(url.url).port;
-  return { child, url: url.url, users: url.users, base: `http://127.0.0.1:${port}`, output: () => out };
-}
 
 before(async () => {
-  if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: apt-get install chromium (tests/run.sh does). Tests never skip on a missing browser.`);
-  }
-  demo = await startDemo();
-  const { chromium } = await import('playwright-core');
-  browser = await withTimeout(chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 }), 40000, 'chromium launch');
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  demo = await startExample('js-examples/demo/server.js', /Herald demo: (http:\/\/\S+)\s+users: (.*)/);
+  demo.url = demo.match[1];
+  demo.users = demo.match[2];
+  browser = await launchChromium();
 });
 
 after(async () => {
   for (const p of Object.values(pages)) await p.context.close().catch(() => {});
   if (browser) await withTimeout(browser.close(), 10000, 'browser close').catch(() => {});
-  if (demo) {
-    demo.child.kill('SIGTERM');
-    await withTimeout(new Promise((r) => (demo.child.exitCode !== null ? r() : demo.child.once('exit', r))), 10000, 'demo exit').catch(() => demo.child.kill('SIGKILL'));
-  }
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  if (demo) await demo.stop();
 });
 
 async function openPage(name) {

@@ -8,85 +8,23 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { withTimeout } from './harness.mjs';
+import { ARTIFACTS, launchChromium, startExample } from './browser.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..', '..');
-const ARTIFACTS = path.resolve(HERE, '..', 'artifacts');
-const APP = path.join(ROOT, 'js-examples', 'auth-app.js');
-const CHROMIUM = process.env.HERALD_CHROMIUM || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const T = { timeout: 60000 };
 
-let srv; // { child, base, output() }
+let srv; // startExample(): { child, base, output(), stop() }
 let browser;
-let dataDir;
 
 before(async () => {
-  if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: apt-get install chromium (tests/run.sh does). Tests never skip on a missing browser.`);
-  }
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-demo-pages-'));
-  const child = spawn(process.execPath, [APP], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      HERALD_BIND: '127.0.0.1',
-      HERALD_HTTP_PORT: '0',
-      HERALD_STOMP_PORT: '0',
-      HERALD_BOSH_PORT: '0',
-      HERALD_DATA_DIR: dataDir,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.setEncoding('utf8');
-  child.stderr.setEncoding('utf8');
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (out += d));
-  const url = await withTimeout(
-    new Promise((resolve, reject) => {
-      child.stdout.on('data', () => {
-        const m = /Herald examples: (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]);
-      });
-      child.on('exit', (code) => reject(new Error(`auth-app exited (${code}) before it was ready`)));
-    }),
-    30000,
-    'auth-app to print its URL',
-  ).catch((e) => {
-    child.kill('SIGKILL');
-    throw new Error(`${e.message}\n--- output ---\n${out}`);
-  });
-  srv = { child, base: `http://127.0.0.1:${new URL(url).port}`, output: () => out };
-  const { chromium } = await import('playwright-core');
-  browser = await withTimeout(chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 }), 40000, 'chromium launch');
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  srv = await startExample('js-examples/auth-app.js', /Herald examples: (http:\/\/\S+)/, { HERALD_BOSH_PORT: '0' });
+  browser = await launchChromium();
 });
 
 after(async () => {
   if (browser) await withTimeout(browser.close(), 10000, 'browser close').catch(() => {});
-  if (srv) {
-    srv.child.kill('SIGTERM');
-    await withTimeout(new Promise((r) => (srv.child.exitCode !== null ? r() : srv.child.once('exit', r))), 10000, 'auth-app exit').catch(() => srv.child.kill('SIGKILL'));
-  }
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  if (srv) await srv.stop();
 });
 
 async function open(t, file) {

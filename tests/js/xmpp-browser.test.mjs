@@ -11,24 +11,11 @@ import http from 'node:http';
 import path from 'node:path';
 import { once } from 'node:events';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { startXmppHerald, XmppClient, track, childText } from './xmpp-harness.mjs';
 import { withTimeout } from './harness.mjs';
+import { ARTIFACTS, launchChromium } from './browser.mjs';
 
 const require = createRequire(import.meta.url);
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ARTIFACTS = path.resolve(HERE, '..', 'artifacts');
-const CHROMIUM = process.env.HERALD_CHROMIUM || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 function stropheBundle() {
   const pkgDir = path.dirname(require.resolve('strophe.js/package.json'));
@@ -138,11 +125,7 @@ before(async () => {
   });
   pageServer.listen(0, '127.0.0.1');
   await once(pageServer, 'listening');
-  if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: apt-get install chromium (tests/run.sh does). Tests never skip on a missing browser.`);
-  }
-  const { chromium } = await import('playwright-core');
-  browser = await withTimeout(chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 }), 40000, 'chromium launch');
+  browser = await launchChromium();
 });
 
 after(async () => {
