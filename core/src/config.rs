@@ -38,6 +38,7 @@ pub struct Config {
     pub vhosts: Vec<VhostConfig>,
     pub users: Vec<UserConfig>,
     pub projects: Vec<ProjectConfig>,
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -55,6 +56,54 @@ impl Default for Config {
             vhosts: vec![VhostConfig { name: "/".into(), exchanges: Vec::new() }],
             users: Vec::new(),
             projects: Vec::new(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+/// The admin API, `/metrics` and the console UI at `/admin/` (docs/admin-api.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Admin HTTP listener; `"off"` (the default) disables it.
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: Option<SocketAddr>,
+    /// Bearer tokens that may use the API. None configured: every request is refused.
+    pub tokens: Vec<String>,
+    /// Built console (`admin-app/dist`), served at `/admin/`; relative to the
+    /// working directory. Unset: `/admin/` answers 404 with how to build it.
+    pub ui_dir: Option<PathBuf>,
+    /// Origins allowed by CORS (the Tauri console and dev servers call the
+    /// API cross-origin); `"*"` allows any. Tokens are never cookies, so an
+    /// allowed origin still needs a token.
+    pub cors_origins: Vec<String>,
+    /// Serve `/metrics` without a token (for scrapers inside a trusted network).
+    pub metrics_public: bool,
+    /// Largest `per_page` of the paged listings.
+    pub max_page_size: usize,
+    /// Sampling period of rates and of the live stream, ms.
+    pub stream_interval_ms: u64,
+    /// Overview samples kept for the charts (`/api/history`).
+    pub history_samples: usize,
+    /// Rate samples kept per queue (the sparklines).
+    pub queue_history: usize,
+    /// Most live streams (`/api/stream`) open at once.
+    pub max_streams: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            tokens: Vec::new(),
+            ui_dir: None,
+            cors_origins: vec!["*".into()],
+            metrics_public: false,
+            max_page_size: 500,
+            stream_interval_ms: 1000,
+            history_samples: 300,
+            queue_history: 30,
+            max_streams: 32,
         }
     }
 }
@@ -542,6 +591,21 @@ impl Config {
             if value < min {
                 return Err(invalid(key, format!("must be at least {min}, got {value}")));
             }
+        }
+        let a = &self.admin;
+        for (key, value, min) in [
+            ("admin.max_page_size", a.max_page_size as u64, 1),
+            ("admin.stream_interval_ms", a.stream_interval_ms, 100),
+            ("admin.history_samples", a.history_samples as u64, 2),
+            ("admin.queue_history", a.queue_history as u64, 2),
+            ("admin.max_streams", a.max_streams as u64, 1),
+        ] {
+            if value < min {
+                return Err(invalid(key, format!("must be at least {min}, got {value}")));
+            }
+        }
+        if let Some(i) = a.tokens.iter().position(|t| t.len() < 8) {
+            return Err(invalid(format!("admin.tokens[{i}]"), "must be at least 8 characters"));
         }
         if l.connect_timeout_ms == 0 {
             return Err(invalid("limits.connect_timeout_ms", "must be greater than 0"));

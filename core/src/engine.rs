@@ -64,6 +64,9 @@ pub struct Shared {
     auth: RwLock<AuthSources>,
     pub presence: PresenceService,
     events: tokio::sync::broadcast::Sender<EngineEvent>,
+    /// Session and presence events only: the admin stream listens here so an
+    /// open console does not make every publish copy its body into an event.
+    changes: tokio::sync::broadcast::Sender<EngineEvent>,
     presence_store: RwLock<Arc<dyn PresenceStore>>,
     directory: RwLock<Arc<dyn Directory>>,
     pub shutdown: CancellationToken,
@@ -140,6 +143,7 @@ impl Engine {
                 auth: RwLock::new(auth),
                 presence: PresenceService::new(&config.node.name),
                 events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
+                changes: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
                 presence_store: RwLock::new(Arc::new(MemoryPresence::default())),
                 directory: RwLock::new(Arc::new(MemoryDirectory::from_config(&config))),
                 shutdown: CancellationToken::new(),
@@ -165,10 +169,21 @@ impl Engine {
         self.events.subscribe()
     }
 
+    /// Session and presence events from now on (no messages).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<EngineEvent> {
+        self.changes.subscribe()
+    }
+
+    /// Sends a session or presence event to every listener.
     fn emit(&self, event: impl FnOnce() -> EngineEvent) {
-        // Built only when someone listens: message events copy the body.
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(event());
+        let all = self.events.receiver_count() > 0;
+        if !all && self.changes.receiver_count() == 0 {
+            return;
+        }
+        let event = event();
+        let _ = self.changes.send(event.clone());
+        if all {
+            let _ = self.events.send(event);
         }
     }
 
@@ -202,7 +217,9 @@ impl Engine {
     /// Routes a message in a vhost: every publish (STOMP SEND, XMPP message,
     /// the API) goes through here.
     pub fn route(&self, vhost: &crate::router::Vhost, message: Message) -> Result<usize, RouteError> {
-        self.emit(|| EngineEvent::Message {
+        // Built only when someone listens to messages: the event copies the body.
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(EngineEvent::Message {
             vhost: vhost.name.to_string(),
             exchange: message.exchange.clone(),
             routing_key: message.routing_key.clone(),
@@ -210,7 +227,8 @@ impl Engine {
             headers: message.headers.clone(),
             body: String::from_utf8_lossy(&message.body).into_owned(),
             sender: message.sender.clone(),
-        });
+            });
+        }
         vhost.publish(message)
     }
 
@@ -423,6 +441,7 @@ impl Engine {
             self.tasks.spawn(crate::transport::http::serve(self.clone(), l));
         }
         crate::xmpp::listen(self, &mut bound).await?;
+        crate::admin::listen(self, &mut bound).await?;
         *self.listeners.lock() = bound.clone();
         Ok(bound)
     }

@@ -19,8 +19,10 @@
 //! - [`stomp`]: the STOMP edge (sans-IO codec, destinations, session).
 //! - [`transport`]: TCP/TLS, WebSocket, SockJS and the HTTP listener.
 //! - [`xmpp`]: the XMPP edge: XML streams, SASL, c2s TCP/STARTTLS, WebSocket, BOSH.
+//! - [`admin`]: the admin API, live stream, Prometheus metrics and the console UI.
 //! - [`error`]: the numbered close-reason table clients see.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod directory;

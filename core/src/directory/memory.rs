@@ -33,6 +33,11 @@ impl Directory for MemoryDirectory {
         Box::pin(async move { Ok(v) })
     }
 
+    fn projects<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<Project>, DirectoryError>> {
+        let v = self.projects.read().values().take(limit).cloned().collect();
+        Box::pin(async move { Ok(v) })
+    }
+
     fn project<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Project>, DirectoryError>> {
         let v = self.projects.read().get(id).cloned();
         Box::pin(async move { Ok(v) })

@@ -30,6 +30,7 @@ pub enum DirectoryError {
 /// Guarantees every implementation gives (checked by [`conformance`]):
 /// - `projects_of(uid)` returns every project whose members include `uid`,
 ///   each once, sorted by id; an unknown user has none.
+/// - `projects(limit)` lists projects sorted by id, at most `limit`.
 /// - `project(id)` returns the project with members in stored order, or `None`.
 /// - `set_members` replaces the member list (creating the project, named by
 ///   its id, if needed); a following read sees it. Sources that cannot write
@@ -38,6 +39,7 @@ pub enum DirectoryError {
 ///   request and log, never guess.
 pub trait Directory: Send + Sync + Debug + 'static {
     fn projects_of<'a>(&'a self, uid: &'a str) -> BoxFuture<'a, Result<Vec<Project>, DirectoryError>>;
+    fn projects<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<Project>, DirectoryError>>;
     fn project<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Project>, DirectoryError>>;
     fn set_members<'a>(&'a self, id: &'a str, members: &'a [String]) -> BoxFuture<'a, Result<(), DirectoryError>>;
 }
@@ -56,6 +58,10 @@ pub async fn conformance(dir: &dyn Directory) {
     let carol: Vec<String> = dir.projects_of("carol").await.unwrap().into_iter().map(|p| p.id).collect();
     assert_eq!(carol, ["p1", "p2"], "sorted by id, each once");
     assert_eq!(dir.projects_of("alice").await.unwrap().len(), 1);
+    let all: Vec<String> = dir.projects(1000).await.unwrap().into_iter().map(|p| p.id).collect();
+    assert!(all.contains(&"p1".to_string()) && all.contains(&"p2".to_string()), "every project: {all:?}");
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "sorted by id, each once: {all:?}");
+    assert_eq!(dir.projects(1).await.unwrap().len(), 1, "at most the limit");
     dir.set_members("p1", &v(&["bob"])).await.unwrap();
     assert!(dir.projects_of("alice").await.unwrap().is_empty(), "replaced, not merged");
     assert_eq!(dir.project("p1").await.unwrap().unwrap().members, ["bob"]);

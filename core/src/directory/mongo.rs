@@ -191,9 +191,13 @@ impl MongoDirectory {
         Some(Project { id, name, members })
     }
 
-    async fn find_projects(&self, uid: &str) -> Result<Vec<Project>, DirectoryError> {
-        let filter = doc! { self.mapping.members_field.as_str(): uid };
-        let mut cursor = self.coll.find(filter).projection(self.projection()).await.map_err(unavailable)?;
+    /// Projects matching `filter` (all when empty), at most `limit`, sorted by id.
+    async fn find_projects(&self, filter: mongodb::bson::Document, limit: Option<usize>) -> Result<Vec<Project>, DirectoryError> {
+        let mut find = self.coll.find(filter).projection(self.projection());
+        if let Some(limit) = limit {
+            find = find.sort(doc! { self.mapping.id_field.as_str(): 1 }).limit(limit as i64);
+        }
+        let mut cursor = find.await.map_err(unavailable)?;
         let mut out = Vec::new();
         while cursor.advance().await.map_err(unavailable)? {
             let d = cursor.deserialize_current().map_err(unavailable)?;
@@ -248,7 +252,12 @@ async fn bounded_dir<T>(timeout: Duration, f: impl Future<Output = Result<T, Dir
 
 impl Directory for MongoDirectory {
     fn projects_of<'a>(&'a self, uid: &'a str) -> BoxFuture<'a, Result<Vec<Project>, DirectoryError>> {
-        Box::pin(bounded_dir(self.timeout, self.find_projects(uid)))
+        let filter = doc! { self.mapping.members_field.as_str(): uid };
+        Box::pin(bounded_dir(self.timeout, self.find_projects(filter, None)))
+    }
+
+    fn projects<'a>(&'a self, limit: usize) -> BoxFuture<'a, Result<Vec<Project>, DirectoryError>> {
+        Box::pin(bounded_dir(self.timeout, self.find_projects(doc! {}, Some(limit))))
     }
 
     fn project<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Project>, DirectoryError>> {

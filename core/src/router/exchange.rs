@@ -61,6 +61,8 @@ pub struct Exchange {
     pub name: Arc<str>,
     pub kind: ExchangeKind,
     bindings: RwLock<Bindings>,
+    /// Messages published through this exchange (admin rates).
+    pub published: std::sync::atomic::AtomicU64,
 }
 
 impl Exchange {
@@ -71,7 +73,7 @@ impl Exchange {
             ExchangeKind::Topic => Bindings::Topic(TopicTrie::default()),
             ExchangeKind::Headers => Bindings::Headers(Vec::new()),
         };
-        Exchange { name: name.into(), kind, bindings: RwLock::new(bindings) }
+        Exchange { name: name.into(), kind, bindings: RwLock::new(bindings), published: Default::default() }
     }
 
     pub fn bind(&self, queue: &Arc<Queue>, key: &str, headers: Option<HeaderMatch>) {

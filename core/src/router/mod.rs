@@ -10,12 +10,13 @@ pub mod queue;
 pub mod topic;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
 pub use exchange::{Exchange, ExchangeKind, HeaderMatch};
-pub use queue::{AckError, AckMode, ConsumerId, Queue, QueueOptions, Settle};
+pub use queue::{AckError, AckMode, ConsumerId, Queue, QueueCounters, QueueOptions, Settle, Totals};
 
 use crate::config::Config;
 use crate::message::Message;
@@ -67,6 +68,11 @@ pub struct Vhost {
     bound: Mutex<HashMap<String, Vec<BindingRef>>>,
     store: Arc<dyn QueueStore>,
     max_queue_messages: usize,
+    /// Messages accepted by `publish` (before fan-out to queues).
+    pub published: AtomicU64,
+    /// Counters of deleted queues, so node totals never go backwards when
+    /// per-session queues come and go.
+    retired: QueueCounters,
 }
 
 impl Vhost {
@@ -87,6 +93,8 @@ impl Vhost {
             bound: Mutex::new(HashMap::new()),
             store,
             max_queue_messages: config.limits.max_queue_messages,
+            published: AtomicU64::new(0),
+            retired: QueueCounters::default(),
         }
     }
 
@@ -104,6 +112,20 @@ impl Vhost {
 
     pub fn queues(&self) -> Vec<Arc<Queue>> {
         self.queues.read().values().cloned().collect()
+    }
+
+    pub fn queue_count(&self) -> usize {
+        self.queues.read().len()
+    }
+
+    /// Per-queue counters summed over live and deleted queues, since start.
+    pub fn totals(&self) -> Totals {
+        let mut t = self.retired.snapshot();
+        t.published_messages = self.published.load(Ordering::Relaxed);
+        for q in self.queues.read().values() {
+            t.merge(&q.counters.snapshot());
+        }
+        t
     }
 
     /// Declares a queue, or returns the existing one if its options agree
@@ -161,6 +183,7 @@ impl Vhost {
             x.unbind(&q, &key);
         }
         q.mark_deleted();
+        self.retired.add(&q.counters);
         if q.options.durable {
             if let Err(e) = self.store.delete(&self.name, name) {
                 tracing::warn!(queue = name, error = %e, "queue store delete failed");
@@ -174,6 +197,7 @@ impl Vhost {
     /// dropped, as in AMQP without `mandatory`.
     pub fn publish(&self, message: Message) -> Result<usize, RouteError> {
         let message = Arc::new(message);
+        self.published.fetch_add(1, Ordering::Relaxed);
         if message.exchange.is_empty() {
             return match self.queue(&message.routing_key) {
                 Some(q) => q.publish(message).map(|_| 1).map_err(Into::into),
@@ -183,6 +207,7 @@ impl Vhost {
         let x = self
             .exchange(&message.exchange)
             .ok_or_else(|| RouteError::NoExchange(message.exchange.clone(), self.name.to_string()))?;
+        x.published.fetch_add(1, Ordering::Relaxed);
         let mut failed = None;
         let n = x.route(&message, |q| {
             if let Err(e) = q.publish(message.clone()) {

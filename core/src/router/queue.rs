@@ -86,6 +86,52 @@ pub struct QueueCounters {
     pub dropped: AtomicU64,
 }
 
+/// A point-in-time copy of counters (one queue, a vhost or the node).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    /// Messages published into a vhost (each counted once, however many
+    /// queues took it); 0 for a single queue.
+    #[serde(skip)]
+    pub published_messages: u64,
+    /// Copies enqueued into queues.
+    pub published: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub dropped: u64,
+}
+
+impl Totals {
+    pub fn merge(&mut self, o: &Totals) {
+        self.published_messages += o.published_messages;
+        self.published += o.published;
+        self.delivered += o.delivered;
+        self.acked += o.acked;
+        self.dropped += o.dropped;
+    }
+}
+
+impl QueueCounters {
+    pub fn snapshot(&self) -> Totals {
+        Totals {
+            published_messages: 0,
+            published: self.published.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Folds another queue's counters into these (a deleted queue's, kept
+    /// so totals only grow).
+    pub fn add(&self, o: &QueueCounters) {
+        let t = o.snapshot();
+        self.published.fetch_add(t.published, Ordering::Relaxed);
+        self.delivered.fetch_add(t.delivered, Ordering::Relaxed);
+        self.acked.fetch_add(t.acked, Ordering::Relaxed);
+        self.dropped.fetch_add(t.dropped, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 pub struct Queue {
     pub name: Arc<str>,

@@ -1,0 +1,501 @@
+//! The JSON routes of the admin API (docs/admin-api.md). Handlers read the
+//! engine and translate; every listing is paged because a node may hold tens
+//! of thousands of sessions and per-session queues.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::sampler::{unix_ms, Rates, Sample, TotalsOut};
+use super::Admin;
+use crate::engine::PublishError;
+use crate::error::{CloseCode, CloseReason};
+use crate::router::RouteError;
+use crate::session::SessionHandle;
+
+/// Errors of the admin API, as JSON `{error, message}` with a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Limit(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn kind(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Limit(_) => (StatusCode::TOO_MANY_REQUESTS, "limit"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.kind();
+        let body = Json(serde_json::json!({ "error": kind, "message": self.to_string() }));
+        let mut r = (status, body).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"herald\""));
+        }
+        r
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => ApiError::NotFound(e.to_string()),
+            RouteError::Store(_) => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub total: usize,
+    pub page: usize,
+    pub per_page: usize,
+    pub items: Vec<T>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct Paging {
+    pub page: Option<usize>,
+    pub per_page: Option<usize>,
+}
+
+impl Paging {
+    /// Page `page` (from 1) of `items`; `per_page` is capped by `max`.
+    pub fn apply<T>(&self, items: Vec<T>, max: usize) -> Result<Page<T>, ApiError> {
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(50);
+        if page == 0 || per_page == 0 {
+            return Err(ApiError::BadRequest("page and per_page start at 1".into()));
+        }
+        if per_page > max {
+            return Err(ApiError::BadRequest(format!("per_page {per_page} is over admin.max_page_size ({max})")));
+        }
+        let total = items.len();
+        let items = items.into_iter().skip((page - 1).saturating_mul(per_page)).take(per_page).collect();
+        Ok(Page { total, page, per_page, items })
+    }
+}
+
+pub async fn overview(State(a): State<Admin>) -> ApiResult<serde_json::Value> {
+    Ok(Json(serde_json::to_value(&a.sampler.current().overview).expect("overview serializes")))
+}
+
+#[derive(Serialize)]
+pub struct History {
+    interval_ms: u64,
+    samples: Vec<Sample>,
+}
+
+pub async fn history(State(a): State<Admin>) -> ApiResult<History> {
+    a.sampler.current();
+    Ok(Json(History { interval_ms: a.sampler.interval.as_millis() as u64, samples: a.sampler.history() }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionInfo {
+    id: u64,
+    uid: String,
+    vhost: String,
+    protocol: &'static str,
+    transport: &'static str,
+    peer: Option<String>,
+    connected_at: u64,
+    resource: Option<String>,
+}
+
+impl SessionInfo {
+    fn of(s: &SessionHandle) -> SessionInfo {
+        SessionInfo {
+            id: s.id,
+            uid: s.uid.to_string(),
+            vhost: s.vhost.to_string(),
+            protocol: s.protocol,
+            transport: s.transport,
+            peer: s.peer.map(|p| p.to_string()),
+            connected_at: unix_ms(s.connected_at),
+            resource: s.resource.get().cloned(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PresenceOut {
+    state: &'static str,
+    status: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OnlineUser {
+    uid: String,
+    presence: PresenceOut,
+    sessions: Vec<SessionInfo>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct UserQuery {
+    project: Option<String>,
+    q: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+fn online_user(a: &Admin, uid: &str, sessions: &[Arc<SessionHandle>]) -> OnlineUser {
+    let (availability, status) = a.engine.presence.aggregate(uid);
+    let mut sessions: Vec<SessionInfo> = sessions.iter().map(|s| SessionInfo::of(s)).collect();
+    sessions.sort_by_key(|s| s.id);
+    OnlineUser { uid: uid.to_owned(), presence: PresenceOut { state: availability.as_str(), status }, sessions }
+}
+
+pub async fn users(State(a): State<Admin>, Query(q): Query<UserQuery>) -> ApiResult<Page<OnlineUser>> {
+    let members: Option<HashSet<String>> = match q.project.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let project = a.engine.directory().project(p).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            Some(project.ok_or_else(|| ApiError::NotFound(format!("no project '{p}'")))?.members.into_iter().collect())
+        }
+        None => None,
+    };
+    let mut by_user: BTreeMap<Arc<str>, Vec<Arc<SessionHandle>>> = BTreeMap::new();
+    for s in a.engine.hub.sessions() {
+        by_user.entry(s.uid.clone()).or_default().push(s);
+    }
+    let needle = q.q.as_deref().unwrap_or("");
+    let matching: Vec<(Arc<str>, Vec<Arc<SessionHandle>>)> = by_user
+        .into_iter()
+        .filter(|(uid, _)| uid.contains(needle) && members.as_ref().is_none_or(|m| m.contains(&**uid)))
+        .collect();
+    // Page first, then build the (costlier) entries for that page only.
+    let page = q.paging.apply(matching, a.engine.config.admin.max_page_size)?;
+    let items = page.items.iter().map(|(uid, ss)| online_user(&a, uid, ss)).collect();
+    Ok(Json(Page { total: page.total, page: page.page, per_page: page.per_page, items }))
+}
+
+pub async fn user(State(a): State<Admin>, Path(uid): Path<String>) -> ApiResult<OnlineUser> {
+    let sessions = a.engine.hub.user_sessions(&uid);
+    if sessions.is_empty() {
+        return Err(ApiError::NotFound(format!("user '{uid}' has no session")));
+    }
+    Ok(Json(online_user(&a, &uid, &sessions)))
+}
+
+#[derive(Serialize)]
+pub struct Kicked {
+    kicked: usize,
+}
+
+pub async fn kick_user(State(a): State<Admin>, Path(uid): Path<String>) -> ApiResult<Kicked> {
+    let n = a.engine.hub.kick_user(&uid, CloseReason::new(CloseCode::Kicked, "kicked by an administrator"));
+    if n == 0 {
+        return Err(ApiError::NotFound(format!("user '{uid}' has no session")));
+    }
+    tracing::info!(uid, sessions = n, "admin kicked a user");
+    Ok(Json(Kicked { kicked: n }))
+}
+
+pub async fn kick_session(State(a): State<Admin>, Path(id): Path<u64>) -> ApiResult<Kicked> {
+    let s = a.engine.hub.get(id).ok_or_else(|| ApiError::NotFound(format!("no session {id}")))?;
+    s.close(CloseReason::new(CloseCode::Kicked, "kicked by an administrator"));
+    tracing::info!(session = id, uid = %s.uid, "admin kicked a session");
+    Ok(Json(Kicked { kicked: 1 }))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct SessionQuery {
+    protocol: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+pub async fn sessions(State(a): State<Admin>, Query(q): Query<SessionQuery>) -> ApiResult<Page<SessionInfo>> {
+    let mut all: Vec<Arc<SessionHandle>> = a
+        .engine
+        .hub
+        .sessions()
+        .into_iter()
+        .filter(|s| q.protocol.as_deref().is_none_or(|p| p.is_empty() || s.protocol == p))
+        .collect();
+    all.sort_unstable_by_key(|s| s.id);
+    let page = q.paging.apply(all, a.engine.config.admin.max_page_size)?;
+    let items = page.items.iter().map(|s| SessionInfo::of(s)).collect();
+    Ok(Json(Page { total: page.total, page: page.page, per_page: page.per_page, items }))
+}
+
+#[derive(Serialize)]
+pub struct ProjectInfo {
+    id: String,
+    name: String,
+    members: Vec<String>,
+    online: usize,
+}
+
+/// Most projects listed; the console filters by one project at a time.
+const MAX_PROJECTS: usize = 1000;
+
+pub async fn projects(State(a): State<Admin>) -> ApiResult<Vec<ProjectInfo>> {
+    let list = a.engine.directory().projects(MAX_PROJECTS).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let hub = &a.engine.hub;
+    Ok(Json(
+        list.into_iter()
+            .map(|p| ProjectInfo {
+                online: p.members.iter().filter(|m| !hub.user_sessions(m).is_empty()).count(),
+                id: p.id,
+                name: p.name,
+                members: p.members,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueHistory {
+    publish: Vec<f32>,
+    deliver: Vec<f32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueRates {
+    publish: f64,
+    deliver: f64,
+    ack: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueInfo {
+    vhost: String,
+    name: String,
+    durable: bool,
+    exclusive: bool,
+    auto_delete: bool,
+    depth: usize,
+    unacked: usize,
+    consumers: usize,
+    totals: TotalsOut,
+    rates: QueueRates,
+    history: QueueHistory,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct QueueQuery {
+    vhost: Option<String>,
+    q: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+/// The numbers a queue listing sorts on, read once per queue.
+struct QueueRow {
+    queue: Arc<crate::router::Queue>,
+    depth: usize,
+    unacked: usize,
+    consumers: usize,
+    rates: Rates,
+}
+
+pub async fn queues(State(a): State<Admin>, Query(q): Query<QueueQuery>) -> ApiResult<Page<QueueInfo>> {
+    let needle = q.q.as_deref().unwrap_or("");
+    let mut rows: Vec<QueueRow> = Vec::new();
+    a.sampler.with_queues(|rate_of| {
+        for v in a.engine.router.vhosts() {
+            if q.vhost.as_deref().is_some_and(|want| !want.is_empty() && want != &*v.name) {
+                continue;
+            }
+            for queue in v.queues().into_iter().filter(|x| x.name.contains(needle)) {
+                rows.push(QueueRow {
+                    depth: queue.depth(),
+                    unacked: queue.unacked_count(),
+                    consumers: queue.consumer_count(),
+                    rates: rate_of(&queue.vhost, &queue.name).unwrap_or_default(),
+                    queue,
+                });
+            }
+        }
+    });
+    sort_queues(&mut rows, q.sort.as_deref().unwrap_or("name"), q.order.as_deref().unwrap_or("asc"))?;
+    let page = q.paging.apply(rows, a.engine.config.admin.max_page_size)?;
+    let items = page
+        .items
+        .into_iter()
+        .map(|r| {
+            let (publish, deliver) = a.sampler.with_queue(&r.queue.vhost, &r.queue.name, |t| {
+                t.map(|t| (t.publish.iter().copied().collect(), t.deliver.iter().copied().collect())).unwrap_or_default()
+            });
+            QueueInfo {
+                vhost: r.queue.vhost.to_string(),
+                name: r.queue.name.to_string(),
+                durable: r.queue.options.durable,
+                exclusive: r.queue.options.exclusive.is_some(),
+                auto_delete: r.queue.options.auto_delete,
+                depth: r.depth,
+                unacked: r.unacked,
+                consumers: r.consumers,
+                totals: TotalsOut::of(&r.queue.counters.snapshot(), false),
+                rates: QueueRates { publish: r.rates.publish, deliver: r.rates.deliver, ack: r.rates.ack },
+                history: QueueHistory { publish, deliver },
+            }
+        })
+        .collect();
+    Ok(Json(Page { total: page.total, page: page.page, per_page: page.per_page, items }))
+}
+
+fn sort_queues(rows: &mut [QueueRow], sort: &str, order: &str) -> Result<(), ApiError> {
+    let by_name = |a: &QueueRow, b: &QueueRow| (&*a.queue.vhost, &*a.queue.name).cmp(&(&*b.queue.vhost, &*b.queue.name));
+    let num = |f: fn(&QueueRow) -> f64| move |a: &QueueRow, b: &QueueRow| f(a).total_cmp(&f(b)).then_with(|| by_name(a, b));
+    match sort {
+        "name" => rows.sort_by(by_name),
+        "depth" => rows.sort_by(num(|r| r.depth as f64)),
+        "consumers" => rows.sort_by(num(|r| r.consumers as f64)),
+        "unacked" => rows.sort_by(num(|r| r.unacked as f64)),
+        "publish_rate" => rows.sort_by(num(|r| r.rates.publish)),
+        "deliver_rate" => rows.sort_by(num(|r| r.rates.deliver)),
+        other => return Err(ApiError::BadRequest(format!("cannot sort by '{other}' (name, depth, consumers, unacked, publish_rate, deliver_rate)"))),
+    }
+    match order {
+        "asc" => {}
+        "desc" => rows.reverse(),
+        other => return Err(ApiError::BadRequest(format!("order must be asc or desc, not '{other}'"))),
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+pub struct Purged {
+    purged: usize,
+}
+
+pub async fn purge(State(a): State<Admin>, Path((vhost, name)): Path<(String, String)>) -> ApiResult<Purged> {
+    let v = a.engine.router.vhost(&vhost)?;
+    let q = v.queue(&name).ok_or_else(|| RouteError::NoQueue(name.clone(), vhost.clone()))?;
+    let n = q.purge();
+    tracing::info!(vhost, queue = name, purged = n, "admin purged a queue");
+    Ok(Json(Purged { purged: n }))
+}
+
+#[derive(Serialize)]
+pub struct ExchangeRates {
+    publish: f64,
+}
+
+#[derive(Serialize)]
+pub struct ExchangeInfo {
+    vhost: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    bindings: usize,
+    published: u64,
+    rates: ExchangeRates,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct ExchangeQuery {
+    vhost: Option<String>,
+}
+
+pub async fn exchanges(State(a): State<Admin>, Query(q): Query<ExchangeQuery>) -> ApiResult<Vec<ExchangeInfo>> {
+    let mut out = Vec::new();
+    for v in a.engine.router.vhosts() {
+        if q.vhost.as_deref().is_some_and(|want| !want.is_empty() && want != &*v.name) {
+            continue;
+        }
+        for x in v.exchanges() {
+            out.push(ExchangeInfo {
+                vhost: v.name.to_string(),
+                name: x.name.to_string(),
+                kind: x.kind.as_str(),
+                bindings: x.binding_count(),
+                published: x.published.load(std::sync::atomic::Ordering::Relaxed),
+                rates: ExchangeRates { publish: a.sampler.exchange_rate(&v.name, &x.name) },
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    destination: String,
+    body: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+pub struct Routed {
+    routed: usize,
+}
+
+pub async fn publish(State(a): State<Admin>, body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>) -> ApiResult<Routed> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("expected JSON {{destination, body, headers?}}: {}", e.body_text())))?;
+    let headers = req.headers.into_iter().collect();
+    let n = a.engine.publish_to(&req.destination, headers, Bytes::from(req.body)).map_err(|e| match e {
+        PublishError::Destination(d) => ApiError::BadRequest(d.to_string()),
+        PublishError::Route(r) => r.into(),
+    })?;
+    Ok(Json(Routed { routed: n }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_caps_and_counts() {
+        let p = Paging { page: Some(2), per_page: Some(3) };
+        let page = p.apply((1..=8).collect::<Vec<_>>(), 10).unwrap();
+        assert_eq!((page.total, page.items), (8, vec![4, 5, 6]));
+        let past = Paging { page: Some(9), per_page: Some(3) }.apply(vec![1, 2], 10).unwrap();
+        assert!(past.items.is_empty() && past.total == 2);
+        assert!(matches!(Paging { page: Some(1), per_page: Some(11) }.apply(vec![1], 10), Err(ApiError::BadRequest(_))));
+        assert!(matches!(Paging { page: Some(0), per_page: None }.apply(vec![1], 10), Err(ApiError::BadRequest(_))));
+    }
+
+    #[test]
+    fn queues_sort_by_number_then_name() {
+        let q = |name: &str, depth| QueueRow {
+            queue: Arc::new(crate::router::Queue::new("/", name, crate::router::QueueOptions { durable: false, exclusive: None, auto_delete: false }, 10, None)),
+            depth,
+            unacked: 0,
+            consumers: 0,
+            rates: Rates::default(),
+        };
+        let mut rows = vec![q("b", 1), q("a", 5), q("c", 1)];
+        sort_queues(&mut rows, "depth", "desc").unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| &*r.queue.name).collect();
+        assert_eq!(names, ["a", "c", "b"]);
+        assert!(sort_queues(&mut rows, "size", "asc").is_err());
+        assert!(sort_queues(&mut rows, "depth", "up").is_err());
+    }
+}
