@@ -35,7 +35,8 @@ const PROJECT = DEMO_PROJECTS.find((p) => p.id === 'p1');
 const PRESENCE_STATES = ['online', 'away', 'dnd'];
 
 function createDemo({ env = process.env } = {}) {
-  const engine = new Engine(heraldConfig({ env, nodeName: 'herald-demo@localhost' }));
+  const config = heraldConfig({ env, nodeName: 'herald-demo@localhost', admin: 15672 });
+  const engine = new Engine(config);
   const board = new Board({ projectId: PROJECT.id, name: PROJECT.name, members: PROJECT.members });
   const rules = createAuthRules({ users: DEMO_USERS, projects: DEMO_PROJECTS });
   const authLog = [];
@@ -169,7 +170,9 @@ function createDemo({ env = process.env } = {}) {
       await new Promise((resolve) => server.close(() => resolve()));
       await engine.stop();
     };
-    return { url, server, listeners, stop };
+    const adminListener = listeners.find((l) => l.name === 'admin');
+    const admin = adminListener ? { url: `http://${shown}:${adminListener.port}/admin/`, token: config.admin.tokens[0] } : null;
+    return { url, server, listeners, admin, stop };
   }
 
   return { app, engine, board, authLog, start };
@@ -177,9 +180,10 @@ function createDemo({ env = process.env } = {}) {
 
 async function main() {
   const demo = createDemo();
-  const { url, listeners, stop } = await demo.start();
+  const { url, listeners, admin, stop } = await demo.start();
   for (const l of listeners) console.log(`herald: listening ${l.name} ${l.addr}`);
   console.log(`Herald demo: ${url}  users: ${PROJECT.members.join(', ')} / secret`);
+  if (admin) console.log(`Herald console: ${admin.url}  token: ${admin.token}`);
   let stopping = false;
   const shutdown = async () => {
     if (stopping) return;

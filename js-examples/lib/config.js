@@ -8,6 +8,8 @@
 //   HERALD_BOSH_PORT   XMPP BOSH /http-bind + XMPP WebSocket (default 5280 where the example uses XMPP; "off")
 //   HERALD_XMPP_PORT   XMPP c2s over TCP with STARTTLS      (default off; 5222 is the usual port)
 //   HERALD_DATA_DIR    Herald's data directory              (default <tmp>/herald-examples)
+//   HERALD_ADMIN_PORT  admin API + console at /admin/       (default 15672 in the demo, off elsewhere)
+//   HERALD_ADMIN_TOKEN admin bearer token                   (default: a random one, printed at start)
 // Port 0 picks a free port; the examples print (and serve at /config.json or
 // /api/config) the addresses Herald actually bound.
 
@@ -45,13 +47,14 @@ function port(env, name, fallback) {
  * The Herald config (same schema as config/dev.toml, keys in snake_case).
  * `xmppHttp` / `xmppC2s`: default XMPP ports for this example (a number, or "off").
  */
-function heraldConfig({ env = process.env, projects = DEMO_PROJECTS, xmppHttp = 'off', xmppC2s = 'off', nodeName = 'herald-examples@localhost' } = {}) {
+function heraldConfig({ env = process.env, projects = DEMO_PROJECTS, xmppHttp = 'off', xmppC2s = 'off', admin = 'off', nodeName = 'herald-examples@localhost' } = {}) {
   const bind = env.HERALD_BIND || '127.0.0.1';
   const addr = (p) => (p === 'off' ? 'off' : `${bind}:${p}`);
   const stompPort = port(env, 'HERALD_STOMP_PORT', 61613);
   const httpPort = port(env, 'HERALD_HTTP_PORT', 15674);
   const boshPort = port(env, 'HERALD_BOSH_PORT', xmppHttp);
   const c2sPort = port(env, 'HERALD_XMPP_PORT', xmppC2s);
+  const adminPort = port(env, 'HERALD_ADMIN_PORT', admin);
 
   const config = {
     node: { name: nodeName, data_dir: env.HERALD_DATA_DIR || path.join(os.tmpdir(), 'herald-examples') },
@@ -65,6 +68,14 @@ function heraldConfig({ env = process.env, projects = DEMO_PROJECTS, xmppHttp = 
     users: [],
     projects: projects.map((p) => ({ id: p.id, name: p.name, members: [...p.members] })),
   };
+  if (adminPort !== 'off') {
+    // The console is the admin-app build; the token guards the API, not the page.
+    config.admin = {
+      listen: addr(adminPort),
+      tokens: [env.HERALD_ADMIN_TOKEN || require('node:crypto').randomBytes(12).toString('hex')],
+      ui_dir: path.join(__dirname, '..', '..', 'admin-app', 'dist'),
+    };
+  }
   if (boshPort !== 'off' || c2sPort !== 'off') {
     config.xmpp = { domain: 'localhost' };
     if (c2sPort !== 'off') config.xmpp.listen = addr(c2sPort);

@@ -51,6 +51,7 @@ export async function startExample(script, ready, env = {}) {
       HERALD_BIND: '127.0.0.1',
       HERALD_HTTP_PORT: '0',
       HERALD_STOMP_PORT: '0',
+      HERALD_ADMIN_PORT: '0',
       HERALD_DATA_DIR: dataDir,
       ...env,
     },

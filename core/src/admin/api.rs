@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,6 +31,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Limit(String),
+    #[error("method not allowed on this route; see /api/openapi.json")]
+    MethodNotAllowed,
     #[error("{0}")]
     Unavailable(String),
 }
@@ -41,6 +44,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Limit(_) => (StatusCode::TOO_MANY_REQUESTS, "limit"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
@@ -70,6 +74,16 @@ impl From<RouteError> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// The query string, or the API's JSON 400 (axum's own rejection is plain text).
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// The path parameters, or the API's JSON 400 (e.g. a session id that is not a number).
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
 #[derive(Debug, Serialize)]
 pub struct Page<T> {
     pub total: usize,
@@ -78,18 +92,41 @@ pub struct Page<T> {
     pub items: Vec<T>,
 }
 
+/// `per_page` when the request has none (at most `admin.max_page_size`).
+pub const DEFAULT_PER_PAGE: usize = 50;
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 pub struct Paging {
+    #[serde(deserialize_with = "query_number")]
     pub page: Option<usize>,
+    #[serde(deserialize_with = "query_number")]
     pub per_page: Option<usize>,
 }
 
+/// A number of the query string. Paging is `serde(flatten)`ed into the
+/// listings' queries, and flatten hands every value over as a string, which
+/// a plain `usize` refuses: parse it here.
+fn query_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        N(usize),
+        S(String),
+    }
+    match Option::<Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(Number::N(n)) => Ok(Some(n)),
+        Some(Number::S(s)) => s.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("expected a non-negative integer, not '{s}'"))),
+    }
+}
+
 impl Paging {
-    /// Page `page` (from 1) of `items`; `per_page` is capped by `max`.
+    /// Page `page` (from 1) of `items`; `per_page` is capped by `max` (an
+    /// explicit larger one is a 400; the default of 50 is lowered to `max`).
     pub fn apply<T>(&self, items: Vec<T>, max: usize) -> Result<Page<T>, ApiError> {
         let page = self.page.unwrap_or(1);
-        let per_page = self.per_page.unwrap_or(50);
+        let per_page = self.per_page.unwrap_or(DEFAULT_PER_PAGE.min(max));
         if page == 0 || per_page == 0 {
             return Err(ApiError::BadRequest("page and per_page start at 1".into()));
         }
@@ -173,7 +210,8 @@ fn online_user(a: &Admin, uid: &str, sessions: &[Arc<SessionHandle>]) -> OnlineU
     OnlineUser { uid: uid.to_owned(), presence: PresenceOut { state: availability.as_str(), status }, sessions }
 }
 
-pub async fn users(State(a): State<Admin>, Query(q): Query<UserQuery>) -> ApiResult<Page<OnlineUser>> {
+pub async fn users(State(a): State<Admin>, q: Result<Query<UserQuery>, QueryRejection>) -> ApiResult<Page<OnlineUser>> {
+    let q = query(q)?;
     let members: Option<HashSet<String>> = match q.project.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => {
             let project = a.engine.directory().project(p).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
@@ -196,7 +234,8 @@ pub async fn users(State(a): State<Admin>, Query(q): Query<UserQuery>) -> ApiRes
     Ok(Json(Page { total: page.total, page: page.page, per_page: page.per_page, items }))
 }
 
-pub async fn user(State(a): State<Admin>, Path(uid): Path<String>) -> ApiResult<OnlineUser> {
+pub async fn user(State(a): State<Admin>, uid: Result<Path<String>, PathRejection>) -> ApiResult<OnlineUser> {
+    let uid = path(uid)?;
     let sessions = a.engine.hub.user_sessions(&uid);
     if sessions.is_empty() {
         return Err(ApiError::NotFound(format!("user '{uid}' has no session")));
@@ -209,7 +248,8 @@ pub struct Kicked {
     kicked: usize,
 }
 
-pub async fn kick_user(State(a): State<Admin>, Path(uid): Path<String>) -> ApiResult<Kicked> {
+pub async fn kick_user(State(a): State<Admin>, uid: Result<Path<String>, PathRejection>) -> ApiResult<Kicked> {
+    let uid = path(uid)?;
     let n = a.engine.hub.kick_user(&uid, CloseReason::new(CloseCode::Kicked, "kicked by an administrator"));
     if n == 0 {
         return Err(ApiError::NotFound(format!("user '{uid}' has no session")));
@@ -218,7 +258,8 @@ pub async fn kick_user(State(a): State<Admin>, Path(uid): Path<String>) -> ApiRe
     Ok(Json(Kicked { kicked: n }))
 }
 
-pub async fn kick_session(State(a): State<Admin>, Path(id): Path<u64>) -> ApiResult<Kicked> {
+pub async fn kick_session(State(a): State<Admin>, id: Result<Path<u64>, PathRejection>) -> ApiResult<Kicked> {
+    let id = path(id)?;
     let s = a.engine.hub.get(id).ok_or_else(|| ApiError::NotFound(format!("no session {id}")))?;
     s.close(CloseReason::new(CloseCode::Kicked, "kicked by an administrator"));
     tracing::info!(session = id, uid = %s.uid, "admin kicked a session");
@@ -233,7 +274,8 @@ pub struct SessionQuery {
     paging: Paging,
 }
 
-pub async fn sessions(State(a): State<Admin>, Query(q): Query<SessionQuery>) -> ApiResult<Page<SessionInfo>> {
+pub async fn sessions(State(a): State<Admin>, q: Result<Query<SessionQuery>, QueryRejection>) -> ApiResult<Page<SessionInfo>> {
+    let q = query(q)?;
     let mut all: Vec<Arc<SessionHandle>> = a
         .engine
         .hub
@@ -321,7 +363,8 @@ struct QueueRow {
     rates: Rates,
 }
 
-pub async fn queues(State(a): State<Admin>, Query(q): Query<QueueQuery>) -> ApiResult<Page<QueueInfo>> {
+pub async fn queues(State(a): State<Admin>, q: Result<Query<QueueQuery>, QueryRejection>) -> ApiResult<Page<QueueInfo>> {
+    let q = query(q)?;
     let needle = q.q.as_deref().unwrap_or("");
     let mut rows: Vec<QueueRow> = Vec::new();
     a.sampler.with_queues(|rate_of| {
@@ -392,7 +435,8 @@ pub struct Purged {
     purged: usize,
 }
 
-pub async fn purge(State(a): State<Admin>, Path((vhost, name)): Path<(String, String)>) -> ApiResult<Purged> {
+pub async fn purge(State(a): State<Admin>, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult<Purged> {
+    let (vhost, name) = path(p)?;
     let v = a.engine.router.vhost(&vhost)?;
     let q = v.queue(&name).ok_or_else(|| RouteError::NoQueue(name.clone(), vhost.clone()))?;
     let n = q.purge();
@@ -422,7 +466,8 @@ pub struct ExchangeQuery {
     vhost: Option<String>,
 }
 
-pub async fn exchanges(State(a): State<Admin>, Query(q): Query<ExchangeQuery>) -> ApiResult<Vec<ExchangeInfo>> {
+pub async fn exchanges(State(a): State<Admin>, q: Result<Query<ExchangeQuery>, QueryRejection>) -> ApiResult<Vec<ExchangeInfo>> {
+    let q = query(q)?;
     let mut out = Vec::new();
     for v in a.engine.router.vhosts() {
         if q.vhost.as_deref().is_some_and(|want| !want.is_empty() && want != &*v.name) {
@@ -480,6 +525,21 @@ mod tests {
         assert!(past.items.is_empty() && past.total == 2);
         assert!(matches!(Paging { page: Some(1), per_page: Some(11) }.apply(vec![1], 10), Err(ApiError::BadRequest(_))));
         assert!(matches!(Paging { page: Some(0), per_page: None }.apply(vec![1], 10), Err(ApiError::BadRequest(_))));
+        let default = Paging::default().apply((1..=30).collect::<Vec<_>>(), 20).unwrap();
+        assert_eq!((default.per_page, default.items.len()), (20, 20), "the default page size stays within max_page_size");
+    }
+
+    #[test]
+    fn paging_parses_from_the_query_string() {
+        let uri = |q: &str| format!("http://h/api/users?{q}").parse::<axum::http::Uri>().unwrap();
+        let Query(q) = Query::<UserQuery>::try_from_uri(&uri("q=al&page=2&per_page=10")).unwrap();
+        assert_eq!((q.q.as_deref(), q.paging.page, q.paging.per_page), (Some("al"), Some(2), Some(10)));
+        let Query(q) = Query::<QueueQuery>::try_from_uri(&uri("sort=depth&per_page=3")).unwrap();
+        assert_eq!((q.sort.as_deref(), q.paging.page, q.paging.per_page), (Some("depth"), None, Some(3)));
+        let Query(q) = Query::<SessionQuery>::try_from_uri(&uri("")).unwrap();
+        assert_eq!((q.paging.page, q.paging.per_page), (None, None));
+        assert!(Query::<SessionQuery>::try_from_uri(&uri("page=abc")).is_err());
+        assert!(Query::<SessionQuery>::try_from_uri(&uri("per_page=-1")).is_err());
     }
 
     #[test]

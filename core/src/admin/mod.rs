@@ -47,9 +47,12 @@ impl Admin {
     /// constant time so response timing does not leak a token's prefix.
     fn authorized(&self, headers: &HeaderMap) -> bool {
         use subtle::ConstantTimeEq;
-        let Some(given) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
+        let Some((scheme, given)) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' ')) else {
             return false;
         };
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return false;
+        }
         let given = given.trim().as_bytes();
         self.engine.config.admin.tokens.iter().fold(false, |ok, t| ok | bool::from(t.as_bytes().ct_eq(given)))
     }
@@ -107,6 +110,7 @@ pub fn router(admin: Admin) -> Router {
     public
         .merge(protected)
         .fallback(|| async { ApiError::NotFound("no such route; see /api/openapi.json".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(cfg.limits.max_frame_bytes + 64 * 1024))
         .layer(middleware::from_fn_with_state(admin.clone(), cors))
         .with_state(admin)
@@ -310,6 +314,7 @@ mod tests {
             m
         };
         assert!(admin.authorized(&h("Bearer sekret-token-1")));
+        assert!(admin.authorized(&h("bearer sekret-token-1")), "the scheme is case-insensitive (RFC 7235)");
         for bad in ["Bearer sekret-token-", "Bearer sekret-token-12", "sekret-token-1", "Basic sekret-token-1"] {
             assert!(!admin.authorized(&h(bad)), "{bad} refused");
         }
