@@ -26,7 +26,7 @@ export function timeChart(host: HTMLElement, series: SeriesDef[], opts: { height
       width: Math.max(200, host.clientWidth || 600),
       height,
       cursor: { drag: { x: false, y: false } },
-      legend: { live: true },
+      legend: { live: false },
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(opts.integer ? 4 : 1, max * 1.15)] } },
       axes: [
         { stroke: '#6b7280', grid: { stroke: '#eef0f3' }, ticks: { stroke: '#e5e7eb' } },
@@ -62,6 +62,7 @@ export function timeChart(host: HTMLElement, series: SeriesDef[], opts: { height
     setSamples(samples) {
       const xs = samples.map((s) => s.t / 1000);
       plot.setData([xs, ...series.map((d) => samples.map((s) => Number(s[d.key]) || 0))]);
+      host.dataset.points = String(samples.length); // for tests and the curious
     },
     destroy() {
       ro.disconnect();
@@ -80,15 +81,26 @@ export function sparkline(pub: number[], del: number[], width = 120, height = 26
   svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
   svg.setAttribute('class', 'spark');
   const max = Math.max(1e-9, ...pub, ...del);
+  // right-aligned on a fixed number of slots, so a young queue's few samples do not
+  // stretch across the whole cell (the server keeps admin.queue_history, 30 by default)
+  const slots = Math.max(30, pub.length, del.length);
+  const step = width / (slots - 1);
   const line = (vals: number[], cls: string) => {
     if (vals.length < 2) return;
-    const step = width / (vals.length - 1);
-    const pts = vals.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (Math.max(0, v) / max) * (height - 4)).toFixed(1)}`).join(' ');
+    const x0 = slots - vals.length;
+    const pts = vals.map((v, i) => `${((x0 + i) * step).toFixed(1)},${(height - 2 - (Math.max(0, v) / max) * (height - 4)).toFixed(1)}`).join(' ');
     const p = document.createElementNS(SVG, 'polyline');
     p.setAttribute('points', pts);
     p.setAttribute('class', cls);
     svg.append(p);
   };
+  const base = document.createElementNS(SVG, 'line');
+  base.setAttribute('x1', '0');
+  base.setAttribute('x2', String(width));
+  base.setAttribute('y1', String(height - 1.5));
+  base.setAttribute('y2', String(height - 1.5));
+  base.setAttribute('class', 'spark-base');
+  svg.append(base);
   line(del || [], 'spark-deliver');
   line(pub || [], 'spark-publish');
   const t = document.createElementNS(SVG, 'title');

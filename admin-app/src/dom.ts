@@ -119,3 +119,8 @@ export function toast(text: string, kind: 'ok' | 'error' = 'ok'): void {
   toastHost.append(t);
   setTimeout(() => t.remove(), kind === 'error' ? 6000 : 3000);
 }
+
+/** `1 session`, `3 sessions`. */
+export function plural(n: number, word: string): string {
+  return `${fmtInt(n)} ${word}${n === 1 ? '' : 's'}`;
+}

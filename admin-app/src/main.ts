@@ -31,10 +31,12 @@ let currentView: View | null = null;
 let ctx: Ctx | null = null;
 let refreshTimer: number | undefined;
 
-/** The API base in a browser: the page's origin, or `?api=` (for `vite dev`). */
+/** The API base in a browser: the page's origin (served at /admin/), or `?api=<url>`. */
 function browserBase(): string {
   const fromQuery = new URLSearchParams(location.search).get('api');
   if (fromQuery) return normalizeBase(fromQuery);
+  // `vite dev` serves the page on its own port: talk to config/dev.toml's admin listener
+  if (import.meta.env.DEV) return 'http://127.0.0.1:15672';
   return location.protocol.startsWith('http') ? location.origin : 'http://127.0.0.1:15672';
 }
 
@@ -211,6 +213,7 @@ function tauriLogin(setError: (m: string | null) => void): HTMLElement {
       class: 'login-form',
       onsubmit: async (e: Event) => {
         e.preventDefault();
+        setError(null);
         const p: Profile = { name: name.value.trim(), url: normalizeBase(url.value), token: token.value.trim() };
         try {
           render(await profiles.save(p));

@@ -62,8 +62,12 @@ export class SseParser {
 
 const MIN_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 10000;
-/** The server sends an `overview` event every second: silence this long means a dead connection. */
-const IDLE_TIMEOUT_MS = 10000;
+/**
+ * The server sends an `overview` event every `admin.stream_interval_ms` (1 s by default)
+ * and a keep-alive comment every 15 s whatever the interval: silence this long means a
+ * dead connection (a proxy or a sleeping laptop), so reconnect.
+ */
+const IDLE_TIMEOUT_MS = 20000;
 
 export class LiveStream {
   private ctrl: AbortController | null = null;
@@ -146,7 +150,7 @@ export class LiveStream {
       }
       detail = 'stream ended';
     } catch (e) {
-      detail = (e as Error).name === 'AbortError' ? 'no data for 10 s' : (e as Error).message;
+      detail = (e as Error).name === 'AbortError' ? `no data for ${IDLE_TIMEOUT_MS / 1000} s` : (e as Error).message;
     } finally {
       clearTimeout(this.idleTimer);
     }

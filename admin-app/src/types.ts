@@ -44,7 +44,7 @@ export interface History {
   samples: Sample[];
 }
 
-export type PresenceState = 'available' | 'chat' | 'away' | 'xa' | 'dnd' | 'offline';
+export type PresenceState = 'online' | 'chat' | 'away' | 'xa' | 'dnd' | 'offline';
 
 export interface Session {
   id: string | number;
@@ -99,6 +99,7 @@ export interface StreamOverview {
 }
 
 export interface StreamSession {
+  type?: 'session';
   event: 'open' | 'close';
   session: string | number;
   uid: string;
@@ -108,6 +109,7 @@ export interface StreamSession {
 }
 
 export interface StreamPresence {
+  type?: 'presence';
   uid: string;
   state: string;
   status: string | null;

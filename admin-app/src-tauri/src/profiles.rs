@@ -71,6 +71,12 @@ fn normalize_url(raw: &str) -> Result<String, ProfileError> {
         url: raw.to_owned(),
         reason,
     };
+    if raw.is_empty() {
+        return Err(invalid("the URL is empty".into()));
+    }
+    if !raw.contains("://") {
+        return Err(invalid("it must start with http:// or https://".into()));
+    }
     let parsed = url::Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid(format!(
@@ -85,7 +91,9 @@ fn normalize_url(raw: &str) -> Result<String, ProfileError> {
         return Err(invalid("a base URL has no query or fragment".into()));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(invalid("put credentials in the token, not in the URL".into()));
+        return Err(invalid(
+            "put credentials in the token, not in the URL".into(),
+        ));
     }
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
@@ -176,7 +184,9 @@ impl ProfileStore {
 
     fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
         // The mutex guards no data, so a panic while it was held leaves nothing torn.
-        self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn read(&self) -> Result<Vec<Profile>, ProfileError> {
@@ -189,14 +199,17 @@ impl ProfileStore {
             path: self.path.clone(),
             reason,
         };
-        let profiles: Vec<Profile> =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not a profile list: {e}")))?;
+        let profiles: Vec<Profile> = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(format!("not a profile list: {e}")))?;
         // A hand-edited file is held to the same rules as a saved profile.
         let mut checked: Vec<Profile> = Vec::with_capacity(profiles.len());
         for profile in profiles {
             let profile = profile.validated().map_err(|e| corrupt(e.to_string()))?;
             if checked.iter().any(|p| p.name == profile.name) {
-                return Err(corrupt(format!("the name {:?} appears twice", profile.name)));
+                return Err(corrupt(format!(
+                    "the name {:?} appears twice",
+                    profile.name
+                )));
             }
             checked.push(profile);
         }
@@ -299,7 +312,10 @@ mod tests {
         let list = store.save(profile(" a ", "http://a:2", "z")).unwrap();
         assert_eq!(
             list,
-            vec![profile("a", "http://a:2", "z"), profile("b", "http://b:1", "y")]
+            vec![
+                profile("a", "http://a:2", "z"),
+                profile("b", "http://b:1", "y")
+            ]
         );
     }
 
@@ -308,7 +324,10 @@ mod tests {
         let (_dir, store) = store();
         for name in ["", "   ", "tab\there", &"x".repeat(MAX_NAME_CHARS + 1)] {
             let err = store.save(profile(name, "http://h", "t")).unwrap_err();
-            assert!(matches!(err, ProfileError::InvalidName { .. }), "{name:?}: {err}");
+            assert!(
+                matches!(err, ProfileError::InvalidName { .. }),
+                "{name:?}: {err}"
+            );
         }
         assert!(!store.path().exists(), "a rejected save writes nothing");
     }
@@ -317,8 +336,9 @@ mod tests {
     fn invalid_urls_are_rejected_with_a_reason() {
         let (_dir, store) = store();
         for (url, why) in [
-            ("", "relative URL"),
-            ("127.0.0.1:15672", "scheme"),
+            ("", "empty"),
+            ("127.0.0.1:15672", "http:// or https://"),
+            ("localhost", "http:// or https://"),
             ("ftp://h/", "scheme"),
             ("ws://h:1", "scheme"),
             ("http://", "host"),
@@ -326,17 +346,24 @@ mod tests {
             ("http://u:p@h/", "credentials"),
         ] {
             let err = store.save(profile("n", url, "t")).unwrap_err();
-            assert!(matches!(err, ProfileError::InvalidUrl { .. }), "{url:?}: {err}");
+            assert!(
+                matches!(err, ProfileError::InvalidUrl { .. }),
+                "{url:?}: {err}"
+            );
             assert!(err.to_string().contains(why), "{url:?}: {err}");
         }
     }
 
     #[test]
     fn urls_are_trimmed_and_lose_the_trailing_slash() {
-        let p = profile("n", "  http://127.0.0.1:15672/  ", " tok ").validated().unwrap();
+        let p = profile("n", "  http://127.0.0.1:15672/  ", " tok ")
+            .validated()
+            .unwrap();
         assert_eq!(p.url, "http://127.0.0.1:15672");
         assert_eq!(p.token, "tok");
-        let p = profile("n", "https://h.example/herald/", "t").validated().unwrap();
+        let p = profile("n", "https://h.example/herald/", "t")
+            .validated()
+            .unwrap();
         assert_eq!(p.url, "https://h.example/herald");
     }
 
@@ -345,7 +372,10 @@ mod tests {
         let (_dir, store) = store();
         store.save(profile("a", "http://a", "t")).unwrap();
         let err = store.delete("b").unwrap_err();
-        assert!(matches!(err, ProfileError::NotFound(ref n) if n == "b"), "{err}");
+        assert!(
+            matches!(err, ProfileError::NotFound(ref n) if n == "b"),
+            "{err}"
+        );
         assert_eq!(store.list().unwrap().len(), 1);
     }
 
@@ -369,7 +399,9 @@ mod tests {
     fn writes_are_atomic_and_leave_no_temporary_files() {
         let (_dir, store) = store();
         for i in 0..5 {
-            store.save(profile(&format!("p{i}"), "http://h", "t")).unwrap();
+            store
+                .save(profile(&format!("p{i}"), "http://h", "t"))
+                .unwrap();
         }
         let dir = store.path().parent().unwrap();
         let names: Vec<_> = fs::read_dir(dir)
@@ -377,7 +409,8 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec!["profiles.json".to_string()]);
-        let on_disk: Vec<Profile> = serde_json::from_slice(&fs::read(store.path()).unwrap()).unwrap();
+        let on_disk: Vec<Profile> =
+            serde_json::from_slice(&fs::read(store.path()).unwrap()).unwrap();
         assert_eq!(on_disk.len(), 5);
     }
 
@@ -397,7 +430,11 @@ mod tests {
         std::thread::scope(|s| {
             for i in 0..8 {
                 let store = &store;
-                s.spawn(move || store.save(profile(&format!("p{i}"), "http://h", "t")).unwrap());
+                s.spawn(move || {
+                    store
+                        .save(profile(&format!("p{i}"), "http://h", "t"))
+                        .unwrap()
+                });
             }
         });
         assert_eq!(store.list().unwrap().len(), 8);

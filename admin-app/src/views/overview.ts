@@ -106,11 +106,11 @@ export function mountOverview(ctx: Ctx): View {
     { label: 'publish', key: 'publish', color: '#2563eb', fill: true },
     { label: 'deliver', key: 'deliver', color: '#16a34a' },
     { label: 'ack', key: 'ack', color: '#9333ea' },
-  ], { height: 220, unit: '/s' });
+  ], { height: 190, unit: '/s' });
   const sessions = timeChart(sessionsHost, [
     { label: 'sessions', key: 'sessions', color: '#0891b2', fill: true },
     { label: 'users online', key: 'users_online', color: '#ea580c' },
-  ], { height: 200, integer: true });
+  ], { height: 180, integer: true });
 
   // Charts redraw at most once per animation frame however many samples arrive.
   let raf = 0;

@@ -5,7 +5,7 @@
 import { ApiError } from '../api';
 import { sparkline } from '../charts';
 import type { Ctx, View } from '../context';
-import { clear, confirmDialog, debounce, fmtInt, fmtRate, h, setText, toast } from '../dom';
+import { clear, confirmDialog, debounce, fmtInt, fmtRate, h, plural, setText, toast } from '../dom';
 import type { QueueInfo, QueueSort } from '../types';
 import { VirtualList } from '../virtual-list';
 
@@ -115,11 +115,11 @@ export function mountQueues(ctx: Ctx): View {
     purge.addEventListener('click', async () => {
       const q = row._q;
       if (!q) return;
-      const ok = await confirmDialog(`Purge ${q.name}?`, `${fmtInt(q.depth)} ready message(s) in ${q.name} (vhost ${q.vhost}) will be deleted. Unacked messages stay.`, 'Purge');
+      const ok = await confirmDialog(`Purge ${q.name}?`, `${plural(q.depth, 'ready message')} in ${q.name} (vhost ${q.vhost}) will be deleted. Unacked messages stay.`, 'Purge');
       if (!ok) return;
       try {
         const r = await api.purge(q.vhost, q.name);
-        toast(`Purged ${fmtInt(r.purged)} message(s) from ${q.name}`);
+        toast(`Purged ${plural(r.purged, 'message')} from ${q.name}`);
       } catch (err) {
         toast(err instanceof ApiError ? err.describe() : String(err), 'error');
       }

@@ -5,7 +5,7 @@
 
 import { ApiError } from '../api';
 import type { Ctx, View } from '../context';
-import { clear, confirmDialog, debounce, fmtInt, fmtSince, fmtTime, h, setText, toast } from '../dom';
+import { clear, confirmDialog, debounce, fmtInt, fmtSince, fmtTime, h, plural, setText, toast } from '../dom';
 import type { OnlineUser, Project, Session } from '../types';
 import { VirtualList } from '../virtual-list';
 
@@ -13,8 +13,11 @@ const ROW_H = 44;
 const SESSION_H = 30;
 const PER_PAGE = 100;
 
+// `online` is the engine's name (docs/admin-api.md); `available`/`busy` are XMPP/older spellings.
 const PRESENCE_CLASS: Record<string, string> = {
+  online: 'p-online',
   available: 'p-online',
+  busy: 'p-busy',
   chat: 'p-online',
   away: 'p-away',
   xa: 'p-away',
@@ -23,6 +26,8 @@ const PRESENCE_CLASS: Record<string, string> = {
 };
 const PRESENCE_LABEL: Record<string, string> = {
   available: 'available',
+  online: 'available',
+  busy: 'do not disturb',
   chat: 'free to chat',
   away: 'away',
   xa: 'extended away',
@@ -106,11 +111,11 @@ export function mountUsers(ctx: Ctx): View {
       e.stopPropagation();
       const u = row._u;
       if (!u) return;
-      const ok = await confirmDialog(`Kick ${u.uid}?`, `All ${u.sessions.length} session(s) of ${u.uid} will be closed.`, 'Kick');
+      const ok = await confirmDialog(`Kick ${u.uid}?`, u.sessions.length === 1 ? `${u.uid}'s session will be closed.` : `All ${u.sessions.length} sessions of ${u.uid} will be closed.`, 'Kick');
       if (!ok) return;
       try {
         const r = await api.kickUser(u.uid);
-        toast(`Kicked ${u.uid}: ${r.kicked} session(s) closed`);
+        toast(`Kicked ${u.uid}: ${plural(r.kicked, 'session')} closed`);
       } catch (err) {
         toast(err instanceof ApiError ? err.describe() : String(err), 'error');
       }
@@ -118,7 +123,7 @@ export function mountUsers(ctx: Ctx): View {
     });
     const refs: Refs = {
       uid,
-      chev: h('span', { class: 'chev', 'aria-hidden': 'true' }, '▸'),
+      chev: chevron(),
       dot: h('span', { class: 'dot', 'data-testid': 'presence-dot' }),
       state: h('span', { class: 'state' }),
       status: h('span', { class: 'status-text' }),
@@ -192,7 +197,7 @@ export function mountUsers(ctx: Ctx): View {
   function fillSessions(host: HTMLElement, sessions: Session[]): void {
     host.append(
       h('div', { class: 'scols shead' }, h('span', {}, 'Session'), h('span', {}, 'Protocol'), h('span', {}, 'Transport'), h('span', {}, 'Peer'), h('span', {}, 'Resource'), h('span', {}, 'Vhost'), h('span', {}, 'Connected'), h('span', {})),
-      sessions.map((s) => {
+      ...sessions.map((s) => {
         const kick = h('button', { class: 'btn tiny danger-text', 'data-testid': 'kick-session', 'data-session': String(s.id) }, 'Kick session');
         kick.addEventListener('click', async (e) => {
           e.stopPropagation();
@@ -279,6 +284,12 @@ export function mountUsers(ctx: Ctx): View {
       list.destroy();
     },
   };
+}
+
+function chevron(): HTMLElement {
+  const el = h('span', { class: 'chev', 'aria-hidden': 'true' });
+  el.innerHTML = '<svg viewBox="0 0 10 10" width="10" height="10"><path d="M3.5 1.5 7 5l-3.5 3.5" fill="none" stroke="currentColor" stroke-width="1.6" stroke-linecap="round" stroke-linejoin="round"/></svg>';
+  return el;
 }
 
 function legend(): HTMLElement {

@@ -233,6 +233,9 @@ impl Queue {
     pub fn consume(&self, session: Arc<SessionHandle>, subscription: Arc<str>, ack: AckMode, prefetch: usize) -> ConsumerId {
         let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.lock();
+        // Most queues (one per subscription) only ever have one consumer:
+        // room for exactly one, not the default four.
+        st.consumers.reserve_exact(1);
         st.consumers.push(Consumer { id, session, subscription, ack, prefetch, unacked: VecDeque::new(), next_tag: 1 });
         st.had_consumer = true;
         self.dispatch(&mut st);

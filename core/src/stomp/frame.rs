@@ -219,6 +219,9 @@ pub enum FrameError {
 /// so it must always be handed the same buffer, with new bytes only
 /// appended. That is what makes a frame arriving in many small reads cost
 /// linear rather than quadratic time.
+/// Bodies at least this long are shared with the read buffer, shorter ones copied.
+const SHARE_BODY_BYTES: usize = 2048;
+
 #[derive(Debug)]
 pub struct Decoder {
     limits: Limits,
@@ -304,10 +307,19 @@ impl Decoder {
             Some((body_start, body_end)) => {
                 let p = self.partial.take().unwrap_or_default();
                 let frame_command = p.command.unwrap_or(Command::Unknown(String::new()));
-                // Dropping the header bytes first lets the body share the
-                // buffer's allocation without also pinning the headers.
                 buf.advance(body_start);
-                let body = buf.split_to(body_end - body_start).freeze();
+                let len = body_end - body_start;
+                // Large bodies share the read buffer's allocation (no copy).
+                // Small ones are copied: a message waiting in a queue, or a
+                // frame kept by a session, must not pin a whole read buffer
+                // for a few bytes.
+                let body = if len >= SHARE_BODY_BYTES {
+                    buf.split_to(len).freeze()
+                } else {
+                    let b = Bytes::copy_from_slice(&buf[..len]);
+                    buf.advance(len);
+                    b
+                };
                 buf.advance(1);
                 Ok(Some(Decoded::Frame(Frame {
                     command: frame_command,
@@ -740,12 +752,18 @@ mod tests {
     }
 
     #[test]
-    fn body_is_zero_copy() {
+    fn large_bodies_are_shared_small_ones_copied() {
         let mut d = decoder(Escaping::V12);
-        let mut buf = BytesMut::from(&b"SEND\n\npayload\0"[..]);
+        let mut wire = b"SEND\n\n".to_vec();
+        wire.extend(std::iter::repeat_n(b'x', SHARE_BODY_BYTES));
+        wire.extend_from_slice(b"\0SEND\n\nsmall\0");
+        let mut buf = BytesMut::from(&wire[..]);
         let range = buf.as_ptr_range();
-        let f = frame_of(d.decode(&mut buf));
-        assert!(range.contains(&f.body.as_ptr()));
+        let large = frame_of(d.decode(&mut buf));
+        assert!(range.contains(&large.body.as_ptr()), "a large body is not copied");
+        let small = frame_of(d.decode(&mut buf));
+        assert_eq!(small.body, Bytes::from_static(b"small"));
+        assert!(!range.contains(&small.body.as_ptr()), "a small body does not pin the read buffer");
     }
 
     #[test]

@@ -30,7 +30,6 @@ const SERVER: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
 const WRITE_BATCH: usize = 256;
 /// Read buffers larger than this are dropped once empty, so an idle session
 /// does not keep a big frame's memory.
-const IDLE_BUFFER: usize = 8 * 1024;
 /// How long a closing session may still spend writing (its last frames, the
 /// ERROR frame) before the connection is just dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -129,7 +128,28 @@ fn route_error(e: RouteError) -> Fatal {
 }
 
 /// Runs one STOMP session until the client leaves or an error closes it.
-pub async fn serve<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, peer: Peer) {
+///
+/// Opening (CONNECT, authentication, presence) and closing are boxed: an
+/// idle session's memory is this future, so it holds only what waiting needs.
+pub async fn serve<R: LinkRx, W: LinkTx>(engine: Engine, rx: R, tx: W, peer: Peer) {
+    let Some(mut open) = Box::pin(open(engine, rx, tx, peer)).await else { return };
+    let buf = std::mem::take(&mut open.buf);
+    let outcome = open.session.run(&mut open.rx, &mut open.tx, &mut open.decoder, buf).await;
+    Box::pin(finish(open, outcome)).await;
+}
+
+/// A session past CONNECT, with its link and decoder.
+struct Open<R, W> {
+    session: Session,
+    rx: R,
+    tx: W,
+    decoder: Decoder,
+    buf: BytesMut,
+}
+
+/// Reads CONNECT, authenticates, answers CONNECTED. `None` when the client
+/// left or was refused (it has been told why).
+async fn open<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, peer: Peer) -> Option<Open<R, W>> {
     let l = &engine.config.limits;
     let mut decoder = Decoder::new(Limits {
         max_frame_bytes: l.max_frame_bytes,
@@ -139,38 +159,58 @@ pub async fn serve<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, p
     let mut buf = BytesMut::new();
     let connect = match await_connect(&engine, &mut rx, &mut decoder, &mut buf).await {
         Ok(Some(frame)) => frame,
-        Ok(None) => return tx.close().await,
-        Err(reason) => return send_error_and_close(&mut tx, &reason, None, Escaping::None).await,
+        Ok(None) => {
+            tx.close().await;
+            return None;
+        }
+        Err(reason) => {
+            send_error_and_close(&mut tx, &reason, None, Escaping::None).await;
+            return None;
+        }
     };
     let receipt = connect.header("receipt").map(str::to_owned);
     let mut session = match Session::connect(&engine, &connect, &peer).await {
         Ok(s) => s,
         Err(reason) => {
             tracing::debug!(peer = ?peer.addr, %reason, "STOMP CONNECT refused");
-            return send_error_and_close(&mut tx, &reason, receipt.as_deref(), Escaping::None).await;
+            send_error_and_close(&mut tx, &reason, receipt.as_deref(), Escaping::None).await;
+            return None;
         }
     };
     decoder.set_escaping(session.version.escaping());
     let connected = session.connected_frame(&connect);
     engine.set_session_presence(&session.handle, &session.presence_resource(), crate::presence::Availability::Online, "", 0).await;
-    let outcome = async {
+    let written = async {
         session.write(&mut tx, &connected).await?;
         if let Some(r) = &receipt {
             session.write(&mut tx, &Frame::new(Command::Receipt).with_header("receipt-id", r.as_str())).await?;
         }
-        session.flush(&mut tx).await?;
-        session.run(&mut rx, &mut tx, &mut decoder, buf).await
+        session.flush(&mut tx).await
     }
     .await;
-    // Queues and the hub are released first: a client that stopped reading
-    // must not hold them while its last bytes time out.
-    session.cleanup().await;
+    let mut open = Open { session, rx, tx, decoder, buf };
+    if let Err(stop) = written {
+        finish(open, Err(stop)).await;
+        return None;
+    }
+    // A small first frame's leftovers must not keep the first read buffer.
+    if open.buf.is_empty() {
+        open.buf = BytesMut::new();
+    }
+    Some(open)
+}
+
+/// Releases the session (queues and the hub first: a client that stopped
+/// reading must not hold them while its last bytes time out), then tells the
+/// client why it ends, if it should know, and closes.
+async fn finish<R: LinkRx, W: LinkTx>(mut open: Open<R, W>, outcome: Result<(), Stop>) {
+    open.session.cleanup().await;
     match outcome {
         Err(stop) if !stop.broken && !matches!(stop.reason.code, CloseCode::Normal | CloseCode::HeartbeatTimeout) => {
-            send_error_and_close(&mut tx, &stop.reason, stop.receipt.as_deref(), session.version.escaping()).await;
+            send_error_and_close(&mut open.tx, &stop.reason, stop.receipt.as_deref(), open.session.version.escaping()).await;
         }
         _ => {
-            let _ = tokio::time::timeout(CLOSE_GRACE, tx.close()).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, open.tx.close()).await;
         }
     }
 }
@@ -392,29 +432,31 @@ impl Session {
             (0, r) | (r, 0) => r,
             (s, r) => s.min(r),
         };
-        // A disabled timer still needs a future for select!; an hour is "never".
-        let mut ticker = tokio::time::interval(Duration::from_millis(if tick_ms == 0 { 3_600_000 } else { tick_ms / 2 + 1 }));
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // No timer at all without heart-beats: most idle sessions have none.
+        let mut ticker = (tick_ms > 0).then(|| {
+            let mut t = tokio::time::interval(Duration::from_millis(tick_ms / 2 + 1));
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            t
+        });
         let mut batch = Vec::new();
+        // Shutdown closes every session in the hub (`Engine::stop` cancels,
+        // then closes them), so waiting on `handle.closed()` covers it; this
+        // catches a session that registered after that sweep.
+        if self.engine.shutdown.is_cancelled() {
+            return Err(Stop::new(fatal(CloseCode::Shutdown, "server shutting down", ""), None));
+        }
         loop {
-            while let Some(decoded) = decoder.decode(&mut buf).map_err(|e| Stop::new(frame_error(e), None))? {
-                if let Decoded::Frame(frame) = decoded {
-                    let receipt = frame.header("receipt").map(str::to_owned);
-                    match self.handle_frame(frame, tx).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            self.flush(tx).await?;
-                            return Ok(());
-                        }
-                        Err(HandleError::Fatal(reason)) => return Err(Stop::new(reason, receipt)),
-                        Err(HandleError::Stop(stop)) => return Err(stop),
-                    }
-                }
+            // Frame handling is boxed so its state is not part of the
+            // resident (waiting) state of every session.
+            if !buf.is_empty() && !Box::pin(self.handle_buffered(&mut buf, decoder, tx)).await? {
+                return Ok(());
             }
-            if buf.is_empty() && buf.capacity() > IDLE_BUFFER {
+            // An emptied buffer is dropped, not kept: most sessions are idle
+            // most of the time, and the link reserves space again on data.
+            if buf.is_empty() && buf.capacity() > 0 {
                 buf = BytesMut::new();
             }
-            self.flush(tx).await?;
+            Box::pin(self.flush(tx)).await?;
             tokio::select! {
                 biased;
                 _ = self.handle.closed() => {
@@ -423,12 +465,9 @@ impl Session {
                     // A slow consumer is not sent its backlog: it is why it closes.
                     return Err(Stop::new(reason, None));
                 }
-                _ = self.engine.shutdown.cancelled() => {
-                    return Err(Stop::new(fatal(CloseCode::Shutdown, "server shutting down", ""), None));
-                }
                 _ = self.handle.notified() => {
                     let (handle, limit) = (self.handle.clone(), self.write_timeout);
-                    guarded(&handle, limit, self.write_outbox(tx, &mut batch)).await?;
+                    Box::pin(guarded(&handle, limit, self.write_outbox(tx, &mut batch))).await?;
                     if batch.capacity() > WRITE_BATCH {
                         batch = Vec::new();
                     }
@@ -441,9 +480,31 @@ impl Session {
                     Err(_) => return Ok(()),
                     Ok(_) => self.last_read = Instant::now(),
                 },
-                _ = ticker.tick(), if tick_ms > 0 => self.heartbeat_tick(tx).await?,
+                _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } }, if tick_ms > 0 => {
+                    Box::pin(self.heartbeat_tick(tx)).await?
+                }
             }
         }
+    }
+
+    /// Handles every complete frame in `buf`; `false` when the client said
+    /// DISCONNECT (everything before it was handled and flushed).
+    async fn handle_buffered<W: LinkTx>(&mut self, buf: &mut BytesMut, decoder: &mut Decoder, tx: &mut W) -> Result<bool, Stop> {
+        while let Some(decoded) = decoder.decode(buf).map_err(|e| Stop::new(frame_error(e), None))? {
+            if let Decoded::Frame(frame) = decoded {
+                let receipt = frame.header("receipt").map(str::to_owned);
+                match self.handle_frame(frame, tx).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.flush(tx).await?;
+                        return Ok(false);
+                    }
+                    Err(HandleError::Fatal(reason)) => return Err(Stop::new(reason, receipt)),
+                    Err(HandleError::Stop(stop)) => return Err(stop),
+                }
+            }
+        }
+        Ok(true)
     }
 
     async fn heartbeat_tick<W: LinkTx>(&mut self, tx: &mut W) -> Result<(), Stop> {
@@ -899,3 +960,4 @@ fn encode_message_tail(m: &Message, escaping: Escaping) -> Bytes {
     out.put_u8(0);
     out.freeze()
 }
+

@@ -17,6 +17,10 @@ use super::sockjs::{self, SockJsConfig};
 use super::Peer;
 use crate::engine::Engine;
 
+/// Initial WebSocket read buffer, bytes: small, because most connections
+/// are idle and an idle connection's buffers are most of its memory.
+pub const WS_READ_BUFFER: usize = 1024;
+
 pub fn router(engine: Engine) -> Router {
     let cfg = &engine.config.http;
     let sockjs_cfg = SockJsConfig {
@@ -65,6 +69,9 @@ async fn stomp_ws(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<S
         .max_message_size(max)
         .max_frame_size(max)
         .write_buffer_size(0)
+        // tungstenite's default is a 128 KiB read buffer per connection; frames
+        // larger than this are still read whole (the buffer grows for them).
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
             let (rx, tx) = super::ws::split(socket);

@@ -14,11 +14,9 @@ use super::{LinkRx, LinkTx, Peer};
 use crate::config::TlsConfig;
 use crate::engine::{Engine, EngineError};
 
-/// How much a read may add to the buffer at once. Reserved only while a read
-/// is pending, so idle sessions keep no read buffer (see `stomp::session`).
+/// How much a read may add to the buffer at once. `TcpRx` reserves it only
+/// once the socket is readable, so idle sessions keep no read buffer.
 const READ_CHUNK: usize = 4096;
-/// Write buffers grown past this by a burst are released once flushed.
-const IDLE_WRITE_BUFFER: usize = 16 * 1024;
 
 pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, EngineError> {
     TcpListener::bind(addr).await.map_err(|source| EngineError::Listen { what, addr, source })
@@ -97,29 +95,59 @@ where
 pub async fn accept_loop(engine: Engine, listener: TcpListener, tls: Option<TlsAcceptor>) {
     accept(engine, listener, move |engine, stream, addr| {
         let tls = tls.clone();
+        // Each branch is boxed on its own: one task's memory is then the
+        // state of the branch it runs, not the largest of both (a TLS
+        // handshake's state is several KiB).
         async move {
             match tls {
                 None => {
                     let (r, w) = stream.into_split();
                     let peer = Peer { addr: Some(addr), transport: "tcp" };
-                    crate::stomp::serve(engine, StreamRx(r), StreamTx::new(w), peer).await;
+                    Box::pin(crate::stomp::serve(engine, TcpRx(r), StreamTx::new(w), peer)).await;
                 }
-                Some(acceptor) => {
-                    let limit = Duration::from_millis(engine.config.limits.connect_timeout_ms);
-                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let (r, w) = tokio::io::split(tls_stream);
-                            let peer = Peer { addr: Some(addr), transport: "tls" };
-                            crate::stomp::serve(engine, StreamRx(r), StreamTx::new(w), peer).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                }
+                Some(acceptor) => Box::pin(serve_tls(engine, acceptor, stream, addr)).await,
             }
         }
     })
     .await
+}
+
+async fn serve_tls(engine: Engine, acceptor: TlsAcceptor, stream: TcpStream, addr: SocketAddr) {
+    let limit = Duration::from_millis(engine.config.limits.connect_timeout_ms);
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => {
+            let (r, w) = tokio::io::split(tls_stream);
+            let peer = Peer { addr: Some(addr), transport: "tls" };
+            crate::stomp::serve(engine, StreamRx(r), StreamTx::new(w), peer).await;
+        }
+        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+    }
+}
+
+/// Reading half of a plain TCP connection. It waits for readiness before
+/// it reserves buffer space, so an idle session holds no read buffer (the
+/// edges drop an emptied buffer); a generic [`StreamRx`] must reserve first.
+pub struct TcpRx(pub tokio::net::tcp::OwnedReadHalf);
+
+impl LinkRx for TcpRx {
+    async fn recv(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            // `readable` is cancel-safe and `try_read_buf` does not wait.
+            self.0.readable().await?;
+            buf.reserve(READ_CHUNK);
+            match self.0.try_read_buf(buf) {
+                // Readiness was stale (it is cleared only by a WouldBlock):
+                // give the space back before waiting.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
 }
 
 /// Reading half of any byte stream.
@@ -167,10 +195,8 @@ impl<W: AsyncWrite + Unpin + Send + 'static> LinkTx for StreamTx<W> {
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
             self.inner.write_all(&self.out).await?;
-            self.out.clear();
-            if self.out.capacity() > IDLE_WRITE_BUFFER {
-                self.out = BytesMut::new();
-            }
+            // Released, not kept: an idle connection holds no write buffer.
+            self.out = BytesMut::new();
         }
         self.inner.flush().await
     }
@@ -182,9 +208,10 @@ impl<W: AsyncWrite + Unpin + Send + 'static> LinkTx for StreamTx<W> {
 }
 
 /// Connects a plain TCP client (tests and the benchmark use this).
-pub async fn connect(addr: SocketAddr) -> io::Result<(StreamRx<tokio::net::tcp::OwnedReadHalf>, StreamTx<tokio::net::tcp::OwnedWriteHalf>)> {
+pub async fn connect(addr: SocketAddr) -> io::Result<(TcpRx, StreamTx<tokio::net::tcp::OwnedWriteHalf>)> {
     let s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let (r, w) = s.into_split();
-    Ok((StreamRx(r), StreamTx::new(w)))
+    Ok((TcpRx(r), StreamTx::new(w)))
 }
+

@@ -128,7 +128,7 @@ async fn websocket(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<
     };
     let limits = tcp::limits(&engine);
     let max = engine.config.xmpp.max_stanza_bytes + 1024;
-    ws.protocols(["xmpp"]).max_message_size(max).max_frame_size(max).write_buffer_size(0).on_upgrade(move |socket| async move {
+    ws.protocols(["xmpp"]).max_message_size(max).max_frame_size(max).write_buffer_size(0).read_buffer_size(crate::transport::http::WS_READ_BUFFER).on_upgrade(move |socket| async move {
         let _permit = permit;
         let (rx, tx) = ws::split(socket, limits);
         session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "ws" }).await;
