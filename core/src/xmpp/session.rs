@@ -92,11 +92,13 @@ fn new_id() -> String {
 /// Runs one XMPP session until the client leaves or an error closes it.
 pub async fn serve<R: XmppRx, W: XmppTx>(engine: Engine, mut rx: R, mut tx: W, peer: Peer) {
     let mut s = Session::new(engine, peer);
-    let end = match s.negotiate(&mut rx, &mut tx).await {
+    // Negotiation, stanza handling and cleanup are boxed: an idle session's
+    // memory is this future, so it keeps only what waiting needs.
+    let end = match Box::pin(s.negotiate(&mut rx, &mut tx)).await {
         Ok(()) => s.run(&mut rx, &mut tx).await,
         Err(e) => Err(e),
     };
-    s.cleanup().await;
+    Box::pin(s.cleanup()).await;
     let error = match end {
         Ok(()) | Err(End::Quiet) => None,
         Err(End::Error(e)) => Some(e),
@@ -477,6 +479,12 @@ impl Session {
     async fn run<R: XmppRx, W: XmppTx>(&mut self, rx: &mut R, tx: &mut W) -> Result<(), End> {
         let handle = self.handle().expect("bound").clone();
         let mut batch = Vec::new();
+        // Shutdown closes every session in the hub (`Engine::stop` cancels,
+        // then closes them), so `handle.closed()` covers it; this catches a
+        // session bound after that sweep.
+        if self.engine.shutdown.is_cancelled() {
+            return Err(End::Error(StreamError::new("system-shutdown", "server shutting down")));
+        }
         loop {
             tokio::select! {
                 biased;
@@ -484,34 +492,39 @@ impl Session {
                     let reason = handle.close_reason().cloned().unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
                     return Err(End::Error(stream_error_for(&reason)));
                 }
-                _ = self.engine.shutdown.cancelled() => {
-                    return Err(End::Error(StreamError::new("system-shutdown", "server shutting down")));
-                }
                 _ = handle.notified() => {
-                    loop {
-                        batch.clear();
-                        if handle.drain(&mut batch, WRITE_BATCH) == 0 {
-                            break;
-                        }
-                        for item in batch.drain(..) {
-                            self.outbound(tx, item).await?;
-                        }
-                        self.flush(tx).await?;
-                    }
+                    Box::pin(self.write_outbox(tx, &handle, &mut batch)).await?;
                     if batch.capacity() > WRITE_BATCH {
                         batch = Vec::new();
                     }
                 }
                 r = rx.recv() => match r {
                     Ok(Some(XmppIn::Stanza(s))) => {
-                        self.inbound(tx, s).await?;
-                        self.flush(tx).await?;
+                        Box::pin(async {
+                            self.inbound(tx, s).await?;
+                            self.flush(tx).await
+                        })
+                        .await?;
                     }
                     Ok(Some(XmppIn::Close)) | Ok(None) => return Ok(()),
                     Ok(Some(XmppIn::Open { .. })) => return Err(StreamError::new("bad-format", "unexpected stream header").into()),
                     Err(e) => return Err(End::Error(e)),
                 },
             }
+        }
+    }
+
+    /// Writes everything waiting in the outbox.
+    async fn write_outbox<W: XmppTx>(&mut self, tx: &mut W, handle: &SessionHandle, batch: &mut Vec<Outbound>) -> Result<(), End> {
+        loop {
+            batch.clear();
+            if handle.drain(batch, WRITE_BATCH) == 0 {
+                return Ok(());
+            }
+            for item in batch.drain(..) {
+                self.outbound(tx, item).await?;
+            }
+            self.flush(tx).await?;
         }
     }
 
