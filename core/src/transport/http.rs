@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::sockjs::{self, SockJsConfig};
 use super::Peer;
@@ -79,9 +79,20 @@ async fn stomp_ws(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<S
         })
 }
 
+/// Nagle off, as on the STOMP TCP listener: a reply written in two parts
+/// (XMPP stream open + features, WebSocket frames) must not wait for the
+/// client's delayed ACK (40 ms on Linux).
+pub fn nodelay(listener: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut TcpStream)> {
+    fn set(tcp: &mut TcpStream) {
+        let _ = tcp.set_nodelay(true);
+    }
+    axum::serve::ListenerExt::tap_io(listener, set as fn(&mut TcpStream))
+}
+
 pub async fn serve(engine: Engine, listener: TcpListener) {
     let app = router(engine.clone());
     let shutdown = engine.shutdown.clone();
+    let listener = nodelay(listener);
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

@@ -68,6 +68,7 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
         bound.push(Listener { name: "xmpp-http", addr: local });
         let app = http_router(engine.clone());
         let shutdown = engine.shutdown.clone();
+        let l = crate::transport::http::nodelay(l);
         engine.tasks.spawn(async move {
             let r = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })
