@@ -59,22 +59,6 @@ impl Conn {
         }
     }
 
-    /// Sends several frames; over WebSocket each is its own message.
-    pub async fn send_many(&mut self, frames: &[Vec<u8>]) -> io::Result<()> {
-        match self {
-            Conn::Tcp(s) => {
-                let all: Vec<u8> = frames.concat();
-                s.write_all(&all).await
-            }
-            Conn::Ws(ws) => {
-                for f in frames {
-                    ws.feed(Message::text(String::from_utf8_lossy(f).into_owned())).await.map_err(io::Error::other)?;
-                }
-                ws.flush().await.map_err(io::Error::other)
-            }
-        }
-    }
-
     /// Appends what arrives next to `buf` (cancel-safe). EOF is an error.
     pub async fn recv(&mut self, buf: &mut BytesMut) -> io::Result<()> {
         match self {
@@ -113,7 +97,7 @@ impl Conn {
                 let _ = s.shutdown().await;
             }
             Conn::Ws(mut ws) => {
-                let _ = ws.close(None).await;
+                let _ = WebSocketStream::close(&mut *ws, None).await;
             }
         }
     }

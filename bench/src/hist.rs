@@ -52,6 +52,7 @@ impl Hist {
         self.max = self.max.max(us);
     }
 
+    #[cfg(test)]
     pub fn total(&self) -> u64 {
         self.total
     }

@@ -20,7 +20,7 @@ use tokio::task::LocalSet;
 use crate::conn::{self, Conn};
 use crate::stats::{SharedStats, Stats};
 use crate::stomp;
-use crate::xmpp::{self, BoshClient, Login, WsClient};
+use crate::xmpp::{BoshClient, Login, WsClient};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -39,9 +39,6 @@ impl Proto {
             Proto::XmppWs => "xmpp-ws",
             Proto::Bosh => "bosh",
         }
-    }
-    pub fn is_stomp(self) -> bool {
-        matches!(self, Proto::StompTcp | Proto::StompWs)
     }
 }
 
@@ -180,7 +177,7 @@ async fn open_one(t: &Target, src: Option<IpAddr>, i: usize, stats: SharedStats)
 
 async fn sessions(args: WorkerArgs) -> io::Result<()> {
     let stats: SharedStats = Rc::new(RefCell::new(Stats::default()));
-    let sem = Rc::new(Semaphore::new(args.concurrency.max(1)));
+    let sem = std::sync::Arc::new(Semaphore::new(args.concurrency.max(1)));
     let ok = Rc::new(RefCell::new(0usize));
     let fail = Rc::new(RefCell::new((0usize, None::<String>)));
     let started = Instant::now();
@@ -295,21 +292,33 @@ async fn churn(args: WorkerArgs) -> io::Result<()> {
 }
 
 async fn register(args: WorkerArgs) -> io::Result<()> {
-    let sem = Rc::new(Semaphore::new(args.concurrency.max(1)));
+    let sem = std::sync::Arc::new(Semaphore::new(args.concurrency.max(1)));
     let result = Rc::new(RefCell::new((0usize, 0usize, None::<String>)));
     let mut handles = Vec::new();
     let mut all: Vec<String> = (args.from..args.to).map(|i| format!("{}{i}", args.target.prefix)).collect();
-    all.push(format!("{}pub", args.target.prefix));
+    if args.from == 0 {
+        all.push(format!("{}pub", args.target.prefix));
+    }
     for user in all {
         let permit = sem.clone().acquire_owned().await.expect("semaphore open");
         let (t, result, src) = (args.target.clone(), result.clone(), args.src);
         handles.push(tokio::task::spawn_local(async move {
             let l = Login { domain: t.domain.clone(), user, pass: t.password.clone(), resource: "r".into() };
-            let r = async {
-                let mut c = WsClient::connect(t.addr, src, &host_header(&t), &t.path).await?;
-                c.register(&l).await
-            };
-            match tokio::time::timeout(Duration::from_secs(30), r).await.unwrap_or_else(|_| Err(conn::err("timed out"))) {
+            // Up to three tries: a busy server may drop or stall one; a retry
+            // after a registration that did go through answers `conflict`, which counts.
+            let mut r = Err(conn::err("not tried"));
+            for _ in 0..3 {
+                let once = async {
+                    let mut c = WsClient::connect(t.addr, src, &host_header(&t), &t.path).await?;
+                    c.register(&l).await
+                };
+                r = tokio::time::timeout(Duration::from_secs(20), once).await.unwrap_or_else(|_| Err(conn::err("timed out")));
+                if r.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            match r {
                 Ok(_) => result.borrow_mut().0 += 1,
                 Err(e) => {
                     let mut r = result.borrow_mut();
@@ -336,4 +345,3 @@ pub async fn xmpp_publisher(t: &Target, user: &str) -> io::Result<WsClient> {
     Ok(c)
 }
 
-pub use xmpp::chat;

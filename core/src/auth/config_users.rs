@@ -1,6 +1,7 @@
 //! Users and permissions from the config file.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use regex::Regex;
@@ -46,8 +47,22 @@ impl Patterns {
 struct User {
     secret: Secret,
     tags: Vec<String>,
-    /// vhost → patterns.
-    permissions: HashMap<String, Patterns>,
+    /// vhost → patterns, shared with every user that has the same ones.
+    permissions: HashMap<String, Arc<Patterns>>,
+}
+
+/// Compiles each distinct permission triple once. A compiled `Regex` costs
+/// tens of KiB (and a search cache per clone), and most users share
+/// `auth.default_permissions`: compiled per user, 18k config users held
+/// ~600 MiB of identical regexes.
+#[derive(Default)]
+struct PatternCache(HashMap<(String, String, String), Arc<Patterns>>);
+
+impl PatternCache {
+    fn get(&mut self, p: &PermissionConfig) -> Arc<Patterns> {
+        let key = (p.configure.clone(), p.write.clone(), p.read.clone());
+        self.0.entry(key).or_insert_with(|| Arc::new(Patterns::compile(p))).clone()
+    }
 }
 
 /// The `[[users]]` of the config: both authenticator and authorizer.
@@ -67,24 +82,31 @@ const SCRAM_ITERATIONS: u32 = super::sasl::DEFAULT_ITERATIONS;
 impl ConfigUsers {
     pub fn from_config(config: &Config) -> ConfigUsers {
         let mut users = HashMap::new();
+        let mut cache = PatternCache::default();
+        let mut plain = Vec::new();
         for u in &config.users {
             let secret = match (&u.password, &u.password_hash) {
                 (_, Some(h)) => Secret::Hash(h.clone()),
                 (Some(p), None) => {
-                    tracing::warn!(user = %u.name, "plain-text password in config: use password_hash outside development");
+                    plain.push(u.name.as_str());
                     Secret::Plain(p.clone())
                 }
                 (None, None) => continue, // rejected by Config::validate
             };
             let perms = u.permissions.as_ref().unwrap_or(&config.auth.default_permissions);
-            let permissions = perms.iter().map(|(v, p)| (v.clone(), Patterns::compile(p))).collect();
+            let permissions = perms.iter().map(|(v, p)| (v.clone(), cache.get(p))).collect();
             users.insert(u.name.clone(), User { secret, tags: u.tags.clone(), permissions });
+        }
+        if !plain.is_empty() {
+            // One line, not one per user: a generated config may hold thousands.
+            let first: Vec<&str> = plain.iter().take(5).copied().collect();
+            tracing::warn!(count = plain.len(), first = ?first, "plain-text passwords in config: use password_hash outside development");
         }
         ConfigUsers { users, scram: Default::default(), salt: rand::random() }
     }
 
     fn patterns(&self, who: &Identity, vhost: &str) -> Option<&Patterns> {
-        self.users.get(&who.uid)?.permissions.get(vhost)
+        self.users.get(&who.uid)?.permissions.get(vhost).map(|p| &**p)
     }
 
     /// Whether `uid` is one of the `[[users]]`.
@@ -240,6 +262,7 @@ mod tests {
 
     fn users() -> ConfigUsers {
         let hash = hash_password("s3cret").unwrap();
+        // `plain2` repeats `plain`'s (default) permissions: they share one compiled set.
         let text = format!(
             r#"
 [auth.default_permissions."/"]
@@ -249,6 +272,10 @@ read = "feed|amq\\.topic"
 
 [[users]]
 name = "plain"
+password = "pw"
+
+[[users]]
+name = "plain2"
 password = "pw"
 
 [[users]]
@@ -295,5 +322,14 @@ permissions = {{ "/" = {{ configure = "", write = "", read = "q-.*" }} }}
         let limited = who("limited");
         assert!(!u.resource(&limited, "/", q, "q-1", Permission::Write).await.unwrap(), "empty pattern grants nothing");
         assert!(u.resource(&limited, "/", q, "q-1", Permission::Read).await.unwrap());
+    }
+
+    #[test]
+    fn equal_permissions_are_compiled_once() {
+        let u = users();
+        let of = |n: &str| u.users[n].permissions["/"].clone();
+        assert!(Arc::ptr_eq(&of("plain"), &of("plain2")), "default permissions shared");
+        assert!(Arc::ptr_eq(&of("plain"), &of("hashed")));
+        assert!(!Arc::ptr_eq(&of("plain"), &of("limited")), "own permissions compiled apart");
     }
 }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# CI's smoke run of the benchmark tool (seconds): every scenario at tiny N
+# against Herald only, with --strict (a failed login, a lost message or a
+# crash fails the run). Numbers are meaningless here; only that the tool works.
+#   HERALD_BIN   the server (default: $CARGO_TARGET_DIR/release/herald, else debug/herald, else built)
+#   CARGO_TARGET_DIR  default /var/tmp/herald-bench-target
+set -euo pipefail
+cd "$(dirname "$0")"
+BENCH_RUN=${BENCH_RUN:-/var/tmp/herald-bench-smoke}
+source ./lib.sh
+
+(cd "$REPO_DIR" && cargo build -q -p herald-bench)
+BENCH=$CARGO_TARGET_DIR/debug/herald-bench
+if [ -z "${HERALD_BIN:-}" ]; then
+  for b in "$CARGO_TARGET_DIR/release/herald" "$CARGO_TARGET_DIR/debug/herald"; do
+    [ -x "$b" ] && { HERALD_BIN=$b; break; }
+  done
+fi
+if [ -z "${HERALD_BIN:-}" ]; then
+  (cd "$REPO_DIR" && cargo build -q -p herald-core --bin herald)
+  HERALD_BIN=$CARGO_TARGET_DIR/debug/herald
+fi
+mkdir -p "$BENCH_RUN"
+OUT=$BENCH_RUN/smoke.jsonl
+: > "$OUT"
+
+SERVER_PID=
+trap 'stop_herald' EXIT
+start_herald 40
+
+run() { "$BENCH" run --strict --out "$OUT" --pid "$SERVER_PID" --server herald "$@"; }
+TCP=(--proto stomp-tcp --addr "127.0.0.1:$HERALD_STOMP")
+WS=(--proto stomp-ws --addr "127.0.0.1:$HERALD_HTTP" --path /ws)
+XWS=(--proto xmpp-ws --addr "127.0.0.1:$HERALD_XHTTP" --path /xmpp-websocket)
+BOSH=(--proto bosh --addr "127.0.0.1:$HERALD_XHTTP" --path /http-bind)
+S1=(--scenario s1 --ns 10,20 --settle-secs 0.2 --idle-secs 1 --per-worker 10)
+
+run "${S1[@]}" "${TCP[@]}"
+run "${S1[@]}" "${WS[@]}"
+run "${S1[@]}" "${XWS[@]}"
+run "${S1[@]}" "${BOSH[@]}"
+run --scenario s2 "${TCP[@]}" --dest /topic/bench --subscribers 20 --burst 5 --paced-rate 5 --paced-secs 1
+run --scenario s3 "${TCP[@]}" --subscribers 20 --rates 200 --rate-secs 1
+run --scenario s3 "${XWS[@]}" --subscribers 20 --rates 200 --rate-secs 1 --publisher xmpp
+run --scenario s4 "${TCP[@]}" --churn-users 20 --churn-secs 1 --churn-concurrency 4
+run --scenario s4 "${XWS[@]}" --churn-users 20 --churn-secs 1 --churn-concurrency 4
+run --scenario s4 "${BOSH[@]}" --churn-users 20 --churn-secs 1 --churn-concurrency 4
+stop_herald
+
+# In-process pushes from the Node addon, when it is built (scripts/test builds it).
+if [ -f "$REPO_DIR/node-binding/herald.linux-x64-gnu.node" ] && command -v node > /dev/null; then
+  "$BENCH" run --strict --out "$OUT" --server herald --label inproc "${TCP[@]}" --scenario s3 --publisher node \
+    --subscribers 20 --rates 200 --rate-secs 1 \
+    --spawn-server "exec node $BENCH_DIR/node/inproc.js --users 40 --stomp 127.0.0.1:$HERALD_STOMP --data $BENCH_RUN/node-data 2> $BENCH_RUN/node.log"
+else
+  echo "bench smoke: S3 in-process skipped (Node addon not built)"
+fi
+
+"$BENCH" report "$OUT" > "$BENCH_RUN/report.md"
+echo "bench smoke: every scenario ran ($(wc -l < "$OUT") results, tables in $BENCH_RUN/report.md)"

@@ -1,0 +1,65 @@
+//! # herald-bench
+//!
+//! Load generator and scenario runner for Herald, RabbitMQ and ejabberd.
+//! The same client code (STOMP over TCP and WebSocket, XMPP over WebSocket
+//! and BOSH) talks to every server, so the numbers compare.
+//!
+//! # Layout
+//! - `main.rs` — command line: `run` (one scenario, one server), `worker`
+//!   (spawned by `run`), `report` (tables and ratios from the results file).
+//! - `orch.rs` — scenarios S1–S4, worker pool, publishers, /proc sampling.
+//! - `worker.rs` — a process holding up to a few thousand sessions.
+//! - `stomp.rs`, `xmpp.rs`, `conn.rs` — the protocol clients.
+//! - `stats.rs`, `hist.rs` — timestamps in payloads, latency histograms.
+//! - `report.rs` — the markdown tables of `docs/benchmarks.md`.
+//!
+//! See `bench/README.md` for how the pieces are driven by `compare.sh` and `smoke.sh`.
+
+mod conn;
+mod hist;
+mod orch;
+mod report;
+mod stats;
+mod stomp;
+mod worker;
+mod xmpp;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "herald-bench", about = "Herald load generator: scenarios S1-S4 against Herald, RabbitMQ and ejabberd")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one scenario against one server; prints a table row, appends JSON to --out.
+    Run(orch::RunArgs),
+    /// (internal) hold sessions for `run`; speaks JSON lines on stdio.
+    Worker(worker::WorkerArgs),
+    /// Print the result tables (markdown) and Herald/peer ratios from a results file.
+    Report(report::ReportArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Worker(a) => worker::main(a),
+        Cmd::Report(a) => report::main(a),
+        Cmd::Run(a) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| rt.block_on(orch::run(a))),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! `herald-bench report results.jsonl`: the markdown tables of
+//! docs/benchmarks.md, Herald/peer ratios and the targets, from the
+//! JSON lines `run --out` appended (the last line for a key wins).
+
+use std::io;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::Value;
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The JSON-lines file written by `run --out`.
+    pub results: PathBuf,
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// The peer that speaks the same protocol as Herald does in this row.
+fn peer_for(proto: &str) -> &'static str {
+    match proto {
+        "stomp-tcp" | "stomp-ws" => "rabbitmq",
+        _ => "ejabberd",
+    }
+}
+
+fn ratio(h: f64, p: f64) -> String {
+    if h.is_finite() && p.is_finite() && p > 0.0 {
+        format!("{:.2}×", h / p)
+    } else {
+        "n/a".into()
+    }
+}
+
+struct Results(Vec<Value>);
+
+impl Results {
+    /// Last result for (scenario, server, label).
+    fn get(&self, scenario: &str, server: &str, label: &str) -> Option<&Value> {
+        self.0.iter().rev().find(|r| r["scenario"] == scenario && r["server"] == server && r["label"] == label)
+    }
+
+    /// Distinct (server, label) pairs of a scenario, in first-seen order.
+    fn rows(&self, scenario: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for r in self.0.iter().filter(|r| r["scenario"] == scenario) {
+            let k = (r["server"].as_str().unwrap_or("").to_owned(), r["label"].as_str().unwrap_or("").to_owned());
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+        out
+    }
+}
+
+pub fn main(a: ReportArgs) -> io::Result<()> {
+    let text = std::fs::read_to_string(&a.results)?;
+    let res = Results(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect());
+    let mut targets: Vec<String> = Vec::new();
+    let mark = |ok: bool| if ok { "met" } else { "**missed**" };
+
+    println!("### S1 — idle sessions\n");
+    println!("| server | protocol | RSS per session (slope) | RSS at each N (MiB) | idle CPU at N max | sessions ok / failed | Herald / peer (RSS per session) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (server, label) in res.rows("s1") {
+        let r = res.get("s1", &server, &label).unwrap();
+        let bps = f(&r["bytes_per_session"]);
+        let pts: Vec<String> = r["points"]
+            .as_array()
+            .map(|p| p.iter().map(|p| format!("{}k: {:.0}", p["n"].as_u64().unwrap_or(0) / 1000, f(&p["rss_kib"]) / 1024.0)).collect())
+            .unwrap_or_default();
+        let peer = if server == "herald" {
+            let p = peer_for(&label);
+            res.get("s1", p, &label).map(|pr| format!("{} vs {p}", ratio(bps, f(&pr["bytes_per_session"])))).unwrap_or_else(|| "—".into())
+        } else {
+            "—".into()
+        };
+        println!(
+            "| {server} | {label} | {:.0} B ({:.2} KiB) | {} | {:.1} ms/s ({} sessions) | {} / {} | {peer} |",
+            bps,
+            bps / 1024.0,
+            pts.join(", "),
+            f(&r["idle_cpu_ms_per_s"]),
+            r["n_max"],
+            r["ok"],
+            r["fail"]
+        );
+        if server == "herald" && (label == "stomp-ws" || label == "bosh") {
+            let limit = if label == "bosh" { 6.0 } else { 4.0 };
+            targets.push(format!("S1 {label}: ≤ {limit} KiB per idle session — {:.2} KiB: {}", bps / 1024.0, mark(bps <= limit * 1024.0)));
+        }
+    }
+
+    println!("\n### S2 — fan-out to one topic\n");
+    println!("| server | protocol | subscribers | deliveries/s (burst) | p50 / p99 latency (paced) | paced rate | lost | Herald / peer (deliveries/s) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (server, label) in res.rows("s2") {
+        let r = res.get("s2", &server, &label).unwrap();
+        let d = f(&r["deliveries_per_s"]);
+        let peer = if server == "herald" {
+            res.get("s2", "rabbitmq", &label).map(|p| format!("{} vs rabbitmq", ratio(d, f(&p["deliveries_per_s"])))).unwrap_or_else(|| "—".into())
+        } else {
+            "—".into()
+        };
+        let lost = r["burst_expected"].as_u64().unwrap_or(0).saturating_sub(r["burst_recv"].as_u64().unwrap_or(0))
+            + (r["paced_sent"].as_u64().unwrap_or(0) * r["subscribers"].as_u64().unwrap_or(0)).saturating_sub(r["paced_recv"].as_u64().unwrap_or(0));
+        println!(
+            "| {server} | {label} | {} | {:.0} | {:.1} / {:.1} ms | {} msg/s ({:.0} deliveries/s) | {lost} | {peer} |",
+            r["subscribers"],
+            d,
+            f(&r["p50_ms"]),
+            f(&r["p99_ms"]),
+            r["paced_rate"],
+            f(&r["paced_deliveries_per_s"])
+        );
+        if server == "herald" {
+            if let Some(p) = res.get("s2", "rabbitmq", &label) {
+                let x = d / f(&p["deliveries_per_s"]);
+                targets.push(format!("S2: ≥ 10× RabbitMQ's deliveries/s — {x:.2}×: {}", mark(x >= 10.0)));
+            }
+            let p99 = f(&r["p99_ms"]);
+            targets.push(format!("S2: p99 < 50 ms — {p99:.1} ms: {}", mark(p99 < 50.0)));
+        }
+    }
+
+    println!("\n### S3 — targeted pushes to 10k users\n");
+    println!("| server | publisher / protocol | offered /s | sent /s | p50 | p99 | max | lost | Herald / peer (p99) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (server, label) in res.rows("s3") {
+        let r = res.get("s3", &server, &label).unwrap();
+        for run in r["runs"].as_array().cloned().unwrap_or_default() {
+            let rate = run["rate"].as_u64().unwrap_or(0);
+            let p99 = f(&run["p99_ms"]);
+            let peer = if server == "herald" {
+                let proto = r["proto"].as_str().unwrap_or("");
+                let p = peer_for(proto);
+                res.get("s3", p, proto)
+                    .and_then(|pr| pr["runs"].as_array().and_then(|rs| rs.iter().find(|x| x["rate"] == rate)).cloned())
+                    .map(|pr| format!("{} vs {p}", ratio(p99, f(&pr["p99_ms"]))))
+                    .unwrap_or_else(|| "—".into())
+            } else {
+                "—".into()
+            };
+            println!(
+                "| {server} | {label} | {rate} | {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} of {} | {peer} |",
+                f(&run["achieved"]),
+                f(&run["p50_ms"]),
+                p99,
+                f(&run["max_ms"]),
+                run["lost"],
+                run["sent"]
+            );
+            if server == "herald" && rate == 50_000 {
+                let lost = run["lost"].as_u64().unwrap_or(1);
+                let reached = f(&run["achieved"]) >= 0.95 * rate as f64;
+                targets.push(format!(
+                    "S3 {label}: p99 < 10 ms at 50k pushes/s, nothing lost — p99 {p99:.2} ms, {lost} lost, {:.0}/s sent: {}",
+                    f(&run["achieved"]),
+                    mark(p99 < 10.0 && lost == 0 && reached)
+                ));
+            }
+        }
+    }
+
+    println!("\n### S4 — churn (connect, authenticate, subscribe, disconnect)\n");
+    println!("| server | protocol | logins/s | login p50 / p99 | server CPU | in flight | ok / failed | Herald / ejabberd |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let ej = res.get("s4", "ejabberd", "xmpp-ws").map(|r| f(&r["logins_per_s"]));
+    for (server, label) in res.rows("s4") {
+        let r = res.get("s4", &server, &label).unwrap();
+        let l = f(&r["logins_per_s"]);
+        let peer = match (server.as_str(), ej) {
+            ("herald", Some(e)) => ratio(l, e),
+            _ => "—".into(),
+        };
+        println!(
+            "| {server} | {label} | {:.0} | {:.1} / {:.1} ms | {:.0} % | {} | {} / {} | {peer} |",
+            l,
+            f(&r["p50_ms"]),
+            f(&r["p99_ms"]),
+            f(&r["server_cpu"]) * 100.0,
+            r["concurrency"],
+            r["ok"],
+            r["fail"]
+        );
+        if server == "herald" {
+            if let Some(e) = ej {
+                targets.push(format!("S4 {label}: ≥ 3× ejabberd's logins/s (xmpp-ws) — {:.2}×: {}", l / e, mark(l >= 3.0 * e)));
+            }
+        }
+    }
+
+    println!("\n### Targets\n");
+    for t in &targets {
+        println!("- {t}");
+    }
+    let loads: Vec<String> = res.0.iter().filter_map(|r| r["loadavg_start"].as_str().map(str::to_owned)).collect();
+    if let (Some(a), Some(b)) = (loads.first(), loads.last()) {
+        println!("\nLoad average (1, 5, 15 min) at the start of the first and last runs: {a}; {b}.");
+    }
+    Ok(())
+}
