@@ -98,6 +98,9 @@ impl PresenceService {
         user.resources.retain(|r| r.session != session);
         let existed = user.resources.len() != count;
         if let Some(s) = state {
+            // Most users have one session: room for exactly that, not the
+            // four slots a first `push` reserves.
+            user.resources.reserve_exact(1);
             user.resources.push(s);
         }
         let after = user.aggregate();

@@ -131,11 +131,17 @@ fn route_error(e: RouteError) -> Fatal {
 ///
 /// Opening (CONNECT, authentication, presence) and closing are boxed: an
 /// idle session's memory is this future, so it holds only what waiting needs.
-pub async fn serve<R: LinkRx, W: LinkTx>(engine: Engine, rx: R, tx: W, peer: Peer) {
-    let Some(mut open) = Box::pin(open(engine, rx, tx, peer)).await else { return };
-    let buf = std::mem::take(&mut open.buf);
-    let outcome = open.session.run(&mut open.rx, &mut open.tx, &mut open.decoder, buf).await;
-    Box::pin(finish(open, outcome)).await;
+/// A plain `fn` on purpose: an `async fn` keeps its arguments in the future
+/// beside what they are moved into (rustc does not overlap the two), and
+/// every idle session would carry that dead copy.
+pub fn serve<R: LinkRx, W: LinkTx>(engine: Engine, rx: R, tx: W, peer: Peer) -> impl std::future::Future<Output = ()> {
+    let opening = Box::pin(open(engine, rx, tx, peer));
+    async move {
+        let Some(mut open) = opening.await else { return };
+        let buf = std::mem::take(&mut open.buf);
+        let outcome = open.session.run(&mut open.rx, &mut open.tx, &mut open.decoder, buf).await;
+        Box::pin(finish(open, outcome)).await;
+    }
 }
 
 /// A session past CONNECT, with its link and decoder.

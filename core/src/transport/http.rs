@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::sockjs::{self, SockJsConfig};
@@ -45,10 +46,7 @@ pub fn router(engine: Engine) -> Router {
             });
             return;
         };
-        e.tasks.spawn(async move {
-            let _permit = permit;
-            crate::stomp::serve(e2, rx, tx, peer).await;
-        });
+        e.tasks.spawn(crate::stomp::serve(e2, rx, tx, peer).map(move |()| drop(permit)));
     });
     Router::new()
         .route(&cfg.ws_path, get(stomp_ws))
@@ -72,10 +70,12 @@ async fn stomp_ws(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<S
         // tungstenite's default is a 128 KiB read buffer per connection; frames
         // larger than this are still read whole (the buffer grows for them).
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| async move {
-            let _permit = permit;
+        .on_upgrade(move |socket| {
+            // No async block: one that captured the `WebSocket` (or the
+            // session future) would keep a dead copy of it in every idle
+            // session's task; `map` holds the permit alongside instead.
             let (rx, tx) = super::ws::split(socket);
-            crate::stomp::serve(engine, rx, tx, Peer { addr, transport: "ws" }).await;
+            crate::stomp::serve(engine, rx, tx, Peer { addr, transport: "ws" }).map(move |()| drop(permit))
         })
 }
 

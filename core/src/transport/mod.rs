@@ -16,6 +16,7 @@ pub mod tcp;
 pub mod ws;
 pub mod sockjs;
 pub mod http;
+pub mod http1;
 
 /// Reading half of a client connection.
 pub trait LinkRx: Send + 'static {

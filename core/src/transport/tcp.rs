@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -63,6 +64,24 @@ where
     F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    accept_with(engine, listener, true, on_conn).await
+}
+
+/// [`accept`] for listeners whose connections are not sessions (HTTP, where
+/// the session a request opens takes the slot).
+pub async fn accept_uncounted<F, Fut>(engine: Engine, listener: TcpListener, on_conn: F)
+where
+    F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    accept_with(engine, listener, false, on_conn).await
+}
+
+async fn accept_with<F, Fut>(engine: Engine, listener: TcpListener, counted: bool, on_conn: F)
+where
+    F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut backoff = Duration::from_millis(5);
     loop {
         let (stream, addr) = tokio::select! {
@@ -77,17 +96,21 @@ where
                 }
             },
         };
-        let Ok(permit) = engine.connections.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, "connection limit reached (limits.max_connections); refusing");
-            drop(stream);
-            continue;
+        let permit = match counted.then(|| engine.connections.clone().try_acquire_owned()) {
+            Some(Err(_)) => {
+                tracing::warn!(%addr, "connection limit reached (limits.max_connections); refusing");
+                drop(stream);
+                continue;
+            }
+            Some(Ok(p)) => Some(p),
+            None => None,
         };
         let _ = stream.set_nodelay(true);
+        // `map`, not `async move { work.await }`: an async block would store
+        // the connection's future twice (captured, then awaited), and that
+        // is what every idle connection costs.
         let work = on_conn(engine.clone(), stream, addr);
-        engine.tasks.spawn(async move {
-            let _permit = permit;
-            work.await
-        });
+        engine.tasks.spawn(work.map(move |()| drop(permit)));
     }
 }
 

@@ -42,9 +42,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::FutureExt;
 
 use crate::engine::{Engine, EngineError, Listener};
-use crate::transport::Peer;
+use crate::transport::{http1, Peer};
 
 /// Binds the XMPP listeners that are configured: c2s (`xmpp-c2s`) and the
 /// HTTP listener for BOSH and WebSocket (`xmpp-http`).
@@ -67,16 +68,20 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
         let local = l.local_addr().map_err(|source| EngineError::Listen { what: "xmpp-http", addr, source })?;
         bound.push(Listener { name: "xmpp-http", addr: local });
         let app = http_router(engine.clone());
-        let shutdown = engine.shutdown.clone();
-        let l = crate::transport::http::nodelay(l);
-        engine.tasks.spawn(async move {
-            let r = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "XMPP HTTP listener failed");
-            }
-        });
+        // BOSH parks a request per session: the small front server holds no
+        // buffers while one waits (transport/http1.rs); upgrades go to hyper.
+        // Sessions, not HTTP connections, take `limits.max_connections` slots
+        // (the BOSH session factory and the WebSocket handler take them).
+        let limits = http1::Http1Limits {
+            max_body_bytes: x.max_stanza_bytes + 4096,
+            request_timeout: Duration::from_millis(engine.config.limits.connect_timeout_ms),
+            idle_timeout: Duration::from_secs(x.bosh_inactivity_secs.max(x.bosh_max_wait_secs) + 30),
+            write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
+            ..Default::default()
+        };
+        engine.tasks.spawn(crate::transport::tcp::accept_uncounted(engine.clone(), l, move |engine, stream, addr| {
+            http1::serve_connection(stream, addr, app.clone(), limits.clone(), engine.shutdown.clone())
+        }));
     }
     Ok(())
 }
@@ -98,10 +103,9 @@ pub fn http_router(engine: Engine) -> axum::Router {
         let e2 = e.clone();
         match e.connections.clone().try_acquire_owned() {
             Ok(permit) => {
-                e.tasks.spawn(async move {
-                    let _permit = permit;
-                    session::serve(e2, rx, tx, peer).await;
-                });
+                // `map` holds the permit without a second copy of the session
+                // future (transport/tcp.rs says why).
+                e.tasks.spawn(session::serve(e2, rx, tx, peer).map(move |()| drop(permit)));
             }
             Err(_) => {
                 tracing::warn!("connection limit reached (limits.max_connections); refusing a BOSH session");
@@ -129,9 +133,9 @@ async fn websocket(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<
     };
     let limits = tcp::limits(&engine);
     let max = engine.config.xmpp.max_stanza_bytes + 1024;
-    ws.protocols(["xmpp"]).max_message_size(max).max_frame_size(max).write_buffer_size(0).read_buffer_size(crate::transport::http::WS_READ_BUFFER).on_upgrade(move |socket| async move {
-        let _permit = permit;
+    ws.protocols(["xmpp"]).max_message_size(max).max_frame_size(max).write_buffer_size(0).read_buffer_size(crate::transport::http::WS_READ_BUFFER).on_upgrade(move |socket| {
+        // No async block around the session, as for STOMP (transport/http.rs).
         let (rx, tx) = ws::split(socket, limits);
-        session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "ws" }).await;
+        session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "ws" }).map(move |()| drop(permit))
     })
 }

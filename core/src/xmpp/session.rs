@@ -90,28 +90,34 @@ fn new_id() -> String {
 }
 
 /// Runs one XMPP session until the client leaves or an error closes it.
-pub async fn serve<R: XmppRx, W: XmppTx>(engine: Engine, mut rx: R, mut tx: W, peer: Peer) {
-    let mut s = Session::new(engine, peer);
-    // Negotiation, stanza handling and cleanup are boxed: an idle session's
-    // memory is this future, so it keeps only what waiting needs.
-    let end = match Box::pin(s.negotiate(&mut rx, &mut tx)).await {
-        Ok(()) => s.run(&mut rx, &mut tx).await,
-        Err(e) => Err(e),
-    };
-    Box::pin(s.cleanup()).await;
-    let error = match end {
-        Ok(()) | Err(End::Quiet) => None,
-        Err(End::Error(e)) => Some(e),
-        Err(End::Broken) => {
-            // Half a stanza may be on the wire: just drop the connection.
-            drop(tx);
-            return;
+///
+/// A plain `fn` returning the future: an `async fn` would keep its arguments
+/// twice (as arguments and as the locals they are moved into), for the
+/// session's whole life.
+pub fn serve<R: XmppRx, W: XmppTx>(engine: Engine, rx: R, tx: W, peer: Peer) -> impl std::future::Future<Output = ()> {
+    let (mut s, mut rx, mut tx) = (Session::new(engine, peer), rx, tx);
+    async move {
+        // Negotiation, stanza handling and cleanup are boxed: an idle session's
+        // memory is this future, so it keeps only what waiting needs.
+        let end = match Box::pin(s.negotiate(&mut rx, &mut tx)).await {
+            Ok(()) => s.run(&mut rx, &mut tx).await,
+            Err(e) => Err(e),
+        };
+        Box::pin(s.cleanup()).await;
+        let error = match end {
+            Ok(()) | Err(End::Quiet) => None,
+            Err(End::Error(e)) => Some(e),
+            Err(End::Broken) => {
+                // Half a stanza may be on the wire: just drop the connection.
+                drop(tx);
+                return;
+            }
+        };
+        if let Some(e) = &error {
+            tracing::debug!(uid = s.identity.as_ref().map(|i| i.uid.as_str()), error = %e, "XMPP stream closed with an error");
         }
-    };
-    if let Some(e) = &error {
-        tracing::debug!(uid = s.identity.as_ref().map(|i| i.uid.as_str()), error = %e, "XMPP stream closed with an error");
+        let _ = tokio::time::timeout(CLOSE_GRACE, tx.close(error)).await;
     }
-    let _ = tokio::time::timeout(CLOSE_GRACE, tx.close(error)).await;
 }
 
 struct Bound {

@@ -1,0 +1,612 @@
+//! A small HTTP/1.1 server for long-poll requests (BOSH), in front of hyper.
+//!
+//! Why not hyper for everything: a BOSH client parks one request on the
+//! server (`hold=1`) for up to `wait` seconds, so an idle BOSH session *is*
+//! an open HTTP connection with a request in flight. hyper keeps an 8 KiB
+//! write buffer and an 8–16 KiB read buffer per connection for its whole
+//! life; measured (bench/profile.sh bosh), that was ~24 KiB of a 27 KiB
+//! idle BOSH session. This server holds no buffer while a request is parked:
+//! it reads on readiness, parses the head with `httparse`, hands an
+//! `http::Request` to the same axum `Router`, and writes the answer in one
+//! go. Anything it does not do itself (a WebSocket upgrade) is handed, with
+//! the bytes already read, to hyper on the same connection, so routes and
+//! handlers are shared and nothing else changes.
+//!
+//! Parsing and encoding are sans-IO functions ([`parse_head`],
+//! [`ChunkedDecoder`], [`encode_response`]) with tests beside them; the
+//! connection loop only moves bytes.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{self, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// Limits of the front server; every one is a clear HTTP error when passed.
+#[derive(Debug, Clone)]
+pub struct Http1Limits {
+    /// Request line plus headers (431 beyond).
+    pub max_head_bytes: usize,
+    /// Header count (431 beyond).
+    pub max_headers: usize,
+    /// Request body (413 beyond).
+    pub max_body_bytes: usize,
+    /// From the first byte of a request to its last (408 after).
+    pub request_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub idle_timeout: Duration,
+    /// A client that does not take its answer within this is dropped.
+    pub write_timeout: Duration,
+}
+
+impl Default for Http1Limits {
+    fn default() -> Self {
+        Http1Limits {
+            max_head_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How much one read may add to the buffer; reserved only once the socket
+/// is readable, so a connection waiting for a request keeps no buffer.
+const READ_CHUNK: usize = 4096;
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct Head {
+    pub method: Method,
+    pub target: http::Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    /// Bytes the head took in the buffer.
+    pub len: usize,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// Whether the client asked to switch protocols (a WebSocket): such
+    /// requests go to hyper, which owns upgrades.
+    pub fn is_upgrade(&self) -> bool {
+        self.headers.contains_key(http::header::UPGRADE) && self.has_token("connection", "upgrade")
+    }
+
+    /// HTTP/1.1 keeps the connection unless told otherwise; 1.0 only when asked.
+    pub fn keep_alive(&self) -> bool {
+        match self.version {
+            Version::HTTP_10 => self.has_token("connection", "keep-alive"),
+            _ => !self.has_token("connection", "close"),
+        }
+    }
+}
+
+/// Request body framing, from the head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// Why a request could not be read; each maps to a status and a reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    #[error("more than {0} request headers")]
+    TooManyHeaders(usize),
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("transfer-encoding other than chunked is not supported")]
+    UnsupportedEncoding,
+    #[error("request not complete within {0} s")]
+    Timeout(u64),
+}
+
+impl RequestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::Malformed(_) => StatusCode::BAD_REQUEST,
+            RequestError::HeadTooLarge(_) | RequestError::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::UnsupportedEncoding => StatusCode::NOT_IMPLEMENTED,
+            RequestError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Parses a request head at the start of `buf`. `Ok(None)`: not complete yet.
+pub fn parse_head(buf: &[u8], limits: &Http1Limits) -> Result<Option<Head>, RequestError> {
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut slots);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders(limits.max_headers)),
+        Err(_) => return Err(RequestError::Malformed("bad request line or header")),
+    };
+    let len = match status {
+        httparse::Status::Complete(len) if len > limits.max_head_bytes => return Err(RequestError::HeadTooLarge(limits.max_head_bytes)),
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial if buf.len() > limits.max_head_bytes => return Err(RequestError::HeadTooLarge(limits.max_head_bytes)),
+        httparse::Status::Partial => return Ok(None),
+    };
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes()).map_err(|_| RequestError::Malformed("bad method"))?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| RequestError::Malformed("bad header name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| RequestError::Malformed("bad header value"))?;
+        headers.append(name, value);
+    }
+    let target = req.path.unwrap_or("/").parse().map_err(|_| RequestError::Malformed("bad request target"))?;
+    Ok(Some(Head { method, target, version, headers, len }))
+}
+
+/// How the body of `head` is framed (RFC 9112 §6.3), within `max_body`.
+pub fn framing(head: &Head, max_body: usize) -> Result<Framing, RequestError> {
+    if let Some(te) = head.header("transfer-encoding") {
+        return if te.trim().eq_ignore_ascii_case("chunked") { Ok(Framing::Chunked) } else { Err(RequestError::UnsupportedEncoding) };
+    }
+    let mut lengths = head.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let len = match (lengths.next(), lengths.next()) {
+        (None, _) => 0,
+        (Some(v), None) => v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or(RequestError::Malformed("bad content-length"))?,
+        (Some(_), Some(_)) => return Err(RequestError::Malformed("several content-length headers")),
+    };
+    if len > max_body {
+        return Err(RequestError::BodyTooLarge(max_body));
+    }
+    Ok(Framing::Length(len))
+}
+
+/// Decodes a chunked body as it arrives (RFC 9112 §7.1); trailers are
+/// read and dropped.
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    body: BytesMut,
+    /// Bytes left in the current chunk, or `None` between chunks.
+    in_chunk: Option<usize>,
+    /// The last chunk was seen: reading trailers until an empty line.
+    trailers: bool,
+}
+
+impl ChunkedDecoder {
+    /// Consumes what it can from `buf`; `Ok(Some(body))` once complete.
+    pub fn decode(&mut self, buf: &mut BytesMut, max_body: usize) -> Result<Option<Bytes>, RequestError> {
+        loop {
+            if self.trailers {
+                let Some(end) = find_crlf(buf) else { return Ok(None) };
+                buf.advance(end + 2);
+                if end == 0 {
+                    return Ok(Some(std::mem::take(&mut self.body).freeze()));
+                }
+                continue;
+            }
+            match self.in_chunk {
+                None => {
+                    let (consumed, size) = match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete(x)) => x,
+                        Ok(httparse::Status::Partial) if buf.len() > 1024 => return Err(RequestError::Malformed("chunk size line too long")),
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(_) => return Err(RequestError::Malformed("bad chunk size")),
+                    };
+                    buf.advance(consumed);
+                    let size = usize::try_from(size).map_err(|_| RequestError::BodyTooLarge(max_body))?;
+                    if size == 0 {
+                        self.trailers = true;
+                    } else if self.body.len().saturating_add(size) > max_body {
+                        return Err(RequestError::BodyTooLarge(max_body));
+                    } else {
+                        self.in_chunk = Some(size);
+                    }
+                }
+                Some(left) => {
+                    // The chunk's data, then its CRLF.
+                    if buf.len() < left + 2 {
+                        let take = buf.len().min(left);
+                        self.body.extend_from_slice(&buf[..take]);
+                        buf.advance(take);
+                        self.in_chunk = Some(left - take);
+                        if left - take > 0 || buf.len() < 2 {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    self.body.extend_from_slice(&buf[..left]);
+                    if &buf[left..left + 2] != b"\r\n" {
+                        return Err(RequestError::Malformed("chunk not followed by CRLF"));
+                    }
+                    buf.advance(left + 2);
+                    self.in_chunk = None;
+                }
+            }
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// The bytes of a response: status line, headers with `content-length`
+/// (and `connection: close` when closing), then the body (not for HEAD).
+pub fn encode_response(parts: &http::response::Parts, body: &[u8], head_only: bool, close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + parts.headers.len() * 32 + if head_only { 0 } else { body.len() });
+    let reason = parts.status.canonical_reason().unwrap_or("");
+    out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_u16()).as_bytes());
+    for (name, value) in parts.headers.iter() {
+        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING || name == http::header::CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(http::header::DATE) {
+        out.extend_from_slice(format!("date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())).as_bytes());
+    }
+    let no_body = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
+    if !no_body {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only && !no_body {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// A plain-text error answer; the connection closes after it.
+fn error_response(e: &RequestError) -> Vec<u8> {
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = e.status();
+    parts.headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    encode_response(&parts, format!("{e}\n").as_bytes(), false, true)
+}
+
+/// Serves one connection until the client closes it, a limit or error ends
+/// it, or `shutdown` fires between requests. Upgrade requests (and what
+/// follows them) are served by hyper with the same `router`.
+pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: axum::Router, limits: Http1Limits, shutdown: CancellationToken) {
+    let mut buf = BytesMut::new();
+    loop {
+        // Between requests: wait for bytes (no buffer held), the idle limit or shutdown.
+        if buf.is_empty() {
+            buf = BytesMut::new();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(limits.idle_timeout) => return,
+                r = read_some(&stream, &mut buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+            }
+        }
+        // Reading, the hyper hand-over and the answer are boxed: this future
+        // is what a parked request costs, so it keeps only what waiting needs.
+        let request = match tokio::time::timeout(limits.request_timeout, Box::pin(read_request(&stream, &mut buf, &limits))).await {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => return, // closed mid-request
+            Ok(Err(e)) => {
+                let _ = write_all(&stream, &error_response(&e), limits.write_timeout).await;
+                return;
+            }
+            Err(_) => {
+                let e = RequestError::Timeout(limits.request_timeout.as_secs());
+                let _ = write_all(&stream, &error_response(&e), limits.write_timeout).await;
+                return;
+            }
+        };
+        let (head, body) = match request {
+            Incoming::Upgrade => {
+                // hyper reads the head again from what we already buffered.
+                Box::pin(serve_with_hyper(Prefixed { pre: buf.freeze(), io: stream }, peer, router)).await;
+                return;
+            }
+            Incoming::Request(head, body) => (head, body),
+        };
+        if buf.is_empty() {
+            // Not pipelined: no read chunk is kept while the request is parked.
+            buf = BytesMut::new();
+        }
+        let keep_alive = head.keep_alive() && !shutdown.is_cancelled();
+        let head_only = head.method == Method::HEAD;
+        // Boxed at its own size: a future captured by an `async` block and
+        // then awaited would be stored twice.
+        let mut work = Box::pin(answer(&router, into_request(head, body, peer)));
+        let Some((parts, body)) = parked(&stream, &mut work).await else {
+            return; // the client left while its request was parked
+        };
+        drop(work);
+        let close = !keep_alive || shutdown.is_cancelled();
+        let bytes = encode_response(&parts, &body, head_only, close);
+        drop((parts, body));
+        if Box::pin(write_all(&stream, &bytes, limits.write_timeout)).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+enum Incoming {
+    Request(Head, Bytes),
+    Upgrade,
+}
+
+/// Reads one whole request (head and body) from `buf` and the socket.
+/// `Ok(None)`: the client closed before it was complete.
+async fn read_request(stream: &TcpStream, buf: &mut BytesMut, limits: &Http1Limits) -> Result<Option<Incoming>, RequestError> {
+    let head = loop {
+        if let Some(head) = parse_head(buf, limits)? {
+            break head;
+        }
+        if read_some(stream, buf).await.map_err(|_| RequestError::Malformed("read failed"))? == 0 {
+            return Ok(None);
+        }
+    };
+    if head.is_upgrade() {
+        return Ok(Some(Incoming::Upgrade));
+    }
+    let framing = framing(&head, limits.max_body_bytes)?;
+    buf.advance(head.len);
+    if head.has_token("expect", "100-continue") && !matches!(framing, Framing::Length(0)) {
+        let _ = write_all(stream, b"HTTP/1.1 100 Continue\r\n\r\n", limits.write_timeout).await;
+    }
+    let body = match framing {
+        Framing::Length(len) => {
+            while buf.len() < len {
+                if read_some(stream, buf).await.map_err(|_| RequestError::Malformed("read failed"))? == 0 {
+                    return Ok(None);
+                }
+            }
+            buf.split_to(len).freeze()
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::default();
+            loop {
+                if let Some(body) = dec.decode(buf, limits.max_body_bytes)? {
+                    break body;
+                }
+                if read_some(stream, buf).await.map_err(|_| RequestError::Malformed("read failed"))? == 0 {
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    // Small bodies are copied out so the request does not pin a read chunk.
+    let body = if body.len() < READ_CHUNK / 2 { Bytes::copy_from_slice(&body) } else { body };
+    Ok(Some(Incoming::Request(head, body)))
+}
+
+fn into_request(head: Head, body: Bytes, peer: SocketAddr) -> Request<Body> {
+    let mut req = Request::new(Body::from(body));
+    *req.method_mut() = head.method;
+    *req.version_mut() = head.version;
+    *req.uri_mut() = head.target;
+    *req.headers_mut() = head.headers;
+    req.extensions_mut().insert(ConnectInfo(peer));
+    req
+}
+
+/// The router's answer to `req`, body collected. Combinators, not an
+/// `async` block, so the request and the handler's future are held once.
+fn answer(router: &axum::Router, req: Request<Body>) -> impl std::future::Future<Output = (http::response::Parts, Bytes)> + Send {
+    router.clone().oneshot(req).then(|resp| {
+        let (parts, body) = match resp {
+            Ok(r) => r.into_parts(),
+            Err(never) => match never {},
+        };
+        body.collect().map(move |c| (parts, c.map(|c| c.to_bytes()).unwrap_or_default()))
+    })
+}
+
+/// Waits for `work` while watching the connection. `None` when the client
+/// closed it first: `work` (the handler) is then dropped, as hyper does, so
+/// a parked BOSH request is seen as gone. Pipelined bytes are left unread
+/// until the answer is out; the one-byte peek holds no buffer.
+async fn parked<F: std::future::Future + Unpin>(stream: &TcpStream, work: &mut F) -> Option<F::Output> {
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        answer = &mut *work => Some(answer),
+        r = stream.peek(&mut probe) => match r {
+            Ok(0) | Err(_) => None,
+            // Data: a pipelined request. Stop watching; answer first.
+            Ok(_) => Some(work.await),
+        },
+    }
+}
+
+/// One read on readiness into `buf` (space reserved only then).
+async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        buf.reserve(READ_CHUNK);
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut bytes: &[u8], limit: Duration) -> io::Result<()> {
+    let work = async {
+        while !bytes.is_empty() {
+            stream.writable().await?;
+            match stream.try_write(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// hyper on this connection (with upgrades), for what the front server
+/// does not do itself.
+async fn serve_with_hyper(io: Prefixed, peer: SocketAddr, router: axum::Router) {
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(req.map(Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(io), service).with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// A TCP stream that first yields bytes already read from it.
+struct Prefixed {
+    pre: Bytes,
+    io: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(out.remaining());
+            out.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            if self.pre.is_empty() {
+                // An emptied slice still pins the whole read chunk.
+                self.pre = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, b)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, b)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Http1Limits {
+        Http1Limits { max_head_bytes: 256, max_headers: 8, max_body_bytes: 64, ..Http1Limits::default() }
+    }
+
+    #[test]
+    fn a_partial_head_is_not_an_error() {
+        assert!(parse_head(b"POST /http-bind HTTP/1.1\r\nHost: x\r\n", &limits()).unwrap().is_none());
+        let h = parse_head(b"POST /http-bind HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", &limits()).unwrap().unwrap();
+        assert_eq!((h.method.as_str(), h.target.path(), h.len), ("POST", "/http-bind", 56));
+        assert_eq!(framing(&h, 64), Ok(Framing::Length(3)));
+        assert!(h.keep_alive() && !h.is_upgrade());
+    }
+
+    #[test]
+    fn limits_and_garbage_are_errors_with_statuses() {
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(300));
+        let e = parse_head(big.as_bytes(), &limits()).unwrap_err();
+        assert_eq!((e.clone(), e.status()), (RequestError::HeadTooLarge(256), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        let many: String = (0..9).map(|i| format!("X{i}: 1\r\n")).collect();
+        let e = parse_head(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(), &limits()).unwrap_err();
+        assert_eq!(e, RequestError::TooManyHeaders(8));
+        assert_eq!(parse_head(b"\x01\x02 nonsense\r\n\r\n", &limits()).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        let h = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n", &limits()).unwrap().unwrap();
+        assert_eq!(framing(&h, 64), Err(RequestError::BodyTooLarge(64)));
+        let h = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &limits()).unwrap().unwrap();
+        assert!(matches!(framing(&h, 64), Err(RequestError::Malformed(_))), "request smuggling guard");
+        let h = parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", &limits()).unwrap().unwrap();
+        assert_eq!(framing(&h, 64).unwrap_err().status(), StatusCode::NOT_IMPLEMENTED);
+    }
+
+    #[test]
+    fn keep_alive_and_upgrade_rules() {
+        let h = |s: &str| parse_head(s.as_bytes(), &limits()).unwrap().unwrap();
+        assert!(!h("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(h("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
+        assert!(!h("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+        assert!(h("GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").is_upgrade());
+        assert!(!h("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").is_upgrade());
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_reads() {
+        let wire = b"4\r\n<bod\r\n3;ext=1\r\ny/>\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        for split in 0..wire.len() {
+            let mut dec = ChunkedDecoder::default();
+            let mut buf = BytesMut::from(&wire[..split]);
+            let mut got = dec.decode(&mut buf, 64).unwrap();
+            buf.extend_from_slice(&wire[split..]);
+            if got.is_none() {
+                got = dec.decode(&mut buf, 64).unwrap();
+            }
+            assert_eq!(got.as_deref(), Some(&b"<body/>"[..]), "split at {split}");
+            assert_eq!(&buf[..], b"NEXT", "what follows is left for the next request");
+        }
+        let mut buf = BytesMut::from(&b"41\r\n"[..]);
+        assert_eq!(ChunkedDecoder::default().decode(&mut buf, 64), Err(RequestError::BodyTooLarge(64)));
+        let mut buf = BytesMut::from(&b"1\r\nab\r\n"[..]);
+        assert!(matches!(ChunkedDecoder::default().decode(&mut buf, 64), Err(RequestError::Malformed(_))));
+    }
+
+    #[test]
+    fn responses_carry_length_and_close() {
+        let mut resp = Response::new(());
+        resp.headers_mut().insert("content-type", HeaderValue::from_static("text/xml"));
+        resp.headers_mut().insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        let (parts, ()) = resp.into_parts();
+        let text = String::from_utf8(encode_response(&parts, b"<body/>", false, true)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/xml\r\ndate: "), "{text}");
+        assert!(text.ends_with("content-length: 7\r\nconnection: close\r\n\r\n<body/>"), "{text}");
+        assert!(!text.contains("chunked"), "the body is sent whole");
+        let head = String::from_utf8(encode_response(&parts, b"<body/>", true, false)).unwrap();
+        assert!(head.ends_with("content-length: 7\r\n\r\n"), "HEAD: length, no body: {head}");
+        let text = String::from_utf8(error_response(&RequestError::BodyTooLarge(64))).unwrap();
+        assert!(text.starts_with("HTTP/1.1 413 Payload Too Large\r\n") && text.ends_with("request body larger than 64 bytes\n"), "{text}");
+    }
+}
