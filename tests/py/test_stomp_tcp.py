@@ -772,10 +772,26 @@ def test_slow_consumer_is_closed_and_others_are_unaffected(herald_factory):
         fast.expect("RECEIPT")
         assert pub.connect(login="carol", passcode="secret").command == "CONNECTED"
         n, body = 500, b"z" * (16 * 1024)
+        # The fast consumer reads while the publisher sends (a consumer that
+        # keeps up), so its outbox stays short however busy the machine is.
+        import threading
+
+        seqs, reader_error = [], []
+
+        def read_fast():
+            try:
+                for _ in range(n):
+                    seqs.append(int(fast.expect("MESSAGE", 10).headers["seq"]))
+            except Exception as e:  # reported below, with the test's assertion
+                reader_error.append(e)
+
+        reader = threading.Thread(target=read_fast, daemon=True)
+        reader.start()
         for i in range(n):
             pub.send("SEND", {"destination": dest, "seq": str(i), "receipt": f"p{i}"}, body)
             pub.expect("RECEIPT", 5)
-        seqs = [int(fast.expect("MESSAGE", 5).headers["seq"]) for _ in range(n)]
+        reader.join(30)
+        assert not reader_error, f"the fast consumer failed: {reader_error[0]!r}"
         assert seqs == list(range(n)), "the fast consumer must get every message in order"
         # the slow consumer was cut off: draining it ends in EOF with fewer than n messages
         got, deadline = b"", time.monotonic() + 10

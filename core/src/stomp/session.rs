@@ -289,13 +289,54 @@ struct Subscription {
     destination: Option<String>,
 }
 
+/// A session's subscriptions by id. A `Vec`, not a map: sessions have a few
+/// (one, mostly), a one-entry `HashMap` allocates four buckets (~340 B on
+/// every idle session), and a scan of a few short ids is as fast as hashing.
+/// `limits.max_subscriptions` bounds the scan.
+#[derive(Default)]
+struct Subscriptions(Vec<Subscription>);
+
+impl Subscriptions {
+    fn get(&self, id: &str) -> Option<&Subscription> {
+        self.0.iter().find(|s| &*s.id == id)
+    }
+
+    fn contains_key(&self, id: &str) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Adds `sub`, replacing one with the same id.
+    fn insert(&mut self, sub: Subscription) {
+        match self.0.iter().position(|s| s.id == sub.id) {
+            Some(i) => self.0[i] = sub,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push(sub);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Subscription> {
+        let i = self.0.iter().position(|s| &*s.id == id)?;
+        Some(self.0.swap_remove(i))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn take_all(&mut self) -> Vec<Subscription> {
+        std::mem::take(&mut self.0)
+    }
+}
+
 struct Session {
     engine: Engine,
     handle: Arc<SessionHandle>,
     identity: Identity,
     vhost: Arc<Vhost>,
     version: Version,
-    subs: HashMap<Arc<str>, Subscription>,
+    subs: Subscriptions,
     transactions: HashMap<String, Vec<Frame>>,
     /// `/temp-queue/<name>` → the private queue made for it.
     temp_queues: HashMap<String, Arc<str>>,
@@ -374,7 +415,7 @@ impl Session {
             identity,
             vhost,
             version,
-            subs: HashMap::new(),
+            subs: Subscriptions::default(),
             transactions: HashMap::new(),
             temp_queues: HashMap::new(),
             heartbeat,
@@ -732,10 +773,7 @@ impl Session {
         let queue = self.vhost.declare_queue(&qname, opts, Some(self.handle.id)).map_err(route_error)?;
         let sub_id: Arc<str> = format!("/temp-queue/{name}").into();
         let consumer = queue.consume(self.handle.clone(), sub_id.clone(), AckMode::Auto, 0);
-        self.subs.insert(
-            sub_id.clone(),
-            Subscription { id: sub_id.clone(), queue, consumer, ack: AckMode::Auto, destination: Some(sub_id.to_string()) },
-        );
+        self.subs.insert(Subscription { id: sub_id.clone(), queue, consumer, ack: AckMode::Auto, destination: Some(sub_id.to_string()) });
         let qname: Arc<str> = qname.into();
         self.temp_queues.insert(name.to_owned(), qname.clone());
         Ok(qname)
@@ -789,7 +827,7 @@ impl Session {
             }
         };
         let consumer = queue.consume(self.handle.clone(), id.clone(), ack, prefetch);
-        self.subs.insert(id.clone(), Subscription { id, queue, consumer, ack, destination: None });
+        self.subs.insert(Subscription { id, queue, consumer, ack, destination: None });
         Ok(())
     }
 
@@ -878,7 +916,7 @@ impl Session {
 
     /// Cancels every consumer and drops what this session owned.
     async fn cleanup(&mut self) {
-        let subs: Vec<Subscription> = self.subs.drain().map(|(_, s)| s).collect();
+        let subs = self.subs.take_all();
         for sub in subs {
             if self.release(&sub) {
                 self.vhost.delete_queue(&sub.queue.name);

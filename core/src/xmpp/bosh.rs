@@ -65,6 +65,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::{Bytes, BytesMut};
+use futures_util::future::{BoxFuture, Either, FutureExt};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
@@ -1136,24 +1137,33 @@ async fn preflight(State(shared): Sh, headers: HeaderMap) -> Response {
 }
 
 /// Reads a request body of at most `limit` bytes.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Option<Bytes> {
+/// The handler of every BOSH request. A plain `fn`: what it returns is the
+/// state of a parked request (most of a BOSH session's memory), and an
+/// `async fn` would keep its arguments, the whole `HeaderMap` included,
+/// until the answer. Only the checked origin and the body go on.
+fn handle_post(State(shared): Sh, PeerInfo(peer): PeerInfo, headers: HeaderMap, body: Body) -> BoxFuture<'static, Response> {
+    let Some(allow) = allow_origin(&shared.config, &headers) else {
+        return Box::pin(std::future::ready(forbidden()));
+    };
+    let limit = shared.config.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return None;
+        return Box::pin(std::future::ready(too_large(allow)));
     }
-    axum::body::to_bytes(body, limit).await.ok()
+    Box::pin(axum::body::to_bytes(body, limit).then(move |data| match data {
+        Ok(data) => Either::Left(on_body(shared, peer, data, allow)),
+        Err(_) => Either::Right(std::future::ready(too_large(allow))),
+    }))
 }
 
-async fn handle_post(State(shared): Sh, PeerInfo(peer): PeerInfo, headers: HeaderMap, body: Body) -> Response {
-    let Some(allow) = allow_origin(&shared.config, &headers) else {
-        return forbidden();
-    };
+fn too_large(allow: HeaderValue) -> Response {
+    let body = terminal_body(Some("policy-violation"), &[]);
+    xml_response(StatusCode::PAYLOAD_TOO_LARGE, HeaderValue::from_static(XML), body, allow)
+}
+
+async fn on_body(shared: Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) -> Response {
     let xml = HeaderValue::from_static(XML);
-    let Some(data) = read_body(&headers, body, shared.config.max_body_bytes).await else {
-        let body = terminal_body(Some("policy-violation"), &[]);
-        return xml_response(StatusCode::PAYLOAD_TOO_LARGE, xml, body, allow);
-    };
     let bad = |reason: String| {
         text_response(StatusCode::BAD_REQUEST, format!("bad request: {reason}\n"), Some(allow.clone()))
     };
@@ -1169,7 +1179,8 @@ async fn handle_post(State(shared): Sh, PeerInfo(peer): PeerInfo, headers: Heade
         return bad("missing or invalid rid".to_owned());
     };
     let Some(sid) = body.attr("sid") else {
-        let (content_type, reply) = create(&shared, body, data.len(), rid, peer).await;
+        // Boxed: creation's state is not part of every later parked request.
+        let (content_type, reply) = Box::pin(create(&shared, body, data.len(), rid, peer)).await;
         return xml_response(StatusCode::OK, content_type, reply, allow);
     };
     let Some(session) = shared.get(sid) else {
