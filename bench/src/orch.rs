@@ -209,30 +209,20 @@ struct Worker {
 }
 
 fn target_args(t: &Target) -> Vec<String> {
-    vec![
-        "--proto".into(),
-        t.proto.name().into(),
-        "--addr".into(),
-        t.addr.to_string(),
-        "--path".into(),
-        t.path.clone(),
-        "--subprotocol".into(),
-        t.subprotocol.clone(),
-        "--vhost".into(),
-        t.vhost.clone(),
-        "--domain".into(),
-        t.domain.clone(),
-        "--prefix".into(),
-        t.prefix.clone(),
-        "--password".into(),
-        t.password.clone(),
-        "--dest".into(),
-        t.dest.clone(),
-        "--heartbeat-ms".into(),
-        t.heartbeat_ms.to_string(),
-        "--bosh-wait".into(),
-        t.bosh_wait.to_string(),
-    ]
+    let pairs = [
+        ("--proto", t.proto.name().to_owned()),
+        ("--addr", t.addr.to_string()),
+        ("--path", t.path.clone()),
+        ("--subprotocol", t.subprotocol.clone()),
+        ("--vhost", t.vhost.clone()),
+        ("--domain", t.domain.clone()),
+        ("--prefix", t.prefix.clone()),
+        ("--password", t.password.clone()),
+        ("--dest", t.dest.clone()),
+        ("--heartbeat-ms", t.heartbeat_ms.to_string()),
+        ("--bosh-wait", t.bosh_wait.to_string()),
+    ];
+    pairs.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]).collect()
 }
 
 impl Worker {

@@ -346,7 +346,7 @@ impl BoshClient {
                     let mut rest = r.as_str();
                     while let Some(p) = rest.find("<message") {
                         let end = rest[p..].find("</message>").map(|e| p + e).unwrap_or(rest.len());
-                        stats.borrow_mut().delivered(rest[p..end].as_bytes());
+                        stats.borrow_mut().delivered(&rest.as_bytes()[p..end]);
                         rest = &rest[end..];
                     }
                     if self.buf.is_empty() && self.buf.capacity() > 16 * 1024 {

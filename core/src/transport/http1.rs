@@ -362,6 +362,8 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: axum:
     }
 }
 
+// One per request, moved once: boxing the head would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Incoming {
     Request(Head, Bytes),
     Upgrade,
@@ -608,5 +610,145 @@ mod tests {
         assert!(head.ends_with("content-length: 7\r\n\r\n"), "HEAD: length, no body: {head}");
         let text = String::from_utf8(error_response(&RequestError::BodyTooLarge(64))).unwrap();
         assert!(text.starts_with("HTTP/1.1 413 Payload Too Large\r\n") && text.ends_with("request body larger than 64 bytes\n"), "{text}");
+    }
+
+    /// The connection loop over a real socket: keep-alive, pipelining, a
+    /// limit answered with its status, a client leaving while its request is
+    /// parked, and an upgrade handed to hyper.
+    mod wire {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        use axum::extract::ws::{Message as WsMessage, WebSocketUpgrade};
+        use axum::routing::{get, post};
+        use futures_util::{SinkExt, StreamExt};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpListener;
+
+        use super::*;
+
+        /// Counts parked handlers that were dropped before answering.
+        struct Dropped(Arc<AtomicUsize>, bool);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+
+        async fn server(dropped: Arc<AtomicUsize>) -> SocketAddr {
+            let app = axum::Router::new()
+                .route("/echo", post(|ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes| async move { format!("{}:{}", peer.ip(), String::from_utf8_lossy(&body)) }))
+                .route(
+                    "/park",
+                    post(move || {
+                        let guard = Dropped(dropped.clone(), false);
+                        async move {
+                            let mut guard = guard; // the whole guard, not a copy of its flag
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            guard.1 = true;
+                            "late"
+                        }
+                    }),
+                )
+                .route("/ws", get(|ws: WebSocketUpgrade| async move {
+                    ws.on_upgrade(|mut socket| async move {
+                        while let Some(Ok(WsMessage::Text(t))) = socket.next().await {
+                            let _ = socket.send(WsMessage::Text(format!("echo {t}").into())).await;
+                        }
+                    })
+                }));
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let (stream, peer) = listener.accept().await.unwrap();
+                    let limits = Http1Limits { max_body_bytes: 32, ..Http1Limits::default() };
+                    tokio::spawn(serve_connection(stream, peer, app.clone(), limits, CancellationToken::new()));
+                }
+            });
+            addr
+        }
+
+        /// Reads `n` whole responses (all have content-length) from `s`.
+        async fn responses(s: &mut TcpStream, n: usize) -> Vec<(u16, String)> {
+            let mut raw = Vec::new();
+            let mut out = Vec::new();
+            while out.len() < n {
+                let mut chunk = [0u8; 4096];
+                let got = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.expect("response timed out").unwrap();
+                assert!(got > 0, "closed after {} responses: {:?}", out.len(), String::from_utf8_lossy(&raw));
+                raw.extend_from_slice(&chunk[..got]);
+                while let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8(raw[..end].to_vec()).unwrap();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map(|v| v.parse().unwrap())
+                        .unwrap_or(0);
+                    if raw.len() < end + 4 + len {
+                        break;
+                    }
+                    let status = head[9..12].parse().unwrap();
+                    out.push((status, String::from_utf8(raw[end + 4..end + 4 + len].to_vec()).unwrap()));
+                    raw.drain(..end + 4 + len);
+                }
+            }
+            out
+        }
+
+        #[tokio::test]
+        async fn keep_alive_pipelining_and_limits() {
+            let addr = server(Arc::default()).await;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            // Two pipelined requests, the second chunked: answered in order on one connection.
+            s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiPOST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nyou\r\n0\r\n\r\n").await.unwrap();
+            assert_eq!(responses(&mut s, 2).await, [(200, "127.0.0.1:hi".to_owned()), (200, "127.0.0.1:you".to_owned())]);
+            // Over the body limit: 413 with the reason, then the connection closes.
+            s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 33\r\n\r\n").await.unwrap();
+            assert_eq!(responses(&mut s, 1).await, [(413, "request body larger than 32 bytes\n".to_owned())]);
+            let mut rest = Vec::new();
+            assert_eq!(tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.unwrap().unwrap(), 0);
+            // Garbage: 400; other connections are unaffected.
+            let mut bad = TcpStream::connect(addr).await.unwrap();
+            bad.write_all(b"\x16\x03\x01 not http\r\n\r\n").await.unwrap();
+            assert_eq!(responses(&mut bad, 1).await[0].0, 400);
+            let mut good = TcpStream::connect(addr).await.unwrap();
+            good.write_all(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+            assert_eq!(responses(&mut good, 1).await, [(200, "127.0.0.1:ok".to_owned())]);
+        }
+
+        #[tokio::test]
+        async fn a_client_that_leaves_drops_its_parked_handler() {
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let addr = server(dropped.clone()).await;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"POST /park HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(dropped.load(Ordering::SeqCst), 0, "parked, not dropped");
+            drop(s);
+            for _ in 0..50 {
+                if dropped.load(Ordering::SeqCst) == 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("the handler of a closed connection was not dropped");
+        }
+
+        #[tokio::test]
+        async fn upgrades_are_served_by_hyper_on_the_same_connection() {
+            let addr = server(Arc::default()).await;
+            // A plain request first, then the upgrade on the same connection.
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na").await.unwrap();
+            assert_eq!(responses(&mut s, 1).await, [(200, "127.0.0.1:a".to_owned())]);
+            let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), s).await.unwrap();
+            assert_eq!(resp.status(), 101);
+            ws.send(tokio_tungstenite::tungstenite::Message::text("hello")).await.unwrap();
+            let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+            assert_eq!(echo.into_text().unwrap().as_str(), "echo hello");
+        }
     }
 }
