@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Herald's benchmark suite against RabbitMQ and ejabberd, all on loopback:
-#   bench/compare.sh                      # everything (~30-40 min on 2 cores)
+#   bench/compare.sh                      # everything (~25 min on 2 cores)
 #   bench/compare.sh herald               # one server only (herald, rabbitmq, ejabberd)
 # Installs the peers from Debian when missing, starts every server itself as a
 # plain process (no systemd), runs S1-S4, then prints the tables with

@@ -44,7 +44,9 @@ fig, ax = plt.subplots(figsize=(8, 5))
 for (sc, server, label), r in sorted(last.items()):
     if sc != "s3":
         continue
-    runs = r["runs"]
+    # A rate at which nothing arrived has no latency: leave the point out
+    # (its loss is in the table) rather than draw it at zero.
+    runs = [x for x in r["runs"] if x.get("lost", 0) < x.get("sent", 0)]
     xs = [x["rate"] for x in runs]
     c = colors.get(server)
     ls = styles.get(label, "-")
