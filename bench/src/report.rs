@@ -26,13 +26,20 @@ fn peer_for(proto: &str) -> &'static str {
     }
 }
 
+/// Herald/peer; below 0.1 as a fraction (`1/3783`), which stays readable
+/// where two decimals would print 0.00.
 fn ratio(h: f64, p: f64) -> String {
-    if h.is_finite() && p.is_finite() && p > 0.0 {
-        format!("{:.2}×", h / p)
+    if !(h.is_finite() && p.is_finite() && p > 0.0) {
+        return "n/a".into();
+    }
+    let r = h / p;
+    if r > 0.0 && r < 0.1 {
+        format!("1/{:.0}", 1.0 / r)
     } else {
-        "n/a".into()
+        format!("{r:.2}×")
     }
 }
+
 
 struct Results(Vec<Value>);
 
@@ -201,4 +208,17 @@ pub fn main(a: ReportArgs) -> io::Result<()> {
         println!("\nLoad average (1, 5, 15 min) at the start of the first and last runs: {a}; {b}.");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ratio;
+
+    #[test]
+    fn ratios_stay_readable_when_small() {
+        assert_eq!(ratio(875.0, 21.0), "41.67×");
+        assert_eq!(ratio(0.36, 1361.92), "1/3783");
+        assert_eq!(ratio(1.0, 0.0), "n/a");
+        assert_eq!(ratio(0.0, 5.0), "0.00×");
+    }
 }
