@@ -202,11 +202,31 @@ pub fn slope(points: &[(f64, f64)]) -> f64 {
 
 // ---------------------------------------------------------------- workers
 
-struct Worker {
+/// A child process spoken to in lines: commands on stdin, answers on
+/// stdout (its stderr goes to ours). Killed when dropped.
+struct Piped {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
 }
+
+impl Piped {
+    fn spawn(cmd: &mut Command) -> io::Result<Piped> {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
+        let stdin = child.stdin.take().expect("piped");
+        let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        Ok(Piped { child, stdin, lines })
+    }
+
+    /// Sends one command line.
+    async fn send(&mut self, c: &str) -> io::Result<()> {
+        self.stdin.write_all(format!("{c}\n").as_bytes()).await?;
+        self.stdin.flush().await
+    }
+}
+
+/// A session worker process (`herald-bench worker`).
+type Worker = Piped;
 
 fn target_args(t: &Target) -> Vec<String> {
     let pairs = [
@@ -226,20 +246,8 @@ fn target_args(t: &Target) -> Vec<String> {
 }
 
 impl Worker {
-    fn spawn(t: &Target, extra: &[String]) -> io::Result<Worker> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .arg("worker")
-            .args(target_args(t))
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdin = child.stdin.take().expect("piped");
-        let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        Ok(Worker { child, stdin, lines })
+    fn worker(t: &Target, extra: &[String]) -> io::Result<Worker> {
+        Piped::spawn(Command::new(std::env::current_exe()?).arg("worker").args(target_args(t)).args(extra))
     }
 
     async fn read(&mut self) -> io::Result<Value> {
@@ -252,8 +260,7 @@ impl Worker {
     }
 
     async fn cmd(&mut self, c: &str) -> io::Result<Value> {
-        self.stdin.write_all(format!("{c}\n").as_bytes()).await?;
-        self.stdin.flush().await?;
+        self.send(c).await?;
         self.read().await
     }
 
@@ -298,7 +305,7 @@ impl Pool {
                 "--concurrency".into(),
                 a.concurrency.to_string(),
             ];
-            fresh.push(Worker::spawn(&a.target, &extra)?);
+            fresh.push(Worker::worker(&a.target, &extra)?);
             self.opened = to;
         }
         for w in &mut fresh {
@@ -383,24 +390,13 @@ enum Pub {
     Node(Box<NodeServer>),
 }
 
-struct NodeServer {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
+/// The server started by `--spawn-server` (the Node pusher for S3 in-process).
+type NodeServer = Piped;
 
 impl NodeServer {
-    async fn spawn(cmd: &str) -> io::Result<NodeServer> {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdin = child.stdin.take().expect("piped");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    async fn server(cmd: &str) -> io::Result<NodeServer> {
+        let mut p = Piped::spawn(Command::new("sh").arg("-c").arg(cmd))?;
+        let lines = &mut p.lines;
         let ready = tokio::time::timeout(Duration::from_secs(120), async {
             while let Some(l) = lines.next_line().await? {
                 eprintln!("server: {l}");
@@ -413,12 +409,11 @@ impl NodeServer {
         .await
         .map_err(|_| err("server not ready within 120 s"))?;
         ready?;
-        Ok(NodeServer { child, stdin, lines })
+        Ok(p)
     }
 
     async fn line(&mut self, c: &str) -> io::Result<String> {
-        self.stdin.write_all(format!("{c}\n").as_bytes()).await?;
-        self.stdin.flush().await?;
+        self.send(c).await?;
         self.lines.next_line().await?.ok_or_else(|| err("server exited"))
     }
 }
@@ -509,7 +504,7 @@ pub async fn run(a: RunArgs) -> io::Result<()> {
     let mut node = None;
     let pid = match (&a.spawn_server, a.pid) {
         (Some(cmd), _) => {
-            let s = NodeServer::spawn(cmd).await?;
+            let s = NodeServer::server(cmd).await?;
             let pid = s.child.id();
             node = Some(s);
             pid
@@ -705,7 +700,7 @@ async fn s4(a: &RunArgs, pid: Option<u32>) -> io::Result<Value> {
             "--duration".into(),
             a.churn_secs.to_string(),
         ];
-        workers.push(Worker::spawn(&a.target, &extra)?);
+        workers.push(Worker::worker(&a.target, &extra)?);
     }
     let (mut ok, mut fail, mut secs, mut first) = (0u64, 0u64, 0f64, None::<String>);
     let mut hist = Hist::default();
