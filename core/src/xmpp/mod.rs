@@ -73,7 +73,7 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
         // Sessions, not HTTP connections, take `limits.max_connections` slots
         // (the BOSH session factory and the WebSocket handler take them).
         let limits = http1::Http1Limits {
-            max_body_bytes: x.max_stanza_bytes + 4096,
+            max_body_bytes: bosh_body_limit(x),
             request_timeout: Duration::from_millis(engine.config.limits.connect_timeout_ms),
             idle_timeout: Duration::from_secs(x.bosh_inactivity_secs.max(x.bosh_max_wait_secs) + 30),
             write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
@@ -86,6 +86,12 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
     Ok(())
 }
 
+/// The largest BOSH request body: one stanza at the limit plus room for
+/// the `<body/>` wrapper around it.
+fn bosh_body_limit(x: &crate::config::XmppConfig) -> usize {
+    x.max_stanza_bytes + 4096
+}
+
 /// BOSH at `/http-bind` and `/bosh`, WebSocket at `/xmpp-websocket` and `/ws`.
 pub fn http_router(engine: Engine) -> axum::Router {
     let x = &engine.config.xmpp;
@@ -93,7 +99,7 @@ pub fn http_router(engine: Engine) -> axum::Router {
         max_wait: Duration::from_secs(x.bosh_max_wait_secs),
         max_inactivity: Duration::from_secs(x.bosh_inactivity_secs),
         max_pending_stanzas: engine.config.limits.outbound_queue,
-        max_body_bytes: x.max_stanza_bytes + 4096,
+        max_body_bytes: bosh_body_limit(x),
         xml_limits: tcp::limits(&engine),
         allowed_origins: if x.bosh_allowed_origins.is_empty() { None } else { Some(x.bosh_allowed_origins.clone()) },
         ..bosh::BoshConfig::default()
