@@ -773,21 +773,32 @@ def test_slow_consumer_is_closed_and_others_are_unaffected(herald_factory):
         assert pub.connect(login="carol", passcode="secret").command == "CONNECTED"
         n, body = 500, b"z" * (16 * 1024)
         # The fast consumer reads while the publisher sends (a consumer that
-        # keeps up), so its outbox stays short however busy the machine is.
+        # keeps up). A RECEIPT only says the engine routed the message, not that
+        # the reader has taken it, so the publisher also waits for the reader to
+        # be within `lead` messages: its outbox then stays well under the limit
+        # however busy the machine is, while the slow one's fills.
         import threading
 
-        seqs, reader_error = [], []
+        seqs, reader_error, progress, lead = [], [], threading.Condition(), 10
 
         def read_fast():
             try:
                 for _ in range(n):
-                    seqs.append(int(fast.expect("MESSAGE", 10).headers["seq"]))
+                    seq = int(fast.expect("MESSAGE", 10).headers["seq"])
+                    with progress:
+                        seqs.append(seq)
+                        progress.notify_all()
             except Exception as e:  # reported below, with the test's assertion
                 reader_error.append(e)
+            with progress:
+                progress.notify_all()
 
         reader = threading.Thread(target=read_fast, daemon=True)
         reader.start()
         for i in range(n):
+            with progress:
+                caught_up = progress.wait_for(lambda: len(seqs) >= i - lead or reader_error, 10)
+            assert caught_up and not reader_error, f"the fast consumer stopped at {len(seqs)}: {reader_error!r}"
             pub.send("SEND", {"destination": dest, "seq": str(i), "receipt": f"p{i}"}, body)
             pub.expect("RECEIPT", 5)
         reader.join(30)
