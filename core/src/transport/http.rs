@@ -1,25 +1,22 @@
-//! The HTTP listener: STOMP over WebSocket at `http.ws_path`, SockJS at
-//! `http.sockjs_path`.
+//! The HTTP listener: STOMP over WebSocket at `http.ws_path` (Herald's own
+//! WebSocket link, upgraded by the front server of transport/http1.rs) and
+//! SockJS at `http.sockjs_path` (hyper: its answers stream).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use futures_util::FutureExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
+use super::http1::{self, Front, WsEndpoint};
 use super::sockjs::{self, SockJsConfig};
 use super::Peer;
 use crate::engine::Engine;
 
-/// Initial WebSocket read buffer, bytes: small, because most connections
-/// are idle and an idle connection's buffers are most of its memory.
+/// Initial read buffer of SockJS's WebSocket transport (tungstenite), bytes:
+/// small, because most connections are idle and an idle connection's
+/// buffers are most of its memory.
 pub const WS_READ_BUFFER: usize = 1024;
 
 pub fn router(engine: Engine) -> Router {
@@ -48,55 +45,45 @@ pub fn router(engine: Engine) -> Router {
         };
         e.tasks.spawn(crate::stomp::serve(e2, rx, tx, peer).map(move |()| drop(permit)));
     });
-    Router::new()
-        .route(&cfg.ws_path, get(stomp_ws))
-        .with_state(engine.clone())
-        .nest(&cfg.sockjs_path, sockjs::router(sockjs_cfg, on_session))
+    Router::new().nest(&cfg.sockjs_path, sockjs::router(sockjs_cfg, on_session))
 }
 
-async fn stomp_ws(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<SocketAddr>, ws: WebSocketUpgrade) -> Response {
-    let Ok(permit) = engine.connections.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+/// STOMP's WebSocket endpoint for the front server.
+pub fn websocket(engine: &Engine) -> Front {
+    let e = engine.clone();
+    let endpoint = WsEndpoint {
+        path: engine.config.http.ws_path.clone(),
+        protocols: &super::ws::STOMP_SUBPROTOCOLS,
+        // A frame a little over the limit must reach the STOMP decoder, which
+        // answers with an ERROR naming the limit; only messages far beyond it
+        // (twice the frame limit) are refused by the WebSocket layer unread.
+        max_message: engine.config.limits.max_frame_bytes * 2 + 64 * 1024,
+        admit: Arc::new(move |addr| {
+            let permit = e.connections.clone().try_acquire_owned().ok()?;
+            let e = e.clone();
+            Some(Box::new(move |rx, tx| {
+                // No async block: one that captured the link (or the session
+                // future) would keep a dead copy of it in every idle
+                // session's task; `map` holds the permit alongside instead.
+                let session = crate::stomp::serve(e.clone(), rx, tx, Peer { addr: Some(addr), transport: "ws" }).map(move |()| drop(permit));
+                e.tasks.spawn(session);
+            }))
+        }),
     };
-    let addr = Some(addr);
-    // A frame a little over the limit must reach the STOMP decoder, which
-    // answers with an ERROR naming the limit; only messages far beyond it
-    // (twice the frame limit) are refused by the WebSocket layer unread.
-    let max = engine.config.limits.max_frame_bytes * 2 + 64 * 1024;
-    ws.protocols(super::ws::STOMP_SUBPROTOCOLS)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .write_buffer_size(0)
-        // tungstenite's default is a 128 KiB read buffer per connection; frames
-        // larger than this are still read whole (the buffer grows for them).
-        .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| {
-            // No async block: one that captured the `WebSocket` (or the
-            // session future) would keep a dead copy of it in every idle
-            // session's task; `map` holds the permit alongside instead.
-            let (rx, tx) = super::ws::split(socket);
-            crate::stomp::serve(engine, rx, tx, Peer { addr, transport: "ws" }).map(move |()| drop(permit))
-        })
-}
-
-/// Nagle off, as on the STOMP TCP listener: a reply written in two parts
-/// (XMPP stream open + features, WebSocket frames) must not wait for the
-/// client's delayed ACK (40 ms on Linux).
-pub fn nodelay(listener: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut TcpStream)> {
-    fn set(tcp: &mut TcpStream) {
-        let _ = tcp.set_nodelay(true);
-    }
-    axum::serve::ListenerExt::tap_io(listener, set as fn(&mut TcpStream))
+    Front { websockets: Arc::from([endpoint]), plain_to_hyper: true }
 }
 
 pub async fn serve(engine: Engine, listener: TcpListener) {
     let app = router(engine.clone());
-    let shutdown = engine.shutdown.clone();
-    let listener = nodelay(listener);
-    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "HTTP listener failed");
-    }
+    let front = websocket(&engine);
+    let limits = http1::Http1Limits {
+        request_timeout: Duration::from_millis(engine.config.limits.connect_timeout_ms),
+        write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
+        ..Default::default()
+    };
+    // Sessions, not HTTP connections, take `limits.max_connections` slots.
+    crate::transport::tcp::accept_uncounted(engine.clone(), listener, move |engine, stream, addr| {
+        http1::serve_connection(stream, addr, app.clone(), front.clone(), limits.clone(), engine.shutdown.clone())
+    })
+    .await
 }

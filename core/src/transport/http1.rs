@@ -19,6 +19,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use super::websocket::{self, WsRx, WsTx};
 
 /// Limits of the front server; every one is a clear HTTP error when passed.
 #[derive(Debug, Clone)]
@@ -62,6 +65,39 @@ impl Default for Http1Limits {
         }
     }
 }
+
+/// What the front server does itself, beyond answering plain requests
+/// through the router.
+#[derive(Clone, Default)]
+pub struct Front {
+    /// WebSocket endpoints served by Herald's own link (transport/websocket.rs);
+    /// other upgrades go to hyper.
+    pub websockets: Arc<[WsEndpoint]>,
+    /// Hand plain requests to hyper instead of answering them here: for
+    /// routes with streaming answers (SockJS), which this server does not do.
+    pub plain_to_hyper: bool,
+}
+
+impl Front {
+    fn websocket(&self, path: &str) -> Option<&WsEndpoint> {
+        self.websockets.iter().find(|w| w.path == path)
+    }
+}
+
+/// A WebSocket endpoint of the front server.
+pub struct WsEndpoint {
+    pub path: String,
+    /// Subprotocols it speaks, for the client's choice.
+    pub protocols: &'static [&'static str],
+    /// Largest message (all fragments) the link reads; larger is closed with 1009.
+    pub max_message: usize,
+    /// Before the 101: takes what the session needs (a connection slot) and
+    /// returns what starts it on its own task, or `None` to refuse with 503.
+    pub admit: Arc<dyn Fn(SocketAddr) -> Option<WsStart> + Send + Sync>,
+}
+
+/// Starts a WebSocket session over the upgraded connection's halves.
+pub type WsStart = Box<dyn FnOnce(WsRx, WsTx) + Send>;
 
 /// How much one read may add to the buffer; reserved only once the socket
 /// is readable, so a connection waiting for a request keeps no buffer.
@@ -293,16 +329,25 @@ pub fn encode_response(parts: &http::response::Parts, body: &[u8], head_only: bo
 
 /// A plain-text error answer; the connection closes after it.
 fn error_response(e: &RequestError) -> Vec<u8> {
+    refusal(e.status(), &e.to_string())
+}
+
+/// A status with its reason as plain text, closing the connection.
+fn refusal(status: StatusCode, reason: &str) -> Vec<u8> {
     let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = e.status();
+    parts.status = status;
     parts.headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    encode_response(&parts, format!("{e}\n").as_bytes(), false, true)
+    if status == StatusCode::UPGRADE_REQUIRED {
+        parts.headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
+    }
+    encode_response(&parts, format!("{reason}\n").as_bytes(), false, true)
 }
 
 /// Serves one connection until the client closes it, a limit or error ends
-/// it, or `shutdown` fires between requests. Upgrade requests (and what
-/// follows them) are served by hyper with the same `router`.
-pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: axum::Router, limits: Http1Limits, shutdown: CancellationToken) {
+/// it, or `shutdown` fires between requests. `front`'s WebSocket endpoints
+/// are upgraded here; other upgrade requests (and, with `plain_to_hyper`,
+/// every request) are served by hyper with the same `router`.
+pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: axum::Router, front: Front, limits: Http1Limits, shutdown: CancellationToken) {
     let mut buf = BytesMut::new();
     loop {
         // Between requests: wait for bytes (no buffer held), the idle limit or shutdown.
@@ -319,7 +364,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: axum:
         }
         // Reading, the hyper hand-over and the answer are boxed: this future
         // is what a parked request costs, so it keeps only what waiting needs.
-        let request = match tokio::time::timeout(limits.request_timeout, Box::pin(read_request(&stream, &mut buf, &limits))).await {
+        let request = match tokio::time::timeout(limits.request_timeout, Box::pin(read_request(&stream, &mut buf, &front, &limits))).await {
             Ok(Ok(Some(r))) => r,
             Ok(Ok(None)) => return, // closed mid-request
             Ok(Err(e)) => {
@@ -333,9 +378,15 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: axum:
             }
         };
         let (head, body) = match request {
-            Incoming::Upgrade => {
+            Incoming::Hyper => {
                 // hyper reads the head again from what we already buffered.
-                Box::pin(serve_with_hyper(Prefixed { pre: buf.freeze(), io: stream }, peer, router)).await;
+                Box::pin(serve_with_hyper(Prefixed { pre: buf.freeze(), io: stream }, peer, router, shutdown)).await;
+                return;
+            }
+            Incoming::WebSocket(head) => {
+                if let Some(endpoint) = front.websocket(head.target.path()) {
+                    Box::pin(upgrade(stream, buf, peer, head, endpoint, &limits)).await;
+                }
                 return;
             }
             Incoming::Request(head, body) => (head, body),
@@ -366,12 +417,15 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: axum:
 #[allow(clippy::large_enum_variant)]
 enum Incoming {
     Request(Head, Bytes),
-    Upgrade,
+    /// An upgrade to one of the front's WebSocket endpoints (head consumed).
+    WebSocket(Head),
+    /// For hyper, from the start of the head.
+    Hyper,
 }
 
 /// Reads one whole request (head and body) from `buf` and the socket.
 /// `Ok(None)`: the client closed before it was complete.
-async fn read_request(stream: &TcpStream, buf: &mut BytesMut, limits: &Http1Limits) -> Result<Option<Incoming>, RequestError> {
+async fn read_request(stream: &TcpStream, buf: &mut BytesMut, front: &Front, limits: &Http1Limits) -> Result<Option<Incoming>, RequestError> {
     let head = loop {
         if let Some(head) = parse_head(buf, limits)? {
             break head;
@@ -380,8 +434,12 @@ async fn read_request(stream: &TcpStream, buf: &mut BytesMut, limits: &Http1Limi
             return Ok(None);
         }
     };
-    if head.is_upgrade() {
-        return Ok(Some(Incoming::Upgrade));
+    if head.is_upgrade() && head.has_token("upgrade", "websocket") && front.websocket(head.target.path()).is_some() {
+        buf.advance(head.len);
+        return Ok(Some(Incoming::WebSocket(head)));
+    }
+    if head.is_upgrade() || front.plain_to_hyper {
+        return Ok(Some(Incoming::Hyper));
     }
     let framing = framing(&head, limits.max_body_bytes)?;
     buf.advance(head.len);
@@ -479,15 +537,46 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8], limit: Duration) -> io:
     tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
+/// Answers a WebSocket handshake for `endpoint` and starts its session;
+/// a refused handshake gets its status and reason.
+async fn upgrade(stream: TcpStream, buf: BytesMut, peer: SocketAddr, head: Head, endpoint: &WsEndpoint, limits: &Http1Limits) {
+    let accepted = match websocket::handshake(&head.method, &head.headers, endpoint.protocols) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = write_all(&stream, &refusal(e.status(), &e.to_string()), limits.write_timeout).await;
+            return;
+        }
+    };
+    drop(head);
+    let Some(start) = (endpoint.admit)(peer) else {
+        let _ = write_all(&stream, &refusal(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"), limits.write_timeout).await;
+        return;
+    };
+    if write_all(&stream, &websocket::switching_protocols(&accepted), limits.write_timeout).await.is_err() {
+        return;
+    }
+    // Bytes after the handshake (a first frame sent without waiting) are the link's.
+    let (rx, tx) = websocket::split(stream, if buf.is_empty() { BytesMut::new() } else { buf }, endpoint.max_message);
+    start(rx, tx);
+}
+
 /// hyper on this connection (with upgrades), for what the front server
-/// does not do itself.
-async fn serve_with_hyper(io: Prefixed, peer: SocketAddr, router: axum::Router) {
+/// does not do itself; at shutdown it finishes the request in flight.
+async fn serve_with_hyper(io: Prefixed, peer: SocketAddr, router: axum::Router, shutdown: CancellationToken) {
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         router.clone().oneshot(req.map(Body::new))
     });
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(io), service).with_upgrades();
-    if let Err(e) = conn.await {
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
     }
 }
@@ -665,7 +754,7 @@ mod tests {
                 loop {
                     let (stream, peer) = listener.accept().await.unwrap();
                     let limits = Http1Limits { max_body_bytes: 32, ..Http1Limits::default() };
-                    tokio::spawn(serve_connection(stream, peer, app.clone(), limits, CancellationToken::new()));
+                    tokio::spawn(serve_connection(stream, peer, app.clone(), Front::default(), limits, CancellationToken::new()));
                 }
             });
             addr

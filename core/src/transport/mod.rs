@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 
 pub mod tcp;
+pub mod websocket;
 pub mod ws;
 pub mod sockjs;
 pub mod http;

@@ -1,4 +1,5 @@
-//! STOMP over WebSocket (RabbitMQ Web-STOMP's `/ws`).
+//! STOMP over WebSocket (RabbitMQ Web-STOMP's `/ws`), over Herald's own
+//! WebSocket link (transport/websocket.rs).
 //!
 //! Several frames may arrive in one WebSocket message and one frame may be
 //! split across messages: the link just appends message payloads to the
@@ -7,43 +8,26 @@
 
 use std::io;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 
+use super::websocket::{WsRx, WsTx};
 use super::{LinkRx, LinkTx};
 
 /// Subprotocols offered for STOMP; a client naming none is accepted too.
 pub const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 
-pub struct WsRx(pub SplitStream<WebSocket>);
-pub struct WsTx(pub SplitSink<WebSocket, WsMessage>);
-
-pub fn split(socket: WebSocket) -> (WsRx, WsTx) {
-    let (tx, rx) = socket.split();
-    (WsRx(rx), WsTx(tx))
-}
-
 impl LinkRx for WsRx {
     async fn recv(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
-            // `next()` is cancel-safe; the payload is copied before returning.
-            match self.0.next().await {
-                None | Some(Ok(WsMessage::Close(_))) => return Ok(0),
-                // Protocol errors (a message over the size cap, bad UTF-8) are
-                // the client's: InvalidData lets the edge say so before closing.
-                Some(Err(e)) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-                Some(Ok(WsMessage::Text(t))) if !t.is_empty() => {
-                    buf.extend_from_slice(t.as_bytes());
-                    return Ok(t.len());
+            // Protocol errors (a message over the size cap, bad UTF-8) come
+            // as InvalidData: the edge says so in an ERROR before closing.
+            match self.next().await? {
+                None => return Ok(0),
+                Some(m) if m.data.is_empty() => continue,
+                Some(m) => {
+                    buf.extend_from_slice(&m.data);
+                    return Ok(m.data.len());
                 }
-                Some(Ok(WsMessage::Binary(b))) if !b.is_empty() => {
-                    buf.extend_from_slice(&b);
-                    return Ok(b.len());
-                }
-                // Pings are answered by the WebSocket layer; empty messages carry nothing.
-                Some(Ok(_)) => continue,
             }
         }
     }
@@ -51,19 +35,22 @@ impl LinkRx for WsRx {
 
 impl LinkTx for WsTx {
     async fn feed(&mut self, unit: Bytes) -> io::Result<()> {
-        let msg = match std::str::from_utf8(&unit) {
-            Ok(_) => WsMessage::Text(axum::extract::ws::Utf8Bytes::try_from(unit).map_err(io::Error::other)?),
-            Err(_) => WsMessage::Binary(unit),
-        };
-        self.0.feed(msg).await.map_err(io::Error::other)
+        let text = std::str::from_utf8(&unit).is_ok();
+        WsTx::feed(self, text, &[&unit]).await
+    }
+
+    async fn feed_split(&mut self, head: Bytes, tail: Bytes) -> io::Result<()> {
+        // The head ends with a header line's newline, so no character
+        // straddles the seam: both halves UTF-8 means the frame is.
+        let text = std::str::from_utf8(&head).is_ok() && std::str::from_utf8(&tail).is_ok();
+        WsTx::feed(self, text, &[&head, &tail]).await
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        self.0.flush().await.map_err(io::Error::other)
+        WsTx::flush(self).await
     }
 
     async fn close(&mut self) {
-        let _ = self.0.flush().await;
-        let _ = self.0.close().await;
+        WsTx::close(self).await
     }
 }

@@ -1352,7 +1352,7 @@ mod tests {
             loop {
                 let (stream, peer) = listener.accept().await.unwrap();
                 let limits = crate::transport::http1::Http1Limits::default();
-                tokio::spawn(crate::transport::http1::serve_connection(stream, peer, app.clone(), limits, Default::default()));
+                tokio::spawn(crate::transport::http1::serve_connection(stream, peer, app.clone(), Default::default(), limits, Default::default()));
             }
         });
         addr

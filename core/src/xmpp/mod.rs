@@ -33,15 +33,9 @@ pub mod ns {
     pub const DELAY: &str = "urn:xmpp:delay";
 }
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures_util::FutureExt;
 
 use crate::engine::{Engine, EngineError, Listener};
@@ -68,6 +62,7 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
         let local = l.local_addr().map_err(|source| EngineError::Listen { what: "xmpp-http", addr, source })?;
         bound.push(Listener { name: "xmpp-http", addr: local });
         let app = http_router(engine.clone());
+        let front = websockets(engine);
         // BOSH parks a request per session: the small front server holds no
         // buffers while one waits (transport/http1.rs); upgrades go to hyper.
         // Sessions, not HTTP connections, take `limits.max_connections` slots
@@ -80,7 +75,7 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
             ..Default::default()
         };
         engine.tasks.spawn(crate::transport::tcp::accept_uncounted(engine.clone(), l, move |engine, stream, addr| {
-            http1::serve_connection(stream, addr, app.clone(), limits.clone(), engine.shutdown.clone())
+            http1::serve_connection(stream, addr, app.clone(), front.clone(), limits.clone(), engine.shutdown.clone())
         }));
     }
     Ok(())
@@ -92,7 +87,7 @@ fn bosh_body_limit(x: &crate::config::XmppConfig) -> usize {
     x.max_stanza_bytes + 4096
 }
 
-/// BOSH at `/http-bind` and `/bosh`, WebSocket at `/xmpp-websocket` and `/ws`.
+/// BOSH at `/http-bind` and `/bosh` (WebSocket: [`websockets`]).
 pub fn http_router(engine: Engine) -> axum::Router {
     let x = &engine.config.xmpp;
     let cfg = bosh::BoshConfig {
@@ -126,22 +121,30 @@ pub fn http_router(engine: Engine) -> axum::Router {
     });
     let bosh = bosh::router(cfg, on_session);
     axum::Router::new()
-        .route("/xmpp-websocket", get(websocket))
-        .route("/ws", get(websocket))
-        .with_state(engine)
         .nest_service("/http-bind", bosh.clone())
         .nest_service("/bosh", bosh)
 }
 
-async fn websocket(State(engine): State<Engine>, ConnectInfo(addr): ConnectInfo<SocketAddr>, ws: WebSocketUpgrade) -> Response {
-    let Ok(permit) = engine.connections.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+/// XMPP over WebSocket at `/ws` and `/xmpp-websocket`, served by the front server.
+pub fn websockets(engine: &Engine) -> http1::Front {
+    let endpoint = |path: &str| {
+        let engine = engine.clone();
+        http1::WsEndpoint {
+            path: path.to_owned(),
+            protocols: &["xmpp"],
+            max_message: engine.config.xmpp.max_stanza_bytes + 1024,
+            admit: Arc::new(move |addr| {
+                let permit = engine.connections.clone().try_acquire_owned().ok()?;
+                let engine = engine.clone();
+                Some(Box::new(move |rx, tx| {
+                    let (rx, tx) = ws::link(rx, tx, tcp::limits(&engine));
+                    // `map` holds the permit without a second copy of the session
+                    // future (transport/tcp.rs says why).
+                    let session = session::serve(engine.clone(), rx, tx, Peer { addr: Some(addr), transport: "ws" }).map(move |()| drop(permit));
+                    engine.tasks.spawn(session);
+                }))
+            }),
+        }
     };
-    let limits = tcp::limits(&engine);
-    let max = engine.config.xmpp.max_stanza_bytes + 1024;
-    ws.protocols(["xmpp"]).max_message_size(max).max_frame_size(max).write_buffer_size(0).read_buffer_size(crate::transport::http::WS_READ_BUFFER).on_upgrade(move |socket| {
-        // No async block around the session, as for STOMP (transport/http.rs).
-        let (rx, tx) = ws::split(socket, limits);
-        session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "ws" }).map(move |()| drop(permit))
-    })
+    http1::Front { websockets: Arc::from([endpoint("/xmpp-websocket"), endpoint("/ws")]), plain_to_hyper: false }
 }

@@ -4,26 +4,23 @@
 
 use std::io;
 
-use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 
 use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::ns;
 use super::xml::{parse_element, Element, Limits};
+use crate::transport::websocket::{WsError, WsRx, WsTx};
 
 pub struct WsXmppRx {
-    ws: SplitStream<WebSocket>,
+    ws: WsRx,
     limits: Limits,
 }
 
 pub struct WsXmppTx {
-    ws: SplitSink<WebSocket, WsMessage>,
+    ws: WsTx,
 }
 
-pub fn split(socket: WebSocket, limits: Limits) -> (WsXmppRx, WsXmppTx) {
-    let (tx, rx) = socket.split();
+pub fn link(rx: WsRx, tx: WsTx, limits: Limits) -> (WsXmppRx, WsXmppTx) {
     (WsXmppRx { ws: rx, limits }, WsXmppTx { ws: tx })
 }
 
@@ -31,17 +28,19 @@ impl XmppRx for WsXmppRx {
     async fn recv(&mut self) -> Result<Option<XmppIn>, StreamError> {
         loop {
             let text = match self.ws.next().await {
-                None | Some(Ok(WsMessage::Close(_))) | Some(Err(_)) => return Ok(None),
-                Some(Ok(WsMessage::Text(t))) => t,
-                Some(Ok(WsMessage::Binary(_))) => {
-                    return Err(StreamError::new("bad-format", "RFC 7395 frames are text"));
-                }
-                Some(Ok(_)) => continue,
+                Ok(Some(m)) if m.text => m.data,
+                Ok(Some(_)) => return Err(StreamError::new("bad-format", "RFC 7395 frames are text")),
+                Ok(None) => return Ok(None),
+                // A message over the stanza limit is the client's to hear about.
+                Err(e) => match e.get_ref().and_then(|e| e.downcast_ref::<WsError>()) {
+                    Some(too_big @ WsError::TooBig(_)) => return Err(StreamError::new("policy-violation", too_big.to_string())),
+                    _ => return Ok(None),
+                },
             };
-            if text.trim().is_empty() {
+            if text.trim_ascii().is_empty() {
                 continue; // a whitespace keepalive
             }
-            let e = parse_element(text.as_bytes(), &self.limits).map_err(|e| StreamError::new(e.condition(), e.to_string()))?;
+            let e = parse_element(&text, &self.limits).map_err(|e| StreamError::new(e.condition(), e.to_string()))?;
             return Ok(Some(if e.is("open", ns::FRAMING) {
                 XmppIn::Open {
                     to: e.attr("to").map(str::to_owned),
@@ -60,9 +59,9 @@ impl XmppRx for WsXmppRx {
 }
 
 impl WsXmppTx {
+    /// Elements are serialised from `str`s: always text.
     async fn text(&mut self, bytes: Bytes) -> io::Result<()> {
-        let t = Utf8Bytes::try_from(bytes).map_err(io::Error::other)?;
-        self.ws.feed(WsMessage::Text(t)).await.map_err(io::Error::other)
+        self.ws.feed(true, &[&bytes]).await
     }
 }
 
@@ -81,7 +80,7 @@ impl XmppTx for WsXmppTx {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        self.ws.flush().await.map_err(io::Error::other)
+        self.ws.flush().await
     }
 
     async fn close(&mut self, error: Option<StreamError>) {
@@ -89,7 +88,6 @@ impl XmppTx for WsXmppTx {
             let _ = self.text(e.to_element().to_bytes()).await;
         }
         let _ = self.text(Element::new("close", ns::FRAMING).to_bytes()).await;
-        let _ = self.ws.flush().await;
-        let _ = self.ws.close().await;
+        self.ws.close().await;
     }
 }
