@@ -70,7 +70,7 @@ pub fn websocket(engine: &Engine) -> Front {
             }))
         }),
     };
-    Front { websockets: Arc::from([endpoint]), plain_to_hyper: true }
+    Front { websockets: Arc::from([endpoint]), direct: Arc::from([]), plain_to_hyper: true }
 }
 
 pub async fn serve(engine: Engine, listener: TcpListener) {

@@ -73,6 +73,8 @@ pub struct Front {
     /// WebSocket endpoints served by Herald's own link (transport/websocket.rs);
     /// other upgrades go to hyper.
     pub websockets: Arc<[WsEndpoint]>,
+    /// Plain requests answered by a handler directly, not through the router.
+    pub direct: Arc<[Direct]>,
     /// Hand plain requests to hyper instead of answering them here: for
     /// routes with streaming answers (SockJS), which this server does not do.
     pub plain_to_hyper: bool,
@@ -82,7 +84,25 @@ impl Front {
     fn websocket(&self, path: &str) -> Option<&WsEndpoint> {
         self.websockets.iter().find(|w| w.path == path)
     }
+
+    fn direct(&self, head: &Head) -> Option<&Direct> {
+        self.direct.iter().find(|d| d.method == head.method && d.paths.iter().any(|p| p == head.target.path()))
+    }
 }
+
+/// A route the front server answers without the router. Why: the router's
+/// futures (routing, the body reader, response mapping) are part of every
+/// parked long-poll request; measured (bench/profile.sh bosh), ~1.8 KB of a
+/// 10 KB idle BOSH session.
+pub struct Direct {
+    pub method: Method,
+    pub paths: Vec<String>,
+    /// Gets the request's headers, its whole body (within `max_body_bytes`)
+    /// and the peer.
+    pub handler: DirectHandler,
+}
+
+pub type DirectHandler = Arc<dyn Fn(&HeaderMap, Bytes, SocketAddr) -> futures_util::future::BoxFuture<'static, Response<Body>> + Send + Sync>;
 
 /// A WebSocket endpoint of the front server.
 pub struct WsEndpoint {
@@ -399,7 +419,14 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: axum:
         let head_only = head.method == Method::HEAD;
         // Boxed at its own size: a future captured by an `async` block and
         // then awaited would be stored twice.
-        let mut work = Box::pin(answer(&router, into_request(head, body, peer)));
+        let mut work: futures_util::future::BoxFuture<'static, _> = match front.direct(&head) {
+            Some(d) => {
+                let handling = (d.handler)(&head.headers, body, peer);
+                drop(head); // not kept while the request is parked
+                Box::pin(handling.then(collected))
+            }
+            None => Box::pin(answer(&router, into_request(head, body, peer))),
+        };
         let Some((parts, body)) = parked(&stream, &mut work).await else {
             return; // the client left while its request was parked
         };
@@ -485,13 +512,16 @@ fn into_request(head: Head, body: Bytes, peer: SocketAddr) -> Request<Body> {
 /// The router's answer to `req`, body collected. Combinators, not an
 /// `async` block, so the request and the handler's future are held once.
 fn answer(router: &axum::Router, req: Request<Body>) -> impl std::future::Future<Output = (http::response::Parts, Bytes)> + Send {
-    router.clone().oneshot(req).then(|resp| {
-        let (parts, body) = match resp {
-            Ok(r) => r.into_parts(),
-            Err(never) => match never {},
-        };
-        body.collect().map(move |c| (parts, c.map(|c| c.to_bytes()).unwrap_or_default()))
+    router.clone().oneshot(req).then(|resp| match resp {
+        Ok(r) => collected(r),
+        Err(never) => match never {},
     })
+}
+
+/// A response with its body collected.
+fn collected(resp: Response<Body>) -> impl std::future::Future<Output = (http::response::Parts, Bytes)> + Send {
+    let (parts, body) = resp.into_parts();
+    body.collect().map(move |c| (parts, c.map(|c| c.to_bytes()).unwrap_or_default()))
 }
 
 /// Waits for `work` while watching the connection. `None` when the client

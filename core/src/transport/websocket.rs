@@ -626,7 +626,7 @@ mod tests {
                     }))
                 }),
             };
-            let front = Front { websockets: Arc::from([endpoint]), plain_to_hyper: false };
+            let front = Front { websockets: Arc::from([endpoint]), ..Front::default() };
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(async move {

@@ -65,13 +65,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::{Bytes, BytesMut};
-use futures_util::future::{BoxFuture, Either, FutureExt};
+use futures_util::future::{BoxFuture, FutureExt};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::xml::{parse_element, Element, Limits, Node};
+use crate::transport::http1::{Direct, DirectHandler};
 use crate::transport::Peer;
 
 /// Namespace of the BOSH `<body/>` wrapper.
@@ -151,16 +152,22 @@ impl Default for BoshConfig {
 /// [`BoshTx`] (the creation request then gets the stream error).
 pub type OnSession = Arc<dyn Fn(BoshRx, BoshTx, Peer) + Send + Sync>;
 
-/// The BOSH endpoint (`POST`, `OPTIONS` preflight, and a `GET` info page) at
-/// the root of the returned router. Mount it with
-/// `Router::nest_service("/http-bind", router)`: unlike `nest`, that also
-/// serves `/http-bind/` (with the trailing slash many strophe.js
-/// configurations use). Mounting one router (or its clones) at several paths
-/// shares its sessions.
-///
-/// The peer address is taken from `ConnectInfo<SocketAddr>` when the server
-/// is run with `into_make_service_with_connect_info::<SocketAddr>()`.
-pub fn router(config: BoshConfig, on_session: OnSession) -> Router {
+/// The BOSH endpoint at each of `paths`, with and without the trailing slash
+/// many strophe.js configurations use; every path shares the sessions.
+/// `POST`s are the front server's direct route (transport/http1.rs); the
+/// router serves the `OPTIONS` preflight, a `GET` info page, and `POST`s on
+/// connections hyper serves. The peer address is taken from
+/// `ConnectInfo<SocketAddr>`.
+pub fn mount(config: BoshConfig, on_session: OnSession, paths: &[&str]) -> (Router, Direct) {
+    let (bosh, handler) = endpoint(config, on_session);
+    // `nest_service`, unlike `nest`, also serves `/http-bind/`.
+    let router = paths.iter().fold(Router::new(), |r, p| r.nest_service(p, bosh.clone()));
+    let paths = paths.iter().flat_map(|p| [p.to_string(), format!("{p}/")]).collect();
+    (router, Direct { method: axum::http::Method::POST, paths, handler })
+}
+
+/// The endpoint at the root of a router, and the direct `POST` handler.
+fn endpoint(config: BoshConfig, on_session: OnSession) -> (Router, DirectHandler) {
     let mut body_limits = config.xml_limits;
     body_limits.max_depth = body_limits.max_depth.saturating_add(1);
     body_limits.max_stanza_bytes = body_limits.max_stanza_bytes.max(config.max_body_bytes);
@@ -171,7 +178,9 @@ pub fn router(config: BoshConfig, on_session: OnSession) -> Router {
         sessions: Arc::new(Mutex::new(HashMap::new())),
         sweeper_started: AtomicBool::new(false),
     });
-    Router::new().route("/", post(handle_post).get(info).options(preflight)).with_state(shared)
+    let direct_shared = shared.clone();
+    let direct: DirectHandler = Arc::new(move |headers, data, addr| post_whole(direct_shared.clone(), Peer { addr: Some(addr), transport: "bosh" }, headers, data));
+    (Router::new().route("/", post(handle_post).get(info).options(preflight)).with_state(shared), direct)
 }
 
 // ---------------------------------------------------------------------------
@@ -1136,25 +1145,31 @@ async fn preflight(State(shared): Sh, headers: HeaderMap) -> Response {
     resp
 }
 
-/// Reads a request body of at most `limit` bytes.
-/// The handler of every BOSH request. A plain `fn`: what it returns is the
+/// The handler of routed BOSH requests (the front server's direct path
+/// skips the router and this body reader: [`post_whole`]).
+fn handle_post(State(shared): Sh, PeerInfo(peer): PeerInfo, headers: HeaderMap, body: Body) -> BoxFuture<'static, Response> {
+    let limit = shared.config.max_body_bytes;
+    Box::pin(axum::body::to_bytes(body, limit).then(move |data| match data {
+        Ok(data) => post_whole(shared, peer, &headers, data),
+        Err(_) => Box::pin(std::future::ready(match allow_origin(&shared.config, &headers) {
+            Some(allow) => too_large(allow),
+            None => forbidden(),
+        })),
+    }))
+}
+
+/// A BOSH request with its whole body. A plain `fn`: what it returns is the
 /// state of a parked request (most of a BOSH session's memory), and an
 /// `async fn` would keep its arguments, the whole `HeaderMap` included,
 /// until the answer. Only the checked origin and the body go on.
-fn handle_post(State(shared): Sh, PeerInfo(peer): PeerInfo, headers: HeaderMap, body: Body) -> BoxFuture<'static, Response> {
-    let Some(allow) = allow_origin(&shared.config, &headers) else {
+fn post_whole(shared: Arc<Shared>, peer: Peer, headers: &HeaderMap, data: Bytes) -> BoxFuture<'static, Response> {
+    let Some(allow) = allow_origin(&shared.config, headers) else {
         return Box::pin(std::future::ready(forbidden()));
     };
-    let limit = shared.config.max_body_bytes;
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if data.len() > shared.config.max_body_bytes {
         return Box::pin(std::future::ready(too_large(allow)));
     }
-    Box::pin(axum::body::to_bytes(body, limit).then(move |data| match data {
-        Ok(data) => Either::Left(on_body(shared, peer, data, allow)),
-        Err(_) => Either::Right(std::future::ready(too_large(allow))),
-    }))
+    Box::pin(on_body(shared, peer, data, allow))
 }
 
 fn too_large(allow: HeaderValue) -> Response {
@@ -1343,8 +1358,8 @@ mod tests {
     }
 
     async fn serve(config: BoshConfig, on_session: OnSession) -> SocketAddr {
-        let bosh = router(config, on_session);
-        let app = Router::new().nest_service("/http-bind", bosh.clone()).nest_service("/bosh", bosh);
+        let (app, direct) = mount(config, on_session, &["/http-bind", "/bosh"]);
+        let front = crate::transport::http1::Front { direct: Arc::from([direct]), ..Default::default() };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // Served as in production: the front server of transport/http1.rs.
@@ -1352,7 +1367,7 @@ mod tests {
             loop {
                 let (stream, peer) = listener.accept().await.unwrap();
                 let limits = crate::transport::http1::Http1Limits::default();
-                tokio::spawn(crate::transport::http1::serve_connection(stream, peer, app.clone(), Default::default(), limits, Default::default()));
+                tokio::spawn(crate::transport::http1::serve_connection(stream, peer, app.clone(), front.clone(), limits, Default::default()));
             }
         });
         addr

@@ -61,8 +61,7 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
         let l = crate::transport::tcp::bind(addr, "xmpp-http").await?;
         let local = l.local_addr().map_err(|source| EngineError::Listen { what: "xmpp-http", addr, source })?;
         bound.push(Listener { name: "xmpp-http", addr: local });
-        let app = http_router(engine.clone());
-        let front = websockets(engine);
+        let (app, front) = http_front(engine);
         // BOSH parks a request per session: the small front server holds no
         // buffers while one waits (transport/http1.rs); upgrades go to hyper.
         // Sessions, not HTTP connections, take `limits.max_connections` slots
@@ -87,15 +86,16 @@ fn bosh_body_limit(x: &crate::config::XmppConfig) -> usize {
     x.max_stanza_bytes + 4096
 }
 
-/// BOSH at `/http-bind` and `/bosh` (WebSocket: [`websockets`]).
-pub fn http_router(engine: Engine) -> axum::Router {
+/// BOSH at `/http-bind` and `/bosh`, WebSocket at `/xmpp-websocket` and
+/// `/ws`: the router and what the front server serves itself.
+pub fn http_front(engine: &Engine) -> (axum::Router, http1::Front) {
     let x = &engine.config.xmpp;
     let cfg = bosh::BoshConfig {
         max_wait: Duration::from_secs(x.bosh_max_wait_secs),
         max_inactivity: Duration::from_secs(x.bosh_inactivity_secs),
         max_pending_stanzas: engine.config.limits.outbound_queue,
         max_body_bytes: bosh_body_limit(x),
-        xml_limits: tcp::limits(&engine),
+        xml_limits: tcp::limits(engine),
         allowed_origins: if x.bosh_allowed_origins.is_empty() { None } else { Some(x.bosh_allowed_origins.clone()) },
         ..bosh::BoshConfig::default()
     };
@@ -119,14 +119,12 @@ pub fn http_router(engine: Engine) -> axum::Router {
             }
         }
     });
-    let bosh = bosh::router(cfg, on_session);
-    axum::Router::new()
-        .nest_service("/http-bind", bosh.clone())
-        .nest_service("/bosh", bosh)
+    let (router, direct) = bosh::mount(cfg, on_session, &["/http-bind", "/bosh"]);
+    (router, http1::Front { websockets: websockets(engine), direct: Arc::from([direct]), plain_to_hyper: false })
 }
 
 /// XMPP over WebSocket at `/ws` and `/xmpp-websocket`, served by the front server.
-pub fn websockets(engine: &Engine) -> http1::Front {
+fn websockets(engine: &Engine) -> Arc<[http1::WsEndpoint]> {
     let endpoint = |path: &str| {
         let engine = engine.clone();
         http1::WsEndpoint {
@@ -146,5 +144,5 @@ pub fn websockets(engine: &Engine) -> http1::Front {
             }),
         }
     };
-    http1::Front { websockets: Arc::from([endpoint("/xmpp-websocket"), endpoint("/ws")]), plain_to_hyper: false }
+    Arc::from([endpoint("/xmpp-websocket"), endpoint("/ws")])
 }
