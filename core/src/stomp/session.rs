@@ -6,7 +6,6 @@
 //! frame with a `message` header (and `code`, see [`crate::error`]), then
 //! close. Nothing another session holds is touched by that.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,9 +336,12 @@ struct Session {
     vhost: Arc<Vhost>,
     version: Version,
     subs: Subscriptions,
-    transactions: HashMap<String, Vec<Frame>>,
+    /// Open transactions and their frames. Vecs, not maps, here and below:
+    /// almost every session has none, and an empty map is 48 B of every
+    /// idle session; `limits.max_transactions` keeps the scan short.
+    transactions: Vec<(String, Vec<Frame>)>,
     /// `/temp-queue/<name>` → the private queue made for it.
-    temp_queues: HashMap<String, Arc<str>>,
+    temp_queues: Vec<(String, Arc<str>)>,
     /// (server sends every, server expects every) in ms; 0 = off.
     heartbeat: (u64, u64),
     write_timeout: Duration,
@@ -416,8 +418,8 @@ impl Session {
             vhost,
             version,
             subs: Subscriptions::default(),
-            transactions: HashMap::new(),
-            temp_queues: HashMap::new(),
+            transactions: Vec::new(),
+            temp_queues: Vec::new(),
             heartbeat,
             write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
             last_read: now,
@@ -487,7 +489,7 @@ impl Session {
         });
         let mut batch = Vec::new();
         // Shutdown closes every session in the hub (`Engine::stop` cancels,
-        // then closes them), so waiting on `handle.closed()` covers it; this
+        // then closes them), and closing wakes `handle.notified()`; this
         // catches a session that registered after that sweep.
         if self.engine.shutdown.is_cancelled() {
             return Err(Stop::new(fatal(CloseCode::Shutdown, "server shutting down", ""), None));
@@ -506,13 +508,13 @@ impl Session {
             Box::pin(self.flush(tx)).await?;
             tokio::select! {
                 biased;
-                _ = self.handle.closed() => {
-                    let reason = self.handle.close_reason().cloned()
-                        .unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
-                    // A slow consumer is not sent its backlog: it is why it closes.
-                    return Err(Stop::new(reason, None));
-                }
                 _ = self.handle.notified() => {
+                    if self.handle.is_closing() {
+                        let reason = self.handle.close_reason().cloned()
+                            .unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
+                        // A slow consumer is not sent its backlog: it is why it closes.
+                        return Err(Stop::new(reason, None));
+                    }
                     let (handle, limit) = (self.handle.clone(), self.write_timeout);
                     Box::pin(guarded(&handle, limit, self.write_outbox(tx, &mut batch))).await?;
                     if batch.capacity() > WRITE_BATCH {
@@ -609,13 +611,14 @@ impl Session {
                 if self.transactions.len() >= self.engine.config.limits.max_transactions {
                     return Err(HandleError::Fatal(fatal(CloseCode::TooMany, "too many transactions", format!("at most {} open", self.engine.config.limits.max_transactions))));
                 }
-                if self.transactions.insert(id.clone(), Vec::new()).is_some() {
+                if self.transaction(&id).is_some() {
                     return Err(HandleError::Fatal(fatal(CloseCode::Protocol, "Bad transaction", format!("transaction {id:?} already begun"))));
                 }
+                self.transactions.push((id, Vec::new()));
             }
             Command::Commit => {
                 let id = require(&frame, "transaction")?;
-                let frames = self.transactions.remove(&id).ok_or_else(|| unknown_tx(&id))?;
+                let frames = self.end_transaction(&id)?;
                 for f in frames {
                     match f.command {
                         Command::Send => self.on_send(f).await?,
@@ -625,7 +628,7 @@ impl Session {
             }
             Command::Abort => {
                 let id = require(&frame, "transaction")?;
-                self.transactions.remove(&id).ok_or_else(|| unknown_tx(&id))?;
+                self.end_transaction(&id)?;
             }
             Command::Disconnect => {
                 if let Some(r) = receipt {
@@ -650,12 +653,22 @@ impl Session {
         Ok(true)
     }
 
+    fn transaction(&mut self, id: &str) -> Option<&mut Vec<Frame>> {
+        self.transactions.iter_mut().find(|(t, _)| t == id).map(|(_, frames)| frames)
+    }
+
+    /// Removes a transaction (COMMIT, ABORT) and gives its frames.
+    fn end_transaction(&mut self, id: &str) -> Result<Vec<Frame>, HandleError> {
+        let at = self.transactions.iter().position(|(t, _)| t == id).ok_or_else(|| unknown_tx(id))?;
+        Ok(self.transactions.swap_remove(at).1)
+    }
+
     /// Buffers `frame` if it names a transaction; true when it did.
     fn in_transaction(&mut self, frame: &mut Option<Frame>) -> Result<bool, Fatal> {
         let Some(f) = frame.as_ref() else { return Ok(false) };
         let Some(id) = f.header("transaction") else { return Ok(false) };
         let limit = self.engine.config.limits.max_transaction_frames;
-        let pending = self.transactions.get_mut(id).ok_or_else(|| unknown_tx(id))?;
+        let pending = self.transaction(id).ok_or_else(|| unknown_tx(id))?;
         if pending.len() >= limit {
             return Err(fatal(CloseCode::TooMany, "transaction too large", format!("at most {limit} frames in one transaction")));
         }
@@ -765,7 +778,7 @@ impl Session {
 
     /// The private queue behind `/temp-queue/<name>`, made and subscribed on first use.
     fn temp_queue(&mut self, name: &str) -> Result<Arc<str>, Fatal> {
-        if let Some(q) = self.temp_queues.get(name) {
+        if let Some((_, q)) = self.temp_queues.iter().find(|(n, _)| n == name) {
             return Ok(q.clone());
         }
         let qname = format!("amq.gen-{}", uuid::Uuid::new_v4().simple());
@@ -775,7 +788,7 @@ impl Session {
         let consumer = queue.consume(self.handle.clone(), sub_id.clone(), AckMode::Auto, 0);
         self.subs.insert(Subscription { id: sub_id.clone(), queue, consumer, ack: AckMode::Auto, destination: Some(sub_id.to_string()) });
         let qname: Arc<str> = qname.into();
-        self.temp_queues.insert(name.to_owned(), qname.clone());
+        self.temp_queues.push((name.to_owned(), qname.clone()));
         Ok(qname)
     }
 

@@ -527,12 +527,15 @@ fn collected(resp: Response<Body>) -> impl std::future::Future<Output = (http::r
 /// Waits for `work` while watching the connection. `None` when the client
 /// closed it first: `work` (the handler) is then dropped, as hyper does, so
 /// a parked BOSH request is seen as gone. Pipelined bytes are left unread
-/// until the answer is out; the one-byte peek holds no buffer.
+/// until the answer is out; the one-byte peek holds no buffer, and is
+/// polled rather than a `peek` future, which would keep a readiness waiter
+/// (~150 B) in every parked request (tcp::poll_read_ready_buf says more).
 async fn parked<F: std::future::Future + Unpin>(stream: &TcpStream, work: &mut F) -> Option<F::Output> {
     let mut probe = [0u8; 1];
+    let peek = std::future::poll_fn(|cx| stream.poll_peek(cx, &mut ReadBuf::new(&mut probe)));
     tokio::select! {
         answer = &mut *work => Some(answer),
-        r = stream.peek(&mut probe) => match r {
+        r = peek => match r {
             Ok(0) | Err(_) => None,
             // Data: a pipelined request. Stop watching; answer first.
             Ok(_) => Some(work.await),

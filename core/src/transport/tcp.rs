@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -154,21 +155,32 @@ async fn serve_tls(engine: Engine, acceptor: TlsAcceptor, stream: TcpStream, add
 pub struct TcpRx(pub tokio::net::tcp::OwnedReadHalf);
 
 impl LinkRx for TcpRx {
-    async fn recv(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        loop {
-            // `readable` is cancel-safe and `try_read_buf` does not wait.
-            self.0.readable().await?;
-            buf.reserve(READ_CHUNK);
-            match self.0.try_read_buf(buf) {
-                // Readiness was stale (it is cleared only by a WouldBlock):
-                // give the space back before waiting.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if buf.is_empty() {
-                        *buf = BytesMut::new();
-                    }
+    fn recv(&mut self, buf: &mut BytesMut) -> impl std::future::Future<Output = io::Result<usize>> + Send {
+        let stream: &TcpStream = self.0.as_ref();
+        std::future::poll_fn(move |cx| poll_read_ready_buf(stream, cx, buf))
+    }
+}
+
+/// Reads into `buf` once `stream` is readable, reserving space only then.
+///
+/// Polled, not `readable().await`: a readiness future holds a waiter node
+/// (~150 B) in every idle session's state for as long as it waits, while
+/// `poll_read_ready` keeps the one waker in the socket's registration. Only
+/// the session's own task reads, so that one waker is enough. No state is
+/// kept between polls: dropping the caller loses nothing (cancel-safe).
+pub fn poll_read_ready_buf(stream: &TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        buf.reserve(READ_CHUNK);
+        match stream.try_read_buf(buf) {
+            // Readiness was stale (it is cleared only by a WouldBlock): give
+            // the space back, then poll again to register the waker.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    *buf = BytesMut::new();
                 }
-                r => return r,
             }
+            r => return Poll::Ready(r),
         }
     }
 }

@@ -15,6 +15,7 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine as _;
@@ -24,11 +25,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+use super::tcp::poll_read_ready_buf;
 
-/// How much one read may add to the buffer; reserved only once the socket
-/// is readable, so an idle session keeps no read buffer.
-const READ_CHUNK: usize = 4096;
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// Control frames owed to the client at most (a few pongs).
 const MAX_OWED: usize = 1024;
@@ -161,7 +160,8 @@ pub enum Event {
 pub struct Decoder {
     max_message: usize,
     /// A fragmented message in progress: whether it is text, and its bytes.
-    partial: Option<(bool, BytesMut)>,
+    /// Boxed: rare, and this is part of every idle session.
+    partial: Option<Box<(bool, BytesMut)>>,
 }
 
 impl Decoder {
@@ -181,12 +181,12 @@ impl Decoder {
                 OP_CLOSE => return close_event(&payload).map(Some),
                 OP_TEXT | OP_BINARY if self.partial.is_some() => return Err(WsError::Protocol("new message before the last one ended")),
                 OP_TEXT | OP_BINARY if fin => return message(opcode == OP_TEXT, payload).map(Some),
-                OP_TEXT | OP_BINARY => self.partial = Some((opcode == OP_TEXT, BytesMut::from(&payload[..]))),
+                OP_TEXT | OP_BINARY => self.partial = Some(Box::new((opcode == OP_TEXT, BytesMut::from(&payload[..])))),
                 OP_CONTINUATION => {
-                    let Some((_, data)) = self.partial.as_mut() else { return Err(WsError::Protocol("continuation without a message")) };
-                    data.extend_from_slice(&payload);
+                    let Some(partial) = self.partial.as_mut() else { return Err(WsError::Protocol("continuation without a message")) };
+                    partial.1.extend_from_slice(&payload);
                     if fin {
-                        let (text, data) = self.partial.take().unwrap_or_default();
+                        let (text, data) = *self.partial.take().unwrap_or_default();
                         return message(text, data.freeze()).map(Some);
                     }
                 }
@@ -219,7 +219,7 @@ impl Decoder {
         if control && (!fin || len > 125) {
             return Err(WsError::Protocol("control frames are single and at most 125 bytes"));
         }
-        let so_far = self.partial.as_ref().map_or(0, |(_, d)| d.len() as u64);
+        let so_far = self.partial.as_ref().map_or(0, |p| p.1.len() as u64);
         if !control && so_far.saturating_add(len) > self.max_message as u64 {
             return Err(WsError::TooBig(self.max_message));
         }
@@ -331,7 +331,12 @@ impl WsRx {
     /// close frame or not). Protocol errors are `InvalidData` carrying a
     /// [`WsError`], after which the close frame says the matching code.
     /// Cancel-safe: bytes read stay in `self` until a message is whole.
-    pub async fn next(&mut self) -> io::Result<Option<Message>> {
+    pub fn read_message(&mut self) -> impl std::future::Future<Output = io::Result<Option<Message>>> + Send + '_ {
+        // Polled, like the TCP link (tcp::poll_read_ready_buf says why).
+        std::future::poll_fn(move |cx| self.poll_next(cx))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Message>>> {
         loop {
             let event = self.decoder.decode(&mut self.buf);
             if self.buf.is_empty() && self.buf.capacity() > 0 {
@@ -340,8 +345,8 @@ impl WsRx {
                 self.buf = BytesMut::new();
             }
             match event {
-                Ok(Some(Event::Text(data))) => return Ok(Some(Message { text: true, data })),
-                Ok(Some(Event::Binary(data))) => return Ok(Some(Message { text: false, data })),
+                Ok(Some(Event::Text(data))) => return Poll::Ready(Ok(Some(Message { text: true, data }))),
+                Ok(Some(Event::Binary(data))) => return Poll::Ready(Ok(Some(Message { text: false, data }))),
                 Ok(Some(Event::Ping(payload))) => {
                     self.pong(&payload);
                     continue;
@@ -349,21 +354,16 @@ impl WsRx {
                 Ok(Some(Event::Pong)) => continue,
                 Ok(Some(Event::Close(code))) => {
                     lock(&self.shared).close_code.get_or_insert(code.unwrap_or(CLOSE_NORMAL));
-                    return Ok(None);
+                    return Poll::Ready(Ok(None));
                 }
                 Err(e) => {
                     lock(&self.shared).close_code.get_or_insert(e.close_code());
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
                 }
                 Ok(None) => {}
             }
-            self.io.readable().await?;
-            self.buf.reserve(READ_CHUNK);
-            match self.io.try_read_buf(&mut self.buf) {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            if ready!(poll_read_ready_buf(self.io.as_ref(), cx, &mut self.buf))? == 0 {
+                return Poll::Ready(Ok(None));
             }
         }
     }
@@ -615,7 +615,7 @@ mod tests {
                     }
                     Some(Box::new(|mut rx: WsRx, mut tx: WsTx| {
                         tokio::spawn(async move {
-                            while let Ok(Some(m)) = rx.next().await {
+                            while let Ok(Some(m)) = rx.read_message().await {
                                 let mut reply = b"echo ".to_vec();
                                 reply.extend_from_slice(&m.data);
                                 tx.feed(m.text, &[&reply]).await.unwrap();

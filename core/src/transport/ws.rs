@@ -21,7 +21,7 @@ impl LinkRx for WsRx {
         loop {
             // Protocol errors (a message over the size cap, bad UTF-8) come
             // as InvalidData: the edge says so in an ERROR before closing.
-            match self.next().await? {
+            match self.read_message().await? {
                 None => return Ok(0),
                 Some(m) if m.data.is_empty() => continue,
                 Some(m) => {

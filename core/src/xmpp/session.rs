@@ -486,7 +486,7 @@ impl Session {
         let handle = self.handle().expect("bound").clone();
         let mut batch = Vec::new();
         // Shutdown closes every session in the hub (`Engine::stop` cancels,
-        // then closes them), so `handle.closed()` covers it; this catches a
+        // then closes them), and closing wakes `handle.notified()`; this catches a
         // session bound after that sweep.
         if self.engine.shutdown.is_cancelled() {
             return Err(End::Error(StreamError::new("system-shutdown", "server shutting down")));
@@ -494,11 +494,11 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                _ = handle.closed() => {
-                    let reason = handle.close_reason().cloned().unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
-                    return Err(End::Error(stream_error_for(&reason)));
-                }
                 _ = handle.notified() => {
+                    if handle.is_closing() {
+                        let reason = handle.close_reason().cloned().unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
+                        return Err(End::Error(stream_error_for(&reason)));
+                    }
                     Box::pin(self.write_outbox(tx, &handle, &mut batch)).await?;
                     if batch.capacity() > WRITE_BATCH {
                         batch = Vec::new();

@@ -27,7 +27,7 @@ pub fn link(rx: WsRx, tx: WsTx, limits: Limits) -> (WsXmppRx, WsXmppTx) {
 impl XmppRx for WsXmppRx {
     async fn recv(&mut self) -> Result<Option<XmppIn>, StreamError> {
         loop {
-            let text = match self.ws.next().await {
+            let text = match self.ws.read_message().await {
                 Ok(Some(m)) if m.text => m.data,
                 Ok(Some(_)) => return Err(StreamError::new("bad-format", "RFC 7395 frames are text")),
                 Ok(None) => return Ok(None),
