@@ -226,7 +226,8 @@ const SHARE_BODY_BYTES: usize = 2048;
 pub struct Decoder {
     limits: Limits,
     escaping: Escaping,
-    partial: Option<Partial>,
+    /// Boxed: 96 B that every idle session would carry for nothing.
+    partial: Option<Box<Partial>>,
 }
 
 /// Progress on the frame at the front of the buffer. All offsets are
@@ -301,11 +302,11 @@ impl Decoder {
 
         let limits = self.limits;
         let escaping = self.escaping;
-        let partial = self.partial.get_or_insert_with(Partial::default);
+        let partial = self.partial.get_or_insert_with(Box::default);
         match advance(partial, limits, escaping, buf)? {
             None => Ok(None),
             Some((body_start, body_end)) => {
-                let p = self.partial.take().unwrap_or_default();
+                let p = *self.partial.take().unwrap_or_default();
                 let frame_command = p.command.unwrap_or(Command::Unknown(String::new()));
                 buf.advance(body_start);
                 let len = body_end - body_start;
