@@ -137,8 +137,7 @@ pub fn serve<R: LinkRx, W: LinkTx>(engine: Engine, rx: R, tx: W, peer: Peer) -> 
     let opening = Box::pin(open(engine, rx, tx, peer));
     async move {
         let Some(mut open) = opening.await else { return };
-        let buf = std::mem::take(&mut open.buf);
-        let outcome = open.session.run(&mut open.rx, &mut open.tx, &mut open.decoder, buf).await;
+        let outcome = open.session.run(&mut open.rx, &mut open.tx, &mut open.decoder, &mut open.buf).await;
         Box::pin(finish(open, outcome)).await;
     }
 }
@@ -469,68 +468,74 @@ impl Session {
         }
     }
 
-    async fn run<R: LinkRx, W: LinkTx>(
-        &mut self,
-        rx: &mut R,
-        tx: &mut W,
-        decoder: &mut Decoder,
-        mut buf: BytesMut,
-    ) -> Result<(), Stop> {
-        let tick_ms = match self.heartbeat {
-            (0, 0) => 0,
-            (0, r) | (r, 0) => r,
-            (s, r) => s.min(r),
-        };
-        // No timer at all without heart-beats: most idle sessions have none.
-        let mut ticker = (tick_ms > 0).then(|| {
-            let mut t = tokio::time::interval(Duration::from_millis(tick_ms / 2 + 1));
-            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            t
-        });
-        let mut batch = Vec::new();
-        // Shutdown closes every session in the hub (`Engine::stop` cancels,
-        // then closes them), and closing wakes `handle.notified()`; this
-        // catches a session that registered after that sweep.
-        if self.engine.shutdown.is_cancelled() {
-            return Err(Stop::new(fatal(CloseCode::Shutdown, "server shutting down", ""), None));
-        }
-        loop {
-            // Frame handling is boxed so its state is not part of the
-            // resident (waiting) state of every session.
-            if !buf.is_empty() && !Box::pin(self.handle_buffered(&mut buf, decoder, tx)).await? {
-                return Ok(());
+    /// The session's loop. A plain `fn` around an `async move` block: an
+    /// `async fn` stores each argument twice (as passed, and the local it
+    /// is bound to), and this is the state every idle session waits in.
+    #[allow(clippy::manual_async_fn)]
+    fn run<'a, R: LinkRx, W: LinkTx>(
+        &'a mut self,
+        rx: &'a mut R,
+        tx: &'a mut W,
+        decoder: &'a mut Decoder,
+        buf: &'a mut BytesMut,
+    ) -> impl std::future::Future<Output = Result<(), Stop>> + Send + 'a {
+        async move {
+            let tick_ms = match self.heartbeat {
+                (0, 0) => 0,
+                (0, r) | (r, 0) => r,
+                (s, r) => s.min(r),
+            };
+            // No timer at all without heart-beats: most idle sessions have none.
+            let mut ticker = (tick_ms > 0).then(|| {
+                let mut t = tokio::time::interval(Duration::from_millis(tick_ms / 2 + 1));
+                t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                t
+            });
+            let mut batch = Vec::new();
+            // Shutdown closes every session in the hub (`Engine::stop` cancels,
+            // then closes them), and closing wakes `handle.notified()`; this
+            // catches a session that registered after that sweep.
+            if self.engine.shutdown.is_cancelled() {
+                return Err(Stop::new(fatal(CloseCode::Shutdown, "server shutting down", ""), None));
             }
-            // An emptied buffer is dropped, not kept: most sessions are idle
-            // most of the time, and the link reserves space again on data.
-            if buf.is_empty() && buf.capacity() > 0 {
-                buf = BytesMut::new();
-            }
-            Box::pin(self.flush(tx)).await?;
-            tokio::select! {
-                biased;
-                _ = self.handle.notified() => {
-                    if self.handle.is_closing() {
-                        let reason = self.handle.close_reason().cloned()
-                            .unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
-                        // A slow consumer is not sent its backlog: it is why it closes.
-                        return Err(Stop::new(reason, None));
-                    }
-                    let (handle, limit) = (self.handle.clone(), self.write_timeout);
-                    Box::pin(guarded(&handle, limit, self.write_outbox(tx, &mut batch))).await?;
-                    if batch.capacity() > WRITE_BATCH {
-                        batch = Vec::new();
-                    }
+            loop {
+                // Frame handling is boxed so its state is not part of the
+                // resident (waiting) state of every session.
+                if !buf.is_empty() && !Box::pin(self.handle_buffered(buf, decoder, tx)).await? {
+                    return Ok(());
                 }
-                n = rx.recv(&mut buf) => match n {
-                    Ok(0) => return Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                        return Err(Stop::new(fatal(CloseCode::Protocol, "invalid transport message", e.to_string()), None));
+                // An emptied buffer is dropped, not kept: most sessions are idle
+                // most of the time, and the link reserves space again on data.
+                if buf.is_empty() && buf.capacity() > 0 {
+                    *buf = BytesMut::new();
+                }
+                Box::pin(self.flush(tx)).await?;
+                tokio::select! {
+                    biased;
+                    _ = self.handle.notified() => {
+                        if self.handle.is_closing() {
+                            let reason = self.handle.close_reason().cloned()
+                                .unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
+                            // A slow consumer is not sent its backlog: it is why it closes.
+                            return Err(Stop::new(reason, None));
+                        }
+                        let (handle, limit) = (self.handle.clone(), self.write_timeout);
+                        Box::pin(guarded(&handle, limit, self.write_outbox(tx, &mut batch))).await?;
+                        if batch.capacity() > WRITE_BATCH {
+                            batch = Vec::new();
+                        }
                     }
-                    Err(_) => return Ok(()),
-                    Ok(_) => self.last_read = Instant::now(),
-                },
-                _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } }, if tick_ms > 0 => {
-                    Box::pin(self.heartbeat_tick(tx)).await?
+                    n = rx.recv(buf) => match n {
+                        Ok(0) => return Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            return Err(Stop::new(fatal(CloseCode::Protocol, "invalid transport message", e.to_string()), None));
+                        }
+                        Err(_) => return Ok(()),
+                        Ok(_) => self.last_read = Instant::now(),
+                    },
+                    _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } }, if tick_ms > 0 => {
+                        Box::pin(self.heartbeat_tick(tx)).await?
+                    }
                 }
             }
         }
