@@ -102,7 +102,9 @@ pub struct Direct {
     pub handler: DirectHandler,
 }
 
-pub type DirectHandler = Arc<dyn Fn(&HeaderMap, Bytes, SocketAddr) -> futures_util::future::BoxFuture<'static, Response<Body>> + Send + Sync>;
+/// The answer's body is whole (`Bytes`): nothing is left to collect while
+/// a request is parked.
+pub type DirectHandler = Arc<dyn Fn(&HeaderMap, Bytes, SocketAddr) -> futures_util::future::BoxFuture<'static, Response<Bytes>> + Send + Sync>;
 
 /// A WebSocket endpoint of the front server.
 pub struct WsEndpoint {
@@ -367,75 +369,136 @@ fn refusal(status: StatusCode, reason: &str) -> Vec<u8> {
 /// it, or `shutdown` fires between requests. `front`'s WebSocket endpoints
 /// are upgraded here; other upgrade requests (and, with `plain_to_hyper`,
 /// every request) are served by hyper with the same `router`.
-pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: axum::Router, front: Front, limits: Http1Limits, shutdown: CancellationToken) {
-    let mut buf = BytesMut::new();
-    loop {
-        // Between requests: wait for bytes (no buffer held), the idle limit or shutdown.
-        if buf.is_empty() {
-            buf = BytesMut::new();
+///
+/// A plain `fn` around an `async move` block that holds only the
+/// connection and, while a request is parked, its boxed answer: every phase
+/// (reading, hand-overs, writing) is boxed, because this future is what an
+/// idle BOSH session costs, and a future is as large as its largest state.
+/// As one `async fn` it was 1.6 KB (the request read, its result and the
+/// arguments stored twice), for a parked request that needs ~250 B.
+pub fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    front: Front,
+    limits: Http1Limits,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut c = Conn { stream, peer, router, front, limits, shutdown, buf: BytesMut::new() };
+    async move {
+        loop {
+            let mut parked_request = match Box::pin(c.next_request()).await {
+                Next::Close => return,
+                Next::Hyper => return Box::pin(c.into_hyper()).await,
+                Next::WebSocket(head) => return Box::pin(c.upgrade(head)).await,
+                Next::Parked(p) => p,
+            };
+            let Some(answer) = parked(&c.stream, &mut parked_request.work).await else {
+                return; // the client left while its request was parked
+            };
+            if !Box::pin(c.respond(answer, parked_request.head_only, parked_request.keep_alive)).await {
+                return;
+            }
+        }
+    }
+}
+
+/// A connection between requests.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    front: Front,
+    limits: Http1Limits,
+    shutdown: CancellationToken,
+    /// Bytes read and not yet used (a pipelined request); emptied buffers
+    /// are dropped, not kept.
+    buf: BytesMut,
+}
+
+/// What the connection does next.
+enum Next {
+    Close,
+    /// Hand the connection to hyper (from the start of the head in `buf`).
+    Hyper,
+    /// Upgrade to one of the front's WebSocket endpoints.
+    WebSocket(Head),
+    Parked(Parked),
+}
+
+/// A request being answered: all a parked request holds besides the connection.
+struct Parked {
+    work: futures_util::future::BoxFuture<'static, (http::response::Parts, Bytes)>,
+    keep_alive: bool,
+    head_only: bool,
+}
+
+impl Conn {
+    /// Waits for the next request (no buffer held while idle), reads it and
+    /// starts answering it. Errors are answered here, then `Close`.
+    async fn next_request(&mut self) -> Next {
+        let limits = &self.limits;
+        if self.buf.is_empty() {
+            // Between requests: wait for bytes, the idle limit or shutdown.
+            self.buf = BytesMut::new();
             tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(limits.idle_timeout) => return,
-                r = read_some(&stream, &mut buf) => match r {
-                    Ok(0) | Err(_) => return,
+                _ = self.shutdown.cancelled() => return Next::Close,
+                _ = tokio::time::sleep(limits.idle_timeout) => return Next::Close,
+                r = read_some(&self.stream, &mut self.buf) => match r {
+                    Ok(0) | Err(_) => return Next::Close,
                     Ok(_) => {}
                 },
             }
         }
-        // Reading, the hyper hand-over and the answer are boxed: this future
-        // is what a parked request costs, so it keeps only what waiting needs.
-        let request = match tokio::time::timeout(limits.request_timeout, Box::pin(read_request(&stream, &mut buf, &front, &limits))).await {
+        let request = match tokio::time::timeout(limits.request_timeout, read_request(&self.stream, &mut self.buf, &self.front, limits)).await {
             Ok(Ok(Some(r))) => r,
-            Ok(Ok(None)) => return, // closed mid-request
+            Ok(Ok(None)) => return Next::Close, // closed mid-request
             Ok(Err(e)) => {
-                let _ = write_all(&stream, &error_response(&e), limits.write_timeout).await;
-                return;
+                let _ = write_all(&self.stream, &error_response(&e), limits.write_timeout).await;
+                return Next::Close;
             }
             Err(_) => {
                 let e = RequestError::Timeout(limits.request_timeout.as_secs());
-                let _ = write_all(&stream, &error_response(&e), limits.write_timeout).await;
-                return;
+                let _ = write_all(&self.stream, &error_response(&e), limits.write_timeout).await;
+                return Next::Close;
             }
         };
         let (head, body) = match request {
-            Incoming::Hyper => {
-                // hyper reads the head again from what we already buffered.
-                Box::pin(serve_with_hyper(Prefixed { pre: buf.freeze(), io: stream }, peer, router, shutdown)).await;
-                return;
-            }
-            Incoming::WebSocket(head) => {
-                if let Some(endpoint) = front.websocket(head.target.path()) {
-                    Box::pin(upgrade(stream, buf, peer, head, endpoint, &limits)).await;
-                }
-                return;
-            }
+            Incoming::Hyper => return Next::Hyper,
+            Incoming::WebSocket(head) => return Next::WebSocket(head),
             Incoming::Request(head, body) => (head, body),
         };
-        if buf.is_empty() {
+        if self.buf.is_empty() {
             // Not pipelined: no read chunk is kept while the request is parked.
-            buf = BytesMut::new();
+            self.buf = BytesMut::new();
         }
-        let keep_alive = head.keep_alive() && !shutdown.is_cancelled();
+        let keep_alive = head.keep_alive() && !self.shutdown.is_cancelled();
         let head_only = head.method == Method::HEAD;
-        // Boxed at its own size: a future captured by an `async` block and
-        // then awaited would be stored twice.
-        let mut work: futures_util::future::BoxFuture<'static, _> = match front.direct(&head) {
-            Some(d) => {
-                let handling = (d.handler)(&head.headers, body, peer);
-                drop(head); // not kept while the request is parked
-                Box::pin(handling.then(collected))
-            }
-            None => Box::pin(answer(&router, into_request(head, body, peer))),
+        let work: futures_util::future::BoxFuture<'static, _> = match self.front.direct(&head) {
+            // Not kept while the request is parked: the head (dropped here)
+            // and a second future around the handler's.
+            Some(d) => Box::pin((d.handler)(&head.headers, body, self.peer).map(Response::into_parts)),
+            None => Box::pin(answer(&self.router, into_request(head, body, self.peer))),
         };
-        let Some((parts, body)) = parked(&stream, &mut work).await else {
-            return; // the client left while its request was parked
-        };
-        drop(work);
-        let close = !keep_alive || shutdown.is_cancelled();
+        Next::Parked(Parked { work, keep_alive, head_only })
+    }
+
+    /// Writes the answer; whether the connection goes on.
+    async fn respond(&mut self, (parts, body): (http::response::Parts, Bytes), head_only: bool, keep_alive: bool) -> bool {
+        let close = !keep_alive || self.shutdown.is_cancelled();
         let bytes = encode_response(&parts, &body, head_only, close);
         drop((parts, body));
-        if Box::pin(write_all(&stream, &bytes, limits.write_timeout)).await.is_err() || close {
-            return;
+        write_all(&self.stream, &bytes, self.limits.write_timeout).await.is_ok() && !close
+    }
+
+    /// hyper reads the head again from what we already buffered.
+    async fn into_hyper(self) {
+        serve_with_hyper(Prefixed { pre: self.buf.freeze(), io: self.stream }, self.peer, self.router, self.shutdown).await
+    }
+
+    async fn upgrade(self, head: Head) {
+        if let Some(endpoint) = self.front.websocket(head.target.path()) {
+            upgrade(self.stream, self.buf, self.peer, head, endpoint, &self.limits).await;
         }
     }
 }
@@ -527,20 +590,27 @@ fn collected(resp: Response<Body>) -> impl std::future::Future<Output = (http::r
 /// Waits for `work` while watching the connection. `None` when the client
 /// closed it first: `work` (the handler) is then dropped, as hyper does, so
 /// a parked BOSH request is seen as gone. Pipelined bytes are left unread
-/// until the answer is out; the one-byte peek holds no buffer, and is
-/// polled rather than a `peek` future, which would keep a readiness waiter
-/// (~150 B) in every parked request (tcp::poll_read_ready_buf says more).
-async fn parked<F: std::future::Future + Unpin>(stream: &TcpStream, work: &mut F) -> Option<F::Output> {
-    let mut probe = [0u8; 1];
-    let peek = std::future::poll_fn(|cx| stream.poll_peek(cx, &mut ReadBuf::new(&mut probe)));
-    tokio::select! {
-        answer = &mut *work => Some(answer),
-        r = peek => match r {
-            Ok(0) | Err(_) => None,
-            // Data: a pipelined request. Stop watching; answer first.
-            Ok(_) => Some(work.await),
-        },
-    }
+/// until the answer is out. A `poll_fn` over two references and a flag:
+/// the one-byte peek holds no buffer and no readiness future (which would
+/// keep a waiter, ~150 B, in every parked request; tcp::poll_read_ready_buf
+/// says more), and no `async` state is kept beside it.
+fn parked<'a, F: std::future::Future + Unpin>(stream: &'a TcpStream, work: &'a mut F) -> impl std::future::Future<Output = Option<F::Output>> + 'a {
+    let mut watching = true;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(answer) = std::future::Future::poll(Pin::new(&mut *work), cx) {
+            return Poll::Ready(Some(answer));
+        }
+        if watching {
+            let mut probe = [0u8; 1];
+            match stream.poll_peek(cx, &mut ReadBuf::new(&mut probe)) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                // Data: a pipelined request. Stop watching; answer first.
+                Poll::Ready(Ok(_)) => watching = false,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
 }
 
 /// One read on readiness into `buf` (space reserved only then).

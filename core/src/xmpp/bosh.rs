@@ -61,7 +61,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use bytes::{Bytes, BytesMut};
@@ -724,6 +724,10 @@ impl SessionState {
                 Kind::Normal => false,
             };
             let hold_for = if opening { p.wait.min(OPEN_WAIT) } else { p.wait };
+            if self.held.capacity() == 0 {
+                // Sized for what it holds: a first push would reserve four.
+                self.held.reserve_exact(p.requests);
+            }
             self.held.push_back(Held { rid, tx, arrived, deadline: now + hold_for, opening, empty: req.empty });
         }
         if self.pending.is_empty() {
@@ -785,6 +789,14 @@ impl SessionState {
             attrs.push(("xmlns:stream", NS_STREAM.to_owned()));
         }
         let body = body_xml(&attrs, &payload);
+        // Room made before the push, and no more reserved than is kept:
+        // a first push would reserve four, a push past `window` more.
+        while !self.answered.is_empty() && self.answered.len() as u64 >= p.window {
+            self.answered.pop_front();
+        }
+        if self.answered.capacity() == 0 {
+            self.answered.reserve_exact(p.window.clamp(1, 8) as usize);
+        }
         self.answered.push_back(Answered {
             rid: h.rid,
             body: body.clone(),
@@ -794,9 +806,6 @@ impl SessionState {
             arrived: h.arrived,
             empty: h.empty,
         });
-        while self.answered.len() as u64 > p.window {
-            self.answered.pop_front();
-        }
         self.idle_since = now;
         fx.reply(h.tx, body);
     }
@@ -1087,26 +1096,31 @@ fn allow_origin(config: &BoshConfig, headers: &HeaderMap) -> Option<HeaderValue>
     Some(origin.filter(|o| o.as_bytes() != b"null").cloned().unwrap_or(HeaderValue::from_static("*")))
 }
 
-fn forbidden() -> Response {
+/// BOSH answers are whole: the front server writes them without
+/// collecting a body, and the router's path converts them.
+type Answer = Response<Bytes>;
+
+fn forbidden() -> Answer {
     text_response(StatusCode::FORBIDDEN, "origin not allowed\n", None)
 }
 
-fn set_cors(resp: &mut Response, allow: Option<HeaderValue>) {
+fn set_cors(resp: &mut Answer, allow: Option<HeaderValue>) {
     let Some(allow) = allow else { return };
     let h = resp.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
     h.append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
-fn text_response(status: StatusCode, text: impl Into<String>, allow: Option<HeaderValue>) -> Response {
-    let mut resp = (status, text.into()).into_response();
+fn text_response(status: StatusCode, text: impl Into<String>, allow: Option<HeaderValue>) -> Answer {
+    let mut resp = Response::new(Bytes::from(text.into()));
+    *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
     set_cors(&mut resp, allow);
     resp
 }
 
-fn xml_response(status: StatusCode, content_type: HeaderValue, body: Bytes, allow: HeaderValue) -> Response {
-    let mut resp = Response::new(Body::from(body));
+fn xml_response(status: StatusCode, content_type: HeaderValue, body: Bytes, allow: HeaderValue) -> Answer {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
@@ -1123,14 +1137,15 @@ async fn info() -> Response {
         "Herald BOSH endpoint (XEP-0124, XEP-0206): POST <body xmlns='http://jabber.org/protocol/httpbind'/> requests here.\n",
         None,
     )
+    .map(Body::from)
 }
 
 async fn preflight(State(shared): Sh, headers: HeaderMap) -> Response {
     let Some(allow) = allow_origin(&shared.config, &headers) else {
-        return forbidden();
+        return forbidden().map(Body::from);
     };
-    let mut resp = StatusCode::OK.into_response();
-    let set = |resp: &mut Response, name: HeaderName, value: HeaderValue| {
+    let mut resp = Response::new(Bytes::new());
+    let set = |resp: &mut Answer, name: HeaderName, value: HeaderValue| {
         resp.headers_mut().insert(name, value);
     };
     set(&mut resp, header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOW_METHODS));
@@ -1142,7 +1157,7 @@ async fn preflight(State(shared): Sh, headers: HeaderMap) -> Response {
     set(&mut resp, header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
     set(&mut resp, header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(PREFLIGHT_MAX_AGE));
     set_cors(&mut resp, Some(allow));
-    resp
+    resp.map(Body::from)
 }
 
 /// The handler of routed BOSH requests (the front server's direct path
@@ -1155,33 +1170,32 @@ fn handle_post(State(shared): Sh, PeerInfo(peer): PeerInfo, headers: HeaderMap, 
             Some(allow) => too_large(allow),
             None => forbidden(),
         })),
-    }))
+    }).map(|answer| answer.map(Body::from)))
 }
 
-/// A BOSH request with its whole body. A plain `fn`: what it returns is the
-/// state of a parked request (most of a BOSH session's memory), and an
-/// `async fn` would keep its arguments, the whole `HeaderMap` included,
-/// until the answer. Only the checked origin and the body go on.
-fn post_whole(shared: Arc<Shared>, peer: Peer, headers: &HeaderMap, data: Bytes) -> BoxFuture<'static, Response> {
+/// A BOSH request with its whole body. Plain `fn`s down to the wait: what
+/// it returns is the state of a parked request (most of a BOSH session's
+/// memory), and an `async fn` would keep its arguments (the `HeaderMap`,
+/// the request body) and its locals until the answer. Only the wait for
+/// the answer, the checked origin and the content type go on.
+fn post_whole(shared: Arc<Shared>, peer: Peer, headers: &HeaderMap, data: Bytes) -> BoxFuture<'static, Answer> {
     let Some(allow) = allow_origin(&shared.config, headers) else {
         return Box::pin(std::future::ready(forbidden()));
     };
     if data.len() > shared.config.max_body_bytes {
         return Box::pin(std::future::ready(too_large(allow)));
     }
-    Box::pin(on_body(shared, peer, data, allow))
+    on_body(&shared, peer, data, allow)
 }
 
-fn too_large(allow: HeaderValue) -> Response {
+fn too_large(allow: HeaderValue) -> Answer {
     let body = terminal_body(Some("policy-violation"), &[]);
     xml_response(StatusCode::PAYLOAD_TOO_LARGE, HeaderValue::from_static(XML), body, allow)
 }
 
-async fn on_body(shared: Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) -> Response {
-    let xml = HeaderValue::from_static(XML);
-    let bad = |reason: String| {
-        text_response(StatusCode::BAD_REQUEST, format!("bad request: {reason}\n"), Some(allow.clone()))
-    };
+fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) -> BoxFuture<'static, Answer> {
+    let answer = |resp: Answer| -> BoxFuture<'static, Answer> { Box::pin(std::future::ready(resp)) };
+    let bad = |reason: String| answer(text_response(StatusCode::BAD_REQUEST, format!("bad request: {reason}\n"), Some(allow.clone())));
     let body = match parse_element(&data, &shared.body_limits) {
         Ok(b) => b,
         Err(e) => return bad(format!("malformed XML ({})", e.condition())),
@@ -1193,24 +1207,36 @@ async fn on_body(shared: Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValu
     let Some(rid) = body.attr("rid").and_then(|r| r.trim().parse::<u64>().ok()).filter(|r| *r < 1 << 62) else {
         return bad("missing or invalid rid".to_owned());
     };
-    let Some(sid) = body.attr("sid") else {
-        // Boxed: creation's state is not part of every later parked request.
-        let (content_type, reply) = Box::pin(create(&shared, body, data.len(), rid, peer)).await;
-        return xml_response(StatusCode::OK, content_type, reply, allow);
+    let mut start = None;
+    let (session, req, opening) = match body.attr("sid") {
+        None => {
+            let (session, rx, tx) = create(shared, &body, rid, &peer);
+            start = Some((rx, tx));
+            (session, Request::parse(body, true, data.len(), None), true)
+        }
+        Some(sid) => {
+            let Some(session) = shared.get(sid) else {
+                return answer(xml_response(StatusCode::OK, HeaderValue::from_static(XML), terminal_body(Some("item-not-found"), &[]), allow));
+            };
+            let req = Request::parse(body, false, data.len(), Some(&session.p));
+            let opening = req.kind == Kind::Restart;
+            (session, req, opening)
+        }
     };
-    let Some(session) = shared.get(sid) else {
-        return xml_response(StatusCode::OK, xml, terminal_body(Some("item-not-found"), &[]), allow);
-    };
-    let req = Request::parse(body, false, data.len(), Some(&session.p));
-    let opening = req.kind == Kind::Restart;
+    drop(data);
     let (tx, rx) = oneshot::channel();
     session.submit(rid, req, tx);
-    let reply = wait_reply(&session, rid, rx, opening).await;
-    xml_response(StatusCode::OK, session.p.content_type.clone(), reply, allow)
+    if let Some((rx, tx)) = start {
+        // The app's side of a new session starts once its creation request
+        // is in: the session's first event is that request's stream open.
+        (shared.on_session)(rx, tx, peer);
+    }
+    let content_type = session.p.content_type.clone();
+    Box::pin(wait_reply(session, rid, rx, opening).map(move |reply| xml_response(StatusCode::OK, content_type, reply, allow)))
 }
 
-/// Creates a session for a request without `sid` and answers it.
-async fn create(shared: &Arc<Shared>, body: Element, size: usize, rid: u64, peer: Peer) -> (HeaderValue, Bytes) {
+/// A session for a request without `sid`, registered in the table.
+fn create(shared: &Arc<Shared>, body: &Element, rid: u64, peer: &Peer) -> (Arc<Session>, BoshRx, BoshTx) {
     let c = &shared.config;
     let wait = match body.attr("wait").and_then(|w| w.trim().parse::<u64>().ok()) {
         Some(w) => Duration::from_secs(w).min(c.max_wait),
@@ -1232,34 +1258,32 @@ async fn create(shared: &Arc<Shared>, body: Element, size: usize, rid: u64, peer
         content_type: content_type(body.attr("content")),
         to: body.attr("to").map(str::to_owned),
         lang: body.attr("xml:lang").map(str::to_owned),
-        version: xbosh_attr(&body, "version").map(str::to_owned),
+        version: xbosh_attr(body, "version").map(str::to_owned),
     };
-    let req = Request::parse(body, true, size, None);
     let sid = p.sid.clone();
     let (session, rx, tx) = Session::new(p, rid, Arc::downgrade(&shared.sessions));
     shared.sessions.lock().insert(sid.clone(), session.clone());
     shared.start_sweeper();
     tracing::debug!(sid = %sid, peer = ?peer.addr, "BOSH session created");
-    let (reply_tx, reply_rx) = oneshot::channel();
-    session.submit(rid, req, reply_tx);
-    (shared.on_session)(rx, tx, peer);
-    let reply = wait_reply(&session, rid, reply_rx, true).await;
-    (session.p.content_type.clone(), reply)
+    (session, rx, tx)
 }
 
-/// Waits for the response to request `rid`, releasing it when its `wait` is over.
-async fn wait_reply(session: &Arc<Session>, rid: u64, mut rx: oneshot::Receiver<Bytes>, opening: bool) -> Bytes {
-    let mut guard = Abandon { session: session.clone(), rid, armed: true };
+/// Waits for the response to request `rid`, releasing it when its `wait`
+/// is over. A plain `fn`: the future keeps one copy of what it waits with.
+fn wait_reply(session: Arc<Session>, rid: u64, mut rx: oneshot::Receiver<Bytes>, opening: bool) -> impl std::future::Future<Output = Bytes> + Send {
     let first = if opening { session.p.wait.min(OPEN_WAIT) } else { session.p.wait };
     let mut check = Instant::now() + first;
-    loop {
-        tokio::select! {
-            reply = &mut rx => {
-                guard.armed = false;
-                // No response and no sender: the session is gone.
-                return reply.unwrap_or_else(|_| terminal_body(Some("item-not-found"), &[]));
+    let mut guard = Abandon { session, rid, armed: true };
+    async move {
+        loop {
+            tokio::select! {
+                reply = &mut rx => {
+                    guard.disarm();
+                    // No response and no sender: the session is gone.
+                    return reply.unwrap_or_else(|_| terminal_body(Some("item-not-found"), &[]));
+                }
+                () = tokio::time::sleep_until(check) => check = guard.session.check_deadline(guard.rid),
             }
-            () = tokio::time::sleep_until(check) => check = session.check_deadline(rid),
         }
     }
 }
@@ -1270,6 +1294,12 @@ struct Abandon {
     session: Arc<Session>,
     rid: u64,
     armed: bool,
+}
+
+impl Abandon {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for Abandon {
