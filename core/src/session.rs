@@ -13,7 +13,6 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{CloseCode, CloseReason};
 use crate::message::Message;
@@ -95,7 +94,9 @@ pub struct SessionHandle {
     outbox: Mutex<VecDeque<Outbound>>,
     capacity: usize,
     wake: Notify,
-    closing: CancellationToken,
+    /// Wakes [`SessionHandle::closed`] waiters. Set `reason` is the flag:
+    /// a `CancellationToken` here was a 112 B tree node in every session.
+    closed_wake: Notify,
     reason: OnceLock<CloseReason>,
 }
 
@@ -124,7 +125,7 @@ impl SessionHandle {
             outbox: Mutex::new(VecDeque::new()),
             capacity,
             wake: Notify::new(),
-            closing: CancellationToken::new(),
+            closed_wake: Notify::new(),
             reason: OnceLock::new(),
         })
     }
@@ -132,7 +133,7 @@ impl SessionHandle {
     /// Queues `item` without waiting. Fan-out never blocks on one session:
     /// when the outbox is full the session is closed as a slow consumer.
     pub fn offer(&self, item: Outbound) -> Result<(), Rejected> {
-        if self.closing.is_cancelled() {
+        if self.is_closing() {
             return Err(Rejected(item));
         }
         {
@@ -157,9 +158,10 @@ impl SessionHandle {
         let mut q = self.outbox.lock();
         let n = q.len().min(max);
         into.extend(q.drain(..n));
-        // Give memory back after a burst: an idle session keeps no big buffer.
-        if q.is_empty() && q.capacity() > 64 {
-            q.shrink_to_fit();
+        // An emptied outbox gives its memory back: most sessions are idle
+        // most of the time, and a kept ring is 4+ slots in each of them.
+        if q.is_empty() && q.capacity() > 0 {
+            *q = VecDeque::new();
         }
         n
     }
@@ -179,16 +181,22 @@ impl SessionHandle {
     /// Asks the session's task to close; the first reason wins.
     pub fn close(&self, reason: CloseReason) {
         let _ = self.reason.set(reason);
-        self.closing.cancel();
+        self.closed_wake.notify_waiters();
         self.wake.notify_one();
     }
 
     pub fn is_closing(&self) -> bool {
-        self.closing.is_cancelled()
+        self.reason.get().is_some()
     }
 
     pub async fn closed(&self) {
-        self.closing.cancelled().await
+        let waiting = self.closed_wake.notified();
+        tokio::pin!(waiting);
+        // Registered before the flag is read: a close in between still wakes it.
+        waiting.as_mut().enable();
+        if !self.is_closing() {
+            waiting.await;
+        }
     }
 
     pub fn close_reason(&self) -> Option<&CloseReason> {

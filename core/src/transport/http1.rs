@@ -387,11 +387,11 @@ pub fn serve_connection(
     let mut c = Conn { stream, peer, router, front, limits, shutdown, buf: BytesMut::new() };
     async move {
         loop {
+            // `Next` is moved on whole: a value matched in place would be
+            // kept across the hand-over's await, in every state.
             let mut parked_request = match Box::pin(c.next_request()).await {
-                Next::Close => return,
-                Next::Hyper => return Box::pin(c.into_hyper()).await,
-                Next::WebSocket(head) => return Box::pin(c.upgrade(head)).await,
                 Next::Parked(p) => p,
+                other => return Box::pin(c.hand_over(other)).await,
             };
             let Some(answer) = parked(&c.stream, &mut parked_request.work).await else {
                 return; // the client left while its request was parked
@@ -491,14 +491,17 @@ impl Conn {
         write_all(&self.stream, &bytes, self.limits.write_timeout).await.is_ok() && !close
     }
 
-    /// hyper reads the head again from what we already buffered.
-    async fn into_hyper(self) {
-        serve_with_hyper(Prefixed { pre: self.buf.freeze(), io: self.stream }, self.peer, self.router, self.shutdown).await
-    }
-
-    async fn upgrade(self, head: Head) {
-        if let Some(endpoint) = self.front.websocket(head.target.path()) {
-            upgrade(self.stream, self.buf, self.peer, head, endpoint, &self.limits).await;
+    /// Gives the connection to hyper (which reads the head again from what
+    /// is buffered) or to a WebSocket endpoint; or just closes it.
+    async fn hand_over(self, next: Next) {
+        match next {
+            Next::Hyper => serve_with_hyper(Prefixed { pre: self.buf.freeze(), io: self.stream }, self.peer, self.router, self.shutdown).await,
+            Next::WebSocket(head) => {
+                if let Some(endpoint) = self.front.websocket(head.target.path()) {
+                    upgrade(self.stream, self.buf, self.peer, head, endpoint, &self.limits).await;
+                }
+            }
+            Next::Close | Next::Parked(_) => {}
         }
     }
 }
