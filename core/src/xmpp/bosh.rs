@@ -505,8 +505,9 @@ impl Session {
             state: Mutex::new(SessionState {
                 next_rid: rid,
                 pending: BTreeMap::new(),
-                held: VecDeque::new(),
-                answered: VecDeque::new(),
+                // Sized for what they keep: a first push would reserve four.
+                held: VecDeque::with_capacity(p.requests),
+                answered: VecDeque::with_capacity(p.window.clamp(1, 8) as usize),
                 inbox: VecDeque::new(),
                 inbox_bytes: 0,
                 rx_gone: false,
@@ -724,10 +725,6 @@ impl SessionState {
                 Kind::Normal => false,
             };
             let hold_for = if opening { p.wait.min(OPEN_WAIT) } else { p.wait };
-            if self.held.capacity() == 0 {
-                // Sized for what it holds: a first push would reserve four.
-                self.held.reserve_exact(p.requests);
-            }
             self.held.push_back(Held { rid, tx, arrived, deadline: now + hold_for, opening, empty: req.empty });
         }
         if self.pending.is_empty() {
@@ -789,13 +786,10 @@ impl SessionState {
             attrs.push(("xmlns:stream", NS_STREAM.to_owned()));
         }
         let body = body_xml(&attrs, &payload);
-        // Room made before the push, and no more reserved than is kept:
-        // a first push would reserve four, a push past `window` more.
+        // Room made before the push: the ring is sized for `window` (see
+        // `Session::new`), and a push past it would grow it.
         while !self.answered.is_empty() && self.answered.len() as u64 >= p.window {
             self.answered.pop_front();
-        }
-        if self.answered.capacity() == 0 {
-            self.answered.reserve_exact(p.window.clamp(1, 8) as usize);
         }
         self.answered.push_back(Answered {
             rid: h.rid,
