@@ -39,6 +39,16 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     pub projects: Vec<ProjectConfig>,
     pub admin: AdminConfig,
+    /// Topic-matching bounds (`[routing]`, docs/security.md).
+    pub routing: RoutingConfig,
+    /// Login throttling and the password-hashing pool (`[login]`).
+    pub login: LoginConfig,
+    /// Least-privilege rules on the addressing model (`[access]`).
+    pub access: AccessConfig,
+    /// Connection deadlines, caps, trusted proxies and CORS (`[connections]`).
+    pub connections: ConnectionsConfig,
+    /// Per-connection inbound rate limits (`[shaper]`, ejabberd's shapers).
+    pub shaper: ShaperConfig,
 }
 
 impl Default for Config {
@@ -57,9 +67,82 @@ impl Default for Config {
             users: Vec::new(),
             projects: Vec::new(),
             admin: AdminConfig::default(),
+            routing: RoutingConfig::default(),
+            login: LoginConfig::default(),
+            access: AccessConfig::default(),
+            connections: ConnectionsConfig::default(),
+            shaper: ShaperConfig::default(),
         }
     }
 }
+
+// ---- [routing] -------------------------------------------------------------
+
+/// `[routing]`: bounds that keep topic matching cheap whatever a client binds
+/// or publishes (docs/security.md).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {}
+
+impl RoutingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+// ---- [login] ---------------------------------------------------------------
+
+/// `[login]`: failed-login limits and the bounded password-hashing pool.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {}
+
+impl LoginConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+// ---- [access] --------------------------------------------------------------
+
+/// `[access]`: least privilege on the addressing model for non-administrators.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {}
+
+impl AccessConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+// ---- [connections] ---------------------------------------------------------
+
+/// `[connections]`: deadlines and caps on every listener, trusted proxies, CORS.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {}
+
+impl ConnectionsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+// ---- [shaper] --------------------------------------------------------------
+
+/// `[shaper]`: per-connection inbound rate limits.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShaperConfig {}
+
+impl ShaperConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+// ---- end of per-area sections ------------------------------------------------
 
 /// The admin API, `/metrics` and the console UI at `/admin/` (docs/admin-api.md).
 #[derive(Debug, Clone, Deserialize)]
@@ -635,6 +718,11 @@ impl Config {
             }
             Ok(())
         };
+        self.routing.validate()?;
+        self.login.validate()?;
+        self.access.validate()?;
+        self.connections.validate()?;
+        self.shaper.validate()?;
         check_perms("auth.default_permissions", &self.auth.default_permissions)?;
         self.auth.validate()?;
         let mut names = std::collections::HashSet::new();
