@@ -401,6 +401,8 @@ fn default_members_field() -> String {
 
 
 /// Every bound the engine enforces. All are per session unless named otherwise.
+/// Memory a client can fill is bounded in bytes, not only in counts
+/// (docs/security.md, "Memory").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -410,10 +412,14 @@ pub struct LimitsConfig {
     pub max_headers: usize,
     /// Longest header line, bytes.
     pub max_header_bytes: usize,
-    /// Most subscriptions one session may hold.
+    /// Most subscriptions one session may hold (temp queues included).
     pub max_subscriptions: usize,
     /// Frames queued for one session before it is closed as a slow consumer.
     pub outbound_queue: usize,
+    /// Message bytes (body + headers) queued for one session before it is
+    /// closed as a slow consumer (Centrifugo's `client_queue_max_size`). A
+    /// message shared by many sessions counts in each: each one pins it.
+    pub outbound_bytes: usize,
     /// Time allowed between opening a connection and a successful CONNECT, ms.
     pub connect_timeout_ms: u64,
     /// Longest a write to one client may take before it is closed as a slow consumer, ms.
@@ -423,9 +429,27 @@ pub struct LimitsConfig {
     /// Most messages held by one queue; publishing beyond it drops the oldest
     /// (RabbitMQ `x-max-length` with `drop-head`), so one idle queue cannot eat the node.
     pub max_queue_messages: usize,
+    /// Most message bytes held by one queue (ready, and again unacked), as
+    /// RabbitMQ's `x-max-length-bytes`. A SUBSCRIBE may ask for less, never more.
+    pub max_queue_bytes: usize,
+    /// Most queues on this node, all kinds together.
+    pub max_queues: usize,
+    /// Most queues one user may have declared that outlive a session
+    /// (durable queues, shared `/queue/` queues, durable subscriptions).
+    pub max_queues_per_user: usize,
     /// Most open transactions per session, and frames buffered in one.
     pub max_transactions: usize,
     pub max_transaction_frames: usize,
+    /// Bytes (bodies + headers) one session may buffer in its open
+    /// transactions together.
+    pub max_transaction_bytes: usize,
+    /// Node memory alarm: publishing is refused while the message bytes the
+    /// node holds (queues, outboxes, transactions) are above it, as
+    /// RabbitMQ's `vm_memory_high_watermark`. Bytes, `"NN%"` of system
+    /// memory, or `"off"`.
+    pub memory_high_watermark: Watermark,
+    /// How often the memory alarm is re-evaluated, ms.
+    pub memory_check_interval_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -436,13 +460,103 @@ impl Default for LimitsConfig {
             max_header_bytes: 8192,
             max_subscriptions: 1024,
             outbound_queue: 10_000,
+            outbound_bytes: 16 << 20,
             connect_timeout_ms: 10_000,
             write_timeout_ms: 30_000,
             max_connections: 100_000,
             max_queue_messages: 100_000,
+            max_queue_bytes: 64 << 20,
+            max_queues: 500_000,
+            max_queues_per_user: 1_000,
             max_transactions: 16,
             max_transaction_frames: 10_000,
+            max_transaction_bytes: 16 << 20,
+            memory_high_watermark: Watermark::Fraction(0.3),
+            memory_check_interval_ms: 500,
         }
+    }
+}
+
+/// `limits.memory_high_watermark`: bytes, a share of system memory, or off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Watermark {
+    Off,
+    Bytes(u64),
+    /// Share of the machine's memory (`MemTotal`), 0 < f <= 1.
+    Fraction(f64),
+}
+
+impl Watermark {
+    /// The limit in bytes, `None` when off. A share of memory needs the
+    /// machine's total; when it cannot be read, 1 GiB is used.
+    pub fn bytes(&self) -> Option<u64> {
+        match *self {
+            Watermark::Off => None,
+            Watermark::Bytes(b) => Some(b),
+            Watermark::Fraction(f) => Some((system_memory_bytes().unwrap_or(1 << 30) as f64 * f) as u64),
+        }
+    }
+}
+
+/// `MemTotal` from /proc/meminfo (Linux), bytes.
+pub fn system_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl<'de> Deserialize<'de> for Watermark {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        let bad = |s: &str| serde::de::Error::custom(format!("memory_high_watermark: expected bytes, \"NN%\" or \"off\", got {s:?}"));
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(Watermark::Bytes(b)),
+            Raw::Text(t) if t == "off" => Ok(Watermark::Off),
+            Raw::Text(t) => {
+                let pct: f64 = t.strip_suffix('%').and_then(|p| p.trim().parse().ok()).ok_or_else(|| bad(&t))?;
+                if !(pct > 0.0 && pct <= 100.0) {
+                    return Err(bad(&t));
+                }
+                Ok(Watermark::Fraction(pct / 100.0))
+            }
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The byte budgets (the older count limits are checked in [`Config::validate`]).
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value, min) in [
+            ("limits.outbound_bytes", self.outbound_bytes, 1024),
+            ("limits.max_queue_bytes", self.max_queue_bytes, 1024),
+            ("limits.max_queues", self.max_queues, 1),
+            ("limits.max_queues_per_user", self.max_queues_per_user, 1),
+            ("limits.max_transaction_bytes", self.max_transaction_bytes, 1024),
+        ] {
+            if value < min {
+                return Err(invalid(key, format!("must be at least {min}, got {value}")));
+            }
+        }
+        // Kept in a u32 in every session handle (idle memory is benchmarked).
+        if self.outbound_bytes > u32::MAX as usize {
+            return Err(invalid("limits.outbound_bytes", format!("must be at most {}", u32::MAX)));
+        }
+        if self.outbound_queue > u32::MAX as usize {
+            return Err(invalid("limits.outbound_queue", format!("must be at most {}", u32::MAX)));
+        }
+        if self.memory_check_interval_ms < 10 {
+            return Err(invalid("limits.memory_check_interval_ms", "must be at least 10"));
+        }
+        if self.memory_high_watermark == Watermark::Bytes(0) {
+            return Err(invalid("limits.memory_high_watermark", "must be greater than 0 (or \"off\")"));
+        }
+        Ok(())
     }
 }
 
@@ -723,6 +837,7 @@ impl Config {
         self.access.validate()?;
         self.connections.validate()?;
         self.shaper.validate()?;
+        self.limits.validate()?;
         check_perms("auth.default_permissions", &self.auth.default_permissions)?;
         self.auth.validate()?;
         let mut names = std::collections::HashSet::new();
@@ -846,6 +961,28 @@ mod tests {
         assert!(err.contains("listen"), "{err}");
         let c = Config::from_toml_str("[http]\nlisten = \"off\"\n").unwrap();
         assert!(c.http.listen.is_none());
+    }
+
+    #[test]
+    fn memory_limits_parse_and_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.limits.memory_high_watermark, Watermark::Fraction(0.3));
+        assert!(c.limits.memory_high_watermark.bytes().is_some_and(|b| b > 0));
+        let w = |v: &str| Config::from_toml_str(&format!("[limits]\nmemory_high_watermark = {v}\n")).map(|c| c.limits.memory_high_watermark);
+        assert_eq!(w("\"off\"").unwrap(), Watermark::Off);
+        assert_eq!(Watermark::Off.bytes(), None);
+        assert_eq!(w("1048576").unwrap(), Watermark::Bytes(1 << 20));
+        assert_eq!(w("\"50%\"").unwrap(), Watermark::Fraction(0.5));
+        for bad in ["\"lots\"", "\"0%\"", "\"150%\"", "0"] {
+            let e = w(bad).unwrap_err().to_string();
+            assert!(e.contains("memory_high_watermark"), "{bad}: {e}");
+        }
+        let e = Config::from_toml_str("[limits]\noutbound_bytes = 10\n").unwrap_err().to_string();
+        assert!(e.contains("limits.outbound_bytes"), "{e}");
+        let e = Config::from_toml_str("[limits]\nmax_transaction_bytes = 10\n").unwrap_err().to_string();
+        assert!(e.contains("limits.max_transaction_bytes"), "{e}");
+        let e = Config::from_toml_str("[limits]\noutbound_bytes = 5000000000\n").unwrap_err().to_string();
+        assert!(e.contains("limits.outbound_bytes"), "{e}");
     }
 
     #[test]

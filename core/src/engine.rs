@@ -112,6 +112,31 @@ pub enum EngineEvent {
 
 const EVENT_BACKLOG: usize = 4096;
 
+/// What the memory alarm measured at its last check, with the process RSS
+/// beside it (docs/security.md, "Memory").
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct MemoryUse {
+    /// Message bytes held: queues (ready and unacked) + outboxes + open
+    /// transactions. This is what `limits.memory_high_watermark` bounds.
+    pub held_bytes: u64,
+    pub queue_bytes: u64,
+    pub outbox_bytes: u64,
+    pub transaction_bytes: u64,
+    /// Resident set size of the process (Linux `/proc/self/status`), when readable.
+    pub rss_bytes: Option<u64>,
+    /// `limits.memory_high_watermark` in bytes; `None` = off.
+    pub high_watermark: Option<u64>,
+    /// Publishing is refused while this is true.
+    pub alarm: bool,
+}
+
+/// `VmRSS` of this process, bytes.
+pub fn process_rss_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
 /// A snapshot for stats, the admin API and the Node addon.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
@@ -215,8 +240,16 @@ impl Engine {
     }
 
     /// Routes a message in a vhost: every publish (STOMP SEND, XMPP message,
-    /// the API) goes through here.
+    /// the API) goes through here, and is refused while the memory alarm is
+    /// on (`limits.memory_high_watermark`).
     pub fn route(&self, vhost: &crate::router::Vhost, message: Message) -> Result<usize, RouteError> {
+        self.router.alarm.check()?;
+        self.route_always(vhost, message)
+    }
+
+    /// Routes even under the memory alarm: the engine's own small presence
+    /// events, which clients' views of who is online depend on.
+    fn route_always(&self, vhost: &crate::router::Vhost, message: Message) -> Result<usize, RouteError> {
         // Built only when someone listens to messages: the event copies the body.
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(EngineEvent::Message {
@@ -341,7 +374,10 @@ impl Engine {
                 let body = crate::presence::service::event_json(&change, &p.id);
                 let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
                 let key = format!("{}.{}", p.id, uid);
-                if let Err(e) = self.publish(&self.config.stomp.default_vhost, &self.config.exchanges.presence, &key, headers, Bytes::from(body)) {
+                let routed = self.router.vhost(&self.config.stomp.default_vhost).and_then(|v| {
+                    self.route_always(v, Message::new(self.config.exchanges.presence.as_str(), key, headers, Bytes::from(body)))
+                });
+                if let Err(e) = routed {
                     tracing::warn!(error = %e, "presence event not published");
                 }
             }
@@ -442,6 +478,7 @@ impl Engine {
         }
         crate::xmpp::listen(self, &mut bound).await?;
         crate::admin::listen(self, &mut bound).await?;
+        self.tasks.spawn(self.clone().memory_monitor());
         *self.listeners.lock() = bound.clone();
         Ok(bound)
     }
@@ -490,6 +527,48 @@ impl Engine {
     /// Pushes to every session of one user, on the default vhost's `feed` exchange.
     pub fn send_to_user(&self, uid: &str, headers: Vec<(String, String)>, body: Bytes) -> Result<usize, RouteError> {
         self.publish(&self.config.stomp.default_vhost, &self.config.exchanges.feed, uid, headers, body)
+    }
+
+    /// Measures the message bytes the node holds and sets or clears the
+    /// memory alarm. The engine runs it every `limits.memory_check_interval_ms`.
+    pub fn check_memory(&self) -> MemoryUse {
+        let queue_bytes: u64 = self.router.vhosts().map(|v| v.held_bytes()).sum();
+        let outbox_bytes = self.hub.sum_sessions(|s| s.queued_bytes() as u64);
+        let transaction_bytes = self.router.alarm.transaction_bytes() as u64;
+        let held_bytes = queue_bytes + outbox_bytes + transaction_bytes;
+        let alarm = &self.router.alarm;
+        if alarm.update(held_bytes) {
+            if alarm.is_on() {
+                tracing::warn!(held_bytes, watermark = alarm.watermark(), "memory alarm: above the high watermark, publishing refused");
+            } else {
+                tracing::info!(held_bytes, watermark = alarm.watermark(), "memory alarm cleared, publishing resumes");
+            }
+        }
+        MemoryUse {
+            held_bytes,
+            queue_bytes,
+            outbox_bytes,
+            transaction_bytes,
+            rss_bytes: process_rss_bytes(),
+            high_watermark: alarm.watermark(),
+            alarm: alarm.is_on(),
+        }
+    }
+
+    /// Re-checks memory periodically while the engine runs (only when a
+    /// watermark is set: with "off" nothing is measured).
+    async fn memory_monitor(self) {
+        if self.router.alarm.watermark().is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.limits.memory_check_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => { self.check_memory(); }
+            }
+        }
     }
 
     /// Closes every session of a user; returns how many.

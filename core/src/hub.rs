@@ -59,6 +59,13 @@ impl Hub {
         self.sessions[self.shard_of(&id)].lock().get(&id).cloned()
     }
 
+    /// Sums `f` over every live session without copying the map (the memory
+    /// monitor reads each outbox's byte count: the outbox lock is taken
+    /// under a shard's, and never takes another).
+    pub fn sum_sessions(&self, f: impl Fn(&SessionHandle) -> u64) -> u64 {
+        self.sessions.iter().map(|s| s.lock().values().map(|h| f(h)).sum::<u64>()).sum()
+    }
+
     /// Live sessions of one user.
     pub fn user_sessions(&self, uid: &str) -> Vec<Arc<SessionHandle>> {
         let ids = self.users[self.shard_of(&uid)].lock().get(uid).cloned().unwrap_or_default();

@@ -58,6 +58,13 @@ impl Message {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// The bytes a holder of this message pins: body and headers (what a
+    /// client controls), for the byte budgets of outboxes, queues and the
+    /// memory alarm.
+    pub fn held_bytes(&self) -> usize {
+        self.body.len() + self.routing_key.len() + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    }
+
     /// The cached encoding for `slot`, computed by `encode` on first use.
     pub fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
         self.encoded[slot as usize].get_or_init(|| encode(self)).clone()

@@ -91,13 +91,54 @@ pub struct SessionHandle {
     pub connected_at: SystemTime,
     /// XMPP resource, once bound.
     pub resource: OnceLock<String>,
-    outbox: Mutex<VecDeque<Outbound>>,
-    capacity: usize,
+    outbox: Mutex<Outbox>,
+    /// Frames, then message bytes, queued before the session is closed as a
+    /// slow consumer. `u32`s so the byte budget costs no size here.
+    max_frames: u32,
+    max_bytes: u32,
     wake: Notify,
     /// Wakes [`SessionHandle::closed`] waiters. Set `reason` is the flag:
     /// a `CancellationToken` here was a 112 B tree node in every session.
     closed_wake: Notify,
     reason: OnceLock<CloseReason>,
+}
+
+/// Items waiting for the session's task, and the bytes they pin.
+#[derive(Debug, Default)]
+struct Outbox {
+    items: VecDeque<Outbound>,
+    bytes: usize,
+}
+
+/// The bounds of one session's outbox (`limits.outbound_queue`, `limits.outbound_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+impl OutboxLimits {
+    pub fn from_config(l: &crate::config::LimitsConfig) -> OutboxLimits {
+        OutboxLimits { frames: l.outbound_queue, bytes: l.outbound_bytes }
+    }
+}
+
+/// Most bytes moved out of the outbox in one drain (at least one item): what
+/// a session writes is pinned until written, so a batch must not be
+/// `WRITE_BATCH` large messages on top of the byte budget.
+const DRAIN_BYTES: usize = 256 * 1024;
+
+impl Outbound {
+    /// The memory this item pins while queued: a message's body and headers
+    /// (shared `Arc`s count in every outbox holding them), a small constant
+    /// for notices.
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            Outbound::Deliver(d) => d.message.held_bytes(),
+            Outbound::Presence(n) => 64 + n.uid.len() + n.state.resource.len() + n.state.status.len(),
+            Outbound::RosterChanged => 0,
+        }
+    }
 }
 
 /// The outbox was full: the session is now closing as a slow consumer, and
@@ -113,6 +154,18 @@ impl SessionHandle {
         peer: &crate::transport::Peer,
         capacity: usize,
     ) -> Arc<SessionHandle> {
+        Self::with_limits(uid, vhost, protocol, peer, OutboxLimits { frames: capacity, bytes: usize::MAX })
+    }
+
+    /// A handle whose outbox is bounded in frames and in bytes.
+    pub fn with_limits(
+        uid: &str,
+        vhost: &str,
+        protocol: &'static str,
+        peer: &crate::transport::Peer,
+        limits: OutboxLimits,
+    ) -> Arc<SessionHandle> {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Arc::new(SessionHandle {
             id: next_session_id(),
             uid: uid.into(),
@@ -122,8 +175,9 @@ impl SessionHandle {
             peer: peer.addr,
             connected_at: SystemTime::now(),
             resource: OnceLock::new(),
-            outbox: Mutex::new(VecDeque::new()),
-            capacity,
+            outbox: Mutex::new(Outbox::default()),
+            max_frames: clamp(limits.frames),
+            max_bytes: clamp(limits.bytes),
             wake: Notify::new(),
             closed_wake: Notify::new(),
             reason: OnceLock::new(),
@@ -131,43 +185,70 @@ impl SessionHandle {
     }
 
     /// Queues `item` without waiting. Fan-out never blocks on one session:
-    /// when the outbox is full the session is closed as a slow consumer.
+    /// when the outbox is full, in frames or in bytes, the session is closed
+    /// as a slow consumer. An empty outbox takes any one item, so a message
+    /// larger than the byte budget still reaches a consumer that keeps up.
     pub fn offer(&self, item: Outbound) -> Result<(), Rejected> {
         if self.is_closing() {
             return Err(Rejected(item));
         }
+        let size = item.held_bytes();
         {
             // Short critical section: push only; the session task pops.
             let mut q = self.outbox.lock();
-            if q.len() >= self.capacity {
+            let over = if q.items.len() >= self.max_frames as usize {
+                Some(format!("more than {} frames queued for this session", self.max_frames))
+            } else if !q.items.is_empty() && q.bytes.saturating_add(size) > self.max_bytes as usize {
+                Some(format!("more than {} bytes queued for this session (limits.outbound_bytes)", self.max_bytes))
+            } else {
+                None
+            };
+            if let Some(what) = over {
                 drop(q);
-                self.close(CloseReason::new(CloseCode::SlowConsumer, "slow consumer").with_detail(format!(
-                    "more than {} frames queued for this session; it was closed so others are not held up",
-                    self.capacity
-                )));
+                self.close(
+                    CloseReason::new(CloseCode::SlowConsumer, "slow consumer")
+                        .with_detail(format!("{what}; it was closed so others are not held up")),
+                );
                 return Err(Rejected(item));
             }
-            q.push_back(item);
+            q.bytes += size;
+            q.items.push_back(item);
         }
         self.wake.notify_one();
         Ok(())
     }
 
-    /// Moves up to `max` queued items into `into`; returns how many.
+    /// Moves up to `max` queued items into `into` (fewer once they add up
+    /// to a few hundred KiB); returns how many.
     pub fn drain(&self, into: &mut Vec<Outbound>, max: usize) -> usize {
         let mut q = self.outbox.lock();
-        let n = q.len().min(max);
-        into.extend(q.drain(..n));
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < max && (n == 0 || bytes < DRAIN_BYTES) {
+            let Some(item) = q.items.pop_front() else { break };
+            bytes += item.held_bytes();
+            into.push(item);
+            n += 1;
+        }
+        q.bytes = q.bytes.saturating_sub(bytes);
         // An emptied outbox gives its memory back: most sessions are idle
         // most of the time, and a kept ring is 4+ slots in each of them.
-        if q.is_empty() && q.capacity() > 0 {
-            *q = VecDeque::new();
+        if q.items.is_empty() {
+            q.bytes = 0;
+            if q.items.capacity() > 0 {
+                q.items = VecDeque::new();
+            }
         }
         n
     }
 
     pub fn queued(&self) -> usize {
-        self.outbox.lock().len()
+        self.outbox.lock().items.len()
+    }
+
+    /// Message bytes waiting in the outbox (for the memory alarm and stats).
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.lock().bytes
     }
 
     /// Resolves when something was offered since the last drain, or the
@@ -201,5 +282,59 @@ impl SessionHandle {
 
     pub fn close_reason(&self) -> Option<&CloseReason> {
         self.reason.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Peer;
+    use bytes::Bytes;
+
+    fn deliver(body: usize) -> Outbound {
+        let m = Message::new("", "q", vec![("h".into(), "v".into())], Bytes::from(vec![0u8; body]));
+        Outbound::Deliver(Delivery { subscription: "s".into(), tag: 1, message: Arc::new(m), redelivered: false })
+    }
+
+    fn handle(frames: usize, bytes: usize) -> Arc<SessionHandle> {
+        SessionHandle::with_limits("u", "/", "stomp", &Peer { addr: None, transport: "tcp" }, OutboxLimits { frames, bytes })
+    }
+
+    #[test]
+    fn outbox_over_its_byte_budget_closes_the_session() {
+        let h = handle(1000, 10_000);
+        for _ in 0..3 {
+            h.offer(deliver(3000)).unwrap();
+        }
+        assert_eq!(h.queued_bytes(), 3 * 3003);
+        assert!(h.offer(deliver(3000)).is_err());
+        let r = h.close_reason().expect("closed");
+        assert_eq!(r.code, CloseCode::SlowConsumer);
+        assert!(r.detail.contains("10000 bytes"), "{}", r.detail);
+    }
+
+    #[test]
+    fn an_empty_outbox_takes_one_large_message_and_drains_in_bounded_batches() {
+        let h = handle(1000, 10_000);
+        h.offer(deliver(50_000)).expect("a message larger than the budget reaches a consumer that keeps up");
+        let mut out = Vec::new();
+        assert_eq!(h.drain(&mut out, 256), 1);
+        assert_eq!(h.queued_bytes(), 0);
+        let h = handle(1000, 10 << 20);
+        for _ in 0..20 {
+            h.offer(deliver(100_000)).unwrap();
+        }
+        out.clear();
+        let n = h.drain(&mut out, 256);
+        assert!((1..20).contains(&n), "a drain stops after a few hundred KiB, took {n}");
+        assert_eq!(h.queued_bytes(), (20 - n) * 100_003);
+        while h.drain(&mut out, 256) > 0 {}
+        assert_eq!((h.queued(), h.queued_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn the_handle_stays_small() {
+        // Idle memory is benchmarked: the byte budget costs one counter.
+        assert!(std::mem::size_of::<SessionHandle>() <= 368, "{}", std::mem::size_of::<SessionHandle>());
     }
 }

@@ -66,7 +66,8 @@ impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
         match e {
             RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => ApiError::NotFound(e.to_string()),
-            RouteError::Store(_) => ApiError::Unavailable(e.to_string()),
+            RouteError::Store(_) | RouteError::MemoryAlarm { .. } => ApiError::Unavailable(e.to_string()),
+            RouteError::QueueFull { .. } | RouteError::QueueLimit(_) => ApiError::Limit(e.to_string()),
             _ => ApiError::BadRequest(e.to_string()),
         }
     }
@@ -442,6 +443,16 @@ pub async fn purge(State(a): State<Admin>, p: Result<Path<(String, String)>, Pat
     let n = q.purge();
     tracing::info!(vhost, queue = name, purged = n, "admin purged a queue");
     Ok(Json(Purged { purged: n }))
+}
+
+/// Deletes a queue with its bindings and messages (durable ones from the
+/// store too); its consumers' sessions stop receiving from it. 204, or 404.
+pub async fn delete_queue(State(a): State<Admin>, p: Result<Path<(String, String)>, PathRejection>) -> Result<StatusCode, ApiError> {
+    let (vhost, name) = path(p)?;
+    let v = a.engine.router.vhost(&vhost)?;
+    let q = v.delete_queue(&name).ok_or_else(|| RouteError::NoQueue(name.clone(), vhost.clone()))?;
+    tracing::info!(vhost, queue = name, durable = q.options.durable, "admin deleted a queue");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Serialize)]

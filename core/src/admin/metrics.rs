@@ -62,6 +62,24 @@ pub fn render(o: &Overview, queues: &[QueueGauge<'_>]) -> String {
     out
 }
 
+/// The memory alarm's measure (docs/security.md, "Memory").
+pub fn render_memory(out: &mut String, m: &crate::engine::MemoryUse) {
+    let mut gauges = vec![
+        ("herald_memory_held_bytes", "Message bytes held in queues, outboxes and transactions (what the high watermark bounds).", m.held_bytes),
+        ("herald_memory_alarm", "1 while the memory alarm refuses publishes.", m.alarm as u64),
+    ];
+    if let Some(w) = m.high_watermark {
+        gauges.push(("herald_memory_high_watermark_bytes", "limits.memory_high_watermark in bytes.", w));
+    }
+    if let Some(rss) = m.rss_bytes {
+        gauges.push(("herald_process_resident_memory_bytes", "Resident set size of the process.", rss));
+    }
+    for (name, help, v) in gauges {
+        family(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use futures_util::Stream;
 use tokio::sync::{broadcast, Semaphore};
@@ -91,6 +91,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/sessions/{id}/kick", post(api::kick_session))
         .route("/api/projects", get(api::projects))
         .route("/api/queues", get(api::queues))
+        .route("/api/queues/{vhost}/{name}", delete(api::delete_queue))
         .route("/api/queues/{vhost}/{name}/purge", post(api::purge))
         .route("/api/exchanges", get(api::exchanges))
         .route("/api/publish", post(api::publish))
@@ -151,7 +152,7 @@ async fn cors(State(a): State<Admin>, req: Request, next: Next) -> Response {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
         if preflight {
-            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
             h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         }
@@ -175,7 +176,8 @@ async fn metrics(State(a): State<Admin>) -> Response {
     }
     let gauges: Vec<metrics::QueueGauge> =
         shared.iter().map(|(v, n, ready, consumers)| metrics::QueueGauge { vhost: v, name: n, ready: *ready, consumers: *consumers }).collect();
-    let text = metrics::render(&tick.overview, &gauges);
+    let mut text = metrics::render(&tick.overview, &gauges);
+    metrics::render_memory(&mut text, &a.engine.check_memory());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -10,13 +10,13 @@ pub mod queue;
 pub mod topic;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
 pub use exchange::{Exchange, ExchangeKind, HeaderMatch};
-pub use queue::{AckError, AckMode, ConsumerId, Queue, QueueCounters, QueueOptions, Settle, Totals};
+pub use queue::{AckError, AckMode, ConsumerId, Overflow, Queue, QueueCounters, QueueLimits, QueueOptions, Settle, Totals};
 
 use crate::config::Config;
 use crate::message::Message;
@@ -39,6 +39,134 @@ pub enum RouteError {
     Reserved(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `limits.max_queues` or `limits.max_queues_per_user`.
+    #[error("queue limit reached: {0}")]
+    QueueLimit(String),
+    /// A `reject-publish` queue at its length limit.
+    #[error("queue '{name}' is full (at {limit}; x-overflow is reject-publish): message refused")]
+    QueueFull { name: String, limit: String },
+    /// The node's memory alarm is on (`limits.memory_high_watermark`).
+    #[error("memory alarm: node above its high watermark, publishing refused ({used} bytes held, watermark {watermark})")]
+    MemoryAlarm { used: u64, watermark: u64 },
+}
+
+/// Queue counts, node-wide: every vhost shares one (`limits.max_queues`,
+/// `limits.max_queues_per_user`). Taken under `Vhost::queues`' write lock,
+/// as a leaf.
+#[derive(Debug)]
+pub struct QueueQuota {
+    max_total: usize,
+    max_per_user: usize,
+    total: AtomicUsize,
+    per_user: Mutex<HashMap<Arc<str>, usize>>,
+}
+
+impl QueueQuota {
+    fn new(config: &Config) -> QueueQuota {
+        QueueQuota {
+            max_total: config.limits.max_queues,
+            max_per_user: config.limits.max_queues_per_user,
+            total: AtomicUsize::new(0),
+            per_user: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a new queue, or says which limit it would break. Queues
+    /// restored from the store count in the total even past it.
+    fn take(&self, owner: Option<&Arc<str>>, restoring: bool) -> Result<(), RouteError> {
+        if !restoring && self.total.load(Ordering::Relaxed) >= self.max_total {
+            return Err(RouteError::QueueLimit(format!("at most {} queues on this node (limits.max_queues)", self.max_total)));
+        }
+        if let Some(uid) = owner {
+            let mut per = self.per_user.lock();
+            let n = per.entry(uid.clone()).or_insert(0);
+            if *n >= self.max_per_user {
+                return Err(RouteError::QueueLimit(format!(
+                    "at most {} queues that outlive a session per user (limits.max_queues_per_user); delete some first",
+                    self.max_per_user
+                )));
+            }
+            *n += 1;
+        }
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn give_back(&self, owner: Option<&Arc<str>>) {
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(uid) = owner {
+            let mut per = self.per_user.lock();
+            if let Some(n) = per.get_mut(uid) {
+                *n -= 1;
+                if *n == 0 {
+                    per.remove(uid);
+                }
+            }
+        }
+    }
+
+    /// Queues `uid` owns now.
+    pub fn of_user(&self, uid: &str) -> usize {
+        self.per_user.lock().get(uid).copied().unwrap_or(0)
+    }
+}
+
+/// The node's memory alarm: set by the engine's monitor, read on every publish.
+#[derive(Debug, Default)]
+pub struct MemoryAlarm {
+    /// `limits.memory_high_watermark` in bytes; `None` = off.
+    limit: Option<u64>,
+    on: AtomicBool,
+    /// Bytes counted at the last check.
+    used: AtomicU64,
+    /// Bytes buffered in open STOMP transactions, node-wide (sessions add
+    /// and take back; the monitor reads it).
+    transactions: AtomicUsize,
+}
+
+impl MemoryAlarm {
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    pub fn new(limit: Option<u64>) -> MemoryAlarm {
+        MemoryAlarm { limit, ..MemoryAlarm::default() }
+    }
+
+    /// Records a measurement; returns whether the alarm changed.
+    pub fn update(&self, used: u64) -> bool {
+        self.used.store(used, Ordering::Relaxed);
+        let on = self.limit.is_some_and(|w| used > w);
+        self.on.swap(on, Ordering::Relaxed) != on
+    }
+
+    /// The error a publish gets while the alarm is on.
+    pub fn check(&self) -> Result<(), RouteError> {
+        if self.is_on() {
+            return Err(RouteError::MemoryAlarm { used: self.used.load(Ordering::Relaxed), watermark: self.limit.unwrap_or(0) });
+        }
+        Ok(())
+    }
+
+    pub fn transactions_grew(&self, n: usize) {
+        self.transactions.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn transactions_shrank(&self, n: usize) {
+        self.transactions.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn transaction_bytes(&self) -> usize {
+        self.transactions.load(Ordering::Relaxed)
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn watermark(&self) -> Option<u64> {
+        self.limit
+    }
 }
 
 /// The exchanges every vhost has (RabbitMQ's plus the addressing model's).
@@ -67,7 +195,9 @@ pub struct Vhost {
     /// Bindings per queue, to undo them when the queue goes.
     bound: Mutex<HashMap<String, Vec<BindingRef>>>,
     store: Arc<dyn QueueStore>,
-    max_queue_messages: usize,
+    /// Default (and largest) length limits of a new queue.
+    queue_limits: QueueLimits,
+    quota: Arc<QueueQuota>,
     /// Messages accepted by `publish` (before fan-out to queues).
     pub published: AtomicU64,
     /// Counters of deleted queues, so node totals never go backwards when
@@ -76,7 +206,7 @@ pub struct Vhost {
 }
 
 impl Vhost {
-    fn new(name: &str, config: &Config, store: Arc<dyn QueueStore>) -> Vhost {
+    fn new(name: &str, config: &Config, store: Arc<dyn QueueStore>, quota: Arc<QueueQuota>) -> Vhost {
         let mut exchanges = HashMap::new();
         for (x, kind) in builtin_exchanges(config) {
             exchanges.insert(x.clone(), Arc::new(Exchange::new(&x, kind)));
@@ -92,7 +222,8 @@ impl Vhost {
             queues: RwLock::new(HashMap::new()),
             bound: Mutex::new(HashMap::new()),
             store,
-            max_queue_messages: config.limits.max_queue_messages,
+            queue_limits: QueueLimits::from_config(&config.limits),
+            quota,
             published: AtomicU64::new(0),
             retired: QueueCounters::default(),
         }
@@ -130,7 +261,35 @@ impl Vhost {
 
     /// Declares a queue, or returns the existing one if its options agree
     /// (AMQP `queue.declare` semantics: a mismatch is an error, not a change).
+    /// Declared by the application: owned by no user, default limits.
     pub fn declare_queue(&self, name: &str, options: QueueOptions, session: Option<SessionId>) -> Result<Arc<Queue>, RouteError> {
+        self.declare_queue_for(name, options, session, None, None)
+    }
+
+    /// Declares a queue for a user: a queue that outlives the session
+    /// (not exclusive) counts against `owner`'s `limits.max_queues_per_user`.
+    /// `limits` (from `x-max-length` and the like) may only tighten the
+    /// configured ones; they are ignored when the queue already exists.
+    pub fn declare_queue_for(
+        &self,
+        name: &str,
+        options: QueueOptions,
+        session: Option<SessionId>,
+        owner: Option<&str>,
+        limits: Option<QueueLimits>,
+    ) -> Result<Arc<Queue>, RouteError> {
+        self.declare(name, options, session, owner, limits, false)
+    }
+
+    fn declare(
+        &self,
+        name: &str,
+        options: QueueOptions,
+        session: Option<SessionId>,
+        owner: Option<&str>,
+        limits: Option<QueueLimits>,
+        restoring: bool,
+    ) -> Result<Arc<Queue>, RouteError> {
         if name.is_empty() || name.starts_with("amq.") && options.exclusive.is_none() {
             return Err(RouteError::Reserved(name.to_owned()));
         }
@@ -141,12 +300,27 @@ impl Vhost {
         if let Some(q) = queues.get(name) {
             return Self::check_existing(q.clone(), &options, session);
         }
+        let owner: Option<Arc<str>> = owner.filter(|_| options.exclusive.is_none()).map(Arc::from);
+        self.quota.take(owner.as_ref(), restoring)?;
         if options.durable {
-            self.store.declare(&self.name, name)?;
+            if let Err(e) = self.store.declare(&self.name, name) {
+                self.quota.give_back(owner.as_ref());
+                return Err(e.into());
+            }
         }
-        let q = Arc::new(Queue::new(&self.name, name, options, self.max_queue_messages, Some(self.store.clone())));
+        let d = self.queue_limits;
+        let limits = match limits {
+            Some(l) => QueueLimits { max_len: l.max_len.min(d.max_len), max_bytes: l.max_bytes.min(d.max_bytes), overflow: l.overflow },
+            None => d,
+        };
+        let q = Arc::new(Queue::with_limits(&self.name, name, options, limits, Some(self.store.clone()), owner));
         queues.insert(name.to_owned(), q.clone());
         Ok(q)
+    }
+
+    /// Message bytes held by this vhost's queues (ready and unacked).
+    pub fn held_bytes(&self) -> u64 {
+        self.queues.read().values().map(|q| q.held_bytes() as u64).sum()
     }
 
     fn check_existing(q: Arc<Queue>, options: &QueueOptions, session: Option<SessionId>) -> Result<Arc<Queue>, RouteError> {
@@ -178,6 +352,7 @@ impl Vhost {
     /// Deletes a queue, its bindings and (if durable) its stored messages.
     pub fn delete_queue(&self, name: &str) -> Option<Arc<Queue>> {
         let q = self.queues.write().remove(name)?;
+        self.quota.give_back(q.owner.as_ref());
         let bindings = self.bound.lock().remove(name).unwrap_or_default();
         for (x, key) in bindings {
             x.unbind(&q, &key);
@@ -200,7 +375,7 @@ impl Vhost {
         self.published.fetch_add(1, Ordering::Relaxed);
         if message.exchange.is_empty() {
             return match self.queue(&message.routing_key) {
-                Some(q) => q.publish(message).map(|_| 1).map_err(Into::into),
+                Some(q) => q.publish(message).map(|_| 1),
                 None => Ok(0),
             };
         }
@@ -224,14 +399,19 @@ impl Vhost {
 #[derive(Debug)]
 pub struct Router {
     vhosts: HashMap<String, Arc<Vhost>>,
+    /// Queue counts across vhosts.
+    pub quota: Arc<QueueQuota>,
+    /// The memory alarm every publish checks (set by `Engine`'s monitor).
+    pub alarm: MemoryAlarm,
 }
 
 impl Router {
     pub fn new(config: &Config, store: Arc<dyn QueueStore>) -> Result<Router, RouteError> {
+        let quota = Arc::new(QueueQuota::new(config));
         let vhosts: HashMap<String, Arc<Vhost>> = config
             .vhosts
             .iter()
-            .map(|v| (v.name.clone(), Arc::new(Vhost::new(&v.name, config, store.clone()))))
+            .map(|v| (v.name.clone(), Arc::new(Vhost::new(&v.name, config, store.clone(), quota.clone()))))
             .collect();
         // Durable queues and their persistent messages come back from the store.
         let mut max_id = 0;
@@ -241,7 +421,7 @@ impl Router {
                 continue;
             };
             let opts = QueueOptions { durable: true, exclusive: None, auto_delete: false };
-            let q = vhost.declare_queue(&sq.name, opts, None)?;
+            let q = vhost.declare(&sq.name, opts, None, None, None, true)?;
             for m in sq.messages {
                 max_id = max_id.max(m.id);
                 let mut msg = Message::new(m.exchange, m.routing_key, m.headers, m.body);
@@ -250,7 +430,7 @@ impl Router {
             }
         }
         crate::message::reserve_ids_through(max_id);
-        Ok(Router { vhosts })
+        Ok(Router { vhosts, quota, alarm: MemoryAlarm::new(config.limits.memory_high_watermark.bytes()) })
     }
 
     pub fn vhost(&self, name: &str) -> Result<&Arc<Vhost>, RouteError> {
@@ -323,6 +503,57 @@ mod tests {
         v.declare_queue("x", mine, Some(7)).unwrap();
         assert!(matches!(v.declare_queue("x", mine, Some(8)), Err(RouteError::Locked(_))));
         assert!(matches!(v.declare_queue("amq.q", transient(), None), Err(RouteError::Reserved(_))));
+    }
+
+    #[test]
+    fn queue_counts_are_capped_per_user_and_per_node() {
+        let mut config = Config::default();
+        config.limits.max_queues = 4;
+        config.limits.max_queues_per_user = 2;
+        let r = Router::new(&config, Arc::new(MemoryStore::default())).unwrap();
+        let v = r.vhost("/").unwrap();
+        let durable = QueueOptions { durable: true, exclusive: None, auto_delete: false };
+        v.declare_queue_for("a1", durable, Some(1), Some("alice"), None).unwrap();
+        v.declare_queue_for("a2", transient(), Some(1), Some("alice"), None).unwrap();
+        v.declare_queue_for("a1", durable, Some(1), Some("alice"), None).expect("redeclaring is not a new queue");
+        let e = v.declare_queue_for("a3", durable, Some(1), Some("alice"), None).unwrap_err();
+        assert!(matches!(e, RouteError::QueueLimit(_)) && e.to_string().starts_with("queue limit reached"), "{e}");
+        // Exclusive queues die with their session: they count only in the node's total.
+        let mine = QueueOptions { durable: false, exclusive: Some(1), auto_delete: true };
+        v.declare_queue_for("x1", mine, Some(1), Some("alice"), None).unwrap();
+        assert_eq!(r.quota.of_user("alice"), 2);
+        v.declare_queue_for("b1", transient(), Some(2), Some("bob"), None).unwrap();
+        let e = v.declare_queue_for("b2", transient(), Some(2), Some("bob"), None).unwrap_err();
+        assert!(e.to_string().contains("limits.max_queues"), "{e}");
+        v.delete_queue("a1");
+        assert_eq!(r.quota.of_user("alice"), 1);
+        v.declare_queue_for("a3", durable, Some(1), Some("alice"), None).expect("room again after a delete");
+    }
+
+    #[test]
+    fn declared_limits_only_tighten() {
+        let mut config = Config::default();
+        config.limits.max_queue_bytes = 4096;
+        let r = Router::new(&config, Arc::new(MemoryStore::default())).unwrap();
+        let v = r.vhost("/").unwrap();
+        let asked = QueueLimits { max_len: 5, max_bytes: 1 << 30, overflow: Overflow::RejectPublish };
+        let q = v.declare_queue_for("q", transient(), None, None, Some(asked)).unwrap();
+        assert_eq!(q.limits, QueueLimits { max_len: 5, max_bytes: 4096, overflow: Overflow::RejectPublish });
+    }
+
+    #[test]
+    fn memory_alarm_follows_its_measure() {
+        let a = MemoryAlarm::new(Some(1000));
+        assert!(a.check().is_ok());
+        assert!(a.update(2000));
+        let e = a.check().unwrap_err();
+        assert!(e.to_string().starts_with("memory alarm: node above its high watermark, publishing refused"), "{e}");
+        assert!(!a.update(3000), "no change");
+        assert!(a.update(500));
+        assert!(a.check().is_ok());
+        let off = MemoryAlarm::new(None);
+        off.update(u64::MAX);
+        assert!(off.check().is_ok());
     }
 
     #[test]

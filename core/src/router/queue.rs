@@ -5,13 +5,14 @@
 //! so the lock is never held across I/O or an await.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::message::Message;
 use crate::session::{Delivery, Outbound, Rejected, SessionHandle, SessionId};
+use super::RouteError;
 use crate::store::{QueueStore, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,33 @@ pub struct QueueOptions {
     pub auto_delete: bool,
 }
 
+/// What a full queue does with a new message (RabbitMQ's `x-overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop the oldest ready messages to make room (the default).
+    DropHead,
+    /// Refuse the new message; the publisher is told.
+    RejectPublish,
+}
+
+/// A queue's length limits (RabbitMQ's `x-max-length`, `x-max-length-bytes`,
+/// `x-overflow`). Bytes are message bodies and headers
+/// ([`Message::held_bytes`]); they bound the ready messages, and separately
+/// the unacked ones (a consumer with no prefetch gets no more deliveries
+/// while its queue's unacked bytes are at the limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub max_len: usize,
+    pub max_bytes: usize,
+    pub overflow: Overflow,
+}
+
+impl QueueLimits {
+    pub fn from_config(l: &crate::config::LimitsConfig) -> QueueLimits {
+        QueueLimits { max_len: l.max_queue_messages, max_bytes: l.max_queue_bytes, overflow: Overflow::DropHead }
+    }
+}
+
 pub type ConsumerId = u64;
 static NEXT_CONSUMER: AtomicU64 = AtomicU64::new(1);
 
@@ -48,6 +76,12 @@ pub enum AckError {
 struct Ready {
     message: Arc<Message>,
     redelivered: bool,
+}
+
+impl Ready {
+    fn bytes(&self) -> usize {
+        self.message.held_bytes()
+    }
 }
 
 #[derive(Debug)]
@@ -75,6 +109,9 @@ struct State {
     /// Next consumer to try: round-robin across dispatches.
     cursor: usize,
     had_consumer: bool,
+    /// Bytes of the messages in `ready`, and in every consumer's `unacked`.
+    ready_bytes: usize,
+    unacked_bytes: usize,
 }
 
 /// Counters for stats and the admin console.
@@ -138,24 +175,57 @@ pub struct Queue {
     pub vhost: Arc<str>,
     pub options: QueueOptions,
     pub counters: QueueCounters,
-    max_len: usize,
+    pub limits: QueueLimits,
+    /// The user whose session declared it, when it outlives that session
+    /// (counted against `limits.max_queues_per_user`).
+    pub owner: Option<Arc<str>>,
     store: Option<Arc<dyn QueueStore>>,
     state: Mutex<State>,
+    /// `ready_bytes + unacked_bytes`, readable without the lock (memory alarm).
+    held: AtomicUsize,
     deleted: AtomicBool,
 }
 
 impl Queue {
     pub fn new(vhost: &str, name: &str, options: QueueOptions, max_len: usize, store: Option<Arc<dyn QueueStore>>) -> Queue {
+        let limits = QueueLimits { max_len, max_bytes: usize::MAX, overflow: Overflow::DropHead };
+        Self::with_limits(vhost, name, options, limits, store, None)
+    }
+
+    pub fn with_limits(
+        vhost: &str,
+        name: &str,
+        options: QueueOptions,
+        limits: QueueLimits,
+        store: Option<Arc<dyn QueueStore>>,
+        owner: Option<Arc<str>>,
+    ) -> Queue {
         Queue {
             name: name.into(),
             vhost: vhost.into(),
             options,
             counters: QueueCounters::default(),
-            max_len,
+            limits,
+            owner,
             store: if options.durable { store } else { None },
             state: Mutex::new(State::default()),
+            held: AtomicUsize::new(0),
             deleted: AtomicBool::new(false),
         }
+    }
+
+    /// Message bytes held (ready and unacked), as of the last change.
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Ready message bytes.
+    pub fn ready_bytes(&self) -> usize {
+        self.state.lock().ready_bytes
+    }
+
+    fn sync_held(&self, st: &State) {
+        self.held.store(st.ready_bytes + st.unacked_bytes, Ordering::Relaxed);
     }
 
     pub fn depth(&self) -> usize {
@@ -181,6 +251,9 @@ impl Queue {
         for c in st.consumers.drain(..) {
             drop(c);
         }
+        st.ready_bytes = 0;
+        st.unacked_bytes = 0;
+        self.sync_held(&st);
     }
 
     /// Whether `session` may use this queue (exclusive queues belong to one).
@@ -205,29 +278,52 @@ impl Queue {
         }
     }
 
-    /// Enqueues and dispatches. A full queue drops its oldest message
-    /// (`drop-head`), as RabbitMQ does with `x-max-length`.
-    pub fn publish(&self, message: Arc<Message>) -> Result<(), StoreError> {
+    /// Enqueues and dispatches. A full queue (`limits`) drops its oldest
+    /// ready messages (`drop-head`), as RabbitMQ does with `x-max-length`
+    /// and `x-max-length-bytes`, or refuses the new one (`reject-publish`).
+    pub fn publish(&self, message: Arc<Message>) -> Result<(), RouteError> {
         if self.is_deleted() {
             return Ok(());
+        }
+        let size = message.held_bytes();
+        if self.limits.overflow == Overflow::RejectPublish {
+            let st = self.state.lock();
+            let full = if st.ready.len() >= self.limits.max_len {
+                Some(format!("{} messages, its x-max-length", self.limits.max_len))
+            } else if st.ready_bytes.saturating_add(size) > self.limits.max_bytes {
+                Some(format!("{} bytes, its x-max-length-bytes", self.limits.max_bytes))
+            } else {
+                None
+            };
+            if let Some(limit) = full {
+                drop(st);
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err(RouteError::QueueFull { name: self.name.to_string(), limit });
+            }
         }
         self.persist(&message)?;
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.lock();
-        if st.ready.len() >= self.max_len {
-            if let Some(old) = st.ready.pop_front() {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                self.forget(&old.message);
-            }
-        }
+        st.ready_bytes += size;
         st.ready.push_back(Ready { message, redelivered: false });
         self.dispatch(&mut st);
+        // What no consumer took stays within the limits: the oldest goes.
+        while st.ready.len() > self.limits.max_len || st.ready_bytes > self.limits.max_bytes {
+            let Some(old) = st.ready.pop_front() else { break };
+            st.ready_bytes -= old.bytes();
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.forget(&old.message);
+        }
+        self.sync_held(&st);
         Ok(())
     }
 
     /// Restores a message read back from the store at start (not re-persisted).
     pub(crate) fn restore(&self, message: Arc<Message>) {
-        self.state.lock().ready.push_back(Ready { message, redelivered: true });
+        let mut st = self.state.lock();
+        st.ready_bytes += message.held_bytes();
+        st.ready.push_back(Ready { message, redelivered: true });
+        self.sync_held(&st);
     }
 
     pub fn consume(&self, session: Arc<SessionHandle>, subscription: Arc<str>, ack: AckMode, prefetch: usize) -> ConsumerId {
@@ -239,6 +335,7 @@ impl Queue {
         st.consumers.push(Consumer { id, session, subscription, ack, prefetch, unacked: VecDeque::new(), next_tag: 1 });
         st.had_consumer = true;
         self.dispatch(&mut st);
+        self.sync_held(&st);
         id
     }
 
@@ -251,12 +348,18 @@ impl Queue {
             let c = st.consumers.remove(i);
             Self::requeue_front(&mut st, c.unacked.into_iter().map(|(_, r)| r));
             self.dispatch(&mut st);
+            self.sync_held(&st);
         }
         self.options.auto_delete && st.had_consumer && st.consumers.is_empty()
     }
 
+    /// Puts unacked deliveries back at the head (their bytes move from
+    /// unacked to ready).
     fn requeue_front(st: &mut State, items: impl DoubleEndedIterator<Item = Ready>) {
         for mut r in items.rev() {
+            let b = r.bytes();
+            st.unacked_bytes = st.unacked_bytes.saturating_sub(b);
+            st.ready_bytes += b;
             r.redelivered = true;
             st.ready.push_front(r);
         }
@@ -277,6 +380,8 @@ impl Queue {
             c.unacked.remove(pos).map(|(_, r)| r).into_iter().collect()
         };
         let n = taken.len();
+        let bytes: usize = taken.iter().map(Ready::bytes).sum();
+        st.unacked_bytes = st.unacked_bytes.saturating_sub(bytes);
         match outcome {
             Settle::Ack | Settle::Drop => {
                 if outcome == Settle::Ack {
@@ -286,9 +391,14 @@ impl Queue {
                     self.forget(&r.message);
                 }
             }
-            Settle::Requeue => Self::requeue_front(&mut st, taken.into_iter()),
+            Settle::Requeue => {
+                // requeue_front moves bytes from unacked to ready: put them back first.
+                st.unacked_bytes += bytes;
+                Self::requeue_front(&mut st, taken.into_iter())
+            }
         }
         self.dispatch(&mut st);
+        self.sync_held(&st);
         Ok(n)
     }
 
@@ -299,18 +409,28 @@ impl Queue {
         for r in st.ready.drain(..) {
             self.forget(&r.message);
         }
+        st.ready_bytes = 0;
+        self.sync_held(&st);
         n
     }
 
-    /// Hands ready messages to consumers with room, round-robin.
+    /// Hands ready messages to consumers with room, round-robin. Unacked
+    /// messages are bounded in bytes per queue: past `max_bytes` of them,
+    /// acking consumers get nothing more until they ack.
     fn dispatch(&self, st: &mut State) {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             let n = st.consumers.len();
             let start = st.cursor % n;
-            let Some(i) = (0..n).map(|k| (start + k) % n).find(|&i| st.consumers[i].has_room()) else {
+            let unacked_full = st.unacked_bytes >= self.limits.max_bytes;
+            let Some(i) = (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| st.consumers[i].has_room() && (st.consumers[i].ack == AckMode::Auto || !unacked_full))
+            else {
                 return;
             };
             let Some(ready) = st.ready.pop_front() else { return };
+            let size = ready.bytes();
+            st.ready_bytes -= size;
             let c = &mut st.consumers[i];
             let tag = c.next_tag;
             let delivery = Delivery {
@@ -324,6 +444,7 @@ impl Queue {
                     c.next_tag += 1;
                     if c.ack != AckMode::Auto {
                         c.unacked.push_back((tag, ready));
+                        st.unacked_bytes += size;
                     }
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                     st.cursor = i + 1;
@@ -332,6 +453,7 @@ impl Queue {
                     // The session is closing (slow consumer or gone): take it
                     // out now so the message goes to someone else.
                     let c = st.consumers.remove(i);
+                    st.ready_bytes += size;
                     st.ready.push_front(ready);
                     Self::requeue_front(st, c.unacked.into_iter().map(|(_, r)| r));
                 }
@@ -441,6 +563,69 @@ mod tests {
         assert_eq!(got, ["2", "3"]);
         assert_eq!(bodies(&slow).len(), 1);
         assert_eq!(q.consumer_count(), 1);
+    }
+
+    fn sized(body: usize) -> Arc<Message> {
+        Arc::new(Message::new("", "q", vec![], Bytes::from(vec![b'x'; body])))
+    }
+
+    fn limited(max_len: usize, max_bytes: usize, overflow: Overflow) -> Queue {
+        let opts = QueueOptions { durable: false, exclusive: None, auto_delete: false };
+        Queue::with_limits("/", "q", opts, QueueLimits { max_len, max_bytes, overflow }, None, None)
+    }
+
+    #[test]
+    fn max_length_bytes_drops_head() {
+        // Routing key "q" counts: each message pins 1001 bytes.
+        let q = limited(100, 3500, Overflow::DropHead);
+        for _ in 0..10 {
+            q.publish(sized(1000)).unwrap();
+        }
+        assert_eq!(q.depth(), 3);
+        assert_eq!(q.ready_bytes(), 3003);
+        assert_eq!(q.held_bytes(), 3003);
+        assert_eq!(q.counters.dropped.load(Ordering::Relaxed), 7);
+        // A message larger than the whole limit does not stay either.
+        q.publish(sized(5000)).unwrap();
+        assert_eq!((q.depth(), q.ready_bytes()), (0, 0));
+        q.purge();
+        assert_eq!(q.held_bytes(), 0);
+    }
+
+    #[test]
+    fn reject_publish_refuses_when_full_and_takes_again_after() {
+        let q = limited(2, 1 << 20, Overflow::RejectPublish);
+        q.publish(msg("1")).unwrap();
+        q.publish(msg("2")).unwrap();
+        let e = q.publish(msg("3")).unwrap_err();
+        assert!(matches!(e, RouteError::QueueFull { .. }), "{e}");
+        assert!(e.to_string().contains("x-max-length"), "{e}");
+        assert_eq!(q.depth(), 2);
+        let a = session(10);
+        q.consume(a.clone(), "s".into(), AckMode::Auto, 0);
+        assert_eq!(bodies(&a).len(), 2);
+        q.publish(msg("4")).unwrap();
+        let by_bytes = limited(100, 1500, Overflow::RejectPublish);
+        by_bytes.publish(sized(1000)).unwrap();
+        let e = by_bytes.publish(sized(1000)).unwrap_err();
+        assert!(e.to_string().contains("x-max-length-bytes"), "{e}");
+    }
+
+    #[test]
+    fn unacked_bytes_are_bounded_without_prefetch() {
+        let q = limited(100, 2500, Overflow::DropHead);
+        let a = session(100);
+        let c = q.consume(a.clone(), "s".into(), AckMode::Client, 0);
+        for _ in 0..6 {
+            q.publish(sized(1000)).unwrap();
+        }
+        // Three delivered (the third crosses the limit), the rest wait, the oldest waiting dropped.
+        assert_eq!(bodies(&a).len(), 3);
+        assert_eq!(q.unacked_count(), 3);
+        assert!(q.ready_bytes() <= 2500);
+        assert_eq!(q.held_bytes(), 3003 + q.ready_bytes());
+        q.settle(c, 3, true, Settle::Ack).unwrap();
+        assert_eq!(bodies(&a).len(), 2, "acking makes room");
     }
 
     #[test]

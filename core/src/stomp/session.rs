@@ -19,8 +19,8 @@ use crate::auth::{AuthError, Identity, Permission, ResourceKind};
 use crate::engine::Engine;
 use crate::error::{CloseCode, CloseReason};
 use crate::message::{EncodingSlot, Message};
-use crate::router::{AckError, AckMode, ConsumerId, ExchangeKind, HeaderMatch, Queue, QueueOptions, RouteError, Settle, Vhost};
-use crate::session::{write_within, Delivery, Outbound, SessionHandle, Written};
+use crate::router::{AckError, AckMode, ConsumerId, ExchangeKind, HeaderMatch, Overflow, Queue, QueueLimits, QueueOptions, RouteError, Settle, Vhost};
+use crate::session::{write_within, Delivery, Outbound, OutboxLimits, SessionHandle, Written};
 use crate::transport::{LinkRx, LinkTx, Peer};
 
 const SERVER: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
@@ -113,15 +113,16 @@ fn frame_error(e: FrameError) -> Fatal {
 }
 
 fn route_error(e: RouteError) -> Fatal {
-    let code = match e {
-        RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => CloseCode::NotFound,
-        RouteError::Locked(_) | RouteError::Inequivalent { .. } | RouteError::Reserved(_) => CloseCode::Precondition,
-        RouteError::Store(_) => CloseCode::Internal,
-    };
-    let message = match code {
-        CloseCode::NotFound => "not_found",
-        CloseCode::Precondition => "precondition_failed",
-        _ => "internal_error",
+    let (code, message) = match e {
+        RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => (CloseCode::NotFound, "not_found"),
+        RouteError::Locked(_) | RouteError::Inequivalent { .. } | RouteError::Reserved(_) => {
+            (CloseCode::Precondition, "precondition_failed")
+        }
+        RouteError::Store(_) => (CloseCode::Internal, "internal_error"),
+        RouteError::QueueLimit(_) => (CloseCode::TooMany, "queue limit reached"),
+        RouteError::QueueFull { .. } => (CloseCode::TooMany, "queue full"),
+        // A node condition, not the client's fault: retry later.
+        RouteError::MemoryAlarm { .. } => (CloseCode::Internal, "memory alarm: node above its high watermark, publishing refused"),
     };
     fatal(code, message, e.to_string())
 }
@@ -339,6 +340,8 @@ struct Session {
     /// almost every session has none, and an empty map is 48 B of every
     /// idle session; `limits.max_transactions` keeps the scan short.
     transactions: Vec<(String, Vec<Frame>)>,
+    /// Bytes buffered in `transactions` (`limits.max_transaction_bytes`).
+    transaction_bytes: usize,
     /// `/temp-queue/<name>` → the private queue made for it.
     temp_queues: Vec<(String, Arc<str>)>,
     /// (server sends every, server expects every) in ms; 0 = off.
@@ -394,7 +397,7 @@ impl Session {
             }
         }
         let vhost = engine.router.vhost(vhost_name).map_err(route_error)?.clone();
-        let handle = SessionHandle::new(&identity.uid, vhost_name, "stomp", peer, engine.config.limits.outbound_queue);
+        let handle = SessionHandle::with_limits(&identity.uid, vhost_name, "stomp", peer, OutboxLimits::from_config(&engine.config.limits));
         let heartbeat = match (version, connect.header("heart-beat")) {
             (Version::V10, _) | (_, None) => (0, 0),
             (_, Some(hb)) => {
@@ -418,6 +421,7 @@ impl Session {
             version,
             subs: Subscriptions::default(),
             transactions: Vec::new(),
+            transaction_bytes: 0,
             temp_queues: Vec::new(),
             heartbeat,
             write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
@@ -665,7 +669,11 @@ impl Session {
     /// Removes a transaction (COMMIT, ABORT) and gives its frames.
     fn end_transaction(&mut self, id: &str) -> Result<Vec<Frame>, HandleError> {
         let at = self.transactions.iter().position(|(t, _)| t == id).ok_or_else(|| unknown_tx(id))?;
-        Ok(self.transactions.swap_remove(at).1)
+        let frames = self.transactions.swap_remove(at).1;
+        let bytes: usize = frames.iter().map(frame_bytes).sum();
+        self.transaction_bytes -= bytes;
+        self.engine.router.alarm.transactions_shrank(bytes);
+        Ok(frames)
     }
 
     /// Buffers `frame` if it names a transaction; true when it did.
@@ -673,6 +681,8 @@ impl Session {
         let Some(f) = frame.as_ref() else { return Ok(false) };
         let Some(id) = f.header("transaction") else { return Ok(false) };
         let limit = self.engine.config.limits.max_transaction_frames;
+        let max_bytes = self.engine.config.limits.max_transaction_bytes;
+        let held = self.transaction_bytes;
         let pending = self.transaction(id).ok_or_else(|| unknown_tx(id))?;
         if pending.len() >= limit {
             return Err(fatal(CloseCode::TooMany, "transaction too large", format!("at most {limit} frames in one transaction")));
@@ -680,7 +690,17 @@ impl Session {
         let mut f = frame.take().expect("checked above");
         // Replayed at COMMIT without the header, so it is applied, not re-buffered.
         f.headers.retain(|(k, _)| k != "transaction" && k != "receipt");
+        let size = frame_bytes(&f);
+        if held + size > max_bytes {
+            return Err(fatal(
+                CloseCode::TooMany,
+                "transaction too large",
+                format!("more than {max_bytes} bytes buffered in open transactions (limits.max_transaction_bytes)"),
+            ));
+        }
         pending.push(f);
+        self.transaction_bytes = held + size;
+        self.engine.router.alarm.transactions_grew(size);
         Ok(true)
     }
 
@@ -738,7 +758,7 @@ impl Session {
             Destination::Queue(q) => {
                 self.check(ResourceKind::Queue, q, Permission::Configure).await?;
                 self.check(ResourceKind::Exchange, "amq.default", Permission::Write).await?;
-                self.vhost.declare_queue(q, queue_options(&frame, true, None), Some(self.handle.id)).map_err(route_error)?;
+                self.declare(q, queue_options(&frame, true, None), &frame)?;
                 (String::new(), q.clone())
             }
             Destination::AmqQueue(q) | Destination::ReplyQueue(q) => {
@@ -786,6 +806,10 @@ impl Session {
         if let Some((_, q)) = self.temp_queues.iter().find(|(n, _)| n == name) {
             return Ok(q.clone());
         }
+        let limit = self.engine.config.limits.max_subscriptions;
+        if self.subs.len() >= limit {
+            return Err(fatal(CloseCode::TooMany, "too many subscriptions", format!("at most {limit} per session, temp queues included")));
+        }
         let qname = format!("amq.gen-{}", uuid::Uuid::new_v4().simple());
         let opts = QueueOptions { durable: false, exclusive: Some(self.handle.id), auto_delete: true };
         let queue = self.vhost.declare_queue(&qname, opts, Some(self.handle.id)).map_err(route_error)?;
@@ -795,6 +819,16 @@ impl Session {
         let qname: Arc<str> = qname.into();
         self.temp_queues.push((name.to_owned(), qname.clone()));
         Ok(qname)
+    }
+
+    /// Declares a queue for this session's user, with the length limits a
+    /// SUBSCRIBE or SEND asked for (`x-max-length`, `x-max-length-bytes`,
+    /// `x-overflow`, as RabbitMQ's STOMP plugin takes them).
+    fn declare(&self, name: &str, opts: QueueOptions, frame: &Frame) -> Result<Arc<Queue>, Fatal> {
+        let limits = queue_limits(frame, QueueLimits::from_config(&self.engine.config.limits))?;
+        self.vhost
+            .declare_queue_for(name, opts, Some(self.handle.id), Some(&self.identity.uid), limits)
+            .map_err(route_error)
     }
 
     async fn on_subscribe(&mut self, frame: &Frame) -> Result<(), Fatal> {
@@ -830,7 +864,7 @@ impl Session {
                 self.check(ResourceKind::Queue, q, Permission::Configure).await?;
                 self.check(ResourceKind::Queue, q, Permission::Read).await?;
                 let opts = queue_options(frame, true, exclusive_header(frame).then_some(session));
-                self.vhost.declare_queue(q, opts, Some(session)).map_err(route_error)?
+                self.declare(q, opts, frame)?
             }
             Destination::AmqQueue(q) => {
                 self.check(ResourceKind::Queue, q, Permission::Read).await?;
@@ -873,7 +907,7 @@ impl Session {
         if frame.header("x-queue-name").is_some() || durable {
             self.check(ResourceKind::Queue, &name, Permission::Configure).await?;
         }
-        let queue = self.vhost.declare_queue(&name, opts, Some(self.handle.id)).map_err(route_error)?;
+        let queue = self.declare(&name, opts, frame)?;
         let headers = (x.kind == ExchangeKind::Headers).then(|| header_match(frame));
         self.vhost.bind(exchange, &queue, key, headers).map_err(route_error)?;
         Ok(queue)
@@ -934,6 +968,8 @@ impl Session {
 
     /// Cancels every consumer and drops what this session owned.
     async fn cleanup(&mut self) {
+        self.transactions = Vec::new();
+        self.engine.router.alarm.transactions_shrank(std::mem::take(&mut self.transaction_bytes));
         let subs = self.subs.take_all();
         for sub in subs {
             if self.release(&sub) {
@@ -978,6 +1014,11 @@ fn require(frame: &Frame, name: &str) -> Result<String, Fatal> {
         .ok_or_else(|| fatal(CloseCode::Protocol, "Missing header", format!("{} frame needs a {name} header", frame.command.as_str())))
 }
 
+/// What a buffered frame pins: body and headers.
+fn frame_bytes(f: &Frame) -> usize {
+    f.body.len() + f.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+}
+
 fn unknown_tx(id: &str) -> Fatal {
     fatal(CloseCode::Protocol, "Bad transaction", format!("unknown transaction {id:?}"))
 }
@@ -996,12 +1037,44 @@ fn queue_options(frame: &Frame, default_durable: bool, exclusive: Option<u64>) -
     QueueOptions { durable: flag("durable", default_durable), exclusive, auto_delete: flag("auto-delete", false) }
 }
 
+/// Queue length arguments from a frame's headers, `None` when it has none.
+fn queue_limits(frame: &Frame, defaults: QueueLimits) -> Result<Option<QueueLimits>, Fatal> {
+    let number = |name: &str| -> Result<Option<usize>, Fatal> {
+        match frame.header(name) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map(Some)
+                .map_err(|_| fatal(CloseCode::Protocol, "Bad header", format!("invalid {name} {v:?}: expected a non-negative integer"))),
+        }
+    };
+    let max_len = number("x-max-length")?;
+    let max_bytes = number("x-max-length-bytes")?;
+    let overflow = match frame.header("x-overflow") {
+        None => None,
+        Some("drop-head") => Some(Overflow::DropHead),
+        Some("reject-publish") => Some(Overflow::RejectPublish),
+        Some(other) => {
+            return Err(fatal(CloseCode::Protocol, "Bad header", format!("unsupported x-overflow {other:?}: use drop-head or reject-publish")))
+        }
+    };
+    if max_len.is_none() && max_bytes.is_none() && overflow.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(QueueLimits {
+        max_len: max_len.unwrap_or(defaults.max_len),
+        max_bytes: max_bytes.unwrap_or(defaults.max_bytes),
+        overflow: overflow.unwrap_or(Overflow::DropHead),
+    }))
+}
+
 /// Headers-exchange binding arguments from a SUBSCRIBE: `x-match` plus every
 /// non-STOMP header.
 fn header_match(frame: &Frame) -> HeaderMatch {
     const STOMP: &[&str] = &[
         "destination", "id", "ack", "receipt", "prefetch-count", "durable", "persistent", "auto-delete", "exclusive",
-        "x-queue-name", "x-match", "selector", "content-type", "content-length",
+        "x-queue-name", "x-match", "selector", "content-type", "content-length", "x-max-length", "x-max-length-bytes", "x-overflow",
     ];
     HeaderMatch {
         all: frame.header("x-match") != Some("any"),

@@ -26,7 +26,7 @@ use crate::engine::Engine;
 use crate::error::{CloseCode, CloseReason};
 use crate::message::Message;
 use crate::presence::Availability;
-use crate::router::{AckMode, ConsumerId, Queue, QueueOptions};
+use crate::router::{AckMode, ConsumerId, Queue, QueueOptions, RouteError};
 use crate::session::{write_within, Delivery, Outbound, SessionHandle, Written};
 use crate::transport::Peer;
 
@@ -448,7 +448,7 @@ impl Session {
         let Ok(vhost) = self.engine.router.vhost(&vhost_name) else {
             return stanza_error(iq, "wait", "internal-server-error");
         };
-        let handle = SessionHandle::new(&identity.uid, &vhost_name, "xmpp", &self.peer, self.engine.config.limits.outbound_queue);
+        let handle = SessionHandle::with_limits(&identity.uid, &vhost_name, "xmpp", &self.peer, crate::session::OutboxLimits::from_config(&self.engine.config.limits));
         let _ = handle.resource.set(resource.clone());
         let qname = format!("xmpp-{}", handle.id);
         let opts = QueueOptions { durable: false, exclusive: Some(handle.id), auto_delete: true };
@@ -775,8 +775,15 @@ impl Session {
         let mut message = Message::new(exchange, key, headers, Bytes::from(body));
         message.sender = Some(self.uid().to_owned());
         if let Err(e) = self.engine.router.vhost(&vhost).and_then(|v| self.engine.route(v, message)) {
-            tracing::warn!(error = %e, "XMPP message not routed");
-            let reply = stanza_error(&m, "wait", "internal-server-error");
+            // Memory alarm or a full reject-publish queue: the sender may retry later.
+            let condition = match e {
+                RouteError::MemoryAlarm { .. } | RouteError::QueueFull { .. } => "resource-constraint",
+                _ => {
+                    tracing::warn!(error = %e, "XMPP message not routed");
+                    "internal-server-error"
+                }
+            };
+            let reply = stanza_error(&m, "wait", condition);
             return self.send(tx, &reply).await;
         }
         Ok(())
