@@ -453,6 +453,19 @@ impl Queue {
                     // The session is closing (slow consumer or gone): take it
                     // out now so the message goes to someone else.
                     let c = st.consumers.remove(i);
+                    if self.options.exclusive == Some(c.session.id) {
+                        // Its own queue dies with it: drop what it holds now
+                        // rather than fill up to the queue's limits until the
+                        // session's cleanup deletes it (a flood would pin both
+                        // the outbox budget and the queue's).
+                        self.deleted.store(true, Ordering::Release);
+                        let n = 1 + st.ready.len() as u64 + c.unacked.len() as u64;
+                        self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+                        st.ready.clear();
+                        st.ready_bytes = 0;
+                        st.unacked_bytes = 0;
+                        return;
+                    }
                     st.ready_bytes += size;
                     st.ready.push_front(ready);
                     Self::requeue_front(st, c.unacked.into_iter().map(|(_, r)| r));

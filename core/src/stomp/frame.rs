@@ -310,11 +310,13 @@ impl Decoder {
                 let frame_command = p.command.unwrap_or(Command::Unknown(String::new()));
                 buf.advance(body_start);
                 let len = body_end - body_start;
-                // Large bodies share the read buffer's allocation (no copy).
-                // Small ones are copied: a message waiting in a queue, or a
-                // frame kept by a session, must not pin a whole read buffer
-                // for a few bytes.
-                let body = if len >= SHARE_BODY_BYTES {
+                // Large bodies share the read buffer's allocation (no copy)
+                // when they fill most of it. Small ones are copied, and so
+                // are large ones in a buffer mostly left over: a message
+                // waiting in a queue, or a frame kept by a session, must not
+                // pin a whole read buffer (grown by doubling, up to twice the
+                // body) beyond the bytes the memory budgets count.
+                let body = if len >= SHARE_BODY_BYTES && buf.capacity() - len <= len / 4 {
                     buf.split_to(len).freeze()
                 } else {
                     let b = Bytes::copy_from_slice(&buf[..len]);
