@@ -512,11 +512,15 @@ impl<'de> Deserialize<'de> for Watermark {
         #[serde(untagged)]
         enum Raw {
             Bytes(u64),
+            /// JS numbers (the Node addon's config object) may arrive as floats.
+            Float(f64),
             Text(String),
         }
         let bad = |s: &str| serde::de::Error::custom(format!("memory_high_watermark: expected bytes, \"NN%\" or \"off\", got {s:?}"));
         match Raw::deserialize(d)? {
             Raw::Bytes(b) => Ok(Watermark::Bytes(b)),
+            Raw::Float(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => Ok(Watermark::Bytes(f as u64)),
+            Raw::Float(f) => Err(bad(&f.to_string())),
             Raw::Text(t) if t == "off" => Ok(Watermark::Off),
             Raw::Text(t) => {
                 let pct: f64 = t.strip_suffix('%').and_then(|p| p.trim().parse().ok()).ok_or_else(|| bad(&t))?;
