@@ -13,7 +13,7 @@
 //! idle memory stays flat. A WebSocket upgrade moves its HTTP connection's
 //! slot into the session's task ([`take_current`]).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -105,6 +105,10 @@ struct Counts {
 
 const SHARDS: usize = 16;
 
+/// An address as counted: a keyed hash (random key per node, so addresses
+/// cannot be chosen to collide), which keeps a [`Slot`] at 24 bytes.
+type IpKey = u64;
+
 /// The node's connection counts and the trusted proxies. One per engine
 /// (`Shared::gate`), one per admin listener.
 pub struct Gate {
@@ -114,7 +118,8 @@ pub struct Gate {
     max_unauth: usize,
     max_unauth_per_ip: usize,
     unauth: AtomicUsize,
-    ips: Box<[Mutex<HashMap<IpAddr, Counts>>]>,
+    ips: Box<[Mutex<HashMap<IpKey, Counts>>]>,
+    hasher: std::collections::hash_map::RandomState,
     trusted: Vec<Cidr>,
 }
 
@@ -128,6 +133,7 @@ impl Gate {
             max_unauth_per_ip: c.max_unauthenticated_per_ip,
             unauth: AtomicUsize::new(0),
             ips: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
             trusted: c.trusted_proxies.iter().filter_map(|p| Cidr::parse(p).ok()).collect(),
         }
     }
@@ -147,10 +153,15 @@ impl Gate {
         self.trusted.iter().any(|c| c.contains(ip))
     }
 
-    /// Connections from `ip` right now (tests, the admin API).
+    fn key(&self, ip: IpAddr) -> IpKey {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(canonical(ip))
+    }
+
+    /// Connections from `ip` right now, and how many of them wait to log in.
     pub fn open_from(&self, ip: IpAddr) -> (u32, u32) {
-        let ip = canonical(ip);
-        self.shard(ip).lock().get(&ip).map(|c| (c.open, c.unauth)).unwrap_or((0, 0))
+        let key = self.key(ip);
+        self.shard(key).lock().get(&key).map(|c| (c.open, c.unauth)).unwrap_or((0, 0))
     }
 
     /// Connections not yet authenticated on the node.
@@ -158,12 +169,8 @@ impl Gate {
         self.unauth.load(Ordering::Relaxed)
     }
 
-    fn shard(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, Counts>> {
-        let h = match ip {
-            IpAddr::V4(a) => u32::from(a) as usize,
-            IpAddr::V6(a) => (u128::from(a) >> 64) as usize ^ (u128::from(a) as usize),
-        };
-        &self.ips[(h ^ (h >> 7) ^ (h >> 16)) % SHARDS]
+    fn shard(&self, key: IpKey) -> &Mutex<HashMap<IpKey, Counts>> {
+        &self.ips[(key >> 60) as usize % SHARDS]
     }
 
     /// Admits a connection (or an HTTP-polled session): a place in the node
@@ -173,30 +180,35 @@ impl Gate {
     /// by their forwarded address, per session).
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>, unauth: bool) -> Result<Slot, Refusal> {
         let permit = self.total.clone().try_acquire_owned().map_err(|_| Refusal::Node)?;
-        let mut slot = Slot { gate: self.clone(), ip: None, node: false, unauth: false };
         permit.forget();
-        slot.node = true;
-        if let Some(ip) = ip {
-            slot.count_ip(canonical(ip), unauth)?;
-        } else if unauth {
-            slot.count_unauth_node()?;
+        // From here the slot gives the place back when dropped.
+        let mut slot = Slot { gate: self.clone(), ip: 0, flags: 0 };
+        match ip {
+            Some(ip) => slot.count_ip(self.key(ip), unauth)?,
+            None if unauth => slot.count_unauth_node()?,
+            None => {}
         }
         Ok(slot)
     }
 }
 
-/// One admitted connection or session; dropping it gives back what it holds.
+const COUNTED_IP: u8 = 1;
+const UNAUTH: u8 = 2;
+
+/// One admitted connection or session; dropping it gives back what it
+/// holds. 24 bytes: it sits in every session's task ([`scope`]).
 pub struct Slot {
     gate: Arc<Gate>,
-    /// The address counted per IP, if any.
-    ip: Option<IpAddr>,
-    /// Holds a place in the node cap.
-    node: bool,
-    /// Counted as not yet authenticated.
-    unauth: bool,
+    /// The address counted per IP, when `flags & COUNTED_IP`.
+    ip: IpKey,
+    flags: u8,
 }
 
 impl Slot {
+    fn unauth(&self) -> bool {
+        self.flags & UNAUTH != 0
+    }
+
     fn count_unauth_node(&mut self) -> Result<(), Refusal> {
         let g = &self.gate;
         let n = g.unauth.fetch_add(1, Ordering::Relaxed);
@@ -204,18 +216,18 @@ impl Slot {
             g.unauth.fetch_sub(1, Ordering::Relaxed);
             return Err(Refusal::Unauthenticated);
         }
-        self.unauth = true;
+        self.flags |= UNAUTH;
         Ok(())
     }
 
-    /// Counts this slot for `ip` (and as unauthenticated when `unauth`).
-    fn count_ip(&mut self, ip: IpAddr, unauth: bool) -> Result<(), Refusal> {
-        if unauth && !self.unauth {
+    /// Counts this slot for `key` (and as unauthenticated when `unauth`).
+    fn count_ip(&mut self, key: IpKey, unauth: bool) -> Result<(), Refusal> {
+        if unauth && !self.unauth() {
             self.count_unauth_node()?;
         }
         let g = self.gate.clone();
-        let mut map = g.shard(ip).lock();
-        let c = map.entry(ip).or_default();
+        let mut map = g.shard(key).lock();
+        let c = map.entry(key).or_default();
         let refused = if g.max_per_ip > 0 && c.open as usize >= g.max_per_ip {
             Some(Refusal::PerIp)
         } else if unauth && g.max_unauth_per_ip > 0 && c.unauth as usize >= g.max_unauth_per_ip {
@@ -224,8 +236,8 @@ impl Slot {
             None
         };
         if let Some(r) = refused {
-            if c.open == 0 && c.unauth == 0 {
-                map.remove(&ip);
+            if c.open == 0 {
+                map.remove(&key);
             }
             return Err(r);
         }
@@ -233,20 +245,21 @@ impl Slot {
         if unauth {
             c.unauth += 1;
         }
-        self.ip = Some(ip);
+        self.ip = key;
+        self.flags |= COUNTED_IP;
         Ok(())
     }
 
     /// The session on this connection logged in: it no longer counts as
     /// unauthenticated.
     pub fn authenticated(&mut self) {
-        if !self.unauth {
+        if !self.unauth() {
             return;
         }
-        self.unauth = false;
+        self.flags &= !UNAUTH;
         self.gate.unauth.fetch_sub(1, Ordering::Relaxed);
-        if let Some(ip) = self.ip {
-            if let Some(c) = self.gate.shard(ip).lock().get_mut(&ip) {
+        if self.flags & COUNTED_IP != 0 {
+            if let Some(c) = self.gate.shard(self.ip).lock().get_mut(&self.ip) {
                 c.unauth = c.unauth.saturating_sub(1);
             }
         }
@@ -260,20 +273,24 @@ impl Slot {
         // Counted again from scratch: the address may change (a proxy's
         // connection, the forwarded client) and the unauthenticated caps apply.
         self.release_ip();
-        self.count_ip(canonical(client), true)?;
+        let key = self.gate.key(client);
+        self.count_ip(key, true)?;
         Ok(self)
     }
 
     fn release_ip(&mut self) {
-        let Some(ip) = self.ip.take() else { return };
-        let mut map = self.gate.shard(ip).lock();
-        if let Some(c) = map.get_mut(&ip) {
+        if self.flags & COUNTED_IP == 0 {
+            return;
+        }
+        self.flags &= !COUNTED_IP;
+        let mut map = self.gate.shard(self.ip).lock();
+        if let Some(c) = map.get_mut(&self.ip) {
             c.open = c.open.saturating_sub(1);
-            if self.unauth {
+            if self.unauth() {
                 c.unauth = c.unauth.saturating_sub(1);
             }
             if c.open == 0 {
-                map.remove(&ip);
+                map.remove(&self.ip);
             }
         }
     }
@@ -282,43 +299,81 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.release_ip();
-        if self.unauth {
+        if self.unauth() {
             self.gate.unauth.fetch_sub(1, Ordering::Relaxed);
         }
-        if self.node {
-            self.gate.total.add_permits(1);
-        }
+        self.gate.total.add_permits(1);
     }
 }
 
-tokio::task_local! {
-    static CONN: RefCell<Option<Slot>>;
+thread_local! {
+    /// The slot of the task being polled on this thread, while a [`Scoped`]
+    /// polls its future; null otherwise.
+    static CURRENT: Cell<*const Cell<Option<Slot>>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// A connection's or session's task with its slot beside it. Not tokio's
+/// task-locals: those add a key and an `Option` around the future; this
+/// adds the 24-byte slot only (8 more than the semaphore permit tasks held
+/// before).
+pub struct Scoped<F> {
+    slot: Cell<Option<Slot>>,
+    fut: F,
 }
 
 /// Runs `fut` (a connection's or session's task) holding `slot`.
-pub fn scope<F: Future>(slot: Slot, fut: F) -> impl Future<Output = F::Output> {
-    CONN.scope(RefCell::new(Some(slot)), fut)
+pub fn scope<F: Future>(slot: Slot, fut: F) -> Scoped<F> {
+    Scoped { slot: Cell::new(Some(slot)), fut }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `fut` is structurally pinned (never moved out of `self`,
+        // which is pinned); `slot` is only reached through `CURRENT`.
+        let this = unsafe { self.get_unchecked_mut() };
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        struct Restore(*const Cell<Option<Slot>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(CURRENT.with(|c| c.replace(&this.slot)));
+        fut.poll(cx)
+    }
+}
+
+/// `f` over the slot of the task being polled, if it has one.
+fn with_current<R>(f: impl FnOnce(&Cell<Option<Slot>>) -> R) -> Option<R> {
+    let p = CURRENT.with(|c| c.get());
+    // SAFETY: non-null only while the `Scoped` that owns the cell polls its
+    // future on this thread; the cell lives (pinned) until that poll returns.
+    (!p.is_null()).then(|| f(unsafe { &*p }))
 }
 
 /// Tells the current connection's slot that its session logged in (STOMP
 /// CONNECT accepted, XMPP SASL success). Outside a counted task: nothing.
 pub fn authenticated() {
-    let _ = CONN.try_with(|c| {
-        if let Some(s) = c.borrow_mut().as_mut() {
+    with_current(|c| {
+        let mut slot = c.take();
+        if let Some(s) = slot.as_mut() {
             s.authenticated();
         }
+        c.set(slot);
     });
 }
 
 /// Takes the current task's slot (a WebSocket upgrade moves it into the
 /// session's task).
 pub fn take_current() -> Option<Slot> {
-    CONN.try_with(|c| c.borrow_mut().take()).ok().flatten()
+    with_current(|c| c.take()).flatten()
 }
 
 /// Puts `slot` back as the current task's (after [`Slot::into_session`]).
 pub fn put_current(slot: Slot) {
-    let _ = CONN.try_with(|c| *c.borrow_mut() = Some(slot));
+    with_current(|c| c.set(Some(slot)));
 }
 
 /// The slot for a session starting now from `client`: the current task's
@@ -327,7 +382,7 @@ pub fn put_current(slot: Slot) {
 /// requests that carry it).
 pub fn session_slot(gate: &Arc<Gate>, client: Option<IpAddr>) -> Result<Slot, Refusal> {
     match take_current() {
-        Some(slot) if slot.unauth => Ok(slot),
+        Some(slot) if slot.unauth() => Ok(slot),
         Some(slot) => {
             // An HTTP connection's slot stays with the connection.
             put_current(slot);
@@ -633,6 +688,33 @@ mod tests {
     fn gate(text: &str) -> Arc<Gate> {
         let c = Config::from_toml_str(text).unwrap();
         Arc::new(Gate::new(&c, Arc::new(Semaphore::new(c.limits.max_connections))))
+    }
+
+    #[test]
+    fn a_slot_adds_few_bytes_to_a_task() {
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
+        let g = gate("");
+        let work = async { tokio::task::yield_now().await };
+        let bare = std::mem::size_of_val(&work);
+        let scoped = scope(g.admit(None, false).unwrap(), async { tokio::task::yield_now().await });
+        assert!(std::mem::size_of_val(&scoped) <= bare + 24, "{} vs {bare}", std::mem::size_of_val(&scoped));
+    }
+
+    #[tokio::test]
+    async fn a_login_inside_the_scope_marks_the_slot() {
+        let g = gate("");
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let g2 = g.clone();
+        let task = scope(g.admit(Some(a), true).unwrap(), async move {
+            assert_eq!((g2.open_from(a), g2.unauthenticated()), ((1, 1), 1));
+            tokio::task::yield_now().await;
+            authenticated();
+            assert_eq!((g2.open_from(a), g2.unauthenticated()), ((1, 0), 0));
+        });
+        tokio::spawn(task).await.unwrap();
+        assert_eq!(g.open_from(a), (0, 0), "released with the task");
+        authenticated(); // outside a counted task: nothing
+        assert!(take_current().is_none());
     }
 
     #[test]
