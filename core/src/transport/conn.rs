@@ -718,6 +718,19 @@ mod tests {
     }
 
     #[test]
+    fn connections_config_is_validated() {
+        let err = |t: &str| Config::from_toml_str(t).unwrap_err().to_string();
+        let c = Config::from_toml_str("").unwrap().connections;
+        assert_eq!((c.header_timeout_ms, c.max_per_ip, c.max_unauthenticated_per_ip, c.cors_credentials), (10_000, 1_000, 100, false));
+        assert!(err("[connections]\ntrusted_proxies = [\"10.0.0.0/40\"]\n").contains("connections.trusted_proxies[0]"));
+        assert!(err("[connections]\nproxy_protocol = [\"http\"]\ntrusted_proxies = [\"10.0.0.1\"]\n").contains("connections.proxy_protocol[0]"));
+        assert!(err("[connections]\nproxy_protocol = [\"stomp-tcp\"]\n").contains("trusted_proxies"));
+        assert!(err("[connections]\nheader_timeout_ms = 0\n").contains("connections.header_timeout_ms"));
+        assert!(err("[connections]\ncors_origins = [\"evil.example\"]\n").contains("connections.cors_origins[0]"));
+        assert!(err("[connections]\nmax_per_addr = 1\n").contains("max_per_addr"));
+    }
+
+    #[test]
     fn cidr_blocks() {
         let c = Cidr::parse("10.1.0.0/16").unwrap();
         assert!(c.contains("10.1.200.3".parse().unwrap()));
