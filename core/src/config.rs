@@ -118,13 +118,100 @@ impl AccessConfig {
 
 // ---- [connections] ---------------------------------------------------------
 
-/// `[connections]`: deadlines and caps on every listener, trusted proxies, CORS.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[connections]`: deadlines and caps on every listener, trusted proxies, CORS
+/// (docs/security.md, "Connections").
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ConnectionsConfig {}
+pub struct ConnectionsConfig {
+    /// An HTTP request head must have arrived this long after its first byte
+    /// (or after the connection opened), ms; 408 (front server) or a close
+    /// (hyper, admin) after. Every HTTP listener, the admin listener included.
+    pub header_timeout_ms: u64,
+    /// An HTTP request body must have arrived this long after its head, ms.
+    pub body_timeout_ms: u64,
+    /// An HTTP connection without a request in flight (or, once handed to
+    /// hyper, without a byte read or written) is closed after this, ms.
+    pub idle_timeout_ms: u64,
+    /// Connections (and HTTP-polled BOSH and SockJS sessions) from one client
+    /// address; 0: no cap. Behind a trusted proxy, the forwarded address.
+    pub max_per_ip: usize,
+    /// Connections and sessions that have not logged in yet, on this node;
+    /// 0: no cap.
+    pub max_unauthenticated: usize,
+    /// The same, from one client address; 0: no cap.
+    pub max_unauthenticated_per_ip: usize,
+    /// Open connections on the admin listener (its own cap, apart from
+    /// `limits.max_connections`, so a full node can still be administered).
+    pub admin_max_connections: usize,
+    /// Peers (CIDR, e.g. `10.0.0.0/8`, or single addresses) whose
+    /// `X-Forwarded-For` / `Forwarded` headers and PROXY protocol headers are
+    /// believed. Nobody else's are.
+    pub trusted_proxies: Vec<String>,
+    /// TCP listeners (`stomp-tcp`, `stomp-tls`, `xmpp-c2s`) that expect a
+    /// PROXY protocol v1 or v2 header from trusted proxies (`trusted_proxies`).
+    pub proxy_protocol: Vec<String>,
+    /// Origins allowed to use BOSH, SockJS and the WebSocket endpoints from a
+    /// page (CORS, and the `Origin` check of WebSocket upgrades); `"*"`: any.
+    /// Requests without `Origin` (non-browser clients) are always allowed.
+    /// `xmpp.bosh_allowed_origins`, when set, still decides for BOSH.
+    pub cors_origins: Vec<String>,
+    /// Answer `Access-Control-Allow-Credentials: true` (cookies and HTTP auth
+    /// on cross-origin requests; sockjs-client's XHR transports ask for it).
+    /// Off by default: Herald authenticates in-band, never by cookie.
+    pub cors_credentials: bool,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
+            max_per_ip: 1_000,
+            max_unauthenticated: 10_000,
+            max_unauthenticated_per_ip: 100,
+            admin_max_connections: 64,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: Vec::new(),
+            cors_origins: vec!["*".into()],
+            cors_credentials: false,
+        }
+    }
+}
+
+/// The TCP listeners that may take a PROXY protocol header.
+pub const PROXY_PROTOCOL_LISTENERS: [&str; 3] = ["stomp-tcp", "stomp-tls", "xmpp-c2s"];
 
 impl ConnectionsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("connections.header_timeout_ms", self.header_timeout_ms),
+            ("connections.body_timeout_ms", self.body_timeout_ms),
+            ("connections.idle_timeout_ms", self.idle_timeout_ms),
+            ("connections.admin_max_connections", self.admin_max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        for (i, p) in self.trusted_proxies.iter().enumerate() {
+            if let Err(e) = crate::transport::conn::Cidr::parse(p) {
+                return Err(invalid(format!("connections.trusted_proxies[{i}]"), e));
+            }
+        }
+        for (i, l) in self.proxy_protocol.iter().enumerate() {
+            if !PROXY_PROTOCOL_LISTENERS.contains(&l.as_str()) {
+                return Err(invalid(format!("connections.proxy_protocol[{i}]"), format!("{l:?} is not one of {PROXY_PROTOCOL_LISTENERS:?}")));
+            }
+        }
+        if !self.proxy_protocol.is_empty() && self.trusted_proxies.is_empty() {
+            return Err(invalid("connections.proxy_protocol", "needs connections.trusted_proxies (only they may send a PROXY header)"));
+        }
+        for (i, o) in self.cors_origins.iter().enumerate() {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return Err(invalid(format!("connections.cors_origins[{i}]"), format!("{o:?} is not \"*\" or an origin like https://app.example")));
+            }
+        }
         Ok(())
     }
 }

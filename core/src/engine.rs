@@ -73,6 +73,9 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Caps open client connections across every listener.
     pub connections: Arc<Semaphore>,
+    /// Admission of every connection: the `connections` cap, per-address and
+    /// unauthenticated caps, trusted proxies (transport/conn.rs).
+    pub gate: Arc<crate::transport::conn::Gate>,
     pub started_at: Instant,
     listeners: parking_lot::Mutex<Vec<Listener>>,
 }
@@ -161,6 +164,7 @@ impl Engine {
         let auth = crate::auth::Chain::from_config(&config)?.into();
         let router = Router::new(&config, store)?;
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+        let gate = Arc::new(crate::transport::conn::Gate::new(&config, connections.clone()));
         Ok(Engine {
             shared: Arc::new(Shared {
                 hub: Hub::default(),
@@ -174,6 +178,7 @@ impl Engine {
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 connections,
+                gate,
                 started_at: Instant::now(),
                 listeners: parking_lot::Mutex::new(Vec::new()),
                 config,

@@ -67,6 +67,11 @@ function heraldConfig({ env = process.env, projects = DEMO_PROJECTS, xmppHttp = 
     auth: { default_permissions: { '/': { configure: '.*', write: '.*', read: '.*' } } },
     users: [],
     projects: projects.map((p) => ({ id: p.id, name: p.name, members: [...p.members] })),
+    // The pages come from the app's own port, another origin than Herald's, and
+    // sockjs-client's XHR requests (its /info first) ask for credentials: a
+    // development setting. In production, list the page origins in
+    // connections.cors_origins (docs/security.md, "Connections").
+    connections: { cors_credentials: true },
   };
   if (adminPort !== 'off') {
     // The console is the admin-app build; the token guards the API, not the page.

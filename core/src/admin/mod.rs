@@ -70,13 +70,70 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
     let admin = Admin::new(engine.clone());
     engine.tasks.spawn(admin.sampler.clone().run());
     let app = router(admin);
-    let shutdown = engine.shutdown.clone();
-    engine.tasks.spawn(async move {
-        if let Err(e) = axum::serve(l, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await {
-            tracing::error!(error = %e, "admin listener failed");
-        }
-    });
+    engine.tasks.spawn(serve(engine.clone(), l, app));
     Ok(())
+}
+
+/// The admin accept loop: hyper per connection, with the same deadlines as
+/// the client listeners (a request head within
+/// `connections.header_timeout_ms`, nothing idle past
+/// `connections.idle_timeout_ms`; live streams write every 15 s) and its
+/// own cap, `connections.admin_max_connections` (503 beyond), apart from
+/// `limits.max_connections` so a node full of clients can still be
+/// administered.
+async fn serve(engine: Engine, listener: tokio::net::TcpListener, app: Router) {
+    use crate::transport::{conn, http1, tcp};
+    let gate = Arc::new(conn::Gate::admin(&engine.config));
+    let c = &engine.config.connections;
+    let limits = http1::Http1Limits {
+        header_timeout: Duration::from_millis(c.header_timeout_ms),
+        body_timeout: Duration::from_millis(c.body_timeout_ms),
+        idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+        ..Default::default()
+    };
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed; backing off {:?}", backoff);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let slot = match gate.admit(None, false) {
+            Ok(slot) => slot,
+            Err(_) => {
+                let _ = stream.try_write(&tcp::http_refusal(&conn::Refusal::Node));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let io = conn::Idle::new(stream, limits.idle_timeout);
+        let (app, limits, shutdown, gate) = (app.clone(), limits.clone(), engine.shutdown.clone(), gate.clone());
+        engine.tasks.spawn(async move {
+            http1::serve_with_hyper(io, addr, app, Some(gate), &limits, shutdown).await;
+            drop(slot);
+        });
+    }
+}
+
+/// A request body must arrive within `connections.body_timeout_ms` (408
+/// after): hyper bounds the head, not the body. Admin bodies are small
+/// (`DefaultBodyLimit`), so they are read here, whole, before the handler.
+async fn body_deadline(State(a): State<Admin>, req: Request, next: Next) -> Response {
+    let deadline = Duration::from_millis(a.engine.config.connections.body_timeout_ms);
+    let limit = a.engine.config.limits.max_frame_bytes + 64 * 1024;
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(_)) => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request body not complete in time (connections.body_timeout_ms)").into_response(),
+    }
 }
 
 pub fn router(admin: Admin) -> Router {
@@ -113,6 +170,7 @@ pub fn router(admin: Admin) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route; see /api/openapi.json".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(cfg.limits.max_frame_bytes + 64 * 1024))
+        .layer(middleware::from_fn_with_state(admin.clone(), body_deadline))
         .layer(middleware::from_fn_with_state(admin.clone(), cors))
         .with_state(admin)
 }

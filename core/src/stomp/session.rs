@@ -175,7 +175,10 @@ async fn open<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, peer: 
     };
     let receipt = connect.header("receipt").map(str::to_owned);
     let mut session = match Session::connect(&engine, &connect, &peer).await {
-        Ok(s) => s,
+        Ok(s) => {
+            crate::transport::authenticated();
+            s
+        }
         Err(reason) => {
             tracing::debug!(peer = ?peer.addr, %reason, "STOMP CONNECT refused");
             send_error_and_close(&mut tx, &reason, receipt.as_deref(), Escaping::None).await;

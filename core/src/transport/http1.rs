@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::conn::{self, Cors, Gate};
 use super::websocket::{self, WsRx, WsTx};
 
 /// Limits of the front server; every one is a clear HTTP error when passed.
@@ -45,9 +46,15 @@ pub struct Http1Limits {
     pub max_headers: usize,
     /// Request body (413 beyond).
     pub max_body_bytes: usize,
-    /// From the first byte of a request to its last (408 after).
-    pub request_timeout: Duration,
-    /// An idle keep-alive connection is closed after this.
+    /// A request head must be complete this long after its first byte, or
+    /// after the connection opened for the first request (408 after; hyper
+    /// closes). `connections.header_timeout_ms`.
+    pub header_timeout: Duration,
+    /// A request body must be complete this long after its head (408).
+    /// `connections.body_timeout_ms`.
+    pub body_timeout: Duration,
+    /// An idle keep-alive connection is closed after this; a connection
+    /// handed to hyper, once it moved no byte for this long.
     pub idle_timeout: Duration,
     /// A client that does not take its answer within this is dropped.
     pub write_timeout: Duration,
@@ -59,7 +66,8 @@ impl Default for Http1Limits {
             max_head_bytes: 16 * 1024,
             max_headers: 64,
             max_body_bytes: 1024 * 1024,
-            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(10),
         }
@@ -78,6 +86,11 @@ pub struct Front {
     /// Hand plain requests to hyper instead of answering them here: for
     /// routes with streaming answers (SockJS), which this server does not do.
     pub plain_to_hyper: bool,
+    /// The engine's admission (trusted proxies for the client address, the
+    /// slot a WebSocket upgrade takes over); `None` in tests without one.
+    pub gate: Option<Arc<Gate>>,
+    /// Origins allowed to open the WebSocket endpoints (403 otherwise).
+    pub cors: Cors,
 }
 
 impl Front {
@@ -384,7 +397,7 @@ pub fn serve_connection(
     limits: Http1Limits,
     shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let mut c = Conn { stream, peer, router, front, limits, shutdown, buf: BytesMut::new() };
+    let mut c = Conn { stream, peer, router, front, limits, shutdown, buf: BytesMut::new(), first: true };
     async move {
         loop {
             // `Next` is moved on whole: a value matched in place would be
@@ -416,6 +429,8 @@ struct Conn {
     /// Bytes read and not yet used (a pipelined request); emptied buffers
     /// are dropped, not kept.
     buf: BytesMut,
+    /// No request read yet: its head is due `header_timeout` after the open.
+    first: bool,
 }
 
 /// What the connection does next.
@@ -440,7 +455,10 @@ impl Conn {
     /// starts answering it. Errors are answered here, then `Close`.
     async fn next_request(&mut self) -> Next {
         let limits = &self.limits;
-        if self.buf.is_empty() {
+        // The first request's head is due `header_timeout` after the
+        // connection opened; later ones after their first byte.
+        let mut head_deadline = tokio::time::Instant::now() + limits.header_timeout;
+        if self.buf.is_empty() && !self.first {
             // Between requests: wait for bytes, the idle limit or shutdown.
             self.buf = BytesMut::new();
             tokio::select! {
@@ -451,16 +469,13 @@ impl Conn {
                     Ok(_) => {}
                 },
             }
+            head_deadline = tokio::time::Instant::now() + limits.header_timeout;
         }
-        let request = match tokio::time::timeout(limits.request_timeout, read_request(&self.stream, &mut self.buf, &self.front, limits)).await {
-            Ok(Ok(Some(r))) => r,
-            Ok(Ok(None)) => return Next::Close, // closed mid-request
-            Ok(Err(e)) => {
-                let _ = write_all(&self.stream, &error_response(&e), limits.write_timeout).await;
-                return Next::Close;
-            }
-            Err(_) => {
-                let e = RequestError::Timeout(limits.request_timeout.as_secs());
+        self.first = false;
+        let request = match read_request(&self.stream, &mut self.buf, &self.front, limits, head_deadline).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Next::Close, // closed mid-request
+            Err(e) => {
                 let _ = write_all(&self.stream, &error_response(&e), limits.write_timeout).await;
                 return Next::Close;
             }
@@ -470,6 +485,7 @@ impl Conn {
             Incoming::WebSocket(head) => return Next::WebSocket(head),
             Incoming::Request(head, body) => (head, body),
         };
+        let client = self.client(&head.headers);
         if self.buf.is_empty() {
             // Not pipelined: no read chunk is kept while the request is parked.
             self.buf = BytesMut::new();
@@ -479,10 +495,19 @@ impl Conn {
         let work: futures_util::future::BoxFuture<'static, _> = match self.front.direct(&head) {
             // Not kept while the request is parked: the head (dropped here)
             // and a second future around the handler's.
-            Some(d) => Box::pin((d.handler)(&head.headers, body, self.peer).map(Response::into_parts)),
-            None => Box::pin(answer(&self.router, into_request(head, body, self.peer))),
+            Some(d) => Box::pin((d.handler)(&head.headers, body, client).map(Response::into_parts)),
+            None => Box::pin(answer(&self.router, into_request(head, body, client))),
         };
         Next::Parked(Parked { work, keep_alive, head_only })
+    }
+
+    /// The client's address: the peer's, or the forwarded one when the peer
+    /// is a trusted proxy (`connections.trusted_proxies`).
+    fn client(&self, headers: &HeaderMap) -> SocketAddr {
+        match &self.front.gate {
+            Some(g) => conn::client_addr(g, self.peer, headers),
+            None => self.peer,
+        }
     }
 
     /// Writes the answer; whether the connection goes on.
@@ -497,10 +522,14 @@ impl Conn {
     /// is buffered) or to a WebSocket endpoint; or just closes it.
     async fn hand_over(self, next: Next) {
         match next {
-            Next::Hyper => serve_with_hyper(Prefixed { pre: self.buf.freeze(), io: self.stream }, self.peer, self.router, self.shutdown).await,
+            Next::Hyper => {
+                let io = conn::Idle::new(Prefixed { pre: self.buf.freeze(), io: self.stream }, self.limits.idle_timeout);
+                serve_with_hyper(io, self.peer, self.router, self.front.gate, &self.limits, self.shutdown).await
+            }
             Next::WebSocket(head) => {
+                let client = self.client(&head.headers);
                 if let Some(endpoint) = self.front.websocket(head.target.path()) {
-                    upgrade(self.stream, self.buf, self.peer, head, endpoint, &self.limits).await;
+                    upgrade(self.stream, self.buf, client, head, endpoint, &self.front.cors, &self.limits).await;
                 }
             }
             Next::Close | Next::Parked(_) => {}
@@ -520,12 +549,12 @@ enum Incoming {
 
 /// Reads one whole request (head and body) from `buf` and the socket.
 /// `Ok(None)`: the client closed before it was complete.
-async fn read_request(stream: &TcpStream, buf: &mut BytesMut, front: &Front, limits: &Http1Limits) -> Result<Option<Incoming>, RequestError> {
+async fn read_request(stream: &TcpStream, buf: &mut BytesMut, front: &Front, limits: &Http1Limits, head_deadline: tokio::time::Instant) -> Result<Option<Incoming>, RequestError> {
     let head = loop {
         if let Some(head) = parse_head(buf, limits)? {
             break head;
         }
-        if read_some(stream, buf).await.map_err(|_| RequestError::Malformed("read failed"))? == 0 {
+        if read_until(stream, buf, head_deadline, limits.header_timeout).await? == 0 {
             return Ok(None);
         }
     };
@@ -541,10 +570,11 @@ async fn read_request(stream: &TcpStream, buf: &mut BytesMut, front: &Front, lim
     if head.has_token("expect", "100-continue") && !matches!(framing, Framing::Length(0)) {
         let _ = write_all(stream, b"HTTP/1.1 100 Continue\r\n\r\n", limits.write_timeout).await;
     }
+    let body_deadline = tokio::time::Instant::now() + limits.body_timeout;
     let body = match framing {
         Framing::Length(len) => {
             while buf.len() < len {
-                if read_some(stream, buf).await.map_err(|_| RequestError::Malformed("read failed"))? == 0 {
+                if read_until(stream, buf, body_deadline, limits.body_timeout).await? == 0 {
                     return Ok(None);
                 }
             }
@@ -556,7 +586,7 @@ async fn read_request(stream: &TcpStream, buf: &mut BytesMut, front: &Front, lim
                 if let Some(body) = dec.decode(buf, limits.max_body_bytes)? {
                     break body;
                 }
-                if read_some(stream, buf).await.map_err(|_| RequestError::Malformed("read failed"))? == 0 {
+                if read_until(stream, buf, body_deadline, limits.body_timeout).await? == 0 {
                     return Ok(None);
                 }
             }
@@ -618,6 +648,14 @@ fn parked<'a, F: std::future::Future + Unpin>(stream: &'a TcpStream, work: &'a m
     })
 }
 
+/// One read before `deadline` (`limit` is what the client is told).
+async fn read_until(stream: &TcpStream, buf: &mut BytesMut, deadline: tokio::time::Instant, limit: Duration) -> Result<usize, RequestError> {
+    match tokio::time::timeout_at(deadline, read_some(stream, buf)).await {
+        Ok(r) => r.map_err(|_| RequestError::Malformed("read failed")),
+        Err(_) => Err(RequestError::Timeout(limit.as_secs().max(1))),
+    }
+}
+
 /// One read on readiness into `buf` (space reserved only then).
 async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     loop {
@@ -647,7 +685,11 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8], limit: Duration) -> io:
 
 /// Answers a WebSocket handshake for `endpoint` and starts its session;
 /// a refused handshake gets its status and reason.
-async fn upgrade(stream: TcpStream, buf: BytesMut, peer: SocketAddr, head: Head, endpoint: &WsEndpoint, limits: &Http1Limits) {
+async fn upgrade(stream: TcpStream, buf: BytesMut, peer: SocketAddr, head: Head, endpoint: &WsEndpoint, cors: &Cors, limits: &Http1Limits) {
+    if !cors.allowed(&head.headers) {
+        let _ = write_all(&stream, &refusal(StatusCode::FORBIDDEN, "origin not allowed (connections.cors_origins)"), limits.write_timeout).await;
+        return;
+    }
     let accepted = match websocket::handshake(&head.method, &head.headers, endpoint.protocols) {
         Ok(a) => a,
         Err(e) => {
@@ -656,6 +698,21 @@ async fn upgrade(stream: TcpStream, buf: BytesMut, peer: SocketAddr, head: Head,
         }
     };
     drop(head);
+    // The connection's slot becomes the session's: counted for the client
+    // and as unauthenticated until it logs in.
+    if let Some(slot) = conn::take_current() {
+        match slot.into_session(peer.ip()) {
+            Ok(slot) => conn::put_current(slot),
+            Err(r) => {
+                let status = match r {
+                    conn::Refusal::PerIp | conn::Refusal::UnauthenticatedPerIp => StatusCode::TOO_MANY_REQUESTS,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                let _ = write_all(&stream, &refusal(status, &r.to_string()), limits.write_timeout).await;
+                return;
+            }
+        }
+    }
     let Some(start) = (endpoint.admit)(peer) else {
         let _ = write_all(&stream, &refusal(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"), limits.write_timeout).await;
         return;
@@ -670,12 +727,27 @@ async fn upgrade(stream: TcpStream, buf: BytesMut, peer: SocketAddr, head: Head,
 
 /// hyper on this connection (with upgrades), for what the front server
 /// does not do itself; at shutdown it finishes the request in flight.
-async fn serve_with_hyper(io: Prefixed, peer: SocketAddr, router: axum::Router, shutdown: CancellationToken) {
+/// Bounded like the front server: a request head within `header_timeout`
+/// (hyper's `header_read_timeout`, also between requests), and no more than
+/// `idle_timeout` without a byte moving ([`conn::Idle`], which stays on an
+/// upgraded connection). Bodies are bounded by their readers (SockJS).
+pub async fn serve_with_hyper<I>(io: I, peer: SocketAddr, router: axum::Router, gate: Option<Arc<Gate>>, limits: &Http1Limits, shutdown: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
+        let client = match &gate {
+            Some(g) => conn::client_addr(g, peer, req.headers()),
+            None => peer,
+        };
+        req.extensions_mut().insert(ConnectInfo(client));
         router.clone().oneshot(req.map(Body::new))
     });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(io), service).with_upgrades();
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

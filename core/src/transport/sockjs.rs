@@ -21,7 +21,7 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +43,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::conn::Cors;
 use super::{LinkRx, LinkTx, Peer};
 
 /// Where the iframe page (`/iframe.html`) loads sockjs-client from. Only the
@@ -81,6 +82,12 @@ pub struct SockJsConfig {
     pub max_inbound_bytes: usize,
     /// Whether the websocket transports are offered (default true).
     pub websocket: bool,
+    /// An `xhr_send` / `jsonp_send` body must arrive within this (default
+    /// 30 s, `connections.body_timeout_ms`); 408 after.
+    pub body_timeout: Duration,
+    /// Origins allowed (others get 403) and whether credentials are
+    /// allowed (`connections.cors_*`; default: any origin, no credentials).
+    pub cors: Cors,
 }
 
 impl Default for SockJsConfig {
@@ -92,6 +99,8 @@ impl Default for SockJsConfig {
             max_pending_messages: 4096,
             max_inbound_bytes: 1024 * 1024,
             websocket: true,
+            body_timeout: Duration::from_secs(30),
+            cors: Cors::default(),
         }
     }
 }
@@ -249,6 +258,9 @@ struct Session {
     closed: CancellationToken,
     inbound: mpsc::Sender<Vec<String>>,
     max_pending: usize,
+    /// The client address that opened the session: requests from another
+    /// address are answered as for an unknown session (no hijacking by id).
+    owner: Option<IpAddr>,
 }
 
 struct SessionState {
@@ -264,7 +276,7 @@ struct SessionState {
 }
 
 impl Session {
-    fn new(config: &SockJsConfig) -> (Arc<Session>, SockJsRx, SockJsTx) {
+    fn new(config: &SockJsConfig, owner: Option<IpAddr>) -> (Arc<Session>, SockJsRx, SockJsTx) {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
         let closed = CancellationToken::new();
         let session = Arc::new(Session {
@@ -280,10 +292,15 @@ impl Session {
             closed: closed.clone(),
             inbound: tx,
             max_pending: config.max_pending_messages.max(1),
+            owner,
         });
         let rx = SockJsRx { inbound: rx, pending: VecDeque::new(), closed };
         let tx = SockJsTx { session: session.clone(), batch: Vec::new() };
         (session, rx, tx)
+    }
+
+    fn owned_by(&self, peer: &Peer) -> bool {
+        self.owner == peer.addr.map(|a| a.ip())
     }
 
     /// Closes the session (first reason wins). `GO_AWAY` keeps queued messages
@@ -469,19 +486,22 @@ struct Shared {
 }
 
 impl Shared {
-    fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.lock().get(id).cloned()
+    /// The session `id`, if it exists and belongs to `peer`'s address.
+    fn get(&self, id: &str, peer: &Peer) -> Option<Arc<Session>> {
+        self.sessions.lock().get(id).filter(|s| s.owned_by(peer)).cloned()
     }
 
-    /// The session `id`, created (and handed to the app) if unknown.
-    fn get_or_create(self: &Arc<Self>, id: &str, peer: Peer) -> Arc<Session> {
+    /// The session `id`, created (and handed to the app) if unknown;
+    /// `None` when it belongs to another address.
+    fn get_or_create(self: &Arc<Self>, id: &str, peer: Peer) -> Option<Arc<Session>> {
         let mut created = None;
         let session = {
             let mut map = self.sessions.lock();
             match map.get(id) {
+                Some(s) if !s.owned_by(&peer) => return None,
                 Some(s) => s.clone(),
                 None => {
-                    let (s, rx, tx) = Session::new(&self.config);
+                    let (s, rx, tx) = Session::new(&self.config, peer.addr.map(|a| a.ip()));
                     map.insert(id.to_owned(), s.clone());
                     created = Some((rx, tx));
                     s
@@ -492,7 +512,7 @@ impl Shared {
             self.start_sweeper();
             (self.on_session)(rx, tx, peer);
         }
-        session
+        Some(session)
     }
 
     fn start_sweeper(self: &Arc<Self>) {
@@ -589,21 +609,21 @@ fn cache_for_a_year(resp: &mut Response) {
     }
 }
 
-/// CORS as SockJS wants it: echo the origin (`*` for none or `null`), allow
-/// credentials, echo requested headers.
-fn cors(req: &HeaderMap, resp: &mut Response) {
-    let origin = req
-        .get(header::ORIGIN)
-        .filter(|o| !o.is_empty() && o.as_bytes() != b"null")
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("*"));
-    let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+/// CORS as configured (`connections.cors_origins`, `cors_credentials`):
+/// any origin without credentials by default. SockJS servers traditionally
+/// echo the origin with credentials, which lets any page make credentialed
+/// requests; sockjs-client's XHR transports ask for credentials, so pages on
+/// another origin need `cors_credentials` and their origin listed.
+fn cors(config: &Cors, req: &HeaderMap, resp: &mut Response) {
+    config.apply(req, resp.headers_mut());
     if let Some(v) = req.get(header::ACCESS_CONTROL_REQUEST_HEADERS).filter(|v| !v.is_empty()) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
+        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
     }
-    h.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// A request from a page whose origin is not allowed.
+fn forbidden_origin() -> Response {
+    response(StatusCode::FORBIDDEN, Some(TEXT), Body::from("origin not allowed (connections.cors_origins)\n"))
 }
 
 fn error500(msg: &'static str) -> Response {
@@ -655,25 +675,25 @@ async fn info(State(shared): Sh, headers: HeaderMap) -> Response {
     );
     let mut resp = response(StatusCode::OK, Some("application/json; charset=UTF-8"), Body::from(body));
     no_cache(&mut resp);
-    cors(&headers, &mut resp);
+    cors(&shared.config.cors, &headers, &mut resp);
     resp
 }
 
-fn options(headers: &HeaderMap, methods: &'static str) -> Response {
+fn options(shared: &Shared, headers: &HeaderMap, methods: &'static str) -> Response {
     let mut resp = response(StatusCode::NO_CONTENT, None, Body::empty());
     cache_for_a_year(&mut resp);
     set(&mut resp, header::ACCESS_CONTROL_MAX_AGE, "31536000");
     set(&mut resp, header::ACCESS_CONTROL_ALLOW_METHODS, methods);
-    cors(headers, &mut resp);
+    cors(&shared.config.cors, headers, &mut resp);
     resp
 }
 
-async fn options_get(headers: HeaderMap) -> Response {
-    options(&headers, "OPTIONS, GET")
+async fn options_get(State(shared): Sh, headers: HeaderMap) -> Response {
+    options(&shared, &headers, "OPTIONS, GET")
 }
 
-async fn options_post(headers: HeaderMap) -> Response {
-    options(&headers, "OPTIONS, POST")
+async fn options_post(State(shared): Sh, headers: HeaderMap) -> Response {
+    options(&shared, &headers, "OPTIONS, POST")
 }
 
 fn iframe_page(sockjs_url: &str) -> String {
@@ -773,8 +793,8 @@ struct Streamer {
 /// The body of a receiving request: attaches to (or creates) the session and
 /// streams frames; a polling request ends after one frame, a streaming one
 /// after a close frame or `response_limit` bytes.
-fn receive(shared: &Arc<Shared>, id: &str, peer: Peer, streaming: bool, wrap: Wrap, prelude: Option<Bytes>) -> Body {
-    let session = shared.get_or_create(id, peer);
+fn receive(shared: &Arc<Shared>, id: &str, peer: Peer, streaming: bool, wrap: Wrap, prelude: Option<Bytes>) -> Option<Body> {
+    let session = shared.get_or_create(id, peer)?;
     let rx = match session.attach(shared.config.heartbeat) {
         Ok(rx) => rx,
         Err(reason) => {
@@ -783,7 +803,7 @@ fn receive(shared: &Arc<Shared>, id: &str, peer: Peer, streaming: bool, wrap: Wr
                 out.extend_from_slice(&p);
             }
             out.extend_from_slice(&wrap.frame(&close_frame(reason)));
-            return Body::from(out.freeze());
+            return Some(Body::from(out.freeze()));
         }
     };
     let streamer = Streamer {
@@ -795,7 +815,7 @@ fn receive(shared: &Arc<Shared>, id: &str, peer: Peer, streaming: bool, wrap: Wr
         limit: shared.config.response_limit,
         done: false,
     };
-    Body::from_stream(futures_util::stream::unfold(streamer, |mut s| async move {
+    Some(Body::from_stream(futures_util::stream::unfold(streamer, |mut s| async move {
         if let Some(p) = s.prelude.take() {
             return Some((Ok::<_, Infallible>(p), s));
         }
@@ -811,13 +831,14 @@ fn receive(shared: &Arc<Shared>, id: &str, peer: Peer, streaming: bool, wrap: Wr
             s.rx.release();
         }
         Some((Ok(out), s))
-    }))
+    })))
 }
 
-fn receiving_response(content_type: &'static str, body: Body, headers: &HeaderMap) -> Response {
+fn receiving_response(shared: &Shared, content_type: &'static str, body: Option<Body>, headers: &HeaderMap) -> Response {
+    let Some(body) = body else { return not_found() };
     let mut resp = response(StatusCode::OK, Some(content_type), body);
     no_cache(&mut resp);
-    cors(headers, &mut resp);
+    cors(&shared.config.cors, headers, &mut resp);
     resp
 }
 
@@ -825,26 +846,35 @@ async fn xhr(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, 
     if !ids.valid() {
         return not_found();
     }
+    if !shared.config.cors.allowed(&headers) {
+        return forbidden_origin();
+    }
     let body = receive(&shared, &ids.session, peer, false, Wrap::Xhr, None);
-    receiving_response(JS, body, &headers)
+    receiving_response(&shared, JS, body, &headers)
 }
 
 async fn xhr_streaming(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap) -> Response {
     if !ids.valid() {
         return not_found();
     }
+    if !shared.config.cors.allowed(&headers) {
+        return forbidden_origin();
+    }
     let mut prelude = vec![b'h'; XHR_STREAMING_PRELUDE];
     prelude.push(b'\n');
     let body = receive(&shared, &ids.session, peer, true, Wrap::Xhr, Some(Bytes::from(prelude)));
-    receiving_response(JS, body, &headers)
+    receiving_response(&shared, JS, body, &headers)
 }
 
 async fn eventsource(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap) -> Response {
     if !ids.valid() {
         return not_found();
     }
+    if !shared.config.cors.allowed(&headers) {
+        return forbidden_origin();
+    }
     let body = receive(&shared, &ids.session, peer, true, Wrap::EventSource, Some(Bytes::from_static(b"\r\n")));
-    receiving_response("text/event-stream; charset=UTF-8", body, &headers)
+    receiving_response(&shared, "text/event-stream; charset=UTF-8", body, &headers)
 }
 
 /// The `c` query parameter of htmlfile / jsonp.
@@ -868,6 +898,9 @@ async fn htmlfile(
 ) -> Response {
     if !ids.valid() {
         return not_found();
+    }
+    if !shared.config.cors.allowed(&headers) {
+        return forbidden_origin();
     }
     let callback = match callback(query) {
         Ok(c) => c,
@@ -893,7 +926,7 @@ async fn htmlfile(
     }
     prelude.push_str("\r\n\r\n");
     let body = receive(&shared, &ids.session, peer, true, Wrap::HtmlFile, Some(Bytes::from(prelude)));
-    receiving_response(HTML, body, &headers)
+    receiving_response(&shared, HTML, body, &headers)
 }
 
 async fn jsonp(
@@ -906,12 +939,15 @@ async fn jsonp(
     if !ids.valid() {
         return not_found();
     }
+    if !shared.config.cors.allowed(&headers) {
+        return forbidden_origin();
+    }
     let callback = match callback(query) {
         Ok(c) => c,
         Err(msg) => return error500(msg),
     };
     let body = receive(&shared, &ids.session, peer, false, Wrap::Jsonp(callback), None);
-    receiving_response(JS, body, &headers)
+    receiving_response(&shared, JS, body, &headers)
 }
 
 // ---------------------------------------------------------------------------
@@ -927,7 +963,7 @@ fn parse_messages(data: &[u8]) -> Result<Vec<String>, serde_json::Error> {
 }
 
 /// Reads a request body of at most `limit` bytes.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize, deadline: Duration) -> Result<Bytes, Response> {
     let too_large = || response(StatusCode::PAYLOAD_TOO_LARGE, Some(TEXT), Body::from("Payload too large."));
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -936,7 +972,10 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(r) => r.map_err(|_| too_large()),
+        Err(_) => Err(response(StatusCode::REQUEST_TIMEOUT, Some(TEXT), Body::from("request body not complete in time (connections.body_timeout_ms)\n"))),
+    }
 }
 
 enum SendOutcome {
@@ -945,14 +984,17 @@ enum SendOutcome {
     Delivered,
 }
 
-async fn send_messages(shared: &Shared, ids: &Ids, headers: &HeaderMap, body: Body, form: bool) -> SendOutcome {
+async fn send_messages(shared: &Shared, ids: &Ids, peer: &Peer, headers: &HeaderMap, body: Body, form: bool) -> SendOutcome {
     if !ids.valid() {
         return SendOutcome::Unknown;
     }
-    let Some(session) = shared.get(&ids.session) else {
+    if !shared.config.cors.allowed(headers) {
+        return SendOutcome::Error(forbidden_origin());
+    }
+    let Some(session) = shared.get(&ids.session, peer) else {
         return SendOutcome::Unknown;
     };
-    let data = match read_body(headers, body, shared.config.max_inbound_bytes).await {
+    let data = match read_body(headers, body, shared.config.max_inbound_bytes, shared.config.body_timeout).await {
         Ok(d) => d,
         Err(resp) => return SendOutcome::Error(resp),
     };
@@ -971,29 +1013,29 @@ async fn send_messages(shared: &Shared, ids: &Ids, headers: &HeaderMap, body: Bo
     SendOutcome::Delivered
 }
 
-async fn xhr_send(State(shared): Sh, Path(ids): Path<Ids>, headers: HeaderMap, body: Body) -> Response {
-    let mut resp = match send_messages(&shared, &ids, &headers, body, false).await {
+async fn xhr_send(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap, body: Body) -> Response {
+    let mut resp = match send_messages(&shared, &ids, &peer, &headers, body, false).await {
         SendOutcome::Unknown => not_found(),
         SendOutcome::Error(resp) => resp,
         SendOutcome::Delivered => response(StatusCode::NO_CONTENT, Some(TEXT), Body::empty()),
     };
     no_cache(&mut resp);
-    cors(&headers, &mut resp);
+    cors(&shared.config.cors, &headers, &mut resp);
     resp
 }
 
-async fn jsonp_send(State(shared): Sh, Path(ids): Path<Ids>, headers: HeaderMap, body: Body) -> Response {
+async fn jsonp_send(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap, body: Body) -> Response {
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
-    let mut resp = match send_messages(&shared, &ids, &headers, body, form).await {
+    let mut resp = match send_messages(&shared, &ids, &peer, &headers, body, form).await {
         SendOutcome::Unknown => not_found(),
         SendOutcome::Error(resp) => resp,
         SendOutcome::Delivered => response(StatusCode::OK, Some(TEXT), Body::from("ok")),
     };
     no_cache(&mut resp);
-    cors(&headers, &mut resp);
+    cors(&shared.config.cors, &headers, &mut resp);
     resp
 }
 
@@ -1037,10 +1079,14 @@ async fn framed_websocket(
     State(shared): Sh,
     Path(ids): Path<Ids>,
     PeerInfo(peer): PeerInfo,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !ids.valid() || !shared.config.websocket {
         return not_found();
+    }
+    if !shared.config.cors.allowed(&headers) {
+        return forbidden_origin();
     }
     websocket(shared, peer, upgrade, true)
 }
@@ -1048,10 +1094,14 @@ async fn framed_websocket(
 async fn raw_websocket(
     State(shared): Sh,
     PeerInfo(peer): PeerInfo,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !shared.config.websocket {
         return not_found();
+    }
+    if !shared.config.cors.allowed(&headers) {
+        return forbidden_origin();
     }
     websocket(shared, peer, upgrade, false)
 }
@@ -1076,7 +1126,7 @@ fn websocket(
 /// A websocket session lives exactly as long as its websocket: it is not in
 /// the session table (SockJS allows reusing a session id over websockets).
 async fn run_websocket(shared: Arc<Shared>, mut socket: WebSocket, peer: Peer, framed: bool) {
-    let (session, rx, tx) = Session::new(&shared.config);
+    let (session, rx, tx) = Session::new(&shared.config, peer.addr.map(|a| a.ip()));
     if !framed {
         session.state.lock().opened = true;
     }
@@ -1414,9 +1464,10 @@ mod tests {
         assert_eq!(r.header("cache-control"), Some(NO_CACHE));
     }
 
+    /// The default CORS answer: any origin, never credentials.
     fn assert_cors(r: &Resp, origin: &str) {
         assert_eq!(r.header("access-control-allow-origin"), Some(origin));
-        assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+        assert_eq!(r.header("access-control-allow-credentials"), None);
     }
 
     #[tokio::test]
@@ -1777,7 +1828,7 @@ mod tests {
                 let r = request(addr, "OPTIONS", path, &h, b"").await;
                 assert_eq!(r.status, 204, "{path}");
                 assert!(r.body.is_empty());
-                assert_cors(&r, origin.filter(|o| *o != "null").unwrap_or("*"));
+                assert_cors(&r, "*");
                 assert_eq!(r.header("access-control-allow-headers"), Some("content-type, x-a"));
                 let methods = if path.ends_with("info") { "OPTIONS, GET" } else { "OPTIONS, POST" };
                 assert_eq!(r.header("access-control-allow-methods"), Some(methods));
@@ -1789,8 +1840,21 @@ mod tests {
         }
         let s = sid();
         let r = request(addr, "POST", &format!("/stomp/000/{s}/xhr"), &[("Origin", "http://a.example")], b"").await;
-        assert_cors(&r, "http://a.example");
+        assert_cors(&r, "*");
         assert!(r.header("access-control-allow-headers").is_none());
+    }
+
+    #[tokio::test]
+    async fn cors_allow_list_with_credentials() {
+        let cors = Cors::new(&["http://a.example".into()], true);
+        let addr = serve(SockJsConfig { cors, ..SockJsConfig::default() }, echo()).await;
+        let r = request(addr, "OPTIONS", "/stomp/info", &[("Origin", "http://a.example")], b"").await;
+        assert_eq!(r.header("access-control-allow-origin"), Some("http://a.example"));
+        assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+        let r = request(addr, "POST", &format!("/stomp/000/{}/xhr", sid()), &[("Origin", "http://evil.example")], b"").await;
+        assert_eq!(r.status, 403, "an origin not listed is refused");
+        let r = request(addr, "POST", &format!("/stomp/000/{}/xhr", sid()), &[], b"").await;
+        assert_eq!(r.status, 200, "no Origin: not a browser, allowed");
     }
 
     #[tokio::test]

@@ -7,11 +7,11 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::conn::{self, Refusal};
 use super::{LinkRx, LinkTx, Peer};
 use crate::config::TlsConfig;
 use crate::engine::{Engine, EngineError};
@@ -57,32 +57,51 @@ pub fn acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts until shutdown and hands each connection (holding a slot of
-/// `limits.max_connections`) to `on_conn` in its own task. Accept errors
-/// (out of file descriptors, mostly) back off instead of spinning.
-pub async fn accept<F, Fut>(engine: Engine, listener: TcpListener, on_conn: F)
-where
-    F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    accept_with(engine, listener, true, on_conn).await
+/// How a listener's connections are admitted (transport/conn.rs).
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// The listener's name (`stomp-tcp`, `xmpp-c2s`, `http`, ...): whether
+    /// it takes PROXY protocol headers (`connections.proxy_protocol`).
+    pub name: &'static str,
+    /// A stream protocol whose connection must log in: it counts as
+    /// unauthenticated until then. HTTP connections do not (the sessions
+    /// they upgrade to or carry do); they are bounded by deadlines instead.
+    pub login: bool,
+    /// What a refused client is told before the close (best effort).
+    pub refusal: fn(&Refusal) -> Vec<u8>,
 }
 
-/// [`accept`] for listeners whose connections are not sessions (HTTP, where
-/// the session a request opens takes the slot).
-pub async fn accept_uncounted<F, Fut>(engine: Engine, listener: TcpListener, on_conn: F)
-where
-    F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    accept_with(engine, listener, false, on_conn).await
+impl Admission {
+    /// A STOMP listener: a refused client gets an ERROR frame.
+    pub fn stomp(name: &'static str) -> Admission {
+        Admission { name, login: true, refusal: stomp_refusal }
+    }
 }
 
-async fn accept_with<F, Fut>(engine: Engine, listener: TcpListener, counted: bool, on_conn: F)
+fn stomp_refusal(r: &Refusal) -> Vec<u8> {
+    format!("ERROR\ncontent-type:text/plain\nmessage:{r}\n\n{r}\0").into_bytes()
+}
+
+/// No bytes: the client's first bytes are a TLS handshake.
+pub fn silent_refusal(_: &Refusal) -> Vec<u8> {
+    Vec::new()
+}
+
+/// Accepts until shutdown and hands each admitted connection to `on_conn`
+/// in its own task, with the client's address (from a PROXY header when
+/// the peer is a trusted proxy and the listener takes them). Each task
+/// holds its connection's [`conn::Slot`]: `limits.max_connections`, the
+/// per-address and unauthenticated caps. A refused connection is told why
+/// (`admission.refusal`) and closed. Accept errors (out of file
+/// descriptors, mostly) back off instead of spinning.
+pub async fn accept<F, Fut>(engine: Engine, listener: TcpListener, admission: Admission, on_conn: F)
 where
-    F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + 'static,
+    F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let on_conn = Arc::new(on_conn);
+    let proxied = engine.config.connections.proxy_protocol.iter().any(|l| l == admission.name);
+    let header_timeout = Duration::from_millis(engine.config.connections.header_timeout_ms);
     let mut backoff = Duration::from_millis(5);
     loop {
         let (stream, addr) = tokio::select! {
@@ -97,27 +116,80 @@ where
                 }
             },
         };
-        let permit = match counted.then(|| engine.connections.clone().try_acquire_owned()) {
-            Some(Err(_)) => {
-                tracing::warn!(%addr, "connection limit reached (limits.max_connections); refusing");
+        let addr = SocketAddr::new(conn::canonical(addr.ip()), addr.port());
+        let trusted = engine.gate.is_trusted(addr.ip());
+        // A trusted proxy's connection is counted by its client's address
+        // (after the PROXY header, or per session for HTTP), not the proxy's.
+        let by_address = if trusted { None } else { Some(addr.ip()) };
+        let slot = match engine.gate.admit(by_address, admission.login) {
+            Ok(slot) => slot,
+            Err(r) => {
+                tracing::debug!(%addr, listener = admission.name, "connection refused: {r}");
+                let _ = stream.try_write(&(admission.refusal)(&r));
                 drop(stream);
                 continue;
             }
-            Some(Ok(p)) => Some(p),
-            None => None,
         };
         let _ = stream.set_nodelay(true);
-        // `map`, not `async move { work.await }`: an async block would store
-        // the connection's future twice (captured, then awaited), and that
-        // is what every idle connection costs.
+        if proxied && trusted {
+            let on_conn = on_conn.clone();
+            let engine2 = engine.clone();
+            engine.tasks.spawn(async move {
+                let mut stream = stream;
+                let client = match tokio::time::timeout(header_timeout, conn::read_proxy_header(&mut stream, addr)).await {
+                    Ok(Ok(client)) => client,
+                    Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "PROXY header refused"),
+                    Err(_) => return tracing::debug!(%addr, "no PROXY header in time (connections.header_timeout_ms)"),
+                };
+                let slot = match slot.into_session(client.ip()) {
+                    Ok(s) => s,
+                    Err(r) => {
+                        let _ = stream.try_write(&(admission.refusal)(&r));
+                        return tracing::debug!(%client, "connection refused: {r}");
+                    }
+                };
+                Box::pin(conn::scope(slot, on_conn(engine2, stream, client))).await
+            });
+            continue;
+        }
+        // No `async move { work.await }`: an async block would store the
+        // connection's future twice (captured, then awaited), and that is
+        // what every idle connection costs.
         let work = on_conn(engine.clone(), stream, addr);
-        engine.tasks.spawn(work.map(move |()| drop(permit)));
+        engine.tasks.spawn(conn::scope(slot, work));
     }
+}
+
+/// [`accept`] for HTTP listeners: connections count against
+/// `limits.max_connections` and `connections.max_per_ip` (not for a trusted
+/// proxy: its clients are counted per session by their forwarded address),
+/// not as unauthenticated; a refused client gets a 503 or 429 with the reason.
+pub async fn accept_http<F, Fut>(engine: Engine, listener: TcpListener, name: &'static str, on_conn: F)
+where
+    F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    accept(engine, listener, Admission { name, login: false, refusal: http_refusal }, on_conn).await
+}
+
+/// The HTTP answer to a refused connection: 503 when the node is full,
+/// 429 for an address over its cap.
+pub fn http_refusal(r: &Refusal) -> Vec<u8> {
+    let status = match r {
+        Refusal::Node | Refusal::Unauthenticated => "503 Service Unavailable",
+        Refusal::PerIp | Refusal::UnauthenticatedPerIp => "429 Too Many Requests",
+    };
+    let body = format!("{r}\n");
+    format!("HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 /// The STOMP listener (TCP, or TLS when `tls` is given).
 pub async fn accept_loop(engine: Engine, listener: TcpListener, tls: Option<TlsAcceptor>) {
-    accept(engine, listener, move |engine, stream, addr| {
+    let admission = match tls {
+        None => Admission::stomp("stomp-tcp"),
+        Some(_) => Admission { refusal: silent_refusal, ..Admission::stomp("stomp-tls") },
+    };
+    accept(engine, listener, admission, move |engine, stream, addr| {
         let tls = tls.clone();
         // Each branch is boxed on its own: one task's memory is then the
         // state of the branch it runs, not the largest of both (a TLS

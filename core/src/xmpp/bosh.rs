@@ -128,6 +128,9 @@ pub struct BoshConfig {
     /// (the request's origin is echoed). Others get `403`. Requests without
     /// an `Origin` header (non-browser clients) are always allowed.
     pub allowed_origins: Option<Vec<String>>,
+    /// Answer `Access-Control-Allow-Credentials: true` to allowed origins
+    /// (`connections.cors_credentials`; off by default).
+    pub cors_credentials: bool,
 }
 
 impl Default for BoshConfig {
@@ -143,6 +146,7 @@ impl Default for BoshConfig {
             max_pending_stanzas: 4096,
             xml_limits: Limits::default(),
             allowed_origins: None,
+            cors_credentials: false,
         }
     }
 }
@@ -1150,7 +1154,11 @@ async fn preflight(State(shared): Sh, headers: HeaderMap) -> Response {
         .unwrap_or(HeaderValue::from_static("Content-Type"));
     set(&mut resp, header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
     set(&mut resp, header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(PREFLIGHT_MAX_AGE));
+    let credentials = shared.config.cors_credentials && allow.as_bytes() != b"*";
     set_cors(&mut resp, Some(allow));
+    if credentials {
+        resp = with_credentials(resp);
+    }
     resp.map(Body::from)
 }
 
@@ -1179,7 +1187,16 @@ fn post_whole(shared: Arc<Shared>, peer: Peer, headers: &HeaderMap, data: Bytes)
     if data.len() > shared.config.max_body_bytes {
         return Box::pin(std::future::ready(too_large(allow)));
     }
+    if shared.config.cors_credentials && allow.as_bytes() != b"*" {
+        // Only when configured: no extra state in a parked request otherwise.
+        return Box::pin(on_body(&shared, peer, data, allow).map(with_credentials));
+    }
     on_body(&shared, peer, data, allow)
+}
+
+fn with_credentials(mut a: Answer) -> Answer {
+    a.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    a
 }
 
 fn too_large(allow: HeaderValue) -> Answer {

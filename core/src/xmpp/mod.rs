@@ -36,10 +36,9 @@ pub mod ns {
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 
 use crate::engine::{Engine, EngineError, Listener};
-use crate::transport::{http1, Peer};
+use crate::transport::{conn, http1, Peer};
 
 /// Binds the XMPP listeners that are configured: c2s (`xmpp-c2s`) and the
 /// HTTP listener for BOSH and WebSocket (`xmpp-http`).
@@ -53,7 +52,8 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
         let l = crate::transport::tcp::bind(addr, "xmpp-c2s").await?;
         let local = l.local_addr().map_err(|source| EngineError::Listen { what: "xmpp-c2s", addr, source })?;
         bound.push(Listener { name: "xmpp-c2s", addr: local });
-        engine.tasks.spawn(crate::transport::tcp::accept(engine.clone(), l, move |engine, stream, addr| {
+        let admission = crate::transport::tcp::Admission { name: "xmpp-c2s", login: true, refusal: tcp::refusal };
+        engine.tasks.spawn(crate::transport::tcp::accept(engine.clone(), l, admission, move |engine, stream, addr| {
             tcp::handle(engine, stream, addr, tls.clone())
         }));
     }
@@ -64,16 +64,18 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
         let (app, front) = http_front(engine);
         // BOSH parks a request per session: the small front server holds no
         // buffers while one waits (transport/http1.rs); upgrades go to hyper.
-        // Sessions, not HTTP connections, take `limits.max_connections` slots
-        // (the BOSH session factory and the WebSocket handler take them).
+        // Every connection takes a slot; a WebSocket session takes over its
+        // connection's, a BOSH session has its own (it outlives requests).
+        let c = &engine.config.connections;
         let limits = http1::Http1Limits {
             max_body_bytes: bosh_body_limit(x),
-            request_timeout: Duration::from_millis(engine.config.limits.connect_timeout_ms),
-            idle_timeout: Duration::from_secs(x.bosh_inactivity_secs.max(x.bosh_max_wait_secs) + 30),
+            header_timeout: Duration::from_millis(c.header_timeout_ms),
+            body_timeout: Duration::from_millis(c.body_timeout_ms),
+            idle_timeout: Duration::from_millis(c.idle_timeout_ms),
             write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
             ..Default::default()
         };
-        engine.tasks.spawn(crate::transport::tcp::accept_uncounted(engine.clone(), l, move |engine, stream, addr| {
+        engine.tasks.spawn(crate::transport::tcp::accept_http(engine.clone(), l, "xmpp-http", move |engine, stream, addr| {
             http1::serve_connection(stream, addr, app.clone(), front.clone(), limits.clone(), engine.shutdown.clone())
         }));
     }
@@ -96,23 +98,34 @@ pub fn http_front(engine: &Engine) -> (axum::Router, http1::Front) {
         max_pending_stanzas: engine.config.limits.outbound_queue,
         max_body_bytes: bosh_body_limit(x),
         xml_limits: tcp::limits(engine),
-        allowed_origins: if x.bosh_allowed_origins.is_empty() { None } else { Some(x.bosh_allowed_origins.clone()) },
+        // `xmpp.bosh_allowed_origins` (older key) decides when set;
+        // otherwise `connections.cors_origins`.
+        allowed_origins: if !x.bosh_allowed_origins.is_empty() {
+            Some(x.bosh_allowed_origins.clone())
+        } else if engine.config.connections.cors_origins.iter().any(|o| o == "*") {
+            None
+        } else {
+            Some(engine.config.connections.cors_origins.clone())
+        },
+        cors_credentials: engine.config.connections.cors_credentials,
         ..bosh::BoshConfig::default()
     };
     let e = engine.clone();
     let on_session: bosh::OnSession = Arc::new(move |rx, tx, peer| {
         let e2 = e.clone();
-        match e.connections.clone().try_acquire_owned() {
-            Ok(permit) => {
-                // `map` holds the permit without a second copy of the session
-                // future (transport/tcp.rs says why).
-                e.tasks.spawn(session::serve(e2, rx, tx, peer).map(move |()| drop(permit)));
+        // A BOSH session outlives its requests: its own slot, counted for
+        // its client and as unauthenticated until SASL succeeds.
+        match conn::session_slot(&e.gate, peer.addr.map(|a| a.ip())) {
+            Ok(slot) => {
+                // The scope holds the slot without a second copy of the
+                // session future (transport/tcp.rs says why).
+                e.tasks.spawn(conn::scope(slot, session::serve(e2, rx, tx, peer)));
             }
-            Err(_) => {
-                tracing::warn!("connection limit reached (limits.max_connections); refusing a BOSH session");
+            Err(r) => {
+                tracing::debug!(peer = ?peer.addr, "BOSH session refused: {r}");
                 e.tasks.spawn(async move {
                     let mut tx = tx;
-                    let err = link::StreamError::new("resource-constraint", "connection limit reached");
+                    let err = link::StreamError::new("resource-constraint", r.to_string());
                     link::XmppTx::close(&mut tx, Some(err)).await;
                     drop(rx);
                 });
@@ -120,7 +133,14 @@ pub fn http_front(engine: &Engine) -> (axum::Router, http1::Front) {
         }
     });
     let (router, direct) = bosh::mount(cfg, on_session, &["/http-bind", "/bosh"]);
-    (router, http1::Front { websockets: websockets(engine), direct: Arc::from([direct]), plain_to_hyper: false })
+    let front = http1::Front {
+        websockets: websockets(engine),
+        direct: Arc::from([direct]),
+        plain_to_hyper: false,
+        gate: Some(engine.gate.clone()),
+        cors: crate::transport::conn::Cors::from_config(&engine.config),
+    };
+    (router, front)
 }
 
 /// XMPP over WebSocket at `/ws` and `/xmpp-websocket`, served by the front server.
@@ -132,14 +152,15 @@ fn websockets(engine: &Engine) -> Arc<[http1::WsEndpoint]> {
             protocols: &["xmpp"],
             max_message: engine.config.xmpp.max_stanza_bytes + 1024,
             admit: Arc::new(move |addr| {
-                let permit = engine.connections.clone().try_acquire_owned().ok()?;
+                // The upgraded connection's slot (http1 counted it for the client).
+                let slot = conn::session_slot(&engine.gate, Some(addr.ip())).ok()?;
                 let engine = engine.clone();
                 Some(Box::new(move |rx, tx| {
                     let (rx, tx) = ws::link(rx, tx, tcp::limits(&engine));
-                    // `map` holds the permit without a second copy of the session
-                    // future (transport/tcp.rs says why).
-                    let session = session::serve(engine.clone(), rx, tx, Peer { addr: Some(addr), transport: "ws" }).map(move |()| drop(permit));
-                    engine.tasks.spawn(session);
+                    // The scope holds the slot without a second copy of the
+                    // session future (transport/tcp.rs says why).
+                    let session = session::serve(engine.clone(), rx, tx, Peer { addr: Some(addr), transport: "ws" });
+                    engine.tasks.spawn(conn::scope(slot, session));
                 }))
             }),
         }

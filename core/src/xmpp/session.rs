@@ -249,6 +249,7 @@ impl Session {
             }
         };
         self.identity = Some(identity);
+        crate::transport::authenticated();
         rx.restart();
         self.open_stream(rx, tx, deadline).await?;
         let features = Element::new("features", ns::STREAM)

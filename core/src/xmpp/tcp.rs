@@ -115,6 +115,15 @@ fn split<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, limits: Limits, domai
     )
 }
 
+/// What a refused c2s connection is told (`connections.*` caps): a stream
+/// header and a `policy-violation` stream error with the reason.
+pub fn refusal(r: &crate::transport::conn::Refusal) -> Vec<u8> {
+    let mut out = stream_header("refused", "").to_vec();
+    out.extend_from_slice(&StreamError::new("policy-violation", r.to_string()).to_element().to_bytes());
+    out.extend_from_slice(b"</stream:stream>");
+    out
+}
+
 pub fn limits(engine: &Engine) -> Limits {
     Limits { max_depth: engine.config.xmpp.max_depth, max_stanza_bytes: engine.config.xmpp.max_stanza_bytes, ..Limits::default() }
 }
