@@ -65,6 +65,11 @@ http_listen = "127.0.0.1:$HERALD_XHTTP"
 [limits]
 max_connections = 100000
 
+[access]
+# upub (S3) pushes to every user's feed over STOMP and XMPP; the users share
+# no project, so the default "contacts" would refuse it.
+chat_policy = "all"
+
 [[vhosts]]
 name = "/"
 
