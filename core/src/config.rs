@@ -882,6 +882,18 @@ mod tests {
         assert_eq!(c.users.len(), 6);
         assert_eq!(c.projects[0].members, ["alice", "bob", "carol"]);
         assert_eq!(c.stomp.listen.unwrap().port(), 61613);
+        // Least privilege as shipped (docs/security.md "Access"): no administrator, chats between contacts.
+        assert!(c.users.iter().all(|u| !u.tags.iter().any(|t| t == "administrator")), "dev.toml has no administrator");
+        assert_eq!(c.access.chat_policy, ChatPolicy::Contacts);
+    }
+
+    #[test]
+    fn chat_policy_lives_in_access() {
+        assert_eq!(Config::default().access.chat_policy, ChatPolicy::Contacts);
+        let c = Config::from_toml_str("[access]\nchat_policy = \"none\"\n").unwrap();
+        assert_eq!(c.access.chat_policy, ChatPolicy::None);
+        let err = Config::from_toml_str("[xmpp]\nchat_policy = \"all\"\n").unwrap_err().to_string();
+        assert!(err.contains("xmpp.chat_policy") && err.contains("access.chat_policy"), "{err}");
     }
 
     #[test]
