@@ -309,6 +309,6 @@ members = ["dave"]
         assert!(q("alice", "work-queue").await, "'work' is no user");
         assert!(q("guest", "bob-inbox").await);
         assert!(!q("bob", "dave-x").await, "dave is known from [[users]] and the directory");
-        assert!(!queue_owner(&e, &who("alice"), "bob-inbox").await.is_ok());
+        assert!(queue_owner(&e, &who("alice"), "bob-inbox").await.is_err(), "the owner rule alone, as for a SEND to /amq/queue/");
     }
 }
