@@ -107,7 +107,10 @@ export declare class Engine {
    * (default 5000) denies, and is logged; the process is unaffected.
    * An omitted `user` keeps the current login check (the config's
    * `[auth]` chain: JWT, HTTP backend, `users`);
-   * omitted `vhost`, `resource` and `topic` allow.
+   * omitted `vhost`, `resource` and `topic` allow. A `topic` callback
+   * decides routing keys alone; without one, the `[access]` rules
+   * (own feed, projects for members, own queues) apply to users
+   * without the `administrator` tag (docs/security.md).
    */
   useAuth(callbacks: AuthCallbacks, authTimeoutMs?: number | null): void
   /**

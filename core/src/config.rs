@@ -105,16 +105,51 @@ impl LoginConfig {
 
 // ---- [access] --------------------------------------------------------------
 
-/// `[access]`: least privilege on the addressing model for non-administrators.
+/// `[access]`: least privilege on the addressing model for non-administrators
+/// (`auth::policy`, docs/security.md "Access").
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct AccessConfig {}
+pub struct AccessConfig {
+    /// Who may write to another user's feed (STOMP SEND to
+    /// `/exchange/feed/<uid>`, XMPP chat to `uid@domain`): `"contacts"`
+    /// (share a project; the default), `"all"` authenticated users, or
+    /// `"none"`. Everyone may write to their own feed.
+    pub chat_policy: ChatPolicy,
+}
+
+/// Who may write to another user's feed (one policy for STOMP and XMPP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatPolicy {
+    /// Any authenticated user.
+    All,
+    /// Members of a project the recipient is also a member of.
+    #[default]
+    Contacts,
+    /// Nobody (only the application, and administrators).
+    None,
+}
 
 impl AccessConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         Ok(())
     }
 }
+
+/// RabbitMQ topic permissions (`rabbitmqctl set_topic_permissions`): per
+/// vhost, per exchange, regular expressions over the routing key, matched
+/// whole (as the resource patterns); `{username}` and `{vhost}` expand to
+/// the user's id and the vhost, regex-escaped. The empty string matches
+/// nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicPermissionConfig {
+    pub write: String,
+    pub read: String,
+}
+
+/// vhost → exchange → patterns.
+pub type TopicPermissions = BTreeMap<String, BTreeMap<String, TopicPermissionConfig>>;
 
 // ---- [connections] ---------------------------------------------------------
 
@@ -402,16 +437,9 @@ pub struct XmppConfig {
     pub bosh_inactivity_secs: u64,
     /// BOSH: origins allowed to call from a page (CORS); empty means any.
     pub bosh_allowed_origins: Vec<String>,
-    /// Who may send chat messages to whom: `"all"` authenticated users, or
-    /// only `"contacts"` (members of a shared project).
-    pub chat_policy: ChatPolicy,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChatPolicy {
-    All,
-    Contacts,
+    /// Moved to `access.chat_policy` (one policy for STOMP and XMPP); set
+    /// here, the config is refused with a message saying so.
+    pub chat_policy: Option<ChatPolicy>,
 }
 
 impl Default for XmppConfig {
@@ -428,7 +456,7 @@ impl Default for XmppConfig {
             bosh_max_wait_secs: 60,
             bosh_inactivity_secs: 60,
             bosh_allowed_origins: Vec::new(),
-            chat_policy: ChatPolicy::All,
+            chat_policy: None,
         }
     }
 }
@@ -662,6 +690,11 @@ pub struct AuthConfig {
     pub http: Option<HttpAuthConfig>,
     /// JWT bearer tokens as the password (STOMP passcode, SASL PLAIN).
     pub jwt: Option<JwtConfig>,
+    /// Topic permissions (vhost → exchange → `write`/`read` patterns) for
+    /// users that list no `topic_permissions` of their own, and for JWT
+    /// users. Empty: routing keys are allowed (RabbitMQ's semantics); the
+    /// `[access]` rules still apply.
+    pub default_topic_permissions: TopicPermissions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -799,6 +832,9 @@ pub struct UserConfig {
     pub tags: Vec<String>,
     #[serde(default)]
     pub permissions: Option<BTreeMap<String, PermissionConfig>>,
+    /// Own topic permissions, replacing `auth.default_topic_permissions`.
+    #[serde(default)]
+    pub topic_permissions: Option<TopicPermissions>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -930,6 +966,27 @@ impl Config {
         self.shaper.validate()?;
         self.limits.validate()?;
         check_perms("auth.default_permissions", &self.auth.default_permissions)?;
+        if self.xmpp.chat_policy.is_some() {
+            return Err(invalid("xmpp.chat_policy", "moved to access.chat_policy (one policy for STOMP and XMPP)"));
+        }
+        let check_topic_perms = |key: &str, perms: &TopicPermissions| -> Result<(), ConfigError> {
+            for (vhost, exchanges) in perms {
+                if !self.vhosts.iter().any(|v| &v.name == vhost) {
+                    return Err(invalid(format!("{key}.{vhost:?}"), "names a vhost that is not in [[vhosts]]"));
+                }
+                for (exchange, p) in exchanges {
+                    for (what, pattern) in [("write", &p.write), ("read", &p.read)] {
+                        // Checked with the placeholders expanded to a plain word.
+                        let expanded = pattern.replace("{username}", "u").replace("{vhost}", "v");
+                        if let Err(e) = regex::Regex::new(&expanded) {
+                            return Err(invalid(format!("{key}.{vhost:?}.{exchange:?}.{what}"), format!("bad regular expression: {e}")));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        check_topic_perms("auth.default_topic_permissions", &self.auth.default_topic_permissions)?;
         self.auth.validate()?;
         let mut names = std::collections::HashSet::new();
         for (i, u) in self.users.iter().enumerate() {
@@ -952,6 +1009,9 @@ impl Config {
             }
             if let Some(p) = &u.permissions {
                 check_perms(&format!("{key}.permissions"), p)?;
+            }
+            if let Some(p) = &u.topic_permissions {
+                check_topic_perms(&format!("{key}.topic_permissions"), p)?;
             }
         }
         let mut ids = std::collections::HashSet::new();
@@ -1028,6 +1088,18 @@ mod tests {
         assert_eq!(c.users.len(), 6);
         assert_eq!(c.projects[0].members, ["alice", "bob", "carol"]);
         assert_eq!(c.stomp.listen.unwrap().port(), 61613);
+        // Least privilege as shipped (docs/security.md "Access"): no administrator, chats between contacts.
+        assert!(c.users.iter().all(|u| !u.tags.iter().any(|t| t == "administrator")), "dev.toml has no administrator");
+        assert_eq!(c.access.chat_policy, ChatPolicy::Contacts);
+    }
+
+    #[test]
+    fn chat_policy_lives_in_access() {
+        assert_eq!(Config::default().access.chat_policy, ChatPolicy::Contacts);
+        let c = Config::from_toml_str("[access]\nchat_policy = \"none\"\n").unwrap();
+        assert_eq!(c.access.chat_policy, ChatPolicy::None);
+        let err = Config::from_toml_str("[xmpp]\nchat_policy = \"all\"\n").unwrap_err().to_string();
+        assert!(err.contains("xmpp.chat_policy") && err.contains("access.chat_policy"), "{err}");
     }
 
     #[test]

@@ -283,7 +283,10 @@ impl Engine {
     /// (default 5000) denies, and is logged; the process is unaffected.
     /// An omitted `user` keeps the current login check (the config's
     /// `[auth]` chain: JWT, HTTP backend, `users`);
-    /// omitted `vhost`, `resource` and `topic` allow.
+    /// omitted `vhost`, `resource` and `topic` allow. A `topic` callback
+    /// decides routing keys alone; without one, the `[access]` rules
+    /// (own feed, projects for members, own queues) apply to users
+    /// without the `administrator` tag (docs/security.md).
     #[napi(ts_args_type = "callbacks: AuthCallbacks, authTimeoutMs?: number | null")]
     pub fn use_auth(&self, callbacks: Option<AuthCallbacks>, auth_timeout_ms: Option<u32>) -> Result<()> {
         let callbacks = callbacks.ok_or_else(|| {

@@ -69,17 +69,18 @@ test('exchange destination: subscriber gets body and headers sent by a second cl
   const alice = await stompConnect(server, { login: 'alice', passcode: 'secret' });
   const bob = await stompConnect(server, { login: 'bob', passcode: 'secret' });
   try {
-    const dest = '/exchange/feed/user_x';
+    // alice reads her own feed; bob, a contact (p1), writes to it ([access]).
+    const dest = '/exchange/feed/alice';
     const { sub, q } = await subscribeWithReceipt(alice.client, dest);
-    // another routing key on the same topic exchange must not reach the user_x binding
-    await publishWithReceipt(bob.client, { destination: '/exchange/feed/user_y', body: 'not for x' });
-    const body = 'héllo user_x — ünïcode ✓';
+    // another routing key on the same topic exchange must not reach the alice binding
+    await publishWithReceipt(bob.client, { destination: '/exchange/feed/carol', body: 'not for alice' });
+    const body = 'héllo alice — ünïcode ✓';
     await publishWithReceipt(bob.client, {
       destination: dest,
       body,
       headers: { 'content-type': 'text/plain', 'x-trace-id': 'trace-42' },
     });
-    const m = await q.next(3000, 'MESSAGE on /exchange/feed/user_x');
+    const m = await q.next(3000, 'MESSAGE on /exchange/feed/alice');
     assert.equal(m.command, 'MESSAGE');
     assert.equal(m.body, body);
     assert.equal(m.headers.destination, dest);
@@ -89,7 +90,7 @@ test('exchange destination: subscriber gets body and headers sent by a second cl
     assert.equal(m.headers['content-length'], String(Buffer.byteLength(body)));
     assert.equal(m.headers['content-type'], 'text/plain');
     assert.equal(m.headers['x-trace-id'], 'trace-42');
-    await q.expectNone(400, 'second MESSAGE (user_y must not match user_x)');
+    await q.expectNone(400, 'second MESSAGE (carol must not match alice)');
   } finally {
     await closeAll(alice, bob);
   }
@@ -476,7 +477,8 @@ test('every subscriber of the same exchange destination gets its own copy', T, a
   const b = await stompConnect(server, { login: 'bob', passcode: 'secret' });
   const p = await stompConnect(server, { login: 'carol', passcode: 'secret' });
   try {
-    const dest = `/exchange/project/${uid('p')}`;
+    // alice, bob and carol are p1's members: [access] lets only members use project/p1.
+    const dest = '/exchange/project/p1';
     const sa = await subscribeWithReceipt(a.client, dest);
     const sb = await subscribeWithReceipt(b.client, dest);
     await publishWithReceipt(p.client, { destination: dest, body: 'broadcast' });

@@ -91,7 +91,7 @@ class World:
         self.herald, self.api, self.loop = herald, api, loop
         self.alice = Client(herald, "1.2", login="alice", passcode="secret")
         self.topic = f"/topic/admin.{uid('t').replace('-', '.')}"
-        self.feed = f"/exchange/feed/{uid('alice')}"
+        self.feed = "/exchange/feed/alice"  # her own: others' feeds are refused ([access])
         self.alice.subscribe(self.topic)
         self.alice.subscribe(self.feed)
 

@@ -44,12 +44,13 @@ def test_connect_without_host_header_uses_default_vhost(raw):
 
 
 def test_subscribe_and_receive_exchange_destination(clients, version):
+    # A user reads her own feed; a contact (p1) writes to it ([access], docs/security.md).
     sub = clients(version, login="alice", passcode="secret")
     pub = clients(version, login="bob", passcode="secret")
-    dest = "/exchange/feed/user_x"
+    dest = "/exchange/feed/alice"
     sub_id = sub.subscribe(dest)
-    pub.send("/exchange/feed/user_y", "for y only")
-    body = "hello user_x ünïcode ✓"
+    pub.send("/exchange/feed/carol", "for carol only")
+    body = "hello alice ünïcode ✓"
     pub.send(dest, body, **{"content-type": "text/plain", "x-trace-id": "t-1"})
     m = sub.message()
     assert m.body == body
@@ -502,16 +503,17 @@ def test_sigterm_stops_the_server(herald_factory):
 
 
 def test_every_subscriber_of_a_topic_gets_a_copy(clients, version):
+    # p1's members all read project/p1 ([access]: members only); guest is the suite's administrator.
     subs = [clients(version, login=u, passcode="secret") for u in ("alice", "bob", "carol")]
-    pub = clients(version, login="dave", passcode="secret")
+    pub = clients(version)
     for s in subs:
-        s.subscribe("/exchange/feed/user_x")
+        s.subscribe("/exchange/project/p1")
         s.subscribe("/topic/news.sport")
-    pub.send("/exchange/feed/user_x", "to user_x")
+    pub.send("/exchange/project/p1", "to p1")
     pub.send("/topic/news.sport", "goal")
     for s in subs:
         got = sorted([s.message().body, s.message().body])
-        assert got == ["goal", "to user_x"]
+        assert got == ["goal", "to p1"]
         s.no_message(0.2, "duplicate delivery")
 
 
@@ -758,7 +760,8 @@ def test_slow_consumer_is_closed_and_others_are_unaffected(herald_factory):
     slow.connect(("127.0.0.1", h.stomp_port))
     from conftest import encode_frame
 
-    dest = f"/exchange/feed/{uid('slow')}"
+    # bob (slow), alice (fast) and carol (publisher) are p1's members: all may use project/p1 ([access]).
+    dest = "/exchange/project/p1"
     slow.sendall(encode_frame("CONNECT", {"accept-version": "1.2", "host": "/", "login": "bob", "passcode": "secret"}))
     slow.sendall(encode_frame("SUBSCRIBE", {"destination": dest, "id": "s", "receipt": "r"}))
     first = b""

@@ -108,6 +108,15 @@ impl Authorizer for Chain {
     ) -> BoxFuture<'a, Result<bool, AuthError>> {
         self.authorizer(who).topic(who, vhost, exchange, routing_key, permission)
     }
+
+    /// The HTTP backend, when configured, authorizes everyone.
+    fn decides_topics(&self) -> bool {
+        self.http.as_ref().is_some_and(|h| h.decides_topics())
+    }
+
+    fn decides_resources(&self) -> bool {
+        self.http.as_ref().is_some_and(|h| h.decides_resources())
+    }
 }
 
 /// The chain as the engine's sources.

@@ -1,6 +1,6 @@
 //! Users and permissions from the config file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
@@ -8,7 +8,7 @@ use regex::Regex;
 
 use super::sasl::{Mechanism, ScramCredentials};
 use super::{AuthError, Authenticator, Authorizer, BoxFuture, Identity, Permission, ResourceKind};
-use crate::config::{Config, PermissionConfig};
+use crate::config::{Config, PermissionConfig, TopicPermissions};
 
 #[derive(Debug)]
 enum Secret {
@@ -43,12 +43,107 @@ impl Patterns {
     }
 }
 
+/// One topic-permission pattern: compiled once when it has no placeholder,
+/// else expanded per user and vhost and compiled through [`RegexCache`].
+#[derive(Debug)]
+enum TopicPattern {
+    /// `""`: grants nothing.
+    Never,
+    Fixed(Regex),
+    Template(String),
+}
+
+impl TopicPattern {
+    fn compile(s: &str) -> TopicPattern {
+        if s.is_empty() {
+            TopicPattern::Never
+        } else if s.contains("{username}") || s.contains("{vhost}") {
+            TopicPattern::Template(s.to_owned())
+        } else {
+            // Validated by Config::validate; an error cannot occur here.
+            Regex::new(&format!("^(?:{s})$")).map_or(TopicPattern::Never, TopicPattern::Fixed)
+        }
+    }
+
+    fn matches(&self, cache: &RegexCache, uid: &str, vhost: &str, key: &str) -> bool {
+        match self {
+            TopicPattern::Never => false,
+            TopicPattern::Fixed(re) => re.is_match(key),
+            TopicPattern::Template(t) => {
+                let expanded = expand(t, uid, vhost);
+                cache.get(&expanded).is_some_and(|re| re.is_match(key))
+            }
+        }
+    }
+}
+
+/// `{username}` and `{vhost}` replaced by the values, regex-escaped (a uid
+/// like `a.b` must not become a wildcard), as RabbitMQ expands them.
+pub(crate) fn expand(template: &str, uid: &str, vhost: &str) -> String {
+    template.replace("{username}", &regex::escape(uid)).replace("{vhost}", &regex::escape(vhost))
+}
+
+/// Compiled expansions of topic-permission templates, shared by every user:
+/// compiling costs tens of microseconds, a SEND should not pay it each time.
+/// Bounded: cleared when full (a new user's first check compiles again).
+#[derive(Debug, Default)]
+pub(crate) struct RegexCache(parking_lot::Mutex<HashMap<String, Arc<Regex>>>);
+
+const REGEX_CACHE_MAX: usize = 4096;
+
+impl RegexCache {
+    fn get(&self, pattern: &str) -> Option<Arc<Regex>> {
+        if let Some(re) = self.0.lock().get(pattern) {
+            return Some(re.clone());
+        }
+        let re = Arc::new(Regex::new(&format!("^(?:{pattern})$")).ok()?);
+        let mut map = self.0.lock();
+        if map.len() >= REGEX_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(pattern.to_owned(), re.clone());
+        Some(re)
+    }
+}
+
+/// Topic permissions of one user (or the defaults): vhost → exchange →
+/// (write, read).
+#[derive(Debug, Default)]
+pub(crate) struct TopicRules(BTreeMap<String, BTreeMap<String, (TopicPattern, TopicPattern)>>);
+
+impl TopicRules {
+    pub(crate) fn compile(p: &TopicPermissions) -> TopicRules {
+        TopicRules(
+            p.iter()
+                .map(|(vhost, xs)| {
+                    let xs = xs.iter().map(|(x, t)| (x.clone(), (TopicPattern::compile(&t.write), TopicPattern::compile(&t.read)))).collect();
+                    (vhost.clone(), xs)
+                })
+                .collect(),
+        )
+    }
+
+    /// RabbitMQ's rule: no topic permissions for this vhost and exchange
+    /// grant; otherwise the `write` or `read` pattern must match the key.
+    pub(crate) fn allows(&self, cache: &RegexCache, uid: &str, vhost: &str, exchange: &str, key: &str, permission: Permission) -> bool {
+        let Some((write, read)) = self.0.get(vhost).and_then(|xs| xs.get(exchange)) else { return true };
+        match permission {
+            Permission::Write => write.matches(cache, uid, vhost, key),
+            Permission::Read => read.matches(cache, uid, vhost, key),
+            // Topic permissions have no configure pattern.
+            Permission::Configure => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct User {
     secret: Secret,
     tags: Vec<String>,
     /// vhost → patterns, shared with every user that has the same ones.
     permissions: HashMap<String, Arc<Patterns>>,
+    /// Own topic permissions, or the shared defaults.
+    topics: Arc<TopicRules>,
 }
 
 /// Compiles each distinct permission triple once. A compiled `Regex` costs
@@ -69,6 +164,7 @@ impl PatternCache {
 #[derive(Debug)]
 pub struct ConfigUsers {
     users: HashMap<String, User>,
+    topic_cache: RegexCache,
     /// SCRAM credentials derived from plain passwords, once per user and
     /// mechanism (PBKDF2 is deliberately slow). The salt is random per process.
     scram: parking_lot::Mutex<HashMap<(String, Mechanism), ScramCredentials>>,
@@ -84,6 +180,7 @@ impl ConfigUsers {
         let mut users = HashMap::new();
         let mut cache = PatternCache::default();
         let mut plain = Vec::new();
+        let default_topics = Arc::new(TopicRules::compile(&config.auth.default_topic_permissions));
         for u in &config.users {
             let secret = match (&u.password, &u.password_hash) {
                 (_, Some(h)) => Secret::Hash(h.clone()),
@@ -95,14 +192,15 @@ impl ConfigUsers {
             };
             let perms = u.permissions.as_ref().unwrap_or(&config.auth.default_permissions);
             let permissions = perms.iter().map(|(v, p)| (v.clone(), cache.get(p))).collect();
-            users.insert(u.name.clone(), User { secret, tags: u.tags.clone(), permissions });
+            let topics = u.topic_permissions.as_ref().map_or_else(|| default_topics.clone(), |t| Arc::new(TopicRules::compile(t)));
+            users.insert(u.name.clone(), User { secret, tags: u.tags.clone(), permissions, topics });
         }
         if !plain.is_empty() {
             // One line, not one per user: a generated config may hold thousands.
             let first: Vec<&str> = plain.iter().take(5).copied().collect();
             tracing::warn!(count = plain.len(), first = ?first, "plain-text passwords in config: use password_hash outside development");
         }
-        ConfigUsers { users, scram: Default::default(), salt: rand::random() }
+        ConfigUsers { users, topic_cache: RegexCache::default(), scram: Default::default(), salt: rand::random() }
     }
 
     fn patterns(&self, who: &Identity, vhost: &str) -> Option<&Patterns> {
@@ -115,19 +213,22 @@ impl ConfigUsers {
     }
 }
 
-/// `auth.default_permissions` as an authorizer, for users authenticated by
-/// another source (a JWT) that are not `[[users]]`. Topics: allowed, as for
-/// config users.
+/// `auth.default_permissions` and `auth.default_topic_permissions` as an
+/// authorizer, for users authenticated by another source (a JWT) that are
+/// not `[[users]]`.
 #[derive(Debug)]
 pub struct DefaultPermissions {
     /// vhost → patterns.
     permissions: HashMap<String, Patterns>,
+    topics: TopicRules,
+    topic_cache: RegexCache,
 }
 
 impl DefaultPermissions {
     pub fn from_config(config: &Config) -> DefaultPermissions {
         let permissions = config.auth.default_permissions.iter().map(|(v, p)| (v.clone(), Patterns::compile(p))).collect();
-        DefaultPermissions { permissions }
+        let topics = TopicRules::compile(&config.auth.default_topic_permissions);
+        DefaultPermissions { permissions, topics, topic_cache: RegexCache::default() }
     }
 }
 
@@ -149,13 +250,13 @@ impl Authorizer for DefaultPermissions {
 
     fn topic<'a>(
         &'a self,
-        _who: &'a Identity,
-        _vhost: &'a str,
-        _exchange: &'a str,
-        _routing_key: &'a str,
-        _permission: Permission,
+        who: &'a Identity,
+        vhost: &'a str,
+        exchange: &'a str,
+        routing_key: &'a str,
+        permission: Permission,
     ) -> BoxFuture<'a, Result<bool, AuthError>> {
-        Box::pin(async move { Ok(true) })
+        Box::pin(async move { Ok(self.topics.allows(&self.topic_cache, &who.uid, vhost, exchange, routing_key, permission)) })
     }
 }
 
@@ -237,15 +338,17 @@ impl Authorizer for ConfigUsers {
 
     fn topic<'a>(
         &'a self,
-        _who: &'a Identity,
-        _vhost: &'a str,
-        _exchange: &'a str,
-        _routing_key: &'a str,
-        _permission: Permission,
+        who: &'a Identity,
+        vhost: &'a str,
+        exchange: &'a str,
+        routing_key: &'a str,
+        permission: Permission,
     ) -> BoxFuture<'a, Result<bool, AuthError>> {
-        // RabbitMQ grants topic access when no topic permissions are set;
-        // config users have none (per-key rules come with the HTTP backend).
-        Box::pin(async move { Ok(true) })
+        // RabbitMQ grants topic access when no topic permissions are set
+        // for the vhost and exchange.
+        Box::pin(async move {
+            Ok(self.users.get(&who.uid).is_some_and(|u| u.topics.allows(&self.topic_cache, &who.uid, vhost, exchange, routing_key, permission)))
+        })
     }
 }
 
@@ -322,6 +425,76 @@ permissions = {{ "/" = {{ configure = "", write = "", read = "q-.*" }} }}
         let limited = who("limited");
         assert!(!u.resource(&limited, "/", q, "q-1", Permission::Write).await.unwrap(), "empty pattern grants nothing");
         assert!(u.resource(&limited, "/", q, "q-1", Permission::Read).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn topic_permissions_expand_username_and_vhost() {
+        let text = r#"
+[[vhosts]]
+name = "/"
+
+[[vhosts]]
+name = "v2"
+
+[auth]
+default_permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
+
+[auth.default_topic_permissions."/"."amq.topic"]
+write = '{username}\..*'
+read = '{username}\..*|public\..*'
+
+[[users]]
+name = "plain"
+password = "pw"
+
+[[users]]
+name = "a.b"
+password = "pw"
+
+[[users]]
+name = "own"
+password = "pw"
+topic_permissions = { "v2" = { "amq.topic" = { write = "{vhost}-{username}", read = "" } } }
+"#;
+        let config = Config::from_toml_str(text).unwrap();
+        let u = ConfigUsers::from_config(&config);
+        let who = |n: &str| Identity { uid: n.into(), tags: vec![] };
+        let (w, r) = (Permission::Write, Permission::Read);
+        let t = |id: &Identity, vhost: &'static str, x: &'static str, key: &'static str, p: Permission| {
+            let id = id.clone();
+            let u = &u;
+            async move { u.topic(&id, vhost, x, key, p).await.unwrap() }
+        };
+        let plain = who("plain");
+        assert!(t(&plain, "/", "amq.topic", "plain.x", w).await);
+        assert!(!t(&plain, "/", "amq.topic", "other.x", w).await, "{{username}} expands to the user");
+        assert!(!t(&plain, "/", "amq.topic", "xplain.x", w).await, "matched whole, like the resource patterns");
+        assert!(t(&plain, "/", "amq.topic", "public.news", r).await);
+        assert!(!t(&plain, "/", "amq.topic", "public.news", w).await);
+        assert!(t(&plain, "/", "feed", "anyone", w).await, "no topic permissions for this exchange: allowed (RabbitMQ)");
+        assert!(t(&plain, "v2", "amq.topic", "anything", w).await, "none for this vhost: allowed");
+        let ab = who("a.b");
+        assert!(t(&ab, "/", "amq.topic", "a.b.x", w).await);
+        assert!(!t(&ab, "/", "amq.topic", "aXb.x", w).await, "the uid is escaped: its '.' is not a wildcard");
+        let own = who("own");
+        assert!(t(&own, "v2", "amq.topic", "v2-own", w).await, "{{vhost}} expands too");
+        assert!(!t(&own, "v2", "amq.topic", "v2-own", r).await, "\"\" grants nothing");
+        assert!(t(&own, "/", "amq.topic", "elsewhere", w).await, "own topic permissions replace the defaults");
+        // JWT users (not [[users]]) get the defaults.
+        let d = DefaultPermissions::from_config(&config);
+        assert!(d.topic(&who("jwt"), "/", "amq.topic", "jwt.1", w).await.unwrap());
+        assert!(!d.topic(&who("jwt"), "/", "amq.topic", "plain.1", w).await.unwrap());
+        assert_eq!(expand("^{username}-{vhost}$", "x+y", "/"), "^x\\+y-/$");
+    }
+
+    #[test]
+    fn bad_topic_permissions_are_named() {
+        let err = Config::from_toml_str("[auth.default_topic_permissions.\"/\".\"amq.topic\"]\nwrite = \"(\"\nread = \"\"\n").unwrap_err().to_string();
+        assert!(err.contains("auth.default_topic_permissions") && err.contains("write"), "{err}");
+        let err = Config::from_toml_str("[[users]]\nname = \"a\"\npassword = \"p\"\ntopic_permissions = { nope = { x = { write = \"\", read = \"\" } } }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("users[0].topic_permissions"), "{err}");
     }
 
     #[test]

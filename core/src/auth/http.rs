@@ -419,6 +419,14 @@ impl Authorizer for HttpBackend {
             self.allowed(&self.topic, question, &params).await
         })
     }
+
+    fn decides_topics(&self) -> bool {
+        self.topic.is_some()
+    }
+
+    fn decides_resources(&self) -> bool {
+        self.resource.is_some()
+    }
 }
 
 #[cfg(test)]

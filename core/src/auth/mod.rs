@@ -15,6 +15,7 @@ pub mod chain;
 pub mod config_users;
 pub mod http;
 pub mod jwt;
+pub mod policy;
 pub mod sasl;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -36,6 +37,16 @@ pub struct Identity {
     pub uid: String,
     /// RabbitMQ-style user tags (`administrator`, `monitoring`, ...).
     pub tags: Vec<String>,
+}
+
+/// The tag that lifts the `[access]` rules (`policy`): the application's own
+/// operators. Resource and topic permissions still apply.
+pub const ADMINISTRATOR: &str = "administrator";
+
+impl Identity {
+    pub fn is_administrator(&self) -> bool {
+        self.tags.iter().any(|t| t == ADMINISTRATOR)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,4 +137,18 @@ pub trait Authorizer: Send + Sync + 'static {
         routing_key: &'a str,
         permission: Permission,
     ) -> BoxFuture<'a, Result<bool, AuthError>>;
+
+    /// Whether this source decides routing keys itself (an HTTP backend
+    /// with `topic_path`, a JS `topic` callback): then its answer stands and
+    /// the `[access]` rules on the addressing model are not applied on top.
+    fn decides_topics(&self) -> bool {
+        false
+    }
+
+    /// Whether this source decides queue names itself (an HTTP backend with
+    /// `resource_path`, a JS `resource` callback): then the `[access]` rule
+    /// on users' own queues is not applied on top.
+    fn decides_resources(&self) -> bool {
+        false
+    }
 }

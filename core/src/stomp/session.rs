@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::destination::Destination;
 use super::frame::{encode, encode_header, Command, Decoded, Decoder, Escaping, Frame, FrameError, Limits};
-use crate::auth::{AuthError, Identity, Permission, ResourceKind};
+use crate::auth::{policy, AuthError, Identity, Permission, ResourceKind};
 use crate::engine::Engine;
 use crate::error::{CloseCode, CloseReason};
 use crate::message::{EncodingSlot, Message};
@@ -707,38 +707,40 @@ impl Session {
         Ok(true)
     }
 
+    /// Resource permissions; for queues, through `auth::policy` (users' own queues).
     async fn check(&self, kind: ResourceKind, name: &str, permission: Permission) -> Result<(), Fatal> {
-        let auth = self.engine.auth();
-        match auth.authorizer.resource(&self.identity, &self.vhost.name, kind, name, permission).await {
-            Ok(true) => Ok(()),
-            _ => Err(fatal(
+        let verdict = match kind {
+            ResourceKind::Queue => policy::queue(&self.engine, &self.identity, &self.vhost.name, name, permission).await,
+            ResourceKind::Exchange => match self.engine.auth().authorizer.resource(&self.identity, &self.vhost.name, kind, name, permission).await {
+                Ok(true) => Ok(()),
+                _ => Err(policy::Denied("resource permissions".into())),
+            },
+        };
+        verdict.map_err(|why| {
+            fatal(
                 CloseCode::AccessRefused,
                 "access_refused",
                 format!(
-                    "access to {} '{}' in vhost '{}' refused for user '{}' ({})",
+                    "access to {} '{}' in vhost '{}' refused for user '{}' ({}): {why}",
                     kind.as_str(),
                     name,
                     self.vhost.name,
                     self.identity.uid,
                     permission.as_str()
                 ),
-            )),
-        }
+            )
+        })
     }
 
+    /// Routing-key access: topic permissions and the addressing-model rules (`auth::policy`).
     async fn check_topic(&self, exchange: &str, key: &str, permission: Permission) -> Result<(), Fatal> {
-        if self.vhost.exchange(exchange).map(|x| x.kind) != Some(ExchangeKind::Topic) {
-            return Ok(());
-        }
-        let auth = self.engine.auth();
-        match auth.authorizer.topic(&self.identity, &self.vhost.name, exchange, key, permission).await {
-            Ok(true) => Ok(()),
-            _ => Err(fatal(
+        policy::topic(&self.engine, &self.identity, &self.vhost, exchange, key, permission).await.map_err(|why| {
+            fatal(
                 CloseCode::AccessRefused,
                 "access_refused",
-                format!("{} access to topic '{key}' in exchange '{exchange}' refused for user '{}'", permission.as_str(), self.identity.uid),
-            )),
-        }
+                format!("{} access to topic '{key}' in exchange '{exchange}' refused for user '{}': {why}", permission.as_str(), self.identity.uid),
+            )
+        })
     }
 
     async fn on_send(&mut self, frame: Frame) -> Result<(), Fatal> {
@@ -766,6 +768,11 @@ impl Session {
             }
             Destination::AmqQueue(q) | Destination::ReplyQueue(q) => {
                 self.check(ResourceKind::Exchange, "amq.default", Permission::Write).await?;
+                if let Destination::AmqQueue(_) = dest {
+                    policy::queue_owner(&self.engine, &self.identity, q).await.map_err(|why| {
+                        fatal(CloseCode::AccessRefused, "access_refused", format!("access to queue '{q}' refused for user '{}' (write): {why}", self.identity.uid))
+                    })?;
+                }
                 match self.vhost.queue(q) {
                     Some(queue) if queue.accessible_by(self.handle.id) || matches!(dest, Destination::ReplyQueue(_)) => {}
                     Some(_) => return Err(route_error(RouteError::Locked(q.clone()))),
@@ -785,6 +792,7 @@ impl Session {
         let mut headers: Vec<(String, String)> = Vec::with_capacity(frame.headers.len());
         for (k, v) in &frame.headers {
             if matches!(k.as_str(), "destination" | "transaction" | "receipt" | "content-length" | "message-id" | "subscription" | "redelivered" | "ack")
+                || is_server_header(k)
                 || headers.iter().any(|(seen, _)| seen == k)
             {
                 continue;
@@ -1008,6 +1016,14 @@ impl From<Stop> for HandleError {
     fn from(s: Stop) -> Self {
         HandleError::Stop(s)
     }
+}
+
+/// Headers only the server sets (the sender and payload of XMPP messages,
+/// `x-xmpp-*`): a client's values are dropped, so a SEND cannot speak for
+/// another user (docs/security.md "Identity").
+fn is_server_header(name: &str) -> bool {
+    name.len() >= crate::xmpp::session::headers::PREFIX.len()
+        && name.as_bytes()[..crate::xmpp::session::headers::PREFIX.len()].eq_ignore_ascii_case(crate::xmpp::session::headers::PREFIX.as_bytes())
 }
 
 fn require(frame: &Frame, name: &str) -> Result<String, Fatal> {

@@ -21,7 +21,6 @@ use super::ns;
 use super::xml::{Element, Limits};
 use crate::auth::sasl::{self, Mechanism, ScramServer};
 use crate::auth::{AuthError, Identity};
-use crate::config::ChatPolicy;
 use crate::engine::Engine;
 use crate::error::{CloseCode, CloseReason};
 use crate::message::Message;
@@ -38,7 +37,12 @@ const MAX_AUTH_ATTEMPTS: u32 = 3;
 
 /// Headers that carry XMPP semantics through the router (see DESIGN.md's
 /// addressing model). STOMP subscribers see them as ordinary headers.
+///
+/// Every header starting with [`headers::PREFIX`] is the server's: a STOMP
+/// SEND's are dropped (`stomp::session`), an XMPP message's are built here
+/// from the authenticated session.
 pub mod headers {
+    pub const PREFIX: &str = "x-xmpp-";
     pub const TYPE: &str = "x-xmpp-type";
     pub const FROM: &str = "x-xmpp-from";
     pub const ID: &str = "x-xmpp-id";
@@ -741,34 +745,29 @@ impl Session {
                 let reply = stanza_error(&m, "cancel", "item-not-found");
                 return self.send(tx, &reply).await;
             };
-            let member = match self.engine.directory().project(&project).await {
-                Ok(Some(p)) => p.members.iter().any(|u| u == self.uid()),
-                _ => false,
-            };
-            if !member {
+            let exchange = self.engine.config.exchanges.project.clone();
+            // Members only (`auth::policy`), the same door as a STOMP SEND.
+            if !self.may_write(&vhost, &exchange, &project).await {
                 let reply = stanza_error(&m, "auth", "forbidden");
                 return self.send(tx, &reply).await;
             }
             headers.push((headers::FROM.to_owned(), format!("{project}@{}/{}", self.projects_domain, self.uid())));
-            (self.engine.config.exchanges.project.clone(), project)
+            (exchange, project)
         } else if to.domain == self.domain {
             let Some(uid) = to.local.clone() else {
                 return Ok(()); // to the server itself: nothing to do
             };
-            if self.engine.config.xmpp.chat_policy == ChatPolicy::Contacts && uid != self.uid() && !self.roster.contains_key(&uid) {
-                if let Ok(c) = self.engine.contacts(self.uid()).await {
-                    self.roster = c.into_iter().collect();
-                }
-                if !self.roster.contains_key(&uid) {
-                    let reply = stanza_error(&m, "auth", "forbidden");
-                    return self.send(tx, &reply).await;
-                }
+            let exchange = self.engine.config.exchanges.feed.clone();
+            // `access.chat_policy`, shared with STOMP SENDs to `/exchange/feed/<uid>`.
+            if !self.may_write(&vhost, &exchange, &uid).await {
+                let reply = stanza_error(&m, "auth", "forbidden");
+                return self.send(tx, &reply).await;
             }
             headers.push((headers::FROM.to_owned(), self.jid().to_string()));
             if let Some(r) = &to.resource {
                 headers.push((headers::TO_RESOURCE.to_owned(), r.clone()));
             }
-            (self.engine.config.exchanges.feed.clone(), uid)
+            (exchange, uid)
         } else {
             let reply = stanza_error(&m, "cancel", "remote-server-not-found");
             return self.send(tx, &reply).await;
@@ -788,6 +787,20 @@ impl Session {
             return self.send(tx, &reply).await;
         }
         Ok(())
+    }
+
+    /// Whether this user may publish `key` on `exchange` (`auth::policy`:
+    /// topic permissions, then the addressing-model rules).
+    async fn may_write(&self, vhost: &str, exchange: &str, key: &str) -> bool {
+        let Some(identity) = self.identity.as_ref() else { return false };
+        let Ok(vhost) = self.engine.router.vhost(vhost) else { return false };
+        match crate::auth::policy::topic(&self.engine, identity, vhost, exchange, key, crate::auth::Permission::Write).await {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::debug!(uid = %identity.uid, exchange, key, %why, "XMPP message refused");
+                false
+            }
+        }
     }
 
     /// Something the engine pushed to this session.

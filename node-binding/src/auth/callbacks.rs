@@ -175,4 +175,14 @@ impl Authorizer for CallbackAuth {
             allowed(permission_verdict(&answer), WHAT)
         })
     }
+
+    /// A `topic` callback decides routing keys: core's `[access]` rules
+    /// are not applied on top of its answer (they are without one).
+    fn decides_topics(&self) -> bool {
+        self.topic.is_some()
+    }
+
+    fn decides_resources(&self) -> bool {
+        self.resource.is_some()
+    }
 }
