@@ -108,6 +108,8 @@ write("http1_head", {
     "ws-upgrade": CFG_HTTP + b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v12.stomp\r\n\r\n",
     "chunked-trailer": CFG_HTTP + b"POST /http-bind HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
     "sockjs-xhr-send": CFG_HTTP + b"POST /stomp/000/abcd1234/xhr_send HTTP/1.1\r\nHost: localhost:15674\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: 2\r\n\r\n[]",
+    # Finding: an endless trailer line was buffered until the request timeout.
+    "trailer-endless": bytes([200, 0xFF, 64]) + b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: " + b"a" * 1100,
     "http10-expect": bytes([1, 0x20, 2]) + b"PUT /x?y=1 HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
 })
 
@@ -127,7 +129,7 @@ SN = b"3rfcNHYJY1ZVvWVs7j"
 write("sasl", {
     "scram-sha1-fixed-proof": b"\x01n,,n=user,r=" + CN + b"\x00c=biws,r=" + CN + SN + b",p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
     "scram-sha1-wrong-proof": b"\x00n,,n=user,r=" + CN + b"\x00c=biws,r=" + CN + SN + b",p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
-    "scram-sha256-authzid": b"\x03y,a=user,n=user,r=rOprNGfwEbeRWgbNEkqO,ext=1\x00c=eSxhPXVzZXIs,r=rOprNGfwEbeRWgbNEkqO" + SN + b",x=1,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+    "scram-sha256-authzid": b"\x03y,a=user,n=user,r=rOprNGfwEbeRWgbNEkqO,x=1\x00c=eSxhPXVzZXIs,r=rOprNGfwEbeRWgbNEkqO" + SN + b",x=1,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
     "scram-unknown-user": b"\x03n,,n==2Cbob=3D,r=abc\x00c=biws,r=abc" + SN + b",p=AAAA",
     "plain": b"\x04\x00alice\x00secret",
     "plain-authzid": b"\x04alice@localhost\x00alice\x00s\xc3\xa9cret",
