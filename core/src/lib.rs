@@ -28,6 +28,8 @@ pub mod config;
 pub mod directory;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod message;
 pub mod presence;

@@ -277,7 +277,15 @@ impl ChunkedDecoder {
     pub fn decode(&mut self, buf: &mut BytesMut, max_body: usize) -> Result<Option<Bytes>, RequestError> {
         loop {
             if self.trailers {
-                let Some(end) = find_crlf(buf) else { return Ok(None) };
+                let Some(end) = find_crlf(buf) else {
+                    // Bounded like a chunk-size line: otherwise one endless
+                    // trailer line grows the buffer (each read rescanning it)
+                    // until the request timeout. Found by fuzz/http1_head.
+                    if buf.len() > 1024 {
+                        return Err(RequestError::Malformed("trailer line too long"));
+                    }
+                    return Ok(None);
+                };
                 buf.advance(end + 2);
                 if end == 0 {
                     return Ok(Some(std::mem::take(&mut self.body).freeze()));
@@ -863,6 +871,15 @@ mod tests {
         assert_eq!(ChunkedDecoder::default().decode(&mut buf, 64), Err(RequestError::BodyTooLarge(64)));
         let mut buf = BytesMut::from(&b"1\r\nab\r\n"[..]);
         assert!(matches!(ChunkedDecoder::default().decode(&mut buf, 64), Err(RequestError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_endless_trailer_line_is_refused() {
+        let mut dec = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\n0\r\nX-Trailer: "[..]);
+        assert_eq!(dec.decode(&mut buf, 64), Ok(None));
+        buf.extend_from_slice(&[b'a'; 1100]);
+        assert_eq!(dec.decode(&mut buf, 64), Err(RequestError::Malformed("trailer line too long")));
     }
 
     #[test]

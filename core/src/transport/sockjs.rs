@@ -390,7 +390,7 @@ impl Frame {
     }
 }
 
-fn encode_messages<'a>(msgs: impl IntoIterator<Item = &'a String>) -> String {
+pub(crate) fn encode_messages<'a>(msgs: impl IntoIterator<Item = &'a String>) -> String {
     let mut out = String::from("a[");
     for (i, m) in msgs.into_iter().enumerate() {
         if i > 0 {
@@ -955,7 +955,7 @@ async fn jsonp(
 // ---------------------------------------------------------------------------
 
 /// Client messages: a JSON array of strings, or (websocket) a single string.
-fn parse_messages(data: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+pub(crate) fn parse_messages(data: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     match data.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'"') => serde_json::from_slice::<String>(data).map(|m| vec![m]),
         _ => serde_json::from_slice::<Vec<String>>(data),
@@ -1040,7 +1040,7 @@ async fn jsonp_send(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): Pee
 }
 
 /// Value of `name` in an `application/x-www-form-urlencoded` body.
-fn form_field(body: &[u8], name: &str) -> Option<Vec<u8>> {
+pub(crate) fn form_field(body: &[u8], name: &str) -> Option<Vec<u8>> {
     body.split(|&b| b == b'&').find_map(|pair| {
         let mut kv = pair.splitn(2, |&b| b == b'=');
         let key = url_decode(kv.next()?);
@@ -1210,7 +1210,7 @@ async fn run_websocket(shared: Arc<Shared>, mut socket: WebSocket, peer: Peer, f
 /// browsers mangle (control characters, invisible formatting characters, the
 /// `\ufff0-\uffff` specials) plus everything outside the BMP (as surrogate
 /// pairs, like JavaScript servers do).
-fn must_escape(c: char) -> bool {
+pub(crate) fn must_escape(c: char) -> bool {
     matches!(c,
         '\u{0}'..='\u{1f}'
         | '\u{7f}'..='\u{9f}'
