@@ -37,6 +37,20 @@ fn open_event(header: &Element) -> XmppIn {
     }
 }
 
+/// RFC 6120 §4.8 and §4.9.3.10: the header must be `<stream>` in the streams
+/// namespace with `jabber:client` as the default content namespace, or the
+/// stream ends with `invalid-namespace`. (An undeclared prefix is already a
+/// `bad-namespace-prefix` from the parser.)
+fn check_header(h: &Element, parser: &StreamParser) -> Result<(), StreamError> {
+    if !h.is("stream", ns::STREAM) {
+        return Err(StreamError::new("invalid-namespace", format!("expected <stream> in {}", ns::STREAM)));
+    }
+    if parser.stream_default_ns() != ns::CLIENT {
+        return Err(StreamError::new("invalid-namespace", format!("expected a stream in {}", ns::CLIENT)));
+    }
+    Ok(())
+}
+
 pub struct TcpXmppRx<R> {
     link: StreamRx<R>,
     parser: StreamParser,
@@ -48,10 +62,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> XmppRx for TcpXmppRx<R> {
         loop {
             match self.parser.parse(&mut self.buf) {
                 Ok(Some(XmlEvent::StreamOpen(h))) => {
-                    // RFC 6120 §4.8: the stream's content namespace must be jabber:client.
-                    if !h.is("stream", ns::STREAM) || self.parser.stream_default_ns() != ns::CLIENT {
-                        return Err(StreamError::new("invalid-namespace", format!("expected a stream in {}", ns::CLIENT)));
-                    }
+                    check_header(&h, &self.parser)?;
                     return Ok(Some(open_event(&h)));
                 }
                 Ok(Some(XmlEvent::Stanza(s))) => return Ok(Some(XmppIn::Stanza(s))),
@@ -179,6 +190,11 @@ async fn starttls(stream: &mut TcpStream, domain: &str, limits: Limits) -> Resul
                 let mut out = BytesMut::new();
                 out.extend_from_slice(&stream_header(&uuid::Uuid::new_v4().simple().to_string(), domain));
                 header_sent = true;
+                // The pre-TLS stream is held to the same namespaces as the session's.
+                if let Err(e) = check_header(&h, &parser) {
+                    stream.write_all(&out).await.map_err(|e| StreamError::new("connection-timeout", e.to_string()))?;
+                    return Err(e);
+                }
                 if h.attr("to").is_some_and(|to| !to.eq_ignore_ascii_case(domain)) {
                     stream.write_all(&out).await.map_err(|e| StreamError::new("connection-timeout", e.to_string()))?;
                     return Err(StreamError::new("host-unknown", format!("this server serves {domain}")));

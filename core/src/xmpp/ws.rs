@@ -41,6 +41,13 @@ impl XmppRx for WsXmppRx {
                 continue; // a whitespace keepalive
             }
             let e = parse_element(&text, &self.limits).map_err(|e| StreamError::new(e.condition(), e.to_string()))?;
+            // RFC 7395 §3.3.1: the stream is opened and closed by `<open/>` and
+            // `<close/>` in the framing namespace; the same names in another
+            // namespace, or a TCP-style `<stream:stream>`, are a wrong stream
+            // namespace (RFC 6120 §4.9.3.10), not a stanza.
+            if (matches!(e.name.as_str(), "open" | "close") && e.ns != ns::FRAMING) || e.is("stream", ns::STREAM) {
+                return Err(StreamError::new("invalid-namespace", format!("expected <{}/> in {}", if e.name == "close" { "close" } else { "open" }, ns::FRAMING)));
+            }
             return Ok(Some(if e.is("open", ns::FRAMING) {
                 XmppIn::Open {
                     to: e.attr("to").map(str::to_owned),
