@@ -1182,6 +1182,18 @@ fn post_whole(shared: Arc<Shared>, peer: Peer, headers: &HeaderMap, data: Bytes)
     on_body(&shared, peer, data, allow)
 }
 
+/// XEP-0124 §14.1: a `rid` never exceeds 2^53 - 1 (the largest integer every
+/// client language represents exactly); it also keeps `rid + window` far
+/// from overflowing.
+const MAX_RID: u64 = (1 << 53) - 1;
+
+/// A missing, malformed or too large `rid`: HTTP 400 as ejabberd answers an
+/// invalid `rid` attribute, with XEP-0124's terminal `bad-request` body so a
+/// client that reads bodies learns the condition too. No session is touched.
+fn bad_rid(allow: HeaderValue) -> Answer {
+    xml_response(StatusCode::BAD_REQUEST, HeaderValue::from_static(XML), terminal_body(Some("bad-request"), &[]), allow)
+}
+
 fn too_large(allow: HeaderValue) -> Answer {
     let body = terminal_body(Some("policy-violation"), &[]);
     xml_response(StatusCode::PAYLOAD_TOO_LARGE, HeaderValue::from_static(XML), body, allow)
@@ -1197,9 +1209,8 @@ fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) ->
     if !body.is("body", NS_HTTPBIND) {
         return bad(format!("expected <body xmlns='{NS_HTTPBIND}'/>"));
     }
-    // rids stay below 2^53 (XEP-0124 §14.1); the margin keeps `rid + window` in range.
-    let Some(rid) = body.attr("rid").and_then(|r| r.trim().parse::<u64>().ok()).filter(|r| *r < 1 << 62) else {
-        return bad("missing or invalid rid".to_owned());
+    let Some(rid) = body.attr("rid").and_then(|r| r.trim().parse::<u64>().ok()).filter(|r| *r <= MAX_RID) else {
+        return answer(bad_rid(allow));
     };
     let mut start = None;
     let (session, req, opening) = match body.attr("sid") {
@@ -1929,7 +1940,6 @@ mod tests {
         for bad in [
             format!("<body rid='{rid}' sid='{}' xmlns='{NS_HTTPBIND}'><message>", c.sid),
             format!("<body rid='{rid}' sid='{}' xmlns='jabber:client'/>", c.sid),
-            format!("<body sid='{}' xmlns='{NS_HTTPBIND}'/>", c.sid),
             "not xml at all".to_owned(),
             String::new(),
         ] {
@@ -1939,6 +1949,32 @@ mod tests {
             assert!(r.text().starts_with("bad request: "), "{}", r.text());
         }
         assert_eq!(bodies(&c.send("", &message("fine")).await.xml()), ["fine"]);
+    }
+
+    #[tokio::test]
+    async fn rids_beyond_2_pow_53_are_refused() {
+        let (on_session, _ev) = fake_server();
+        let addr = serve(BoshConfig::default(), on_session).await;
+        let (c, _) = Client::connect(addr, 1).await;
+        let too_big = MAX_RID + 1;
+        for bad in [
+            c.body(too_big, "", ""),
+            c.body(u64::MAX, "", ""),
+            format!("<body sid='{}' xmlns='{NS_HTTPBIND}'/>", c.sid),
+            c.body(0, "", "").replace("rid='0'", "rid='-1'"),
+            creation(too_big, 1),
+            creation(1 << 62, 1),
+        ] {
+            let r = post(addr, "/http-bind", &bad).await;
+            assert_eq!(r.status, 400, "{bad}");
+            assert_eq!(r.header("content-type"), Some(XML));
+            let b = parse_element(&r.body, &Limits::default()).unwrap();
+            assert_terminate(&b, Some("bad-request"));
+        }
+        // The largest legal rid opens a session.
+        let b = post(addr, "/http-bind", &creation(MAX_RID, 1)).await;
+        assert_eq!(b.status, 200);
+        assert!(b.xml().attr("sid").is_some());
     }
 
     #[tokio::test]
