@@ -72,6 +72,8 @@ use tokio::time::Instant;
 
 use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::xml::{parse_element, Element, Limits, Node};
+use crate::config::ShaperConfig;
+use crate::shaper::{self, Shaper};
 use crate::transport::http1::{Direct, DirectHandler};
 use crate::transport::Peer;
 
@@ -128,6 +130,9 @@ pub struct BoshConfig {
     /// (the request's origin is echoed). Others get `403`. Requests without
     /// an `Origin` header (non-browser clients) are always allowed.
     pub allowed_origins: Option<Vec<String>>,
+    /// Inbound rate limits; BOSH applies the byte rate to request bodies
+    /// (stanzas are shaped by the XMPP session). Off by default.
+    pub shaper: ShaperConfig,
 }
 
 impl Default for BoshConfig {
@@ -143,6 +148,7 @@ impl Default for BoshConfig {
             max_pending_stanzas: 4096,
             xml_limits: Limits::default(),
             allowed_origins: None,
+            shaper: ShaperConfig::default(),
         }
     }
 }
@@ -483,6 +489,8 @@ struct SessionState {
     end: Option<Ending>,
     /// Since when no request has arrived or been answered.
     idle_since: Instant,
+    /// Request-body bytes per second (`[shaper]`); `None` when off.
+    shaper: Option<Box<Shaper>>,
 }
 
 /// What to do once the state lock is released.
@@ -500,7 +508,7 @@ impl Effects {
 }
 
 impl Session {
-    fn new(p: Params, rid: u64, table: Weak<Table>) -> (Arc<Session>, BoshRx, BoshTx) {
+    fn new(p: Params, rid: u64, table: Weak<Table>, shaper: Option<Box<Shaper>>) -> (Arc<Session>, BoshRx, BoshTx) {
         let session = Arc::new(Session {
             state: Mutex::new(SessionState {
                 next_rid: rid,
@@ -516,6 +524,7 @@ impl Session {
                 creation: Some(rid),
                 end: None,
                 idle_since: Instant::now(),
+                shaper,
             }),
             p,
             rx_wake: Notify::new(),
@@ -551,6 +560,19 @@ impl Session {
                 map.remove(&self.p.sid);
             }
         }
+    }
+
+    /// Charges a request body of `n` bytes to the byte shaper, unless the
+    /// session is still paused by earlier ones: then the request must wait
+    /// until the returned instant before the session sees it (and ask again).
+    fn admit(&self, n: usize) -> Option<Instant> {
+        let mut st = self.state.lock();
+        let s = st.shaper.as_deref_mut()?;
+        if let Some(until) = s.paused() {
+            return Some(until);
+        }
+        s.read(n);
+        None
     }
 
     fn submit(&self, rid: u64, req: Request, tx: Responder) {
@@ -1228,7 +1250,30 @@ fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) ->
             (session, req, opening)
         }
     };
+    let len = data.len();
     drop(data);
+    let content_type = session.p.content_type.clone();
+    // A client over its byte rate: its request is held, unread by the
+    // session, until the shaper has refilled (the creation request is only
+    // charged: there is nothing before it to pause on).
+    if let Some(until) = session.admit(len).filter(|_| start.is_none()) {
+        return Box::pin(
+            async move {
+                let mut until = until;
+                loop {
+                    shaper::wait(until).await;
+                    match session.admit(len) {
+                        None => break,
+                        Some(later) => until = later,
+                    }
+                }
+                let (tx, rx) = oneshot::channel();
+                session.submit(rid, req, tx);
+                wait_reply(session, rid, rx, opening).await
+            }
+            .map(move |reply| xml_response(StatusCode::OK, content_type, reply, allow)),
+        );
+    }
     let (tx, rx) = oneshot::channel();
     session.submit(rid, req, tx);
     if let Some((rx, tx)) = start {
@@ -1236,7 +1281,6 @@ fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) ->
         // is in: the session's first event is that request's stream open.
         (shared.on_session)(rx, tx, peer);
     }
-    let content_type = session.p.content_type.clone();
     Box::pin(wait_reply(session, rid, rx, opening).map(move |reply| xml_response(StatusCode::OK, content_type, reply, allow)))
 }
 
@@ -1266,7 +1310,7 @@ fn create(shared: &Arc<Shared>, body: &Element, rid: u64, peer: &Peer) -> (Arc<S
         version: xbosh_attr(body, "version").map(str::to_owned),
     };
     let sid = p.sid.clone();
-    let (session, rx, tx) = Session::new(p, rid, Arc::downgrade(&shared.sessions));
+    let (session, rx, tx) = Session::new(p, rid, Arc::downgrade(&shared.sessions), Shaper::new(&c.shaper, true, false));
     shared.sessions.lock().insert(sid.clone(), session.clone());
     shared.start_sweeper();
     tracing::debug!(sid = %sid, peer = ?peer.addr, "BOSH session created");
@@ -1949,6 +1993,22 @@ mod tests {
             assert!(r.text().starts_with("bad request: "), "{}", r.text());
         }
         assert_eq!(bodies(&c.send("", &message("fine")).await.xml()), ["fine"]);
+    }
+
+    #[tokio::test]
+    async fn request_bodies_over_the_byte_rate_are_held_not_refused() {
+        let (on_session, _ev) = fake_server();
+        let shaper = ShaperConfig { bytes_per_sec: 4000.0, bytes_burst: 4000, ..ShaperConfig::default() };
+        let addr = serve(BoshConfig { shaper, ..BoshConfig::default() }, on_session).await;
+        let (mut c, _) = Client::connect(addr, 1).await;
+        // Goes through at once (the bucket was not in debt), and leaves the
+        // session owing about 4 KiB: a second's worth at 4,000 B/s.
+        let big = "x".repeat(8000);
+        assert_eq!(bodies(&c.send("", &message(&big)).await.xml()), [big]);
+        let t0 = Instant::now();
+        assert_eq!(bodies(&c.send("", &message("after")).await.xml()), ["after"], "held, then handled");
+        let held = t0.elapsed();
+        assert!(held >= Duration::from_millis(800), "the next request waited only {held:?}");
     }
 
     #[tokio::test]

@@ -97,6 +97,7 @@ pub fn http_front(engine: &Engine) -> (axum::Router, http1::Front) {
         max_body_bytes: bosh_body_limit(x),
         xml_limits: tcp::limits(engine),
         allowed_origins: if x.bosh_allowed_origins.is_empty() { None } else { Some(x.bosh_allowed_origins.clone()) },
+        shaper: engine.config.shaper.clone(),
         ..bosh::BoshConfig::default()
     };
     let e = engine.clone();
@@ -135,7 +136,7 @@ fn websockets(engine: &Engine) -> Arc<[http1::WsEndpoint]> {
                 let permit = engine.connections.clone().try_acquire_owned().ok()?;
                 let engine = engine.clone();
                 Some(Box::new(move |rx, tx| {
-                    let (rx, tx) = ws::link(rx, tx, tcp::limits(&engine));
+                    let (rx, tx) = ws::link(rx, tx, tcp::limits(&engine), crate::shaper::Shaper::new(&engine.config.shaper, true, false));
                     // `map` holds the permit without a second copy of the session
                     // future (transport/tcp.rs says why).
                     let session = session::serve(engine.clone(), rx, tx, Peer { addr: Some(addr), transport: "ws" }).map(move |()| drop(permit));

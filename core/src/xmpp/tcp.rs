@@ -18,6 +18,7 @@ use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::ns;
 use super::xml::{Element, Limits, StreamParser, XmlEvent};
 use crate::engine::Engine;
+use crate::shaper::{self, Shaper};
 use crate::transport::tcp::{StreamRx, StreamTx};
 use crate::transport::{LinkRx, LinkTx, Peer};
 
@@ -55,6 +56,8 @@ pub struct TcpXmppRx<R> {
     link: StreamRx<R>,
     parser: StreamParser,
     buf: BytesMut,
+    /// Bytes per second (`[shaper]`); `None` when off.
+    shaper: Option<Box<Shaper>>,
 }
 
 impl<R: AsyncRead + Unpin + Send + 'static> XmppRx for TcpXmppRx<R> {
@@ -73,9 +76,18 @@ impl<R: AsyncRead + Unpin + Send + 'static> XmppRx for TcpXmppRx<R> {
             if self.buf.is_empty() && self.buf.capacity() > 16 * 1024 {
                 self.buf = BytesMut::new();
             }
+            // Over its byte rate, the client is not read from until its
+            // tokens refill; what is already buffered was handed out above.
+            if shaper::paused(&mut self.shaper) {
+                shaper::pause(&mut self.shaper).await;
+            }
             match self.link.recv(&mut self.buf).await {
                 Ok(0) | Err(_) => return Ok(None),
-                Ok(_) => {}
+                Ok(n) => {
+                    if let Some(s) = self.shaper.as_deref_mut() {
+                        s.read(n);
+                    }
+                }
             }
         }
     }
@@ -118,10 +130,10 @@ impl<W: AsyncWrite + Unpin + Send + 'static> XmppTx for TcpXmppTx<W> {
     }
 }
 
-fn split<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, limits: Limits, domain: &str, buf: BytesMut) -> (TcpXmppRx<tokio::io::ReadHalf<S>>, TcpXmppTx<tokio::io::WriteHalf<S>>) {
+fn split<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, limits: Limits, domain: &str, buf: BytesMut, shaper: Option<Box<Shaper>>) -> (TcpXmppRx<tokio::io::ReadHalf<S>>, TcpXmppTx<tokio::io::WriteHalf<S>>) {
     let (r, w) = tokio::io::split(s);
     (
-        TcpXmppRx { link: StreamRx(r), parser: StreamParser::new(limits), buf },
+        TcpXmppRx { link: StreamRx(r), parser: StreamParser::new(limits), buf, shaper },
         TcpXmppTx { link: StreamTx::new(w), opened: false, domain: domain.to_owned() },
     )
 }
@@ -135,7 +147,7 @@ pub async fn handle(engine: Engine, mut stream: TcpStream, addr: SocketAddr, tls
     let domain = engine.config.xmpp.domain.clone();
     let limits = limits(&engine);
     let Some(acceptor) = tls else {
-        let (rx, tx) = split(stream, limits, &domain, BytesMut::new());
+        let (rx, tx) = split(stream, limits, &domain, BytesMut::new(), Shaper::new(&engine.config.shaper, true, false));
         return super::session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "tcp" }).await;
     };
     let deadline = Duration::from_millis(engine.config.limits.connect_timeout_ms);
@@ -154,7 +166,7 @@ pub async fn handle(engine: Engine, mut stream: TcpStream, addr: SocketAddr, tls
     }
     match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls_stream)) => {
-            let (rx, tx) = split(tls_stream, limits, &domain, BytesMut::new());
+            let (rx, tx) = split(tls_stream, limits, &domain, BytesMut::new(), Shaper::new(&engine.config.shaper, true, false));
             super::session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "tls" }).await
         }
         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),

@@ -9,25 +9,36 @@ use bytes::Bytes;
 use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::ns;
 use super::xml::{parse_element, Element, Limits};
+use crate::shaper::{self, Shaper};
 use crate::transport::websocket::{WsError, WsRx, WsTx};
 
 pub struct WsXmppRx {
     ws: WsRx,
     limits: Limits,
+    /// Bytes per second (`[shaper]`); `None` when off.
+    shaper: Option<Box<Shaper>>,
 }
 
 pub struct WsXmppTx {
     ws: WsTx,
 }
 
-pub fn link(rx: WsRx, tx: WsTx, limits: Limits) -> (WsXmppRx, WsXmppTx) {
-    (WsXmppRx { ws: rx, limits }, WsXmppTx { ws: tx })
+pub fn link(rx: WsRx, tx: WsTx, limits: Limits, shaper: Option<Box<Shaper>>) -> (WsXmppRx, WsXmppTx) {
+    (WsXmppRx { ws: rx, limits, shaper }, WsXmppTx { ws: tx })
 }
 
 impl XmppRx for WsXmppRx {
     async fn recv(&mut self) -> Result<Option<XmppIn>, StreamError> {
         loop {
-            let text = match self.ws.read_message().await {
+            // Over its byte rate, the client is not read from until its tokens refill.
+            if shaper::paused(&mut self.shaper) {
+                shaper::pause(&mut self.shaper).await;
+            }
+            let message = self.ws.read_message().await;
+            if let (Ok(Some(m)), Some(s)) = (&message, self.shaper.as_deref_mut()) {
+                s.read(m.data.len());
+            }
+            let text = match message {
                 Ok(Some(m)) if m.text => m.data,
                 Ok(Some(_)) => return Err(StreamError::new("bad-format", "RFC 7395 frames are text")),
                 Ok(None) => return Ok(None),
