@@ -65,21 +65,23 @@ async fn nul_in_a_send_header_never_reaches_a_subscriber_as_a_forged_frame() {
     assert!(sub.frame().await.starts_with("RECEIPT"));
 
     // What stomp.py (and this raw reader) would split into two MESSAGE
-    // frames, the second one entirely the publisher's.
+    // frames, the second one entirely the publisher's. The receipt makes the
+    // code before the fix answer too (RECEIPT), so the order below holds.
     let mut evil = Raw::connected(addr, "").await;
-    evil.send("SEND\ndestination:/queue/t\nx:evil\0MESSAGE\ndestination:/queue/t\nforged:yes\n\nforged body\0").await;
-    let f = evil.frame().await;
-    assert!(f.starts_with("ERROR\n"), "{f}");
-    // STOMP 1.2 escapes the message's colon as `\c`.
-    assert_eq!(header(&f, "message"), Some(r#"NUL byte in header "x"\c STOMP headers cannot carry NUL"#), "{f}");
-    assert_eq!(header(&f, "code"), Some("4000"), "{f}");
-    assert!(evil.closed_within(Duration::from_secs(2)).await);
+    evil.send("SEND\ndestination:/queue/t\nreceipt:e\nx:evil\0MESSAGE\ndestination:/queue/t\nforged:yes\n\nforged body\0").await;
+    let answer = evil.frame().await;
 
     let mut good = Raw::connected(addr, "").await;
     good.send("SEND\ndestination:/queue/t\n\nlegit\0").await;
     let m = sub.frame().await;
     assert!(m.starts_with("MESSAGE\n") && m.ends_with("\n\nlegit"), "the subscriber saw {m:?}");
     assert_eq!(header(&m, "forged"), None);
+
+    assert!(answer.starts_with("ERROR\n"), "{answer}");
+    // STOMP 1.2 escapes the message's colon as `\c`.
+    assert_eq!(header(&answer, "message"), Some(r#"NUL byte in header "x"\c STOMP headers cannot carry NUL"#), "{answer}");
+    assert_eq!(header(&answer, "code"), Some("4000"), "{answer}");
+    assert!(evil.closed_within(Duration::from_secs(2)).await);
     engine.stop(Duration::from_secs(1)).await;
 }
 
