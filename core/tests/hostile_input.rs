@@ -403,3 +403,30 @@ async fn stomp_bytes_are_shaped_to_the_byte_rate() {
     assert!(last.contains(&format!("\n\n{:03}x", n - 1)), "{last:?}");
     engine.stop(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn xmpp_bytes_are_shaped_to_the_byte_rate() {
+    const RATE: f64 = 8000.0;
+    const BURST: f64 = 4000.0;
+    /// One read: 4 KiB reserved, up to twice that with a partial stanza buffered.
+    const READ: f64 = 8192.0;
+    const N: usize = 60;
+    let (engine, addrs) = start(&format!("{}[shaper]\nbytes_per_sec = {RATE}\nbytes_burst = {BURST}\n", xmpp("off"))).await;
+    let addr = addr_of(&addrs, "xmpp-c2s");
+    let mut bob = Xmpp::login(addr, "bob", "b").await;
+    let mut alice = Xmpp::login(addr, "alice", "a").await;
+    let pad = "x".repeat(500);
+    let chats: Vec<String> = (0..N).map(|i| format!("<message to='bob@localhost' type='chat'><body>{i:03}{pad}</body></message>")).collect();
+    let stanza_len = chats[0].len() as f64;
+    let sent = tokio::time::Instant::now();
+    alice.send(&chats.concat()).await;
+    let window = Duration::from_millis(500);
+    let seen = bob.read_until(sent + window).await.matches("<body>").count();
+    let bound = ((BURST + RATE * window.as_secs_f64() + READ) / stanza_len) as usize;
+    eprintln!("shaped: {seen} within {window:?} (bound {bound})");
+    assert!(seen <= bound, "{seen} messages of {stanza_len} B within {window:?}; at most {bound} allowed");
+    assert!(seen >= 1);
+    // Throttled, not dropped.
+    bob.until(&format!("<body>{:03}", N - 1)).await;
+    engine.stop(Duration::from_secs(1)).await;
+}
