@@ -253,15 +253,50 @@ impl ConnectionsConfig {
 
 // ---- [shaper] --------------------------------------------------------------
 
-/// `[shaper]`: per-connection inbound rate limits.
+/// `[shaper]`: per-connection inbound rate limits, as ejabberd's shapers: a
+/// client over its rate is not read from until its tokens refill (nothing is
+/// dropped). Off by default (0); docs/security.md suggests values.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct ShaperConfig {}
+pub struct ShaperConfig {
+    /// Bytes per second a connection may send (STOMP over TCP, WebSocket and
+    /// SockJS; XMPP over TCP and WebSocket; BOSH request bodies); 0 = off.
+    pub bytes_per_sec: f64,
+    /// Bytes a connection may send at once on top of the rate (the bucket's
+    /// size); 0 = one second's worth.
+    pub bytes_burst: u64,
+    /// STOMP frames and XMPP stanzas (after resource binding) per second per
+    /// session; 0 = off.
+    pub frames_per_sec: f64,
+    /// Frames or stanzas a session may send at once on top of the rate; 0 =
+    /// one second's worth (at least 1).
+    pub frames_burst: u64,
+}
 
 impl ShaperConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        for (key, rate) in [("shaper.bytes_per_sec", self.bytes_per_sec), ("shaper.frames_per_sec", self.frames_per_sec)] {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(invalid(key, "must be a finite number >= 0 (0 = off)"));
+            }
+        }
         Ok(())
     }
+
+    /// `(rate, burst)` of the byte bucket, when on.
+    pub fn bytes(&self) -> Option<(f64, f64)> {
+        (self.bytes_per_sec > 0.0).then(|| (self.bytes_per_sec, burst(self.bytes_burst, self.bytes_per_sec)))
+    }
+
+    /// `(rate, burst)` of the frame (stanza) bucket, when on.
+    pub fn frames(&self) -> Option<(f64, f64)> {
+        (self.frames_per_sec > 0.0).then(|| (self.frames_per_sec, burst(self.frames_burst, self.frames_per_sec)))
+    }
+}
+
+/// A configured burst, or one second's worth; never less than one unit.
+fn burst(configured: u64, rate: f64) -> f64 {
+    (if configured == 0 { rate } else { configured as f64 }).max(1.0)
 }
 
 // ---- end of per-area sections ------------------------------------------------

@@ -331,6 +331,11 @@ impl Engine {
     pub async fn set_session_presence(&self, session: &SessionHandle, resource: &str, availability: Availability, status: &str, priority: i8) {
         let state = ResourceState { session: session.id, resource: resource.to_owned(), availability, status: status.to_owned(), priority };
         let update = self.presence.update(&session.uid, session.id, Some(state.clone()));
+        // Contacts already have exactly this state: a repeated presence is not
+        // broadcast again (nor written to the store).
+        if update.unchanged {
+            return;
+        }
         self.announce(&session.uid, state, update.aggregate_changed).await;
     }
 

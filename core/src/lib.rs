@@ -10,6 +10,7 @@
 //! - [`engine`]: the [`Engine`] handle: listeners, in-process publish, stats.
 //! - [`hub`]: live sessions by id and by user.
 //! - [`session`]: the engine's side of a session: bounded outbox, close reason.
+//! - [`shaper`]: per-connection inbound rate limits (token buckets that pause reading).
 //! - [`router`]: vhosts, exchanges (direct, fanout, topic, headers), queues.
 //! - [`message`]: a published message, encoded once per protocol.
 //! - [`store`]: the queue store trait (durable messages), in-memory default.
@@ -35,6 +36,7 @@ pub mod message;
 pub mod presence;
 pub mod router;
 pub mod session;
+pub mod shaper;
 pub mod stomp;
 pub mod store;
 pub mod transport;

@@ -68,6 +68,10 @@ pub struct Update {
     pub aggregate_changed: bool,
     /// The session had a state before (so removing it is news to contacts).
     pub existed: bool,
+    /// The session's new state is the one it already had: nothing to announce
+    /// (a client repeating its presence must not make every contact hear it
+    /// again; issue 19's flood of 20,000 identical presences).
+    pub unchanged: bool,
 }
 
 /// What changed for the user as a whole (drives the store and the exchange).
@@ -92,6 +96,13 @@ impl PresenceService {
     /// aggregate before and after, and whether the session had a state.
     pub fn update(&self, uid: &str, session: SessionId, state: Option<ResourceState>) -> Update {
         let mut local = self.local.lock();
+        if let (Some(new), Some(user)) = (&state, local.get(uid)) {
+            // Left as it is (not even reordered, which could move a tie in
+            // the aggregate): the same state again changes nothing.
+            if user.resources.iter().any(|r| r.session == session && r == new) {
+                return Update { aggregate_changed: false, existed: true, unchanged: true };
+            }
+        }
         let user = local.entry(uid.to_owned()).or_default();
         let before = user.aggregate();
         let count = user.resources.len();
@@ -107,7 +118,7 @@ impl PresenceService {
         if user.resources.is_empty() {
             local.remove(uid);
         }
-        Update { aggregate_changed: before != after, existed }
+        Update { aggregate_changed: before != after, existed, unchanged: false }
     }
 
     /// Current aggregate of a user on this node.
@@ -177,7 +188,12 @@ mod tests {
         let p = PresenceService::new("n1");
         let store = MemoryPresence::default();
         let u = p.update("alice", 1, Some(rs(1, Availability::Away, 0, "lunch")));
-        assert_eq!(u, Update { aggregate_changed: true, existed: false });
+        assert_eq!(u, Update { aggregate_changed: true, existed: false, unchanged: false });
+        let again = p.update("alice", 1, Some(rs(1, Availability::Away, 0, "lunch")));
+        assert_eq!(again, Update { aggregate_changed: false, existed: true, unchanged: true }, "the same presence again is no news");
+        let status = p.update("alice", 1, Some(rs(1, Availability::Away, 0, "coffee")));
+        assert_eq!(status, Update { aggregate_changed: true, existed: true, unchanged: false });
+        p.update("alice", 1, Some(rs(1, Availability::Away, 0, "lunch")));
         assert_eq!(p.aggregate("alice").0, Availability::Away);
         p.update("alice", 2, Some(rs(2, Availability::Online, -1, "")));
         assert_eq!(p.aggregate("alice").0, Availability::Online, "most available wins");

@@ -211,6 +211,23 @@ pub enum FrameError {
     BadContentLength(String),
     #[error("frame body not terminated by NUL")]
     MissingNul,
+    /// A NUL ends a frame for every STOMP parser that reads up to it (stomp.py,
+    /// stomp.js): relayed in a header, it would let a publisher forge frames.
+    #[error("NUL byte in header {0:?}: STOMP headers cannot carry NUL")]
+    NulInHeader(String),
+    /// STOMP 1.2 grammar: header octets exclude CR (escaped as `\\r`); only
+    /// the CRLF line ending may hold one.
+    #[error("raw CR in header {0:?}: STOMP 1.2 headers must escape it as \\r")]
+    CrInHeader(String),
+}
+
+/// How an offending header line is named in an error: its name (or the line,
+/// without a colon), lossily decoded, control bytes escaped by `{:?}` where
+/// it is shown, and cut short so an ERROR frame stays small.
+fn header_label(line: &[u8]) -> String {
+    let name = line.split(|&b| b == b':').next().unwrap_or_default();
+    let name = &name[..name.len().min(64)];
+    String::from_utf8_lossy(name).into_owned()
 }
 
 /// Incremental STOMP decoder.
@@ -396,6 +413,9 @@ fn advance(
         p.line_start = nl + 1;
         p.scanned = nl + 1;
 
+        if line.contains(&0) {
+            return Err(FrameError::NulInHeader(header_label(line)));
+        }
         let Some(command) = &p.command else {
             let name = std::str::from_utf8(line).map_err(|_| FrameError::NotUtf8)?;
             p.command = Some(Command::parse(name.as_bytes()));
@@ -417,6 +437,11 @@ fn advance(
         } else {
             escaping
         };
+        // 1.0 and 1.1 allow a raw CR inside a header (their grammars only
+        // exclude LF); 1.2 has `\r` for it and excludes the raw octet.
+        if unescape == Escaping::V12 && line.contains(&b'\r') {
+            return Err(FrameError::CrInHeader(header_label(line)));
+        }
         let (name, value) = parse_header(line, unescape)?;
         if p.content_length.is_none() && name == "content-length" {
             let length = parse_content_length(&value, limits)?;
@@ -518,11 +543,8 @@ fn unescape(raw: &str, escaping: Escaping) -> Option<Cow<'_, str>> {
 }
 
 /// Writes `frame` exactly as given (no headers added: callers add
-/// content-length themselves).
-///
-/// With [`Escaping::None`] (and for handshake frames) header text is written
-/// raw, so a name containing `:` or any text containing an EOL would corrupt
-/// the stream; callers must not put such values in unescaped frames.
+/// content-length themselves), except headers the wire cannot carry for the
+/// negotiated version, which are left out (see [`encode_header`]).
 pub fn encode(frame: &Frame, escaping: Escaping, out: &mut BytesMut) {
     let escaping = if frame.command.is_handshake() {
         Escaping::None
@@ -548,11 +570,33 @@ pub fn encode(frame: &Frame, escaping: Escaping, out: &mut BytesMut) {
 
 /// Writes one `name:value\n` line with escaping applied (used to write
 /// per-recipient headers in front of a shared, pre-encoded tail).
+///
+/// A header that the version cannot represent is left out rather than
+/// written so that it splits the frame: NUL has no escape in any version
+/// (the receiver would see the frame end there and parse the rest as a frame
+/// of its own), and without escaping (STOMP 1.0, handshake frames) an LF
+/// would start a forged header line and a `:` in a name would move the split.
+/// Values come from other sessions and protocols (a 1.2 publisher's `\n`,
+/// the admin API, XMPP), so the check is here, where the version is known.
 pub fn encode_header(name: &str, value: &str, escaping: Escaping, out: &mut BytesMut) {
+    if !representable(name, value, escaping) {
+        tracing::debug!(header = name.escape_debug().to_string(), ?escaping, "header left out: not representable in this STOMP version");
+        return;
+    }
     write_escaped(name, escaping, out);
     out.extend_from_slice(b":");
     write_escaped(value, escaping, out);
     out.extend_from_slice(b"\n");
+}
+
+/// Whether `name:value` can be written for `escaping` without splitting the
+/// frame or the header line.
+pub fn representable(name: &str, value: &str, escaping: Escaping) -> bool {
+    let (n, v) = (name.as_bytes(), value.as_bytes());
+    if n.contains(&0) || v.contains(&0) {
+        return false;
+    }
+    escaping != Escaping::None || !(n.contains(&b'\n') || v.contains(&b'\n') || n.contains(&b':'))
 }
 
 /// Escaped form of one header name or value. Borrows when nothing needs
@@ -977,8 +1021,9 @@ mod tests {
         let frame = Frame::new(Command::Message)
             .with_header("a:b", "x\r\ny\\")
             .with_body(&b"hi"[..]);
+        // STOMP 1.0 cannot carry a `:` in a name nor an LF: the header is left out.
         let cases: [(Escaping, &[u8]); 3] = [
-            (Escaping::None, b"MESSAGE\na:b:x\r\ny\\\n\nhi\0"),
+            (Escaping::None, b"MESSAGE\n\nhi\0"),
             (Escaping::V11, b"MESSAGE\na\\cb:x\r\\ny\\\\\n\nhi\0"),
             (Escaping::V12, b"MESSAGE\na\\cb:x\\r\\ny\\\\\n\nhi\0"),
         ];
@@ -999,7 +1044,7 @@ mod tests {
 
     #[test]
     fn encode_header_and_escape_agree() {
-        for escaping in [Escaping::None, Escaping::V11, Escaping::V12] {
+        for escaping in [Escaping::V11, Escaping::V12] {
             let mut out = BytesMut::new();
             encode_header("k:\\", "v\n\r:é", escaping, &mut out);
             let expected = format!(
@@ -1014,6 +1059,91 @@ mod tests {
             Cow::Borrowed("plain")
         ));
         assert!(matches!(escape("a:b", Escaping::None), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn nul_in_headers_is_refused_in_every_version() {
+        for escaping in [Escaping::None, Escaping::V11, Escaping::V12] {
+            let cases: [(&[u8], &str); 4] = [
+                (b"SEND\ndestination:/queue/a\nx:evil\0MESSAGE\n\nbody\0", "x"),
+                (b"SEND\nev\0il:1\n\n\0", "ev\0il"),
+                (b"SE\0ND\n\n\0", "SE\0ND"),
+                (b"CONNECT\nlogin:a\0b\n\n\0", "login"),
+            ];
+            for (wire, name) in cases {
+                assert_eq!(
+                    decode_all(&mut decoder(escaping), wire),
+                    Err(FrameError::NulInHeader(name.to_owned())),
+                    "{escaping:?} {wire:?}"
+                );
+            }
+        }
+        let e = FrameError::NulInHeader("x".to_owned()).to_string();
+        assert_eq!(e, "NUL byte in header \"x\": STOMP headers cannot carry NUL");
+        // A NUL in a body delimited by content-length stays legal.
+        let f = frame_of(decode_all(&mut decoder(Escaping::V12), b"SEND\ncontent-length:3\n\na\0b\0"));
+        assert_eq!(&f.body[..], b"a\0b");
+    }
+
+    #[test]
+    fn raw_cr_inside_a_header_follows_the_version() {
+        let wire = b"SEND\na:x\ry\n\n\0";
+        assert_eq!(
+            decode_all(&mut decoder(Escaping::V12), wire),
+            Err(FrameError::CrInHeader("a".to_owned()))
+        );
+        assert_eq!(
+            FrameError::CrInHeader("a".to_owned()).to_string(),
+            "raw CR in header \"a\": STOMP 1.2 headers must escape it as \\r"
+        );
+        for escaping in [Escaping::None, Escaping::V11] {
+            let f = frame_of(decode_all(&mut decoder(escaping), wire));
+            assert_eq!(f.header("a"), Some("x\ry"), "{escaping:?}");
+        }
+        // The CRLF line ending is not a raw CR, nor is anything in a handshake frame.
+        let f = frame_of(decode_all(&mut decoder(Escaping::V12), b"SEND\r\na:b\r\n\r\n\0"));
+        assert_eq!(f.header("a"), Some("b"));
+        let f = frame_of(decode_all(&mut decoder(Escaping::V12), b"CONNECT\nlogin:x\ry\n\n\0"));
+        assert_eq!(f.header("login"), Some("x\ry"));
+    }
+
+    #[test]
+    fn encoder_never_splits_a_frame() {
+        // What a 1.2 publisher can put in a header (escapes decoded), or any
+        // other protocol or the admin API: NUL and LF, in names and values.
+        let forged = "x\0MESSAGE\ndestination:/queue/a\n\nforged";
+        let frame = Frame::new(Command::Message)
+            .with_header("ok", "1")
+            .with_header("evil", forged)
+            .with_header("a\nb", "2")
+            .with_header("c:d", "3")
+            .with_header("e\0", "4")
+            .with_body(&b"hi"[..]);
+        let expected: [(Escaping, &[u8]); 3] = [
+            (Escaping::None, b"MESSAGE\nok:1\n\nhi\0"),
+            (Escaping::V11, b"MESSAGE\nok:1\na\\nb:2\nc\\cd:3\n\nhi\0"),
+            (Escaping::V12, b"MESSAGE\nok:1\na\\nb:2\nc\\cd:3\n\nhi\0"),
+        ];
+        for (escaping, wire) in expected {
+            let mut out = BytesMut::new();
+            encode(&frame, escaping, &mut out);
+            assert_eq!(&out[..], wire, "{escaping:?}");
+            assert_eq!(out.iter().filter(|&&b| b == 0).count(), 1, "{escaping:?}");
+            // The receiver sees exactly one frame.
+            let mut buf = out.clone();
+            let mut d = decoder(escaping);
+            assert!(matches!(d.decode(&mut buf), Ok(Some(Decoded::Frame(_)))));
+            assert!(buf.is_empty());
+        }
+        // Handshake frames are written unescaped whatever the version.
+        let connected = Frame::new(Command::Connected).with_header("version", "1.2").with_header("user-name", "a\nmessage:forged");
+        let mut out = BytesMut::new();
+        encode(&connected, Escaping::V12, &mut out);
+        assert_eq!(&out[..], b"CONNECTED\nversion:1.2\n\n\0");
+        assert!(representable("a", "b:c", Escaping::None));
+        assert!(!representable("a", "b\nc", Escaping::None));
+        assert!(representable("a", "b\nc", Escaping::V11));
+        assert!(!representable("a", "\0", Escaping::V12));
     }
 
     #[test]
@@ -1186,9 +1316,11 @@ mod tests {
         let value = text(0).prop_filter("1.1 cannot carry a trailing CR", move |v| {
             escaping != Escaping::V11 || !v.ends_with('\r')
         });
+        // No version can carry a NUL in a header: the encoder leaves such headers out.
+        let no_nul = |t: &String| !t.contains('\0');
         (
             non_handshake_command(),
-            prop::collection::vec((text(1), value), 0..8),
+            prop::collection::vec((text(1).prop_filter("no NUL", no_nul), value.prop_filter("no NUL", no_nul)), 0..8),
             prop::collection::vec(any::<u8>(), 0..300),
         )
             .prop_map(|(command, mut headers, body)| {

@@ -21,6 +21,7 @@ use crate::error::{CloseCode, CloseReason};
 use crate::message::{EncodingSlot, Message};
 use crate::router::{AckError, AckMode, ConsumerId, ExchangeKind, HeaderMatch, Overflow, Queue, QueueLimits, QueueOptions, RouteError, Settle, Vhost};
 use crate::session::{write_within, Delivery, Outbound, OutboxLimits, SessionHandle, Written};
+use crate::shaper::{self, Shaper};
 use crate::transport::{LinkRx, LinkTx, Peer};
 
 const SERVER: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
@@ -352,6 +353,8 @@ struct Session {
     write_timeout: Duration,
     last_read: Instant,
     last_write: Instant,
+    /// Inbound rate limits (`[shaper]`); `None` (one pointer) when off.
+    shaper: Option<Box<Shaper>>,
 }
 
 fn negotiate_version(connect: &Frame) -> Result<Version, Fatal> {
@@ -430,6 +433,7 @@ impl Session {
             write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
             last_read: now,
             last_write: now,
+            shaper: Shaper::new(&engine.config.shaper, true, true),
         })
     }
 
@@ -517,6 +521,7 @@ impl Session {
                     *buf = BytesMut::new();
                 }
                 Box::pin(self.flush(tx)).await?;
+                let paused = shaper::paused(&mut self.shaper);
                 tokio::select! {
                     biased;
                     _ = self.handle.notified() => {
@@ -532,14 +537,25 @@ impl Session {
                             batch = Vec::new();
                         }
                     }
-                    n = rx.recv(buf) => match n {
+                    // Over its rate ([shaper]), the client is not read from
+                    // until its tokens refill: its bytes stay in its socket.
+                    n = rx.recv(buf), if !paused => match n {
                         Ok(0) => return Ok(()),
                         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                             return Err(Stop::new(fatal(CloseCode::Protocol, "invalid transport message", e.to_string()), None));
                         }
                         Err(_) => return Ok(()),
-                        Ok(_) => self.last_read = Instant::now(),
+                        Ok(n) => {
+                            self.last_read = Instant::now();
+                            if let Some(s) = self.shaper.as_deref_mut() {
+                                s.read(n);
+                            }
+                        }
                     },
+                    // The pause ended: the loop handles what is buffered. The
+                    // client was sending meanwhile, so it counts as heard from
+                    // (a long byte pause must not look like a heart-beat timeout).
+                    () = shaper::pause(&mut self.shaper), if paused => self.last_read = Instant::now(),
                     _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } }, if tick_ms > 0 => {
                         Box::pin(self.heartbeat_tick(tx)).await?
                     }
@@ -551,8 +567,17 @@ impl Session {
     /// Handles every complete frame in `buf`; `false` when the client said
     /// DISCONNECT (everything before it was handled and flushed).
     async fn handle_buffered<W: LinkTx>(&mut self, buf: &mut BytesMut, decoder: &mut Decoder, tx: &mut W) -> Result<bool, Stop> {
-        while let Some(decoded) = decoder.decode(buf).map_err(|e| Stop::new(frame_error(e), None))? {
+        loop {
+            // Out of frame tokens: the rest stays buffered, and nothing more is
+            // read, until the shaper allows the next frame.
+            if self.shaper.as_deref_mut().is_some_and(|s| !s.frame_ready()) {
+                return Ok(true);
+            }
+            let Some(decoded) = decoder.decode(buf).map_err(|e| Stop::new(frame_error(e), None))? else { break };
             if let Decoded::Frame(frame) = decoded {
+                if let Some(s) = self.shaper.as_deref_mut() {
+                    s.take_frame();
+                }
                 let receipt = frame.header("receipt").map(str::to_owned);
                 match self.handle_frame(frame, tx).await {
                     Ok(true) => {}

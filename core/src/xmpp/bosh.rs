@@ -72,6 +72,8 @@ use tokio::time::Instant;
 
 use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::xml::{parse_element, Element, Limits, Node};
+use crate::config::ShaperConfig;
+use crate::shaper::{self, Shaper};
 use crate::transport::http1::{Direct, DirectHandler};
 use crate::transport::Peer;
 
@@ -131,6 +133,9 @@ pub struct BoshConfig {
     /// Answer `Access-Control-Allow-Credentials: true` to allowed origins
     /// (`connections.cors_credentials`; off by default).
     pub cors_credentials: bool,
+    /// Inbound rate limits; BOSH applies the byte rate to request bodies
+    /// (stanzas are shaped by the XMPP session). Off by default.
+    pub shaper: ShaperConfig,
 }
 
 impl Default for BoshConfig {
@@ -147,6 +152,7 @@ impl Default for BoshConfig {
             xml_limits: Limits::default(),
             allowed_origins: None,
             cors_credentials: false,
+            shaper: ShaperConfig::default(),
         }
     }
 }
@@ -487,6 +493,8 @@ struct SessionState {
     end: Option<Ending>,
     /// Since when no request has arrived or been answered.
     idle_since: Instant,
+    /// Request-body bytes per second (`[shaper]`); `None` when off.
+    shaper: Option<Box<Shaper>>,
 }
 
 /// What to do once the state lock is released.
@@ -504,7 +512,7 @@ impl Effects {
 }
 
 impl Session {
-    fn new(p: Params, rid: u64, table: Weak<Table>) -> (Arc<Session>, BoshRx, BoshTx) {
+    fn new(p: Params, rid: u64, table: Weak<Table>, shaper: Option<Box<Shaper>>) -> (Arc<Session>, BoshRx, BoshTx) {
         let session = Arc::new(Session {
             state: Mutex::new(SessionState {
                 next_rid: rid,
@@ -520,6 +528,7 @@ impl Session {
                 creation: Some(rid),
                 end: None,
                 idle_since: Instant::now(),
+                shaper,
             }),
             p,
             rx_wake: Notify::new(),
@@ -555,6 +564,19 @@ impl Session {
                 map.remove(&self.p.sid);
             }
         }
+    }
+
+    /// Charges a request body of `n` bytes to the byte shaper, unless the
+    /// session is still paused by earlier ones: then the request must wait
+    /// until the returned instant before the session sees it (and ask again).
+    fn admit(&self, n: usize) -> Option<Instant> {
+        let mut st = self.state.lock();
+        let s = st.shaper.as_deref_mut()?;
+        if let Some(until) = s.paused() {
+            return Some(until);
+        }
+        s.read(n);
+        None
     }
 
     fn submit(&self, rid: u64, req: Request, tx: Responder) {
@@ -1199,6 +1221,18 @@ fn with_credentials(mut a: Answer) -> Answer {
     a
 }
 
+/// XEP-0124 §14.1: a `rid` never exceeds 2^53 - 1 (the largest integer every
+/// client language represents exactly); it also keeps `rid + window` far
+/// from overflowing.
+const MAX_RID: u64 = (1 << 53) - 1;
+
+/// A missing, malformed or too large `rid`: HTTP 400 as ejabberd answers an
+/// invalid `rid` attribute, with XEP-0124's terminal `bad-request` body so a
+/// client that reads bodies learns the condition too. No session is touched.
+fn bad_rid(allow: HeaderValue) -> Answer {
+    xml_response(StatusCode::BAD_REQUEST, HeaderValue::from_static(XML), terminal_body(Some("bad-request"), &[]), allow)
+}
+
 fn too_large(allow: HeaderValue) -> Answer {
     let body = terminal_body(Some("policy-violation"), &[]);
     xml_response(StatusCode::PAYLOAD_TOO_LARGE, HeaderValue::from_static(XML), body, allow)
@@ -1214,9 +1248,8 @@ fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) ->
     if !body.is("body", NS_HTTPBIND) {
         return bad(format!("expected <body xmlns='{NS_HTTPBIND}'/>"));
     }
-    // rids stay below 2^53 (XEP-0124 §14.1); the margin keeps `rid + window` in range.
-    let Some(rid) = body.attr("rid").and_then(|r| r.trim().parse::<u64>().ok()).filter(|r| *r < 1 << 62) else {
-        return bad("missing or invalid rid".to_owned());
+    let Some(rid) = body.attr("rid").and_then(|r| r.trim().parse::<u64>().ok()).filter(|r| *r <= MAX_RID) else {
+        return answer(bad_rid(allow));
     };
     let mut start = None;
     let (session, req, opening) = match body.attr("sid") {
@@ -1234,7 +1267,30 @@ fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) ->
             (session, req, opening)
         }
     };
+    let len = data.len();
     drop(data);
+    let content_type = session.p.content_type.clone();
+    // A client over its byte rate: its request is held, unread by the
+    // session, until the shaper has refilled (the creation request is only
+    // charged: there is nothing before it to pause on).
+    if let Some(until) = session.admit(len).filter(|_| start.is_none()) {
+        return Box::pin(
+            async move {
+                let mut until = until;
+                loop {
+                    shaper::wait(until).await;
+                    match session.admit(len) {
+                        None => break,
+                        Some(later) => until = later,
+                    }
+                }
+                let (tx, rx) = oneshot::channel();
+                session.submit(rid, req, tx);
+                wait_reply(session, rid, rx, opening).await
+            }
+            .map(move |reply| xml_response(StatusCode::OK, content_type, reply, allow)),
+        );
+    }
     let (tx, rx) = oneshot::channel();
     session.submit(rid, req, tx);
     if let Some((rx, tx)) = start {
@@ -1242,7 +1298,6 @@ fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) ->
         // is in: the session's first event is that request's stream open.
         (shared.on_session)(rx, tx, peer);
     }
-    let content_type = session.p.content_type.clone();
     Box::pin(wait_reply(session, rid, rx, opening).map(move |reply| xml_response(StatusCode::OK, content_type, reply, allow)))
 }
 
@@ -1272,7 +1327,7 @@ fn create(shared: &Arc<Shared>, body: &Element, rid: u64, peer: &Peer) -> (Arc<S
         version: xbosh_attr(body, "version").map(str::to_owned),
     };
     let sid = p.sid.clone();
-    let (session, rx, tx) = Session::new(p, rid, Arc::downgrade(&shared.sessions));
+    let (session, rx, tx) = Session::new(p, rid, Arc::downgrade(&shared.sessions), Shaper::new(&c.shaper, true, false));
     shared.sessions.lock().insert(sid.clone(), session.clone());
     shared.start_sweeper();
     tracing::debug!(sid = %sid, peer = ?peer.addr, "BOSH session created");
@@ -1946,7 +2001,6 @@ mod tests {
         for bad in [
             format!("<body rid='{rid}' sid='{}' xmlns='{NS_HTTPBIND}'><message>", c.sid),
             format!("<body rid='{rid}' sid='{}' xmlns='jabber:client'/>", c.sid),
-            format!("<body sid='{}' xmlns='{NS_HTTPBIND}'/>", c.sid),
             "not xml at all".to_owned(),
             String::new(),
         ] {
@@ -1956,6 +2010,48 @@ mod tests {
             assert!(r.text().starts_with("bad request: "), "{}", r.text());
         }
         assert_eq!(bodies(&c.send("", &message("fine")).await.xml()), ["fine"]);
+    }
+
+    #[tokio::test]
+    async fn request_bodies_over_the_byte_rate_are_held_not_refused() {
+        let (on_session, _ev) = fake_server();
+        let shaper = ShaperConfig { bytes_per_sec: 4000.0, bytes_burst: 4000, ..ShaperConfig::default() };
+        let addr = serve(BoshConfig { shaper, ..BoshConfig::default() }, on_session).await;
+        let (mut c, _) = Client::connect(addr, 1).await;
+        // Goes through at once (the bucket was not in debt), and leaves the
+        // session owing about 4 KiB: a second's worth at 4,000 B/s.
+        let big = "x".repeat(8000);
+        assert_eq!(bodies(&c.send("", &message(&big)).await.xml()), [big]);
+        let t0 = Instant::now();
+        assert_eq!(bodies(&c.send("", &message("after")).await.xml()), ["after"], "held, then handled");
+        let held = t0.elapsed();
+        assert!(held >= Duration::from_millis(800), "the next request waited only {held:?}");
+    }
+
+    #[tokio::test]
+    async fn rids_beyond_2_pow_53_are_refused() {
+        let (on_session, _ev) = fake_server();
+        let addr = serve(BoshConfig::default(), on_session).await;
+        let (c, _) = Client::connect(addr, 1).await;
+        let too_big = MAX_RID + 1;
+        for bad in [
+            c.body(too_big, "", ""),
+            c.body(u64::MAX, "", ""),
+            format!("<body sid='{}' xmlns='{NS_HTTPBIND}'/>", c.sid),
+            c.body(0, "", "").replace("rid='0'", "rid='-1'"),
+            creation(too_big, 1),
+            creation(1 << 62, 1),
+        ] {
+            let r = post(addr, "/http-bind", &bad).await;
+            assert_eq!(r.status, 400, "{bad}");
+            assert_eq!(r.header("content-type"), Some(XML));
+            let b = parse_element(&r.body, &Limits::default()).unwrap();
+            assert_terminate(&b, Some("bad-request"));
+        }
+        // The largest legal rid opens a session.
+        let b = post(addr, "/http-bind", &creation(MAX_RID, 1)).await;
+        assert_eq!(b.status, 200);
+        assert!(b.xml().attr("sid").is_some());
     }
 
     #[tokio::test]

@@ -108,6 +108,7 @@ pub fn http_front(engine: &Engine) -> (axum::Router, http1::Front) {
             Some(engine.config.connections.cors_origins.clone())
         },
         cors_credentials: engine.config.connections.cors_credentials,
+        shaper: engine.config.shaper.clone(),
         ..bosh::BoshConfig::default()
     };
     let e = engine.clone();
@@ -156,7 +157,7 @@ fn websockets(engine: &Engine) -> Arc<[http1::WsEndpoint]> {
                 let slot = conn::session_slot(&engine.gate, Some(addr.ip())).ok()?;
                 let engine = engine.clone();
                 Some(Box::new(move |rx, tx| {
-                    let (rx, tx) = ws::link(rx, tx, tcp::limits(&engine));
+                    let (rx, tx) = ws::link(rx, tx, tcp::limits(&engine), crate::shaper::Shaper::new(&engine.config.shaper, true, false));
                     // The scope holds the slot without a second copy of the
                     // session future (transport/tcp.rs says why).
                     let session = session::serve(engine.clone(), rx, tx, Peer { addr: Some(addr), transport: "ws" });

@@ -27,6 +27,7 @@ use crate::message::Message;
 use crate::presence::Availability;
 use crate::router::{AckMode, ConsumerId, Queue, QueueOptions, RouteError};
 use crate::session::{write_within, Delivery, Outbound, SessionHandle, Written};
+use crate::shaper::{self, Shaper};
 use crate::transport::Peer;
 
 const WRITE_BATCH: usize = 256;
@@ -148,6 +149,9 @@ struct Session {
     roster_requested: bool,
     /// Contacts and their groups as last sent (to compute roster pushes).
     roster: BTreeMap<String, Vec<String>>,
+    /// Stanzas per second once bound (`[shaper]`; bytes are shaped by the
+    /// transport); `None` (one pointer) when off.
+    shaper: Option<Box<Shaper>>,
 }
 
 impl Session {
@@ -165,6 +169,7 @@ impl Session {
             available: false,
             roster_requested: false,
             roster: BTreeMap::new(),
+            shaper: None,
         }
     }
 
@@ -497,7 +502,12 @@ impl Session {
         if self.engine.shutdown.is_cancelled() {
             return Err(End::Error(StreamError::new("system-shutdown", "server shutting down")));
         }
+        self.shaper = Shaper::new(&self.engine.config.shaper, false, true);
         loop {
+            // Out of stanza tokens ([shaper]): nothing is read (the stanzas
+            // stay in the client's socket, as with ejabberd's shaper) until one
+            // is there again.
+            let paused = self.shaper.as_deref_mut().is_some_and(|s| !s.frame_ready());
             tokio::select! {
                 biased;
                 _ = handle.notified() => {
@@ -510,8 +520,12 @@ impl Session {
                         batch = Vec::new();
                     }
                 }
-                r = rx.recv() => match r {
+                () = shaper::pause(&mut self.shaper), if paused => {}
+                r = rx.recv(), if !paused => match r {
                     Ok(Some(XmppIn::Stanza(s))) => {
+                        if let Some(shaper) = self.shaper.as_deref_mut() {
+                            shaper.take_frame();
+                        }
                         Box::pin(async {
                             self.inbound(tx, s).await?;
                             self.flush(tx).await

@@ -18,6 +18,7 @@ use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::ns;
 use super::xml::{Element, Limits, StreamParser, XmlEvent};
 use crate::engine::Engine;
+use crate::shaper::{self, Shaper};
 use crate::transport::tcp::{StreamRx, StreamTx};
 use crate::transport::{LinkRx, LinkTx, Peer};
 
@@ -37,10 +38,26 @@ fn open_event(header: &Element) -> XmppIn {
     }
 }
 
+/// RFC 6120 §4.8 and §4.9.3.10: the header must be `<stream>` in the streams
+/// namespace with `jabber:client` as the default content namespace, or the
+/// stream ends with `invalid-namespace`. (An undeclared prefix is already a
+/// `bad-namespace-prefix` from the parser.)
+fn check_header(h: &Element, parser: &StreamParser) -> Result<(), StreamError> {
+    if !h.is("stream", ns::STREAM) {
+        return Err(StreamError::new("invalid-namespace", format!("expected <stream> in {}", ns::STREAM)));
+    }
+    if parser.stream_default_ns() != ns::CLIENT {
+        return Err(StreamError::new("invalid-namespace", format!("expected a stream in {}", ns::CLIENT)));
+    }
+    Ok(())
+}
+
 pub struct TcpXmppRx<R> {
     link: StreamRx<R>,
     parser: StreamParser,
     buf: BytesMut,
+    /// Bytes per second (`[shaper]`); `None` when off.
+    shaper: Option<Box<Shaper>>,
 }
 
 impl<R: AsyncRead + Unpin + Send + 'static> XmppRx for TcpXmppRx<R> {
@@ -48,10 +65,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> XmppRx for TcpXmppRx<R> {
         loop {
             match self.parser.parse(&mut self.buf) {
                 Ok(Some(XmlEvent::StreamOpen(h))) => {
-                    // RFC 6120 §4.8: the stream's content namespace must be jabber:client.
-                    if !h.is("stream", ns::STREAM) || self.parser.stream_default_ns() != ns::CLIENT {
-                        return Err(StreamError::new("invalid-namespace", format!("expected a stream in {}", ns::CLIENT)));
-                    }
+                    check_header(&h, &self.parser)?;
                     return Ok(Some(open_event(&h)));
                 }
                 Ok(Some(XmlEvent::Stanza(s))) => return Ok(Some(XmppIn::Stanza(s))),
@@ -62,9 +76,18 @@ impl<R: AsyncRead + Unpin + Send + 'static> XmppRx for TcpXmppRx<R> {
             if self.buf.is_empty() && self.buf.capacity() > 16 * 1024 {
                 self.buf = BytesMut::new();
             }
+            // Over its byte rate, the client is not read from until its
+            // tokens refill; what is already buffered was handed out above.
+            if shaper::paused(&mut self.shaper) {
+                shaper::pause(&mut self.shaper).await;
+            }
             match self.link.recv(&mut self.buf).await {
                 Ok(0) | Err(_) => return Ok(None),
-                Ok(_) => {}
+                Ok(n) => {
+                    if let Some(s) = self.shaper.as_deref_mut() {
+                        s.read(n);
+                    }
+                }
             }
         }
     }
@@ -107,10 +130,10 @@ impl<W: AsyncWrite + Unpin + Send + 'static> XmppTx for TcpXmppTx<W> {
     }
 }
 
-fn split<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, limits: Limits, domain: &str, buf: BytesMut) -> (TcpXmppRx<tokio::io::ReadHalf<S>>, TcpXmppTx<tokio::io::WriteHalf<S>>) {
+fn split<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, limits: Limits, domain: &str, buf: BytesMut, shaper: Option<Box<Shaper>>) -> (TcpXmppRx<tokio::io::ReadHalf<S>>, TcpXmppTx<tokio::io::WriteHalf<S>>) {
     let (r, w) = tokio::io::split(s);
     (
-        TcpXmppRx { link: StreamRx(r), parser: StreamParser::new(limits), buf },
+        TcpXmppRx { link: StreamRx(r), parser: StreamParser::new(limits), buf, shaper },
         TcpXmppTx { link: StreamTx::new(w), opened: false, domain: domain.to_owned() },
     )
 }
@@ -133,7 +156,7 @@ pub async fn handle(engine: Engine, mut stream: TcpStream, addr: SocketAddr, tls
     let domain = engine.config.xmpp.domain.clone();
     let limits = limits(&engine);
     let Some(acceptor) = tls else {
-        let (rx, tx) = split(stream, limits, &domain, BytesMut::new());
+        let (rx, tx) = split(stream, limits, &domain, BytesMut::new(), Shaper::new(&engine.config.shaper, true, false));
         return super::session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "tcp" }).await;
     };
     let deadline = Duration::from_millis(engine.config.limits.connect_timeout_ms);
@@ -152,7 +175,7 @@ pub async fn handle(engine: Engine, mut stream: TcpStream, addr: SocketAddr, tls
     }
     match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls_stream)) => {
-            let (rx, tx) = split(tls_stream, limits, &domain, BytesMut::new());
+            let (rx, tx) = split(tls_stream, limits, &domain, BytesMut::new(), Shaper::new(&engine.config.shaper, true, false));
             super::session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "tls" }).await
         }
         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
@@ -188,6 +211,11 @@ async fn starttls(stream: &mut TcpStream, domain: &str, limits: Limits) -> Resul
                 let mut out = BytesMut::new();
                 out.extend_from_slice(&stream_header(&uuid::Uuid::new_v4().simple().to_string(), domain));
                 header_sent = true;
+                // The pre-TLS stream is held to the same namespaces as the session's.
+                if let Err(e) = check_header(&h, &parser) {
+                    stream.write_all(&out).await.map_err(|e| StreamError::new("connection-timeout", e.to_string()))?;
+                    return Err(e);
+                }
                 if h.attr("to").is_some_and(|to| !to.eq_ignore_ascii_case(domain)) {
                     stream.write_all(&out).await.map_err(|e| StreamError::new("connection-timeout", e.to_string()))?;
                     return Err(StreamError::new("host-unknown", format!("this server serves {domain}")));

@@ -9,25 +9,36 @@ use bytes::Bytes;
 use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::ns;
 use super::xml::{parse_element, Element, Limits};
+use crate::shaper::{self, Shaper};
 use crate::transport::websocket::{WsError, WsRx, WsTx};
 
 pub struct WsXmppRx {
     ws: WsRx,
     limits: Limits,
+    /// Bytes per second (`[shaper]`); `None` when off.
+    shaper: Option<Box<Shaper>>,
 }
 
 pub struct WsXmppTx {
     ws: WsTx,
 }
 
-pub fn link(rx: WsRx, tx: WsTx, limits: Limits) -> (WsXmppRx, WsXmppTx) {
-    (WsXmppRx { ws: rx, limits }, WsXmppTx { ws: tx })
+pub fn link(rx: WsRx, tx: WsTx, limits: Limits, shaper: Option<Box<Shaper>>) -> (WsXmppRx, WsXmppTx) {
+    (WsXmppRx { ws: rx, limits, shaper }, WsXmppTx { ws: tx })
 }
 
 impl XmppRx for WsXmppRx {
     async fn recv(&mut self) -> Result<Option<XmppIn>, StreamError> {
         loop {
-            let text = match self.ws.read_message().await {
+            // Over its byte rate, the client is not read from until its tokens refill.
+            if shaper::paused(&mut self.shaper) {
+                shaper::pause(&mut self.shaper).await;
+            }
+            let message = self.ws.read_message().await;
+            if let (Ok(Some(m)), Some(s)) = (&message, self.shaper.as_deref_mut()) {
+                s.read(m.data.len());
+            }
+            let text = match message {
                 Ok(Some(m)) if m.text => m.data,
                 Ok(Some(_)) => return Err(StreamError::new("bad-format", "RFC 7395 frames are text")),
                 Ok(None) => return Ok(None),
@@ -41,6 +52,13 @@ impl XmppRx for WsXmppRx {
                 continue; // a whitespace keepalive
             }
             let e = parse_element(&text, &self.limits).map_err(|e| StreamError::new(e.condition(), e.to_string()))?;
+            // RFC 7395 §3.3.1: the stream is opened and closed by `<open/>` and
+            // `<close/>` in the framing namespace; the same names in another
+            // namespace, or a TCP-style `<stream:stream>`, are a wrong stream
+            // namespace (RFC 6120 §4.9.3.10), not a stanza.
+            if (matches!(e.name.as_str(), "open" | "close") && e.ns != ns::FRAMING) || e.is("stream", ns::STREAM) {
+                return Err(StreamError::new("invalid-namespace", format!("expected <{}/> in {}", if e.name == "close" { "close" } else { "open" }, ns::FRAMING)));
+            }
             return Ok(Some(if e.is("open", ns::FRAMING) {
                 XmppIn::Open {
                     to: e.attr("to").map(str::to_owned),
