@@ -117,6 +117,8 @@ fn route_error(e: RouteError) -> Fatal {
         RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => CloseCode::NotFound,
         RouteError::Locked(_) | RouteError::Inequivalent { .. } | RouteError::Reserved(_) => CloseCode::Precondition,
         RouteError::Store(_) => CloseCode::Internal,
+        // The text names the `[routing]` key that refused it.
+        RouteError::Limit(e) => return fatal(CloseCode::LimitExceeded, e.to_string(), e.to_string()),
     };
     let message = match code {
         CloseCode::NotFound => "not_found",
@@ -857,6 +859,7 @@ impl Session {
             .vhost
             .exchange(exchange)
             .ok_or_else(|| route_error(RouteError::NoExchange(exchange.to_owned(), self.vhost.name.to_string())))?;
+        self.vhost.check_binding(&x, key).map_err(route_error)?;
         self.check(ResourceKind::Exchange, exchange, Permission::Read).await?;
         self.check_topic(exchange, key, Permission::Read).await?;
         let durable = frame.header("durable").or(frame.header("persistent")) == Some("true");

@@ -776,7 +776,12 @@ impl Session {
         message.sender = Some(self.uid().to_owned());
         if let Err(e) = self.engine.router.vhost(&vhost).and_then(|v| self.engine.route(v, message)) {
             tracing::warn!(error = %e, "XMPP message not routed");
-            let reply = stanza_error(&m, "wait", "internal-server-error");
+            // A key beyond `[routing]` is the sender's doing, not the server's.
+            let (kind, condition) = match e {
+                crate::router::RouteError::Limit(_) => ("modify", "policy-violation"),
+                _ => ("wait", "internal-server-error"),
+            };
+            let reply = stanza_error(&m, kind, condition);
             return self.send(tx, &reply).await;
         }
         Ok(())
