@@ -15,7 +15,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::destination::Destination;
 use super::frame::{encode, encode_header, Command, Decoded, Decoder, Escaping, Frame, FrameError, Limits};
-use crate::auth::{AuthError, Identity, Permission, ResourceKind};
+use crate::auth::{ClientInfo, Identity, Permission, ResourceKind};
+use crate::engine::LoginError;
 use crate::engine::Engine;
 use crate::error::{CloseCode, CloseReason};
 use crate::message::{EncodingSlot, Message};
@@ -379,13 +380,15 @@ impl Session {
             .header("host")
             .filter(|h| engine.router.vhost(h).is_ok())
             .unwrap_or(&engine.config.stomp.default_vhost);
-        let auth = engine.auth();
-        let identity = match auth.authenticator.authenticate(login, passcode).await {
+        let client = ClientInfo::new(peer, "stomp");
+        let identity = match engine.login(login, passcode, &client).await {
             Ok(id) => id,
-            Err(AuthError::Refused) => return Err(refused()),
-            Err(e @ AuthError::Unavailable(_)) => return Err(fatal(CloseCode::Internal, "Bad CONNECT", e.to_string())),
+            Err(LoginError::Refused) => return Err(refused()),
+            Err(e @ LoginError::Unavailable(_)) => return Err(fatal(CloseCode::Internal, "Bad CONNECT", e.to_string())),
+            Err(e @ (LoginError::Busy | LoginError::Throttled(_))) => return Err(fatal(CloseCode::TooMany, e.to_string(), e.to_string())),
         };
-        match auth.authorizer.vhost(&identity, vhost_name).await {
+        let auth = engine.auth();
+        match auth.authorizer.vhost(&identity, vhost_name, &client).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
                 return Err(fatal(

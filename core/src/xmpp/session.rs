@@ -20,9 +20,9 @@ use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::ns;
 use super::xml::{Element, Limits};
 use crate::auth::sasl::{self, Mechanism, ScramServer};
-use crate::auth::{AuthError, Identity};
+use crate::auth::{AuthError, ClientInfo, Identity};
 use crate::config::ChatPolicy;
-use crate::engine::Engine;
+use crate::engine::{Engine, LoginError};
 use crate::error::{CloseCode, CloseReason};
 use crate::message::Message;
 use crate::presence::Availability;
@@ -321,6 +321,7 @@ impl Session {
         };
         let Some(initial) = self.sasl_payload(tx, auth).await? else { return Ok(None) };
         let authn = self.engine.auth().authenticator;
+        let client = ClientInfo::new(&self.peer, "xmpp");
         if mechanism == Mechanism::Plain {
             let creds = match sasl::parse_plain(&initial) {
                 Ok(c) => c,
@@ -337,19 +338,21 @@ impl Session {
                     return Ok(None);
                 }
             }
-            return match authn.authenticate(&creds.authcid, &creds.password).await {
+            return match self.engine.login(&creds.authcid, &creds.password, &client).await {
                 Ok(id) => {
                     self.send(tx, &Element::new("success", ns::SASL)).await?;
                     self.flush(tx).await?;
                     Ok(Some(id))
                 }
-                Err(AuthError::Refused) => {
+                Err(LoginError::Refused) => {
                     self.sasl_failure(tx, "not-authorized").await?;
                     Ok(None)
                 }
-                Err(AuthError::Unavailable(e)) => {
-                    tracing::warn!(error = %e, "authentication backend unavailable");
-                    self.sasl_failure(tx, "temporary-auth-failure").await?;
+                Err(e) => {
+                    if let LoginError::Unavailable(why) = &e {
+                        tracing::warn!(error = %why, "authentication backend unavailable");
+                    }
+                    self.sasl_failure_text(tx, "temporary-auth-failure", &e.to_string()).await?;
                     Ok(None)
                 }
             };
@@ -363,6 +366,11 @@ impl Session {
                 return Ok(None);
             }
         };
+        // The failed-login limits apply before any key is looked up or derived.
+        if let Err(e) = self.engine.login_allowed(&username, &client) {
+            self.sasl_failure_text(tx, "temporary-auth-failure", &e.to_string()).await?;
+            return Ok(None);
+        }
         let (creds, identity) = match authn.scram_credentials(&username, mechanism).await {
             Ok(Some((c, id))) => (c, Some(id)),
             // Unknown user, or one without stored credentials: run the
@@ -370,7 +378,7 @@ impl Session {
             Ok(None) => (ScramServer::fake_credentials(mechanism, &username), None),
             Err(e) => {
                 tracing::warn!(error = %e, "authentication backend unavailable");
-                self.sasl_failure(tx, "temporary-auth-failure").await?;
+                self.sasl_failure_text(tx, "temporary-auth-failure", &e.to_string()).await?;
                 return Ok(None);
             }
         };
@@ -393,13 +401,22 @@ impl Session {
             _ => return Err(StreamError::new("not-authorized", "expected a SASL response").into()),
         };
         let Some(final_msg) = self.sasl_payload(tx, &response).await? else { return Ok(None) };
-        match (scram.client_final(&final_msg), identity) {
-            (Ok(server_final), Some(id)) => {
+        let verdict = match (scram.client_final(&final_msg), identity) {
+            (Ok(server_final), Some(id)) => Ok((server_final, id)),
+            (Ok(_), None) | (Err(_), _) => Err(AuthError::Refused),
+        };
+        // Counted like a PLAIN login (a wrong proof is a wrong password).
+        let verdict = match verdict {
+            Ok((server_final, id)) => self.engine.login_finished(&username, &client, Ok(id)).map(|id| (server_final, id)),
+            Err(e) => self.engine.login_finished(&username, &client, Err(e)).map(|id| (Vec::new(), id)),
+        };
+        match verdict {
+            Ok((server_final, id)) => {
                 self.send(tx, &Element::new("success", ns::SASL).with_text(b64(&server_final))).await?;
                 self.flush(tx).await?;
                 Ok(Some(id))
             }
-            (Ok(_), None) | (Err(_), _) => {
+            Err(_) => {
                 self.sasl_failure(tx, "not-authorized").await?;
                 Ok(None)
             }
@@ -424,6 +441,15 @@ impl Session {
 
     async fn sasl_failure<W: XmppTx>(&self, tx: &mut W, condition: &str) -> Result<(), End> {
         let f = Element::new("failure", ns::SASL).with_child(Element::new(condition, ns::SASL));
+        self.send(tx, &f).await?;
+        self.flush(tx).await
+    }
+
+    /// A failure with a `<text/>` saying why (busy, backed off).
+    async fn sasl_failure_text<W: XmppTx>(&self, tx: &mut W, condition: &str, text: &str) -> Result<(), End> {
+        let f = Element::new("failure", ns::SASL)
+            .with_child(Element::new(condition, ns::SASL))
+            .with_child(Element::new("text", ns::SASL).with_text(text));
         self.send(tx, &f).await?;
         self.flush(tx).await
     }
