@@ -580,3 +580,31 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod login_tests {
+    use super::*;
+
+    /// Every protocol logs in through `Engine::login` (PLAIN) or
+    /// `login_allowed`/`login_finished` (SCRAM): one count for both.
+    #[tokio::test]
+    async fn the_login_gate_counts_failures_across_mechanisms() {
+        let config = Config::from_toml_str("[login]\nmax_failures_per_user = 3\n[[users]]\nname = \"alice\"\npassword = \"pw\"\n").unwrap();
+        let engine = Engine::new(config).unwrap();
+        let client = ClientInfo { addr: Some("192.0.2.1:5000".parse().unwrap()), protocol: "xmpp", transport: "tcp" };
+        assert_eq!(engine.login("alice", "no", &client).await, Err(LoginError::Refused));
+        // A failed SCRAM proof counts like a wrong PLAIN password.
+        engine.login_allowed("alice", &client).unwrap();
+        assert_eq!(engine.login_finished("alice", &client, Err(AuthError::Refused)), Err(LoginError::Refused));
+        assert_eq!(engine.login("alice", "no", &client).await, Err(LoginError::Refused));
+        let Err(LoginError::Throttled(t)) = engine.login("alice", "pw", &client).await else { panic!("backed off") };
+        assert_eq!(t.to_string(), "too many failed logins; retry in 1 s");
+        assert!(matches!(engine.login_allowed("alice", &client), Err(LoginError::Throttled(_))), "SCRAM is gated too");
+        // Busy and unavailable sources judge no password: not counted.
+        let other = ClientInfo { addr: Some("192.0.2.2:5000".parse().unwrap()), ..client };
+        for _ in 0..5 {
+            assert_eq!(engine.login_finished("bob", &other, Err(AuthError::Busy)), Err(LoginError::Busy));
+        }
+        assert!(engine.login_allowed("bob", &other).is_ok());
+    }
+}

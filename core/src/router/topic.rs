@@ -221,6 +221,30 @@ mod tests {
         assert!(steps <= 65 * 33, "{steps} steps");
     }
 
+    /// The shape the engine serves: a binding per online user on `feed`,
+    /// plus wildcard bindings (some hostile). A 40-word key keeps only the
+    /// wildcard branches it matches live: the steps do not grow with the
+    /// user bindings.
+    #[test]
+    fn many_bindings_cost_only_their_live_branches() {
+        let mut t = TopicTrie::default();
+        for i in 0..10_000 {
+            t.insert(&format!("user{i}"), i);
+        }
+        for k in 1..=8 {
+            t.insert(&format!("a{}", ".#".repeat(k)), 100_000 + k);
+            t.insert(&format!("*{}.w", ".#".repeat(k)), 200_000 + k);
+        }
+        let key = std::iter::once("a").chain(std::iter::repeat_n("w", 39)).collect::<Vec<_>>().join(".");
+        let started = std::time::Instant::now();
+        let (nodes, steps) = t.match_counted(&key, &mut |_| {});
+        let took = started.elapsed();
+        assert_eq!(nodes, 16);
+        // Live at most: `a` and its 8 `#`, `*` and its 8 `#` and their 8 `w` children.
+        assert!(steps <= 40 * 30, "{steps} steps");
+        eprintln!("40-word key, 10,016 bindings: {steps} steps in {took:?} (debug build)");
+    }
+
     /// The AMQP definition, by recursion over both strings (exponential,
     /// fine for the short inputs below).
     fn reference(pattern: &[&str], key: &[&str]) -> bool {

@@ -377,7 +377,9 @@ impl Session {
             // exchange with fake ones so the failure looks the same.
             Ok(None) => (ScramServer::fake_credentials(mechanism, &username), None),
             Err(e) => {
-                tracing::warn!(error = %e, "authentication backend unavailable");
+                if matches!(e, AuthError::Unavailable(_)) {
+                    tracing::warn!(error = %e, "authentication backend unavailable");
+                }
                 self.sasl_failure_text(tx, "temporary-auth-failure", &e.to_string()).await?;
                 return Ok(None);
             }
@@ -401,22 +403,16 @@ impl Session {
             _ => return Err(StreamError::new("not-authorized", "expected a SASL response").into()),
         };
         let Some(final_msg) = self.sasl_payload(tx, &response).await? else { return Ok(None) };
-        let verdict = match (scram.client_final(&final_msg), identity) {
-            (Ok(server_final), Some(id)) => Ok((server_final, id)),
-            (Ok(_), None) | (Err(_), _) => Err(AuthError::Refused),
-        };
         // Counted like a PLAIN login (a wrong proof is a wrong password).
-        let verdict = match verdict {
-            Ok((server_final, id)) => self.engine.login_finished(&username, &client, Ok(id)).map(|id| (server_final, id)),
-            Err(e) => self.engine.login_finished(&username, &client, Err(e)).map(|id| (Vec::new(), id)),
-        };
-        match verdict {
-            Ok((server_final, id)) => {
+        match (scram.client_final(&final_msg), identity) {
+            (Ok(server_final), Some(id)) => {
+                let _ = self.engine.login_finished(&username, &client, Ok(id.clone()));
                 self.send(tx, &Element::new("success", ns::SASL).with_text(b64(&server_final))).await?;
                 self.flush(tx).await?;
                 Ok(Some(id))
             }
-            Err(_) => {
+            (Ok(_), None) | (Err(_), _) => {
+                let _ = self.engine.login_finished(&username, &client, Err(AuthError::Refused));
                 self.sasl_failure(tx, "not-authorized").await?;
                 Ok(None)
             }
