@@ -126,7 +126,9 @@ impl<T> TopicTrie<T> {
             steps += live.len();
             for &(node, is_hash) in &live {
                 if is_hash {
-                    enter(&mut next, node, true);
+                    // Its `#` descendants are live too and loop on their own:
+                    // only the node itself, or chains would be pushed k² times.
+                    next.push((node, true));
                 }
                 if let Some(child) = node.words.get(word) {
                     enter(&mut next, child, false);
