@@ -138,11 +138,12 @@ export interface AuthCallbacks {
    * Answer `true` / `'allow'`, `false` / `'deny'`, `'allow tag1 tag2'`, or
    * `{ allow, tags }`; tags are RabbitMQ user tags such as `administrator`.
    * Omitted: logins keep being checked as before (the config's `[auth]`
-   * JWT / HTTP backend and `users`).
+   * JWT / HTTP backend and `users`). `ip` is the client's address (`''`
+   * when unknown); failed logins are also limited by `[login]`.
    */
-  user?: (username: string, password: string) => boolean | string | UserAnswer | Promise<boolean | string | UserAnswer>
-  /** May `username` open virtual host `vhost`? Omitted: allowed. */
-  vhost?: (username: string, vhost: string) => boolean | string | Promise<boolean | string>
+  user?: (username: string, password: string, ip: string) => boolean | string | UserAnswer | Promise<boolean | string | UserAnswer>
+  /** May `username`, connecting from `ip`, open virtual host `vhost`? Omitted: allowed. */
+  vhost?: (username: string, vhost: string, ip: string) => boolean | string | Promise<boolean | string>
   /**
    * May `username` use `resource` (`'exchange'` or `'queue'`) `name` in
    * `vhost` for `permission` (`'configure'`, `'write'` to publish, `'read'`

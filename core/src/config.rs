@@ -80,12 +80,47 @@ impl Default for Config {
 
 /// `[routing]`: bounds that keep topic matching cheap whatever a client binds
 /// or publishes (docs/security.md).
-#[derive(Debug, Clone, Deserialize, Default)]
+///
+/// Matching is linear in key words × trie nodes whatever the bounds; they cap
+/// the two factors a client controls. A key or pattern beyond a bound is
+/// refused with an error naming the key (`RouteError::Limit`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RoutingConfig {}
+pub struct RoutingConfig {
+    /// Longest routing key (or binding pattern) on an exchange, bytes; 255 is
+    /// AMQP's short-string bound, which RabbitMQ enforces.
+    pub max_key_bytes: usize,
+    /// Most `.`-separated words in a routing key published to a topic exchange.
+    pub max_key_words: usize,
+    /// Most words (of any kind) in a topic binding pattern.
+    pub max_pattern_words: usize,
+    /// Most `#` wildcards in a topic binding pattern.
+    pub max_pattern_hashes: usize,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig { max_key_bytes: 255, max_key_words: 64, max_pattern_words: 32, max_pattern_hashes: 8 }
+    }
+}
 
 impl RoutingConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("routing.max_key_bytes", self.max_key_bytes),
+            ("routing.max_key_words", self.max_key_words),
+            ("routing.max_pattern_words", self.max_pattern_words),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        // The words of keys and patterns are recursed over when bindings change.
+        for (key, v) in [("routing.max_key_words", self.max_key_words), ("routing.max_pattern_words", self.max_pattern_words)] {
+            if v > 1024 {
+                return Err(invalid(key, "must be at most 1024"));
+            }
+        }
         Ok(())
     }
 }
@@ -93,12 +128,75 @@ impl RoutingConfig {
 // ---- [login] ---------------------------------------------------------------
 
 /// `[login]`: failed-login limits and the bounded password-hashing pool.
-#[derive(Debug, Clone, Deserialize, Default)]
+///
+/// One gate for every protocol (`Engine::login`): failures are counted per
+/// user and per client address (IPv6 per /64); past the allowance, further
+/// attempts are refused without checking the password for a back-off that
+/// doubles with each further failure, up to `max_backoff_secs`. The user
+/// back-off does not apply from an address that logged in as that user
+/// within the window, so a stranger failing on purpose cannot lock a user
+/// out of where they already work (docs/security.md).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LoginConfig {}
+pub struct LoginConfig {
+    /// Failed logins for one user (from all addresses) within the window
+    /// before that user is backed off; 0 = no per-user limit.
+    pub max_failures_per_user: u32,
+    /// Failed logins from one address (any user) within the window before
+    /// that address is backed off; 0 = no per-address limit.
+    pub max_failures_per_ip: u32,
+    /// Failures older than this are forgotten, seconds.
+    pub failure_window_secs: u64,
+    /// First back-off, ms; each further failure while over the limit doubles it.
+    pub backoff_initial_ms: u64,
+    /// Longest back-off, seconds.
+    pub max_backoff_secs: u64,
+    /// Most users and addresses tracked at once (a bound on the gate's memory).
+    pub max_tracked: usize,
+    /// Threads that verify password hashes (argon2) and derive SCRAM keys;
+    /// 0 = the number of cores.
+    pub hash_threads: usize,
+    /// Verifications that may wait for a hashing thread; beyond it, a login
+    /// fails at once with "server busy".
+    pub hash_queue: usize,
+    /// Longest a verification may wait for a hashing thread, ms.
+    pub hash_timeout_ms: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            max_failures_per_user: 10,
+            max_failures_per_ip: 50,
+            failure_window_secs: 300,
+            backoff_initial_ms: 1000,
+            max_backoff_secs: 120,
+            max_tracked: 100_000,
+            hash_threads: 0,
+            hash_queue: 32,
+            hash_timeout_ms: 5000,
+        }
+    }
+}
 
 impl LoginConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("login.failure_window_secs", self.failure_window_secs),
+            ("login.backoff_initial_ms", self.backoff_initial_ms),
+            ("login.max_backoff_secs", self.max_backoff_secs),
+            ("login.hash_timeout_ms", self.hash_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.max_tracked == 0 {
+            return Err(invalid("login.max_tracked", "must be at least 1"));
+        }
+        if self.hash_threads > 256 {
+            return Err(invalid("login.hash_threads", "must be at most 256"));
+        }
         Ok(())
     }
 }

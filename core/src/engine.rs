@@ -11,7 +11,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, Authorizer};
+use crate::auth::throttle::{LoginThrottle, Throttled};
+use crate::auth::{AuthError, Authenticator, Authorizer, ClientInfo, Identity};
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryError, MemoryDirectory};
 use crate::presence::service::{PresenceNotice, PresenceService, ResourceState};
@@ -49,6 +50,24 @@ pub enum PublishError {
     Route(#[from] RouteError),
 }
 
+/// Why [`Engine::login`] did not let a client in. The texts are what clients
+/// see (STOMP ERROR `message`, XMPP SASL `<text/>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// Wrong user or password.
+    #[error("access refused")]
+    Refused,
+    /// The auth source could not answer; fail closed.
+    #[error("authentication backend unavailable: {0}")]
+    Unavailable(String),
+    /// The hashing pool is full (`[login] hash_queue`, `hash_timeout_ms`).
+    #[error("server busy: too many logins in progress, retry later")]
+    Busy,
+    /// Backed off after failed logins (`[login]`); the password was not checked.
+    #[error("{0}")]
+    Throttled(Throttled),
+}
+
 /// The authentication and authorization sources in use; swappable at run time
 /// (the Node addon installs JS callbacks after construction).
 #[derive(Clone)]
@@ -62,6 +81,8 @@ pub struct Shared {
     pub hub: Hub,
     pub router: Router,
     auth: RwLock<AuthSources>,
+    /// Failed-login limits, one for every protocol (`Engine::login`).
+    logins: LoginThrottle,
     pub presence: PresenceService,
     events: tokio::sync::broadcast::Sender<EngineEvent>,
     /// Session and presence events only: the admin stream listens here so an
@@ -170,6 +191,7 @@ impl Engine {
                 hub: Hub::default(),
                 router,
                 auth: RwLock::new(auth),
+                logins: LoginThrottle::new(&config.login),
                 presence: PresenceService::new(&config.node.name),
                 events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
                 changes: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
@@ -192,6 +214,42 @@ impl Engine {
 
     pub fn set_auth(&self, sources: AuthSources) {
         *self.auth.write() = sources;
+    }
+
+    /// Checks a login with a password (STOMP CONNECT, SASL PLAIN), through
+    /// the failed-login limits: every session logs in here, never at the
+    /// authenticator directly. While `client` or `login` is backed off the
+    /// password is not checked.
+    pub async fn login(&self, login: &str, password: &str, client: &ClientInfo) -> Result<Identity, LoginError> {
+        self.login_allowed(login, client)?;
+        let result = self.auth().authenticator.authenticate(login, password, client).await;
+        self.login_finished(login, client, result)
+    }
+
+    /// For logins the session verifies itself (SCRAM): whether `login` may
+    /// try now. Pair with [`Engine::login_finished`].
+    pub fn login_allowed(&self, login: &str, client: &ClientInfo) -> Result<(), LoginError> {
+        self.logins.check(login, client).map_err(|t| {
+            tracing::info!(login, addr = ?client.addr, protocol = client.protocol, "login refused: {t}");
+            LoginError::Throttled(t)
+        })
+    }
+
+    /// Records the outcome of a login: a refusal counts as a failure; a
+    /// busy or unavailable source counts as nothing (no password was judged).
+    pub fn login_finished(&self, login: &str, client: &ClientInfo, result: Result<Identity, AuthError>) -> Result<Identity, LoginError> {
+        match result {
+            Ok(id) => {
+                self.logins.success(login, client);
+                Ok(id)
+            }
+            Err(AuthError::Refused) => {
+                self.logins.failure(login, client);
+                Err(LoginError::Refused)
+            }
+            Err(AuthError::Busy) => Err(LoginError::Busy),
+            Err(AuthError::Unavailable(e)) => Err(LoginError::Unavailable(e)),
+        }
     }
 
     /// Engine events from now on (sessions, presence, messages).
@@ -609,5 +667,33 @@ impl Engine {
             messages_ready: ready,
             messages_unacked: unacked,
         }
+    }
+}
+
+#[cfg(test)]
+mod login_tests {
+    use super::*;
+
+    /// Every protocol logs in through `Engine::login` (PLAIN) or
+    /// `login_allowed`/`login_finished` (SCRAM): one count for both.
+    #[tokio::test]
+    async fn the_login_gate_counts_failures_across_mechanisms() {
+        let config = Config::from_toml_str("[login]\nmax_failures_per_user = 3\n[[users]]\nname = \"alice\"\npassword = \"pw\"\n").unwrap();
+        let engine = Engine::new(config).unwrap();
+        let client = ClientInfo { addr: Some("192.0.2.1:5000".parse().unwrap()), protocol: "xmpp", transport: "tcp" };
+        assert_eq!(engine.login("alice", "no", &client).await, Err(LoginError::Refused));
+        // A failed SCRAM proof counts like a wrong PLAIN password.
+        engine.login_allowed("alice", &client).unwrap();
+        assert_eq!(engine.login_finished("alice", &client, Err(AuthError::Refused)), Err(LoginError::Refused));
+        assert_eq!(engine.login("alice", "no", &client).await, Err(LoginError::Refused));
+        let Err(LoginError::Throttled(t)) = engine.login("alice", "pw", &client).await else { panic!("backed off") };
+        assert_eq!(t.to_string(), "too many failed logins; retry in 1 s");
+        assert!(matches!(engine.login_allowed("alice", &client), Err(LoginError::Throttled(_))), "SCRAM is gated too");
+        // Busy and unavailable sources judge no password: not counted.
+        let other = ClientInfo { addr: Some("192.0.2.2:5000".parse().unwrap()), ..client };
+        for _ in 0..5 {
+            assert_eq!(engine.login_finished("bob", &other, Err(AuthError::Busy)), Err(LoginError::Busy));
+        }
+        assert!(engine.login_allowed("bob", &other).is_ok());
     }
 }

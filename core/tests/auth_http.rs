@@ -83,6 +83,9 @@ async fn http_backend_and_jwt_over_stomp() {
     let user = &asked(&log, "/auth/user")[0];
     assert_eq!((user["username"].as_str(), user["password"].as_str()), ("alice", "pw"));
     assert_eq!(asked(&log, "/auth/vhost")[0]["vhost"], "/");
+    // The client's address reaches the service (issue 19: `ip` was empty).
+    assert_eq!(asked(&log, "/auth/vhost")[0]["ip"], "127.0.0.1");
+    assert_eq!(user["ip"], "127.0.0.1");
 
     // Denied by the service.
     let (_, f) = Raw::login(addr, "mallory", "pw").await;

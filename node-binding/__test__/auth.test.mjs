@@ -23,20 +23,21 @@ test('sync callbacks: boolean and string answers', T, () =>
   withEngine({}, async (engine, port) => {
     const seen = []
     engine.useAuth({
-      user: (username, password) => {
-        seen.push(['user', username, password])
+      user: (username, password, ip) => {
+        seen.push(['user', username, password, ip])
         if (username === 'carol') return 'allow'
         if (username === 'dave') return 'deny'
         return username === 'alice' && password === 'right'
       },
-      vhost: (username, vhost) => {
-        seen.push(['vhost', username, vhost])
+      vhost: (username, vhost, ip) => {
+        seen.push(['vhost', username, vhost, ip])
         return true
       }
     })
     const ok = await connectStomp(port, 'alice', 'right')
     ok.close()
-    assert.deepEqual(seen.slice(0, 2), [['user', 'alice', 'right'], ['vhost', 'alice', '/']])
+    // The client's address is the callbacks' third argument (issue 19).
+    assert.deepEqual(seen.slice(0, 2), [['user', 'alice', 'right', '127.0.0.1'], ['vhost', 'alice', '/', '127.0.0.1']])
     for (const [login, pass] of [['alice', 'wrong'], ['dave', 'x']]) {
       const { c, f } = await tryConnect(port, login, pass)
       assert.equal(f.command, 'ERROR', `${login} is refused`)

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use super::sasl::{Mechanism, ScramCredentials};
-use super::{AuthError, Authenticator, Authorizer, BoxFuture, ConfigUsers, DefaultPermissions, HttpBackend, Identity, JwtAuth, Permission, ResourceKind};
+use super::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, ConfigUsers, DefaultPermissions, HttpBackend, Identity, JwtAuth, Permission, ResourceKind};
 use crate::config::{Config, ConfigError};
 
 #[derive(Debug)]
@@ -46,21 +46,24 @@ impl Chain {
 }
 
 impl Authenticator for Chain {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move {
             if let Some(jwt) = self.jwt.as_ref().filter(|j| j.recognizes(password)) {
                 return jwt.verify(login, password);
             }
             let mut failure = AuthError::Refused;
             if let Some(http) = &self.http {
-                match http.authenticate(login, password).await {
+                match http.authenticate(login, password, client).await {
                     Ok(id) => return Ok(id),
                     Err(e) => failure = e,
                 }
             }
             if self.users.contains(login) {
-                if let Ok(id) = self.users.authenticate(login, password).await {
-                    return Ok(id);
+                match self.users.authenticate(login, password, client).await {
+                    Ok(id) => return Ok(id),
+                    // The password was not checked: say so, not "refused".
+                    Err(AuthError::Busy) => failure = AuthError::Busy,
+                    Err(_) => {}
                 }
             }
             Err(failure)
@@ -83,8 +86,8 @@ impl Authenticator for Chain {
 }
 
 impl Authorizer for Chain {
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
-        self.authorizer(who).vhost(who, vhost)
+    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>> {
+        self.authorizer(who).vhost(who, vhost, client)
     }
 
     fn resource<'a>(
@@ -182,60 +185,60 @@ permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
         let svc = AuthService::start().await;
         let c = chain(&format!("{JWT}\n{}", http_section(&svc, "/auth")));
         // A JWT decides alone: the service is not asked, either way.
-        let id = c.authenticate("dave", &token("dave", 60)).await.unwrap();
+        let id = c.authenticate("dave", &token("dave", 60), &ClientInfo::LOCAL).await.unwrap();
         assert_eq!(id, Identity { uid: "dave".into(), tags: vec!["jwt".into()] });
-        assert_eq!(c.authenticate("dave", &token("dave", -300)).await, Err(AuthError::Refused), "expired");
-        assert_eq!(c.authenticate("alice", &token("dave", 60)).await, Err(AuthError::Refused), "uid mismatch");
+        assert_eq!(c.authenticate("dave", &token("dave", -300), &ClientInfo::LOCAL).await, Err(AuthError::Refused), "expired");
+        assert_eq!(c.authenticate("alice", &token("dave", 60), &ClientInfo::LOCAL).await, Err(AuthError::Refused), "uid mismatch");
         assert_eq!(svc.requests("/auth/user").len(), 0);
         // Not a JWT: the service answers, tags and all.
-        assert_eq!(c.authenticate("alice", "pw").await.unwrap().tags, ["administrator", "management"]);
+        assert_eq!(c.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap().tags, ["administrator", "management"]);
         // The service denies; the login is a config user with that password.
-        assert_eq!(c.authenticate("alice", "local-pw").await.unwrap().tags, ["from-config"]);
-        assert_eq!(c.authenticate("ops", "ops-pw").await.unwrap().uid, "ops");
+        assert_eq!(c.authenticate("alice", "local-pw", &ClientInfo::LOCAL).await.unwrap().tags, ["from-config"]);
+        assert_eq!(c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap().uid, "ops");
         assert_eq!(svc.requests("/auth/user").len(), 3);
         // Denied everywhere.
-        assert_eq!(c.authenticate("alice", "nope").await, Err(AuthError::Refused));
-        assert_eq!(c.authenticate("nobody", "nope").await, Err(AuthError::Refused));
+        assert_eq!(c.authenticate("alice", "nope", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
+        assert_eq!(c.authenticate("nobody", "nope", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
     }
 
     #[tokio::test]
     async fn backend_down_keeps_config_users_and_fails_closed_for_others() {
         let svc = AuthService::start().await;
         let c = chain(&http_section(&svc, "/fail"));
-        assert_eq!(c.authenticate("ops", "ops-pw").await.unwrap().uid, "ops");
-        assert!(matches!(c.authenticate("bob", "pw").await, Err(AuthError::Unavailable(_))));
-        assert!(matches!(c.authenticate("ops", "wrong").await, Err(AuthError::Unavailable(_))));
-        assert!(c.vhost(&who("ops"), "/").await.is_err(), "the HTTP backend authorizes everyone");
+        assert_eq!(c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap().uid, "ops");
+        assert!(matches!(c.authenticate("bob", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
+        assert!(matches!(c.authenticate("ops", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
+        assert!(c.vhost(&who("ops"), "/", &ClientInfo::LOCAL).await.is_err(), "the HTTP backend authorizes everyone");
     }
 
     #[tokio::test]
     async fn http_authorizes_everyone_when_configured() {
         let svc = AuthService::start().await;
         let c = chain(&format!("{JWT}\n{}", http_section(&svc, "/auth")));
-        let ops = c.authenticate("ops", "ops-pw").await.unwrap();
+        let ops = c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap();
         assert!(!c.resource(&ops, "/", ResourceKind::Exchange, "private", Permission::Write).await.unwrap());
         assert!(c.resource(&ops, "/", ResourceKind::Exchange, "feed", Permission::Write).await.unwrap());
         assert!(c.topic(&ops, "/", "amq.topic", "ops.x", Permission::Write).await.unwrap());
         assert!(!c.topic(&ops, "/", "amq.topic", "alice.x", Permission::Write).await.unwrap());
-        let dave = c.authenticate("dave", &token("dave", 60)).await.unwrap();
-        assert!(c.vhost(&dave, "/").await.unwrap());
+        let dave = c.authenticate("dave", &token("dave", 60), &ClientInfo::LOCAL).await.unwrap();
+        assert!(c.vhost(&dave, "/", &ClientInfo::LOCAL).await.unwrap());
         assert_eq!(svc.requests("/auth/vhost")[0].params["username"], "dave");
     }
 
     #[tokio::test]
     async fn without_http_config_users_have_theirs_and_jwt_users_the_defaults() {
         let c = chain(JWT);
-        let dave = c.authenticate("dave", &token("dave", 60)).await.unwrap();
-        assert!(c.vhost(&dave, "/").await.unwrap());
+        let dave = c.authenticate("dave", &token("dave", 60), &ClientInfo::LOCAL).await.unwrap();
+        assert!(c.vhost(&dave, "/", &ClientInfo::LOCAL).await.unwrap());
         assert!(c.resource(&dave, "/", ResourceKind::Exchange, "feed", Permission::Write).await.unwrap());
         assert!(!c.resource(&dave, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
         assert!(c.topic(&dave, "/", "feed", "anything", Permission::Read).await.unwrap(), "topics allowed, as in RabbitMQ");
-        let ops = c.authenticate("ops", "ops-pw").await.unwrap();
+        let ops = c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap();
         assert!(c.resource(&ops, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
         // Non-JWT passwords of unknown users: refused without any HTTP backend.
-        assert_eq!(c.authenticate("dave", "pw").await, Err(AuthError::Refused));
+        assert_eq!(c.authenticate("dave", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
         // A config user may log in with a JWT too (tags from the token).
-        assert_eq!(c.authenticate("alice", &token("alice", 60)).await.unwrap().tags, ["jwt"]);
+        assert_eq!(c.authenticate("alice", &token("alice", 60), &ClientInfo::LOCAL).await.unwrap().tags, ["jwt"]);
         // SCRAM credentials: config users with a plain password only.
         assert!(c.scram_credentials("alice", Mechanism::ScramSha256).await.unwrap().is_some());
         assert!(c.scram_credentials("dave", Mechanism::ScramSha256).await.unwrap().is_none());

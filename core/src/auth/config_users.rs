@@ -6,15 +6,16 @@ use std::sync::Arc;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use regex::Regex;
 
+use super::pool::HashPool;
 use super::sasl::{Mechanism, ScramCredentials};
-use super::{AuthError, Authenticator, Authorizer, BoxFuture, Identity, Permission, ResourceKind};
+use super::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identity, Permission, ResourceKind};
 use crate::config::{Config, PermissionConfig, TopicPermissions};
 
 #[derive(Debug)]
 enum Secret {
     /// Development only.
     Plain(String),
-    /// PHC string, verified with argon2 on a blocking thread.
+    /// PHC string, verified with argon2 on the hashing pool.
     Hash(String),
 }
 
@@ -169,6 +170,15 @@ pub struct ConfigUsers {
     /// mechanism (PBKDF2 is deliberately slow). The salt is random per process.
     scram: parking_lot::Mutex<HashMap<(String, Mechanism), ScramCredentials>>,
     salt: [u8; 16],
+    /// Argon2 verification and PBKDF2 derivation run here, bounded.
+    pool: HashPool,
+    /// Hashed users' last verified password, as SHA-256 over a key drawn per
+    /// process and the password: a user who logged in once gets in again
+    /// without argon2, so a flood of wrong passwords that fills the pool
+    /// does not lock out users who are already working. One entry per
+    /// hashed user at most.
+    verified: parking_lot::Mutex<HashMap<String, [u8; 32]>>,
+    verify_key: [u8; 32],
 }
 
 /// The same count as the fake credentials of unknown users, so the two
@@ -200,11 +210,27 @@ impl ConfigUsers {
             let first: Vec<&str> = plain.iter().take(5).copied().collect();
             tracing::warn!(count = plain.len(), first = ?first, "plain-text passwords in config: use password_hash outside development");
         }
-        ConfigUsers { users, topic_cache: RegexCache::default(), scram: Default::default(), salt: rand::random() }
+        ConfigUsers {
+            users,
+            topic_cache: RegexCache::default(),
+            scram: Default::default(),
+            salt: rand::random(),
+            pool: HashPool::from_config(&config.login),
+            verified: Default::default(),
+            verify_key: rand::random(),
+        }
     }
 
     fn patterns(&self, who: &Identity, vhost: &str) -> Option<&Patterns> {
         self.users.get(&who.uid)?.permissions.get(vhost).map(|p| &**p)
+    }
+
+    fn verified_tag(&self, password: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.verify_key);
+        h.update(password.as_bytes());
+        h.finalize().into()
     }
 
     /// Whether `uid` is one of the `[[users]]`.
@@ -233,7 +259,7 @@ impl DefaultPermissions {
 }
 
 impl Authorizer for DefaultPermissions {
-    fn vhost<'a>(&'a self, _who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn vhost<'a>(&'a self, _who: &'a Identity, vhost: &'a str, _client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move { Ok(self.permissions.contains_key(vhost)) })
     }
 
@@ -266,18 +292,26 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Authenticator for ConfigUsers {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, _client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move {
             let user = self.users.get(login).ok_or(AuthError::Refused)?;
             let ok = match &user.secret {
                 Secret::Plain(p) => constant_time_eq(p.as_bytes(), password.as_bytes()),
                 Secret::Hash(h) => {
-                    let (h, pw) = (h.clone(), password.to_owned());
-                    tokio::task::spawn_blocking(move || {
-                        PasswordHash::new(&h).is_ok_and(|parsed| argon2::Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok())
-                    })
-                    .await
-                    .map_err(|e| AuthError::Unavailable(e.to_string()))?
+                    let tag = self.verified_tag(password);
+                    if self.verified.lock().get(login).is_some_and(|t| constant_time_eq(t, &tag)) {
+                        true
+                    } else {
+                        let (h, pw) = (h.clone(), password.to_owned());
+                        let ok = self
+                            .pool
+                            .run(move || PasswordHash::new(&h).is_ok_and(|parsed| argon2::Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok()))
+                            .await?;
+                        if ok {
+                            self.verified.lock().insert(login.to_owned(), tag);
+                        }
+                        ok
+                    }
                 }
             };
             if ok {
@@ -308,10 +342,7 @@ impl Authenticator for ConfigUsers {
                 return Ok(Some((c.clone(), identity)));
             }
             let (password, salt) = (password.clone(), self.salt);
-            let Some(creds) = tokio::task::spawn_blocking(move || ScramCredentials::derive(mechanism, &password, &salt, SCRAM_ITERATIONS))
-                .await
-                .map_err(|e| AuthError::Unavailable(e.to_string()))?
-            else {
+            let Some(creds) = self.pool.run(move || ScramCredentials::derive(mechanism, &password, &salt, SCRAM_ITERATIONS)).await? else {
                 return Ok(None); // PLAIN has no SCRAM credentials
             };
             self.scram.lock().insert(key, creds.clone());
@@ -321,7 +352,7 @@ impl Authenticator for ConfigUsers {
 }
 
 impl Authorizer for ConfigUsers {
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str, _client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move { Ok(self.patterns(who, vhost).is_some()) })
     }
 
@@ -398,12 +429,12 @@ permissions = {{ "/" = {{ configure = "", write = "", read = "q-.*" }} }}
     #[tokio::test]
     async fn plain_and_argon2_logins() {
         let u = users();
-        assert_eq!(u.authenticate("plain", "pw").await.unwrap().uid, "plain");
-        assert_eq!(u.authenticate("plain", "nope").await, Err(AuthError::Refused));
-        assert_eq!(u.authenticate("ghost", "pw").await, Err(AuthError::Refused));
-        let id = u.authenticate("hashed", "s3cret").await.unwrap();
+        assert_eq!(u.authenticate("plain", "pw", &ClientInfo::LOCAL).await.unwrap().uid, "plain");
+        assert_eq!(u.authenticate("plain", "nope", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
+        assert_eq!(u.authenticate("ghost", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
+        let id = u.authenticate("hashed", "s3cret", &ClientInfo::LOCAL).await.unwrap();
         assert_eq!(id.tags, ["administrator"]);
-        assert_eq!(u.authenticate("hashed", "s3cre").await, Err(AuthError::Refused));
+        assert_eq!(u.authenticate("hashed", "s3cre", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
         assert!(!u.offers_scram(), "an argon2-hashed user cannot do SCRAM, so it is not offered");
         let plain_only = ConfigUsers::from_config(&Config::from_toml_str("[[users]]\nname = \"a\"\npassword = \"pw\"\n").unwrap());
         assert!(plain_only.offers_scram());
@@ -414,8 +445,8 @@ permissions = {{ "/" = {{ configure = "", write = "", read = "q-.*" }} }}
         let u = users();
         let who = |n: &str| Identity { uid: n.into(), tags: vec![] };
         let plain = who("plain");
-        assert!(u.vhost(&plain, "/").await.unwrap());
-        assert!(!u.vhost(&plain, "other").await.unwrap());
+        assert!(u.vhost(&plain, "/", &ClientInfo::LOCAL).await.unwrap());
+        assert!(!u.vhost(&plain, "other", &ClientInfo::LOCAL).await.unwrap());
         let q = ResourceKind::Queue;
         let x = ResourceKind::Exchange;
         assert!(u.resource(&plain, "/", x, "feed", Permission::Read).await.unwrap());

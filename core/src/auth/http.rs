@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::{AuthError, Authenticator, Authorizer, BoxFuture, Identity, Permission, ResourceKind};
+use super::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identity, Permission, ResourceKind};
 use crate::config::{HttpAuthConfig, HttpAuthMethod};
 
 /// Largest answer body read; an auth answer is a word and a few tags.
@@ -123,8 +123,8 @@ impl AuthTransport for ReqwestTransport {
 /// space-separated, as sent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Question {
-    User { username: String, password: [u8; 32] },
-    Vhost { username: String, vhost: String, tags: String },
+    User { username: String, password: [u8; 32], ip: String },
+    Vhost { username: String, vhost: String, tags: String, ip: String },
     Resource { username: String, vhost: String, kind: ResourceKind, name: String, permission: Permission, tags: String },
     Topic { username: String, vhost: String, exchange: String, routing_key: String, permission: Permission, tags: String },
 }
@@ -335,10 +335,13 @@ impl HttpBackend {
 }
 
 impl Authenticator for HttpBackend {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    /// Sends the plugin's `username` and `password`, and `ip` (the client's
+    /// address, empty when unknown) so a service can throttle or allow by it.
+    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move {
-            let question = Question::User { username: login.to_owned(), password: self.password_hash(password) };
-            match self.ask(&self.user, question, &[("username", login), ("password", password)]).await? {
+            let ip = client.ip_string();
+            let question = Question::User { username: login.to_owned(), password: self.password_hash(password), ip: ip.clone() };
+            match self.ask(&self.user, question, &[("username", login), ("password", password), ("ip", &ip)]).await? {
                 Answer::Allow(tags) => Ok(Identity { uid: login.to_owned(), tags }),
                 Answer::Deny => Err(AuthError::Refused),
             }
@@ -349,12 +352,13 @@ impl Authenticator for HttpBackend {
 /// The permission questions carry the user's tags (what the login check
 /// answered after `allow`), space-separated, as RabbitMQ sends them.
 impl Authorizer for HttpBackend {
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move {
             let tags = who.tags.join(" ");
-            // The client address is not known here; `ip` is sent empty.
-            let params = [("username", who.uid.as_str()), ("vhost", vhost), ("ip", ""), ("tags", tags.as_str())];
-            let question = Question::Vhost { username: who.uid.clone(), vhost: vhost.to_owned(), tags: tags.clone() };
+            // `ip`: the client's address (the real one behind a trusted proxy).
+            let ip = client.ip_string();
+            let params = [("username", who.uid.as_str()), ("vhost", vhost), ("ip", ip.as_str()), ("tags", tags.as_str())];
+            let question = Question::Vhost { username: who.uid.clone(), vhost: vhost.to_owned(), tags: tags.clone(), ip: ip.clone() };
             self.allowed(&self.vhost, question, &params).await
         })
     }
@@ -454,23 +458,23 @@ mod tests {
     async fn get_logins_tags_and_denials_are_cached() {
         let svc = AuthService::start().await;
         let b = config(&svc, "/auth", |_| {});
-        let id = b.authenticate("alice", "pw").await.unwrap();
+        let id = b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap();
         assert_eq!(id, Identity { uid: "alice".into(), tags: vec!["administrator".into(), "management".into()] });
-        assert_eq!(b.authenticate("bob", "pw").await.unwrap().tags, Vec::<String>::new());
-        assert_eq!(b.authenticate("alice", "wrong").await, Err(AuthError::Refused));
-        assert_eq!(b.authenticate("weird", "pw").await, Err(AuthError::Refused), "a body other than allow/deny denies");
+        assert_eq!(b.authenticate("bob", "pw", &ClientInfo::LOCAL).await.unwrap().tags, Vec::<String>::new());
+        assert_eq!(b.authenticate("alice", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
+        assert_eq!(b.authenticate("weird", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Refused), "a body other than allow/deny denies");
         let req = svc.requests("/auth/user");
         assert_eq!(req.len(), 4);
         assert!(req.iter().all(|r| r.method == "GET"));
         assert_eq!(req[0].params.get("username").map(String::as_str), Some("alice"));
         assert_eq!(req[0].params.get("password").map(String::as_str), Some("pw"));
         // Asked again: all four from the cache, the denials too.
-        b.authenticate("alice", "pw").await.unwrap();
-        assert_eq!(b.authenticate("alice", "wrong").await, Err(AuthError::Refused));
-        assert_eq!(b.authenticate("weird", "pw").await, Err(AuthError::Refused));
+        b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap();
+        assert_eq!(b.authenticate("alice", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
+        assert_eq!(b.authenticate("weird", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
         assert_eq!(svc.requests("/auth/user").len(), 4);
         // A different password is a different question.
-        assert_eq!(b.authenticate("alice", "wrong2").await, Err(AuthError::Refused));
+        assert_eq!(b.authenticate("alice", "wrong2", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
         assert_eq!(svc.requests("/auth/user").len(), 5);
     }
 
@@ -478,15 +482,31 @@ mod tests {
     async fn post_sends_a_form_body() {
         let svc = AuthService::start().await;
         let b = config(&svc, "/auth", |c| c.method = HttpAuthMethod::Post);
-        assert_eq!(b.authenticate("alice", "p&w=d ü").await, Err(AuthError::Refused));
+        assert_eq!(b.authenticate("alice", "p&w=d ü", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
         let r = &svc.requests("/auth/user")[0];
         assert_eq!(r.method, "POST");
         assert_eq!(r.content_type.as_deref(), Some("application/x-www-form-urlencoded"));
         assert_eq!(r.params.get("password").map(String::as_str), Some("p&w=d ü"), "form-encoded");
         assert!(r.query.is_none(), "nothing in the URL");
-        assert!(b.authenticate("alice", "pw").await.is_ok());
+        assert!(b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.is_ok());
         assert!(b.resource(&who("alice"), "/", ResourceKind::Exchange, "feed", Permission::Write).await.unwrap());
         assert_eq!(svc.requests("/auth/resource")[0].method, "POST");
+    }
+
+    /// Issue 19: the `ip` parameter was always empty. The client's address
+    /// reaches both the login and the vhost question, and is part of the
+    /// cache key (a service may answer by address).
+    #[tokio::test]
+    async fn the_client_address_is_sent_as_ip() {
+        let svc = AuthService::start().await;
+        let b = config(&svc, "/auth", |c| c.cache_ttl_ms = 60_000);
+        let from = |ip: &str| ClientInfo { addr: Some(std::net::SocketAddr::new(ip.parse().unwrap(), 40000)), protocol: "stomp", transport: "ws" };
+        let alice = b.authenticate("alice", "pw", &from("203.0.113.7")).await.unwrap();
+        assert_eq!(svc.requests("/auth/user")[0].params["ip"], "203.0.113.7");
+        assert!(b.vhost(&alice, "/", &from("2001:db8::1")).await.unwrap());
+        assert_eq!(svc.requests("/auth/vhost")[0].params["ip"], "2001:db8::1");
+        b.authenticate("alice", "pw", &from("198.51.100.1")).await.unwrap();
+        assert_eq!(svc.requests("/auth/user").len(), 2, "another address is another question");
     }
 
     #[tokio::test]
@@ -494,8 +514,8 @@ mod tests {
         let svc = AuthService::start().await;
         let b = config(&svc, "/auth", |_| {});
         let alice = who("alice");
-        assert!(b.vhost(&alice, "/").await.unwrap());
-        assert!(!b.vhost(&alice, "other").await.unwrap());
+        assert!(b.vhost(&alice, "/", &ClientInfo::LOCAL).await.unwrap());
+        assert!(!b.vhost(&alice, "other", &ClientInfo::LOCAL).await.unwrap());
         let v = &svc.requests("/auth/vhost")[0].params;
         assert_eq!((v["username"].as_str(), v["vhost"].as_str()), ("alice", "/"));
         assert_eq!((v["ip"].as_str(), v["tags"].as_str()), ("", ""));
@@ -528,7 +548,7 @@ mod tests {
             c.topic_path = None;
         });
         let alice = who("alice");
-        assert!(b.vhost(&alice, "anything").await.unwrap());
+        assert!(b.vhost(&alice, "anything", &ClientInfo::LOCAL).await.unwrap());
         assert!(b.resource(&alice, "/", ResourceKind::Exchange, "private", Permission::Write).await.unwrap());
         assert!(b.topic(&alice, "/", "x", "bob.news", Permission::Write).await.unwrap());
         assert_eq!(svc.total(), 0);
@@ -538,16 +558,16 @@ mod tests {
     async fn cache_expires_and_can_be_disabled() {
         let svc = AuthService::start().await;
         let b = config(&svc, "/auth", |c| c.cache_ttl_ms = 150);
-        b.authenticate("alice", "pw").await.unwrap();
-        b.authenticate("alice", "pw").await.unwrap();
+        b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap();
+        b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap();
         assert_eq!(svc.requests("/auth/user").len(), 1);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        b.authenticate("alice", "pw").await.unwrap();
+        b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap();
         assert_eq!(svc.requests("/auth/user").len(), 2, "expired");
 
         let b = config(&svc, "/auth", |c| c.cache_ttl_ms = 0);
         for _ in 0..3 {
-            b.authenticate("bob", "pw").await.unwrap();
+            b.authenticate("bob", "pw", &ClientInfo::LOCAL).await.unwrap();
         }
         assert_eq!(svc.requests("/auth/user").len(), 5, "no cache");
     }
@@ -574,15 +594,15 @@ mod tests {
         // Slow: the timeout answers.
         let b = config(&svc, "/slow", |c| c.timeout_ms = 200);
         let t = Instant::now();
-        assert!(matches!(b.authenticate("alice", "pw").await, Err(AuthError::Unavailable(_))));
-        assert!(b.vhost(&who("alice"), "/").await.is_err());
+        assert!(matches!(b.authenticate("alice", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
+        assert!(b.vhost(&who("alice"), "/", &ClientInfo::LOCAL).await.is_err());
         assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
         // Non-2xx: unavailable, and not cached.
         let b = config(&svc, "/fail", |_| {});
-        let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "pw").await else { panic!("500 must be unavailable") };
+        let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "pw", &ClientInfo::LOCAL).await else { panic!("500 must be unavailable") };
         assert!(why.contains("500") && !why.contains("pw"), "{why}");
         assert!(b.resource(&who("alice"), "/", ResourceKind::Queue, "q", Permission::Read).await.is_err());
-        assert!(b.authenticate("alice", "pw").await.is_err());
+        assert!(b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.is_err());
         assert_eq!(svc.requests("/fail/user").len(), 2, "failures are not cached");
         // Nobody listening.
         let port = {
@@ -592,7 +612,7 @@ mod tests {
         let c = HttpAuthConfig { user_path: format!("http://127.0.0.1:{port}/auth/user"), ..HttpAuthConfig::default() };
         let b = HttpBackend::from_config(&c).unwrap();
         let t = Instant::now();
-        let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "secret-pw").await else { panic!("down must be unavailable") };
+        let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "secret-pw", &ClientInfo::LOCAL).await else { panic!("down must be unavailable") };
         assert!(!why.contains("secret-pw"), "{why}");
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
@@ -658,15 +678,15 @@ mod tests {
             },
             c,
         );
-        let admin = b.authenticate("admin", "pw").await.unwrap();
+        let admin = b.authenticate("admin", "pw", &ClientInfo::LOCAL).await.unwrap();
         assert_eq!(admin.tags, ["administrator", "management"]);
-        assert_eq!(b.authenticate("eve", "pw").await, Err(AuthError::Refused));
-        assert!(b.vhost(&admin, "/").await.unwrap(), "tags reach the service");
-        assert!(!b.vhost(&who("admin"), "/").await.unwrap());
+        assert_eq!(b.authenticate("eve", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
+        assert!(b.vhost(&admin, "/", &ClientInfo::LOCAL).await.unwrap(), "tags reach the service");
+        assert!(!b.vhost(&who("admin"), "/", &ClientInfo::LOCAL).await.unwrap());
         assert!(b.resource(&admin, "/", ResourceKind::Queue, "q", Permission::Read).await.unwrap(), "unset path allows");
         assert!(!b.topic(&admin, "/", "amq.topic", "k", Permission::Write).await.unwrap());
         // Cache off: every question reaches the transport, as asked.
-        assert!(b.vhost(&admin, "/").await.unwrap());
+        assert!(b.vhost(&admin, "/", &ClientInfo::LOCAL).await.unwrap());
         let log = t.log.lock().clone();
         let paths: Vec<&str> = log.iter().map(|(_, p, _)| p.as_str()).collect();
         assert_eq!(paths, ["/u", "/u", "/v", "/v", "/t", "/v"]);
@@ -675,18 +695,18 @@ mod tests {
         assert_eq!(keys, ["username", "vhost", "resource", "name", "permission", "tags", "routing_key"]);
 
         // Failing closed: a transport error, a non-2xx status, no answer in time.
-        let Err(AuthError::Unavailable(why)) = b.authenticate("down", "pw").await else { panic!() };
+        let Err(AuthError::Unavailable(why)) = b.authenticate("down", "pw", &ClientInfo::LOCAL).await else { panic!() };
         assert_eq!(why, "refused");
-        let Err(AuthError::Unavailable(why)) = b.authenticate("teapot", "pw").await else { panic!() };
+        let Err(AuthError::Unavailable(why)) = b.authenticate("teapot", "pw", &ClientInfo::LOCAL).await else { panic!() };
         assert!(why.contains("418"), "{why}");
         let t0 = Instant::now();
-        let Err(AuthError::Unavailable(why)) = b.authenticate("slow", "pw").await else { panic!() };
+        let Err(AuthError::Unavailable(why)) = b.authenticate("slow", "pw", &ClientInfo::LOCAL).await else { panic!() };
         assert!(why.contains("100 ms") && t0.elapsed() < Duration::from_secs(1), "{why} {:?}", t0.elapsed());
 
         // With the cache on, a transport is asked once per question.
         let (t, b) = fake(|_, _| Some(Ok((200, "allow".into()))), HttpAuthConfig { user_path: "/u".into(), ..HttpAuthConfig::default() });
         for _ in 0..3 {
-            b.authenticate("alice", "pw").await.unwrap();
+            b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap();
         }
         assert_eq!(t.log.lock().len(), 1);
     }

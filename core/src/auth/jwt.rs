@@ -6,7 +6,7 @@ use std::path::Path;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use super::{AuthError, Authenticator, BoxFuture, Identity};
+use super::{AuthError, Authenticator, BoxFuture, ClientInfo, Identity};
 use crate::config::JwtConfig;
 
 /// Verifies tokens with the keys of `[auth.jwt]`.
@@ -120,7 +120,7 @@ impl JwtAuth {
 }
 
 impl Authenticator for JwtAuth {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, _client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move { self.verify(login, password) })
     }
 }

@@ -16,6 +16,8 @@ pub mod config_users;
 pub mod http;
 pub mod jwt;
 pub mod policy;
+pub mod pool;
+pub mod throttle;
 pub mod sasl;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -29,6 +31,37 @@ pub use http::HttpBackend;
 pub use jwt::JwtAuth;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Who is logging in, besides the credentials: given to every auth source
+/// (the HTTP backend sends the address as `ip`, JS callbacks get it). The
+/// address is the transport's `Peer::addr`, which is the real client behind
+/// a trusted proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub addr: Option<std::net::SocketAddr>,
+    /// `stomp` or `xmpp` (`local` for the application's own calls).
+    pub protocol: &'static str,
+    /// `tcp`, `tls`, `ws`, `sockjs`, `bosh`, ...
+    pub transport: &'static str,
+}
+
+impl ClientInfo {
+    /// No client: the application itself, tests.
+    pub const LOCAL: ClientInfo = ClientInfo { addr: None, protocol: "local", transport: "local" };
+
+    pub fn new(peer: &crate::transport::Peer, protocol: &'static str) -> ClientInfo {
+        ClientInfo { addr: peer.addr, protocol, transport: peer.transport }
+    }
+
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.addr.map(|a| a.ip())
+    }
+
+    /// The address as the HTTP backend's `ip` parameter: empty when unknown.
+    pub fn ip_string(&self) -> String {
+        self.ip().map(|ip| ip.to_string()).unwrap_or_default()
+    }
+}
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,12 +123,18 @@ pub enum AuthError {
     /// callers fail closed.
     #[error("authentication backend unavailable: {0}")]
     Unavailable(String),
+    /// Too much password hashing in progress (`[login]` hash pool full or
+    /// its wait timed out): the password was not checked; retry later.
+    #[error("server busy: too many logins in progress, retry later")]
+    Busy,
 }
 
 /// Checks credentials. Implementations must be cheap to call concurrently
-/// and must not block the runtime (hashing runs on a blocking thread).
+/// and must not block the runtime (hashing runs on the bounded
+/// [`pool::HashPool`]). Sessions do not call this directly but through
+/// `Engine::login`, which applies the failed-login limits.
 pub trait Authenticator: Send + Sync + 'static {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>>;
+    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>>;
 
     /// Whether every user this source accepts can use SCRAM. XMPP offers
     /// the SCRAM mechanisms only then: clients pick the strongest offered
@@ -120,7 +159,8 @@ pub trait Authenticator: Send + Sync + 'static {
 /// Answers permission questions. `Ok(false)` is a denial; `Err` means the
 /// source could not answer, which callers also treat as a denial.
 pub trait Authorizer: Send + Sync + 'static {
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>>;
+    /// May `who`, connecting as `client`, open `vhost`?
+    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>>;
     fn resource<'a>(
         &'a self,
         who: &'a Identity,

@@ -132,47 +132,38 @@ impl Exchange {
     }
 
     /// Calls `deliver` once for every queue the message routes to; returns
-    /// how many. Holds the bindings' read lock meanwhile, so `deliver` must
-    /// not bind or unbind (lock order: bindings, then queue state).
+    /// how many. The bindings' read lock is held only to collect the queues
+    /// (a match whose cost `[routing]` bounds), not while delivering: a
+    /// fan-out to many queues does not hold up binds, nor, behind a waiting
+    /// bind, other publishers (parking_lot's lock is fair to writers).
     pub fn route(&self, message: &Message, mut deliver: impl FnMut(&Arc<Queue>)) -> usize {
-        let b = self.bindings.read();
-        match &*b {
-            Bindings::Direct(map) => {
-                let qs = map.get(&message.routing_key).map(Vec::as_slice).unwrap_or_default();
-                qs.iter().for_each(&mut deliver);
-                qs.len()
+        let targets: Vec<Arc<Queue>> = {
+            let b = self.bindings.read();
+            match &*b {
+                Bindings::Direct(map) => map.get(&message.routing_key).map(|qs| qs.to_vec()).unwrap_or_default(),
+                Bindings::Fanout(v) => dedup(v.iter().map(|(_, q)| q), v.len() > 1),
+                Bindings::Topic(t) => {
+                    let mut hits: Vec<&Arc<Queue>> = Vec::new();
+                    let nodes = t.matches(&message.routing_key, &mut |q| hits.push(q));
+                    dedup(hits.into_iter(), nodes > 1)
+                }
+                Bindings::Headers(v) => {
+                    let hits = v.iter().filter(|(_, m, _)| m.matches(message)).map(|(_, _, q)| q);
+                    dedup(hits, v.len() > 1)
+                }
             }
-            Bindings::Fanout(v) => dedup_deliver(v.iter().map(|(_, q)| q), v.len() > 1, deliver),
-            Bindings::Topic(t) => {
-                let mut hits: Vec<&Arc<Queue>> = Vec::new();
-                let nodes = t.matches(&message.routing_key, &mut |q| hits.push(q));
-                dedup_deliver(hits.into_iter(), nodes > 1, deliver)
-            }
-            Bindings::Headers(v) => {
-                let hits = v.iter().filter(|(_, m, _)| m.matches(message)).map(|(_, _, q)| q);
-                dedup_deliver(hits, v.len() > 1, deliver)
-            }
-        }
+        };
+        targets.iter().for_each(&mut deliver);
+        targets.len()
     }
 }
 
 /// A queue bound twice (two keys, two patterns) gets a message once.
-fn dedup_deliver<'a>(
-    queues: impl Iterator<Item = &'a Arc<Queue>>,
-    may_repeat: bool,
-    mut deliver: impl FnMut(&Arc<Queue>),
-) -> usize {
-    if !may_repeat {
-        let mut n = 0;
-        for q in queues {
-            deliver(q);
-            n += 1;
-        }
-        return n;
-    }
+fn dedup<'a>(queues: impl Iterator<Item = &'a Arc<Queue>>, may_repeat: bool) -> Vec<Arc<Queue>> {
     let mut all: Vec<&Arc<Queue>> = queues.collect();
-    all.sort_unstable_by_key(|q| Arc::as_ptr(q));
-    all.dedup_by_key(|q| Arc::as_ptr(q));
-    all.iter().for_each(|q| deliver(q));
-    all.len()
+    if may_repeat {
+        all.sort_unstable_by_key(|q| Arc::as_ptr(q));
+        all.dedup_by_key(|q| Arc::as_ptr(q));
+    }
+    all.into_iter().cloned().collect()
 }

@@ -4,6 +4,12 @@
 //! `Vhost::queues` → `Vhost::exchanges` → an exchange's bindings → a queue's
 //! state → a session's outbox. Publishing takes only read locks until it
 //! reaches the queues, so publishers on different cores do not contend.
+//!
+//! No lock is held over work whose size a client controls: a topic match
+//! runs under the bindings' read lock only because `[routing]` bounds its
+//! cost (key words × live trie nodes, checked in [`Vhost::publish`] and
+//! [`Vhost::bind`]); the matched queues are collected and the lock released
+//! before any delivery.
 
 pub mod exchange;
 pub mod queue;
@@ -18,7 +24,7 @@ use parking_lot::{Mutex, RwLock};
 pub use exchange::{Exchange, ExchangeKind, HeaderMatch};
 pub use queue::{AckError, AckMode, ConsumerId, Overflow, Queue, QueueCounters, QueueLimits, QueueOptions, Settle, Totals};
 
-use crate::config::Config;
+use crate::config::{Config, RoutingConfig};
 use crate::message::Message;
 use crate::session::SessionId;
 use crate::store::{QueueStore, StoreError};
@@ -37,6 +43,8 @@ pub enum RouteError {
     Inequivalent { name: String, what: &'static str },
     #[error("cannot use reserved name '{0}'")]
     Reserved(String),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// `limits.max_queues` or `limits.max_queues_per_user`.
@@ -169,6 +177,49 @@ impl MemoryAlarm {
     }
 }
 
+/// A routing key or binding pattern beyond a `[routing]` bound. The text
+/// names the config key, so a client (STOMP ERROR body, API error) and an
+/// operator both see which bound it hit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} has {got} {unit}; the limit is {limit} (routing.{key})")]
+pub struct LimitError {
+    /// `routing key` or `binding pattern`.
+    pub what: &'static str,
+    pub unit: &'static str,
+    pub got: usize,
+    pub limit: usize,
+    /// The `[routing]` key.
+    pub key: &'static str,
+}
+
+fn bound(what: &'static str, unit: &'static str, got: usize, limit: usize, key: &'static str) -> Result<(), LimitError> {
+    if got > limit {
+        return Err(LimitError { what, unit, got, limit, key });
+    }
+    Ok(())
+}
+
+/// Checks a routing key published to an exchange of `kind`: bytes always
+/// (what every exchange hashes or compares), words on topic exchanges.
+pub fn check_key(limits: &RoutingConfig, kind: ExchangeKind, key: &str) -> Result<(), LimitError> {
+    bound("routing key", "bytes", key.len(), limits.max_key_bytes, "max_key_bytes")?;
+    if kind == ExchangeKind::Topic {
+        bound("routing key", "words", key.split('.').count(), limits.max_key_words, "max_key_words")?;
+    }
+    Ok(())
+}
+
+/// Checks a binding key (a pattern on topic exchanges).
+pub fn check_pattern(limits: &RoutingConfig, kind: ExchangeKind, pattern: &str) -> Result<(), LimitError> {
+    bound("binding pattern", "bytes", pattern.len(), limits.max_key_bytes, "max_key_bytes")?;
+    if kind == ExchangeKind::Topic {
+        bound("binding pattern", "words", pattern.split('.').count(), limits.max_pattern_words, "max_pattern_words")?;
+        let hashes = pattern.split('.').filter(|w| *w == "#").count();
+        bound("binding pattern", "'#' wildcards", hashes, limits.max_pattern_hashes, "max_pattern_hashes")?;
+    }
+    Ok(())
+}
+
 /// The exchanges every vhost has (RabbitMQ's plus the addressing model's).
 fn builtin_exchanges(config: &Config) -> Vec<(String, ExchangeKind)> {
     let mut v: Vec<(String, ExchangeKind)> = vec![
@@ -198,6 +249,8 @@ pub struct Vhost {
     /// Default (and largest) length limits of a new queue.
     queue_limits: QueueLimits,
     quota: Arc<QueueQuota>,
+    /// Bounds on keys and patterns (`[routing]`).
+    routing: RoutingConfig,
     /// Messages accepted by `publish` (before fan-out to queues).
     pub published: AtomicU64,
     /// Counters of deleted queues, so node totals never go backwards when
@@ -224,6 +277,7 @@ impl Vhost {
             store,
             queue_limits: QueueLimits::from_config(&config.limits),
             quota,
+            routing: config.routing.clone(),
             published: AtomicU64::new(0),
             retired: QueueCounters::default(),
         }
@@ -338,8 +392,16 @@ impl Vhost {
         Ok(q)
     }
 
+    /// Whether `pattern` may be bound on `exchange` under `[routing]`; for
+    /// callers that must refuse before they create anything (the queue of a
+    /// subscription). [`Vhost::bind`] checks again.
+    pub fn check_binding(&self, exchange: &Exchange, pattern: &str) -> Result<(), RouteError> {
+        Ok(check_pattern(&self.routing, exchange.kind, pattern)?)
+    }
+
     pub fn bind(&self, exchange: &str, queue: &Arc<Queue>, key: &str, headers: Option<HeaderMatch>) -> Result<(), RouteError> {
         let x = self.exchange(exchange).ok_or_else(|| RouteError::NoExchange(exchange.into(), self.name.to_string()))?;
+        self.check_binding(&x, key)?;
         x.bind(queue, key, headers);
         let mut bound = self.bound.lock();
         let list = bound.entry(queue.name.to_string()).or_default();
@@ -372,8 +434,8 @@ impl Vhost {
     /// dropped, as in AMQP without `mandatory`.
     pub fn publish(&self, message: Message) -> Result<usize, RouteError> {
         let message = Arc::new(message);
-        self.published.fetch_add(1, Ordering::Relaxed);
         if message.exchange.is_empty() {
+            self.published.fetch_add(1, Ordering::Relaxed);
             return match self.queue(&message.routing_key) {
                 Some(q) => q.publish(message).map(|_| 1),
                 None => Ok(0),
@@ -382,6 +444,9 @@ impl Vhost {
         let x = self
             .exchange(&message.exchange)
             .ok_or_else(|| RouteError::NoExchange(message.exchange.clone(), self.name.to_string()))?;
+        // Before matching: the bound is what keeps the match cheap.
+        check_key(&self.routing, x.kind, &message.routing_key)?;
+        self.published.fetch_add(1, Ordering::Relaxed);
         x.published.fetch_add(1, Ordering::Relaxed);
         let mut failed = None;
         let n = x.route(&message, |q| {
@@ -471,6 +536,34 @@ mod tests {
         assert!(matches!(v.publish(Message::new("nope", "k", vec![], Bytes::new())), Err(RouteError::NoExchange(..))));
         v.delete_queue("q1");
         assert_eq!(v.exchange("amq.topic").unwrap().binding_count(), 0, "bindings go with the queue");
+    }
+
+    #[test]
+    fn routing_limits_refuse_long_keys_and_patterns() {
+        let r = router(Arc::new(MemoryStore::default()));
+        let v = r.vhost("/").unwrap();
+        let q = v.declare_queue("q1", transient(), None).unwrap();
+        let limit = |e: Result<usize, RouteError>| match e {
+            Err(RouteError::Limit(l)) => l.key,
+            other => panic!("{other:?}"),
+        };
+        let bind_limit = |e: Result<(), RouteError>| match e {
+            Err(RouteError::Limit(l)) => l.to_string(),
+            other => panic!("{other:?}"),
+        };
+        let hashes = format!("a{}", ".#".repeat(9));
+        assert_eq!(bind_limit(v.bind("amq.topic", &q, &hashes, None)), "binding pattern has 9 '#' wildcards; the limit is 8 (routing.max_pattern_hashes)");
+        assert!(bind_limit(v.bind("amq.topic", &q, &vec!["*"; 33].join("."), None)).contains("routing.max_pattern_words"));
+        assert!(bind_limit(v.bind("amq.direct", &q, &"x".repeat(256), None)).contains("routing.max_key_bytes"));
+        v.bind("amq.topic", &q, &format!("a{}", ".#".repeat(8)), None).unwrap();
+        v.bind("amq.direct", &q, &"x".repeat(255), None).unwrap();
+        let send = |x: &str, key: &str| v.publish(Message::new(x, key, vec![], Bytes::new()));
+        assert_eq!(limit(send("amq.topic", &vec!["a"; 65].join("."))), "max_key_words");
+        assert_eq!(limit(send("amq.direct", &"x".repeat(256))), "max_key_bytes");
+        assert_eq!(send("amq.topic", &vec!["a"; 64].join(".")).unwrap(), 1);
+        // Words count on topic exchanges only: the key is not a pattern elsewhere.
+        assert_eq!(send("amq.direct", &vec!["x"; 100].join(".")).unwrap(), 0);
+        assert_eq!(v.exchange("amq.topic").unwrap().binding_count(), 1, "refused bindings left nothing behind");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::destination::Destination;
 use super::frame::{encode, encode_header, Command, Decoded, Decoder, Escaping, Frame, FrameError, Limits};
-use crate::auth::{policy, AuthError, Identity, Permission, ResourceKind};
+use crate::auth::{policy, ClientInfo, Identity, Permission, ResourceKind};
+use crate::engine::LoginError;
 use crate::engine::Engine;
 use crate::error::{CloseCode, CloseReason};
 use crate::message::{EncodingSlot, Message};
@@ -124,6 +125,8 @@ fn route_error(e: RouteError) -> Fatal {
         RouteError::QueueFull { .. } => (CloseCode::TooMany, "queue full"),
         // A node condition, not the client's fault: retry later.
         RouteError::MemoryAlarm { .. } => (CloseCode::Internal, "memory alarm: node above its high watermark, publishing refused"),
+        // The text names the `[routing]` key that refused it.
+        RouteError::Limit(e) => return fatal(CloseCode::LimitExceeded, e.to_string(), e.to_string()),
     };
     fatal(code, message, e.to_string())
 }
@@ -386,13 +389,15 @@ impl Session {
             .header("host")
             .filter(|h| engine.router.vhost(h).is_ok())
             .unwrap_or(&engine.config.stomp.default_vhost);
-        let auth = engine.auth();
-        let identity = match auth.authenticator.authenticate(login, passcode).await {
+        let client = ClientInfo::new(peer, "stomp");
+        let identity = match engine.login(login, passcode, &client).await {
             Ok(id) => id,
-            Err(AuthError::Refused) => return Err(refused()),
-            Err(e @ AuthError::Unavailable(_)) => return Err(fatal(CloseCode::Internal, "Bad CONNECT", e.to_string())),
+            Err(LoginError::Refused) => return Err(refused()),
+            Err(e @ LoginError::Unavailable(_)) => return Err(fatal(CloseCode::Internal, "Bad CONNECT", e.to_string())),
+            Err(e @ (LoginError::Busy | LoginError::Throttled(_))) => return Err(fatal(CloseCode::TooMany, e.to_string(), e.to_string())),
         };
-        match auth.authorizer.vhost(&identity, vhost_name).await {
+        let auth = engine.auth();
+        match auth.authorizer.vhost(&identity, vhost_name, &client).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
                 return Err(fatal(
@@ -927,6 +932,7 @@ impl Session {
             .vhost
             .exchange(exchange)
             .ok_or_else(|| route_error(RouteError::NoExchange(exchange.to_owned(), self.vhost.name.to_string())))?;
+        self.vhost.check_binding(&x, key).map_err(route_error)?;
         self.check(ResourceKind::Exchange, exchange, Permission::Read).await?;
         self.check_topic(exchange, key, Permission::Read).await?;
         let durable = frame.header("durable").or(frame.header("persistent")) == Some("true");

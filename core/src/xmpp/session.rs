@@ -20,8 +20,8 @@ use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::ns;
 use super::xml::{Element, Limits};
 use crate::auth::sasl::{self, Mechanism, ScramServer};
-use crate::auth::{AuthError, Identity};
-use crate::engine::Engine;
+use crate::auth::{AuthError, ClientInfo, Identity};
+use crate::engine::{Engine, LoginError};
 use crate::error::{CloseCode, CloseReason};
 use crate::message::Message;
 use crate::presence::Availability;
@@ -331,6 +331,7 @@ impl Session {
         };
         let Some(initial) = self.sasl_payload(tx, auth).await? else { return Ok(None) };
         let authn = self.engine.auth().authenticator;
+        let client = ClientInfo::new(&self.peer, "xmpp");
         if mechanism == Mechanism::Plain {
             let creds = match sasl::parse_plain(&initial) {
                 Ok(c) => c,
@@ -347,19 +348,21 @@ impl Session {
                     return Ok(None);
                 }
             }
-            return match authn.authenticate(&creds.authcid, &creds.password).await {
+            return match self.engine.login(&creds.authcid, &creds.password, &client).await {
                 Ok(id) => {
                     self.send(tx, &Element::new("success", ns::SASL)).await?;
                     self.flush(tx).await?;
                     Ok(Some(id))
                 }
-                Err(AuthError::Refused) => {
+                Err(LoginError::Refused) => {
                     self.sasl_failure(tx, "not-authorized").await?;
                     Ok(None)
                 }
-                Err(AuthError::Unavailable(e)) => {
-                    tracing::warn!(error = %e, "authentication backend unavailable");
-                    self.sasl_failure(tx, "temporary-auth-failure").await?;
+                Err(e) => {
+                    if let LoginError::Unavailable(why) = &e {
+                        tracing::warn!(error = %why, "authentication backend unavailable");
+                    }
+                    self.sasl_failure_text(tx, "temporary-auth-failure", &e.to_string()).await?;
                     Ok(None)
                 }
             };
@@ -373,14 +376,21 @@ impl Session {
                 return Ok(None);
             }
         };
+        // The failed-login limits apply before any key is looked up or derived.
+        if let Err(e) = self.engine.login_allowed(&username, &client) {
+            self.sasl_failure_text(tx, "temporary-auth-failure", &e.to_string()).await?;
+            return Ok(None);
+        }
         let (creds, identity) = match authn.scram_credentials(&username, mechanism).await {
             Ok(Some((c, id))) => (c, Some(id)),
             // Unknown user, or one without stored credentials: run the
             // exchange with fake ones so the failure looks the same.
             Ok(None) => (ScramServer::fake_credentials(mechanism, &username), None),
             Err(e) => {
-                tracing::warn!(error = %e, "authentication backend unavailable");
-                self.sasl_failure(tx, "temporary-auth-failure").await?;
+                if matches!(e, AuthError::Unavailable(_)) {
+                    tracing::warn!(error = %e, "authentication backend unavailable");
+                }
+                self.sasl_failure_text(tx, "temporary-auth-failure", &e.to_string()).await?;
                 return Ok(None);
             }
         };
@@ -403,13 +413,16 @@ impl Session {
             _ => return Err(StreamError::new("not-authorized", "expected a SASL response").into()),
         };
         let Some(final_msg) = self.sasl_payload(tx, &response).await? else { return Ok(None) };
+        // Counted like a PLAIN login (a wrong proof is a wrong password).
         match (scram.client_final(&final_msg), identity) {
             (Ok(server_final), Some(id)) => {
+                let _ = self.engine.login_finished(&username, &client, Ok(id.clone()));
                 self.send(tx, &Element::new("success", ns::SASL).with_text(b64(&server_final))).await?;
                 self.flush(tx).await?;
                 Ok(Some(id))
             }
             (Ok(_), None) | (Err(_), _) => {
+                let _ = self.engine.login_finished(&username, &client, Err(AuthError::Refused));
                 self.sasl_failure(tx, "not-authorized").await?;
                 Ok(None)
             }
@@ -434,6 +447,15 @@ impl Session {
 
     async fn sasl_failure<W: XmppTx>(&self, tx: &mut W, condition: &str) -> Result<(), End> {
         let f = Element::new("failure", ns::SASL).with_child(Element::new(condition, ns::SASL));
+        self.send(tx, &f).await?;
+        self.flush(tx).await
+    }
+
+    /// A failure with a `<text/>` saying why (busy, backed off).
+    async fn sasl_failure_text<W: XmppTx>(&self, tx: &mut W, condition: &str, text: &str) -> Result<(), End> {
+        let f = Element::new("failure", ns::SASL)
+            .with_child(Element::new(condition, ns::SASL))
+            .with_child(Element::new("text", ns::SASL).with_text(text));
         self.send(tx, &f).await?;
         self.flush(tx).await
     }
@@ -792,12 +814,15 @@ impl Session {
             // Memory alarm or a full reject-publish queue: the sender may retry later.
             let condition = match e {
                 RouteError::MemoryAlarm { .. } | RouteError::QueueFull { .. } => "resource-constraint",
+                // A key beyond `[routing]` is the sender's doing, not the server's.
+                RouteError::Limit(_) => "policy-violation",
                 _ => {
                     tracing::warn!(error = %e, "XMPP message not routed");
                     "internal-server-error"
                 }
             };
-            let reply = stanza_error(&m, "wait", condition);
+            let kind = if condition == "policy-violation" { "modify" } else { "wait" };
+            let reply = stanza_error(&m, kind, condition);
             return self.send(tx, &reply).await;
         }
         Ok(())

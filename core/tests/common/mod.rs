@@ -77,3 +77,10 @@ pub fn header<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
     frame.lines().skip(1).take_while(|l| !l.is_empty()).find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
 }
 
+
+impl Raw {
+    /// A client over an already connected stream (e.g. bound to a chosen source address).
+    pub fn from_stream(s: TcpStream) -> Raw {
+        Raw { s, pending: Vec::new() }
+    }
+}

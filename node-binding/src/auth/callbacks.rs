@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_core::auth::{AuthError, Authenticator, Authorizer, BoxFuture, Identity, Permission, ResourceKind};
+use herald_core::auth::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identity, Permission, ResourceKind};
 use napi::bindgen_prelude::FnArgs;
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi::Status;
@@ -13,8 +13,9 @@ use napi_derive::napi;
 use super::{ask, permission_verdict, user_verdict, UserVerdict};
 use crate::js::{Eventually, Json};
 
-/// `(a, b) => answer`, weak (does not keep Node alive), called as `(value) => …`.
-type Call2 = ThreadsafeFunction<FnArgs<(String, String)>, Eventually<Json>, FnArgs<(String, String)>, Status, false, true>;
+/// `(a, b, ip) => answer`, weak (does not keep Node alive), called as
+/// `(value) => …`. `ip` is the client's address (`''` when unknown).
+type Call3 = ThreadsafeFunction<FnArgs<(String, String, String)>, Eventually<Json>, FnArgs<(String, String, String)>, Status, false, true>;
 /// `(a, b, c, d, e) => answer`.
 type Call5 = ThreadsafeFunction<
     FnArgs<(String, String, String, String, String)>,
@@ -35,14 +36,15 @@ pub struct AuthCallbacks {
     /// Answer `true` / `'allow'`, `false` / `'deny'`, `'allow tag1 tag2'`, or
     /// `{ allow, tags }`; tags are RabbitMQ user tags such as `administrator`.
     /// Omitted: logins keep being checked as before (the config's `[auth]`
-    /// JWT / HTTP backend and `users`).
+    /// JWT / HTTP backend and `users`). `ip` is the client's address (`''`
+    /// when unknown); failed logins are also limited by `[login]`.
     #[napi(
-        ts_type = "(username: string, password: string) => boolean | string | UserAnswer | Promise<boolean | string | UserAnswer>"
+        ts_type = "(username: string, password: string, ip: string) => boolean | string | UserAnswer | Promise<boolean | string | UserAnswer>"
     )]
-    pub user: Option<Call2>,
-    /// May `username` open virtual host `vhost`? Omitted: allowed.
-    #[napi(ts_type = "(username: string, vhost: string) => boolean | string | Promise<boolean | string>")]
-    pub vhost: Option<Call2>,
+    pub user: Option<Call3>,
+    /// May `username`, connecting from `ip`, open virtual host `vhost`? Omitted: allowed.
+    #[napi(ts_type = "(username: string, vhost: string, ip: string) => boolean | string | Promise<boolean | string>")]
+    pub vhost: Option<Call3>,
     /// May `username` use `resource` (`'exchange'` or `'queue'`) `name` in
     /// `vhost` for `permission` (`'configure'`, `'write'` to publish, `'read'`
     /// to consume)? Omitted: allowed.
@@ -68,8 +70,8 @@ pub struct UserAnswer {
 
 /// [`AuthCallbacks`] as the engine's authenticator and authorizer.
 pub struct CallbackAuth {
-    user: Option<Call2>,
-    vhost: Option<Call2>,
+    user: Option<Call3>,
+    vhost: Option<Call3>,
     resource: Option<Call5>,
     topic: Option<Call5>,
     timeout: Duration,
@@ -104,13 +106,14 @@ fn allowed(verdict: Result<bool, String>, what: &str) -> Result<bool, AuthError>
 }
 
 impl Authenticator for CallbackAuth {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move {
             let Some(f) = &self.user else {
-                return self.fallback.authenticate(login, password).await;
+                return self.fallback.authenticate(login, password, client).await;
             };
             const WHAT: &str = "useAuth `user` callback";
-            let Json(answer) = ask(WHAT, self.timeout, f.call_async_catch(FnArgs::from((login.to_owned(), password.to_owned())))).await?;
+            let args = FnArgs::from((login.to_owned(), password.to_owned(), client.ip_string()));
+            let Json(answer) = ask(WHAT, self.timeout, f.call_async_catch(args)).await?;
             identity(login, user_verdict(&answer), WHAT)
         })
     }
@@ -133,11 +136,12 @@ impl Authenticator for CallbackAuth {
 }
 
 impl Authorizer for CallbackAuth {
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move {
             let Some(f) = &self.vhost else { return Ok(true) };
             const WHAT: &str = "useAuth `vhost` callback";
-            let Json(answer) = ask(WHAT, self.timeout, f.call_async_catch(FnArgs::from((who.uid.clone(), vhost.to_owned())))).await?;
+            let args = FnArgs::from((who.uid.clone(), vhost.to_owned(), client.ip_string()));
+            let Json(answer) = ask(WHAT, self.timeout, f.call_async_catch(args)).await?;
             allowed(permission_verdict(&answer), WHAT)
         })
     }
