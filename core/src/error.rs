@@ -22,9 +22,9 @@ use std::fmt;
 /// | 4003 | access refused: vhost or permission | no |
 /// | 4004 | not found: queue or exchange | no |
 /// | 4005 | precondition failed / resource locked | no |
-/// | 4006 | too many: subscriptions, transactions, connections | yes, later |
+/// | 4006 | too many: subscriptions, transactions, connections, queues; a full queue; logins busy or backed off | yes, later |
 /// | 4007 | unsupported protocol version | no |
-/// | 5000 | internal error or backend unavailable | yes, with back-off |
+/// | 5000 | internal error, backend unavailable, or the node's memory alarm | yes, with back-off |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseCode {
     Normal = 3000,
