@@ -93,18 +93,7 @@ async fn serve(engine: Engine, listener: tokio::net::TcpListener, app: Router) {
     };
     let mut backoff = Duration::from_millis(5);
     loop {
-        let (stream, addr) = tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(5); x }
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed; backing off {:?}", backoff);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
+        let Some((stream, addr)) = tcp::next_connection(&listener, &engine.shutdown, &mut backoff).await else { return };
         let slot = match gate.admit(None, false) {
             Ok(slot) => slot,
             Err(_) => {

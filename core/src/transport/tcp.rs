@@ -87,6 +87,29 @@ pub fn silent_refusal(_: &Refusal) -> Vec<u8> {
     Vec::new()
 }
 
+/// The next accepted connection, or `None` once `shutdown` fires. Accept
+/// errors (out of file descriptors, mostly) back off, up to 1 s, instead of
+/// spinning; `backoff` is the loop's state.
+pub async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &tokio_util::sync::CancellationToken,
+    backoff: &mut Duration,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(x) => { *backoff = Duration::from_millis(5); return Some(x) }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; backing off {:?}", backoff);
+                    tokio::time::sleep(*backoff).await;
+                    *backoff = (*backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+        }
+    }
+}
+
 /// Accepts until shutdown and hands each admitted connection to `on_conn`
 /// in its own task, with the client's address (from a PROXY header when
 /// the peer is a trusted proxy and the listener takes them). Each task
@@ -104,18 +127,7 @@ where
     let header_timeout = Duration::from_millis(engine.config.connections.header_timeout_ms);
     let mut backoff = Duration::from_millis(5);
     loop {
-        let (stream, addr) = tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(5); x }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; backing off {:?}", backoff);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
+        let Some((stream, addr)) = next_connection(&listener, &engine.shutdown, &mut backoff).await else { return };
         let addr = SocketAddr::new(conn::canonical(addr.ip()), addr.port());
         let trusted = engine.gate.is_trusted(addr.ip());
         // A trusted proxy's connection is counted by its client's address
