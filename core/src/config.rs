@@ -280,6 +280,12 @@ pub struct ConnectionsConfig {
     /// `X-Forwarded-For` / `Forwarded` headers and PROXY protocol headers are
     /// believed. Nobody else's are.
     pub trusted_proxies: Vec<String>,
+    /// The one header trusted proxies set: `"x-forwarded-for"` (nginx's
+    /// `$proxy_add_x_forwarded_for`, HAProxy's `option forwardfor`) or
+    /// `"forwarded"` (RFC 7239). Only this one is read: a proxy passes other
+    /// headers from the client through, so believing a second one would let a
+    /// client name its own address.
+    pub forwarded_header: ForwardedHeader,
     /// TCP listeners (`stomp-tcp`, `stomp-tls`, `xmpp-c2s`) that expect a
     /// PROXY protocol v1 or v2 header from trusted proxies (`trusted_proxies`).
     pub proxy_protocol: Vec<String>,
@@ -305,11 +311,21 @@ impl Default for ConnectionsConfig {
             max_unauthenticated_per_ip: 100,
             admin_max_connections: 64,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             proxy_protocol: Vec::new(),
             cors_origins: vec!["*".into()],
             cors_credentials: false,
         }
     }
+}
+
+/// Which header carries the client address from a trusted proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ForwardedHeader {
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 /// The TCP listeners that may take a PROXY protocol header.

@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
-use crate::config::Config;
+use crate::config::{Config, ForwardedHeader};
 
 // ---- CIDR ------------------------------------------------------------------
 
@@ -121,6 +121,7 @@ pub struct Gate {
     ips: Box<[Mutex<HashMap<IpKey, Counts>>]>,
     hasher: std::collections::hash_map::RandomState,
     trusted: Vec<Cidr>,
+    forwarded_header: ForwardedHeader,
 }
 
 impl Gate {
@@ -135,6 +136,7 @@ impl Gate {
             ips: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             trusted: c.trusted_proxies.iter().filter_map(|p| Cidr::parse(p).ok()).collect(),
+            forwarded_header: c.forwarded_header,
         }
     }
 
@@ -401,23 +403,30 @@ pub fn client_addr(gate: &Gate, peer: SocketAddr, headers: &HeaderMap) -> Socket
     if gate.trusted.is_empty() || !gate.is_trusted(peer.ip()) {
         return peer;
     }
+    // Only the configured header: the proxy passes the client's other
+    // headers through untouched, so reading a second one (or falling back
+    // to it) would let the client choose its own address.
     let mut hops: Vec<SocketAddr> = Vec::new();
-    for v in headers.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()) {
-        for element in v.split(',') {
-            for pair in element.split(';') {
-                if let Some((k, v)) = pair.split_once('=') {
-                    if k.trim().eq_ignore_ascii_case("for") {
-                        if let Some(a) = parse_node(v.trim().trim_matches('"')) {
-                            hops.push(a);
+    match gate.forwarded_header {
+        ForwardedHeader::Forwarded => {
+            for v in headers.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()) {
+                for element in v.split(',') {
+                    for pair in element.split(';') {
+                        if let Some((k, v)) = pair.split_once('=') {
+                            if k.trim().eq_ignore_ascii_case("for") {
+                                if let Some(a) = parse_node(v.trim().trim_matches('"')) {
+                                    hops.push(a);
+                                }
+                            }
                         }
                     }
                 }
             }
         }
-    }
-    if hops.is_empty() {
-        for v in headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
-            hops.extend(v.split(',').filter_map(|h| parse_node(h.trim())));
+        ForwardedHeader::XForwardedFor => {
+            for v in headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
+                hops.extend(v.split(',').filter_map(|h| parse_node(h.trim())));
+            }
         }
     }
     // Right to left: the first hop a trusted proxy did not add is the client.
@@ -797,9 +806,18 @@ mod tests {
         let xff = h(&[("x-forwarded-for", "198.51.100.1, 192.0.2.7, 10.0.0.9")]);
         assert_eq!(client_addr(&g, proxy, &xff).ip(), "192.0.2.7".parse::<IpAddr>().unwrap(), "the nearest untrusted hop");
         assert_eq!(client_addr(&g, stranger, &xff), stranger, "an untrusted peer's header is ignored");
-        let fwd = h(&[("forwarded", "for=198.51.100.1, for=\"[2001:db8::1]:4711\";proto=https")]);
-        assert_eq!(client_addr(&g, proxy, &fwd), "[2001:db8::1]:4711".parse().unwrap());
         assert_eq!(client_addr(&g, proxy, &h(&[("x-forwarded-for", "garbage")])), proxy);
+        // The proxy sets X-Forwarded-For and passes the client's own
+        // `Forwarded` through: it must not be read (nor be a fallback).
+        let fwd = h(&[("forwarded", "for=198.51.100.1, for=\"[2001:db8::1]:4711\";proto=https")]);
+        assert_eq!(client_addr(&g, proxy, &fwd), proxy, "only the configured header");
+        let both = h(&[("forwarded", "for=198.51.100.1"), ("x-forwarded-for", "192.0.2.7")]);
+        assert_eq!(client_addr(&g, proxy, &both).ip(), "192.0.2.7".parse::<IpAddr>().unwrap());
+
+        let g = gate("[connections]\ntrusted_proxies = [\"10.0.0.0/8\"]\nforwarded_header = \"forwarded\"\n");
+        assert_eq!(client_addr(&g, proxy, &fwd), "[2001:db8::1]:4711".parse().unwrap());
+        assert_eq!(client_addr(&g, proxy, &xff), proxy, "X-Forwarded-For is not read when Forwarded is configured");
+        assert_eq!(client_addr(&g, proxy, &both).ip(), "198.51.100.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]
