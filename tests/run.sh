@@ -5,7 +5,7 @@
 # XMPP scenarios again with Redis presence + MongoDB directory).
 #
 # Installs what is missing: python3/venv/node/npm and chromium via apt-get (Debian, as root),
-# redis-server and SecantusDB (a MongoDB-wire server) via tests/services/install.sh, a venv at
+# redis-server, nginx and SecantusDB (a MongoDB-wire server) via tests/services/install.sh, a venv at
 # $HERALD_VENV (default /var/tmp/herald-venv) with tests/requirements.txt, and the npm
 # workspace (npm ci at the repo root) when node_modules is missing or stale.
 # A dependency that cannot be installed fails the run; no test is skipped for want of it.
@@ -103,6 +103,7 @@ fi
 missing=()
 command -v redis-server >/dev/null || missing+=("redis-server (tests/services/install.sh)")
 [ -x "$VENV/bin/secantusd-py" ] || command -v secantusd-py >/dev/null || missing+=("secantusd-py (tests/services/install.sh)")
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=("nginx (tests/services/install.sh)")
 [ -x "${HERALD_CHROMIUM:-/usr/bin/chromium}" ] || missing+=("chromium (apt-get install chromium)")
 if [ "${#missing[@]}" -gt 0 ]; then
   printf 'run.sh: missing: %s\n' "${missing[@]}" >&2

@@ -5,6 +5,8 @@
 #   - redis-server (Debian package)      -> RedisPresence
 #   - SecantusDB, a MongoDB-wire server  -> MongoDirectory
 #     (PyPI, pre-release, in the venv /var/tmp/herald-venv; command secantusd-py)
+#   - nginx (Debian package)             -> tests/py/test_proxy_nginx.py (a real reverse
+#     proxy in front of Herald; the tests start their own unprivileged instance)
 # Override the venv with HERALD_VENV=/path.
 set -euo pipefail
 
@@ -17,6 +19,12 @@ if command -v redis-server >/dev/null 2>&1; then
     say "redis-server present: $(command -v redis-server) ($(redis-server --version | head -n1))"
 else
     apt_pkgs+=(redis-server)
+fi
+# Debian puts nginx in /usr/sbin, which a non-root PATH may lack.
+if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+    say "nginx present: $(command -v nginx || echo /usr/sbin/nginx)"
+else
+    apt_pkgs+=(nginx)
 fi
 need_venv=0
 if [ -x "$VENV/bin/secantusd-py" ]; then
@@ -45,6 +53,12 @@ if [ "${#apt_pkgs[@]}" -gt 0 ]; then
     fi
     # The package may start a system instance on 6379; the tests start their own.
     say "redis-server: $(redis-server --version | head -n1)"
+    if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+        say "nginx still missing after apt-get install" >&2
+        exit 1
+    fi
+    # The package may start a system nginx on port 80; the tests start their own.
+    say "nginx: $( (command -v nginx || echo /usr/sbin/nginx) | head -n1)"
 fi
 
 if [ "$need_venv" = 1 ]; then
