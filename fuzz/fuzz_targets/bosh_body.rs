@@ -74,6 +74,8 @@ fuzz_target!(|data: &[u8]| {
         max_pending_stanzas: 4,
         xml_limits,
         allowed_origins: None,
+        // CORS credentials and the shaper do not change how a body is parsed.
+        ..BoshConfig::default()
     };
     let max_body = config.max_body_bytes;
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
