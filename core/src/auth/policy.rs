@@ -155,10 +155,21 @@ pub async fn queue_owner(engine: &Engine, who: &Identity, name: &str) -> Result<
     }
     let base = name.strip_prefix(SUBSCRIPTION_PREFIX).unwrap_or(name);
     let uid = who.uid.as_str();
+    let prefixes = || base.match_indices(['.', '-']).map(|(i, _)| &base[..i]).filter(|c| !c.is_empty());
     if base.strip_prefix(uid).is_some_and(|rest| rest.starts_with(['.', '-'])) {
+        // The longest prefix naming a user owns the queue: `jean` does not
+        // own `jean-pierre-inbox` (nor `stomp-subscription-jean-pierre-s1`)
+        // when `jean-pierre` is a user.
+        for owner in prefixes().filter(|c| c.len() > uid.len()).take(MAX_OWNER_CANDIDATES) {
+            match is_user(engine, owner).await {
+                Ok(false) => {}
+                Ok(true) => return denied(format!("queue '{name}' belongs to user '{owner}'")),
+                Err(e) => return denied(e),
+            }
+        }
         return Ok(());
     }
-    let candidates = base.match_indices(['.', '-']).map(|(i, _)| &base[..i]).filter(|c| !c.is_empty()).take(MAX_OWNER_CANDIDATES);
+    let candidates = prefixes().take(MAX_OWNER_CANDIDATES);
     for owner in candidates {
         match is_user(engine, owner).await {
             Ok(false) => {}
@@ -310,5 +321,22 @@ members = ["dave"]
         assert!(q("guest", "bob-inbox").await);
         assert!(!q("bob", "dave-x").await, "dave is known from [[users]] and the directory");
         assert!(queue_owner(&e, &who("alice"), "bob-inbox").await.is_err(), "the owner rule alone, as for a SEND to /amq/queue/");
+    }
+
+    #[tokio::test]
+    async fn a_user_does_not_own_a_longer_users_queues() {
+        let e = engine("[[users]]\nname = \"jean\"\npassword = \"pw\"\n[[users]]\nname = \"jean-pierre\"\npassword = \"pw\"\n");
+        let q = |uid: &'static str, name: &'static str| {
+            let e = e.clone();
+            async move { queue(&e, &who(uid), "/", name, R).await.is_ok() }
+        };
+        assert!(!q("jean", "jean-pierre-inbox").await, "jean-pierre's, though it starts with 'jean-'");
+        assert!(!q("jean", "stomp-subscription-jean-pierre-s1").await, "jean-pierre's durable subscription");
+        assert!(!q("jean", "jean-pierre.tasks").await);
+        assert!(q("jean-pierre", "jean-pierre-inbox").await);
+        assert!(q("jean-pierre", "stomp-subscription-jean-pierre-s1").await);
+        assert!(q("jean", "jean-inbox").await);
+        assert!(q("jean", "jean-paul-inbox").await, "'jean-paul' is no user: jean's");
+        assert!(!q("jean-pierre", "jean-inbox").await);
     }
 }

@@ -34,6 +34,9 @@ const WRITE_BATCH: usize = 256;
 /// How long a closing session may still spend writing (its last frames, the
 /// ERROR frame) before the connection is just dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Names of the private queues behind `/temp-queue/` (RabbitMQ's), the only
+/// queues a `/reply-queue/` SEND reaches.
+const TEMP_QUEUE_PREFIX: &str = "amq.gen-";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Version {
@@ -802,6 +805,15 @@ impl Session {
                     policy::queue_owner(&self.engine, &self.identity, q).await.map_err(|why| {
                         fatal(CloseCode::AccessRefused, "access_refused", format!("access to queue '{q}' refused for user '{}' (write): {why}", self.identity.uid))
                     })?;
+                } else if !q.starts_with(TEMP_QUEUE_PREFIX) {
+                    // `/reply-queue/` skips the exclusive lock, for answers to a
+                    // `/temp-queue/` reply-to only: any other queue (a user's own,
+                    // another session's subscription) is not reached through it.
+                    return Err(fatal(
+                        CloseCode::AccessRefused,
+                        "access_refused",
+                        format!("/reply-queue/ names a temp queue ({TEMP_QUEUE_PREFIX}…), not '{q}'"),
+                    ));
                 }
                 match self.vhost.queue(q) {
                     Some(queue) if queue.accessible_by(self.handle.id) || matches!(dest, Destination::ReplyQueue(_)) => {}
@@ -851,7 +863,7 @@ impl Session {
         if self.subs.len() >= limit {
             return Err(fatal(CloseCode::TooMany, "too many subscriptions", format!("at most {limit} per session, temp queues included")));
         }
-        let qname = format!("amq.gen-{}", uuid::Uuid::new_v4().simple());
+        let qname = format!("{TEMP_QUEUE_PREFIX}{}", uuid::Uuid::new_v4().simple());
         let opts = QueueOptions { durable: false, exclusive: Some(self.handle.id), auto_delete: true };
         let queue = self.vhost.declare_queue(&qname, opts, Some(self.handle.id)).map_err(route_error)?;
         let sub_id: Arc<str> = format!("/temp-queue/{name}").into();
@@ -948,6 +960,11 @@ impl Session {
         };
         if frame.header("x-queue-name").is_some() || durable {
             self.check(ResourceKind::Queue, &name, Permission::Configure).await?;
+        }
+        if frame.header("x-queue-name").is_some() {
+            // It may name an existing queue: consuming it is a read, as for
+            // `/queue/` and `/amq/queue/`.
+            self.check(ResourceKind::Queue, &name, Permission::Read).await?;
         }
         let queue = self.declare(&name, opts, frame)?;
         let headers = (x.kind == ExchangeKind::Headers).then(|| header_match(frame));
