@@ -164,3 +164,28 @@ async fn x_queue_name_needs_read_on_the_queue() {
     let a = ask(&mut carol, "SUBSCRIBE\nid:0\ndestination:/exchange/amq.fanout\ndurable:true\nx-queue-name:carol-jobs").await;
     assert!(a.starts_with("RECEIPT"), "{a}");
 }
+
+#[tokio::test]
+async fn a_user_id_header_names_the_publisher() {
+    let (_engine, addr) = start().await;
+    let mut guest = login(addr, "guest").await;
+    let a = ask(&mut guest, "SUBSCRIBE\nid:0\ndestination:/queue/t").await;
+    assert!(a.starts_with("RECEIPT"), "{a}");
+
+    // RabbitMQ refuses a user-id that is not the publisher's; so do we, in a
+    // transaction too, so a subscriber can trust it.
+    let mut alice = login(addr, "alice").await;
+    let a = ask(&mut alice, "SEND\ndestination:/queue/t\nuser-id:bob\n\nfrom bob?").await;
+    assert!(a.starts_with("ERROR\n") && header(&a, "message") == Some("precondition_failed"), "{a}");
+    let mut alice = login(addr, "alice").await;
+    alice.send("BEGIN\ntransaction:tx\n\n\0SEND\ndestination:/queue/t\ntransaction:tx\nuser-id:bob\n\nfrom bob?\0").await;
+    let a = ask(&mut alice, "COMMIT\ntransaction:tx").await;
+    assert!(a.starts_with("ERROR\n") && header(&a, "message") == Some("precondition_failed"), "in a transaction: {a}");
+
+    let mut alice = login(addr, "alice").await;
+    let a = ask(&mut alice, "SEND\ndestination:/queue/t\nuser-id:alice\n\nfrom alice").await;
+    assert!(a.starts_with("RECEIPT"), "{a}");
+    let m = next(&mut guest).await;
+    assert!(m.ends_with("\n\nfrom alice"), "the forged ones never arrived: {m:?}");
+    assert_eq!(header(&m, "user-id"), Some("alice"));
+}

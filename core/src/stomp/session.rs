@@ -839,6 +839,14 @@ impl Session {
             {
                 continue;
             }
+            // As RabbitMQ validates `user-id`: a subscriber may trust it names the publisher.
+            if k == "user-id" && *v != self.identity.uid {
+                return Err(fatal(
+                    CloseCode::Precondition,
+                    "precondition_failed",
+                    format!("user-id header set to '{v}' but authenticated user was '{}'", self.identity.uid),
+                ));
+            }
             if k == "reply-to" {
                 if let Some(name) = v.strip_prefix("/temp-queue/") {
                     let q = self.temp_queue(name)?;
