@@ -47,10 +47,17 @@ members = ["dave", "jean", "jean-pierre"]
 "#;
 
 async fn start() -> (Engine, SocketAddr) {
-    let engine = Engine::new(Config::from_toml_str(CONFIG).expect("test config")).expect("engine");
+    let (engine, addrs) = start_with("").await;
+    (engine, addrs[0])
+}
+
+/// The engine with `extra` config; the STOMP listener first, then the XMPP c2s one if any.
+async fn start_with(extra: &str) -> (Engine, Vec<SocketAddr>) {
+    let engine = Engine::new(Config::from_toml_str(&format!("{CONFIG}\n{extra}")).expect("test config")).expect("engine");
     let listeners = engine.start().await.expect("start");
-    let addr = listeners.iter().find(|l| l.name == "stomp-tcp").expect("stomp listener").addr;
-    (engine, addr)
+    let mut addrs = vec![listeners.iter().find(|l| l.name == "stomp-tcp").expect("stomp listener").addr];
+    addrs.extend(listeners.iter().filter(|l| l.name == "xmpp-c2s").map(|l| l.addr));
+    (engine, addrs)
 }
 
 // The helpers box `Raw`'s reads (a 64 KiB buffer each): a test calling them
@@ -188,4 +195,96 @@ async fn a_user_id_header_names_the_publisher() {
     let m = next(&mut guest).await;
     assert!(m.ends_with("\n\nfrom alice"), "the forged ones never arrived: {m:?}");
     assert_eq!(header(&m, "user-id"), Some("alice"));
+}
+
+/// A raw XMPP c2s client (STARTTLS off).
+struct Xmpp {
+    s: tokio::net::TcpStream,
+    text: String,
+}
+
+impl Xmpp {
+    /// Logs in with SASL PLAIN and asks to bind `resource`; returns the client and the bind answer.
+    async fn login(addr: SocketAddr, user: &str, resource: &str) -> (Xmpp, String) {
+        use base64::Engine as _;
+        let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+        let mut c = Xmpp { s: tokio::net::TcpStream::connect(addr).await.unwrap(), text: String::new() };
+        c.send(header).await;
+        Box::pin(c.until("</stream:features>")).await;
+        let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0secret"));
+        c.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>")).await;
+        Box::pin(c.until("<success")).await;
+        c.send(header).await;
+        Box::pin(c.until("</stream:features>")).await;
+        c.send(&format!("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>")).await;
+        let answer = Box::pin(c.until("</iq>")).await;
+        (c, answer)
+    }
+
+    async fn send(&mut self, s: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.s.write_all(s.as_bytes()).await.unwrap();
+    }
+
+    async fn until(&mut self, marker: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(i) = self.text.find(marker) {
+                let rest = self.text.split_off(i + marker.len());
+                return std::mem::replace(&mut self.text, rest);
+            }
+            let mut buf = vec![0u8; 65536];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), self.s.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {marker:?} within 5 s; have {:?}", self.text))
+                .unwrap();
+            assert!(n > 0, "closed while waiting for {marker:?}: {:?}", self.text);
+            self.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    /// Everything that arrives within `limit`.
+    async fn within(&mut self, limit: std::time::Duration) -> &str {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut buf = vec![0u8; 65536];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, self.s.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            self.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        &self.text
+    }
+}
+
+#[tokio::test]
+async fn an_xmpp_user_named_with_a_wildcard_does_not_read_every_feed() {
+    // A uid is whatever the auth source says (a JWT `sub`, a name an HTTP
+    // backend accepts); '#' as a topic pattern matches every key.
+    let xmpp = "[xmpp]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"off\"\nstarttls = \"off\"\n\
+                [[users]]\nname = \"#\"\npassword = \"secret\"\n[[users]]\nname = \"x.*\"\npassword = \"secret\"\n";
+    let long = "l".repeat(300);
+    let xmpp = format!("{xmpp}[[users]]\nname = \"{long}\"\npassword = \"secret\"\n");
+    let (engine, addrs) = start_with(&xmpp).await;
+    let (stomp, c2s) = (addrs[0], addrs[1]);
+    let queues = || engine.router.vhost("/").unwrap().queue_count();
+    let before = queues();
+    let (mut hash, bound) = Xmpp::login(c2s, "#", "r").await;
+    assert!(bound.contains("type='error'") && bound.contains("not-allowed"), "'#' bound: {bound}");
+    let (mut star, bound) = Xmpp::login(c2s, "x.*", "r").await;
+    assert!(bound.contains("type='error'") && bound.contains("not-allowed"), "'x.*' bound: {bound}");
+    // A uid over routing.max_key_bytes cannot be bound either.
+    let (_long, bound) = Xmpp::login(c2s, &long, "r").await;
+    assert!(bound.contains("type='error'"), "a 300-byte uid bound: {bound}");
+    assert_eq!(queues(), before, "a refused bind leaves no session queue behind");
+
+    let mut alice = login(stomp, "alice").await;
+    let a = ask(&mut alice, "SEND\ndestination:/exchange/feed/bob\n\nfor bob only").await;
+    assert!(a.starts_with("RECEIPT"), "{a}");
+    engine.publish("/", "feed", "x.y", vec![], bytes::Bytes::from_static(b"for x.y only")).unwrap();
+    let seen = hash.within(std::time::Duration::from_millis(300)).await;
+    assert!(!seen.contains("for bob only"), "'#' read bob's feed: {seen}");
+    let seen = star.within(std::time::Duration::from_millis(300)).await;
+    assert!(!seen.contains("for x.y only"), "'x.*' read x.y's feed: {seen}");
 }

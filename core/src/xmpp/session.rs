@@ -492,7 +492,16 @@ impl Session {
             }
         };
         let feed = self.engine.config.exchanges.feed.clone();
+        // The uid is the auth source's (a JWT `sub`, a name an HTTP backend
+        // accepts): bound as a pattern, `#` or `x.*` would read other users'
+        // feeds. The same rule as a STOMP SUBSCRIBE to `feed/<uid>`.
+        if let Err(why) = crate::auth::policy::addressing(&self.engine, &identity, &feed, &identity.uid, crate::auth::Permission::Read).await {
+            tracing::info!(uid = %identity.uid, %why, "XMPP bind refused");
+            vhost.delete_queue(&qname);
+            return stanza_error(iq, "cancel", "not-allowed");
+        }
         if vhost.bind(&feed, &queue, &identity.uid, None).is_err() {
+            vhost.delete_queue(&qname);
             return stanza_error(iq, "wait", "internal-server-error");
         }
         let projects = match self.engine.directory().projects_of(&identity.uid).await {
