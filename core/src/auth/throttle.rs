@@ -65,9 +65,15 @@ impl Entry {
     }
 }
 
+/// A login name as counted: a keyed hash (random key per process), so an
+/// entry costs the same whatever the name's length (a STOMP `login` header
+/// may be 8 KiB, an XMPP authcid a whole stanza) and names cannot be chosen
+/// to collide.
+type UserKey = u64;
+
 #[derive(Default)]
 struct State {
-    users: HashMap<String, Entry>,
+    users: HashMap<UserKey, Entry>,
     ips: HashMap<IpKey, Entry>,
     last_purge: Option<Instant>,
 }
@@ -94,6 +100,7 @@ impl std::fmt::Display for Throttled {
 pub struct LoginThrottle {
     config: LoginConfig,
     state: Mutex<State>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl std::fmt::Debug for LoginThrottle {
@@ -104,7 +111,12 @@ impl std::fmt::Debug for LoginThrottle {
 
 impl LoginThrottle {
     pub fn new(config: &LoginConfig) -> LoginThrottle {
-        LoginThrottle { config: config.clone(), state: Mutex::default() }
+        LoginThrottle { config: config.clone(), state: Mutex::default(), hasher: Default::default() }
+    }
+
+    fn user_key(&self, login: &str) -> UserKey {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(login)
     }
 
     fn window(&self) -> Duration {
@@ -120,7 +132,7 @@ impl LoginThrottle {
         let ip = IpKey::of(client);
         let state = self.state.lock();
         let from_ip = ip.and_then(|ip| state.ips.get(&ip)).and_then(|e| e.blocked(now));
-        let for_user = state.users.get(login).and_then(|e| {
+        let for_user = state.users.get(&self.user_key(login)).and_then(|e| {
             let trusted = ip.is_some_and(|ip| e.trusted.iter().any(|(t, at)| *t == ip && now.duration_since(*at) <= self.window()));
             if trusted {
                 None
@@ -150,7 +162,7 @@ impl LoginThrottle {
             }
         }
         if self.config.max_failures_per_user > 0 {
-            if let Some(e) = self.entry(&mut *state, now, |s| &mut s.users, login.to_owned()) {
+            if let Some(e) = self.entry(&mut *state, now, |s| &mut s.users, self.user_key(login)) {
                 self.count(e, self.config.max_failures_per_user, now);
             }
         }
@@ -168,8 +180,8 @@ impl LoginThrottle {
         let mut state = self.state.lock();
         // Without an address there is nothing to trust: only an existing entry changes.
         let e = match ip {
-            Some(_) if self.config.max_failures_per_user > 0 => self.entry(&mut *state, now, |s| &mut s.users, login.to_owned()),
-            _ => state.users.get_mut(login),
+            Some(_) if self.config.max_failures_per_user > 0 => self.entry(&mut *state, now, |s| &mut s.users, self.user_key(login)),
+            _ => state.users.get_mut(&self.user_key(login)),
         };
         let Some(e) = e else { return };
         e.failures = 0;
@@ -306,6 +318,23 @@ mod tests {
     }
 
     #[test]
+    fn long_login_names_are_counted_in_a_fixed_size() {
+        // 10,000 entries of 64 KiB names held 640 MB (100,000 are tracked by
+        // default); an entry's key is 8 bytes now.
+        assert_eq!(std::mem::size_of::<UserKey>(), 8);
+        let t = LoginThrottle::new(&LoginConfig { max_failures_per_ip: 0, ..config() });
+        let now = Instant::now();
+        let a = from("10.0.0.1");
+        let long = |c: char| c.to_string().repeat(64 * 1024);
+        for _ in 0..3 {
+            t.failure_at(&long('x'), &a, now);
+        }
+        assert!(t.check_at(&long('x'), &a, now).is_err(), "the same long name is one user");
+        assert!(t.check_at(&long('y'), &a, now).is_ok(), "another long name is another user");
+        assert!(t.check_at("x", &a, now).is_ok());
+    }
+
+    #[test]
     fn memory_is_bounded_by_max_tracked() {
         let t = LoginThrottle::new(&LoginConfig { max_tracked: 50, ..config() });
         let now = Instant::now();
@@ -316,7 +345,7 @@ mod tests {
         // Later, stale entries make room again.
         let later = now + Duration::from_secs(config().failure_window_secs + 1);
         t.failure_at("new", &from("10.9.9.9"), later);
-        assert!(t.state.lock().users.contains_key("new"));
+        assert!(t.state.lock().users.contains_key(&t.user_key("new")));
     }
 
     #[test]
