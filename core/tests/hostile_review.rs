@@ -288,3 +288,20 @@ async fn an_xmpp_user_named_with_a_wildcard_does_not_read_every_feed() {
     let seen = star.within(std::time::Duration::from_millis(300)).await;
     assert!(!seen.contains("for x.y only"), "'x.*' read x.y's feed: {seen}");
 }
+
+#[tokio::test]
+async fn xmpp_asks_the_authorizer_for_the_vhost_as_stomp_does() {
+    // 'ops' has permissions on vhost 'other' only: a STOMP CONNECT to '/' is
+    // refused, and so must an XMPP session be (XMPP lives in the default vhost).
+    let extra = "[xmpp]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"off\"\nstarttls = \"off\"\n\
+                 [[vhosts]]\nname = \"/\"\n[[vhosts]]\nname = \"other\"\n\
+                 [[users]]\nname = \"ops\"\npassword = \"secret\"\npermissions = { \"other\" = { configure = \".*\", write = \".*\", read = \".*\" } }\n";
+    let (_engine, addrs) = start_with(extra).await;
+    let (stomp, c2s) = (addrs[0], addrs[1]);
+    let (_c, answer) = Box::pin(Raw::login(stomp, "ops", "secret")).await;
+    assert!(answer.starts_with("ERROR\n"), "STOMP: {answer}");
+    let (_x, bound) = Xmpp::login(c2s, "ops", "r").await;
+    assert!(bound.contains("type='error'") && bound.contains("forbidden"), "XMPP bound: {bound}");
+    let (_x, bound) = Xmpp::login(c2s, "alice", "r").await;
+    assert!(bound.contains("type='result'"), "alice (default permissions on '/'): {bound}");
+}

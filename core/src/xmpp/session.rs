@@ -480,6 +480,20 @@ impl Session {
         let Ok(vhost) = self.engine.router.vhost(&vhost_name) else {
             return stanza_error(iq, "wait", "internal-server-error");
         };
+        // XMPP sessions live in the default vhost: the authorizer decides
+        // whether this user may, as for a STOMP CONNECT to it.
+        let client = ClientInfo::new(&self.peer, "xmpp");
+        match self.engine.auth().authorizer.vhost(&identity, &vhost_name, &client).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(uid = %identity.uid, vhost = %vhost_name, "XMPP bind refused: no access to the vhost");
+                return stanza_error(iq, "auth", "forbidden");
+            }
+            Err(e) => {
+                tracing::warn!(uid = %identity.uid, error = %e, "XMPP bind: vhost access not decided");
+                return stanza_error(iq, "wait", "internal-server-error");
+            }
+        }
         let handle = SessionHandle::with_limits(&identity.uid, &vhost_name, "xmpp", &self.peer, crate::session::OutboxLimits::from_config(&self.engine.config.limits));
         let _ = handle.resource.set(resource.clone());
         let qname = format!("xmpp-{}", handle.id);
