@@ -500,6 +500,7 @@ impl Engine {
         let store = self.presence_store();
         for uid in before.iter().filter(|u| !members.contains(u)) {
             let _ = store.remove_online(project, uid).await;
+            self.unbind_from_project(project, uid);
         }
         for uid in members.iter().filter(|u| !before.contains(u)) {
             if self.presence.aggregate(uid).0 != Availability::Offline {
@@ -517,6 +518,28 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// A member removed from `project` stops reading it (docs/security.md
+    /// "Access"): the bindings of their queues to `project/<pid>` and
+    /// `presence/<pid>.…` go, those of live sessions and durable
+    /// subscriptions alike (a durable queue would otherwise keep collecting
+    /// the project's messages for them to read later).
+    fn unbind_from_project(&self, project: &str, uid: &str) {
+        let names = &self.config.exchanges;
+        let sessions: Vec<crate::session::SessionId> = self.hub.user_sessions(uid).iter().map(|s| s.id).collect();
+        let durable_prefix = format!("stomp-subscription-{uid}-");
+        for vhost in self.router.vhosts() {
+            for q in vhost.queues() {
+                let theirs = q.owner.as_deref() == Some(uid)
+                    || q.options.exclusive.is_some_and(|s| sessions.contains(&s))
+                    || q.name.starts_with(&durable_prefix);
+                if theirs {
+                    vhost.unbind_where(&q, &names.project, |k| k == project);
+                    vhost.unbind_where(&q, &names.presence, |k| k.split('.').next() == Some(project));
+                }
+            }
+        }
     }
 
     /// Binds every configured listener and starts accepting. Returns the

@@ -305,3 +305,35 @@ async fn xmpp_asks_the_authorizer_for_the_vhost_as_stomp_does() {
     let (_x, bound) = Xmpp::login(c2s, "alice", "r").await;
     assert!(bound.contains("type='result'"), "alice (default permissions on '/'): {bound}");
 }
+
+#[tokio::test]
+async fn a_member_removed_from_a_project_stops_reading_it() {
+    let (engine, addr) = start().await;
+    // While a member of p1, alice taps it two ways: a live subscription and
+    // a durable one (a queue that outlives her session).
+    let mut live = login(addr, "alice").await;
+    let a = ask(&mut live, "SUBSCRIBE\nid:0\ndestination:/exchange/project/p1").await;
+    assert!(a.starts_with("RECEIPT"), "{a}");
+    let mut tap = login(addr, "alice").await;
+    let a = ask(&mut tap, "SUBSCRIBE\nid:s1\ndestination:/exchange/project/p1\ndurable:true").await;
+    assert!(a.starts_with("RECEIPT"), "{a}");
+    let a = ask(&mut tap, "SUBSCRIBE\nid:s2\ndestination:/exchange/presence/p1.*\ndurable:true").await;
+    assert!(a.starts_with("RECEIPT"), "{a}");
+    let a = ask(&mut tap, "DISCONNECT").await;
+    assert!(a.starts_with("RECEIPT"), "{a}");
+
+    engine.set_project_members("p1", vec!["bob".into()]).await.unwrap();
+    engine.publish("/", "project", "p1", vec![], bytes::Bytes::from_static(b"after removal")).unwrap();
+    let mut bob = login(addr, "bob").await;
+    let a = ask(&mut bob, "SEND\ndestination:/exchange/project/p1\n\nbob after removal").await;
+    assert!(a.starts_with("RECEIPT"), "{a}");
+
+    // Neither tap delivers what p1 said after alice left it.
+    let mut back = login(addr, "alice").await;
+    let a = ask(&mut back, "SUBSCRIBE\nid:0\ndestination:/amq/queue/stomp-subscription-alice-s1").await;
+    assert!(a.starts_with("RECEIPT"), "{a}");
+    for (who, c) in [("durable", &mut back), ("live", &mut live)] {
+        let got = tokio::time::timeout(std::time::Duration::from_millis(300), Box::pin(c.frame())).await;
+        assert!(got.is_err(), "alice's {who} subscription still reads p1: {got:?}");
+    }
+}

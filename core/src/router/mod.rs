@@ -411,6 +411,28 @@ impl Vhost {
         Ok(())
     }
 
+    /// Removes `queue`'s bindings on `exchange` whose key `drop` selects
+    /// (a member removed from a project); returns how many went.
+    pub fn unbind_where(&self, queue: &Arc<Queue>, exchange: &str, drop: impl Fn(&str) -> bool) -> usize {
+        let removed: Vec<BindingRef> = {
+            let mut bound = self.bound.lock();
+            let Some(list) = bound.get_mut(&*queue.name) else { return 0 };
+            let mut removed = Vec::new();
+            list.retain(|(x, k)| {
+                let hit = &*x.name == exchange && drop(k);
+                if hit {
+                    removed.push((x.clone(), k.clone()));
+                }
+                !hit
+            });
+            removed
+        };
+        for (x, key) in &removed {
+            x.unbind(queue, key);
+        }
+        removed.len()
+    }
+
     /// Deletes a queue, its bindings and (if durable) its stored messages.
     pub fn delete_queue(&self, name: &str) -> Option<Arc<Queue>> {
         let q = self.queues.write().remove(name)?;
