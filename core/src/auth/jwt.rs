@@ -98,6 +98,18 @@ impl JwtAuth {
                 return Err(AuthError::Refused);
             }
         };
+        // jsonwebtoken checks `exp`/`nbf` only when they parse as u64 and
+        // silently skips an `nbf` that does not (a float like 1e37, a
+        // string): such a token would be valid before its time. A time claim
+        // that is present must be a whole number of seconds (fuzz finding).
+        for claim in ["exp", "nbf", "iat"] {
+            if let Some(v) = claims.get(claim) {
+                if v.as_u64().is_none() {
+                    tracing::debug!(login, claim, "JWT refused: time claim is not a whole number of seconds");
+                    return Err(AuthError::Refused);
+                }
+            }
+        }
         let uid = match claims.get(&self.uid_claim) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -289,6 +301,12 @@ mod tests {
         assert!(a.verify("alice", &hs(&within_leeway, "s3cret")).is_ok(), "leeway");
         let no_exp = json!({ "sub": "alice" });
         assert_eq!(a.verify("alice", &hs(&no_exp, "s3cret")), Err(AuthError::Refused), "exp is required");
+        for bad_time in [json!(1.7777777777777779e37), json!("0"), json!(-5), json!(null)] {
+            let t = json!({ "sub": "alice", "exp": now() + 600, "nbf": bad_time });
+            assert_eq!(a.verify("alice", &hs(&t, "s3cret")), Err(AuthError::Refused), "nbf {bad_time} is not a time");
+        }
+        let float_exp = json!({ "sub": "alice", "exp": (now() + 600) as f64 + 0.5 });
+        assert_eq!(a.verify("alice", &hs(&float_exp, "s3cret")), Err(AuthError::Refused), "exp must be whole seconds");
         let future = json!({ "sub": "alice", "exp": now() + 600, "nbf": now() + 300 });
         assert_eq!(a.verify("alice", &hs(&future, "s3cret")), Err(AuthError::Refused), "not yet valid");
         let no_sub = json!({ "exp": now() + 60 });
