@@ -78,6 +78,9 @@ pub struct AuthSources {
 
 pub struct Shared {
     pub config: Config,
+    /// `[[users]]` names, for constant-time "is this a user?" questions
+    /// (`auth::policy`'s queue owners) instead of a scan of the config.
+    pub user_names: std::collections::HashSet<String>,
     pub hub: Hub,
     pub router: Router,
     auth: RwLock<AuthSources>,
@@ -203,6 +206,7 @@ impl Engine {
                 gate,
                 started_at: Instant::now(),
                 listeners: parking_lot::Mutex::new(Vec::new()),
+                user_names: config.users.iter().map(|u| u.name.clone()).collect(),
                 config,
             }),
         })

@@ -153,6 +153,12 @@ pub async fn queue_owner(engine: &Engine, who: &Identity, name: &str) -> Result<
     if who.is_administrator() || engine.auth().authorizer.decides_resources() {
         return Ok(());
     }
+    // `amq.` names are the server's own (temp and per-subscription queues;
+    // clients cannot declare them): no user owns them by prefix, and every
+    // SUBSCRIBE to an exchange would otherwise look up `amq` as a user.
+    if name.starts_with("amq.") {
+        return Ok(());
+    }
     let base = name.strip_prefix(SUBSCRIPTION_PREFIX).unwrap_or(name);
     let uid = who.uid.as_str();
     let prefixes = || base.match_indices(['.', '-']).map(|(i, _)| &base[..i]).filter(|c| !c.is_empty());
@@ -184,7 +190,7 @@ pub async fn queue_owner(engine: &Engine, who: &Identity, name: &str) -> Result<
 /// project member, or someone online. (Users known only to a JWT or an
 /// HTTP backend, in no project and offline, cannot be recognised.)
 async fn is_user(engine: &Engine, uid: &str) -> Result<bool, String> {
-    if engine.config.users.iter().any(|u| u.name == uid) || !engine.hub.user_sessions(uid).is_empty() {
+    if engine.user_names.contains(uid) || !engine.hub.user_sessions(uid).is_empty() {
         return Ok(true);
     }
     let projects = engine.directory().projects_of(uid).await.map_err(|e| e.to_string())?;
@@ -321,6 +327,10 @@ members = ["dave"]
         assert!(q("guest", "bob-inbox").await);
         assert!(!q("bob", "dave-x").await, "dave is known from [[users]] and the directory");
         assert!(queue_owner(&e, &who("alice"), "bob-inbox").await.is_err(), "the owner rule alone, as for a SEND to /amq/queue/");
+        // Server-named queues have no owner by prefix, even with a user `amq`.
+        let e = engine("[[users]]\nname = \"amq\"\npassword = \"x\"\n");
+        assert!(queue_owner(&e, &who("alice"), "amq.gen-Xyz").await.is_ok());
+        assert!(queue_owner(&e, &who("alice"), "amq-inbox").await.is_err(), "but `amq-…` is the user amq's");
     }
 
     #[tokio::test]
