@@ -9,7 +9,6 @@
 #   git worktree add /tmp/before <rev>; build both in release, then
 #   bench/ab.sh before /tmp/before-herald /tmp/before/bench /tmp/ab-before.jsonl
 #   bench/ab.sh after target/release/herald bench /tmp/ab-after.jsonl
-#   /tmp/ab.sh LABEL HERALD_BIN BENCH_DIR OUT
 set -euo pipefail
 LABEL=$1; export HERALD_BIN=$2; BDIR=$3; OUT=$4
 cd "$BDIR"
