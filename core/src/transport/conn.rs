@@ -634,6 +634,23 @@ impl<T> Idle<T> {
     }
 }
 
+impl<T> Idle<T> {
+    /// A write's outcome: bytes written move the deadline on; a write still
+    /// pending past the deadline fails.
+    fn wrote(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.last = tokio::time::Instant::now();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            other => other,
+        }
+    }
+}
+
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "connection idle (connections.idle_timeout_ms)")
 }
@@ -656,16 +673,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write(cx, b) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.last = tokio::time::Instant::now();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
-            other => other,
-        }
+        let r = Pin::new(&mut self.io).poll_write(cx, b);
+        self.wrote(cx, r)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
@@ -674,16 +683,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write_vectored(cx, b) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.last = tokio::time::Instant::now();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
-            other => other,
-        }
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, b);
+        self.wrote(cx, r)
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
