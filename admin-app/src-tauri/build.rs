@@ -14,8 +14,7 @@ fn main() {
         );
     }
     tauri_build::try_build(
-        tauri_build::Attributes::new()
-            .app_manifest(tauri_build::AppManifest::new().commands(NAMES)),
+        tauri_build::Attributes::new().app_manifest(tauri_build::AppManifest::new().commands(NAMES)),
     )
     .expect("tauri-build failed");
 }

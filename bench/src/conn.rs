@@ -31,14 +31,21 @@ pub async fn tcp(addr: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream>
 }
 
 /// Opens a WebSocket at `ws://host{path}` over a TCP connection to `addr`.
-pub async fn ws(addr: SocketAddr, src: Option<IpAddr>, host: &str, path: &str, subprotocol: Option<&str>) -> io::Result<Ws> {
+pub async fn ws(
+    addr: SocketAddr,
+    src: Option<IpAddr>,
+    host: &str,
+    path: &str,
+    subprotocol: Option<&str>,
+) -> io::Result<Ws> {
     let stream = tcp(addr, src).await?;
     let mut req = format!("ws://{host}{path}").into_client_request().map_err(io::Error::other)?;
     if let Some(p) = subprotocol.filter(|p| !p.is_empty()) {
         req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().map_err(io::Error::other)?);
     }
     let cfg = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(cfg)).await.map_err(io::Error::other)?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(req, stream, Some(cfg)).await.map_err(io::Error::other)?;
     Ok(ws)
 }
 

@@ -78,13 +78,8 @@ impl Hist {
     }
 
     pub fn to_json(&self) -> Value {
-        let buckets: Vec<Value> = self
-            .counts
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
-            .map(|(i, c)| serde_json::json!([i, c]))
-            .collect();
+        let buckets: Vec<Value> =
+            self.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| serde_json::json!([i, c])).collect();
         serde_json::json!({ "max": self.max, "b": buckets })
     }
 

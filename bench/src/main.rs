@@ -29,12 +29,17 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "herald-bench", about = "Herald load generator: scenarios S1-S4 against Herald, RabbitMQ and ejabberd")]
+#[command(
+    name = "herald-bench",
+    about = "Herald load generator: scenarios S1-S4 against Herald, RabbitMQ and ejabberd"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+// Parsed once per process; boxing the arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one scenario against one server; prints a table row, appends JSON to --out.
@@ -50,10 +55,9 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Worker(a) => worker::main(a),
         Cmd::Report(a) => report::main(a),
-        Cmd::Run(a) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .and_then(|rt| rt.block_on(orch::run(a))),
+        Cmd::Run(a) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| rt.block_on(orch::run(a)))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -184,7 +184,12 @@ fn clk_tck() -> f64 {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Least-squares slope of y over x.
@@ -212,7 +217,8 @@ struct Piped {
 
 impl Piped {
     fn spawn(cmd: &mut Command) -> io::Result<Piped> {
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
         let stdin = child.stdin.take().expect("piped");
         let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         Ok(Piped { child, stdin, lines })
@@ -561,7 +567,13 @@ async fn s1(a: &RunArgs, pid: Option<u32>) -> io::Result<Value> {
         let secs = pool.grow(a, n).await?;
         tokio::time::sleep(settle).await;
         let rss = sample(pid).await;
-        eprintln!("s1 {} {}: n={n} ok={} fail={} rss={rss} KiB ({secs:.1} s to open)", a.server, a.target.proto.name(), pool.ok, pool.fail);
+        eprintln!(
+            "s1 {} {}: n={n} ok={} fail={} rss={rss} KiB ({secs:.1} s to open)",
+            a.server,
+            a.target.proto.name(),
+            pool.ok,
+            pool.fail
+        );
         points.push(json!({"n": n, "ok": pool.ok, "fail": pool.fail, "rss_kib": rss, "open_secs": secs}));
     }
     // Idle CPU at the largest N.
@@ -575,7 +587,8 @@ async fn s1(a: &RunArgs, pid: Option<u32>) -> io::Result<Value> {
     };
     let r = pool.report().await?;
     pool.quit().await;
-    let fit: Vec<(f64, f64)> = points.iter().map(|p| (p["ok"].as_f64().unwrap(), p["rss_kib"].as_f64().unwrap() * 1024.0)).collect();
+    let fit: Vec<(f64, f64)> =
+        points.iter().map(|p| (p["ok"].as_f64().unwrap(), p["rss_kib"].as_f64().unwrap() * 1024.0)).collect();
     let bps = slope(&fit);
     let nmax = a.ns.iter().max().copied().unwrap_or(0);
     row(&[
@@ -594,7 +607,14 @@ async fn s1(a: &RunArgs, pid: Option<u32>) -> io::Result<Value> {
 async fn subscribers(a: &RunArgs) -> io::Result<Pool> {
     let mut pool = Pool::new();
     let secs = pool.grow(a, a.subscribers).await?;
-    eprintln!("{} {}: {} subscribers ok, {} failed ({secs:.1} s) {}", a.server, a.target.proto.name(), pool.ok, pool.fail, pool.first_err.clone().unwrap_or_default());
+    eprintln!(
+        "{} {}: {} subscribers ok, {} failed ({secs:.1} s) {}",
+        a.server,
+        a.target.proto.name(),
+        pool.ok,
+        pool.fail,
+        pool.first_err.clone().unwrap_or_default()
+    );
     if pool.ok == 0 {
         return Err(err(format!("no subscriber could connect: {}", pool.first_err.clone().unwrap_or_default())));
     }

@@ -40,7 +40,6 @@ fn ratio(h: f64, p: f64) -> String {
     }
 }
 
-
 struct Results(Vec<Value>);
 
 impl Results {
@@ -76,11 +75,17 @@ pub fn main(a: ReportArgs) -> io::Result<()> {
         let bps = f(&r["bytes_per_session"]);
         let pts: Vec<String> = r["points"]
             .as_array()
-            .map(|p| p.iter().map(|p| format!("{}k: {:.0}", p["n"].as_u64().unwrap_or(0) / 1000, f(&p["rss_kib"]) / 1024.0)).collect())
+            .map(|p| {
+                p.iter()
+                    .map(|p| format!("{}k: {:.0}", p["n"].as_u64().unwrap_or(0) / 1000, f(&p["rss_kib"]) / 1024.0))
+                    .collect()
+            })
             .unwrap_or_default();
         let peer = if server == "herald" {
             let p = peer_for(&label);
-            res.get("s1", p, &label).map(|pr| format!("{} vs {p}", ratio(bps, f(&pr["bytes_per_session"])))).unwrap_or_else(|| "—".into())
+            res.get("s1", p, &label)
+                .map(|pr| format!("{} vs {p}", ratio(bps, f(&pr["bytes_per_session"]))))
+                .unwrap_or_else(|| "—".into())
         } else {
             "—".into()
         };
@@ -96,7 +101,11 @@ pub fn main(a: ReportArgs) -> io::Result<()> {
         );
         if server == "herald" && (label == "stomp-ws" || label == "bosh") {
             let limit = if label == "bosh" { 6.0 } else { 4.0 };
-            targets.push(format!("S1 {label}: ≤ {limit} KiB per idle session — {:.2} KiB: {}", bps / 1024.0, mark(bps <= limit * 1024.0)));
+            targets.push(format!(
+                "S1 {label}: ≤ {limit} KiB per idle session — {:.2} KiB: {}",
+                bps / 1024.0,
+                mark(bps <= limit * 1024.0)
+            ));
         }
     }
 
@@ -107,12 +116,15 @@ pub fn main(a: ReportArgs) -> io::Result<()> {
         let r = res.get("s2", &server, &label).unwrap();
         let d = f(&r["deliveries_per_s"]);
         let peer = if server == "herald" {
-            res.get("s2", "rabbitmq", &label).map(|p| format!("{} vs rabbitmq", ratio(d, f(&p["deliveries_per_s"])))).unwrap_or_else(|| "—".into())
+            res.get("s2", "rabbitmq", &label)
+                .map(|p| format!("{} vs rabbitmq", ratio(d, f(&p["deliveries_per_s"]))))
+                .unwrap_or_else(|| "—".into())
         } else {
             "—".into()
         };
         let lost = r["burst_expected"].as_u64().unwrap_or(0).saturating_sub(r["burst_recv"].as_u64().unwrap_or(0))
-            + (r["paced_sent"].as_u64().unwrap_or(0) * r["subscribers"].as_u64().unwrap_or(0)).saturating_sub(r["paced_recv"].as_u64().unwrap_or(0));
+            + (r["paced_sent"].as_u64().unwrap_or(0) * r["subscribers"].as_u64().unwrap_or(0))
+                .saturating_sub(r["paced_recv"].as_u64().unwrap_or(0));
         println!(
             "| {server} | {label} | {} | {:.0} | {:.1} / {:.1} ms | {} msg/s ({:.0} deliveries/s) | {lost} | {peer} |",
             r["subscribers"],
@@ -172,7 +184,9 @@ pub fn main(a: ReportArgs) -> io::Result<()> {
     }
 
     println!("\n### S4 — churn (connect, authenticate, subscribe, disconnect)\n");
-    println!("| server | protocol | logins/s | login p50 / p99 | server CPU | in flight | ok / failed | Herald / ejabberd |");
+    println!(
+        "| server | protocol | logins/s | login p50 / p99 | server CPU | in flight | ok / failed | Herald / ejabberd |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     let ej = res.get("s4", "ejabberd", "xmpp-ws").map(|r| f(&r["logins_per_s"]));
     for (server, label) in res.rows("s4") {
@@ -194,7 +208,11 @@ pub fn main(a: ReportArgs) -> io::Result<()> {
         );
         if server == "herald" {
             if let Some(e) = ej {
-                targets.push(format!("S4 {label}: ≥ 3× ejabberd's logins/s (xmpp-ws) — {:.2}×: {}", l / e, mark(l >= 3.0 * e)));
+                targets.push(format!(
+                    "S4 {label}: ≥ 3× ejabberd's logins/s (xmpp-ws) — {:.2}×: {}",
+                    l / e,
+                    mark(l >= 3.0 * e)
+                ));
             }
         }
     }

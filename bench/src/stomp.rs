@@ -30,9 +30,12 @@ pub fn parse(buf: &mut BytesMut) -> io::Result<Option<Frame>> {
     if buf.is_empty() {
         return Ok(None);
     }
-    let Some(head_end) = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, p + 2)).or_else(|| {
-        buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, p + 4))
-    }) else {
+    let Some(head_end) = buf
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|p| (p, p + 2))
+        .or_else(|| buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, p + 4)))
+    else {
         if buf.len() > 64 * 1024 {
             return Err(err("STOMP header block too long"));
         }
@@ -101,7 +104,14 @@ pub async fn expect(conn: &mut Conn, buf: &mut BytesMut, command: &str) -> io::R
 
 /// CONNECT and wait for CONNECTED; returns the interval (ms) at which the
 /// client must send heart-beats (0 = none).
-pub async fn login(conn: &mut Conn, buf: &mut BytesMut, vhost: &str, user: &str, pass: &str, hb_ms: u64) -> io::Result<u64> {
+pub async fn login(
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    vhost: &str,
+    user: &str,
+    pass: &str,
+    hb_ms: u64,
+) -> io::Result<u64> {
     let hb = format!("{hb_ms},{hb_ms}");
     conn.send(&frame(
         "CONNECT",
@@ -111,13 +121,18 @@ pub async fn login(conn: &mut Conn, buf: &mut BytesMut, vhost: &str, user: &str,
     .await?;
     let f = expect(conn, buf, "CONNECTED").await?;
     // The server's heart-beat header is "sx,sy": sy is how often it wants to hear from us.
-    let sy = f.header("heart-beat").and_then(|h| h.split(',').nth(1)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    let sy = f
+        .header("heart-beat")
+        .and_then(|h| h.split(',').nth(1))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
     Ok(if hb_ms == 0 || sy == 0 { 0 } else { hb_ms.max(sy) })
 }
 
 /// SUBSCRIBE with a receipt, so the binding exists when this returns.
 pub async fn subscribe(conn: &mut Conn, buf: &mut BytesMut, dest: &str) -> io::Result<()> {
-    conn.send(&frame("SUBSCRIBE", &[("id", "0"), ("destination", dest), ("ack", "auto"), ("receipt", "sub-0")], "")).await?;
+    conn.send(&frame("SUBSCRIBE", &[("id", "0"), ("destination", dest), ("ack", "auto"), ("receipt", "sub-0")], ""))
+        .await?;
     expect(conn, buf, "RECEIPT").await.map(|_| ())
 }
 

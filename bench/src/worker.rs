@@ -131,7 +131,12 @@ pub fn main(args: WorkerArgs) -> io::Result<()> {
 }
 
 fn login_for(t: &Target, i: usize, resource: &str) -> Login {
-    Login { domain: t.domain.clone(), user: format!("{}{i}", t.prefix), pass: t.password.clone(), resource: resource.to_owned() }
+    Login {
+        domain: t.domain.clone(),
+        user: format!("{}{i}", t.prefix),
+        pass: t.password.clone(),
+        resource: resource.to_owned(),
+    }
 }
 
 fn host_header(t: &Target) -> String {
@@ -187,7 +192,9 @@ async fn sessions(args: WorkerArgs) -> io::Result<()> {
         let (t, stats, ok, fail) = (args.target.clone(), stats.clone(), ok.clone(), fail.clone());
         let (src, limit) = (args.src, Duration::from_secs(args.login_timeout));
         handles.push(tokio::task::spawn_local(async move {
-            let r = tokio::time::timeout(limit, open_one(&t, src, i, stats)).await.unwrap_or_else(|_| Err(conn::err("login timed out")));
+            let r = tokio::time::timeout(limit, open_one(&t, src, i, stats))
+                .await
+                .unwrap_or_else(|_| Err(conn::err("login timed out")));
             match r {
                 Ok(()) => *ok.borrow_mut() += 1,
                 Err(e) => {
@@ -203,7 +210,9 @@ async fn sessions(args: WorkerArgs) -> io::Result<()> {
         let _ = h.await;
     }
     let (nfail, first) = fail.borrow().clone();
-    out(json!({"ev": "ready", "ok": *ok.borrow(), "fail": nfail, "err": first, "secs": started.elapsed().as_secs_f64()}));
+    out(
+        json!({"ev": "ready", "ok": *ok.borrow(), "fail": nfail, "err": first, "secs": started.elapsed().as_secs_f64()}),
+    );
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         match line.trim() {
@@ -266,19 +275,26 @@ async fn churn(args: WorkerArgs) -> io::Result<()> {
                 let i = mine[(n as usize) % mine.len()];
                 n += 1;
                 let t0 = Instant::now();
-                let r = tokio::time::timeout(Duration::from_secs(10), cycle(&t, src, i, n)).await.unwrap_or_else(|_| Err(conn::err("login timed out")));
-                let mut res = result.borrow_mut();
-                match r {
-                    Ok(()) => {
-                        res.0 += 1;
-                        res.3.record(t0.elapsed().as_micros() as u64);
+                let r = tokio::time::timeout(Duration::from_secs(10), cycle(&t, src, i, n))
+                    .await
+                    .unwrap_or_else(|_| Err(conn::err("login timed out")));
+                let failed = {
+                    let mut res = result.borrow_mut();
+                    match r {
+                        Ok(()) => {
+                            res.0 += 1;
+                            res.3.record(t0.elapsed().as_micros() as u64);
+                            false
+                        }
+                        Err(e) => {
+                            res.1 += 1;
+                            res.2.get_or_insert_with(|| e.to_string());
+                            true
+                        }
                     }
-                    Err(e) => {
-                        res.1 += 1;
-                        res.2.get_or_insert_with(|| e.to_string());
-                        drop(res);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                };
+                if failed {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }));
@@ -287,7 +303,9 @@ async fn churn(args: WorkerArgs) -> io::Result<()> {
         let _ = h.await;
     }
     let r = result.borrow();
-    out(json!({"ev": "churn", "ok": r.0, "fail": r.1, "err": r.2, "secs": started.elapsed().as_secs_f64(), "hist": r.3.to_json()}));
+    out(
+        json!({"ev": "churn", "ok": r.0, "fail": r.1, "err": r.2, "secs": started.elapsed().as_secs_f64(), "hist": r.3.to_json()}),
+    );
     Ok(())
 }
 
@@ -312,7 +330,9 @@ async fn register(args: WorkerArgs) -> io::Result<()> {
                     let mut c = WsClient::connect(t.addr, src, &host_header(&t), &t.path).await?;
                     c.register(&l).await
                 };
-                r = tokio::time::timeout(Duration::from_secs(20), once).await.unwrap_or_else(|_| Err(conn::err("timed out")));
+                r = tokio::time::timeout(Duration::from_secs(20), once)
+                    .await
+                    .unwrap_or_else(|_| Err(conn::err("timed out")));
                 if r.is_ok() {
                     break;
                 }
@@ -344,4 +364,3 @@ pub async fn xmpp_publisher(t: &Target, user: &str) -> io::Result<WsClient> {
     c.login(&l, true).await?;
     Ok(c)
 }
-

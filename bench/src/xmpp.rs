@@ -24,7 +24,12 @@ pub fn plain(user: &str, pass: &str) -> String {
 }
 
 fn check_stream_error(s: &str) -> io::Result<()> {
-    if s.contains("<failure") || s.contains("stream:error") || s.contains("<stream-error") || s.contains("type='error'") || s.contains("type=\"error\"") {
+    if s.contains("<failure")
+        || s.contains("stream:error")
+        || s.contains("<stream-error")
+        || s.contains("type='error'")
+        || s.contains("type=\"error\"")
+    {
         return Err(err(format!("xmpp error: {}", &s[..s.len().min(300)])));
     }
     Ok(())
@@ -104,8 +109,11 @@ impl WsClient {
     pub async fn login(&mut self, l: &Login, roster_presence: bool) -> io::Result<()> {
         self.send(&Self::open(&l.domain)).await?;
         self.until("mechanisms").await?;
-        self.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>", plain(&l.user, &l.pass)))
-            .await?;
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            plain(&l.user, &l.pass)
+        ))
+        .await?;
         self.until("<success").await?;
         self.send(&Self::open(&l.domain)).await?;
         self.until(BIND_NS).await?;
@@ -185,7 +193,13 @@ fn attr(s: &str, name: &str) -> Option<String> {
 }
 
 impl BoshClient {
-    pub async fn connect(addr: SocketAddr, src: Option<IpAddr>, host: &str, path: &str, wait: u64) -> io::Result<BoshClient> {
+    pub async fn connect(
+        addr: SocketAddr,
+        src: Option<IpAddr>,
+        host: &str,
+        path: &str,
+        wait: u64,
+    ) -> io::Result<BoshClient> {
         Ok(BoshClient {
             stream: conn::tcp(addr, src).await?,
             host: host.to_owned(),
@@ -214,7 +228,11 @@ impl BoshClient {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
                 let status = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-                if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()) {
+                if let Some(len) = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                {
                     if self.buf.len() >= end + 4 + len {
                         let body = String::from_utf8_lossy(&self.buf[end + 4..end + 4 + len]).into_owned();
                         self.buf.drain(..end + 4 + len);
@@ -309,8 +327,14 @@ impl BoshClient {
             r = self.exchange("", "mechanisms").await?;
         }
         let _ = r;
-        self.exchange(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>", plain(&l.user, &l.pass)), "<success")
-            .await?;
+        self.exchange(
+            &format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+                plain(&l.user, &l.pass)
+            ),
+            "<success",
+        )
+        .await?;
         let rid = self.next_rid();
         let restart = format!(
             "<body rid='{rid}' sid='{}' to='{}' xml:lang='en' xmpp:restart='true' xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh'/>",

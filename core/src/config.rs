@@ -116,7 +116,9 @@ impl RoutingConfig {
             }
         }
         // The words of keys and patterns are recursed over when bindings change.
-        for (key, v) in [("routing.max_key_words", self.max_key_words), ("routing.max_pattern_words", self.max_pattern_words)] {
+        for (key, v) in
+            [("routing.max_key_words", self.max_key_words), ("routing.max_pattern_words", self.max_pattern_words)]
+        {
             if v > 1024 {
                 return Err(invalid(key, "must be at most 1024"));
             }
@@ -350,15 +352,24 @@ impl ConnectionsConfig {
         }
         for (i, l) in self.proxy_protocol.iter().enumerate() {
             if !PROXY_PROTOCOL_LISTENERS.contains(&l.as_str()) {
-                return Err(invalid(format!("connections.proxy_protocol[{i}]"), format!("{l:?} is not one of {PROXY_PROTOCOL_LISTENERS:?}")));
+                return Err(invalid(
+                    format!("connections.proxy_protocol[{i}]"),
+                    format!("{l:?} is not one of {PROXY_PROTOCOL_LISTENERS:?}"),
+                ));
             }
         }
         if !self.proxy_protocol.is_empty() && self.trusted_proxies.is_empty() {
-            return Err(invalid("connections.proxy_protocol", "needs connections.trusted_proxies (only they may send a PROXY header)"));
+            return Err(invalid(
+                "connections.proxy_protocol",
+                "needs connections.trusted_proxies (only they may send a PROXY header)",
+            ));
         }
         for (i, o) in self.cors_origins.iter().enumerate() {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
-                return Err(invalid(format!("connections.cors_origins[{i}]"), format!("{o:?} is not \"*\" or an origin like https://app.example")));
+                return Err(invalid(
+                    format!("connections.cors_origins[{i}]"),
+                    format!("{o:?} is not \"*\" or an origin like https://app.example"),
+                ));
             }
         }
         Ok(())
@@ -389,7 +400,9 @@ pub struct ShaperConfig {
 
 impl ShaperConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        for (key, rate) in [("shaper.bytes_per_sec", self.bytes_per_sec), ("shaper.frames_per_sec", self.frames_per_sec)] {
+        for (key, rate) in
+            [("shaper.bytes_per_sec", self.bytes_per_sec), ("shaper.frames_per_sec", self.frames_per_sec)]
+        {
             if !rate.is_finite() || rate < 0.0 {
                 return Err(invalid(key, "must be a finite number >= 0 (0 = off)"));
             }
@@ -509,7 +522,9 @@ fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAd
     if s == "off" {
         return Ok(None);
     }
-    s.parse().map(Some).map_err(|e| serde::de::Error::custom(format!("{s:?} is not \"off\" or an address like 127.0.0.1:61613: {e}")))
+    s.parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not \"off\" or an address like 127.0.0.1:61613: {e}")))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -628,7 +643,6 @@ fn default_redis_prefix() -> String {
     "herald:".into()
 }
 
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
 pub enum DirectoryConfig {
@@ -662,7 +676,6 @@ fn default_name_field() -> String {
 fn default_members_field() -> String {
     "members".into()
 }
-
 
 /// Every bound the engine enforces. All are per session unless named otherwise.
 /// Memory a client can fill is bounded in bytes, not only in counts
@@ -780,7 +793,9 @@ impl<'de> Deserialize<'de> for Watermark {
             Float(f64),
             Text(String),
         }
-        let bad = |s: &str| serde::de::Error::custom(format!("memory_high_watermark: expected bytes, \"NN%\" or \"off\", got {s:?}"));
+        let bad = |s: &str| {
+            serde::de::Error::custom(format!("memory_high_watermark: expected bytes, \"NN%\" or \"off\", got {s:?}"))
+        };
         match Raw::deserialize(d)? {
             Raw::Bytes(b) => Ok(Watermark::Bytes(b)),
             Raw::Float(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => Ok(Watermark::Bytes(f as u64)),
@@ -1004,8 +1019,8 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Config::from_toml_str(&text)
     }
 
@@ -1128,7 +1143,10 @@ impl Config {
                         // Checked with the placeholders expanded to a plain word.
                         let expanded = pattern.replace("{username}", "u").replace("{vhost}", "v");
                         if let Err(e) = regex::Regex::new(&expanded) {
-                            return Err(invalid(format!("{key}.{vhost:?}.{exchange:?}.{what}"), format!("bad regular expression: {e}")));
+                            return Err(invalid(
+                                format!("{key}.{vhost:?}.{exchange:?}.{what}"),
+                                format!("bad regular expression: {e}"),
+                            ));
                         }
                     }
                 }
@@ -1192,7 +1210,12 @@ impl AuthConfig {
                 let Some(value) = value else { continue };
                 match url::Url::parse(value) {
                     Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                    Ok(u) => return Err(invalid(key, format!("{value:?} is not an http:// or https:// URL (scheme {:?})", u.scheme()))),
+                    Ok(u) => {
+                        return Err(invalid(
+                            key,
+                            format!("{value:?} is not an http:// or https:// URL (scheme {:?})", u.scheme()),
+                        ))
+                    }
                     Err(e) => return Err(invalid(key, format!("{value:?} is not a URL: {e}"))),
                 }
             }
@@ -1200,7 +1223,10 @@ impl AuthConfig {
                 return Err(invalid("auth.http.timeout_ms", "must be greater than 0"));
             }
             if h.cache_ttl_ms > 0 && h.cache_max_entries == 0 {
-                return Err(invalid("auth.http.cache_max_entries", "must be at least 1 (set cache_ttl_ms = 0 to disable the cache)"));
+                return Err(invalid(
+                    "auth.http.cache_max_entries",
+                    "must be at least 1 (set cache_ttl_ms = 0 to disable the cache)",
+                ));
             }
         }
         if let Some(j) = &self.jwt {
@@ -1213,7 +1239,11 @@ impl AuthConfig {
             if let Some(path) = &j.rs256_public_key {
                 crate::auth::jwt::load_rsa_public_key(path).map_err(|e| invalid("auth.jwt.rs256_public_key", e))?;
             }
-            for (key, value) in [("auth.jwt.issuer", &j.issuer), ("auth.jwt.audience", &j.audience), ("auth.jwt.tags_claim", &j.tags_claim)] {
+            for (key, value) in [
+                ("auth.jwt.issuer", &j.issuer),
+                ("auth.jwt.audience", &j.audience),
+                ("auth.jwt.tags_claim", &j.tags_claim),
+            ] {
                 if value.as_deref() == Some("") {
                     return Err(invalid(key, "must not be empty (leave it out instead)"));
                 }
@@ -1263,9 +1293,10 @@ mod tests {
         assert!(err.contains("limits.max_frame_bytes"), "{err}");
         let err = Config::from_toml_str("[[users]]\nname = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("users[0]"), "{err}");
-        let err = Config::from_toml_str("[auth.default_permissions.\"/\"]\nconfigure = \"(\"\nwrite = \"\"\nread = \"\"\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            Config::from_toml_str("[auth.default_permissions.\"/\"]\nconfigure = \"(\"\nwrite = \"\"\nread = \"\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("configure"), "{err}");
         let err = Config::from_toml_str("[stomp]\ndefault_vhost = \"nope\"\n").unwrap_err().to_string();
         assert!(err.contains("stomp.default_vhost"), "{err}");
@@ -1280,7 +1311,10 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.limits.memory_high_watermark, Watermark::Fraction(0.3));
         assert!(c.limits.memory_high_watermark.bytes().is_some_and(|b| b > 0));
-        let w = |v: &str| Config::from_toml_str(&format!("[limits]\nmemory_high_watermark = {v}\n")).map(|c| c.limits.memory_high_watermark);
+        let w = |v: &str| {
+            Config::from_toml_str(&format!("[limits]\nmemory_high_watermark = {v}\n"))
+                .map(|c| c.limits.memory_high_watermark)
+        };
         assert_eq!(w("\"off\"").unwrap(), Watermark::Off);
         assert_eq!(Watermark::Off.bytes(), None);
         assert_eq!(w("1048576").unwrap(), Watermark::Bytes(1 << 20));
@@ -1302,7 +1336,10 @@ mod tests {
         let err = |text: &str| Config::from_toml_str(text).unwrap_err().to_string();
         let c = Config::from_toml_str("[auth.http]\nuser_path = \"http://127.0.0.1:3000/auth/user\"\n").unwrap();
         let h = c.auth.http.unwrap();
-        assert_eq!((h.method, h.timeout_ms, h.cache_ttl_ms, h.cache_max_entries), (HttpAuthMethod::Get, 2000, 30_000, 100_000));
+        assert_eq!(
+            (h.method, h.timeout_ms, h.cache_ttl_ms, h.cache_max_entries),
+            (HttpAuthMethod::Get, 2000, 30_000, 100_000)
+        );
         assert!(h.vhost_path.is_none());
         let e = err("[auth.http]\nvhost_path = \"http://x/v\"\n");
         assert!(e.contains("auth.http.user_path"), "{e}");
@@ -1316,7 +1353,10 @@ mod tests {
         assert!(e.contains("auth.http.timeout_ms"), "{e}");
         let e = err("[auth.http]\nuser_path = \"http://x/u\"\nuser_pth = \"\"\n");
         assert!(e.contains("user_pth"), "{e}");
-        let c = Config::from_toml_str("[auth.http]\nuser_path = \"https://auth.example/u\"\nmethod = \"post\"\ncache_ttl_ms = 0\n").unwrap();
+        let c = Config::from_toml_str(
+            "[auth.http]\nuser_path = \"https://auth.example/u\"\nmethod = \"post\"\ncache_ttl_ms = 0\n",
+        )
+        .unwrap();
         assert_eq!(c.auth.http.unwrap().method, HttpAuthMethod::Post);
 
         let c = Config::from_toml_str("[auth.jwt]\nhs256_secret = \"k\"\n").unwrap();

@@ -15,13 +15,13 @@ use crate::auth::throttle::{LoginThrottle, Throttled};
 use crate::auth::{AuthError, Authenticator, Authorizer, ClientInfo, Identity};
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryError, MemoryDirectory};
-use crate::presence::service::{PresenceNotice, PresenceService, ResourceState};
-use crate::presence::{Availability, MemoryPresence, PresenceError, PresenceStore, UserPresence};
-use crate::session::{Outbound, SessionHandle};
 use crate::error::{CloseCode, CloseReason};
 use crate::hub::Hub;
 use crate::message::Message;
+use crate::presence::service::{PresenceNotice, PresenceService, ResourceState};
+use crate::presence::{Availability, MemoryPresence, PresenceError, PresenceStore, UserPresence};
 use crate::router::{RouteError, Router};
+use crate::session::{Outbound, SessionHandle};
 use crate::store::{MemoryStore, QueueStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,11 +130,26 @@ impl std::ops::Deref for Engine {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum EngineEvent {
     #[serde(rename_all = "camelCase")]
-    Session { event: &'static str, session: u64, uid: String, protocol: &'static str, transport: &'static str, reason: Option<String> },
+    Session {
+        event: &'static str,
+        session: u64,
+        uid: String,
+        protocol: &'static str,
+        transport: &'static str,
+        reason: Option<String>,
+    },
     #[serde(rename_all = "camelCase")]
     Presence { uid: String, state: &'static str, status: String },
     #[serde(rename_all = "camelCase")]
-    Message { vhost: String, exchange: String, routing_key: String, destination: String, headers: Vec<(String, String)>, body: String, sender: Option<String> },
+    Message {
+        vhost: String,
+        exchange: String,
+        routing_key: String,
+        destination: String,
+        headers: Vec<(String, String)>,
+        body: String,
+        sender: Option<String>,
+    },
 }
 
 const EVENT_BACKLOG: usize = 4096;
@@ -241,7 +256,12 @@ impl Engine {
 
     /// Records the outcome of a login: a refusal counts as a failure; a
     /// busy or unavailable source counts as nothing (no password was judged).
-    pub fn login_finished(&self, login: &str, client: &ClientInfo, result: Result<Identity, AuthError>) -> Result<Identity, LoginError> {
+    pub fn login_finished(
+        &self,
+        login: &str,
+        client: &ClientInfo,
+        result: Result<Identity, AuthError>,
+    ) -> Result<Identity, LoginError> {
         match result {
             Ok(id) => {
                 self.logins.success(login, client);
@@ -320,13 +340,13 @@ impl Engine {
         // Built only when someone listens to messages: the event copies the body.
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(EngineEvent::Message {
-            vhost: vhost.name.to_string(),
-            exchange: message.exchange.clone(),
-            routing_key: message.routing_key.clone(),
-            destination: message.destination(),
-            headers: message.headers.clone(),
-            body: String::from_utf8_lossy(&message.body).into_owned(),
-            sender: message.sender.clone(),
+                vhost: vhost.name.to_string(),
+                exchange: message.exchange.clone(),
+                routing_key: message.routing_key.clone(),
+                destination: message.destination(),
+                headers: message.headers.clone(),
+                body: String::from_utf8_lossy(&message.body).into_owned(),
+                sender: message.sender.clone(),
             });
         }
         vhost.publish(message)
@@ -336,7 +356,12 @@ impl Engine {
     /// `/topic/a.b`, `/queue/jobs`, `/amq/queue/jobs`) on the default vhost,
     /// as the application (no permission check). A `/queue/` destination
     /// declares the queue (durable), as a STOMP SEND would.
-    pub fn publish_to(&self, destination: &str, headers: Vec<(String, String)>, body: Bytes) -> Result<usize, PublishError> {
+    pub fn publish_to(
+        &self,
+        destination: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> Result<usize, PublishError> {
         use crate::stomp::destination::Destination;
         let vhost = self.router.vhost(&self.config.stomp.default_vhost)?;
         let (exchange, key) = match Destination::parse(destination).map_err(PublishError::Destination)? {
@@ -353,7 +378,11 @@ impl Engine {
                 }
                 (String::new(), q)
             }
-            Destination::TempQueue(_) => return Err(PublishError::Destination(crate::stomp::destination::DestinationError::Unknown(destination.to_owned()))),
+            Destination::TempQueue(_) => {
+                return Err(PublishError::Destination(crate::stomp::destination::DestinationError::Unknown(
+                    destination.to_owned(),
+                )))
+            }
         };
         Ok(self.route(vhost, Message::new(exchange, key, headers, body))?)
     }
@@ -363,7 +392,8 @@ impl Engine {
     /// how many sessions it applied to; a user without such sessions is
     /// unchanged (presence follows connections).
     pub async fn set_user_presence(&self, uid: &str, availability: Availability, status: &str) -> usize {
-        let sessions: Vec<Arc<SessionHandle>> = self.hub.user_sessions(uid).into_iter().filter(|s| s.protocol != "xmpp").collect();
+        let sessions: Vec<Arc<SessionHandle>> =
+            self.hub.user_sessions(uid).into_iter().filter(|s| s.protocol != "xmpp").collect();
         for s in &sessions {
             self.set_session_presence(s, &format!("{}-{}", s.protocol, s.id), availability, status, 0).await;
         }
@@ -390,8 +420,21 @@ impl Engine {
     /// `stomp-<id>`), then tells everyone who should know: the store and the
     /// `presence` exchange when the user's aggregate changed, and the XMPP
     /// sessions of the user's contacts (and the user's own) per resource.
-    pub async fn set_session_presence(&self, session: &SessionHandle, resource: &str, availability: Availability, status: &str, priority: i8) {
-        let state = ResourceState { session: session.id, resource: resource.to_owned(), availability, status: status.to_owned(), priority };
+    pub async fn set_session_presence(
+        &self,
+        session: &SessionHandle,
+        resource: &str,
+        availability: Availability,
+        status: &str,
+        priority: i8,
+    ) {
+        let state = ResourceState {
+            session: session.id,
+            resource: resource.to_owned(),
+            availability,
+            status: status.to_owned(),
+            priority,
+        };
         let update = self.presence.update(&session.uid, session.id, Some(state.clone()));
         // Contacts already have exactly this state: a repeated presence is not
         // broadcast again (nor written to the store).
@@ -447,7 +490,10 @@ impl Engine {
                 let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
                 let key = format!("{}.{}", p.id, uid);
                 let routed = self.router.vhost(&self.config.stomp.default_vhost).and_then(|v| {
-                    self.route_always(v, Message::new(self.config.exchanges.presence.as_str(), key, headers, Bytes::from(body)))
+                    self.route_always(
+                        v,
+                        Message::new(self.config.exchanges.presence.as_str(), key, headers, Bytes::from(body)),
+                    )
                 });
                 if let Err(e) = routed {
                     tracing::warn!(error = %e, "presence event not published");
@@ -556,19 +602,28 @@ impl Engine {
         let mut bound = Vec::new();
         if let Some(addr) = self.config.stomp.listen {
             let l = crate::transport::tcp::bind(addr, "stomp-tcp").await?;
-            bound.push(Listener { name: "stomp-tcp", addr: l.local_addr().map_err(|source| EngineError::Listen { what: "stomp-tcp", addr, source })? });
+            bound.push(Listener {
+                name: "stomp-tcp",
+                addr: l.local_addr().map_err(|source| EngineError::Listen { what: "stomp-tcp", addr, source })?,
+            });
             self.tasks.spawn(crate::transport::tcp::accept_loop(self.clone(), l, None));
         }
         if let Some(tls) = &self.config.stomp.tls {
             let acceptor = crate::transport::tcp::tls_acceptor(tls)?;
             let l = crate::transport::tcp::bind(tls.listen, "stomp-tls").await?;
             let addr = tls.listen;
-            bound.push(Listener { name: "stomp-tls", addr: l.local_addr().map_err(|source| EngineError::Listen { what: "stomp-tls", addr, source })? });
+            bound.push(Listener {
+                name: "stomp-tls",
+                addr: l.local_addr().map_err(|source| EngineError::Listen { what: "stomp-tls", addr, source })?,
+            });
             self.tasks.spawn(crate::transport::tcp::accept_loop(self.clone(), l, Some(acceptor)));
         }
         if let Some(addr) = self.config.http.listen {
             let l = crate::transport::tcp::bind(addr, "http").await?;
-            bound.push(Listener { name: "http", addr: l.local_addr().map_err(|source| EngineError::Listen { what: "http", addr, source })? });
+            bound.push(Listener {
+                name: "http",
+                addr: l.local_addr().map_err(|source| EngineError::Listen { what: "http", addr, source })?,
+            });
             self.tasks.spawn(crate::transport::http::serve(self.clone(), l));
         }
         crate::xmpp::listen(self, &mut bound).await?;
@@ -585,7 +640,9 @@ impl Engine {
             let store = crate::presence::redis::RedisPresence::connect(url, prefix).await?;
             self.set_presence_store(Arc::new(store));
         }
-        if let DirectoryConfig::Mongodb { uri, database, collection, id_field, name_field, members_field } = &self.config.directory {
+        if let DirectoryConfig::Mongodb { uri, database, collection, id_field, name_field, members_field } =
+            &self.config.directory
+        {
             let mapping = crate::directory::mongo::MongoMapping {
                 collection: collection.clone(),
                 id_field: id_field.clone(),
@@ -615,7 +672,14 @@ impl Engine {
 
     /// Publishes in-process, as a client's SEND would (no permission check:
     /// the caller is the application itself). Returns how many queues took it.
-    pub fn publish(&self, vhost: &str, exchange: &str, routing_key: &str, headers: Vec<(String, String)>, body: Bytes) -> Result<usize, RouteError> {
+    pub fn publish(
+        &self,
+        vhost: &str,
+        exchange: &str,
+        routing_key: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> Result<usize, RouteError> {
         self.route(self.router.vhost(vhost)?, Message::new(exchange, routing_key, headers, body))
     }
 
@@ -634,7 +698,11 @@ impl Engine {
         let alarm = &self.router.alarm;
         if alarm.update(held_bytes) {
             if alarm.is_on() {
-                tracing::warn!(held_bytes, watermark = alarm.watermark(), "memory alarm: above the high watermark, publishing refused");
+                tracing::warn!(
+                    held_bytes,
+                    watermark = alarm.watermark(),
+                    "memory alarm: above the high watermark, publishing refused"
+                );
             } else {
                 tracing::info!(held_bytes, watermark = alarm.watermark(), "memory alarm cleared, publishing resumes");
             }
@@ -705,7 +773,10 @@ mod login_tests {
     /// `login_allowed`/`login_finished` (SCRAM): one count for both.
     #[tokio::test]
     async fn the_login_gate_counts_failures_across_mechanisms() {
-        let config = Config::from_toml_str("[login]\nmax_failures_per_user = 3\n[[users]]\nname = \"alice\"\npassword = \"pw\"\n").unwrap();
+        let config = Config::from_toml_str(
+            "[login]\nmax_failures_per_user = 3\n[[users]]\nname = \"alice\"\npassword = \"pw\"\n",
+        )
+        .unwrap();
         let engine = Engine::new(config).unwrap();
         let client = ClientInfo { addr: Some("192.0.2.1:5000".parse().unwrap()), protocol: "xmpp", transport: "tcp" };
         assert_eq!(engine.login("alice", "no", &client).await, Err(LoginError::Refused));

@@ -40,7 +40,12 @@ pub fn reserve_ids_through(id: u64) {
 }
 
 impl Message {
-    pub fn new(exchange: impl Into<String>, routing_key: impl Into<String>, headers: Vec<(String, String)>, body: Bytes) -> Message {
+    pub fn new(
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> Message {
         let persistent = headers.iter().any(|(k, v)| k == "persistent" && v == "true");
         Message {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),

@@ -297,7 +297,13 @@ mod tests {
     }
 
     fn handle(frames: usize, bytes: usize) -> Arc<SessionHandle> {
-        SessionHandle::with_limits("u", "/", "stomp", &Peer { addr: None, transport: "tcp" }, OutboxLimits { frames, bytes })
+        SessionHandle::with_limits(
+            "u",
+            "/",
+            "stomp",
+            &Peer { addr: None, transport: "tcp" },
+            OutboxLimits { frames, bytes },
+        )
     }
 
     #[test]

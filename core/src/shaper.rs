@@ -212,7 +212,9 @@ mod tests {
 
     #[test]
     fn config_keys_and_checks() {
-        let c = crate::Config::from_toml_str("[shaper]\nbytes_per_sec = 1000\nframes_per_sec = 2.5\nframes_burst = 10\n").unwrap();
+        let c =
+            crate::Config::from_toml_str("[shaper]\nbytes_per_sec = 1000\nframes_per_sec = 2.5\nframes_burst = 10\n")
+                .unwrap();
         assert_eq!(c.shaper.bytes(), Some((1000.0, 1000.0)), "burst defaults to a second's worth");
         assert_eq!(c.shaper.frames(), Some((2.5, 10.0)));
         let slow = crate::Config::from_toml_str("[shaper]\nframes_per_sec = 0.2\n").unwrap();

@@ -23,7 +23,8 @@ async fn auth_service() -> (SocketAddr, Log) {
     let app = axum::Router::new().fallback(move |uri: Uri| {
         let log = state.clone();
         async move {
-            let p: HashMap<String, String> = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+            let p: HashMap<String, String> =
+                url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
             let get = |k: &str| p.get(k).cloned().unwrap_or_default();
             let allow = match uri.path() {
                 "/auth/user" => matches!((get("username").as_str(), get("password").as_str()), ("alice" | "bob", "pw")),
@@ -33,7 +34,11 @@ async fn auth_service() -> (SocketAddr, Log) {
                 _ => false,
             };
             log.lock().unwrap().push((uri.path().to_owned(), p));
-            if allow { "allow" } else { "deny" }
+            if allow {
+                "allow"
+            } else {
+                "deny"
+            }
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -68,7 +73,6 @@ hs256_secret = "jwt-test-secret"
     (engine, addr, log)
 }
 
-
 fn asked(log: &Log, path: &str) -> Vec<HashMap<String, String>> {
     log.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, q)| q.clone()).collect()
 }
@@ -100,7 +104,10 @@ async fn http_backend_and_jwt_over_stomp() {
     let f = alice.frame().await;
     assert!(f.starts_with("ERROR\n"), "{f}");
     assert_eq!(header(&f, "message"), Some("access_refused"));
-    let keys: Vec<String> = asked(&log, "/auth/topic").iter().map(|q| format!("{} {} {}", q["name"], q["permission"], q["routing_key"])).collect();
+    let keys: Vec<String> = asked(&log, "/auth/topic")
+        .iter()
+        .map(|q| format!("{} {} {}", q["name"], q["permission"], q["routing_key"]))
+        .collect();
     assert_eq!(keys, ["amq.topic write alice.news", "amq.topic write bob.news"]);
 
     // An exchange the resource path denies.
@@ -111,7 +118,10 @@ async fn http_backend_and_jwt_over_stomp() {
     assert!(f.starts_with("ERROR\n"), "{f}");
     assert_eq!(header(&f, "message"), Some("access_refused"));
     let last = asked(&log, "/auth/resource").pop().unwrap();
-    assert_eq!((last["resource"].as_str(), last["name"].as_str(), last["permission"].as_str()), ("exchange", "private", "write"));
+    assert_eq!(
+        (last["resource"].as_str(), last["name"].as_str(), last["permission"].as_str()),
+        ("exchange", "private", "write")
+    );
 
     // A JWT as the passcode: the service is not asked who carol is.
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 60;

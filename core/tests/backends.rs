@@ -52,7 +52,9 @@ fn find_binary(name: &str, env: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("`{name}` is not on PATH, in {VENV_BIN}/, nor named by ${env}: this test needs a real server; {INSTALL_HINT}");
+    panic!(
+        "`{name}` is not on PATH, in {VENV_BIN}/, nor named by ${env}: this test needs a real server; {INSTALL_HINT}"
+    );
 }
 
 fn free_port() -> u16 {
@@ -82,7 +84,12 @@ impl Server {
     /// Starts `bin args(port, dir)` in a fresh directory and waits until the
     /// port accepts connections. Retries on another port if the first was
     /// taken in between.
-    fn start(name: &'static str, bin: &Path, args: impl Fn(u16, &Path) -> Vec<String>, ready_within: Duration) -> Server {
+    fn start(
+        name: &'static str,
+        bin: &Path,
+        args: impl Fn(u16, &Path) -> Vec<String>,
+        ready_within: Duration,
+    ) -> Server {
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
@@ -120,10 +127,18 @@ impl Server {
                 return Ok(server);
             }
             if let Some(status) = server.child.try_wait().unwrap() {
-                return Err(format!("{name} ({}) exited with {status} before accepting connections:\n{}", bin.display(), server.log()));
+                return Err(format!(
+                    "{name} ({}) exited with {status} before accepting connections:\n{}",
+                    bin.display(),
+                    server.log()
+                ));
             }
             if Instant::now() > deadline {
-                return Err(format!("{name} did not accept connections on port {} within {ready_within:?}:\n{}", server.port, server.log()));
+                return Err(format!(
+                    "{name} did not accept connections on port {} within {ready_within:?}:\n{}",
+                    server.port,
+                    server.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -148,13 +163,20 @@ impl Drop for Server {
 
 fn redis_args(port: u16, dir: &Path) -> Vec<String> {
     [
-        "--port", &port.to_string(),
-        "--bind", "127.0.0.1",
-        "--dir", &dir.display().to_string(),
-        "--save", "",
-        "--appendonly", "no",
-        "--daemonize", "no",
-        "--protected-mode", "yes",
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        &dir.display().to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
     ]
     .map(String::from)
     .to_vec()
@@ -170,7 +192,8 @@ fn restart_redis(old: &Server) -> Server {
     let bin = find_binary("redis-server", "REDIS_SERVER");
     let dir = std::env::temp_dir().join(unique("herald-redis-server"));
     std::fs::create_dir_all(&dir).unwrap();
-    Server::start_on("redis-server", &bin, old.port, dir, &redis_args, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"))
+    Server::start_on("redis-server", &bin, old.port, dir, &redis_args, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn start_secantus() -> Server {
@@ -270,10 +293,11 @@ async fn redis_key_layout_on_the_wire() {
     store.set_user("alice", &up(Availability::Dnd, "in a meeting: 2pm", "node-a", 1_767_225_600_123)).await.unwrap();
     assert_eq!(raw::<String>(&mut conn, &["TYPE", "herald:presence:alice"]).await, "hash");
     let h: HashMap<String, String> = raw(&mut conn, &["HGETALL", "herald:presence:alice"]).await;
-    let want: HashMap<String, String> = [("state", "dnd"), ("status", "in a meeting: 2pm"), ("node", "node-a"), ("updated", "1767225600123")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let want: HashMap<String, String> =
+        [("state", "dnd"), ("status", "in a meeting: 2pm"), ("node", "node-a"), ("updated", "1767225600123")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     assert_eq!(h, want, "presence hash fields and values");
 
     for a in [Availability::Online, Availability::Away, Availability::Xa, Availability::Chat, Availability::Offline] {
@@ -288,10 +312,18 @@ async fn redis_key_layout_on_the_wire() {
     let members: BTreeSet<String> = raw(&mut conn, &["SMEMBERS", "herald:online:p1"]).await;
     assert_eq!(members, ["alice", "bob"].map(String::from).into());
     let keys: BTreeSet<String> = raw(&mut conn, &["KEYS", "*"]).await;
-    assert_eq!(keys, ["herald:presence:alice", "herald:online:p1", "herald:online:p-2"].map(String::from).into(), "no other keys");
+    assert_eq!(
+        keys,
+        ["herald:presence:alice", "herald:online:p1", "herald:online:p-2"].map(String::from).into(),
+        "no other keys"
+    );
 
     // What other services write, Herald reads.
-    raw::<()>(&mut conn, &["HSET", "herald:presence:zed", "state", "busy", "status", "x", "node", "legacy", "updated", "7"]).await;
+    raw::<()>(
+        &mut conn,
+        &["HSET", "herald:presence:zed", "state", "busy", "status", "x", "node", "legacy", "updated", "7"],
+    )
+    .await;
     raw::<()>(&mut conn, &["SADD", "herald:online:p1", "zed"]).await;
     assert_eq!(store.get_user("zed").await.unwrap(), Some(up(Availability::Dnd, "x", "legacy", 7)));
     let mut on = store.online("p1").await.unwrap();
@@ -382,13 +414,21 @@ async fn redis_unreachable_or_stuck_cannot_hang() {
     // Nothing listens.
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/");
-    assert_unavailable_within("connect to a closed port", limit, RedisPresence::connect_with_timeout(&url, "x:", timeout)).await;
+    assert_unavailable_within(
+        "connect to a closed port",
+        limit,
+        RedisPresence::connect_with_timeout(&url, "x:", timeout),
+    )
+    .await;
 
     // Something accepts connections and never answers.
     let stuck = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("redis://{}/", stuck.local_addr().unwrap());
     let t0 = Instant::now();
-    match tokio::time::timeout(limit * 3, RedisPresence::connect_with_timeout(&url, "x:", timeout)).await.expect("connect hung") {
+    match tokio::time::timeout(limit * 3, RedisPresence::connect_with_timeout(&url, "x:", timeout))
+        .await
+        .expect("connect hung")
+    {
         Err(PresenceError::Unavailable(_)) => assert!(t0.elapsed() <= limit, "connect took {:?}", t0.elapsed()),
         Ok(store) => assert_unavailable_within("get_user on a stuck server", limit, store.get_user("alice")).await,
     }
@@ -437,8 +477,10 @@ async fn mongo_directory_conforms() {
 async fn mongo_custom_mapping_reads_seeded_documents() {
     let server = start_secantus();
     let db = unique("custom");
-    let mapping: MongoMapping =
-        serde_json::from_str(r#"{"collection":"teams","id_field":"teamId","name_field":"title","members_field":"users"}"#).unwrap();
+    let mapping: MongoMapping = serde_json::from_str(
+        r#"{"collection":"teams","id_field":"teamId","name_field":"title","members_field":"users"}"#,
+    )
+    .unwrap();
     seed(
         &server,
         &db,
@@ -470,7 +512,10 @@ async fn mongo_custom_mapping_reads_seeded_documents() {
 
     let teams = seed(&server, &db, "teams", vec![]).await;
     let t1 = teams.find_one(doc! { "teamId": "t1" }).await.unwrap().unwrap();
-    assert_eq!((t1.get_str("title").unwrap(), t1.get_array("users").unwrap().clone()), ("Team One", vec![Bson::from("dave")]));
+    assert_eq!(
+        (t1.get_str("title").unwrap(), t1.get_array("users").unwrap().clone()),
+        ("Team One", vec![Bson::from("dave")])
+    );
     let t9 = teams.find_one(doc! { "teamId": "t9" }).await.unwrap().expect("t9 upserted");
     assert_eq!(t9.get_str("title").unwrap(), "t9");
     assert_eq!(t9.get_array("users").unwrap(), &vec![Bson::from("erin"), Bson::from("dave")]);
@@ -530,7 +575,9 @@ async fn mongo_unreachable_is_unavailable_within_timeout() {
     // Nothing listens: server selection gives up after ~2 s.
     let uri = format!("mongodb://127.0.0.1:{}/", free_port());
     let t0 = Instant::now();
-    let r = tokio::time::timeout(limit * 3, MongoDirectory::connect(&uri, "x", MongoMapping::default())).await.expect("connect hung");
+    let r = tokio::time::timeout(limit * 3, MongoDirectory::connect(&uri, "x", MongoMapping::default()))
+        .await
+        .expect("connect hung");
     assert!(matches!(r, Err(DirectoryError::Unavailable(_))), "{r:?}");
     assert!(t0.elapsed() <= limit, "took {:?}", t0.elapsed());
 
@@ -554,7 +601,9 @@ async fn mongo_unreachable_is_unavailable_within_timeout() {
     let stuck = TcpListener::bind("127.0.0.1:0").unwrap();
     let uri = format!("mongodb://{}/", stuck.local_addr().unwrap());
     let t0 = Instant::now();
-    let r = tokio::time::timeout(limit * 3, MongoDirectory::connect(&uri, "x", MongoMapping::default())).await.expect("connect hung");
+    let r = tokio::time::timeout(limit * 3, MongoDirectory::connect(&uri, "x", MongoMapping::default()))
+        .await
+        .expect("connect hung");
     assert!(matches!(r, Err(DirectoryError::Unavailable(_))), "{r:?}");
     assert!(t0.elapsed() <= limit, "took {:?}", t0.elapsed());
 }

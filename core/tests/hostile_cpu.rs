@@ -121,7 +121,11 @@ impl Drop for RssWatch {
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn users(list: &[(&str, &str)]) -> String {
@@ -146,7 +150,9 @@ async fn answer_from(from: &str, addr: SocketAddr, login: &str, passcode: &str, 
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0)).unwrap();
     let mut s = socket.connect(addr).await.unwrap();
-    s.write_all(format!("CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\npasscode:{passcode}\n\n\0").as_bytes()).await.unwrap();
+    s.write_all(format!("CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\npasscode:{passcode}\n\n\0").as_bytes())
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let _ = tokio::time::timeout(within, async {
         let mut buf = [0u8; 4096];
@@ -267,7 +273,11 @@ async fn argon2_login_flood_stays_bounded_and_users_get_in() {
     let mut answers = Vec::new();
     let mut pending = flood;
     while !pending.is_empty() {
-        assert!(rss.growth_kib() < 200 * 1024, "server RSS grew {} MiB during the flood (limit 200)", rss.growth_kib() / 1024);
+        assert!(
+            rss.growth_kib() < 200 * 1024,
+            "server RSS grew {} MiB during the flood (limit 200)",
+            rss.growth_kib() / 1024
+        );
         assert!(Instant::now() < deadline, "{} flood logins still unanswered after 60 s", pending.len());
         tokio::time::sleep(Duration::from_millis(50)).await;
         let (done, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|h| h.is_finished());
@@ -308,7 +318,10 @@ async fn failed_logins_are_backed_off_without_locking_out_the_owner() {
     }
     assert_eq!(refused_at, Some(10), "the 11th attempt is backed off");
     let (_, f) = login_from("127.0.0.9", addr, "alice", "secret").await;
-    assert!(f.starts_with("ERROR") && f.contains("too many failed logins"), "the right password is not even checked: {f}");
+    assert!(
+        f.starts_with("ERROR") && f.contains("too many failed logins"),
+        "the right password is not even checked: {f}"
+    );
     let (_, f) = login_from("127.0.0.2", addr, "alice", "secret").await;
     assert!(f.starts_with("CONNECTED"), "alice still gets in from where she logged in before: {f}");
     let (_, f) = login_from("127.0.0.9", addr, "bob", "pw").await;

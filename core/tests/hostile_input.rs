@@ -68,7 +68,10 @@ async fn nul_in_a_send_header_never_reaches_a_subscriber_as_a_forged_frame() {
     // frames, the second one entirely the publisher's. The receipt makes the
     // code before the fix answer too (RECEIPT), so the order below holds.
     let mut evil = Raw::connected(addr, "").await;
-    evil.send("SEND\ndestination:/queue/t\nreceipt:e\nx:evil\0MESSAGE\ndestination:/queue/t\nforged:yes\n\nforged body\0").await;
+    evil.send(
+        "SEND\ndestination:/queue/t\nreceipt:e\nx:evil\0MESSAGE\ndestination:/queue/t\nforged:yes\n\nforged body\0",
+    )
+    .await;
     let answer = evil.frame().await;
 
     let mut good = Raw::connected(addr, "").await;
@@ -79,7 +82,11 @@ async fn nul_in_a_send_header_never_reaches_a_subscriber_as_a_forged_frame() {
 
     assert!(answer.starts_with("ERROR\n"), "{answer}");
     // STOMP 1.2 escapes the message's colon as `\c`.
-    assert_eq!(header(&answer, "message"), Some(r#"NUL byte in header "x"\c STOMP headers cannot carry NUL"#), "{answer}");
+    assert_eq!(
+        header(&answer, "message"),
+        Some(r#"NUL byte in header "x"\c STOMP headers cannot carry NUL"#),
+        "{answer}"
+    );
     assert_eq!(header(&answer, "code"), Some("4000"), "{answer}");
     assert!(evil.closed_within(Duration::from_secs(2)).await);
     engine.stop(Duration::from_secs(1)).await;
@@ -133,12 +140,17 @@ async fn wrong_stream_namespace_on_tcp_is_invalid_namespace() {
         let addr = addr_of(&addrs, "xmpp-c2s");
         for opening in WRONG_HEADERS {
             let answer = c2s_answer(addr, opening).await;
-            assert!(answer.contains("<invalid-namespace xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"), "{starttls}: {opening}\n{answer}");
+            assert!(
+                answer.contains("<invalid-namespace xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
+                "{starttls}: {opening}\n{answer}"
+            );
             assert!(answer.ends_with("</stream:stream>"), "{answer}");
             assert!(!answer.contains("<stream:features"), "{answer}");
         }
         // An undeclared `stream` prefix is a bad prefix, not a bad namespace.
-        let answer = c2s_answer(addr, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' to='localhost' version='1.0'>").await;
+        let answer =
+            c2s_answer(addr, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' to='localhost' version='1.0'>")
+                .await;
         assert!(answer.contains("<bad-namespace-prefix "), "{starttls}: {answer}");
         engine.stop(Duration::from_secs(1)).await;
     }
@@ -178,7 +190,9 @@ async fn wrong_framing_namespace_on_websocket_is_invalid_namespace() {
     let mut req = format!("ws://{addr}/xmpp-websocket").into_client_request().unwrap();
     req.headers_mut().insert("sec-websocket-protocol", "xmpp".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    ws.send(WsMsg::text("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>")).await.unwrap();
+    ws.send(WsMsg::text("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"))
+        .await
+        .unwrap();
     let first = timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
     assert!(first.to_text().unwrap().starts_with("<open "), "{first:?}");
     engine.stop(Duration::from_secs(1)).await;
@@ -260,7 +274,10 @@ impl Xmpp {
                 return std::mem::replace(&mut self.text, rest);
             }
             let mut buf = [0u8; 65536];
-            let n = timeout(Duration::from_secs(5), self.s.read(&mut buf)).await.unwrap_or_else(|_| panic!("no {marker:?} within 5 s; have {:?}", self.text)).unwrap();
+            let n = timeout(Duration::from_secs(5), self.s.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {marker:?} within 5 s; have {:?}", self.text))
+                .unwrap();
             assert!(n > 0, "closed while waiting for {marker:?}: {:?}", self.text);
             self.text.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
@@ -288,7 +305,8 @@ async fn a_presence_burst_is_shaped_to_the_stanza_rate_and_nothing_is_dropped() 
     const RATE: f64 = 20.0;
     const BURST: usize = 5;
     const N: usize = 40;
-    let (engine, addrs) = start(&format!("{}[shaper]\nframes_per_sec = {RATE}\nframes_burst = {BURST}\n", xmpp("off"))).await;
+    let (engine, addrs) =
+        start(&format!("{}[shaper]\nframes_per_sec = {RATE}\nframes_burst = {BURST}\n", xmpp("off"))).await;
     let addr = addr_of(&addrs, "xmpp-c2s");
     let mut bob = Xmpp::login(addr, "bob", "b").await;
     bob.send("<presence/>").await;
@@ -380,7 +398,8 @@ async fn stomp_bytes_are_shaped_to_the_byte_rate() {
     assert!(sub.frame().await.starts_with("RECEIPT"));
     let mut publisher = Raw::connected(addr, "").await;
     let n = 30;
-    let frames: Vec<String> = (0..n).map(|i| format!("SEND\ndestination:/queue/bytes\n\n{i:03}{}\0", "x".repeat(1000))).collect();
+    let frames: Vec<String> =
+        (0..n).map(|i| format!("SEND\ndestination:/queue/bytes\n\n{i:03}{}\0", "x".repeat(1000))).collect();
     let frame_len = frames[0].len() as f64;
     let sent = tokio::time::Instant::now();
     publisher.send(&frames.concat()).await;
@@ -411,12 +430,14 @@ async fn xmpp_bytes_are_shaped_to_the_byte_rate() {
     /// One read: 4 KiB reserved, up to twice that with a partial stanza buffered.
     const READ: f64 = 8192.0;
     const N: usize = 60;
-    let (engine, addrs) = start(&format!("{}[shaper]\nbytes_per_sec = {RATE}\nbytes_burst = {BURST}\n", xmpp("off"))).await;
+    let (engine, addrs) =
+        start(&format!("{}[shaper]\nbytes_per_sec = {RATE}\nbytes_burst = {BURST}\n", xmpp("off"))).await;
     let addr = addr_of(&addrs, "xmpp-c2s");
     let mut bob = Xmpp::login(addr, "bob", "b").await;
     let mut alice = Xmpp::login(addr, "alice", "a").await;
     let pad = "x".repeat(500);
-    let chats: Vec<String> = (0..N).map(|i| format!("<message to='bob@localhost' type='chat'><body>{i:03}{pad}</body></message>")).collect();
+    let chats: Vec<String> =
+        (0..N).map(|i| format!("<message to='bob@localhost' type='chat'><body>{i:03}{pad}</body></message>")).collect();
     let stanza_len = chats[0].len() as f64;
     let sent = tokio::time::Instant::now();
     alice.send(&chats.concat()).await;

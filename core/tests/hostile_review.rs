@@ -53,7 +53,8 @@ async fn start() -> (Engine, SocketAddr) {
 
 /// The engine with `extra` config; the STOMP listener first, then the XMPP c2s one if any.
 async fn start_with(extra: &str) -> (Engine, Vec<SocketAddr>) {
-    let engine = Engine::new(Config::from_toml_str(&format!("{CONFIG}\n{extra}")).expect("test config")).expect("engine");
+    let engine =
+        Engine::new(Config::from_toml_str(&format!("{CONFIG}\n{extra}")).expect("test config")).expect("engine");
     let listeners = engine.start().await.expect("start");
     let mut addrs = vec![listeners.iter().find(|l| l.name == "stomp-tcp").expect("stomp listener").addr];
     addrs.extend(listeners.iter().filter(|l| l.name == "xmpp-c2s").map(|l| l.addr));
@@ -168,7 +169,8 @@ async fn x_queue_name_needs_read_on_the_queue() {
 
     // Her own names still work.
     let mut carol = login(addr, "carol").await;
-    let a = ask(&mut carol, "SUBSCRIBE\nid:0\ndestination:/exchange/amq.fanout\ndurable:true\nx-queue-name:carol-jobs").await;
+    let a = ask(&mut carol, "SUBSCRIBE\nid:0\ndestination:/exchange/amq.fanout\ndurable:true\nx-queue-name:carol-jobs")
+        .await;
     assert!(a.starts_with("RECEIPT"), "{a}");
 }
 
@@ -185,7 +187,9 @@ async fn a_user_id_header_names_the_publisher() {
     let a = ask(&mut alice, "SEND\ndestination:/queue/t\nuser-id:bob\n\nfrom bob?").await;
     assert!(a.starts_with("ERROR\n") && header(&a, "message") == Some("precondition_failed"), "{a}");
     let mut alice = login(addr, "alice").await;
-    alice.send("BEGIN\ntransaction:tx\n\n\0SEND\ndestination:/queue/t\ntransaction:tx\nuser-id:bob\n\nfrom bob?\0").await;
+    alice
+        .send("BEGIN\ntransaction:tx\n\n\0SEND\ndestination:/queue/t\ntransaction:tx\nuser-id:bob\n\nfrom bob?\0")
+        .await;
     let a = ask(&mut alice, "COMMIT\ntransaction:tx").await;
     assert!(a.starts_with("ERROR\n") && header(&a, "message") == Some("precondition_failed"), "in a transaction: {a}");
 

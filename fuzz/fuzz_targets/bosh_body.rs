@@ -62,7 +62,11 @@ async fn app<R: XmppRx, T: XmppTx>(mut rx: R, mut tx: T, seen: Arc<Mutex<Vec<Ele
 
 fuzz_target!(|data: &[u8]| {
     let ([shape], rest) = header::<1>(data);
-    let xml_limits = Limits { max_depth: 1 + usize::from(shape % 4), max_stanza_bytes: 512, max_attrs: 1 + usize::from((shape >> 2) % 8) };
+    let xml_limits = Limits {
+        max_depth: 1 + usize::from(shape % 4),
+        max_stanza_bytes: 512,
+        max_attrs: 1 + usize::from((shape >> 2) % 8),
+    };
     let config = BoshConfig {
         max_wait: Duration::from_secs(5),
         max_inactivity: Duration::from_secs(10),
@@ -90,20 +94,19 @@ fuzz_target!(|data: &[u8]| {
         let addr = "127.0.0.1:5280".parse().expect("address");
         let mut sid = String::from("none");
         let mut running = Vec::new();
-        let check = |status: StatusCode, body: &Bytes, sent: usize, sid: &mut String| {
-            match status {
-                StatusCode::OK => {
-                    let generous = Limits { max_depth: 64, max_stanza_bytes: 1 << 20, max_attrs: 64 };
-                    let b = parse_element(body, &generous).unwrap_or_else(|e| panic!("answer not well-formed ({e}): {}", String::from_utf8_lossy(body)));
-                    assert!(b.is("body", NS_HTTPBIND), "answer is not a BOSH body");
-                    if let Some(s) = b.attr("sid") {
-                        *sid = s.to_owned();
-                    }
+        let check = |status: StatusCode, body: &Bytes, sent: usize, sid: &mut String| match status {
+            StatusCode::OK => {
+                let generous = Limits { max_depth: 64, max_stanza_bytes: 1 << 20, max_attrs: 64 };
+                let b = parse_element(body, &generous)
+                    .unwrap_or_else(|e| panic!("answer not well-formed ({e}): {}", String::from_utf8_lossy(body)));
+                assert!(b.is("body", NS_HTTPBIND), "answer is not a BOSH body");
+                if let Some(s) = b.attr("sid") {
+                    *sid = s.to_owned();
                 }
-                StatusCode::BAD_REQUEST => {}
-                StatusCode::PAYLOAD_TOO_LARGE => assert!(sent > max_body, "413 for {sent} bytes"),
-                other => panic!("status {other}"),
             }
+            StatusCode::BAD_REQUEST => {}
+            StatusCode::PAYLOAD_TOO_LARGE => assert!(sent > max_body, "413 for {sent} bytes"),
+            other => panic!("status {other}"),
         };
         for raw in rest.split(|&b| b == 0).take(8) {
             let (concurrent, raw) = match raw.strip_prefix(b"!") {

@@ -22,7 +22,10 @@ use libfuzzer_sys::fuzz_target;
 const LINE: usize = 1024;
 
 fn same_head(a: &Head, b: &Head) {
-    assert_eq!((&a.method, &a.target, a.version, &a.headers, a.len), (&b.method, &b.target, b.version, &b.headers, b.len));
+    assert_eq!(
+        (&a.method, &a.target, a.version, &a.headers, a.len),
+        (&b.method, &b.target, b.version, &b.headers, b.len)
+    );
 }
 
 /// Reads a head the way `read_request` does: parse after every read.
@@ -31,12 +34,23 @@ fn read_head(data: &[u8], sizes: &[u8], limits: &Http1Limits) -> Option<Result<H
     for piece in chunks(data, sizes) {
         buf.extend_from_slice(piece);
         match parse_head(&buf, limits) {
-            Ok(None) => assert!(buf.len() <= limits.max_head_bytes, "{} bytes of head pending, limit {}", buf.len(), limits.max_head_bytes),
+            Ok(None) => assert!(
+                buf.len() <= limits.max_head_bytes,
+                "{} bytes of head pending, limit {}",
+                buf.len(),
+                limits.max_head_bytes
+            ),
             Ok(Some(head)) => {
-                assert!(head.len <= limits.max_head_bytes, "head of {} bytes accepted, limit {}", head.len, limits.max_head_bytes);
+                assert!(
+                    head.len <= limits.max_head_bytes,
+                    "head of {} bytes accepted, limit {}",
+                    head.len,
+                    limits.max_head_bytes
+                );
                 assert!(head.len <= buf.len());
                 assert!(head.headers.len() <= limits.max_headers, "{} headers", head.headers.len());
-                let exact = parse_head(&buf[..head.len], limits).expect("head prefix refused").expect("head prefix incomplete");
+                let exact =
+                    parse_head(&buf[..head.len], limits).expect("head prefix refused").expect("head prefix incomplete");
                 same_head(&head, &exact);
                 return Some(Ok(head));
             }

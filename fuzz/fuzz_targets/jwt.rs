@@ -63,7 +63,8 @@ fn check_accepted(login: &str, token: &str, uid: &str, confused: bool) {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3);
     // Lossy: the JWT library does not check UTF-8 in header fields it ignores.
-    let header: Value = serde_json::from_str(&String::from_utf8_lossy(&B64.decode(parts[0]).expect("header base64"))).expect("header JSON");
+    let header: Value = serde_json::from_str(&String::from_utf8_lossy(&B64.decode(parts[0]).expect("header base64")))
+        .expect("header JSON");
     let sig = B64.decode(parts[2]).expect("signature base64");
     match header["alg"].as_str() {
         Some("HS256") => {
@@ -73,7 +74,8 @@ fn check_accepted(login: &str, token: &str, uid: &str, confused: bool) {
         Some("RS256") => {}
         other => panic!("accepted alg {other:?}"),
     }
-    let claims: serde_json::Map<String, Value> = serde_json::from_slice(&B64.decode(parts[1]).expect("payload base64")).expect("payload not a JSON object");
+    let claims: serde_json::Map<String, Value> =
+        serde_json::from_slice(&B64.decode(parts[1]).expect("payload base64")).expect("payload not a JSON object");
     let t = now();
     let leeway = LEEWAY as i64 + 2;
     let exp = claims.get("exp").and_then(Value::as_f64).expect("accepted without a numeric exp");
@@ -108,7 +110,8 @@ fuzz_target!(|data: &[u8]| {
         String::from_utf8_lossy(rest).into_owned()
     } else {
         let mut p = rest.splitn(3, |&b| b == 0);
-        let (h, payload, sig) = (p.next().unwrap_or_default(), p.next().unwrap_or_default(), p.next().unwrap_or_default());
+        let (h, payload, sig) =
+            (p.next().unwrap_or_default(), p.next().unwrap_or_default(), p.next().unwrap_or_default());
         let signed = format!("{}.{}", B64.encode(h), B64.encode(payload));
         let sig = match mode {
             1 => hmac(SECRET.as_bytes(), signed.as_bytes()),

@@ -123,7 +123,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let known = username == USER;
     let creds = if known { o.creds.clone() } else { ScramServer::fake_credentials(mechanism, &username) };
-    let server_first = String::from_utf8(server.server_first(&creds).expect("server-first")).expect("server-first UTF-8");
+    let server_first =
+        String::from_utf8(server.server_first(&creds).expect("server-first")).expect("server-first UTF-8");
     let first = std::str::from_utf8(first).expect("accepted non-UTF-8");
     // client-first-message-bare: after the gs2 header's two commas.
     let bare = first.splitn(3, ',').nth(2).expect("accepted without gs2 header");
@@ -144,7 +145,12 @@ fuzz_target!(|data: &[u8]| {
     // The right proof in a plain exchange (`n,,`, no extensions) succeeds.
     let client_nonce = bare.split(',').nth(1).and_then(|a| a.strip_prefix("r=")).unwrap_or_default();
     let canonical = format!("c=biws,r={client_nonce}{SERVER_NONCE}");
-    if fix_proof && known && first.starts_with("n,,") && bare.split(',').count() == 2 && without_proof(&last).as_deref() == Some(canonical.as_str()) {
+    if fix_proof
+        && known
+        && first.starts_with("n,,")
+        && bare.split(',').count() == 2
+        && without_proof(&last).as_deref() == Some(canonical.as_str())
+    {
         assert!(result.is_ok(), "the right proof was refused: {result:?}");
     }
     if std::env::var_os("HERALD_FUZZ_VERBOSE").is_some() {

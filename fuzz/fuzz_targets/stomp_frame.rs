@@ -29,7 +29,11 @@ fn run(data: &[u8], sizes: &[u8], limits: Limits, escaping: Escaping) -> (Vec<Fr
                 Ok(Some(Decoded::Heartbeat)) => assert!(buf.len() < before, "heart-beat consumed nothing"),
                 Ok(Some(Decoded::Frame(f))) => {
                     let wire = before - buf.len();
-                    assert!(wire <= limits.max_frame_bytes, "frame of {wire} bytes over the {} limit", limits.max_frame_bytes);
+                    assert!(
+                        wire <= limits.max_frame_bytes,
+                        "frame of {wire} bytes over the {} limit",
+                        limits.max_frame_bytes
+                    );
                     assert!(f.headers.len() <= limits.max_headers, "{} headers", f.headers.len());
                     assert!(f.command.as_str().len() <= limits.max_header_bytes, "command line too long");
                     frames.push(f);
@@ -37,7 +41,12 @@ fn run(data: &[u8], sizes: &[u8], limits: Limits, escaping: Escaping) -> (Vec<Fr
                 Ok(None) => {
                     // `\r` alone may be half a heart-beat; otherwise anything
                     // buffered is an unfinished frame, which must fit.
-                    assert!(buf.len() < limits.max_frame_bytes.max(2), "{} bytes buffered, limit {}", buf.len(), limits.max_frame_bytes);
+                    assert!(
+                        buf.len() < limits.max_frame_bytes.max(2),
+                        "{} bytes buffered, limit {}",
+                        buf.len(),
+                        limits.max_frame_bytes
+                    );
                     break;
                 }
                 Err(e) => return (frames, Some(e)),
@@ -83,11 +92,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut wire = BytesMut::new();
         encode(f, escaping, &mut wire);
-        let mut d = Decoder::new(Limits {
-            max_frame_bytes: 1 << 30,
-            max_headers: 1 << 30,
-            max_header_bytes: 1 << 30,
-        });
+        let mut d = Decoder::new(Limits { max_frame_bytes: 1 << 30, max_headers: 1 << 30, max_header_bytes: 1 << 30 });
         d.set_escaping(escaping);
         let again = d.decode(&mut wire);
         assert_eq!(again, Ok(Some(Decoded::Frame(f.clone()))), "re-encoded frame decodes differently");

@@ -15,7 +15,9 @@
 #![no_main]
 
 use bytes::{BufMut, BytesMut};
-use herald_core::transport::websocket::{accept_key, handshake, Decoder, Event, WsError, OP_BINARY, OP_CONTINUATION, OP_PING, OP_TEXT};
+use herald_core::transport::websocket::{
+    accept_key, handshake, Decoder, Event, WsError, OP_BINARY, OP_CONTINUATION, OP_PING, OP_TEXT,
+};
 use herald_fuzz::{chunks, header};
 use http::{HeaderMap, HeaderValue, Method};
 use libfuzzer_sys::fuzz_target;
@@ -75,9 +77,12 @@ fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut 
 fn check_handshake(data: &[u8]) {
     // Header values from the input: version, key, protocols.
     let mut parts = data.splitn(3, |&b| b == b'\n');
-    let (version, key, protocols) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (version, key, protocols) =
+        (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
     let mut headers = HeaderMap::new();
-    for (name, value) in [("sec-websocket-version", version), ("sec-websocket-key", key), ("sec-websocket-protocol", protocols)] {
+    for (name, value) in
+        [("sec-websocket-version", version), ("sec-websocket-key", key), ("sec-websocket-protocol", protocols)]
+    {
         if let Ok(v) = HeaderValue::from_bytes(value) {
             headers.insert(name, v);
         }

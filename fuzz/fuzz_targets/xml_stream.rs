@@ -71,7 +71,11 @@ fn run(data: &[u8], sizes: &[u8], limits: &Limits) -> (Vec<XmlEvent>, Option<Xml
                     if let XmlEvent::Stanza(el) = &ev {
                         let consumed = &before[..before.len() - buf.len()];
                         let wire = consumed.trim_ascii_start().len();
-                        assert!(wire <= limits.max_stanza_bytes, "stanza of {wire} bytes > {}", limits.max_stanza_bytes);
+                        assert!(
+                            wire <= limits.max_stanza_bytes,
+                            "stanza of {wire} bytes > {}",
+                            limits.max_stanza_bytes
+                        );
                         check_limits(el, limits);
                         no_empty_text(el);
                     }
@@ -123,6 +127,10 @@ fuzz_target!(|data: &[u8]| {
         let body = rest.trim_ascii();
         // The element itself is within the limit; a BOM, an XML declaration
         // and whitespace around it are not counted.
-        assert!(body.len() <= limits.max_stanza_bytes || body.starts_with(b"<?") || rest.starts_with(b"\xEF\xBB\xBF"), "element of {} bytes", body.len());
+        assert!(
+            body.len() <= limits.max_stanza_bytes || body.starts_with(b"<?") || rest.starts_with(b"\xEF\xBB\xBF"),
+            "element of {} bytes",
+            body.len()
+        );
     }
 });

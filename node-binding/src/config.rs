@@ -24,7 +24,10 @@ pub fn from_json(value: Option<Value>) -> Result<Config, HeraldError> {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(v @ Value::Object(_)) => v,
         Some(other) => {
-            return Err(HeraldError::new(Code::Config, format!("invalid config: expected an object, got {}", kind(&other))));
+            return Err(HeraldError::new(
+                Code::Config,
+                format!("invalid config: expected an object, got {}", kind(&other)),
+            ));
         }
     };
     apply_embedded_defaults(&mut value);

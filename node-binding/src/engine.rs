@@ -128,24 +128,32 @@ impl Engine {
         let keep_alive: ThreadsafeFunction<(), (), (), Status, false> =
             noop.build_threadsafe_function::<()>().callee_handled::<false>().build()?;
         let engine = self.inner.clone();
-        promise(env, async move {
-            match engine.start().await {
-                Ok(bound) => {
-                    let shutdown = engine.shutdown.clone();
-                    napi::bindgen_prelude::spawn(async move {
-                        shutdown.cancelled().await;
-                        drop(keep_alive);
-                    });
-                    Ok(bound)
+        promise(
+            env,
+            async move {
+                match engine.start().await {
+                    Ok(bound) => {
+                        let shutdown = engine.shutdown.clone();
+                        napi::bindgen_prelude::spawn(async move {
+                            shutdown.cancelled().await;
+                            drop(keep_alive);
+                        });
+                        Ok(bound)
+                    }
+                    Err(e) => Err(HeraldError::from(e)),
                 }
-                Err(e) => Err(HeraldError::from(e)),
-            }
-        }, |bound| {
-            bound
-                .into_iter()
-                .map(|l| Listener { name: l.name.to_owned(), addr: l.addr.to_string(), port: u32::from(l.addr.port()) })
-                .collect()
-        })
+            },
+            |bound| {
+                bound
+                    .into_iter()
+                    .map(|l| Listener {
+                        name: l.name.to_owned(),
+                        addr: l.addr.to_string(),
+                        port: u32::from(l.addr.port()),
+                    })
+                    .collect()
+            },
+        )
     }
 
     /// Stops accepting, closes every session (clients get a "server
@@ -153,10 +161,14 @@ impl Engine {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn stop<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
         let engine = self.inner.clone();
-        promise(env, async move {
-            engine.stop(STOP_GRACE).await;
-            Ok(())
-        }, |()| ())
+        promise(
+            env,
+            async move {
+                engine.stop(STOP_GRACE).await;
+                Ok(())
+            },
+            |()| (),
+        )
     }
 
     /// Publishes `body` to a STOMP destination on the default vhost, as the
@@ -166,7 +178,12 @@ impl Engine {
     /// Throws `ERR_HERALD_DESTINATION` for anything else, `ERR_HERALD_ROUTE`
     /// for a missing exchange or queue.
     #[napi]
-    pub fn publish(&self, destination: String, body: Either<String, Buffer>, headers: Option<HashMap<String, String>>) -> Result<u32> {
+    pub fn publish(
+        &self,
+        destination: String,
+        body: Either<String, Buffer>,
+        headers: Option<HashMap<String, String>>,
+    ) -> Result<u32> {
         let n = self.inner.publish_to(&destination, pairs(headers), bytes(body)).map_err(HeraldError::from)?;
         Ok(count(n))
     }
@@ -175,7 +192,12 @@ impl Engine {
     /// routing key `uid`: what `/exchange/feed/<uid>` subscribers get).
     /// Returns how many queues took it.
     #[napi]
-    pub fn send_to_user(&self, uid: String, body: Either<String, Buffer>, headers: Option<HashMap<String, String>>) -> Result<u32> {
+    pub fn send_to_user(
+        &self,
+        uid: String,
+        body: Either<String, Buffer>,
+        headers: Option<HashMap<String, String>>,
+    ) -> Result<u32> {
         let n = self.inner.send_to_user(&uid, pairs(headers), bytes(body)).map_err(HeraldError::from)?;
         Ok(count(n))
     }
@@ -210,7 +232,11 @@ impl Engine {
 
     /// Users online in project `projectId`, sorted, from the presence store.
     #[napi(ts_return_type = "Promise<Array<string>>")]
-    pub fn online_users<'env>(&self, env: &'env Env, project_id: String) -> napi::Result<PromiseRaw<'env, Vec<String>>> {
+    pub fn online_users<'env>(
+        &self,
+        env: &'env Env,
+        project_id: String,
+    ) -> napi::Result<PromiseRaw<'env, Vec<String>>> {
         let engine = self.inner.clone();
         promise(env, async move { Ok(engine.online_users(&project_id).await?) }, |v| v)
     }
@@ -233,7 +259,12 @@ impl Engine {
     /// Replaces the members of project `projectId` (created if new). Online
     /// sets follow, and XMPP members get a roster push.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn set_project_members<'env>(&self, env: &'env Env, project_id: String, uids: Vec<String>) -> napi::Result<PromiseRaw<'env, ()>> {
+    pub fn set_project_members<'env>(
+        &self,
+        env: &'env Env,
+        project_id: String,
+        uids: Vec<String>,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
         let engine = self.inner.clone();
         promise(env, async move { Ok(engine.set_project_members(&project_id, uids).await?) }, |()| ())
     }
@@ -270,7 +301,11 @@ impl Engine {
     #[napi(
         ts_args_type = "event: 'session' | 'presence' | 'message', callback: (event: SessionEvent | PresenceEvent | MessageEvent) => unknown"
     )]
-    pub fn on(&self, event: String, callback: ThreadsafeFunction<JsEvent, Settled, JsEvent, Status, false, true, LISTENER_QUEUE>) -> Result<()> {
+    pub fn on(
+        &self,
+        event: String,
+        callback: ThreadsafeFunction<JsEvent, Settled, JsEvent, Status, false, true, LISTENER_QUEUE>,
+    ) -> Result<()> {
         let kind = Kind::parse(&event)?;
         self.listeners.add(&self.inner, kind, callback);
         Ok(())
@@ -290,7 +325,10 @@ impl Engine {
     #[napi(ts_args_type = "callbacks: AuthCallbacks, authTimeoutMs?: number | null")]
     pub fn use_auth(&self, callbacks: Option<AuthCallbacks>, auth_timeout_ms: Option<u32>) -> Result<()> {
         let callbacks = callbacks.ok_or_else(|| {
-            HeraldError::new(Code::Argument, "useAuth: expected an object of callbacks ({ user, vhost, resource, topic })")
+            HeraldError::new(
+                Code::Argument,
+                "useAuth: expected an object of callbacks ({ user, vhost, resource, topic })",
+            )
         })?;
         let current = self.inner.auth().authenticator;
         let auth = Arc::new(CallbackAuth::new(callbacks, crate::auth::timeout_from(auth_timeout_ms), current));
@@ -309,8 +347,15 @@ impl Engine {
     #[napi(
         ts_args_type = "app: (req: any, res: any, next?: any) => unknown, paths?: ExpressAuthPaths | null, authTimeoutMs?: number | null"
     )]
-    pub fn use_express_auth(&self, env: Env, app: Unknown, paths: Option<ExpressAuthPaths>, auth_timeout_ms: Option<u32>) -> Result<()> {
-        let auth = Arc::new(crate::auth::express::backend(&env, app, paths, crate::auth::timeout_from(auth_timeout_ms))?);
+    pub fn use_express_auth(
+        &self,
+        env: Env,
+        app: Unknown,
+        paths: Option<ExpressAuthPaths>,
+        auth_timeout_ms: Option<u32>,
+    ) -> Result<()> {
+        let auth =
+            Arc::new(crate::auth::express::backend(&env, app, paths, crate::auth::timeout_from(auth_timeout_ms))?);
         let authenticator: Arc<dyn Authenticator> = auth.clone();
         self.inner.set_auth(AuthSources { authenticator, authorizer: auth });
         Ok(())

@@ -157,15 +157,18 @@ impl Listeners {
         }
         let Some(js) = to_js(event) else { return };
         for f in targets {
-            let status = f.call_with_return_value(js.clone(), ThreadsafeFunctionCallMode::NonBlocking, |result, _env| {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e.reason, "an engine.on() listener threw; ignored");
-                }
-                Ok(())
-            });
+            let status =
+                f.call_with_return_value(js.clone(), ThreadsafeFunctionCallMode::NonBlocking, |result, _env| {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e.reason, "an engine.on() listener threw; ignored");
+                    }
+                    Ok(())
+                });
             match status {
                 Status::Ok | Status::Closing => {}
-                Status::QueueFull => tracing::warn!("an engine.on() listener is {LISTENER_QUEUE} events behind; event dropped"),
+                Status::QueueFull => {
+                    tracing::warn!("an engine.on() listener is {LISTENER_QUEUE} events behind; event dropped")
+                }
                 other => tracing::warn!(status = ?other, "engine.on() listener not called"),
             }
         }

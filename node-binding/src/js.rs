@@ -10,7 +10,9 @@
 //! - [`Settled`]: the return value of an event listener; a rejected promise is
 //!   logged instead of becoming an unhandled rejection.
 
-use napi::bindgen_prelude::{CallbackContext, FromNapiValue, Function, JsObjectValue, Object, Promise, PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{
+    CallbackContext, FromNapiValue, Function, JsObjectValue, Object, Promise, PromiseRaw, ToNapiValue, Unknown,
+};
 use napi::{check_status, sys, Env, JsValue, ValueType};
 
 /// A value a JS callback returned, or a promise of it.

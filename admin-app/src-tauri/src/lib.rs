@@ -31,14 +31,13 @@ pub struct StartupProfile(pub Option<profiles::Profile>);
 /// Entry point of the `herald-admin` binary: reads the launch profile (exits with status 2
 /// and a usage message if it is malformed), then runs the app until its window closes.
 pub fn main() {
-    let startup =
-        match startup::startup_profile(std::env::args().skip(1), |k| std::env::var(k).ok()) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("herald-admin: {e}\n{}", startup::USAGE);
-                std::process::exit(2);
-            }
-        };
+    let startup = match startup::startup_profile(std::env::args().skip(1), |k| std::env::var(k).ok()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("herald-admin: {e}\n{}", startup::USAGE);
+            std::process::exit(2);
+        }
+    };
     if let Some(p) = &startup {
         eprintln!("herald-admin: startup profile {:?} -> {}", p.name, p.url);
     }

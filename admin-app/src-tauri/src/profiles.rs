@@ -39,38 +39,22 @@ impl Profile {
     pub fn validated(self) -> Result<Profile, ProfileError> {
         let name = self.name.trim().to_owned();
         if name.is_empty() {
-            return Err(ProfileError::InvalidName {
-                name,
-                reason: "the name is empty",
-            });
+            return Err(ProfileError::InvalidName { name, reason: "the name is empty" });
         }
         if name.chars().count() > MAX_NAME_CHARS {
-            return Err(ProfileError::InvalidName {
-                name,
-                reason: "the name is longer than 100 characters",
-            });
+            return Err(ProfileError::InvalidName { name, reason: "the name is longer than 100 characters" });
         }
         if name.chars().any(char::is_control) {
-            return Err(ProfileError::InvalidName {
-                name,
-                reason: "the name contains a control character",
-            });
+            return Err(ProfileError::InvalidName { name, reason: "the name contains a control character" });
         }
         let url = normalize_url(&self.url)?;
-        Ok(Profile {
-            name,
-            url,
-            token: self.token.trim().to_owned(),
-        })
+        Ok(Profile { name, url, token: self.token.trim().to_owned() })
     }
 }
 
 fn normalize_url(raw: &str) -> Result<String, ProfileError> {
     let raw = raw.trim();
-    let invalid = |reason: String| ProfileError::InvalidUrl {
-        url: raw.to_owned(),
-        reason,
-    };
+    let invalid = |reason: String| ProfileError::InvalidUrl { url: raw.to_owned(), reason };
     if raw.is_empty() {
         return Err(invalid("the URL is empty".into()));
     }
@@ -79,10 +63,7 @@ fn normalize_url(raw: &str) -> Result<String, ProfileError> {
     }
     let parsed = url::Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(invalid(format!(
-            "the scheme is {:?}; expected http or https",
-            parsed.scheme()
-        )));
+        return Err(invalid(format!("the scheme is {:?}; expected http or https", parsed.scheme())));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid("there is no host".into()));
@@ -91,9 +72,7 @@ fn normalize_url(raw: &str) -> Result<String, ProfileError> {
         return Err(invalid("a base URL has no query or fragment".into()));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(invalid(
-            "put credentials in the token, not in the URL".into(),
-        ));
+        return Err(invalid("put credentials in the token, not in the URL".into()));
     }
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
@@ -119,10 +98,7 @@ pub enum ProfileError {
 
 impl ProfileError {
     fn io(path: &Path, source: io::Error) -> Self {
-        ProfileError::Io {
-            path: path.to_owned(),
-            source,
-        }
+        ProfileError::Io { path: path.to_owned(), source }
     }
 }
 
@@ -137,10 +113,7 @@ pub struct ProfileStore {
 impl ProfileStore {
     /// A store backed by `path` (created on the first save, with its parent directories).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        ProfileStore {
-            path: path.into(),
-            lock: Mutex::new(()),
-        }
+        ProfileStore { path: path.into(), lock: Mutex::new(()) }
     }
 
     /// The file this store reads and writes.
@@ -184,9 +157,7 @@ impl ProfileStore {
 
     fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
         // The mutex guards no data, so a panic while it was held leaves nothing torn.
-        self.lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn read(&self) -> Result<Vec<Profile>, ProfileError> {
@@ -195,21 +166,15 @@ impl ProfileStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(ProfileError::io(&self.path, e)),
         };
-        let corrupt = |reason: String| ProfileError::Corrupt {
-            path: self.path.clone(),
-            reason,
-        };
-        let profiles: Vec<Profile> = serde_json::from_slice(&bytes)
-            .map_err(|e| corrupt(format!("not a profile list: {e}")))?;
+        let corrupt = |reason: String| ProfileError::Corrupt { path: self.path.clone(), reason };
+        let profiles: Vec<Profile> =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not a profile list: {e}")))?;
         // A hand-edited file is held to the same rules as a saved profile.
         let mut checked: Vec<Profile> = Vec::with_capacity(profiles.len());
         for profile in profiles {
             let profile = profile.validated().map_err(|e| corrupt(e.to_string()))?;
             if checked.iter().any(|p| p.name == profile.name) {
-                return Err(corrupt(format!(
-                    "the name {:?} appears twice",
-                    profile.name
-                )));
+                return Err(corrupt(format!("the name {:?} appears twice", profile.name)));
             }
             checked.push(profile);
         }
@@ -224,11 +189,8 @@ impl ProfileStore {
             _ => Path::new("."),
         };
         fs::create_dir_all(dir).map_err(|e| ProfileError::io(dir, e))?;
-        let file_name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "profiles.json".into());
+        let file_name =
+            self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "profiles.json".into());
         let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
         let mut json = serde_json::to_vec_pretty(profiles).expect("profiles serialize to JSON");
         json.push(b'\n');
@@ -249,12 +211,7 @@ impl ProfileStore {
 #[cfg(unix)]
 fn create_private(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
+    fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
 #[cfg(not(unix))]
@@ -267,11 +224,7 @@ mod tests {
     use super::*;
 
     fn profile(name: &str, url: &str, token: &str) -> Profile {
-        Profile {
-            name: name.into(),
-            url: url.into(),
-            token: token.into(),
-        }
+        Profile { name: name.into(), url: url.into(), token: token.into() }
     }
 
     fn store() -> (tempfile::TempDir, ProfileStore) {
@@ -310,13 +263,7 @@ mod tests {
         store.save(profile("a", "http://a:1", "x")).unwrap();
         store.save(profile("b", "http://b:1", "y")).unwrap();
         let list = store.save(profile(" a ", "http://a:2", "z")).unwrap();
-        assert_eq!(
-            list,
-            vec![
-                profile("a", "http://a:2", "z"),
-                profile("b", "http://b:1", "y")
-            ]
-        );
+        assert_eq!(list, vec![profile("a", "http://a:2", "z"), profile("b", "http://b:1", "y")]);
     }
 
     #[test]
@@ -324,10 +271,7 @@ mod tests {
         let (_dir, store) = store();
         for name in ["", "   ", "tab\there", &"x".repeat(MAX_NAME_CHARS + 1)] {
             let err = store.save(profile(name, "http://h", "t")).unwrap_err();
-            assert!(
-                matches!(err, ProfileError::InvalidName { .. }),
-                "{name:?}: {err}"
-            );
+            assert!(matches!(err, ProfileError::InvalidName { .. }), "{name:?}: {err}");
         }
         assert!(!store.path().exists(), "a rejected save writes nothing");
     }
@@ -346,24 +290,17 @@ mod tests {
             ("http://u:p@h/", "credentials"),
         ] {
             let err = store.save(profile("n", url, "t")).unwrap_err();
-            assert!(
-                matches!(err, ProfileError::InvalidUrl { .. }),
-                "{url:?}: {err}"
-            );
+            assert!(matches!(err, ProfileError::InvalidUrl { .. }), "{url:?}: {err}");
             assert!(err.to_string().contains(why), "{url:?}: {err}");
         }
     }
 
     #[test]
     fn urls_are_trimmed_and_lose_the_trailing_slash() {
-        let p = profile("n", "  http://127.0.0.1:15672/  ", " tok ")
-            .validated()
-            .unwrap();
+        let p = profile("n", "  http://127.0.0.1:15672/  ", " tok ").validated().unwrap();
         assert_eq!(p.url, "http://127.0.0.1:15672");
         assert_eq!(p.token, "tok");
-        let p = profile("n", "https://h.example/herald/", "t")
-            .validated()
-            .unwrap();
+        let p = profile("n", "https://h.example/herald/", "t").validated().unwrap();
         assert_eq!(p.url, "https://h.example/herald");
     }
 
@@ -372,10 +309,7 @@ mod tests {
         let (_dir, store) = store();
         store.save(profile("a", "http://a", "t")).unwrap();
         let err = store.delete("b").unwrap_err();
-        assert!(
-            matches!(err, ProfileError::NotFound(ref n) if n == "b"),
-            "{err}"
-        );
+        assert!(matches!(err, ProfileError::NotFound(ref n) if n == "b"), "{err}");
         assert_eq!(store.list().unwrap().len(), 1);
     }
 
@@ -399,18 +333,12 @@ mod tests {
     fn writes_are_atomic_and_leave_no_temporary_files() {
         let (_dir, store) = store();
         for i in 0..5 {
-            store
-                .save(profile(&format!("p{i}"), "http://h", "t"))
-                .unwrap();
+            store.save(profile(&format!("p{i}"), "http://h", "t")).unwrap();
         }
         let dir = store.path().parent().unwrap();
-        let names: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert_eq!(names, vec!["profiles.json".to_string()]);
-        let on_disk: Vec<Profile> =
-            serde_json::from_slice(&fs::read(store.path()).unwrap()).unwrap();
+        let on_disk: Vec<Profile> = serde_json::from_slice(&fs::read(store.path()).unwrap()).unwrap();
         assert_eq!(on_disk.len(), 5);
     }
 
@@ -430,11 +358,7 @@ mod tests {
         std::thread::scope(|s| {
             for i in 0..8 {
                 let store = &store;
-                s.spawn(move || {
-                    store
-                        .save(profile(&format!("p{i}"), "http://h", "t"))
-                        .unwrap()
-                });
+                s.spawn(move || store.save(profile(&format!("p{i}"), "http://h", "t")).unwrap());
             }
         });
         assert_eq!(store.list().unwrap().len(), 8);

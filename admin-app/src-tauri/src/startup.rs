@@ -45,9 +45,7 @@ pub fn startup_profile(
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_owned(), Some(value.to_owned()))
-            }
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
             _ => (arg.clone(), None),
         };
         let slot = match flag.as_str() {
@@ -58,17 +56,14 @@ pub fn startup_profile(
         };
         let value = match inline {
             Some(v) => v,
-            None => args
-                .next()
-                .ok_or_else(|| StartupError::MissingValue(flag.clone()))?,
+            None => args.next().ok_or_else(|| StartupError::MissingValue(flag.clone()))?,
         };
         *slot = Some(value);
     }
     let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let url = non_empty(url.or_else(|| env("HERALD_ADMIN_URL")));
     let token = non_empty(token.or_else(|| env("HERALD_ADMIN_TOKEN")));
-    let name = non_empty(name.or_else(|| env("HERALD_ADMIN_PROFILE")))
-        .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+    let name = non_empty(name.or_else(|| env("HERALD_ADMIN_PROFILE"))).unwrap_or_else(|| DEFAULT_NAME.to_owned());
     match (url, token) {
         (None, None) => Ok(None),
         (Some(_), None) => Err(StartupError::UrlWithoutToken),
@@ -83,10 +78,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Option<Profile>, StartupError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         startup_profile(args.iter().map(|s| s.to_string()), |k| env.get(k).cloned())
     }
 
@@ -97,33 +89,14 @@ mod tests {
 
     #[test]
     fn from_the_environment() {
-        let p = run(
-            &[],
-            &[
-                ("HERALD_ADMIN_URL", "http://127.0.0.1:15672/"),
-                ("HERALD_ADMIN_TOKEN", "tok"),
-            ],
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            p,
-            Profile {
-                name: DEFAULT_NAME.into(),
-                url: "http://127.0.0.1:15672".into(),
-                token: "tok".into()
-            }
-        );
-        let p = run(
-            &[],
-            &[
-                ("HERALD_ADMIN_URL", "http://h"),
-                ("HERALD_ADMIN_TOKEN", "t"),
-                ("HERALD_ADMIN_PROFILE", "ci"),
-            ],
-        )
-        .unwrap()
-        .unwrap();
+        let p = run(&[], &[("HERALD_ADMIN_URL", "http://127.0.0.1:15672/"), ("HERALD_ADMIN_TOKEN", "tok")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(p, Profile { name: DEFAULT_NAME.into(), url: "http://127.0.0.1:15672".into(), token: "tok".into() });
+        let p =
+            run(&[], &[("HERALD_ADMIN_URL", "http://h"), ("HERALD_ADMIN_TOKEN", "t"), ("HERALD_ADMIN_PROFILE", "ci")])
+                .unwrap()
+                .unwrap();
         assert_eq!(p.name, "ci");
     }
 
@@ -131,43 +104,24 @@ mod tests {
     fn flags_win_over_the_environment() {
         let p = run(
             &["--url", "https://a.example", "--token=x", "--profile", "a"],
-            &[
-                ("HERALD_ADMIN_URL", "http://b"),
-                ("HERALD_ADMIN_TOKEN", "y"),
-            ],
+            &[("HERALD_ADMIN_URL", "http://b"), ("HERALD_ADMIN_TOKEN", "y")],
         )
         .unwrap()
         .unwrap();
-        assert_eq!(
-            (p.name.as_str(), p.url.as_str(), p.token.as_str()),
-            ("a", "https://a.example", "x")
-        );
+        assert_eq!((p.name.as_str(), p.url.as_str(), p.token.as_str()), ("a", "https://a.example", "x"));
     }
 
     #[test]
     fn half_a_profile_is_an_error() {
-        assert!(matches!(
-            run(&["--url", "http://h"], &[]),
-            Err(StartupError::UrlWithoutToken)
-        ));
-        assert!(matches!(
-            run(&[], &[("HERALD_ADMIN_TOKEN", "t")]),
-            Err(StartupError::TokenWithoutUrl)
-        ));
-        assert!(
-            matches!(run(&["--token"], &[]), Err(StartupError::MissingValue(f)) if f == "--token")
-        );
-        assert!(
-            matches!(run(&["--verbose"], &[]), Err(StartupError::UnknownArgument(a)) if a == "--verbose")
-        );
+        assert!(matches!(run(&["--url", "http://h"], &[]), Err(StartupError::UrlWithoutToken)));
+        assert!(matches!(run(&[], &[("HERALD_ADMIN_TOKEN", "t")]), Err(StartupError::TokenWithoutUrl)));
+        assert!(matches!(run(&["--token"], &[]), Err(StartupError::MissingValue(f)) if f == "--token"));
+        assert!(matches!(run(&["--verbose"], &[]), Err(StartupError::UnknownArgument(a)) if a == "--verbose"));
     }
 
     #[test]
     fn a_bad_url_is_an_error_with_its_reason() {
         let err = run(&["--url", "localhost:15672", "--token", "t"], &[]).unwrap_err();
-        assert!(
-            matches!(err, StartupError::Invalid(ProfileError::InvalidUrl { .. })),
-            "{err}"
-        );
+        assert!(matches!(err, StartupError::Invalid(ProfileError::InvalidUrl { .. })), "{err}");
     }
 }

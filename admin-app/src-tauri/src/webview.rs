@@ -20,9 +20,7 @@ const LOCALE_FIX: &str = r#"(() => {
 
 /// An app-internal plugin (no commands, so nothing to grant) that injects [`LOCALE_FIX`].
 pub fn locale_fix<R: Runtime>() -> TauriPlugin<R> {
-    tauri::plugin::Builder::new("herald-locale")
-        .js_init_script(LOCALE_FIX)
-        .build()
+    tauri::plugin::Builder::new("herald-locale").js_init_script(LOCALE_FIX).build()
 }
 
 /// Makes WebKitGTK print the page's `console.*` messages and uncaught errors on stdout

@@ -56,7 +56,10 @@ impl IntoResponse for ApiError {
         let body = Json(serde_json::json!({ "error": kind, "message": self.to_string() }));
         let mut r = (status, body).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"herald\""));
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"herald\""),
+            );
         }
         r
     }
@@ -65,7 +68,9 @@ impl IntoResponse for ApiError {
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
         match e {
-            RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => ApiError::NotFound(e.to_string()),
+            RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => {
+                ApiError::NotFound(e.to_string())
+            }
             RouteError::Store(_) | RouteError::MemoryAlarm { .. } => ApiError::Unavailable(e.to_string()),
             RouteError::QueueFull { .. } | RouteError::QueueLimit(_) => ApiError::Limit(e.to_string()),
             _ => ApiError::BadRequest(e.to_string()),
@@ -118,7 +123,10 @@ fn query_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>,
     match Option::<Number>::deserialize(d)? {
         None => Ok(None),
         Some(Number::N(n)) => Ok(Some(n)),
-        Some(Number::S(s)) => s.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("expected a non-negative integer, not '{s}'"))),
+        Some(Number::S(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("expected a non-negative integer, not '{s}'"))),
     }
 }
 
@@ -275,7 +283,10 @@ pub struct SessionQuery {
     paging: Paging,
 }
 
-pub async fn sessions(State(a): State<Admin>, q: Result<Query<SessionQuery>, QueryRejection>) -> ApiResult<Page<SessionInfo>> {
+pub async fn sessions(
+    State(a): State<Admin>,
+    q: Result<Query<SessionQuery>, QueryRejection>,
+) -> ApiResult<Page<SessionInfo>> {
     let q = query(q)?;
     let mut all: Vec<Arc<SessionHandle>> = a
         .engine
@@ -364,7 +375,10 @@ struct QueueRow {
     rates: Rates,
 }
 
-pub async fn queues(State(a): State<Admin>, q: Result<Query<QueueQuery>, QueryRejection>) -> ApiResult<Page<QueueInfo>> {
+pub async fn queues(
+    State(a): State<Admin>,
+    q: Result<Query<QueueQuery>, QueryRejection>,
+) -> ApiResult<Page<QueueInfo>> {
     let q = query(q)?;
     let needle = q.q.as_deref().unwrap_or("");
     let mut rows: Vec<QueueRow> = Vec::new();
@@ -391,7 +405,8 @@ pub async fn queues(State(a): State<Admin>, q: Result<Query<QueueQuery>, QueryRe
         .into_iter()
         .map(|r| {
             let (publish, deliver) = a.sampler.with_queue(&r.queue.vhost, &r.queue.name, |t| {
-                t.map(|t| (t.publish.iter().copied().collect(), t.deliver.iter().copied().collect())).unwrap_or_default()
+                t.map(|t| (t.publish.iter().copied().collect(), t.deliver.iter().copied().collect()))
+                    .unwrap_or_default()
             });
             QueueInfo {
                 vhost: r.queue.vhost.to_string(),
@@ -412,8 +427,10 @@ pub async fn queues(State(a): State<Admin>, q: Result<Query<QueueQuery>, QueryRe
 }
 
 fn sort_queues(rows: &mut [QueueRow], sort: &str, order: &str) -> Result<(), ApiError> {
-    let by_name = |a: &QueueRow, b: &QueueRow| (&*a.queue.vhost, &*a.queue.name).cmp(&(&*b.queue.vhost, &*b.queue.name));
-    let num = |f: fn(&QueueRow) -> f64| move |a: &QueueRow, b: &QueueRow| f(a).total_cmp(&f(b)).then_with(|| by_name(a, b));
+    let by_name =
+        |a: &QueueRow, b: &QueueRow| (&*a.queue.vhost, &*a.queue.name).cmp(&(&*b.queue.vhost, &*b.queue.name));
+    let num =
+        |f: fn(&QueueRow) -> f64| move |a: &QueueRow, b: &QueueRow| f(a).total_cmp(&f(b)).then_with(|| by_name(a, b));
     match sort {
         "name" => rows.sort_by(by_name),
         "depth" => rows.sort_by(num(|r| r.depth as f64)),
@@ -421,7 +438,11 @@ fn sort_queues(rows: &mut [QueueRow], sort: &str, order: &str) -> Result<(), Api
         "unacked" => rows.sort_by(num(|r| r.unacked as f64)),
         "publish_rate" => rows.sort_by(num(|r| r.rates.publish)),
         "deliver_rate" => rows.sort_by(num(|r| r.rates.deliver)),
-        other => return Err(ApiError::BadRequest(format!("cannot sort by '{other}' (name, depth, consumers, unacked, publish_rate, deliver_rate)"))),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "cannot sort by '{other}' (name, depth, consumers, unacked, publish_rate, deliver_rate)"
+            )))
+        }
     }
     match order {
         "asc" => {}
@@ -447,7 +468,10 @@ pub async fn purge(State(a): State<Admin>, p: Result<Path<(String, String)>, Pat
 
 /// Deletes a queue with its bindings and messages (durable ones from the
 /// store too); its consumers' sessions stop receiving from it. 204, or 404.
-pub async fn delete_queue(State(a): State<Admin>, p: Result<Path<(String, String)>, PathRejection>) -> Result<StatusCode, ApiError> {
+pub async fn delete_queue(
+    State(a): State<Admin>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
     let (vhost, name) = path(p)?;
     let v = a.engine.router.vhost(&vhost)?;
     let q = v.delete_queue(&name).ok_or_else(|| RouteError::NoQueue(name.clone(), vhost.clone()))?;
@@ -477,7 +501,10 @@ pub struct ExchangeQuery {
     vhost: Option<String>,
 }
 
-pub async fn exchanges(State(a): State<Admin>, q: Result<Query<ExchangeQuery>, QueryRejection>) -> ApiResult<Vec<ExchangeInfo>> {
+pub async fn exchanges(
+    State(a): State<Admin>,
+    q: Result<Query<ExchangeQuery>, QueryRejection>,
+) -> ApiResult<Vec<ExchangeInfo>> {
     let q = query(q)?;
     let mut out = Vec::new();
     for v in a.engine.router.vhosts() {
@@ -513,8 +540,13 @@ pub struct Routed {
     routed: usize,
 }
 
-pub async fn publish(State(a): State<Admin>, body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>) -> ApiResult<Routed> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("expected JSON {{destination, body, headers?}}: {}", e.body_text())))?;
+pub async fn publish(
+    State(a): State<Admin>,
+    body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Routed> {
+    let Json(req) = body.map_err(|e| {
+        ApiError::BadRequest(format!("expected JSON {{destination, body, headers?}}: {}", e.body_text()))
+    })?;
     let headers = req.headers.into_iter().collect();
     let n = a.engine.publish_to(&req.destination, headers, Bytes::from(req.body)).map_err(|e| match e {
         PublishError::Destination(d) => ApiError::BadRequest(d.to_string()),
@@ -534,10 +566,17 @@ mod tests {
         assert_eq!((page.total, page.items), (8, vec![4, 5, 6]));
         let past = Paging { page: Some(9), per_page: Some(3) }.apply(vec![1, 2], 10).unwrap();
         assert!(past.items.is_empty() && past.total == 2);
-        assert!(matches!(Paging { page: Some(1), per_page: Some(11) }.apply(vec![1], 10), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            Paging { page: Some(1), per_page: Some(11) }.apply(vec![1], 10),
+            Err(ApiError::BadRequest(_))
+        ));
         assert!(matches!(Paging { page: Some(0), per_page: None }.apply(vec![1], 10), Err(ApiError::BadRequest(_))));
         let default = Paging::default().apply((1..=30).collect::<Vec<_>>(), 20).unwrap();
-        assert_eq!((default.per_page, default.items.len()), (20, 20), "the default page size stays within max_page_size");
+        assert_eq!(
+            (default.per_page, default.items.len()),
+            (20, 20),
+            "the default page size stays within max_page_size"
+        );
     }
 
     #[test]
@@ -556,7 +595,13 @@ mod tests {
     #[test]
     fn queues_sort_by_number_then_name() {
         let q = |name: &str, depth| QueueRow {
-            queue: Arc::new(crate::router::Queue::new("/", name, crate::router::QueueOptions { durable: false, exclusive: None, auto_delete: false }, 10, None)),
+            queue: Arc::new(crate::router::Queue::new(
+                "/",
+                name,
+                crate::router::QueueOptions { durable: false, exclusive: None, auto_delete: false },
+                10,
+                None,
+            )),
             depth,
             unacked: 0,
             consumers: 0,

@@ -28,7 +28,8 @@ pub fn render(o: &Overview, queues: &[QueueGauge<'_>]) -> String {
     family(&mut out, "herald_sessions", "gauge", "Open sessions by protocol and transport.");
     for (k, n) in &o.sessions_by_transport {
         let (protocol, transport) = k.split_once('/').unwrap_or((k, ""));
-        let _ = writeln!(out, "herald_sessions{{protocol=\"{}\",transport=\"{}\"}} {n}", label(protocol), label(transport));
+        let _ =
+            writeln!(out, "herald_sessions{{protocol=\"{}\",transport=\"{}\"}} {n}", label(protocol), label(transport));
     }
     let gauges = [
         ("herald_users_online", "Users with at least one session.", o.users_online as u64),
@@ -42,7 +43,11 @@ pub fn render(o: &Overview, queues: &[QueueGauge<'_>]) -> String {
         let _ = writeln!(out, "{name} {v}");
     }
     let counters = [
-        ("herald_messages_published_total", "Messages published (once per message, before fan-out).", o.totals.published),
+        (
+            "herald_messages_published_total",
+            "Messages published (once per message, before fan-out).",
+            o.totals.published,
+        ),
         ("herald_messages_delivered_total", "Deliveries to consumers.", o.totals.delivered),
         ("herald_messages_acked_total", "Deliveries acknowledged.", o.totals.acked),
         ("herald_messages_dropped_total", "Messages dropped from full queues.", o.totals.dropped),
@@ -53,11 +58,23 @@ pub fn render(o: &Overview, queues: &[QueueGauge<'_>]) -> String {
     }
     family(&mut out, "herald_queue_messages_ready", "gauge", "Messages waiting in a shared queue.");
     for q in queues {
-        let _ = writeln!(out, "herald_queue_messages_ready{{vhost=\"{}\",queue=\"{}\"}} {}", label(q.vhost), label(q.name), q.ready);
+        let _ = writeln!(
+            out,
+            "herald_queue_messages_ready{{vhost=\"{}\",queue=\"{}\"}} {}",
+            label(q.vhost),
+            label(q.name),
+            q.ready
+        );
     }
     family(&mut out, "herald_queue_consumers", "gauge", "Consumers of a shared queue.");
     for q in queues {
-        let _ = writeln!(out, "herald_queue_consumers{{vhost=\"{}\",queue=\"{}\"}} {}", label(q.vhost), label(q.name), q.consumers);
+        let _ = writeln!(
+            out,
+            "herald_queue_consumers{{vhost=\"{}\",queue=\"{}\"}} {}",
+            label(q.vhost),
+            label(q.name),
+            q.consumers
+        );
     }
     out
 }
@@ -65,7 +82,11 @@ pub fn render(o: &Overview, queues: &[QueueGauge<'_>]) -> String {
 /// The memory alarm's measure (docs/security.md, "Memory").
 pub fn render_memory(out: &mut String, m: &crate::engine::MemoryUse) {
     let mut gauges = vec![
-        ("herald_memory_held_bytes", "Message bytes held in queues, outboxes and transactions (what the high watermark bounds).", m.held_bytes),
+        (
+            "herald_memory_held_bytes",
+            "Message bytes held in queues, outboxes and transactions (what the high watermark bounds).",
+            m.held_bytes,
+        ),
         ("herald_memory_alarm", "1 while the memory alarm refuses publishes.", m.alarm as u64),
     ];
     if let Some(w) = m.high_watermark {

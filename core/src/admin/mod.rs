@@ -47,7 +47,9 @@ impl Admin {
     /// constant time so response timing does not leak a token's prefix.
     fn authorized(&self, headers: &HeaderMap) -> bool {
         use subtle::ConstantTimeEq;
-        let Some((scheme, given)) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' ')) else {
+        let Some((scheme, given)) =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' '))
+        else {
             return false;
         };
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -93,7 +95,9 @@ async fn serve(engine: Engine, listener: tokio::net::TcpListener, app: Router) {
     };
     let mut backoff = Duration::from_millis(5);
     loop {
-        let Some((stream, addr)) = tcp::next_connection(&listener, &engine.shutdown, &mut backoff).await else { return };
+        let Some((stream, addr)) = tcp::next_connection(&listener, &engine.shutdown, &mut backoff).await else {
+            return;
+        };
         let slot = match gate.admit(None, false) {
             Ok(slot) => slot,
             Err(_) => {
@@ -121,7 +125,8 @@ async fn body_deadline(State(a): State<Admin>, req: Request, next: Next) -> Resp
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
         Ok(Err(_)) => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
-        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request body not complete in time (connections.body_timeout_ms)").into_response(),
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request body not complete in time (connections.body_timeout_ms)")
+            .into_response(),
     }
 }
 
@@ -221,8 +226,10 @@ async fn metrics(State(a): State<Admin>) -> Response {
             shared.push((v.name.clone(), q.name.clone(), q.depth(), q.consumer_count()));
         }
     }
-    let gauges: Vec<metrics::QueueGauge> =
-        shared.iter().map(|(v, n, ready, consumers)| metrics::QueueGauge { vhost: v, name: n, ready: *ready, consumers: *consumers }).collect();
+    let gauges: Vec<metrics::QueueGauge> = shared
+        .iter()
+        .map(|(v, n, ready, consumers)| metrics::QueueGauge { vhost: v, name: n, ready: *ready, consumers: *consumers })
+        .collect();
     let mut text = metrics::render(&tick.overview, &gauges);
     metrics::render_memory(&mut text, &a.engine.check_memory());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
@@ -252,11 +259,12 @@ struct StreamState {
 /// `GET /api/stream`: an `overview` event per sampler tick, and `session` /
 /// `presence` events as they happen. Ends when the engine stops.
 async fn stream(State(a): State<Admin>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let permit = a
-        .streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Limit(format!("at most {} live streams are open (admin.max_streams)", a.engine.config.admin.max_streams)))?;
+    let permit = a.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Limit(format!(
+            "at most {} live streams are open (admin.max_streams)",
+            a.engine.config.admin.max_streams
+        ))
+    })?;
     let st = StreamState {
         ticks: a.sampler.subscribe(),
         changes: a.engine.changes(),
@@ -295,7 +303,11 @@ async fn stream(State(a): State<Admin>) -> Result<Sse<impl Stream<Item = Result<
 /// directory: no `..`, no absolute parts.
 async fn ui(State(a): State<Admin>, uri: Uri) -> Response {
     let Some(dir) = a.engine.config.admin.ui_dir.clone() else {
-        return (StatusCode::NOT_FOUND, "the console is not configured: set admin.ui_dir to the built admin-app (npm run build -w herald-admin)").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "the console is not configured: set admin.ui_dir to the built admin-app (npm run build -w herald-admin)",
+        )
+            .into_response();
     };
     let rel = uri.path().strip_prefix("/admin/").unwrap_or("");
     let rel = if rel.is_empty() { "index.html" } else { rel };

@@ -31,7 +31,11 @@ impl Rates {
         let secs = dt.as_secs_f64().max(1e-3);
         let r = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
         Rates {
-            publish: if use_messages { r(prev.published_messages, now.published_messages) } else { r(prev.published, now.published) },
+            publish: if use_messages {
+                r(prev.published_messages, now.published_messages)
+            } else {
+                r(prev.published, now.published)
+            },
             deliver: r(prev.delivered, now.delivered),
             ack: r(prev.acked, now.acked),
             drop: r(prev.dropped, now.dropped),
@@ -192,7 +196,8 @@ impl Sampler {
                 exchanges += 1;
                 let key = (v.name.clone(), x.name.clone());
                 let first = !st.exchanges.contains_key(&key);
-                let t = Totals { published: x.published.load(std::sync::atomic::Ordering::Relaxed), ..Totals::default() };
+                let t =
+                    Totals { published: x.published.load(std::sync::atomic::Ordering::Relaxed), ..Totals::default() };
                 st.exchanges.entry(key).or_default().push(t, dt, self.queue_len, tick_no, first);
             }
         }

@@ -13,7 +13,10 @@
 use std::sync::Arc;
 
 use super::sasl::{Mechanism, ScramCredentials};
-use super::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, ConfigUsers, DefaultPermissions, HttpBackend, Identity, JwtAuth, Permission, ResourceKind};
+use super::{
+    AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, ConfigUsers, DefaultPermissions, HttpBackend,
+    Identity, JwtAuth, Permission, ResourceKind,
+};
 use crate::config::{Config, ConfigError};
 
 #[derive(Debug)]
@@ -46,7 +49,12 @@ impl Chain {
 }
 
 impl Authenticator for Chain {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    fn authenticate<'a>(
+        &'a self,
+        login: &'a str,
+        password: &'a str,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move {
             if let Some(jwt) = self.jwt.as_ref().filter(|j| j.recognizes(password)) {
                 return jwt.verify(login, password);
@@ -86,7 +94,12 @@ impl Authenticator for Chain {
 }
 
 impl Authorizer for Chain {
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn vhost<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
         self.authorizer(who).vhost(who, vhost, client)
     }
 
@@ -187,11 +200,22 @@ permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
         // A JWT decides alone: the service is not asked, either way.
         let id = c.authenticate("dave", &token("dave", 60), &ClientInfo::LOCAL).await.unwrap();
         assert_eq!(id, Identity { uid: "dave".into(), tags: vec!["jwt".into()] });
-        assert_eq!(c.authenticate("dave", &token("dave", -300), &ClientInfo::LOCAL).await, Err(AuthError::Refused), "expired");
-        assert_eq!(c.authenticate("alice", &token("dave", 60), &ClientInfo::LOCAL).await, Err(AuthError::Refused), "uid mismatch");
+        assert_eq!(
+            c.authenticate("dave", &token("dave", -300), &ClientInfo::LOCAL).await,
+            Err(AuthError::Refused),
+            "expired"
+        );
+        assert_eq!(
+            c.authenticate("alice", &token("dave", 60), &ClientInfo::LOCAL).await,
+            Err(AuthError::Refused),
+            "uid mismatch"
+        );
         assert_eq!(svc.requests("/auth/user").len(), 0);
         // Not a JWT: the service answers, tags and all.
-        assert_eq!(c.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap().tags, ["administrator", "management"]);
+        assert_eq!(
+            c.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap().tags,
+            ["administrator", "management"]
+        );
         // The service denies; the login is a config user with that password.
         assert_eq!(c.authenticate("alice", "local-pw", &ClientInfo::LOCAL).await.unwrap().tags, ["from-config"]);
         assert_eq!(c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap().uid, "ops");
@@ -232,7 +256,10 @@ permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
         assert!(c.vhost(&dave, "/", &ClientInfo::LOCAL).await.unwrap());
         assert!(c.resource(&dave, "/", ResourceKind::Exchange, "feed", Permission::Write).await.unwrap());
         assert!(!c.resource(&dave, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
-        assert!(c.topic(&dave, "/", "feed", "anything", Permission::Read).await.unwrap(), "topics allowed, as in RabbitMQ");
+        assert!(
+            c.topic(&dave, "/", "feed", "anything", Permission::Read).await.unwrap(),
+            "topics allowed, as in RabbitMQ"
+        );
         let ops = c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap();
         assert!(c.resource(&ops, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
         // Non-JWT passwords of unknown users: refused without any HTTP backend.

@@ -117,7 +117,10 @@ impl TopicRules {
         TopicRules(
             p.iter()
                 .map(|(vhost, xs)| {
-                    let xs = xs.iter().map(|(x, t)| (x.clone(), (TopicPattern::compile(&t.write), TopicPattern::compile(&t.read)))).collect();
+                    let xs = xs
+                        .iter()
+                        .map(|(x, t)| (x.clone(), (TopicPattern::compile(&t.write), TopicPattern::compile(&t.read))))
+                        .collect();
                     (vhost.clone(), xs)
                 })
                 .collect(),
@@ -126,7 +129,15 @@ impl TopicRules {
 
     /// RabbitMQ's rule: no topic permissions for this vhost and exchange
     /// grant; otherwise the `write` or `read` pattern must match the key.
-    pub(crate) fn allows(&self, cache: &RegexCache, uid: &str, vhost: &str, exchange: &str, key: &str, permission: Permission) -> bool {
+    pub(crate) fn allows(
+        &self,
+        cache: &RegexCache,
+        uid: &str,
+        vhost: &str,
+        exchange: &str,
+        key: &str,
+        permission: Permission,
+    ) -> bool {
         let Some((write, read)) = self.0.get(vhost).and_then(|xs| xs.get(exchange)) else { return true };
         match permission {
             Permission::Write => write.matches(cache, uid, vhost, key),
@@ -202,7 +213,10 @@ impl ConfigUsers {
             };
             let perms = u.permissions.as_ref().unwrap_or(&config.auth.default_permissions);
             let permissions = perms.iter().map(|(v, p)| (v.clone(), cache.get(p))).collect();
-            let topics = u.topic_permissions.as_ref().map_or_else(|| default_topics.clone(), |t| Arc::new(TopicRules::compile(t)));
+            let topics = u
+                .topic_permissions
+                .as_ref()
+                .map_or_else(|| default_topics.clone(), |t| Arc::new(TopicRules::compile(t)));
             users.insert(u.name.clone(), User { secret, tags: u.tags.clone(), permissions, topics });
         }
         if !plain.is_empty() {
@@ -252,14 +266,20 @@ pub struct DefaultPermissions {
 
 impl DefaultPermissions {
     pub fn from_config(config: &Config) -> DefaultPermissions {
-        let permissions = config.auth.default_permissions.iter().map(|(v, p)| (v.clone(), Patterns::compile(p))).collect();
+        let permissions =
+            config.auth.default_permissions.iter().map(|(v, p)| (v.clone(), Patterns::compile(p))).collect();
         let topics = TopicRules::compile(&config.auth.default_topic_permissions);
         DefaultPermissions { permissions, topics, topic_cache: RegexCache::default() }
     }
 }
 
 impl Authorizer for DefaultPermissions {
-    fn vhost<'a>(&'a self, _who: &'a Identity, vhost: &'a str, _client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn vhost<'a>(
+        &'a self,
+        _who: &'a Identity,
+        vhost: &'a str,
+        _client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move { Ok(self.permissions.contains_key(vhost)) })
     }
 
@@ -282,7 +302,9 @@ impl Authorizer for DefaultPermissions {
         routing_key: &'a str,
         permission: Permission,
     ) -> BoxFuture<'a, Result<bool, AuthError>> {
-        Box::pin(async move { Ok(self.topics.allows(&self.topic_cache, &who.uid, vhost, exchange, routing_key, permission)) })
+        Box::pin(async move {
+            Ok(self.topics.allows(&self.topic_cache, &who.uid, vhost, exchange, routing_key, permission))
+        })
     }
 }
 
@@ -292,7 +314,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Authenticator for ConfigUsers {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, _client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    fn authenticate<'a>(
+        &'a self,
+        login: &'a str,
+        password: &'a str,
+        _client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move {
             let user = self.users.get(login).ok_or(AuthError::Refused)?;
             let ok = match &user.secret {
@@ -305,7 +332,11 @@ impl Authenticator for ConfigUsers {
                         let (h, pw) = (h.clone(), password.to_owned());
                         let ok = self
                             .pool
-                            .run(move || PasswordHash::new(&h).is_ok_and(|parsed| argon2::Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok()))
+                            .run(move || {
+                                PasswordHash::new(&h).is_ok_and(|parsed| {
+                                    argon2::Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok()
+                                })
+                            })
                             .await?;
                         if ok {
                             self.verified.lock().insert(login.to_owned(), tag);
@@ -342,7 +373,9 @@ impl Authenticator for ConfigUsers {
                 return Ok(Some((c.clone(), identity)));
             }
             let (password, salt) = (password.clone(), self.salt);
-            let Some(creds) = self.pool.run(move || ScramCredentials::derive(mechanism, &password, &salt, SCRAM_ITERATIONS)).await? else {
+            let Some(creds) =
+                self.pool.run(move || ScramCredentials::derive(mechanism, &password, &salt, SCRAM_ITERATIONS)).await?
+            else {
                 return Ok(None); // PLAIN has no SCRAM credentials
             };
             self.scram.lock().insert(key, creds.clone());
@@ -352,7 +385,12 @@ impl Authenticator for ConfigUsers {
 }
 
 impl Authorizer for ConfigUsers {
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str, _client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn vhost<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        _client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move { Ok(self.patterns(who, vhost).is_some()) })
     }
 
@@ -378,7 +416,9 @@ impl Authorizer for ConfigUsers {
         // RabbitMQ grants topic access when no topic permissions are set
         // for the vhost and exchange.
         Box::pin(async move {
-            Ok(self.users.get(&who.uid).is_some_and(|u| u.topics.allows(&self.topic_cache, &who.uid, vhost, exchange, routing_key, permission)))
+            Ok(self.users.get(&who.uid).is_some_and(|u| {
+                u.topics.allows(&self.topic_cache, &who.uid, vhost, exchange, routing_key, permission)
+            }))
         })
     }
 }
@@ -387,7 +427,10 @@ impl Authorizer for ConfigUsers {
 pub fn hash_password(password: &str) -> Result<String, String> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -436,7 +479,8 @@ permissions = {{ "/" = {{ configure = "", write = "", read = "q-.*" }} }}
         assert_eq!(id.tags, ["administrator"]);
         assert_eq!(u.authenticate("hashed", "s3cre", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
         assert!(!u.offers_scram(), "an argon2-hashed user cannot do SCRAM, so it is not offered");
-        let plain_only = ConfigUsers::from_config(&Config::from_toml_str("[[users]]\nname = \"a\"\npassword = \"pw\"\n").unwrap());
+        let plain_only =
+            ConfigUsers::from_config(&Config::from_toml_str("[[users]]\nname = \"a\"\npassword = \"pw\"\n").unwrap());
         assert!(plain_only.offers_scram());
     }
 
@@ -502,7 +546,10 @@ topic_permissions = { "v2" = { "amq.topic" = { write = "{vhost}-{username}", rea
         assert!(!t(&plain, "/", "amq.topic", "xplain.x", w).await, "matched whole, like the resource patterns");
         assert!(t(&plain, "/", "amq.topic", "public.news", r).await);
         assert!(!t(&plain, "/", "amq.topic", "public.news", w).await);
-        assert!(t(&plain, "/", "feed", "anyone", w).await, "no topic permissions for this exchange: allowed (RabbitMQ)");
+        assert!(
+            t(&plain, "/", "feed", "anyone", w).await,
+            "no topic permissions for this exchange: allowed (RabbitMQ)"
+        );
         assert!(t(&plain, "v2", "amq.topic", "anything", w).await, "none for this vhost: allowed");
         let ab = who("a.b");
         assert!(t(&ab, "/", "amq.topic", "a.b.x", w).await);
@@ -520,7 +567,10 @@ topic_permissions = { "v2" = { "amq.topic" = { write = "{vhost}-{username}", rea
 
     #[test]
     fn bad_topic_permissions_are_named() {
-        let err = Config::from_toml_str("[auth.default_topic_permissions.\"/\".\"amq.topic\"]\nwrite = \"(\"\nread = \"\"\n").unwrap_err().to_string();
+        let err =
+            Config::from_toml_str("[auth.default_topic_permissions.\"/\".\"amq.topic\"]\nwrite = \"(\"\nread = \"\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("auth.default_topic_permissions") && err.contains("write"), "{err}");
         let err = Config::from_toml_str("[[users]]\nname = \"a\"\npassword = \"p\"\ntopic_permissions = { nope = { x = { write = \"\", read = \"\" } } }\n")
             .unwrap_err()

@@ -85,7 +85,10 @@ impl ReqwestTransport {
             }
             HttpAuthMethod::Post => {
                 let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
-                self.client.post(url).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body)
+                self.client
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
             }
         };
         // No URL in the error (it reaches clients, and a GET's carries the
@@ -123,10 +126,33 @@ impl AuthTransport for ReqwestTransport {
 /// space-separated, as sent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Question {
-    User { username: String, password: [u8; 32], ip: String },
-    Vhost { username: String, vhost: String, tags: String, ip: String },
-    Resource { username: String, vhost: String, kind: ResourceKind, name: String, permission: Permission, tags: String },
-    Topic { username: String, vhost: String, exchange: String, routing_key: String, permission: Permission, tags: String },
+    User {
+        username: String,
+        password: [u8; 32],
+        ip: String,
+    },
+    Vhost {
+        username: String,
+        vhost: String,
+        tags: String,
+        ip: String,
+    },
+    Resource {
+        username: String,
+        vhost: String,
+        kind: ResourceKind,
+        name: String,
+        permission: Permission,
+        tags: String,
+    },
+    Topic {
+        username: String,
+        vhost: String,
+        exchange: String,
+        routing_key: String,
+        permission: Permission,
+        tags: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +282,8 @@ impl std::fmt::Debug for HttpBackend {
 impl HttpBackend {
     /// From a validated `[auth.http]`, over HTTP; errors name the bad key.
     pub fn from_config(c: &HttpAuthConfig) -> Result<HttpBackend, (&'static str, String)> {
-        let check = |key: &'static str, s: &str| Url::parse(s).map(drop).map_err(|e| (key, format!("{s:?} is not a URL: {e}")));
+        let check =
+            |key: &'static str, s: &str| Url::parse(s).map(drop).map_err(|e| (key, format!("{s:?} is not a URL: {e}")));
         check("auth.http.user_path", &c.user_path)?;
         for (key, path) in [
             ("auth.http.vhost_path", &c.vhost_path),
@@ -307,7 +334,10 @@ impl HttpBackend {
             Ok(Ok((status, body))) if is_answer(status) => Answer::parse(&body),
             Ok(Ok((status, _))) => return Err(self.unavailable(path, format!("auth service answered HTTP {status}"))),
             Ok(Err(why)) => return Err(self.unavailable(path, why)),
-            Err(_) => return Err(self.unavailable(path, format!("auth service did not answer within {} ms", self.timeout.as_millis()))),
+            Err(_) => {
+                return Err(self
+                    .unavailable(path, format!("auth service did not answer within {} ms", self.timeout.as_millis())))
+            }
         };
         if let Some(c) = &self.cache {
             c.insert(question, answer.clone());
@@ -320,7 +350,12 @@ impl HttpBackend {
         AuthError::Unavailable(why)
     }
 
-    async fn allowed(&self, path: &Option<String>, question: Question, params: &[(&str, &str)]) -> Result<bool, AuthError> {
+    async fn allowed(
+        &self,
+        path: &Option<String>,
+        question: Question,
+        params: &[(&str, &str)],
+    ) -> Result<bool, AuthError> {
         match path {
             // An unset path grants, as in RabbitMQ's plugin.
             None => Ok(true),
@@ -337,10 +372,16 @@ impl HttpBackend {
 impl Authenticator for HttpBackend {
     /// Sends the plugin's `username` and `password`, and `ip` (the client's
     /// address, empty when unknown) so a service can throttle or allow by it.
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    fn authenticate<'a>(
+        &'a self,
+        login: &'a str,
+        password: &'a str,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move {
             let ip = client.ip_string();
-            let question = Question::User { username: login.to_owned(), password: self.password_hash(password), ip: ip.clone() };
+            let question =
+                Question::User { username: login.to_owned(), password: self.password_hash(password), ip: ip.clone() };
             match self.ask(&self.user, question, &[("username", login), ("password", password), ("ip", &ip)]).await? {
                 Answer::Allow(tags) => Ok(Identity { uid: login.to_owned(), tags }),
                 Answer::Deny => Err(AuthError::Refused),
@@ -352,13 +393,24 @@ impl Authenticator for HttpBackend {
 /// The permission questions carry the user's tags (what the login check
 /// answered after `allow`), space-separated, as RabbitMQ sends them.
 impl Authorizer for HttpBackend {
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn vhost<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move {
             let tags = who.tags.join(" ");
             // `ip`: the client's address (the real one behind a trusted proxy).
             let ip = client.ip_string();
-            let params = [("username", who.uid.as_str()), ("vhost", vhost), ("ip", ip.as_str()), ("tags", tags.as_str())];
-            let question = Question::Vhost { username: who.uid.clone(), vhost: vhost.to_owned(), tags: tags.clone(), ip: ip.clone() };
+            let params =
+                [("username", who.uid.as_str()), ("vhost", vhost), ("ip", ip.as_str()), ("tags", tags.as_str())];
+            let question = Question::Vhost {
+                username: who.uid.clone(),
+                vhost: vhost.to_owned(),
+                tags: tags.clone(),
+                ip: ip.clone(),
+            };
             self.allowed(&self.vhost, question, &params).await
         })
     }
@@ -462,7 +514,11 @@ mod tests {
         assert_eq!(id, Identity { uid: "alice".into(), tags: vec!["administrator".into(), "management".into()] });
         assert_eq!(b.authenticate("bob", "pw", &ClientInfo::LOCAL).await.unwrap().tags, Vec::<String>::new());
         assert_eq!(b.authenticate("alice", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
-        assert_eq!(b.authenticate("weird", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Refused), "a body other than allow/deny denies");
+        assert_eq!(
+            b.authenticate("weird", "pw", &ClientInfo::LOCAL).await,
+            Err(AuthError::Refused),
+            "a body other than allow/deny denies"
+        );
         let req = svc.requests("/auth/user");
         assert_eq!(req.len(), 4);
         assert!(req.iter().all(|r| r.method == "GET"));
@@ -500,7 +556,11 @@ mod tests {
     async fn the_client_address_is_sent_as_ip() {
         let svc = AuthService::start().await;
         let b = config(&svc, "/auth", |c| c.cache_ttl_ms = 60_000);
-        let from = |ip: &str| ClientInfo { addr: Some(std::net::SocketAddr::new(ip.parse().unwrap(), 40000)), protocol: "stomp", transport: "ws" };
+        let from = |ip: &str| ClientInfo {
+            addr: Some(std::net::SocketAddr::new(ip.parse().unwrap(), 40000)),
+            protocol: "stomp",
+            transport: "ws",
+        };
         let alice = b.authenticate("alice", "pw", &from("203.0.113.7")).await.unwrap();
         assert_eq!(svc.requests("/auth/user")[0].params["ip"], "203.0.113.7");
         assert!(b.vhost(&alice, "/", &from("2001:db8::1")).await.unwrap());
@@ -523,14 +583,17 @@ mod tests {
         assert!(b.resource(&alice, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
         assert!(!b.resource(&alice, "/", ResourceKind::Exchange, "private", Permission::Write).await.unwrap());
         let r = &svc.requests("/auth/resource")[1].params;
-        let got: Vec<&str> = ["username", "vhost", "resource", "name", "permission", "tags"].iter().map(|k| r[*k].as_str()).collect();
+        let got: Vec<&str> =
+            ["username", "vhost", "resource", "name", "permission", "tags"].iter().map(|k| r[*k].as_str()).collect();
         assert_eq!(got, ["alice", "/", "exchange", "private", "write", ""]);
 
         assert!(b.topic(&alice, "/", "amq.topic", "alice.news", Permission::Write).await.unwrap());
         assert!(!b.topic(&alice, "/", "amq.topic", "bob.news", Permission::Read).await.unwrap());
         let t = &svc.requests("/auth/topic")[1].params;
-        let got: Vec<&str> =
-            ["username", "vhost", "resource", "name", "permission", "tags", "routing_key"].iter().map(|k| t[*k].as_str()).collect();
+        let got: Vec<&str> = ["username", "vhost", "resource", "name", "permission", "tags", "routing_key"]
+            .iter()
+            .map(|k| t[*k].as_str())
+            .collect();
         assert_eq!(got, ["alice", "/", "topic", "amq.topic", "read", "", "bob.news"]);
 
         // Cached, per full question.
@@ -599,7 +662,9 @@ mod tests {
         assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
         // Non-2xx: unavailable, and not cached.
         let b = config(&svc, "/fail", |_| {});
-        let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "pw", &ClientInfo::LOCAL).await else { panic!("500 must be unavailable") };
+        let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "pw", &ClientInfo::LOCAL).await else {
+            panic!("500 must be unavailable")
+        };
         assert!(why.contains("500") && !why.contains("pw"), "{why}");
         assert!(b.resource(&who("alice"), "/", ResourceKind::Queue, "q", Permission::Read).await.is_err());
         assert!(b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.is_err());
@@ -612,7 +677,9 @@ mod tests {
         let c = HttpAuthConfig { user_path: format!("http://127.0.0.1:{port}/auth/user"), ..HttpAuthConfig::default() };
         let b = HttpBackend::from_config(&c).unwrap();
         let t = Instant::now();
-        let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "secret-pw", &ClientInfo::LOCAL).await else { panic!("down must be unavailable") };
+        let Err(AuthError::Unavailable(why)) = b.authenticate("alice", "secret-pw", &ClientInfo::LOCAL).await else {
+            panic!("down must be unavailable")
+        };
         assert!(!why.contains("secret-pw"), "{why}");
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
@@ -683,7 +750,10 @@ mod tests {
         assert_eq!(b.authenticate("eve", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
         assert!(b.vhost(&admin, "/", &ClientInfo::LOCAL).await.unwrap(), "tags reach the service");
         assert!(!b.vhost(&who("admin"), "/", &ClientInfo::LOCAL).await.unwrap());
-        assert!(b.resource(&admin, "/", ResourceKind::Queue, "q", Permission::Read).await.unwrap(), "unset path allows");
+        assert!(
+            b.resource(&admin, "/", ResourceKind::Queue, "q", Permission::Read).await.unwrap(),
+            "unset path allows"
+        );
         assert!(!b.topic(&admin, "/", "amq.topic", "k", Permission::Write).await.unwrap());
         // Cache off: every question reaches the transport, as asked.
         assert!(b.vhost(&admin, "/", &ClientInfo::LOCAL).await.unwrap());
@@ -697,14 +767,19 @@ mod tests {
         // Failing closed: a transport error, a non-2xx status, no answer in time.
         let Err(AuthError::Unavailable(why)) = b.authenticate("down", "pw", &ClientInfo::LOCAL).await else { panic!() };
         assert_eq!(why, "refused");
-        let Err(AuthError::Unavailable(why)) = b.authenticate("teapot", "pw", &ClientInfo::LOCAL).await else { panic!() };
+        let Err(AuthError::Unavailable(why)) = b.authenticate("teapot", "pw", &ClientInfo::LOCAL).await else {
+            panic!()
+        };
         assert!(why.contains("418"), "{why}");
         let t0 = Instant::now();
         let Err(AuthError::Unavailable(why)) = b.authenticate("slow", "pw", &ClientInfo::LOCAL).await else { panic!() };
         assert!(why.contains("100 ms") && t0.elapsed() < Duration::from_secs(1), "{why} {:?}", t0.elapsed());
 
         // With the cache on, a transport is asked once per question.
-        let (t, b) = fake(|_, _| Some(Ok((200, "allow".into()))), HttpAuthConfig { user_path: "/u".into(), ..HttpAuthConfig::default() });
+        let (t, b) = fake(
+            |_, _| Some(Ok((200, "allow".into()))),
+            HttpAuthConfig { user_path: "/u".into(), ..HttpAuthConfig::default() },
+        );
         for _ in 0..3 {
             b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap();
         }
@@ -714,7 +789,10 @@ mod tests {
     #[test]
     fn answers_parse_like_the_plugin() {
         assert_eq!(Answer::parse("allow"), Answer::Allow(vec![]));
-        assert_eq!(Answer::parse(" allow administrator  management\n"), Answer::Allow(vec!["administrator".into(), "management".into()]));
+        assert_eq!(
+            Answer::parse(" allow administrator  management\n"),
+            Answer::Allow(vec!["administrator".into(), "management".into()])
+        );
         assert_eq!(Answer::parse("deny"), Answer::Deny);
         assert_eq!(Answer::parse(""), Answer::Deny);
         assert_eq!(Answer::parse("allowed"), Answer::Deny);

@@ -132,7 +132,12 @@ impl JwtAuth {
 }
 
 impl Authenticator for JwtAuth {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, _client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    fn authenticate<'a>(
+        &'a self,
+        login: &'a str,
+        password: &'a str,
+        _client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move { self.verify(login, password) })
     }
 }
@@ -181,7 +186,8 @@ fn rsa_pkcs1_der(text: &str) -> Result<Vec<u8>, String> {
         }
     }
     let label = label.ok_or("no PEM block (-----BEGIN PUBLIC KEY-----)")?;
-    let der = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|e| format!("bad base64: {e}"))?;
+    let der =
+        base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|e| format!("bad base64: {e}"))?;
     let pkcs1 = match label.as_str() {
         "RSA PUBLIC KEY" => der,
         "PUBLIC KEY" => spki_rsa_key(&der).ok_or("not an RSA SubjectPublicKeyInfo")?.to_vec(),
@@ -254,7 +260,8 @@ mod tests {
     }
 
     fn hs(claims: &Value, secret: &str) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
+            .unwrap()
     }
 
     fn rs(claims: &Value, pem: &[u8]) -> String {
@@ -262,7 +269,11 @@ mod tests {
     }
 
     fn auth(extra: impl FnOnce(&mut JwtConfig)) -> JwtAuth {
-        let mut c = JwtConfig { hs256_secret: Some("s3cret".into()), rs256_public_key: Some(PUBLIC.into()), ..JwtConfig::default() };
+        let mut c = JwtConfig {
+            hs256_secret: Some("s3cret".into()),
+            rs256_public_key: Some(PUBLIC.into()),
+            ..JwtConfig::default()
+        };
         extra(&mut c);
         JwtAuth::from_config(&c).unwrap()
     }
@@ -283,7 +294,8 @@ mod tests {
             c.uid_claim = "preferred_username".into();
             c.tags_claim = Some("scope".into());
         });
-        let t = hs(&json!({ "preferred_username": "bob", "exp": now() + 60, "scope": "management policymaker" }), "s3cret");
+        let t =
+            hs(&json!({ "preferred_username": "bob", "exp": now() + 60, "scope": "management policymaker" }), "s3cret");
         assert_eq!(a.verify("bob", &t).unwrap().tags, ["management", "policymaker"]);
         assert_eq!(a.verify("alice", &t), Err(AuthError::Refused));
     }
@@ -314,7 +326,10 @@ mod tests {
         // Tampered payload, original signature.
         let t = hs(&ok, "s3cret");
         let mut parts: Vec<&str> = t.split('.').collect();
-        let forged = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, json!({ "sub": "root", "exp": now() + 60 }).to_string());
+        let forged = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            json!({ "sub": "root", "exp": now() + 60 }).to_string(),
+        );
         parts[1] = &forged;
         assert_eq!(a.verify("root", &parts.join(".")), Err(AuthError::Refused));
         // Algorithm confusion: HS256 "signed" with the RSA public key as the secret.
@@ -330,12 +345,30 @@ mod tests {
         });
         let t = |claims: Value| hs(&claims, "s3cret");
         let exp = now() + 60;
-        assert!(a.verify("u", &t(json!({ "sub": "u", "exp": exp, "iss": "https://id.example", "aud": "herald" }))).is_ok());
-        assert!(a.verify("u", &t(json!({ "sub": "u", "exp": exp, "iss": "https://id.example", "aud": ["other", "herald"] }))).is_ok());
-        assert_eq!(a.verify("u", &t(json!({ "sub": "u", "exp": exp, "iss": "https://evil", "aud": "herald" }))), Err(AuthError::Refused));
-        assert_eq!(a.verify("u", &t(json!({ "sub": "u", "exp": exp, "iss": "https://id.example", "aud": "other" }))), Err(AuthError::Refused));
-        assert_eq!(a.verify("u", &t(json!({ "sub": "u", "exp": exp, "aud": "herald" }))), Err(AuthError::Refused), "iss required");
-        assert_eq!(a.verify("u", &t(json!({ "sub": "u", "exp": exp, "iss": "https://id.example" }))), Err(AuthError::Refused), "aud required");
+        assert!(a
+            .verify("u", &t(json!({ "sub": "u", "exp": exp, "iss": "https://id.example", "aud": "herald" })))
+            .is_ok());
+        assert!(a
+            .verify("u", &t(json!({ "sub": "u", "exp": exp, "iss": "https://id.example", "aud": ["other", "herald"] })))
+            .is_ok());
+        assert_eq!(
+            a.verify("u", &t(json!({ "sub": "u", "exp": exp, "iss": "https://evil", "aud": "herald" }))),
+            Err(AuthError::Refused)
+        );
+        assert_eq!(
+            a.verify("u", &t(json!({ "sub": "u", "exp": exp, "iss": "https://id.example", "aud": "other" }))),
+            Err(AuthError::Refused)
+        );
+        assert_eq!(
+            a.verify("u", &t(json!({ "sub": "u", "exp": exp, "aud": "herald" }))),
+            Err(AuthError::Refused),
+            "iss required"
+        );
+        assert_eq!(
+            a.verify("u", &t(json!({ "sub": "u", "exp": exp, "iss": "https://id.example" }))),
+            Err(AuthError::Refused),
+            "aud required"
+        );
         // Without a configured audience, a token's `aud` is not held against it.
         let a = auth(|_| {});
         assert!(a.verify("u", &t(json!({ "sub": "u", "exp": exp, "aud": "anything" }))).is_ok());

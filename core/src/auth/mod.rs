@@ -17,10 +17,10 @@ pub mod http;
 pub mod jwt;
 pub mod policy;
 pub mod pool;
-pub mod throttle;
 pub mod sasl;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod throttle;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -134,7 +134,12 @@ pub enum AuthError {
 /// [`pool::HashPool`]). Sessions do not call this directly but through
 /// `Engine::login`, which applies the failed-login limits.
 pub trait Authenticator: Send + Sync + 'static {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>>;
+    fn authenticate<'a>(
+        &'a self,
+        login: &'a str,
+        password: &'a str,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>>;
 
     /// Whether every user this source accepts can use SCRAM. XMPP offers
     /// the SCRAM mechanisms only then: clients pick the strongest offered
@@ -160,7 +165,12 @@ pub trait Authenticator: Send + Sync + 'static {
 /// source could not answer, which callers also treat as a denial.
 pub trait Authorizer: Send + Sync + 'static {
     /// May `who`, connecting as `client`, open `vhost`?
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>>;
+    fn vhost<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<bool, AuthError>>;
     fn resource<'a>(
         &'a self,
         who: &'a Identity,

@@ -63,7 +63,14 @@ fn has_wildcard(key: &str) -> bool {
 /// May `who` read (bind) or write (publish) `key` on `exchange` in `vhost`?
 /// The authorizer's topic answer (topic exchanges only), then the
 /// addressing-model rules.
-pub async fn topic(engine: &Engine, who: &Identity, vhost: &Vhost, exchange: &str, key: &str, permission: Permission) -> Result<(), Denied> {
+pub async fn topic(
+    engine: &Engine,
+    who: &Identity,
+    vhost: &Vhost,
+    exchange: &str,
+    key: &str,
+    permission: Permission,
+) -> Result<(), Denied> {
     let authorizer = engine.auth().authorizer;
     if vhost.exchange(exchange).is_some_and(|x| x.kind == ExchangeKind::Topic) {
         match authorizer.topic(who, &vhost.name, exchange, key, permission).await {
@@ -79,7 +86,13 @@ pub async fn topic(engine: &Engine, who: &Identity, vhost: &Vhost, exchange: &st
 }
 
 /// The `[access]` rules for one routing key (no authorizer asked).
-pub async fn addressing(engine: &Engine, who: &Identity, exchange: &str, key: &str, permission: Permission) -> Result<(), Denied> {
+pub async fn addressing(
+    engine: &Engine,
+    who: &Identity,
+    exchange: &str,
+    key: &str,
+    permission: Permission,
+) -> Result<(), Denied> {
     let names = &engine.config.exchanges;
     let uid = who.uid.as_str();
     if exchange == names.feed {
@@ -95,7 +108,9 @@ pub async fn addressing(engine: &Engine, who: &Identity, exchange: &str, key: &s
                 ChatPolicy::None => denied("writing to another user's feed is off (access.chat_policy = \"none\")"),
                 ChatPolicy::Contacts => match shares_project(engine, uid, key).await {
                     Ok(true) => Ok(()),
-                    Ok(false) => denied(format!("'{key}' is not a contact (access.chat_policy = \"contacts\": share a project)")),
+                    Ok(false) => {
+                        denied(format!("'{key}' is not a contact (access.chat_policy = \"contacts\": share a project)"))
+                    }
                     Err(e) => denied(e),
                 },
             },
@@ -137,7 +152,13 @@ async fn shares_project(engine: &Engine, a: &str, b: &str) -> Result<bool, Strin
 
 /// May `who` use queue `name` for `permission`? The authorizer's resource
 /// answer, then the rule on users' own queues.
-pub async fn queue(engine: &Engine, who: &Identity, vhost: &str, name: &str, permission: Permission) -> Result<(), Denied> {
+pub async fn queue(
+    engine: &Engine,
+    who: &Identity,
+    vhost: &str,
+    name: &str,
+    permission: Permission,
+) -> Result<(), Denied> {
     let authorizer = engine.auth().authorizer;
     match authorizer.resource(who, vhost, ResourceKind::Queue, name, permission).await {
         Ok(true) => {}
@@ -307,7 +328,10 @@ members = ["dave"]
         assert!(may(&e, "alice", "feed", "alice", R).await);
         assert!(may(&e, "alice", "amq.topic", "alice.x", R).await);
         assert!(!may(&e, "alice", "amq.topic", "bob.x", R).await);
-        assert!(!may(&e, "guest", "amq.topic", "bob.x", R).await, "topic permissions bind administrators too, as in RabbitMQ");
+        assert!(
+            !may(&e, "guest", "amq.topic", "bob.x", R).await,
+            "topic permissions bind administrators too, as in RabbitMQ"
+        );
     }
 
     #[tokio::test]
@@ -326,7 +350,10 @@ members = ["dave"]
         assert!(q("alice", "work-queue").await, "'work' is no user");
         assert!(q("guest", "bob-inbox").await);
         assert!(!q("bob", "dave-x").await, "dave is known from [[users]] and the directory");
-        assert!(queue_owner(&e, &who("alice"), "bob-inbox").await.is_err(), "the owner rule alone, as for a SEND to /amq/queue/");
+        assert!(
+            queue_owner(&e, &who("alice"), "bob-inbox").await.is_err(),
+            "the owner rule alone, as for a SEND to /amq/queue/"
+        );
         // Server-named queues have no owner by prefix, even with a user `amq`.
         let e = engine("[[users]]\nname = \"amq\"\npassword = \"x\"\n");
         assert!(queue_owner(&e, &who("alice"), "amq.gen-Xyz").await.is_ok());
@@ -335,7 +362,9 @@ members = ["dave"]
 
     #[tokio::test]
     async fn a_user_does_not_own_a_longer_users_queues() {
-        let e = engine("[[users]]\nname = \"jean\"\npassword = \"pw\"\n[[users]]\nname = \"jean-pierre\"\npassword = \"pw\"\n");
+        let e = engine(
+            "[[users]]\nname = \"jean\"\npassword = \"pw\"\n[[users]]\nname = \"jean-pierre\"\npassword = \"pw\"\n",
+        );
         let q = |uid: &'static str, name: &'static str| {
             let e = e.clone();
             async move { queue(&e, &who(uid), "/", name, R).await.is_ok() }

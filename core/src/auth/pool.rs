@@ -38,7 +38,11 @@ pub struct HashPool {
 
 impl std::fmt::Debug for HashPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HashPool").field("threads", &self.threads).field("queue", &self.queue).field("timeout", &self.timeout).finish()
+        f.debug_struct("HashPool")
+            .field("threads", &self.threads)
+            .field("queue", &self.queue)
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -91,7 +95,9 @@ impl HashPool {
         match self.sender().try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(AuthError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(AuthError::Unavailable("password hashing threads are gone".into())),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(AuthError::Unavailable("password hashing threads are gone".into()))
+            }
         }
         match tokio::time::timeout(self.timeout, done_rx).await {
             Ok(Ok(v)) => Ok(v),

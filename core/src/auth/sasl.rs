@@ -67,11 +67,7 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// All mechanisms, strongest first (the order to advertise them in).
-    pub const ALL: [Mechanism; 3] = [
-        Mechanism::ScramSha256,
-        Mechanism::ScramSha1,
-        Mechanism::Plain,
-    ];
+    pub const ALL: [Mechanism; 3] = [Mechanism::ScramSha256, Mechanism::ScramSha1, Mechanism::Plain];
 
     /// The IANA mechanism name as it appears in `<mechanism>` and `<auth mechanism=...>`.
     pub fn name(self) -> &'static str {
@@ -138,9 +134,7 @@ impl ScramHash {
         let mut out = vec![0u8; self.output_len()];
         match self {
             ScramHash::Sha1 => pbkdf2::pbkdf2_hmac::<Sha1>(password, salt, iterations, &mut out),
-            ScramHash::Sha256 => {
-                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out)
-            }
+            ScramHash::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out),
         }
         out
     }
@@ -182,18 +176,12 @@ impl ScramCredentials {
     /// Returns `None` for [`Mechanism::Plain`] (it has no SCRAM keys) and for
     /// `iterations == 0` (RFC 5802 requires a positive count) rather than
     /// panicking, since mechanism and count may come from configuration.
-    pub fn derive(
-        mechanism: Mechanism,
-        password: &str,
-        salt: &[u8],
-        iterations: u32,
-    ) -> Option<ScramCredentials> {
+    pub fn derive(mechanism: Mechanism, password: &str, salt: &[u8], iterations: u32) -> Option<ScramCredentials> {
         let hash = mechanism.hash()?;
         if iterations == 0 {
             return None;
         }
-        let salted =
-            hash.salted_password(normalize_password(password).as_bytes(), salt, iterations);
+        let salted = hash.salted_password(normalize_password(password).as_bytes(), salt, iterations);
         let client_key = hash.hmac(&salted, b"Client Key");
         Some(ScramCredentials {
             mechanism,
@@ -251,9 +239,7 @@ pub fn parse_plain(payload: &[u8]) -> Result<PlainCredentials, SaslError> {
     let (Some(authzid), Some(authcid), Some(password), None) =
         (fields.next(), fields.next(), fields.next(), fields.next())
     else {
-        return Err(SaslError::Malformed(
-            "PLAIN needs exactly two NUL separators".into(),
-        ));
+        return Err(SaslError::Malformed("PLAIN needs exactly two NUL separators".into()));
     };
     if authcid.is_empty() {
         return Err(SaslError::Malformed("PLAIN authcid is empty".into()));
@@ -262,15 +248,10 @@ pub fn parse_plain(payload: &[u8]) -> Result<PlainCredentials, SaslError> {
         return Err(SaslError::Malformed("PLAIN password is empty".into()));
     }
     let utf8 = |field: &[u8], what: &str| {
-        String::from_utf8(field.to_vec())
-            .map_err(|_| SaslError::Malformed(format!("PLAIN {what} is not UTF-8")))
+        String::from_utf8(field.to_vec()).map_err(|_| SaslError::Malformed(format!("PLAIN {what} is not UTF-8")))
     };
     Ok(PlainCredentials {
-        authzid: if authzid.is_empty() {
-            None
-        } else {
-            Some(utf8(authzid, "authzid")?)
-        },
+        authzid: if authzid.is_empty() { None } else { Some(utf8(authzid, "authzid")?) },
         authcid: utf8(authcid, "authcid")?,
         password: utf8(password, "password")?,
     })
@@ -281,12 +262,7 @@ enum State {
     /// Waiting for the client-first-message.
     Initial,
     /// Client-first parsed; waiting for the caller's credential lookup.
-    ClientFirst {
-        gs2_header: String,
-        client_first_bare: String,
-        client_nonce: String,
-        username: String,
-    },
+    ClientFirst { gs2_header: String, client_first_bare: String, client_nonce: String, username: String },
     /// Server-first sent; waiting for the client-final-message.
     ServerFirst {
         gs2_header: String,
@@ -326,10 +302,7 @@ pub struct ScramServer {
 impl fmt::Debug for ScramServer {
     // Hand-written so that keys in the state never end up in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScramServer")
-            .field("mechanism", &self.mechanism)
-            .field("state", &self.state.name())
-            .finish()
+        f.debug_struct("ScramServer").field("mechanism", &self.mechanism).field("state", &self.state.name()).finish()
     }
 }
 
@@ -347,11 +320,7 @@ impl ScramServer {
     /// printable ASCII without `,` (and should be unpredictable outside tests);
     /// it is not checked.
     pub fn with_nonce(mechanism: Mechanism, server_nonce: &str) -> ScramServer {
-        ScramServer {
-            mechanism,
-            server_nonce: server_nonce.to_owned(),
-            state: State::Initial,
-        }
+        ScramServer { mechanism, server_nonce: server_nonce.to_owned(), state: State::Initial }
     }
 
     /// The mechanism this exchange runs.
@@ -363,17 +332,11 @@ impl ScramServer {
     /// (SASLname-decoded: `=2C` → `,`, `=3D` → `=`). Accepts gs2 headers
     /// `n,,` / `y,,`, optionally with `a=<authzid>` equal to the username.
     pub fn client_first(&mut self, message: &[u8]) -> Result<String, SaslError> {
-        if !matches!(
-            std::mem::replace(&mut self.state, State::Done),
-            State::Initial
-        ) {
+        if !matches!(std::mem::replace(&mut self.state, State::Done), State::Initial) {
             return Err(SaslError::OutOfOrder);
         }
         if self.mechanism.hash().is_none() {
-            return Err(SaslError::Malformed(format!(
-                "{} is not a SCRAM mechanism",
-                self.mechanism
-            )));
+            return Err(SaslError::Malformed(format!("{} is not a SCRAM mechanism", self.mechanism)));
         }
         let message = std::str::from_utf8(message)
             .map_err(|_| SaslError::Malformed("client-first-message is not UTF-8".into()))?;
@@ -397,12 +360,8 @@ impl ScramServer {
     /// Fails only with [`SaslError::OutOfOrder`]: without a prior successful
     /// `client_first` there is no client nonce to answer with.
     pub fn server_first(&mut self, credentials: &ScramCredentials) -> Result<Vec<u8>, SaslError> {
-        let State::ClientFirst {
-            gs2_header,
-            client_first_bare,
-            client_nonce,
-            username,
-        } = std::mem::replace(&mut self.state, State::Done)
+        let State::ClientFirst { gs2_header, client_first_bare, client_nonce, username } =
+            std::mem::replace(&mut self.state, State::Done)
         else {
             return Err(SaslError::OutOfOrder);
         };
@@ -418,11 +377,7 @@ impl ScramServer {
             &fake
         };
         let nonce = format!("{client_nonce}{}", self.server_nonce);
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            B64.encode(&credentials.salt),
-            credentials.iterations
-        );
+        let server_first = format!("r={nonce},s={},i={}", B64.encode(&credentials.salt), credentials.iterations);
         self.state = State::ServerFirst {
             gs2_header,
             auth_message_prefix: format!("{client_first_bare},{server_first}"),
@@ -437,13 +392,8 @@ impl ScramServer {
     /// header, i.e. `biws` for `n,,`, nonce, proof) and returns the
     /// server-final-message `v=<ServerSignature>` on success.
     pub fn client_final(&mut self, message: &[u8]) -> Result<Vec<u8>, SaslError> {
-        let State::ServerFirst {
-            gs2_header,
-            auth_message_prefix,
-            nonce,
-            stored_key,
-            server_key,
-        } = std::mem::replace(&mut self.state, State::Done)
+        let State::ServerFirst { gs2_header, auth_message_prefix, nonce, stored_key, server_key } =
+            std::mem::replace(&mut self.state, State::Done)
         else {
             return Err(SaslError::OutOfOrder);
         };
@@ -454,9 +404,8 @@ impl ScramServer {
             .map_err(|_| SaslError::Malformed("client-final-message is not UTF-8".into()))?;
         let last = parse_client_final(message)?;
 
-        let binding = B64
-            .decode(last.channel_binding)
-            .map_err(|e| SaslError::Encoding(format!("channel binding: {e}")))?;
+        let binding =
+            B64.decode(last.channel_binding).map_err(|e| SaslError::Encoding(format!("channel binding: {e}")))?;
         if binding != gs2_header.as_bytes() {
             // Differs from what the client announced in client-first: a
             // downgrade or a confused client; either way no success.
@@ -465,20 +414,14 @@ impl ScramServer {
         if last.nonce != nonce {
             return Err(SaslError::NotAuthorized);
         }
-        let proof = B64
-            .decode(last.proof)
-            .map_err(|e| SaslError::Encoding(format!("proof: {e}")))?;
+        let proof = B64.decode(last.proof).map_err(|e| SaslError::Encoding(format!("proof: {e}")))?;
 
         let auth_message = format!("{auth_message_prefix},{}", last.without_proof);
         let client_signature = hash.hmac(&stored_key, auth_message.as_bytes());
         // ClientKey = ClientProof XOR ClientSignature; a proof of the wrong
         // length yields a short key whose hash still gets compared, so the
         // work done does not depend on where the proof went wrong.
-        let client_key: Vec<u8> = proof
-            .iter()
-            .zip(&client_signature)
-            .map(|(p, s)| p ^ s)
-            .collect();
+        let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(p, s)| p ^ s).collect();
         let length_ok = subtle::Choice::from(u8::from(proof.len() == hash.output_len()));
         let key_ok = hash.hash(&client_key).ct_eq(&stored_key);
         if !bool::from(length_ok & key_ok) {
@@ -502,11 +445,7 @@ impl ScramServer {
         let derive = |label: &str, len: usize| {
             // Length-prefixing the username keeps distinct (label, mechanism,
             // username) triples from colliding as byte strings.
-            let input = format!(
-                "herald-scram-fake\0{label}\0{}\0{}\0{username}",
-                mechanism.name(),
-                username.len()
-            );
+            let input = format!("herald-scram-fake\0{label}\0{}\0{}\0{username}", mechanism.name(), username.len());
             let mut out = ScramHash::Sha256.hmac(key, input.as_bytes());
             out.truncate(len);
             out
@@ -533,22 +472,15 @@ struct ClientFirst<'a> {
 fn parse_client_first(message: &str) -> Result<ClientFirst<'_>, SaslError> {
     // gs2-header = gs2-cbind-flag "," [ authzid ] ","
     let mut parts = message.splitn(3, ',');
-    let (Some(flag), Some(authzid_field), Some(bare)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(flag), Some(authzid_field), Some(bare)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(SaslError::Malformed("missing gs2 header".into()));
     };
     match flag {
         "n" | "y" => {}
         f if f.starts_with("p=") => {
-            return Err(SaslError::Malformed(
-                "channel binding is not supported".into(),
-            ));
+            return Err(SaslError::Malformed("channel binding is not supported".into()));
         }
-        _ => {
-            return Err(SaslError::Malformed(
-                "invalid gs2 channel-binding flag".into(),
-            ))
-        }
+        _ => return Err(SaslError::Malformed("invalid gs2 channel-binding flag".into())),
     }
     let authzid = match authzid_field {
         "" => None,
@@ -564,9 +496,7 @@ fn parse_client_first(message: &str) -> Result<ClientFirst<'_>, SaslError> {
     let mut attrs = bare.split(',');
     let username = match attrs.next() {
         Some(a) if a.starts_with("m=") => {
-            return Err(SaslError::Malformed(
-                "mandatory extensions are not supported".into(),
-            ));
+            return Err(SaslError::Malformed("mandatory extensions are not supported".into()));
         }
         Some(a) => match a.strip_prefix("n=") {
             Some(name) => decode_saslname(name)?,
@@ -583,12 +513,7 @@ fn parse_client_first(message: &str) -> Result<ClientFirst<'_>, SaslError> {
     if authzid.is_some_and(|a| a != username) {
         return Err(SaslError::InvalidAuthzid);
     }
-    Ok(ClientFirst {
-        gs2_header,
-        bare,
-        username,
-        client_nonce,
-    })
+    Ok(ClientFirst { gs2_header, bare, username, client_nonce })
 }
 
 /// The pieces of a client-final-message, borrowed from it.
@@ -607,9 +532,7 @@ fn parse_client_final(message: &str) -> Result<ClientFinal<'_>, SaslError> {
     };
     let (without_proof, proof) = (&message[..at], &message[at + 3..]);
     if proof.contains(',') {
-        return Err(SaslError::Malformed(
-            "proof must be the last attribute".into(),
-        ));
+        return Err(SaslError::Malformed("proof must be the last attribute".into()));
     }
     let mut attrs = without_proof.split(',');
     let Some(channel_binding) = attrs.next().and_then(|a| a.strip_prefix("c=")) else {
@@ -619,12 +542,7 @@ fn parse_client_final(message: &str) -> Result<ClientFinal<'_>, SaslError> {
         return Err(SaslError::Malformed("missing nonce".into()));
     };
     check_extensions(attrs)?;
-    Ok(ClientFinal {
-        without_proof,
-        channel_binding,
-        nonce,
-        proof,
-    })
+    Ok(ClientFinal { without_proof, channel_binding, nonce, proof })
 }
 
 /// Optional extensions (`attr-val = ALPHA "=" value`) are ignored, but must
@@ -636,9 +554,7 @@ fn check_extensions<'a>(attrs: impl Iterator<Item = &'a str>) -> Result<(), Sasl
             return Err(SaslError::Malformed("malformed attribute".into()));
         }
         if b[0] == b'm' {
-            return Err(SaslError::Malformed(
-                "mandatory extensions are not supported".into(),
-            ));
+            return Err(SaslError::Malformed("mandatory extensions are not supported".into()));
         }
     }
     Ok(())
@@ -646,10 +562,7 @@ fn check_extensions<'a>(attrs: impl Iterator<Item = &'a str>) -> Result<(), Sasl
 
 /// `printable = %x21-2B / %x2D-7E` (no ','), at least one character.
 fn valid_nonce(nonce: &str) -> bool {
-    !nonce.is_empty()
-        && nonce
-            .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+    !nonce.is_empty() && nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
 /// `saslname = 1*(value-safe-char / "=2C" / "=3D")`; any other `=` is an error.
@@ -726,32 +639,18 @@ mod tests {
     }
 
     /// Client side of the proof, for building client-final-messages.
-    fn client_proof(
-        mechanism: Mechanism,
-        password: &str,
-        salt: &[u8],
-        iterations: u32,
-        auth_message: &str,
-    ) -> String {
+    fn client_proof(mechanism: Mechanism, password: &str, salt: &[u8], iterations: u32, auth_message: &str) -> String {
         let hash = mechanism.hash().unwrap();
         let salted = hash.salted_password(password.as_bytes(), salt, iterations);
         let client_key = hash.hmac(&salted, b"Client Key");
         let signature = hash.hmac(&hash.hash(&client_key), auth_message.as_bytes());
-        B64.encode(
-            client_key
-                .iter()
-                .zip(&signature)
-                .map(|(k, s)| k ^ s)
-                .collect::<Vec<u8>>(),
-        )
+        B64.encode(client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect::<Vec<u8>>())
     }
 
     /// A server for the RFC 5802 example, advanced to just after server-first.
     fn sha1_after_server_first() -> ScramServer {
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "3rfcNHYJY1ZVvWVs7j");
-        server
-            .client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")
-            .unwrap();
+        server.client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL").unwrap();
         server.server_first(&rfc5802_credentials()).unwrap();
         server
     }
@@ -774,17 +673,9 @@ mod tests {
     #[test]
     fn rfc5802_scram_sha1_example() {
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "3rfcNHYJY1ZVvWVs7j");
-        assert_eq!(
-            server
-                .client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")
-                .unwrap(),
-            "user"
-        );
+        assert_eq!(server.client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL").unwrap(), "user");
         let first = server.server_first(&rfc5802_credentials()).unwrap();
-        assert_eq!(
-            first,
-            b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
-        );
+        assert_eq!(first, b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096");
         let last = server
             .client_final(b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=")
             .unwrap();
@@ -793,19 +684,10 @@ mod tests {
 
     #[test]
     fn rfc7677_scram_sha256_example() {
-        let mut server =
-            ScramServer::with_nonce(Mechanism::ScramSha256, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
-        assert_eq!(
-            server
-                .client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
-                .unwrap(),
-            "user"
-        );
+        let mut server = ScramServer::with_nonce(Mechanism::ScramSha256, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
+        assert_eq!(server.client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap(), "user");
         let first = server.server_first(&rfc7677_credentials()).unwrap();
-        assert_eq!(
-            first,
-            b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
-        );
+        assert_eq!(first, b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
         let last = server
             .client_final(
                 b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
@@ -823,9 +705,7 @@ mod tests {
             "n=user,r=fyko+d2lbbFgONRv9qkxdawL,r={RFC5802_NONCE},s={RFC5802_SALT},i=4096,c=biws,r={RFC5802_NONCE}"
         );
         let proof = client_proof(Mechanism::ScramSha1, "pencil2", &salt, 4096, &auth);
-        let err = server
-            .client_final(format!("c=biws,r={RFC5802_NONCE},p={proof}").as_bytes())
-            .unwrap_err();
+        let err = server.client_final(format!("c=biws,r={RFC5802_NONCE},p={proof}").as_bytes()).unwrap_err();
         assert_eq!(err, SaslError::NotAuthorized);
         assert_eq!(err.condition(), "not-authorized");
     }
@@ -837,32 +717,19 @@ mod tests {
         let auth = format!(
             "n=user,r=fyko+d2lbbFgONRv9qkxdawL,r={RFC5802_NONCE},s={RFC5802_SALT},i=4096,c=biws,r={RFC5802_NONCE}"
         );
-        assert_eq!(
-            client_proof(Mechanism::ScramSha1, "pencil", &salt, 4096, &auth),
-            RFC5802_PROOF
-        );
+        assert_eq!(client_proof(Mechanism::ScramSha1, "pencil", &salt, 4096, &auth), RFC5802_PROOF);
     }
 
     #[test]
     fn proof_of_wrong_length_or_flipped_bit_fails() {
-        for proof in [
-            "",
-            "AAAA",
-            "v0X8v3Bz2T0CJGbJQyF0X+HI4Ts+",
-            "v0X8v3Bz2T0CJGbJQyF0X+HI4TsA",
-        ] {
+        for proof in ["", "AAAA", "v0X8v3Bz2T0CJGbJQyF0X+HI4Ts+", "v0X8v3Bz2T0CJGbJQyF0X+HI4TsA"] {
             let mut server = sha1_after_server_first();
             let msg = format!("c=biws,r={RFC5802_NONCE},p={proof}");
             let err = server.client_final(msg.as_bytes()).unwrap_err();
-            assert!(
-                matches!(err, SaslError::NotAuthorized | SaslError::Encoding(_)),
-                "{proof}: {err:?}"
-            );
+            assert!(matches!(err, SaslError::NotAuthorized | SaslError::Encoding(_)), "{proof}: {err:?}");
         }
         let mut server = sha1_after_server_first();
-        let err = server
-            .client_final(format!("c=biws,r={RFC5802_NONCE},p=AAAA").as_bytes())
-            .unwrap_err();
+        let err = server.client_final(format!("c=biws,r={RFC5802_NONCE},p=AAAA").as_bytes()).unwrap_err();
         assert_eq!(err, SaslError::NotAuthorized);
     }
 
@@ -875,9 +742,7 @@ mod tests {
         assert_eq!(err.condition(), "not-authorized");
         // Only the client part echoed back, without the server's nonce.
         let mut server = sha1_after_server_first();
-        let err = server
-            .client_final(b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=")
-            .unwrap_err();
+        let err = server.client_final(b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=").unwrap_err();
         assert_eq!(err, SaslError::NotAuthorized);
     }
 
@@ -924,9 +789,7 @@ mod tests {
     #[test]
     fn unknown_extensions_are_ignored_but_part_of_auth_message() {
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "3rfcNHYJY1ZVvWVs7j");
-        server
-            .client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL,x=ext")
-            .unwrap();
+        server.client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL,x=ext").unwrap();
         server.server_first(&rfc5802_credentials()).unwrap();
         let salt = B64.decode(RFC5802_SALT).unwrap();
         let without_proof = format!("c=biws,r={RFC5802_NONCE},y=other");
@@ -934,23 +797,17 @@ mod tests {
             "n=user,r=fyko+d2lbbFgONRv9qkxdawL,x=ext,r={RFC5802_NONCE},s={RFC5802_SALT},i=4096,{without_proof}"
         );
         let proof = client_proof(Mechanism::ScramSha1, "pencil", &salt, 4096, &auth);
-        server
-            .client_final(format!("{without_proof},p={proof}").as_bytes())
-            .unwrap();
+        server.client_final(format!("{without_proof},p={proof}").as_bytes()).unwrap();
     }
 
     #[test]
     fn bad_base64_is_incorrect_encoding() {
         let mut server = sha1_after_server_first();
-        let err = server
-            .client_final(format!("c=bi*s,r={RFC5802_NONCE},p={RFC5802_PROOF}").as_bytes())
-            .unwrap_err();
+        let err = server.client_final(format!("c=bi*s,r={RFC5802_NONCE},p={RFC5802_PROOF}").as_bytes()).unwrap_err();
         assert_eq!(err.condition(), "incorrect-encoding");
         let mut server = sha1_after_server_first();
         let err = server
-            .client_final(
-                format!("c=biws,r={RFC5802_NONCE},p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts").as_bytes(),
-            )
+            .client_final(format!("c=biws,r={RFC5802_NONCE},p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts").as_bytes())
             .unwrap_err();
         assert!(matches!(err, SaslError::Encoding(_)), "{err:?}");
     }
@@ -958,14 +815,10 @@ mod tests {
     #[test]
     fn channel_binding_request_is_refused() {
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha256, "srv");
-        let err = server
-            .client_first(b"p=tls-unique,,n=user,r=abc")
-            .unwrap_err();
+        let err = server.client_first(b"p=tls-unique,,n=user,r=abc").unwrap_err();
         assert_eq!(err.condition(), "malformed-request");
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha256, "srv");
-        let err = server
-            .client_first(b"p=tls-exporter,a=user,n=user,r=abc")
-            .unwrap_err();
+        let err = server.client_first(b"p=tls-exporter,a=user,n=user,r=abc").unwrap_err();
         assert!(matches!(err, SaslError::Malformed(_)));
     }
 
@@ -973,54 +826,36 @@ mod tests {
     fn channel_binding_must_match_gs2_header() {
         // "y,," is accepted (we never advertise -PLUS) and must be echoed as eSws.
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "3rfcNHYJY1ZVvWVs7j");
-        server
-            .client_first(b"y,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")
-            .unwrap();
+        server.client_first(b"y,,n=user,r=fyko+d2lbbFgONRv9qkxdawL").unwrap();
         server.server_first(&rfc5802_credentials()).unwrap();
         let salt = B64.decode(RFC5802_SALT).unwrap();
         let auth = format!(
             "n=user,r=fyko+d2lbbFgONRv9qkxdawL,r={RFC5802_NONCE},s={RFC5802_SALT},i=4096,c=eSws,r={RFC5802_NONCE}"
         );
         let proof = client_proof(Mechanism::ScramSha1, "pencil", &salt, 4096, &auth);
-        let ok = server
-            .client_final(format!("c=eSws,r={RFC5802_NONCE},p={proof}").as_bytes())
-            .unwrap();
+        let ok = server.client_final(format!("c=eSws,r={RFC5802_NONCE},p={proof}").as_bytes()).unwrap();
         assert!(ok.starts_with(b"v="));
 
         // Same client, but it claims "n,," at the end: a downgrade.
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "3rfcNHYJY1ZVvWVs7j");
-        server
-            .client_first(b"y,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")
-            .unwrap();
+        server.client_first(b"y,,n=user,r=fyko+d2lbbFgONRv9qkxdawL").unwrap();
         server.server_first(&rfc5802_credentials()).unwrap();
-        let err = server
-            .client_final(format!("c=biws,r={RFC5802_NONCE},p={proof}").as_bytes())
-            .unwrap_err();
+        let err = server.client_final(format!("c=biws,r={RFC5802_NONCE},p={proof}").as_bytes()).unwrap_err();
         assert_eq!(err, SaslError::NotAuthorized);
     }
 
     #[test]
     fn authzid_equal_to_username_is_accepted() {
-        let mut server =
-            ScramServer::with_nonce(Mechanism::ScramSha256, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
-        assert_eq!(
-            server
-                .client_first(b"n,a=user,n=user,r=rOprNGfwEbeRWgbNEkqO")
-                .unwrap(),
-            "user"
-        );
+        let mut server = ScramServer::with_nonce(Mechanism::ScramSha256, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
+        assert_eq!(server.client_first(b"n,a=user,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap(), "user");
         server.server_first(&rfc7677_credentials()).unwrap();
         let nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
         let cbind = B64.encode("n,a=user,");
         let without_proof = format!("c={cbind},r={nonce}");
-        let auth = format!(
-            "n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s={RFC7677_SALT},i=4096,{without_proof}"
-        );
+        let auth = format!("n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s={RFC7677_SALT},i=4096,{without_proof}");
         let salt = B64.decode(RFC7677_SALT).unwrap();
         let proof = client_proof(Mechanism::ScramSha256, "pencil", &salt, 4096, &auth);
-        server
-            .client_final(format!("{without_proof},p={proof}").as_bytes())
-            .unwrap();
+        server.client_final(format!("{without_proof},p={proof}").as_bytes()).unwrap();
     }
 
     #[test]
@@ -1034,17 +869,9 @@ mod tests {
     #[test]
     fn username_escapes_are_decoded() {
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "srv");
-        assert_eq!(
-            server
-                .client_first(b"n,a=a=2Cb=3Dc,n=a=2Cb=3Dc,r=abc")
-                .unwrap(),
-            "a,b=c"
-        );
+        assert_eq!(server.client_first(b"n,a=a=2Cb=3Dc,n=a=2Cb=3Dc,r=abc").unwrap(), "a,b=c");
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "srv");
-        assert_eq!(
-            server.client_first("n,,n=jürgen,r=abc".as_bytes()).unwrap(),
-            "jürgen"
-        );
+        assert_eq!(server.client_first("n,,n=jürgen,r=abc".as_bytes()).unwrap(), "jürgen");
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "srv");
         assert!(server.client_first(b"n,,n=\xff,r=abc").is_err());
     }
@@ -1052,27 +879,13 @@ mod tests {
     #[test]
     fn fake_credentials_reject_every_proof() {
         let fake = ScramServer::fake_credentials(Mechanism::ScramSha256, "nobody");
-        assert_eq!(
-            fake,
-            ScramServer::fake_credentials(Mechanism::ScramSha256, "nobody")
-        );
-        assert_ne!(
-            fake.salt,
-            ScramServer::fake_credentials(Mechanism::ScramSha256, "nobody2").salt
-        );
-        assert_ne!(
-            fake.salt,
-            ScramServer::fake_credentials(Mechanism::ScramSha1, "nobody").salt
-        );
+        assert_eq!(fake, ScramServer::fake_credentials(Mechanism::ScramSha256, "nobody"));
+        assert_ne!(fake.salt, ScramServer::fake_credentials(Mechanism::ScramSha256, "nobody2").salt);
+        assert_ne!(fake.salt, ScramServer::fake_credentials(Mechanism::ScramSha1, "nobody").salt);
         assert_eq!(fake.salt.len(), FAKE_SALT_LEN);
         assert_eq!(fake.iterations, DEFAULT_ITERATIONS);
         assert_eq!(fake.stored_key.len(), 32);
-        assert_eq!(
-            ScramServer::fake_credentials(Mechanism::ScramSha1, "x")
-                .stored_key
-                .len(),
-            20
-        );
+        assert_eq!(ScramServer::fake_credentials(Mechanism::ScramSha1, "x").stored_key.len(), 20);
 
         for password in ["", "pencil", "nobody"] {
             let mut server = ScramServer::with_nonce(Mechanism::ScramSha256, "srv");
@@ -1080,16 +893,8 @@ mod tests {
             let first = String::from_utf8(server.server_first(&fake).unwrap()).unwrap();
             let without_proof = "c=biws,r=clisrv";
             let auth = format!("n=nobody,r=cli,{first},{without_proof}");
-            let proof = client_proof(
-                Mechanism::ScramSha256,
-                password,
-                &fake.salt,
-                fake.iterations,
-                &auth,
-            );
-            let err = server
-                .client_final(format!("{without_proof},p={proof}").as_bytes())
-                .unwrap_err();
+            let proof = client_proof(Mechanism::ScramSha256, password, &fake.salt, fake.iterations, &auth);
+            let err = server.client_final(format!("{without_proof},p={proof}").as_bytes()).unwrap_err();
             assert_eq!(err, SaslError::NotAuthorized);
         }
         // And the all-zero proof (ClientKey = ClientSignature).
@@ -1097,9 +902,7 @@ mod tests {
         server.client_first(b"n,,n=nobody,r=cli").unwrap();
         server.server_first(&fake).unwrap();
         let zero = B64.encode([0u8; 32]);
-        let err = server
-            .client_final(format!("c=biws,r=clisrv,p={zero}").as_bytes())
-            .unwrap_err();
+        let err = server.client_final(format!("c=biws,r=clisrv,p={zero}").as_bytes()).unwrap_err();
         assert_eq!(err, SaslError::NotAuthorized);
     }
 
@@ -1107,8 +910,7 @@ mod tests {
     fn unknown_user_looks_like_known_user() {
         let real = ScramCredentials::generate(Mechanism::ScramSha256, "secret").unwrap();
         let fake = ScramServer::fake_credentials(Mechanism::ScramSha256, "ghost");
-        let shape =
-            |c: &ScramCredentials| (c.mechanism, c.salt.len(), c.iterations, c.stored_key.len());
+        let shape = |c: &ScramCredentials| (c.mechanism, c.salt.len(), c.iterations, c.stored_key.len());
         assert_eq!(shape(&real), shape(&fake));
         assert!(real.verify_password("secret"));
         assert!(!real.verify_password("Secret"));
@@ -1122,28 +924,17 @@ mod tests {
         server.client_first(b"n,,n=user,r=cli").unwrap();
         let first = String::from_utf8(server.server_first(&sha1).unwrap()).unwrap();
         let fake = ScramServer::fake_credentials(Mechanism::ScramSha256, "user");
-        assert_eq!(
-            first,
-            format!("r=clisrv,s={},i=4096", B64.encode(&fake.salt))
-        );
+        assert_eq!(first, format!("r=clisrv,s={},i=4096", B64.encode(&fake.salt)));
         let auth = format!("n=user,r=cli,{first},c=biws,r=clisrv");
         let proof = client_proof(Mechanism::ScramSha256, "pencil", &sha1.salt, 4096, &auth);
-        let err = server
-            .client_final(format!("c=biws,r=clisrv,p={proof}").as_bytes())
-            .unwrap_err();
+        let err = server.client_final(format!("c=biws,r=clisrv,p={proof}").as_bytes()).unwrap_err();
         assert_eq!(err, SaslError::NotAuthorized);
     }
 
     #[test]
     fn derive_rejects_plain_and_zero_iterations() {
-        assert_eq!(
-            ScramCredentials::derive(Mechanism::Plain, "pencil", b"salt", 4096),
-            None
-        );
-        assert_eq!(
-            ScramCredentials::derive(Mechanism::ScramSha1, "pencil", b"salt", 0),
-            None
-        );
+        assert_eq!(ScramCredentials::derive(Mechanism::Plain, "pencil", b"salt", 4096), None);
+        assert_eq!(ScramCredentials::derive(Mechanism::ScramSha1, "pencil", b"salt", 0), None);
         assert_eq!(ScramCredentials::generate(Mechanism::Plain, "pencil"), None);
         let fake = ScramServer::fake_credentials(Mechanism::Plain, "x");
         assert!(!fake.verify_password("anything"));
@@ -1152,8 +943,7 @@ mod tests {
     #[test]
     fn saslprep_is_applied_to_passwords() {
         // RFC 4013 maps U+00A0 NO-BREAK SPACE to SPACE and U+00AD SOFT HYPHEN to nothing.
-        let a =
-            ScramCredentials::derive(Mechanism::ScramSha1, "a\u{a0}b\u{ad}c", b"salt", 2).unwrap();
+        let a = ScramCredentials::derive(Mechanism::ScramSha1, "a\u{a0}b\u{ad}c", b"salt", 2).unwrap();
         let b = ScramCredentials::derive(Mechanism::ScramSha1, "a bc", b"salt", 2).unwrap();
         assert_eq!(a, b);
         // Prohibited (a control character): used as is rather than refused.
@@ -1170,71 +960,41 @@ mod tests {
         assert_eq!(a.server_nonce.len(), 32);
         assert!(valid_nonce(&a.server_nonce));
         a.client_first(b"n,,n=u,r=c").unwrap();
-        let first = a
-            .server_first(&ScramServer::fake_credentials(Mechanism::ScramSha256, "u"))
-            .unwrap();
+        let first = a.server_first(&ScramServer::fake_credentials(Mechanism::ScramSha256, "u")).unwrap();
         assert!(first.starts_with(format!("r=c{},s=", a.server_nonce).as_bytes()));
         // Debug shows where the exchange is, never the keys.
-        assert_eq!(
-            format!("{a:?}"),
-            "ScramServer { mechanism: ScramSha256, state: \"server-first\" }"
-        );
+        assert_eq!(format!("{a:?}"), "ScramServer { mechanism: ScramSha256, state: \"server-first\" }");
     }
 
     #[test]
     fn steps_out_of_order() {
         let creds = rfc5802_credentials();
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "srv");
-        assert_eq!(
-            server.server_first(&creds).unwrap_err(),
-            SaslError::OutOfOrder
-        );
+        assert_eq!(server.server_first(&creds).unwrap_err(), SaslError::OutOfOrder);
         // A step out of order ends the exchange.
-        assert_eq!(
-            server.client_first(b"n,,n=user,r=abc").unwrap_err(),
-            SaslError::OutOfOrder
-        );
+        assert_eq!(server.client_first(b"n,,n=user,r=abc").unwrap_err(), SaslError::OutOfOrder);
 
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "srv");
-        assert_eq!(
-            server.client_final(b"c=biws,r=abcsrv,p=AAAA").unwrap_err(),
-            SaslError::OutOfOrder
-        );
+        assert_eq!(server.client_final(b"c=biws,r=abcsrv,p=AAAA").unwrap_err(), SaslError::OutOfOrder);
 
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "srv");
         server.client_first(b"n,,n=user,r=abc").unwrap();
-        assert_eq!(
-            server.client_first(b"n,,n=user,r=abc").unwrap_err(),
-            SaslError::OutOfOrder
-        );
+        assert_eq!(server.client_first(b"n,,n=user,r=abc").unwrap_err(), SaslError::OutOfOrder);
 
         let mut server = ScramServer::with_nonce(Mechanism::ScramSha1, "srv");
         server.client_first(b"n,,n=user,r=abc").unwrap();
-        assert_eq!(
-            server.client_final(b"c=biws,r=abcsrv,p=AAAA").unwrap_err(),
-            SaslError::OutOfOrder
-        );
+        assert_eq!(server.client_final(b"c=biws,r=abcsrv,p=AAAA").unwrap_err(), SaslError::OutOfOrder);
 
         // After success, nothing more.
         let mut server = sha1_after_server_first();
-        server
-            .client_final(format!("c=biws,r={RFC5802_NONCE},p={RFC5802_PROOF}").as_bytes())
-            .unwrap();
+        server.client_final(format!("c=biws,r={RFC5802_NONCE},p={RFC5802_PROOF}").as_bytes()).unwrap();
         let again = format!("c=biws,r={RFC5802_NONCE},p={RFC5802_PROOF}");
-        assert_eq!(
-            server.client_final(again.as_bytes()).unwrap_err(),
-            SaslError::OutOfOrder
-        );
-        assert_eq!(
-            server.server_first(&creds).unwrap_err(),
-            SaslError::OutOfOrder
-        );
+        assert_eq!(server.client_final(again.as_bytes()).unwrap_err(), SaslError::OutOfOrder);
+        assert_eq!(server.server_first(&creds).unwrap_err(), SaslError::OutOfOrder);
 
         // After a failure, no retry within the same exchange.
         let mut server = sha1_after_server_first();
-        server
-            .client_final(format!("c=biws,r={RFC5802_NONCE},p=AAAA").as_bytes())
-            .unwrap_err();
+        server.client_final(format!("c=biws,r={RFC5802_NONCE},p=AAAA").as_bytes()).unwrap_err();
         let err = server.client_final(again.as_bytes()).unwrap_err();
         assert_eq!(err, SaslError::OutOfOrder);
         assert_eq!(err.condition(), "malformed-request");
@@ -1253,11 +1013,7 @@ mod tests {
         let creds = parse_plain(b"\0tim\0tanstaaftanstaaf").unwrap();
         assert_eq!(
             creds,
-            PlainCredentials {
-                authzid: None,
-                authcid: "tim".into(),
-                password: "tanstaaftanstaaf".into()
-            }
+            PlainCredentials { authzid: None, authcid: "tim".into(), password: "tanstaaftanstaaf".into() }
         );
     }
 
@@ -1292,21 +1048,12 @@ mod tests {
 
     #[test]
     fn error_conditions() {
-        assert_eq!(
-            SaslError::Malformed("x".into()).condition(),
-            "malformed-request"
-        );
+        assert_eq!(SaslError::Malformed("x".into()).condition(), "malformed-request");
         assert_eq!(SaslError::NotAuthorized.condition(), "not-authorized");
-        assert_eq!(
-            SaslError::Encoding("x".into()).condition(),
-            "incorrect-encoding"
-        );
+        assert_eq!(SaslError::Encoding("x".into()).condition(), "incorrect-encoding");
         assert_eq!(SaslError::InvalidAuthzid.condition(), "invalid-authzid");
         assert_eq!(SaslError::OutOfOrder.condition(), "malformed-request");
-        assert_eq!(
-            SaslError::Malformed("no".into()).to_string(),
-            "malformed request: no"
-        );
+        assert_eq!(SaslError::Malformed("no".into()).to_string(), "malformed request: no");
     }
 
     /// Bytes biased toward SCRAM syntax so the parsers get past the first check.

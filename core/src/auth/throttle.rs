@@ -133,7 +133,8 @@ impl LoginThrottle {
         let state = self.state.lock();
         let from_ip = ip.and_then(|ip| state.ips.get(&ip)).and_then(|e| e.blocked(now));
         let for_user = state.users.get(&self.user_key(login)).and_then(|e| {
-            let trusted = ip.is_some_and(|ip| e.trusted.iter().any(|(t, at)| *t == ip && now.duration_since(*at) <= self.window()));
+            let trusted = ip
+                .is_some_and(|ip| e.trusted.iter().any(|(t, at)| *t == ip && now.duration_since(*at) <= self.window()));
             if trusted {
                 None
             } else {
@@ -156,13 +157,13 @@ impl LoginThrottle {
         let mut state = self.state.lock();
         if self.config.max_failures_per_ip > 0 {
             if let Some(ip) = ip {
-                if let Some(e) = self.entry(&mut *state, now, |s| &mut s.ips, ip) {
+                if let Some(e) = self.entry(&mut state, now, |s| &mut s.ips, ip) {
                     self.count(e, self.config.max_failures_per_ip, now);
                 }
             }
         }
         if self.config.max_failures_per_user > 0 {
-            if let Some(e) = self.entry(&mut *state, now, |s| &mut s.users, self.user_key(login)) {
+            if let Some(e) = self.entry(&mut state, now, |s| &mut s.users, self.user_key(login)) {
                 self.count(e, self.config.max_failures_per_user, now);
             }
         }
@@ -180,7 +181,9 @@ impl LoginThrottle {
         let mut state = self.state.lock();
         // Without an address there is nothing to trust: only an existing entry changes.
         let e = match ip {
-            Some(_) if self.config.max_failures_per_user > 0 => self.entry(&mut *state, now, |s| &mut s.users, self.user_key(login)),
+            Some(_) if self.config.max_failures_per_user > 0 => {
+                self.entry(&mut state, now, |s| &mut s.users, self.user_key(login))
+            }
             _ => state.users.get_mut(&self.user_key(login)),
         };
         let Some(e) = e else { return };
@@ -205,7 +208,8 @@ impl LoginThrottle {
         if e.failures >= allowed {
             let over = (e.failures - allowed).min(31);
             let max = Duration::from_secs(self.config.max_backoff_secs);
-            let backoff = Duration::from_millis(self.config.backoff_initial_ms).saturating_mul(1u32 << over.min(31)).min(max);
+            let backoff =
+                Duration::from_millis(self.config.backoff_initial_ms).saturating_mul(1u32 << over.min(31)).min(max);
             e.blocked_until = Some(now + backoff);
         }
     }
@@ -247,11 +251,21 @@ mod tests {
     use super::*;
 
     fn from(ip: &str) -> ClientInfo {
-        ClientInfo { addr: Some(std::net::SocketAddr::new(ip.parse().unwrap(), 1234)), protocol: "stomp", transport: "tcp" }
+        ClientInfo {
+            addr: Some(std::net::SocketAddr::new(ip.parse().unwrap(), 1234)),
+            protocol: "stomp",
+            transport: "tcp",
+        }
     }
 
     fn config() -> LoginConfig {
-        LoginConfig { max_failures_per_user: 3, max_failures_per_ip: 5, backoff_initial_ms: 1000, max_backoff_secs: 8, ..LoginConfig::default() }
+        LoginConfig {
+            max_failures_per_user: 3,
+            max_failures_per_ip: 5,
+            backoff_initial_ms: 1000,
+            max_backoff_secs: 8,
+            ..LoginConfig::default()
+        }
     }
 
     #[test]

@@ -45,9 +45,11 @@ impl Directory for MemoryDirectory {
 
     fn set_members<'a>(&'a self, id: &'a str, members: &'a [String]) -> BoxFuture<'a, Result<(), DirectoryError>> {
         let mut projects = self.projects.write();
-        let p = projects
-            .entry(id.to_owned())
-            .or_insert_with(|| Project { id: id.to_owned(), name: id.to_owned(), members: Vec::new() });
+        let p = projects.entry(id.to_owned()).or_insert_with(|| Project {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            members: Vec::new(),
+        });
         p.members = members.to_vec();
         Box::pin(async { Ok(()) })
     }

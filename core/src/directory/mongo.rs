@@ -192,7 +192,11 @@ impl MongoDirectory {
     }
 
     /// Projects matching `filter` (all when empty), at most `limit`, sorted by id.
-    async fn find_projects(&self, filter: mongodb::bson::Document, limit: Option<usize>) -> Result<Vec<Project>, DirectoryError> {
+    async fn find_projects(
+        &self,
+        filter: mongodb::bson::Document,
+        limit: Option<usize>,
+    ) -> Result<Vec<Project>, DirectoryError> {
         let mut find = self.coll.find(filter).projection(self.projection());
         if let Some(limit) = limit {
             find = find.sort(doc! { self.mapping.id_field.as_str(): 1 }).limit(limit as i64);
@@ -203,7 +207,9 @@ impl MongoDirectory {
             let d = cursor.deserialize_current().map_err(unavailable)?;
             match self.to_project(&d) {
                 Some(p) => out.push(p),
-                None => tracing::warn!(collection = %self.coll.name(), field = %self.mapping.id_field, "project document without a usable id skipped"),
+                None => {
+                    tracing::warn!(collection = %self.coll.name(), field = %self.mapping.id_field, "project document without a usable id skipped")
+                }
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -244,7 +250,10 @@ async fn bounded<T>(
     }
 }
 
-async fn bounded_dir<T>(timeout: Duration, f: impl Future<Output = Result<T, DirectoryError>>) -> Result<T, DirectoryError> {
+async fn bounded_dir<T>(
+    timeout: Duration,
+    f: impl Future<Output = Result<T, DirectoryError>>,
+) -> Result<T, DirectoryError> {
     tokio::time::timeout(timeout, f)
         .await
         .unwrap_or_else(|_| Err(DirectoryError::Unavailable(format!("mongodb: no reply within {timeout:?}"))))

@@ -132,7 +132,14 @@ pub async fn conformance(store: &dyn PresenceStore) {
     assert_eq!(store.online("p2").await.unwrap(), ["bob"], "projects are independent");
     store.remove_online("p1", "bob").await.unwrap();
     assert!(store.online("p1").await.unwrap().is_empty());
-    for a in [Availability::Offline, Availability::Xa, Availability::Away, Availability::Dnd, Availability::Online, Availability::Chat] {
+    for a in [
+        Availability::Offline,
+        Availability::Xa,
+        Availability::Away,
+        Availability::Dnd,
+        Availability::Online,
+        Availability::Chat,
+    ] {
         store.set_user("carol", &p(a, "", 9)).await.unwrap();
         assert_eq!(store.get_user("carol").await.unwrap().unwrap().availability, a, "every availability round-trips");
     }

@@ -50,7 +50,10 @@ pub struct RedisPresence {
 
 impl fmt::Debug for RedisPresence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisPresence").field("prefix", &self.prefix).field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("RedisPresence")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,7 +72,11 @@ impl RedisPresence {
 
     /// [`connect`](Self::connect) with `timeout` bounding the connection and
     /// every later call.
-    pub async fn connect_with_timeout(url: &str, prefix: &str, timeout: Duration) -> Result<RedisPresence, PresenceError> {
+    pub async fn connect_with_timeout(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<RedisPresence, PresenceError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -139,9 +146,9 @@ fn parse_user(key: &str, mut h: HashMap<String, String>) -> Result<Option<UserPr
         .ok_or_else(|| PresenceError::Unavailable(format!("redis: {key} has an unknown state {state:?}")))?;
     let updated_ms = match h.get("updated") {
         None => 0,
-        Some(s) => s
-            .parse()
-            .map_err(|_| PresenceError::Unavailable(format!("redis: {key} has a malformed updated {s:?}")))?,
+        Some(s) => {
+            s.parse().map_err(|_| PresenceError::Unavailable(format!("redis: {key} has a malformed updated {s:?}")))?
+        }
     };
     Ok(Some(UserPresence {
         availability,
@@ -207,12 +214,20 @@ mod tests {
         let full = h(&[("state", "dnd"), ("status", "x"), ("node", "n1"), ("updated", "42")]);
         assert_eq!(
             parse_user("k", full).unwrap(),
-            Some(UserPresence { availability: Availability::Dnd, status: "x".into(), node: "n1".into(), updated_ms: 42 })
+            Some(UserPresence {
+                availability: Availability::Dnd,
+                status: "x".into(),
+                node: "n1".into(),
+                updated_ms: 42
+            })
         );
         let sparse = parse_user("k", h(&[("state", "busy")])).unwrap().unwrap();
         assert_eq!((sparse.availability, sparse.status.as_str(), sparse.updated_ms), (Availability::Dnd, "", 0));
         assert!(matches!(parse_user("k", h(&[("state", "zzz")])), Err(PresenceError::Unavailable(_))));
         assert!(matches!(parse_user("k", h(&[("status", "x")])), Err(PresenceError::Unavailable(_))));
-        assert!(matches!(parse_user("k", h(&[("state", "away"), ("updated", "x")])), Err(PresenceError::Unavailable(_))));
+        assert!(matches!(
+            parse_user("k", h(&[("state", "away"), ("updated", "x")])),
+            Err(PresenceError::Unavailable(_))
+        ));
     }
 }

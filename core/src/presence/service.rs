@@ -145,7 +145,12 @@ impl PresenceService {
             store.clear_user(uid).await
         } else {
             let updated_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-            store.set_user(uid, &UserPresence { availability, status: status.clone(), node: self.node.clone(), updated_ms }).await
+            store
+                .set_user(
+                    uid,
+                    &UserPresence { availability, status: status.clone(), node: self.node.clone(), updated_ms },
+                )
+                .await
         };
         if let Err(e) = result {
             tracing::warn!(uid, error = %e, "presence store write failed; keeping the local view");
@@ -190,7 +195,11 @@ mod tests {
         let u = p.update("alice", 1, Some(rs(1, Availability::Away, 0, "lunch")));
         assert_eq!(u, Update { aggregate_changed: true, existed: false, unchanged: false });
         let again = p.update("alice", 1, Some(rs(1, Availability::Away, 0, "lunch")));
-        assert_eq!(again, Update { aggregate_changed: false, existed: true, unchanged: true }, "the same presence again is no news");
+        assert_eq!(
+            again,
+            Update { aggregate_changed: false, existed: true, unchanged: true },
+            "the same presence again is no news"
+        );
         let status = p.update("alice", 1, Some(rs(1, Availability::Away, 0, "coffee")));
         assert_eq!(status, Update { aggregate_changed: true, existed: true, unchanged: false });
         p.update("alice", 1, Some(rs(1, Availability::Away, 0, "lunch")));

@@ -184,7 +184,6 @@ fn dedup<'a>(queues: impl Iterator<Item = &'a Arc<Queue>>, may_repeat: bool) -> 
     all.into_iter().cloned().collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +196,13 @@ mod tests {
     #[test]
     fn headers_match_by_first_occurrence() {
         let x = Exchange::new("h", ExchangeKind::Headers);
-        let q = Arc::new(Queue::new("/", "q", QueueOptions { durable: false, exclusive: None, auto_delete: false }, 10, None));
+        let q = Arc::new(Queue::new(
+            "/",
+            "q",
+            QueueOptions { durable: false, exclusive: None, auto_delete: false },
+            10,
+            None,
+        ));
         let h = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
         x.bind(&q, "", Some(HeaderMatch { all: true, args: h(&[("a", "1"), ("b", "2")]) }));
         assert_eq!(x.route(&message(h(&[("b", "2"), ("a", "1")])), |_| {}), 1);

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 pub use exchange::{Exchange, ExchangeKind, HeaderMatch};
-pub use queue::{AckError, AckMode, ConsumerId, Overflow, Queue, QueueCounters, QueueLimits, QueueOptions, Settle, Totals};
+pub use queue::{
+    AckError, AckMode, ConsumerId, Overflow, Queue, QueueCounters, QueueLimits, QueueOptions, Settle, Totals,
+};
 
 use crate::config::{Config, RoutingConfig};
 use crate::message::Message;
@@ -54,7 +56,9 @@ pub enum RouteError {
     #[error("queue '{name}' is full (at {limit}; x-overflow is reject-publish): message refused")]
     QueueFull { name: String, limit: String },
     /// The node's memory alarm is on (`limits.memory_high_watermark`).
-    #[error("memory alarm: node above its high watermark, publishing refused ({used} bytes held, watermark {watermark})")]
+    #[error(
+        "memory alarm: node above its high watermark, publishing refused ({used} bytes held, watermark {watermark})"
+    )]
     MemoryAlarm { used: u64, watermark: u64 },
 }
 
@@ -83,7 +87,10 @@ impl QueueQuota {
     /// restored from the store count in the total even past it.
     fn take(&self, owner: Option<&Arc<str>>, restoring: bool) -> Result<(), RouteError> {
         if !restoring && self.total.load(Ordering::Relaxed) >= self.max_total {
-            return Err(RouteError::QueueLimit(format!("at most {} queues on this node (limits.max_queues)", self.max_total)));
+            return Err(RouteError::QueueLimit(format!(
+                "at most {} queues on this node (limits.max_queues)",
+                self.max_total
+            )));
         }
         if let Some(uid) = owner {
             let mut per = self.per_user.lock();
@@ -151,7 +158,10 @@ impl MemoryAlarm {
     /// The error a publish gets while the alarm is on.
     pub fn check(&self) -> Result<(), RouteError> {
         if self.is_on() {
-            return Err(RouteError::MemoryAlarm { used: self.used.load(Ordering::Relaxed), watermark: self.limit.unwrap_or(0) });
+            return Err(RouteError::MemoryAlarm {
+                used: self.used.load(Ordering::Relaxed),
+                watermark: self.limit.unwrap_or(0),
+            });
         }
         Ok(())
     }
@@ -192,7 +202,13 @@ pub struct LimitError {
     pub key: &'static str,
 }
 
-fn bound(what: &'static str, unit: &'static str, got: usize, limit: usize, key: &'static str) -> Result<(), LimitError> {
+fn bound(
+    what: &'static str,
+    unit: &'static str,
+    got: usize,
+    limit: usize,
+    key: &'static str,
+) -> Result<(), LimitError> {
     if got > limit {
         return Err(LimitError { what, unit, got, limit, key });
     }
@@ -316,7 +332,12 @@ impl Vhost {
     /// Declares a queue, or returns the existing one if its options agree
     /// (AMQP `queue.declare` semantics: a mismatch is an error, not a change).
     /// Declared by the application: owned by no user, default limits.
-    pub fn declare_queue(&self, name: &str, options: QueueOptions, session: Option<SessionId>) -> Result<Arc<Queue>, RouteError> {
+    pub fn declare_queue(
+        &self,
+        name: &str,
+        options: QueueOptions,
+        session: Option<SessionId>,
+    ) -> Result<Arc<Queue>, RouteError> {
         self.declare_queue_for(name, options, session, None, None)
     }
 
@@ -364,7 +385,11 @@ impl Vhost {
         }
         let d = self.queue_limits;
         let limits = match limits {
-            Some(l) => QueueLimits { max_len: l.max_len.min(d.max_len), max_bytes: l.max_bytes.min(d.max_bytes), overflow: l.overflow },
+            Some(l) => QueueLimits {
+                max_len: l.max_len.min(d.max_len),
+                max_bytes: l.max_bytes.min(d.max_bytes),
+                overflow: l.overflow,
+            },
             None => d,
         };
         let q = Arc::new(Queue::with_limits(&self.name, name, options, limits, Some(self.store.clone()), owner));
@@ -377,7 +402,11 @@ impl Vhost {
         self.queues.read().values().map(|q| q.held_bytes() as u64).sum()
     }
 
-    fn check_existing(q: Arc<Queue>, options: &QueueOptions, session: Option<SessionId>) -> Result<Arc<Queue>, RouteError> {
+    fn check_existing(
+        q: Arc<Queue>,
+        options: &QueueOptions,
+        session: Option<SessionId>,
+    ) -> Result<Arc<Queue>, RouteError> {
         if let Some(s) = session {
             if !q.accessible_by(s) {
                 return Err(RouteError::Locked(q.name.to_string()));
@@ -399,8 +428,15 @@ impl Vhost {
         Ok(check_pattern(&self.routing, exchange.kind, pattern)?)
     }
 
-    pub fn bind(&self, exchange: &str, queue: &Arc<Queue>, key: &str, headers: Option<HeaderMatch>) -> Result<(), RouteError> {
-        let x = self.exchange(exchange).ok_or_else(|| RouteError::NoExchange(exchange.into(), self.name.to_string()))?;
+    pub fn bind(
+        &self,
+        exchange: &str,
+        queue: &Arc<Queue>,
+        key: &str,
+        headers: Option<HeaderMatch>,
+    ) -> Result<(), RouteError> {
+        let x =
+            self.exchange(exchange).ok_or_else(|| RouteError::NoExchange(exchange.into(), self.name.to_string()))?;
         self.check_binding(&x, key)?;
         x.bind(queue, key, headers);
         let mut bound = self.bound.lock();
@@ -477,7 +513,7 @@ impl Vhost {
             }
         });
         match failed {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(n),
         }
     }
@@ -574,8 +610,13 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let hashes = format!("a{}", ".#".repeat(9));
-        assert_eq!(bind_limit(v.bind("amq.topic", &q, &hashes, None)), "binding pattern has 9 '#' wildcards; the limit is 8 (routing.max_pattern_hashes)");
-        assert!(bind_limit(v.bind("amq.topic", &q, &vec!["*"; 33].join("."), None)).contains("routing.max_pattern_words"));
+        assert_eq!(
+            bind_limit(v.bind("amq.topic", &q, &hashes, None)),
+            "binding pattern has 9 '#' wildcards; the limit is 8 (routing.max_pattern_hashes)"
+        );
+        assert!(
+            bind_limit(v.bind("amq.topic", &q, &vec!["*"; 33].join("."), None)).contains("routing.max_pattern_words")
+        );
         assert!(bind_limit(v.bind("amq.direct", &q, &"x".repeat(256), None)).contains("routing.max_key_bytes"));
         v.bind("amq.topic", &q, &format!("a{}", ".#".repeat(8)), None).unwrap();
         v.bind("amq.direct", &q, &"x".repeat(255), None).unwrap();

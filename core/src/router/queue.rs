@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::RouteError;
 use crate::message::Message;
 use crate::session::{Delivery, Outbound, Rejected, SessionHandle, SessionId};
-use super::RouteError;
 use crate::store::{QueueStore, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +187,13 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(vhost: &str, name: &str, options: QueueOptions, max_len: usize, store: Option<Arc<dyn QueueStore>>) -> Queue {
+    pub fn new(
+        vhost: &str,
+        name: &str,
+        options: QueueOptions,
+        max_len: usize,
+        store: Option<Arc<dyn QueueStore>>,
+    ) -> Queue {
         let limits = QueueLimits { max_len, max_bytes: usize::MAX, overflow: Overflow::DropHead };
         Self::with_limits(vhost, name, options, limits, store, None)
     }
@@ -326,7 +332,13 @@ impl Queue {
         self.sync_held(&st);
     }
 
-    pub fn consume(&self, session: Arc<SessionHandle>, subscription: Arc<str>, ack: AckMode, prefetch: usize) -> ConsumerId {
+    pub fn consume(
+        &self,
+        session: Arc<SessionHandle>,
+        subscription: Arc<str>,
+        ack: AckMode,
+        prefetch: usize,
+    ) -> ConsumerId {
         let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.lock();
         // Most queues (one per subscription) only ever have one consumer:
@@ -501,7 +513,9 @@ mod tests {
         s.drain(&mut out, usize::MAX);
         out.into_iter()
             .filter_map(|o| match o {
-                Outbound::Deliver(d) => Some((String::from_utf8_lossy(&d.message.body).into_owned(), d.tag, d.redelivered)),
+                Outbound::Deliver(d) => {
+                    Some((String::from_utf8_lossy(&d.message.body).into_owned(), d.tag, d.redelivered))
+                }
                 _ => None,
             })
             .collect()

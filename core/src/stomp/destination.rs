@@ -90,7 +90,15 @@ mod tests {
         assert!(matches!(Destination::parse("/queue/"), Err(DestinationError::Empty(_))));
         assert!(matches!(Destination::parse("/exchange//k"), Err(DestinationError::Empty(_))));
         assert!(matches!(Destination::parse("jobs"), Err(DestinationError::Unknown(_))));
-        for s in ["/exchange/feed/u", "/exchange/feed", "/queue/q", "/amq/queue/q", "/topic/t", "/temp-queue/n", "/reply-queue/q"] {
+        for s in [
+            "/exchange/feed/u",
+            "/exchange/feed",
+            "/queue/q",
+            "/amq/queue/q",
+            "/topic/t",
+            "/temp-queue/n",
+            "/reply-queue/q",
+        ] {
             assert_eq!(Destination::parse(s).unwrap().to_string(), s);
         }
     }

@@ -102,19 +102,12 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(command: Command) -> Frame {
-        Frame {
-            command,
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+        Frame { command, headers: Vec::new(), body: Bytes::new() }
     }
 
     /// First occurrence wins (STOMP 1.2 rule for repeated headers).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// Appends, so an existing header of the same name keeps precedence.
@@ -176,11 +169,7 @@ impl Default for Limits {
     /// 1 MiB matches RabbitMQ's default `stomp.max_frame_size`, so clients
     /// migrating from it see the same ceiling.
     fn default() -> Limits {
-        Limits {
-            max_frame_bytes: 1024 * 1024,
-            max_headers: 100,
-            max_header_bytes: 8 * 1024,
-        }
+        Limits { max_frame_bytes: 1024 * 1024, max_headers: 100, max_header_bytes: 8 * 1024 }
     }
 }
 
@@ -269,11 +258,7 @@ impl Decoder {
     /// Escaping starts as [`Escaping::None`] until the session negotiates a
     /// version; the handshake frames are unescaped anyway.
     pub fn new(limits: Limits) -> Decoder {
-        Decoder {
-            limits,
-            escaping: Escaping::None,
-            partial: None,
-        }
+        Decoder { limits, escaping: Escaping::None, partial: None }
     }
 
     pub fn set_escaping(&mut self, escaping: Escaping) {
@@ -341,11 +326,7 @@ impl Decoder {
                     b
                 };
                 buf.advance(1);
-                Ok(Some(Decoded::Frame(Frame {
-                    command: frame_command,
-                    headers: p.headers,
-                    body,
-                })))
+                Ok(Some(Decoded::Frame(Frame { command: frame_command, headers: p.headers, body })))
             }
         }
     }
@@ -371,30 +352,20 @@ fn advance(
     escaping: Escaping,
     buf: &[u8],
 ) -> Result<Option<(usize, usize)>, FrameError> {
-    let too_large = FrameError::TooLarge {
-        limit: limits.max_frame_bytes,
-    };
+    let too_large = FrameError::TooLarge { limit: limits.max_frame_bytes };
 
     while p.body_start.is_none() {
         // Never look further than the longest legal line (plus `\r\n`): a
         // peer streaming one endless line is rejected after a bounded scan.
-        let window_end = buf.len().min(
-            p.line_start
-                .saturating_add(limits.max_header_bytes)
-                .saturating_add(2),
-        );
-        let newline = buf
-            .get(p.scanned..window_end)
-            .and_then(|s| s.iter().position(|&b| b == b'\n'))
-            .map(|i| p.scanned + i);
+        let window_end = buf.len().min(p.line_start.saturating_add(limits.max_header_bytes).saturating_add(2));
+        let newline =
+            buf.get(p.scanned..window_end).and_then(|s| s.iter().position(|&b| b == b'\n')).map(|i| p.scanned + i);
 
         let Some(nl) = newline else {
             p.scanned = p.scanned.max(window_end);
             let pending = buf.get(p.line_start..).unwrap_or_default();
             if strip_cr(pending).len() > limits.max_header_bytes {
-                return Err(FrameError::HeaderTooLong {
-                    limit: limits.max_header_bytes,
-                });
+                return Err(FrameError::HeaderTooLong { limit: limits.max_header_bytes });
             }
             // The frame still needs at least its NUL, so having buffered
             // `max_frame_bytes` already proves it is too large.
@@ -406,9 +377,7 @@ fn advance(
 
         let line = strip_cr(buf.get(p.line_start..nl).unwrap_or_default());
         if line.len() > limits.max_header_bytes {
-            return Err(FrameError::HeaderTooLong {
-                limit: limits.max_header_bytes,
-            });
+            return Err(FrameError::HeaderTooLong { limit: limits.max_header_bytes });
         }
         p.line_start = nl + 1;
         p.scanned = nl + 1;
@@ -428,15 +397,9 @@ fn advance(
         }
 
         if p.headers.len() >= limits.max_headers {
-            return Err(FrameError::TooManyHeaders {
-                limit: limits.max_headers,
-            });
+            return Err(FrameError::TooManyHeaders { limit: limits.max_headers });
         }
-        let unescape = if command.is_handshake() {
-            Escaping::None
-        } else {
-            escaping
-        };
+        let unescape = if command.is_handshake() { Escaping::None } else { escaping };
         // 1.0 and 1.1 allow a raw CR inside a header (their grammars only
         // exclude LF); 1.2 has `\r` for it and excludes the raw octet.
         if unescape == Escaping::V12 && line.contains(&b'\r') {
@@ -469,10 +432,7 @@ fn advance(
     // within the frame limit.
     let scan_from = p.scanned.max(body_start);
     let window_end = buf.len().min(limits.max_frame_bytes);
-    let nul = buf
-        .get(scan_from..window_end)
-        .and_then(|s| s.iter().position(|&b| b == 0))
-        .map(|i| scan_from + i);
+    let nul = buf.get(scan_from..window_end).and_then(|s| s.iter().position(|&b| b == 0)).map(|i| scan_from + i);
     match nul {
         Some(end) => Ok(Some((body_start, end))),
         None => {
@@ -496,9 +456,7 @@ fn parse_header(line: &[u8], escaping: Escaping) -> Result<(String, String), Fra
     let text = std::str::from_utf8(line).map_err(|_| FrameError::NotUtf8)?;
     // Split at the first colon: escaped colons in names are `\c`, and a raw
     // colon in a value (URLs, 1.0 peers) must survive.
-    let (name, value) = text
-        .split_once(':')
-        .ok_or_else(|| FrameError::BadHeader(text.to_owned()))?;
+    let (name, value) = text.split_once(':').ok_or_else(|| FrameError::BadHeader(text.to_owned()))?;
     let bad_escape = || FrameError::BadEscape(text.to_owned());
     let name = unescape(name, escaping).ok_or_else(bad_escape)?;
     let value = unescape(value, escaping).ok_or_else(bad_escape)?;
@@ -513,9 +471,7 @@ fn parse_content_length(value: &str, limits: Limits) -> Result<usize, FrameError
     // frame limit could accept.
     match value.parse::<usize>() {
         Ok(length) if length <= limits.max_frame_bytes => Ok(length),
-        _ => Err(FrameError::TooLarge {
-            limit: limits.max_frame_bytes,
-        }),
+        _ => Err(FrameError::TooLarge { limit: limits.max_frame_bytes }),
     }
 }
 
@@ -546,17 +502,9 @@ fn unescape(raw: &str, escaping: Escaping) -> Option<Cow<'_, str>> {
 /// content-length themselves), except headers the wire cannot carry for the
 /// negotiated version, which are left out (see [`encode_header`]).
 pub fn encode(frame: &Frame, escaping: Escaping, out: &mut BytesMut) {
-    let escaping = if frame.command.is_handshake() {
-        Escaping::None
-    } else {
-        escaping
-    };
+    let escaping = if frame.command.is_handshake() { Escaping::None } else { escaping };
     let command = frame.command.as_str();
-    let headers_len: usize = frame
-        .headers
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 2)
-        .sum();
+    let headers_len: usize = frame.headers.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
     out.reserve(command.len() + headers_len + frame.body.len() + 3);
     out.extend_from_slice(command.as_bytes());
     out.extend_from_slice(b"\n");
@@ -580,7 +528,11 @@ pub fn encode(frame: &Frame, escaping: Escaping, out: &mut BytesMut) {
 /// the admin API, XMPP), so the check is here, where the version is known.
 pub fn encode_header(name: &str, value: &str, escaping: Escaping, out: &mut BytesMut) {
     if !representable(name, value, escaping) {
-        tracing::debug!(header = name.escape_debug().to_string(), ?escaping, "header left out: not representable in this STOMP version");
+        tracing::debug!(
+            header = name.escape_debug().to_string(),
+            ?escaping,
+            "header left out: not representable in this STOMP version"
+        );
         return;
     }
     write_escaped(name, escaping, out);
@@ -663,11 +615,7 @@ mod tests {
     }
 
     fn small_limits() -> Limits {
-        Limits {
-            max_frame_bytes: 64,
-            max_headers: 2,
-            max_header_bytes: 24,
-        }
+        Limits { max_frame_bytes: 64, max_headers: 2, max_header_bytes: 24 }
     }
 
     #[test]
@@ -704,17 +652,11 @@ mod tests {
     #[test]
     fn crlf_lines() {
         let mut d = decoder(Escaping::V11);
-        let f = frame_of(decode_all(
-            &mut d,
-            b"SEND\r\ndestination:/queue/a\r\nreceipt:7\r\n\r\nhello\0",
-        ));
+        let f = frame_of(decode_all(&mut d, b"SEND\r\ndestination:/queue/a\r\nreceipt:7\r\n\r\nhello\0"));
         assert_eq!(f.command, Command::Send);
         assert_eq!(
             f.headers,
-            vec![
-                ("destination".to_owned(), "/queue/a".to_owned()),
-                ("receipt".to_owned(), "7".to_owned())
-            ]
+            vec![("destination".to_owned(), "/queue/a".to_owned()), ("receipt".to_owned(), "7".to_owned())]
         );
         assert_eq!(f.body, Bytes::from_static(b"hello"));
     }
@@ -728,8 +670,7 @@ mod tests {
 
     #[test]
     fn byte_at_a_time_matches_whole() {
-        let wire: &[u8] =
-            b"MESSAGE\r\nsubscription:0\nmessage-id:a\\cb\ncontent-length:4\n\nab\0c\0";
+        let wire: &[u8] = b"MESSAGE\r\nsubscription:0\nmessage-id:a\\cb\ncontent-length:4\n\nab\0c\0";
         let whole = frame_of(decode_all(&mut decoder(Escaping::V12), wire));
         assert_eq!(whole.header("message-id"), Some("a:b"));
 
@@ -787,14 +728,8 @@ mod tests {
         let mut buf = BytesMut::from(&b"SEND\na:1\n\none\0SEND\na:2\n\ntwo\0"[..]);
         let first = frame_of(d.decode(&mut buf));
         let second = frame_of(d.decode(&mut buf));
-        assert_eq!(
-            (first.header("a"), &first.body[..]),
-            (Some("1"), &b"one"[..])
-        );
-        assert_eq!(
-            (second.header("a"), &second.body[..]),
-            (Some("2"), &b"two"[..])
-        );
+        assert_eq!((first.header("a"), &first.body[..]), (Some("1"), &b"one"[..]));
+        assert_eq!((second.header("a"), &second.body[..]), (Some("2"), &b"two"[..]));
         assert_eq!(d.decode(&mut buf), Ok(None));
     }
 
@@ -823,10 +758,7 @@ mod tests {
     #[test]
     fn content_length_missing_nul() {
         let mut d = decoder(Escaping::V12);
-        assert_eq!(
-            decode_all(&mut d, b"SEND\ncontent-length:2\n\nabc\0"),
-            Err(FrameError::MissingNul)
-        );
+        assert_eq!(decode_all(&mut d, b"SEND\ncontent-length:2\n\nabc\0"), Err(FrameError::MissingNul));
     }
 
     #[test]
@@ -835,10 +767,7 @@ mod tests {
         let mut buf = BytesMut::from(&b"SEND\ncontent-length:3\n\nab"[..]);
         assert_eq!(d.decode(&mut buf), Ok(None));
         buf.extend_from_slice(b"\0\0");
-        assert_eq!(
-            frame_of(d.decode(&mut buf)).body,
-            Bytes::from_static(b"ab\0")
-        );
+        assert_eq!(frame_of(d.decode(&mut buf)).body, Bytes::from_static(b"ab\0"));
     }
 
     #[test]
@@ -855,24 +784,15 @@ mod tests {
     #[test]
     fn repeated_content_length_first_wins() {
         let mut d = decoder(Escaping::V12);
-        let f = frame_of(decode_all(
-            &mut d,
-            b"SEND\ncontent-length:1\ncontent-length:junk\n\nx\0",
-        ));
+        let f = frame_of(decode_all(&mut d, b"SEND\ncontent-length:1\ncontent-length:junk\n\nx\0"));
         assert_eq!(f.body, Bytes::from_static(b"x"));
     }
 
     #[test]
     fn too_large_content_length_fails_before_body() {
-        let small_limits = || Limits {
-            max_frame_bytes: 64,
-            ..Limits::default()
-        };
+        let small_limits = || Limits { max_frame_bytes: 64, ..Limits::default() };
         let mut d = Decoder::new(small_limits());
-        assert_eq!(
-            decode_all(&mut d, b"SEND\ncontent-length:65\n"),
-            Err(FrameError::TooLarge { limit: 64 })
-        );
+        assert_eq!(decode_all(&mut d, b"SEND\ncontent-length:65\n"), Err(FrameError::TooLarge { limit: 64 }));
         let mut d = Decoder::new(small_limits());
         assert_eq!(
             decode_all(&mut d, b"SEND\ncontent-length:99999999999999999999999\n"),
@@ -880,10 +800,7 @@ mod tests {
         );
         // Fits on its own but not with the headers in front of it.
         let mut d = Decoder::new(small_limits());
-        assert_eq!(
-            decode_all(&mut d, b"SEND\ncontent-length:60\n\n"),
-            Err(FrameError::TooLarge { limit: 64 })
-        );
+        assert_eq!(decode_all(&mut d, b"SEND\ncontent-length:60\n\n"), Err(FrameError::TooLarge { limit: 64 }));
     }
 
     #[test]
@@ -908,18 +825,12 @@ mod tests {
 
         wire.insert(6, b'x');
         let mut d = Decoder::new(small_limits());
-        assert_eq!(
-            decode_all(&mut d, &wire),
-            Err(FrameError::TooLarge { limit: 64 })
-        );
+        assert_eq!(decode_all(&mut d, &wire), Err(FrameError::TooLarge { limit: 64 }));
     }
 
     #[test]
     fn too_large_while_still_in_headers() {
-        let limits = Limits {
-            max_frame_bytes: 32,
-            ..Limits::default()
-        };
+        let limits = Limits { max_frame_bytes: 32, ..Limits::default() };
         let mut d = Decoder::new(limits);
         let mut buf = BytesMut::from(&b"SEND\naaaaaaaaaa:1\nbbbbbbbbbb:2\n"[..]);
         assert_eq!(d.decode(&mut buf), Ok(None));
@@ -932,18 +843,12 @@ mod tests {
         let mut d = Decoder::new(small_limits());
         assert_eq!(decode_all(&mut d, b"SEND\na:1\nb:2\n"), Ok(None));
         let mut d = Decoder::new(small_limits());
-        assert_eq!(
-            decode_all(&mut d, b"SEND\na:1\nb:2\nc:3\n"),
-            Err(FrameError::TooManyHeaders { limit: 2 })
-        );
+        assert_eq!(decode_all(&mut d, b"SEND\na:1\nb:2\nc:3\n"), Err(FrameError::TooManyHeaders { limit: 2 }));
     }
 
     #[test]
     fn header_too_long() {
-        let small_limits = || Limits {
-            max_header_bytes: 16,
-            ..Limits::default()
-        };
+        let small_limits = || Limits { max_header_bytes: 16, ..Limits::default() };
         let limit = FrameError::HeaderTooLong { limit: 16 };
         // Exactly at the limit, with a CRLF that does not count.
         let mut d = Decoder::new(small_limits());
@@ -951,10 +856,7 @@ mod tests {
         assert_eq!(f.header("0123456789abcd"), Some("f"));
 
         let mut d = Decoder::new(small_limits());
-        assert_eq!(
-            decode_all(&mut d, b"SEND\n0123456789abcd:fg\n\n\0"),
-            Err(limit.clone())
-        );
+        assert_eq!(decode_all(&mut d, b"SEND\n0123456789abcd:fg\n\n\0"), Err(limit.clone()));
 
         // Partial line: a trailing CR might still be the EOL, one more byte
         // is proof.
@@ -987,10 +889,7 @@ mod tests {
         let f = frame_of(decode_all(&mut d, b"SEND\na:\\r\\n\\c\\\\\n\n\0"));
         assert_eq!(f.header("a"), Some("\r\n:\\"));
         for bad in [&b"SEND\na:\\t\n\n\0"[..], b"SEND\na:b\\\n\n\0"] {
-            assert!(matches!(
-                decode_all(&mut decoder(Escaping::V12), bad),
-                Err(FrameError::BadEscape(_))
-            ));
+            assert!(matches!(decode_all(&mut decoder(Escaping::V12), bad), Err(FrameError::BadEscape(_))));
         }
     }
 
@@ -1018,9 +917,7 @@ mod tests {
 
     #[test]
     fn encode_escapes_per_version() {
-        let frame = Frame::new(Command::Message)
-            .with_header("a:b", "x\r\ny\\")
-            .with_body(&b"hi"[..]);
+        let frame = Frame::new(Command::Message).with_header("a:b", "x\r\ny\\").with_body(&b"hi"[..]);
         // STOMP 1.0 cannot carry a `:` in a name nor an LF: the header is left out.
         let cases: [(Escaping, &[u8]); 3] = [
             (Escaping::None, b"MESSAGE\n\nhi\0"),
@@ -1047,17 +944,10 @@ mod tests {
         for escaping in [Escaping::V11, Escaping::V12] {
             let mut out = BytesMut::new();
             encode_header("k:\\", "v\n\r:é", escaping, &mut out);
-            let expected = format!(
-                "{}:{}\n",
-                escape("k:\\", escaping),
-                escape("v\n\r:é", escaping)
-            );
+            let expected = format!("{}:{}\n", escape("k:\\", escaping), escape("v\n\r:é", escaping));
             assert_eq!(&out[..], expected.as_bytes());
         }
-        assert!(matches!(
-            escape("plain", Escaping::V12),
-            Cow::Borrowed("plain")
-        ));
+        assert!(matches!(escape("plain", Escaping::V12), Cow::Borrowed("plain")));
         assert!(matches!(escape("a:b", Escaping::None), Cow::Borrowed(_)));
     }
 
@@ -1088,10 +978,7 @@ mod tests {
     #[test]
     fn raw_cr_inside_a_header_follows_the_version() {
         let wire = b"SEND\na:x\ry\n\n\0";
-        assert_eq!(
-            decode_all(&mut decoder(Escaping::V12), wire),
-            Err(FrameError::CrInHeader("a".to_owned()))
-        );
+        assert_eq!(decode_all(&mut decoder(Escaping::V12), wire), Err(FrameError::CrInHeader("a".to_owned())));
         assert_eq!(
             FrameError::CrInHeader("a".to_owned()).to_string(),
             "raw CR in header \"a\": STOMP 1.2 headers must escape it as \\r"
@@ -1136,7 +1023,8 @@ mod tests {
             assert!(buf.is_empty());
         }
         // Handshake frames are written unescaped whatever the version.
-        let connected = Frame::new(Command::Connected).with_header("version", "1.2").with_header("user-name", "a\nmessage:forged");
+        let connected =
+            Frame::new(Command::Connected).with_header("version", "1.2").with_header("user-name", "a\nmessage:forged");
         let mut out = BytesMut::new();
         encode(&connected, Escaping::V12, &mut out);
         assert_eq!(&out[..], b"CONNECTED\nversion:1.2\n\n\0");
@@ -1176,10 +1064,7 @@ mod tests {
         for command in all {
             assert_eq!(Command::parse(command.as_str().as_bytes()), command);
         }
-        assert_eq!(
-            Command::parse(b"\xff"),
-            Command::Unknown("\u{fffd}".to_owned())
-        );
+        assert_eq!(Command::parse(b"\xff"), Command::Unknown("\u{fffd}".to_owned()));
     }
 
     #[test]
@@ -1188,9 +1073,7 @@ mod tests {
         let f = frame_of(decode_all(&mut d, b"SEND\nfoo:1\nfoo:2\n\n\0"));
         assert_eq!(f.header("foo"), Some("1"));
         assert_eq!(f.headers.len(), 2);
-        let built = Frame::new(Command::Send)
-            .with_header("foo", "1")
-            .with_header("foo", "2");
+        let built = Frame::new(Command::Send).with_header("foo", "1").with_header("foo", "2");
         assert_eq!(built.header("foo"), Some("1"));
         assert_eq!(built.header("bar"), None);
     }
@@ -1201,14 +1084,8 @@ mod tests {
             decode_all(&mut decoder(Escaping::V12), b"SEND\nnocolon\n\n\0"),
             Err(FrameError::BadHeader("nocolon".to_owned()))
         );
-        assert_eq!(
-            decode_all(&mut decoder(Escaping::V12), b"SEND\na:\xff\n\n\0"),
-            Err(FrameError::NotUtf8)
-        );
-        assert_eq!(
-            decode_all(&mut decoder(Escaping::V12), b"SE\xffND\n\n\0"),
-            Err(FrameError::NotUtf8)
-        );
+        assert_eq!(decode_all(&mut decoder(Escaping::V12), b"SEND\na:\xff\n\n\0"), Err(FrameError::NotUtf8));
+        assert_eq!(decode_all(&mut decoder(Escaping::V12), b"SE\xffND\n\n\0"), Err(FrameError::NotUtf8));
     }
 
     #[test]
@@ -1225,12 +1102,7 @@ mod tests {
 
     /// Decodes `input` fed as the given chunks, returning the frames seen
     /// and whether decoding stopped on an error.
-    fn run_chunked(
-        limits: Limits,
-        escaping: Escaping,
-        input: &[u8],
-        cuts: &[usize],
-    ) -> (Vec<Frame>, bool) {
+    fn run_chunked(limits: Limits, escaping: Escaping, input: &[u8], cuts: &[usize]) -> (Vec<Frame>, bool) {
         let mut d = Decoder::new(limits);
         d.set_escaping(escaping);
         let mut buf = BytesMut::new();
@@ -1313,9 +1185,8 @@ mod tests {
     fn any_frame(escaping: Escaping) -> impl Strategy<Value = Frame> {
         // STOMP 1.1 has no escape for CR, so a value ending in CR is
         // indistinguishable from a CRLF line ending, which we accept.
-        let value = text(0).prop_filter("1.1 cannot carry a trailing CR", move |v| {
-            escaping != Escaping::V11 || !v.ends_with('\r')
-        });
+        let value = text(0)
+            .prop_filter("1.1 cannot carry a trailing CR", move |v| escaping != Escaping::V11 || !v.ends_with('\r'));
         // No version can carry a NUL in a header: the encoder leaves such headers out.
         let no_nul = |t: &String| !t.contains('\0');
         (
@@ -1325,11 +1196,7 @@ mod tests {
         )
             .prop_map(|(command, mut headers, body)| {
                 headers.insert(0, ("content-length".to_owned(), body.len().to_string()));
-                Frame {
-                    command,
-                    headers,
-                    body: Bytes::from(body),
-                }
+                Frame { command, headers, body: Bytes::from(body) }
             })
     }
 

@@ -16,11 +16,14 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::destination::Destination;
 use super::frame::{encode, encode_header, Command, Decoded, Decoder, Escaping, Frame, FrameError, Limits};
 use crate::auth::{policy, ClientInfo, Identity, Permission, ResourceKind};
-use crate::engine::LoginError;
 use crate::engine::Engine;
+use crate::engine::LoginError;
 use crate::error::{CloseCode, CloseReason};
 use crate::message::{EncodingSlot, Message};
-use crate::router::{AckError, AckMode, ConsumerId, ExchangeKind, HeaderMatch, Overflow, Queue, QueueLimits, QueueOptions, RouteError, Settle, Vhost};
+use crate::router::{
+    AckError, AckMode, ConsumerId, ExchangeKind, HeaderMatch, Overflow, Queue, QueueLimits, QueueOptions, RouteError,
+    Settle, Vhost,
+};
 use crate::session::{write_within, Delivery, Outbound, OutboxLimits, SessionHandle, Written};
 use crate::shaper::{self, Shaper};
 use crate::transport::{LinkRx, LinkTx, Peer};
@@ -94,7 +97,11 @@ fn fatal(code: CloseCode, message: impl Into<String>, detail: impl Into<String>)
 }
 
 /// A write bounded by `limits.write_timeout_ms` and the close grace.
-async fn guarded<T>(handle: &SessionHandle, limit: Duration, work: impl Future<Output = Result<T, Stop>>) -> Result<T, Stop> {
+async fn guarded<T>(
+    handle: &SessionHandle,
+    limit: Duration,
+    work: impl Future<Output = Result<T, Stop>>,
+) -> Result<T, Stop> {
     let broken = |reason: Fatal| Stop { reason, receipt: None, broken: true };
     match write_within(handle, limit, CLOSE_GRACE, work).await {
         Written::Done(r) => r,
@@ -119,7 +126,9 @@ fn frame_error(e: FrameError) -> Fatal {
 
 fn route_error(e: RouteError) -> Fatal {
     let (code, message) = match e {
-        RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => (CloseCode::NotFound, "not_found"),
+        RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => {
+            (CloseCode::NotFound, "not_found")
+        }
         RouteError::Locked(_) | RouteError::Inequivalent { .. } | RouteError::Reserved(_) => {
             (CloseCode::Precondition, "precondition_failed")
         }
@@ -127,7 +136,9 @@ fn route_error(e: RouteError) -> Fatal {
         RouteError::QueueLimit(_) => (CloseCode::TooMany, "queue limit reached"),
         RouteError::QueueFull { .. } => (CloseCode::TooMany, "queue full"),
         // A node condition, not the client's fault: retry later.
-        RouteError::MemoryAlarm { .. } => (CloseCode::Internal, "memory alarm: node above its high watermark, publishing refused"),
+        RouteError::MemoryAlarm { .. } => {
+            (CloseCode::Internal, "memory alarm: node above its high watermark, publishing refused")
+        }
         // The text names the `[routing]` key that refused it.
         RouteError::Limit(e) => return fatal(CloseCode::LimitExceeded, e.to_string(), e.to_string()),
     };
@@ -194,7 +205,15 @@ async fn open<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, peer: 
     };
     decoder.set_escaping(session.version.escaping());
     let connected = session.connected_frame(&connect);
-    engine.set_session_presence(&session.handle, &session.presence_resource(), crate::presence::Availability::Online, "", 0).await;
+    engine
+        .set_session_presence(
+            &session.handle,
+            &session.presence_resource(),
+            crate::presence::Availability::Online,
+            "",
+            0,
+        )
+        .await;
     let written = async {
         session.write(&mut tx, &connected).await?;
         if let Some(r) = &receipt {
@@ -222,7 +241,8 @@ async fn finish<R: LinkRx, W: LinkTx>(mut open: Open<R, W>, outcome: Result<(), 
     open.session.cleanup().await;
     match outcome {
         Err(stop) if !stop.broken && !matches!(stop.reason.code, CloseCode::Normal | CloseCode::HeartbeatTimeout) => {
-            send_error_and_close(&mut open.tx, &stop.reason, stop.receipt.as_deref(), open.session.version.escaping()).await;
+            send_error_and_close(&mut open.tx, &stop.reason, stop.receipt.as_deref(), open.session.version.escaping())
+                .await;
         }
         _ => {
             let _ = tokio::time::timeout(CLOSE_GRACE, open.tx.close()).await;
@@ -396,8 +416,12 @@ impl Session {
         let identity = match engine.login(login, passcode, &client).await {
             Ok(id) => id,
             Err(LoginError::Refused) => return Err(refused()),
-            Err(e @ LoginError::Unavailable(_)) => return Err(fatal(CloseCode::Internal, "Bad CONNECT", e.to_string())),
-            Err(e @ (LoginError::Busy | LoginError::Throttled(_))) => return Err(fatal(CloseCode::TooMany, e.to_string(), e.to_string())),
+            Err(e @ LoginError::Unavailable(_)) => {
+                return Err(fatal(CloseCode::Internal, "Bad CONNECT", e.to_string()))
+            }
+            Err(e @ (LoginError::Busy | LoginError::Throttled(_))) => {
+                return Err(fatal(CloseCode::TooMany, e.to_string(), e.to_string()))
+            }
         };
         let auth = engine.auth();
         match auth.authorizer.vhost(&identity, vhost_name, &client).await {
@@ -411,7 +435,13 @@ impl Session {
             }
         }
         let vhost = engine.router.vhost(vhost_name).map_err(route_error)?.clone();
-        let handle = SessionHandle::with_limits(&identity.uid, vhost_name, "stomp", peer, OutboxLimits::from_config(&engine.config.limits));
+        let handle = SessionHandle::with_limits(
+            &identity.uid,
+            vhost_name,
+            "stomp",
+            peer,
+            OutboxLimits::from_config(&engine.config.limits),
+        );
         let heartbeat = match (version, connect.header("heart-beat")) {
             (Version::V10, _) | (_, None) => (0, 0),
             (_, Some(hb)) => {
@@ -574,7 +604,12 @@ impl Session {
 
     /// Handles every complete frame in `buf`; `false` when the client said
     /// DISCONNECT (everything before it was handled and flushed).
-    async fn handle_buffered<W: LinkTx>(&mut self, buf: &mut BytesMut, decoder: &mut Decoder, tx: &mut W) -> Result<bool, Stop> {
+    async fn handle_buffered<W: LinkTx>(
+        &mut self,
+        buf: &mut BytesMut,
+        decoder: &mut Decoder,
+        tx: &mut W,
+    ) -> Result<bool, Stop> {
         loop {
             // Out of frame tokens: the rest stays buffered, and nothing more is
             // read, until the shaper allows the next frame.
@@ -654,10 +689,18 @@ impl Session {
             Command::Begin => {
                 let id = require(&frame, "transaction")?;
                 if self.transactions.len() >= self.engine.config.limits.max_transactions {
-                    return Err(HandleError::Fatal(fatal(CloseCode::TooMany, "too many transactions", format!("at most {} open", self.engine.config.limits.max_transactions))));
+                    return Err(HandleError::Fatal(fatal(
+                        CloseCode::TooMany,
+                        "too many transactions",
+                        format!("at most {} open", self.engine.config.limits.max_transactions),
+                    )));
                 }
                 if self.transaction(&id).is_some() {
-                    return Err(HandleError::Fatal(fatal(CloseCode::Protocol, "Bad transaction", format!("transaction {id:?} already begun"))));
+                    return Err(HandleError::Fatal(fatal(
+                        CloseCode::Protocol,
+                        "Bad transaction",
+                        format!("transaction {id:?} already begun"),
+                    )));
                 }
                 self.transactions.push((id, Vec::new()));
             }
@@ -721,7 +764,11 @@ impl Session {
         let held = self.transaction_bytes;
         let pending = self.transaction(id).ok_or_else(|| unknown_tx(id))?;
         if pending.len() >= limit {
-            return Err(fatal(CloseCode::TooMany, "transaction too large", format!("at most {limit} frames in one transaction")));
+            return Err(fatal(
+                CloseCode::TooMany,
+                "transaction too large",
+                format!("at most {limit} frames in one transaction"),
+            ));
         }
         let mut f = frame.take().expect("checked above");
         // Replayed at COMMIT without the header, so it is applied, not re-buffered.
@@ -743,8 +790,16 @@ impl Session {
     /// Resource permissions; for queues, through `auth::policy` (users' own queues).
     async fn check(&self, kind: ResourceKind, name: &str, permission: Permission) -> Result<(), Fatal> {
         let verdict = match kind {
-            ResourceKind::Queue => policy::queue(&self.engine, &self.identity, &self.vhost.name, name, permission).await,
-            ResourceKind::Exchange => match self.engine.auth().authorizer.resource(&self.identity, &self.vhost.name, kind, name, permission).await {
+            ResourceKind::Queue => {
+                policy::queue(&self.engine, &self.identity, &self.vhost.name, name, permission).await
+            }
+            ResourceKind::Exchange => match self
+                .engine
+                .auth()
+                .authorizer
+                .resource(&self.identity, &self.vhost.name, kind, name, permission)
+                .await
+            {
                 Ok(true) => Ok(()),
                 _ => Err(policy::Denied("resource permissions".into())),
             },
@@ -771,7 +826,11 @@ impl Session {
             fatal(
                 CloseCode::AccessRefused,
                 "access_refused",
-                format!("{} access to topic '{key}' in exchange '{exchange}' refused for user '{}': {why}", permission.as_str(), self.identity.uid),
+                format!(
+                    "{} access to topic '{key}' in exchange '{exchange}' refused for user '{}': {why}",
+                    permission.as_str(),
+                    self.identity.uid
+                ),
             )
         })
     }
@@ -803,7 +862,11 @@ impl Session {
                 self.check(ResourceKind::Exchange, "amq.default", Permission::Write).await?;
                 if let Destination::AmqQueue(_) = dest {
                     policy::queue_owner(&self.engine, &self.identity, q).await.map_err(|why| {
-                        fatal(CloseCode::AccessRefused, "access_refused", format!("access to queue '{q}' refused for user '{}' (write): {why}", self.identity.uid))
+                        fatal(
+                            CloseCode::AccessRefused,
+                            "access_refused",
+                            format!("access to queue '{q}' refused for user '{}' (write): {why}", self.identity.uid),
+                        )
                     })?;
                 } else if !q.starts_with(TEMP_QUEUE_PREFIX) {
                     // `/reply-queue/` skips the exclusive lock, for answers to a
@@ -816,7 +879,8 @@ impl Session {
                     ));
                 }
                 match self.vhost.queue(q) {
-                    Some(queue) if queue.accessible_by(self.handle.id) || matches!(dest, Destination::ReplyQueue(_)) => {}
+                    Some(queue)
+                        if queue.accessible_by(self.handle.id) || matches!(dest, Destination::ReplyQueue(_)) => {}
                     Some(_) => return Err(route_error(RouteError::Locked(q.clone()))),
                     None => return Err(route_error(RouteError::NoQueue(q.clone(), self.vhost.name.to_string()))),
                 }
@@ -828,13 +892,26 @@ impl Session {
                 ("amq.topic".to_owned(), key.clone())
             }
             Destination::TempQueue(_) => {
-                return Err(fatal(CloseCode::Protocol, "Bad destination", "/temp-queue/ destinations are only valid in reply-to"));
+                return Err(fatal(
+                    CloseCode::Protocol,
+                    "Bad destination",
+                    "/temp-queue/ destinations are only valid in reply-to",
+                ));
             }
         };
         let mut headers: Vec<(String, String)> = Vec::with_capacity(frame.headers.len());
         for (k, v) in &frame.headers {
-            if matches!(k.as_str(), "destination" | "transaction" | "receipt" | "content-length" | "message-id" | "subscription" | "redelivered" | "ack")
-                || is_server_header(k)
+            if matches!(
+                k.as_str(),
+                "destination"
+                    | "transaction"
+                    | "receipt"
+                    | "content-length"
+                    | "message-id"
+                    | "subscription"
+                    | "redelivered"
+                    | "ack"
+            ) || is_server_header(k)
                 || headers.iter().any(|(seen, _)| seen == k)
             {
                 continue;
@@ -869,14 +946,24 @@ impl Session {
         }
         let limit = self.engine.config.limits.max_subscriptions;
         if self.subs.len() >= limit {
-            return Err(fatal(CloseCode::TooMany, "too many subscriptions", format!("at most {limit} per session, temp queues included")));
+            return Err(fatal(
+                CloseCode::TooMany,
+                "too many subscriptions",
+                format!("at most {limit} per session, temp queues included"),
+            ));
         }
         let qname = format!("{TEMP_QUEUE_PREFIX}{}", uuid::Uuid::new_v4().simple());
         let opts = QueueOptions { durable: false, exclusive: Some(self.handle.id), auto_delete: true };
         let queue = self.vhost.declare_queue(&qname, opts, Some(self.handle.id)).map_err(route_error)?;
         let sub_id: Arc<str> = format!("/temp-queue/{name}").into();
         let consumer = queue.consume(self.handle.clone(), sub_id.clone(), AckMode::Auto, 0);
-        self.subs.insert(Subscription { id: sub_id.clone(), queue, consumer, ack: AckMode::Auto, destination: Some(sub_id.to_string()) });
+        self.subs.insert(Subscription {
+            id: sub_id.clone(),
+            queue,
+            consumer,
+            ack: AckMode::Auto,
+            destination: Some(sub_id.to_string()),
+        });
         let qname: Arc<str> = qname.into();
         self.temp_queues.push((name.to_owned(), qname.clone()));
         Ok(qname)
@@ -900,7 +987,11 @@ impl Session {
             None => return Err(fatal(CloseCode::Protocol, "Missing header", "SUBSCRIBE needs an id header")),
         };
         if self.subs.contains_key(&id) {
-            return Err(fatal(CloseCode::Protocol, "Duplicated subscription identifier", format!("subscription {id:?} already exists")));
+            return Err(fatal(
+                CloseCode::Protocol,
+                "Duplicated subscription identifier",
+                format!("subscription {id:?} already exists"),
+            ));
         }
         let limit = self.engine.config.limits.max_subscriptions;
         if self.subs.len() >= limit {
@@ -914,9 +1005,13 @@ impl Session {
         };
         let prefetch = match frame.header("prefetch-count") {
             None => 0,
-            Some(p) => p.trim().parse::<usize>().map_err(|_| fatal(CloseCode::Protocol, "Bad header", format!("invalid prefetch-count {p:?}")))?,
+            Some(p) => p
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| fatal(CloseCode::Protocol, "Bad header", format!("invalid prefetch-count {p:?}")))?,
         };
-        let dest = Destination::parse(&raw_dest).map_err(|e| fatal(CloseCode::Protocol, "Unknown destination", e.to_string()))?;
+        let dest = Destination::parse(&raw_dest)
+            .map_err(|e| fatal(CloseCode::Protocol, "Unknown destination", e.to_string()))?;
         let session = self.handle.id;
         let queue = match &dest {
             Destination::Exchange { exchange, key } => self.subscription_queue(frame, &id, exchange, key).await?,
@@ -929,7 +1024,10 @@ impl Session {
             }
             Destination::AmqQueue(q) => {
                 self.check(ResourceKind::Queue, q, Permission::Read).await?;
-                let queue = self.vhost.queue(q).ok_or_else(|| route_error(RouteError::NoQueue(q.clone(), self.vhost.name.to_string())))?;
+                let queue = self
+                    .vhost
+                    .queue(q)
+                    .ok_or_else(|| route_error(RouteError::NoQueue(q.clone(), self.vhost.name.to_string())))?;
                 if !queue.accessible_by(session) {
                     return Err(route_error(RouteError::Locked(q.clone())));
                 }
@@ -947,7 +1045,13 @@ impl Session {
     /// The queue behind an exchange or topic subscription: private and
     /// auto-deleted, or durable when asked (`durable:true`, RabbitMQ's
     /// durable topic subscriptions), named by `x-queue-name` if given.
-    async fn subscription_queue(&mut self, frame: &Frame, id: &str, exchange: &str, key: &str) -> Result<Arc<Queue>, Fatal> {
+    async fn subscription_queue(
+        &mut self,
+        frame: &Frame,
+        id: &str,
+        exchange: &str,
+        key: &str,
+    ) -> Result<Arc<Queue>, Fatal> {
         let x = self
             .vhost
             .exchange(exchange)
@@ -1079,14 +1183,14 @@ impl From<Stop> for HandleError {
 /// another user (docs/security.md "Identity").
 fn is_server_header(name: &str) -> bool {
     name.len() >= crate::xmpp::session::headers::PREFIX.len()
-        && name.as_bytes()[..crate::xmpp::session::headers::PREFIX.len()].eq_ignore_ascii_case(crate::xmpp::session::headers::PREFIX.as_bytes())
+        && name.as_bytes()[..crate::xmpp::session::headers::PREFIX.len()]
+            .eq_ignore_ascii_case(crate::xmpp::session::headers::PREFIX.as_bytes())
 }
 
 fn require(frame: &Frame, name: &str) -> Result<String, Fatal> {
-    frame
-        .header(name)
-        .map(str::to_owned)
-        .ok_or_else(|| fatal(CloseCode::Protocol, "Missing header", format!("{} frame needs a {name} header", frame.command.as_str())))
+    frame.header(name).map(str::to_owned).ok_or_else(|| {
+        fatal(CloseCode::Protocol, "Missing header", format!("{} frame needs a {name} header", frame.command.as_str()))
+    })
 }
 
 /// What a buffered frame pins: body and headers.
@@ -1117,11 +1221,13 @@ fn queue_limits(frame: &Frame, defaults: QueueLimits) -> Result<Option<QueueLimi
     let number = |name: &str| -> Result<Option<usize>, Fatal> {
         match frame.header(name) {
             None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .map(Some)
-                .map_err(|_| fatal(CloseCode::Protocol, "Bad header", format!("invalid {name} {v:?}: expected a non-negative integer"))),
+            Some(v) => v.trim().parse::<usize>().map(Some).map_err(|_| {
+                fatal(
+                    CloseCode::Protocol,
+                    "Bad header",
+                    format!("invalid {name} {v:?}: expected a non-negative integer"),
+                )
+            }),
         }
     };
     let max_len = number("x-max-length")?;
@@ -1131,7 +1237,11 @@ fn queue_limits(frame: &Frame, defaults: QueueLimits) -> Result<Option<QueueLimi
         Some("drop-head") => Some(Overflow::DropHead),
         Some("reject-publish") => Some(Overflow::RejectPublish),
         Some(other) => {
-            return Err(fatal(CloseCode::Protocol, "Bad header", format!("unsupported x-overflow {other:?}: use drop-head or reject-publish")))
+            return Err(fatal(
+                CloseCode::Protocol,
+                "Bad header",
+                format!("unsupported x-overflow {other:?}: use drop-head or reject-publish"),
+            ))
         }
     };
     if max_len.is_none() && max_bytes.is_none() && overflow.is_none() {
@@ -1148,8 +1258,23 @@ fn queue_limits(frame: &Frame, defaults: QueueLimits) -> Result<Option<QueueLimi
 /// non-STOMP header.
 fn header_match(frame: &Frame) -> HeaderMatch {
     const STOMP: &[&str] = &[
-        "destination", "id", "ack", "receipt", "prefetch-count", "durable", "persistent", "auto-delete", "exclusive",
-        "x-queue-name", "x-match", "selector", "content-type", "content-length", "x-max-length", "x-max-length-bytes", "x-overflow",
+        "destination",
+        "id",
+        "ack",
+        "receipt",
+        "prefetch-count",
+        "durable",
+        "persistent",
+        "auto-delete",
+        "exclusive",
+        "x-queue-name",
+        "x-match",
+        "selector",
+        "content-type",
+        "content-length",
+        "x-max-length",
+        "x-max-length-bytes",
+        "x-overflow",
     ];
     HeaderMatch {
         all: frame.header("x-match") != Some("any"),
@@ -1170,4 +1295,3 @@ fn encode_message_tail(m: &Message, escaping: Escaping) -> Bytes {
     out.put_u8(0);
     out.freeze()
 }
-

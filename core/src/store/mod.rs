@@ -112,7 +112,8 @@ impl QueueStore for MemoryStore {
 /// fresh, empty store. Backends call it from their own tests.
 pub fn conformance<S: QueueStore>(make: impl Fn() -> S) {
     let m = |id: u64, body: &'static str| {
-        let mut msg = Message::new("", "q", vec![("persistent".into(), "true".into())], Bytes::from_static(body.as_bytes()));
+        let mut msg =
+            Message::new("", "q", vec![("persistent".into(), "true".into())], Bytes::from_static(body.as_bytes()));
         msg.id = id;
         msg
     };

@@ -50,7 +50,12 @@ impl Cidr {
         let max = if net.is_ipv4() { 32 } else { 128 };
         let bits = match bits {
             None => max,
-            Some(b) => b.trim().parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+            Some(b) => b
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
         };
         Ok(Cidr { net, bits })
     }
@@ -465,10 +470,13 @@ pub fn parse_proxy_v1(line: &[u8]) -> Result<Option<SocketAddr>, ProxyError> {
     match parts.next() {
         Some("UNKNOWN") => Ok(None),
         Some("TCP4") | Some("TCP6") => {
-            let src: IpAddr = parts.next().and_then(|s| s.parse().ok()).ok_or(ProxyError::Malformed("source address"))?;
-            let _dst: IpAddr = parts.next().and_then(|s| s.parse().ok()).ok_or(ProxyError::Malformed("destination address"))?;
+            let src: IpAddr =
+                parts.next().and_then(|s| s.parse().ok()).ok_or(ProxyError::Malformed("source address"))?;
+            let _dst: IpAddr =
+                parts.next().and_then(|s| s.parse().ok()).ok_or(ProxyError::Malformed("destination address"))?;
             let sport: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or(ProxyError::Malformed("source port"))?;
-            let _dport: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or(ProxyError::Malformed("destination port"))?;
+            let _dport: u16 =
+                parts.next().and_then(|s| s.parse().ok()).ok_or(ProxyError::Malformed("destination port"))?;
             if parts.next().is_some() {
                 return Err(ProxyError::Malformed("trailing fields"));
             }
@@ -542,23 +550,20 @@ pub async fn read_proxy_header<R: AsyncRead + Unpin>(r: &mut R, peer: SocketAddr
 
 /// CORS for BOSH, SockJS and WebSocket upgrades (`connections.cors_origins`,
 /// `connections.cors_credentials`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Cors {
     /// `None`: any origin.
     origins: Option<Vec<String>>,
     pub credentials: bool,
 }
 
-impl Default for Cors {
-    fn default() -> Self {
-        Cors { origins: None, credentials: false }
-    }
-}
-
 impl Cors {
     pub fn new(origins: &[String], credentials: bool) -> Cors {
         let any = origins.iter().any(|o| o == "*");
-        Cors { origins: (!any).then(|| origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect()), credentials }
+        Cors {
+            origins: (!any).then(|| origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect()),
+            credentials,
+        }
     }
 
     pub fn from_config(config: &Config) -> Cors {
@@ -570,7 +575,9 @@ impl Cors {
     pub fn allowed(&self, headers: &HeaderMap) -> bool {
         match (&self.origins, headers.get(header::ORIGIN)) {
             (None, _) | (_, None) => true,
-            (Some(list), Some(o)) => o.to_str().is_ok_and(|o| list.iter().any(|a| a.eq_ignore_ascii_case(o.trim_end_matches('/')))),
+            (Some(list), Some(o)) => {
+                o.to_str().is_ok_and(|o| list.iter().any(|a| a.eq_ignore_ascii_case(o.trim_end_matches('/'))))
+            }
         }
     }
 
@@ -682,7 +689,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, b);
         self.wrote(cx, r)
     }
@@ -731,9 +742,13 @@ mod tests {
     fn connections_config_is_validated() {
         let err = |t: &str| Config::from_toml_str(t).unwrap_err().to_string();
         let c = Config::from_toml_str("").unwrap().connections;
-        assert_eq!((c.header_timeout_ms, c.max_per_ip, c.max_unauthenticated_per_ip, c.cors_credentials), (10_000, 1_000, 100, false));
+        assert_eq!(
+            (c.header_timeout_ms, c.max_per_ip, c.max_unauthenticated_per_ip, c.cors_credentials),
+            (10_000, 1_000, 100, false)
+        );
         assert!(err("[connections]\ntrusted_proxies = [\"10.0.0.0/40\"]\n").contains("connections.trusted_proxies[0]"));
-        assert!(err("[connections]\nproxy_protocol = [\"http\"]\ntrusted_proxies = [\"10.0.0.1\"]\n").contains("connections.proxy_protocol[0]"));
+        assert!(err("[connections]\nproxy_protocol = [\"http\"]\ntrusted_proxies = [\"10.0.0.1\"]\n")
+            .contains("connections.proxy_protocol[0]"));
         assert!(err("[connections]\nproxy_protocol = [\"stomp-tcp\"]\n").contains("trusted_proxies"));
         assert!(err("[connections]\nheader_timeout_ms = 0\n").contains("connections.header_timeout_ms"));
         assert!(err("[connections]\ncors_origins = [\"evil.example\"]\n").contains("connections.cors_origins[0]"));
@@ -779,7 +794,8 @@ mod tests {
 
     #[test]
     fn a_websocket_upgrade_moves_its_slot() {
-        let g = gate("[limits]\nmax_connections = 2\n[connections]\nmax_per_ip = 1\ntrusted_proxies = [\"10.0.0.1\"]\n");
+        let g =
+            gate("[limits]\nmax_connections = 2\n[connections]\nmax_per_ip = 1\ntrusted_proxies = [\"10.0.0.1\"]\n");
         let a: IpAddr = "127.0.0.2".parse().unwrap();
         let conn = g.admit(Some(a), false).unwrap();
         let session = conn.into_session(a).unwrap();
@@ -805,7 +821,11 @@ mod tests {
         let proxy: SocketAddr = "10.0.0.5:4000".parse().unwrap();
         let stranger: SocketAddr = "203.0.113.9:4000".parse().unwrap();
         let xff = h(&[("x-forwarded-for", "198.51.100.1, 192.0.2.7, 10.0.0.9")]);
-        assert_eq!(client_addr(&g, proxy, &xff).ip(), "192.0.2.7".parse::<IpAddr>().unwrap(), "the nearest untrusted hop");
+        assert_eq!(
+            client_addr(&g, proxy, &xff).ip(),
+            "192.0.2.7".parse::<IpAddr>().unwrap(),
+            "the nearest untrusted hop"
+        );
         assert_eq!(client_addr(&g, stranger, &xff), stranger, "an untrusted peer's header is ignored");
         assert_eq!(client_addr(&g, proxy, &h(&[("x-forwarded-for", "garbage")])), proxy);
         // The proxy sets X-Forwarded-For and passes the client's own
@@ -823,8 +843,14 @@ mod tests {
 
     #[test]
     fn proxy_protocol_headers() {
-        assert_eq!(parse_proxy_v1(b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 61613").unwrap(), Some("192.0.2.1:5000".parse().unwrap()));
-        assert_eq!(parse_proxy_v1(b"PROXY TCP6 2001:db8::1 2001:db8::2 5000 61613").unwrap(), Some("[2001:db8::1]:5000".parse().unwrap()));
+        assert_eq!(
+            parse_proxy_v1(b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 61613").unwrap(),
+            Some("192.0.2.1:5000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proxy_v1(b"PROXY TCP6 2001:db8::1 2001:db8::2 5000 61613").unwrap(),
+            Some("[2001:db8::1]:5000".parse().unwrap())
+        );
         assert_eq!(parse_proxy_v1(b"PROXY UNKNOWN").unwrap(), None);
         assert!(parse_proxy_v1(b"PROXY TCP4 nope 192.0.2.2 5000 61613").is_err());
         assert_eq!(parse_proxy_v1(b"CONNECT").unwrap_err(), ProxyError::Missing);

@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use super::http1::{self, Front, WsEndpoint};
 use super::conn::{self, Cors};
+use super::http1::{self, Front, WsEndpoint};
 use super::sockjs::{self, SockJsConfig};
 use super::Peer;
 use crate::engine::Engine;

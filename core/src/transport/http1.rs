@@ -117,7 +117,9 @@ pub struct Direct {
 
 /// The answer's body is whole (`Bytes`): nothing is left to collect while
 /// a request is parked.
-pub type DirectHandler = Arc<dyn Fn(&HeaderMap, Bytes, SocketAddr) -> futures_util::future::BoxFuture<'static, Response<Bytes>> + Send + Sync>;
+pub type DirectHandler = Arc<
+    dyn Fn(&HeaderMap, Bytes, SocketAddr) -> futures_util::future::BoxFuture<'static, Response<Bytes>> + Send + Sync,
+>;
 
 /// A WebSocket endpoint of the front server.
 pub struct WsEndpoint {
@@ -206,7 +208,9 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::Malformed(_) => StatusCode::BAD_REQUEST,
-            RequestError::HeadTooLarge(_) | RequestError::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestError::HeadTooLarge(_) | RequestError::TooManyHeaders(_) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::UnsupportedEncoding => StatusCode::NOT_IMPLEMENTED,
             RequestError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -224,12 +228,17 @@ pub fn parse_head(buf: &[u8], limits: &Http1Limits) -> Result<Option<Head>, Requ
         Err(_) => return Err(RequestError::Malformed("bad request line or header")),
     };
     let len = match status {
-        httparse::Status::Complete(len) if len > limits.max_head_bytes => return Err(RequestError::HeadTooLarge(limits.max_head_bytes)),
+        httparse::Status::Complete(len) if len > limits.max_head_bytes => {
+            return Err(RequestError::HeadTooLarge(limits.max_head_bytes))
+        }
         httparse::Status::Complete(len) => len,
-        httparse::Status::Partial if buf.len() > limits.max_head_bytes => return Err(RequestError::HeadTooLarge(limits.max_head_bytes)),
+        httparse::Status::Partial if buf.len() > limits.max_head_bytes => {
+            return Err(RequestError::HeadTooLarge(limits.max_head_bytes))
+        }
         httparse::Status::Partial => return Ok(None),
     };
-    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes()).map_err(|_| RequestError::Malformed("bad method"))?;
+    let method =
+        Method::from_bytes(req.method.unwrap_or("").as_bytes()).map_err(|_| RequestError::Malformed("bad method"))?;
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -247,12 +256,20 @@ pub fn parse_head(buf: &[u8], limits: &Http1Limits) -> Result<Option<Head>, Requ
 /// How the body of `head` is framed (RFC 9112 §6.3), within `max_body`.
 pub fn framing(head: &Head, max_body: usize) -> Result<Framing, RequestError> {
     if let Some(te) = head.header("transfer-encoding") {
-        return if te.trim().eq_ignore_ascii_case("chunked") { Ok(Framing::Chunked) } else { Err(RequestError::UnsupportedEncoding) };
+        return if te.trim().eq_ignore_ascii_case("chunked") {
+            Ok(Framing::Chunked)
+        } else {
+            Err(RequestError::UnsupportedEncoding)
+        };
     }
     let mut lengths = head.headers.get_all(http::header::CONTENT_LENGTH).iter();
     let len = match (lengths.next(), lengths.next()) {
         (None, _) => 0,
-        (Some(v), None) => v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or(RequestError::Malformed("bad content-length"))?,
+        (Some(v), None) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .ok_or(RequestError::Malformed("bad content-length"))?,
         (Some(_), Some(_)) => return Err(RequestError::Malformed("several content-length headers")),
     };
     if len > max_body {
@@ -296,7 +313,9 @@ impl ChunkedDecoder {
                 None => {
                     let (consumed, size) = match httparse::parse_chunk_size(buf) {
                         Ok(httparse::Status::Complete(x)) => x,
-                        Ok(httparse::Status::Partial) if buf.len() > 1024 => return Err(RequestError::Malformed("chunk size line too long")),
+                        Ok(httparse::Status::Partial) if buf.len() > 1024 => {
+                            return Err(RequestError::Malformed("chunk size line too long"))
+                        }
                         Ok(httparse::Status::Partial) => return Ok(None),
                         Err(_) => return Err(RequestError::Malformed("bad chunk size")),
                     };
@@ -345,7 +364,10 @@ pub fn encode_response(parts: &http::response::Parts, body: &[u8], head_only: bo
     let reason = parts.status.canonical_reason().unwrap_or("");
     out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_u16()).as_bytes());
     for (name, value) in parts.headers.iter() {
-        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING || name == http::header::CONNECTION {
+        if name == http::header::CONTENT_LENGTH
+            || name == http::header::TRANSFER_ENCODING
+            || name == http::header::CONNECTION
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -354,9 +376,13 @@ pub fn encode_response(parts: &http::response::Parts, body: &[u8], head_only: bo
         out.extend_from_slice(b"\r\n");
     }
     if !parts.headers.contains_key(http::header::DATE) {
-        out.extend_from_slice(format!("date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())).as_bytes());
+        out.extend_from_slice(
+            format!("date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())).as_bytes(),
+        );
     }
-    let no_body = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
+    let no_body = parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
     if !no_body {
         out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
     }
@@ -519,7 +545,12 @@ impl Conn {
     }
 
     /// Writes the answer; whether the connection goes on.
-    async fn respond(&mut self, (parts, body): (http::response::Parts, Bytes), head_only: bool, keep_alive: bool) -> bool {
+    async fn respond(
+        &mut self,
+        (parts, body): (http::response::Parts, Bytes),
+        head_only: bool,
+        keep_alive: bool,
+    ) -> bool {
         let close = !keep_alive || self.shutdown.is_cancelled();
         let bytes = encode_response(&parts, &body, head_only, close);
         drop((parts, body));
@@ -531,7 +562,8 @@ impl Conn {
     async fn hand_over(self, next: Next) {
         match next {
             Next::Hyper => {
-                let io = conn::Idle::new(Prefixed { pre: self.buf.freeze(), io: self.stream }, self.limits.idle_timeout);
+                let io =
+                    conn::Idle::new(Prefixed { pre: self.buf.freeze(), io: self.stream }, self.limits.idle_timeout);
                 serve_with_hyper(io, self.peer, self.router, self.front.gate, &self.limits, self.shutdown).await
             }
             Next::WebSocket(head) => {
@@ -557,7 +589,13 @@ enum Incoming {
 
 /// Reads one whole request (head and body) from `buf` and the socket.
 /// `Ok(None)`: the client closed before it was complete.
-async fn read_request(stream: &TcpStream, buf: &mut BytesMut, front: &Front, limits: &Http1Limits, head_deadline: tokio::time::Instant) -> Result<Option<Incoming>, RequestError> {
+async fn read_request(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    front: &Front,
+    limits: &Http1Limits,
+    head_deadline: tokio::time::Instant,
+) -> Result<Option<Incoming>, RequestError> {
     let head = loop {
         if let Some(head) = parse_head(buf, limits)? {
             break head;
@@ -617,7 +655,10 @@ fn into_request(head: Head, body: Bytes, peer: SocketAddr) -> Request<Body> {
 
 /// The router's answer to `req`, body collected. Combinators, not an
 /// `async` block, so the request and the handler's future are held once.
-fn answer(router: &axum::Router, req: Request<Body>) -> impl std::future::Future<Output = (http::response::Parts, Bytes)> + Send {
+fn answer(
+    router: &axum::Router,
+    req: Request<Body>,
+) -> impl std::future::Future<Output = (http::response::Parts, Bytes)> + Send {
     router.clone().oneshot(req).then(|resp| match resp {
         Ok(r) => collected(r),
         Err(never) => match never {},
@@ -637,7 +678,10 @@ fn collected(resp: Response<Body>) -> impl std::future::Future<Output = (http::r
 /// the one-byte peek holds no buffer and no readiness future (which would
 /// keep a waiter, ~150 B, in every parked request; tcp::poll_read_ready_buf
 /// says more), and no `async` state is kept beside it.
-fn parked<'a, F: std::future::Future + Unpin>(stream: &'a TcpStream, work: &'a mut F) -> impl std::future::Future<Output = Option<F::Output>> + 'a {
+fn parked<'a, F: std::future::Future + Unpin>(
+    stream: &'a TcpStream,
+    work: &'a mut F,
+) -> impl std::future::Future<Output = Option<F::Output>> + 'a {
     let mut watching = true;
     std::future::poll_fn(move |cx| {
         if let Poll::Ready(answer) = std::future::Future::poll(Pin::new(&mut *work), cx) {
@@ -657,7 +701,12 @@ fn parked<'a, F: std::future::Future + Unpin>(stream: &'a TcpStream, work: &'a m
 }
 
 /// One read before `deadline` (`limit` is what the client is told).
-async fn read_until(stream: &TcpStream, buf: &mut BytesMut, deadline: tokio::time::Instant, limit: Duration) -> Result<usize, RequestError> {
+async fn read_until(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    deadline: tokio::time::Instant,
+    limit: Duration,
+) -> Result<usize, RequestError> {
     match tokio::time::timeout_at(deadline, read_some(stream, buf)).await {
         Ok(r) => r.map_err(|_| RequestError::Malformed("read failed")),
         Err(_) => Err(RequestError::Timeout(limit.as_secs().max(1))),
@@ -693,9 +742,22 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8], limit: Duration) -> io:
 
 /// Answers a WebSocket handshake for `endpoint` and starts its session;
 /// a refused handshake gets its status and reason.
-async fn upgrade(stream: TcpStream, buf: BytesMut, peer: SocketAddr, head: Head, endpoint: &WsEndpoint, cors: &Cors, limits: &Http1Limits) {
+async fn upgrade(
+    stream: TcpStream,
+    buf: BytesMut,
+    peer: SocketAddr,
+    head: Head,
+    endpoint: &WsEndpoint,
+    cors: &Cors,
+    limits: &Http1Limits,
+) {
     if !cors.allowed(&head.headers) {
-        let _ = write_all(&stream, &refusal(StatusCode::FORBIDDEN, "origin not allowed (connections.cors_origins)"), limits.write_timeout).await;
+        let _ = write_all(
+            &stream,
+            &refusal(StatusCode::FORBIDDEN, "origin not allowed (connections.cors_origins)"),
+            limits.write_timeout,
+        )
+        .await;
         return;
     }
     let accepted = match websocket::handshake(&head.method, &head.headers, endpoint.protocols) {
@@ -722,7 +784,12 @@ async fn upgrade(stream: TcpStream, buf: BytesMut, peer: SocketAddr, head: Head,
         }
     }
     let Some(start) = (endpoint.admit)(peer) else {
-        let _ = write_all(&stream, &refusal(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"), limits.write_timeout).await;
+        let _ = write_all(
+            &stream,
+            &refusal(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"),
+            limits.write_timeout,
+        )
+        .await;
         return;
     };
     if write_all(&stream, &websocket::switching_protocols(&accepted), limits.write_timeout).await.is_err() {
@@ -739,8 +806,14 @@ async fn upgrade(stream: TcpStream, buf: BytesMut, peer: SocketAddr, head: Head,
 /// (hyper's `header_read_timeout`, also between requests), and no more than
 /// `idle_timeout` without a byte moving ([`conn::Idle`], which stays on an
 /// upgraded connection). Bodies are bounded by their readers (SockJS).
-pub async fn serve_with_hyper<I>(io: I, peer: SocketAddr, router: axum::Router, gate: Option<Arc<Gate>>, limits: &Http1Limits, shutdown: CancellationToken)
-where
+pub async fn serve_with_hyper<I>(
+    io: I,
+    peer: SocketAddr,
+    router: axum::Router,
+    gate: Option<Arc<Gate>>,
+    limits: &Http1Limits,
+    shutdown: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
@@ -801,7 +874,11 @@ impl AsyncWrite for Prefixed {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, b)
     }
     fn is_write_vectored(&self) -> bool {
@@ -820,7 +897,9 @@ mod tests {
     #[test]
     fn a_partial_head_is_not_an_error() {
         assert!(parse_head(b"POST /http-bind HTTP/1.1\r\nHost: x\r\n", &limits()).unwrap().is_none());
-        let h = parse_head(b"POST /http-bind HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", &limits()).unwrap().unwrap();
+        let h = parse_head(b"POST /http-bind HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", &limits())
+            .unwrap()
+            .unwrap();
         assert_eq!((h.method.as_str(), h.target.path(), h.len), ("POST", "/http-bind", 56));
         assert_eq!(framing(&h, 64), Ok(Framing::Length(3)));
         assert!(h.keep_alive() && !h.is_upgrade());
@@ -830,14 +909,19 @@ mod tests {
     fn limits_and_garbage_are_errors_with_statuses() {
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(300));
         let e = parse_head(big.as_bytes(), &limits()).unwrap_err();
-        assert_eq!((e.clone(), e.status()), (RequestError::HeadTooLarge(256), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(
+            (e.clone(), e.status()),
+            (RequestError::HeadTooLarge(256), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
         let many: String = (0..9).map(|i| format!("X{i}: 1\r\n")).collect();
         let e = parse_head(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(), &limits()).unwrap_err();
         assert_eq!(e, RequestError::TooManyHeaders(8));
         assert_eq!(parse_head(b"\x01\x02 nonsense\r\n\r\n", &limits()).unwrap_err().status(), StatusCode::BAD_REQUEST);
         let h = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n", &limits()).unwrap().unwrap();
         assert_eq!(framing(&h, 64), Err(RequestError::BodyTooLarge(64)));
-        let h = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &limits()).unwrap().unwrap();
+        let h = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &limits())
+            .unwrap()
+            .unwrap();
         assert!(matches!(framing(&h, 64), Err(RequestError::Malformed(_))), "request smuggling guard");
         let h = parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", &limits()).unwrap().unwrap();
         assert_eq!(framing(&h, 64).unwrap_err().status(), StatusCode::NOT_IMPLEMENTED);
@@ -895,7 +979,11 @@ mod tests {
         let head = String::from_utf8(encode_response(&parts, b"<body/>", true, false)).unwrap();
         assert!(head.ends_with("content-length: 7\r\n\r\n"), "HEAD: length, no body: {head}");
         let text = String::from_utf8(error_response(&RequestError::BodyTooLarge(64))).unwrap();
-        assert!(text.starts_with("HTTP/1.1 413 Payload Too Large\r\n") && text.ends_with("request body larger than 64 bytes\n"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 413 Payload Too Large\r\n")
+                && text.ends_with("request body larger than 64 bytes\n"),
+            "{text}"
+        );
     }
 
     /// The connection loop over a real socket: keep-alive, pipelining, a
@@ -925,7 +1013,12 @@ mod tests {
 
         async fn server(dropped: Arc<AtomicUsize>) -> SocketAddr {
             let app = axum::Router::new()
-                .route("/echo", post(|ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes| async move { format!("{}:{}", peer.ip(), String::from_utf8_lossy(&body)) }))
+                .route(
+                    "/echo",
+                    post(|ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes| async move {
+                        format!("{}:{}", peer.ip(), String::from_utf8_lossy(&body))
+                    }),
+                )
                 .route(
                     "/park",
                     post(move || {
@@ -938,20 +1031,30 @@ mod tests {
                         }
                     }),
                 )
-                .route("/ws", get(|ws: WebSocketUpgrade| async move {
-                    ws.on_upgrade(|mut socket| async move {
-                        while let Some(Ok(WsMessage::Text(t))) = socket.next().await {
-                            let _ = socket.send(WsMessage::Text(format!("echo {t}").into())).await;
-                        }
-                    })
-                }));
+                .route(
+                    "/ws",
+                    get(|ws: WebSocketUpgrade| async move {
+                        ws.on_upgrade(|mut socket| async move {
+                            while let Some(Ok(WsMessage::Text(t))) = socket.next().await {
+                                let _ = socket.send(WsMessage::Text(format!("echo {t}").into())).await;
+                            }
+                        })
+                    }),
+                );
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(async move {
                 loop {
                     let (stream, peer) = listener.accept().await.unwrap();
                     let limits = Http1Limits { max_body_bytes: 32, ..Http1Limits::default() };
-                    tokio::spawn(serve_connection(stream, peer, app.clone(), Front::default(), limits, CancellationToken::new()));
+                    tokio::spawn(serve_connection(
+                        stream,
+                        peer,
+                        app.clone(),
+                        Front::default(),
+                        limits,
+                        CancellationToken::new(),
+                    ));
                 }
             });
             addr
@@ -963,7 +1066,10 @@ mod tests {
             let mut out = Vec::new();
             while out.len() < n {
                 let mut chunk = [0u8; 4096];
-                let got = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.expect("response timed out").unwrap();
+                let got = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+                    .await
+                    .expect("response timed out")
+                    .unwrap();
                 assert!(got > 0, "closed after {} responses: {:?}", out.len(), String::from_utf8_lossy(&raw));
                 raw.extend_from_slice(&chunk[..got]);
                 while let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -990,12 +1096,18 @@ mod tests {
             let mut s = TcpStream::connect(addr).await.unwrap();
             // Two pipelined requests, the second chunked: answered in order on one connection.
             s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiPOST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nyou\r\n0\r\n\r\n").await.unwrap();
-            assert_eq!(responses(&mut s, 2).await, [(200, "127.0.0.1:hi".to_owned()), (200, "127.0.0.1:you".to_owned())]);
+            assert_eq!(
+                responses(&mut s, 2).await,
+                [(200, "127.0.0.1:hi".to_owned()), (200, "127.0.0.1:you".to_owned())]
+            );
             // Over the body limit: 413 with the reason, then the connection closes.
             s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 33\r\n\r\n").await.unwrap();
             assert_eq!(responses(&mut s, 1).await, [(413, "request body larger than 32 bytes\n".to_owned())]);
             let mut rest = Vec::new();
-            assert_eq!(tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.unwrap().unwrap(), 0);
+            assert_eq!(
+                tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.unwrap().unwrap(),
+                0
+            );
             // Garbage: 400; other connections are unaffected.
             let mut bad = TcpStream::connect(addr).await.unwrap();
             bad.write_all(b"\x16\x03\x01 not http\r\n\r\n").await.unwrap();

@@ -13,12 +13,12 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 
 pub mod conn;
+pub mod http;
+pub mod http1;
+pub mod sockjs;
 pub mod tcp;
 pub mod websocket;
 pub mod ws;
-pub mod sockjs;
-pub mod http;
-pub mod http1;
 
 /// Sessions call this after a login: their connection no longer counts as
 /// unauthenticated (`connections.max_unauthenticated*`).

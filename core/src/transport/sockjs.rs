@@ -362,13 +362,7 @@ impl Session {
         st.next_receiver += 1;
         let id = st.next_receiver;
         st.receiver = Some(id);
-        Ok(Receiver {
-            session: self.clone(),
-            id,
-            heartbeat,
-            last_write: Instant::now(),
-            released: false,
-        })
+        Ok(Receiver { session: self.clone(), id, heartbeat, last_write: Instant::now(), released: false })
     }
 }
 
@@ -793,7 +787,14 @@ struct Streamer {
 /// The body of a receiving request: attaches to (or creates) the session and
 /// streams frames; a polling request ends after one frame, a streaming one
 /// after a close frame or `response_limit` bytes.
-fn receive(shared: &Arc<Shared>, id: &str, peer: Peer, streaming: bool, wrap: Wrap, prelude: Option<Bytes>) -> Option<Body> {
+fn receive(
+    shared: &Arc<Shared>,
+    id: &str,
+    peer: Peer,
+    streaming: bool,
+    wrap: Wrap,
+    prelude: Option<Bytes>,
+) -> Option<Body> {
     let session = shared.get_or_create(id, peer)?;
     let rx = match session.attach(shared.config.heartbeat) {
         Ok(rx) => rx,
@@ -806,15 +807,7 @@ fn receive(shared: &Arc<Shared>, id: &str, peer: Peer, streaming: bool, wrap: Wr
             return Some(Body::from(out.freeze()));
         }
     };
-    let streamer = Streamer {
-        rx,
-        wrap,
-        prelude,
-        streaming,
-        sent: 0,
-        limit: shared.config.response_limit,
-        done: false,
-    };
+    let streamer = Streamer { rx, wrap, prelude, streaming, sent: 0, limit: shared.config.response_limit, done: false };
     Some(Body::from_stream(futures_util::stream::unfold(streamer, |mut s| async move {
         if let Some(p) = s.prelude.take() {
             return Some((Ok::<_, Infallible>(p), s));
@@ -834,7 +827,12 @@ fn receive(shared: &Arc<Shared>, id: &str, peer: Peer, streaming: bool, wrap: Wr
     })))
 }
 
-fn receiving_response(shared: &Shared, content_type: &'static str, body: Option<Body>, headers: &HeaderMap) -> Response {
+fn receiving_response(
+    shared: &Shared,
+    content_type: &'static str,
+    body: Option<Body>,
+    headers: &HeaderMap,
+) -> Response {
     let Some(body) = body else { return not_found() };
     let mut resp = response(StatusCode::OK, Some(content_type), body);
     no_cache(&mut resp);
@@ -853,7 +851,12 @@ async fn xhr(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, 
     receiving_response(&shared, JS, body, &headers)
 }
 
-async fn xhr_streaming(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap) -> Response {
+async fn xhr_streaming(
+    State(shared): Sh,
+    Path(ids): Path<Ids>,
+    PeerInfo(peer): PeerInfo,
+    headers: HeaderMap,
+) -> Response {
     if !ids.valid() {
         return not_found();
     }
@@ -866,7 +869,12 @@ async fn xhr_streaming(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): 
     receiving_response(&shared, JS, body, &headers)
 }
 
-async fn eventsource(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap) -> Response {
+async fn eventsource(
+    State(shared): Sh,
+    Path(ids): Path<Ids>,
+    PeerInfo(peer): PeerInfo,
+    headers: HeaderMap,
+) -> Response {
     if !ids.valid() {
         return not_found();
     }
@@ -965,16 +973,18 @@ pub(crate) fn parse_messages(data: &[u8]) -> Result<Vec<String>, serde_json::Err
 /// Reads a request body of at most `limit` bytes.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize, deadline: Duration) -> Result<Bytes, Response> {
     let too_large = || response(StatusCode::PAYLOAD_TOO_LARGE, Some(TEXT), Body::from("Payload too large."));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
         Ok(r) => r.map_err(|_| too_large()),
-        Err(_) => Err(response(StatusCode::REQUEST_TIMEOUT, Some(TEXT), Body::from("request body not complete in time (connections.body_timeout_ms)\n"))),
+        Err(_) => Err(response(
+            StatusCode::REQUEST_TIMEOUT,
+            Some(TEXT),
+            Body::from("request body not complete in time (connections.body_timeout_ms)\n"),
+        )),
     }
 }
 
@@ -984,7 +994,14 @@ enum SendOutcome {
     Delivered,
 }
 
-async fn send_messages(shared: &Shared, ids: &Ids, peer: &Peer, headers: &HeaderMap, body: Body, form: bool) -> SendOutcome {
+async fn send_messages(
+    shared: &Shared,
+    ids: &Ids,
+    peer: &Peer,
+    headers: &HeaderMap,
+    body: Body,
+    form: bool,
+) -> SendOutcome {
     if !ids.valid() {
         return SendOutcome::Unknown;
     }
@@ -998,11 +1015,7 @@ async fn send_messages(shared: &Shared, ids: &Ids, peer: &Peer, headers: &Header
         Ok(d) => d,
         Err(resp) => return SendOutcome::Error(resp),
     };
-    let data = if form {
-        form_field(&data, "d").map(Bytes::from).unwrap_or_default()
-    } else {
-        data
-    };
+    let data = if form { form_field(&data, "d").map(Bytes::from).unwrap_or_default() } else { data };
     if data.is_empty() {
         return SendOutcome::Error(error500("Payload expected."));
     }
@@ -1013,7 +1026,13 @@ async fn send_messages(shared: &Shared, ids: &Ids, peer: &Peer, headers: &Header
     SendOutcome::Delivered
 }
 
-async fn xhr_send(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap, body: Body) -> Response {
+async fn xhr_send(
+    State(shared): Sh,
+    Path(ids): Path<Ids>,
+    PeerInfo(peer): PeerInfo,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let mut resp = match send_messages(&shared, &ids, &peer, &headers, body, false).await {
         SendOutcome::Unknown => not_found(),
         SendOutcome::Error(resp) => resp,
@@ -1024,7 +1043,13 @@ async fn xhr_send(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerI
     resp
 }
 
-async fn jsonp_send(State(shared): Sh, Path(ids): Path<Ids>, PeerInfo(peer): PeerInfo, headers: HeaderMap, body: Body) -> Response {
+async fn jsonp_send(
+    State(shared): Sh,
+    Path(ids): Path<Ids>,
+    PeerInfo(peer): PeerInfo,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -1301,9 +1326,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-                .unwrap();
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
         });
         addr
     }
@@ -1324,10 +1347,7 @@ mod tests {
 
     impl Resp {
         fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
+            self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
         }
 
         fn text(&self) -> String {
@@ -1345,7 +1365,13 @@ mod tests {
     }
 
     impl Conn {
-        async fn send_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> TcpStream {
+        async fn send_request(
+            addr: SocketAddr,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: &[u8],
+        ) -> TcpStream {
             let mut stream = TcpStream::connect(addr).await.unwrap();
             let mut req = format!(
                 "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -1381,10 +1407,7 @@ mod tests {
         /// Reads more bytes; false at EOF.
         async fn fill(&mut self) -> bool {
             let mut tmp = [0u8; 16 * 1024];
-            let n = tokio::time::timeout(WAIT, self.stream.read(&mut tmp))
-                .await
-                .expect("read timed out")
-                .unwrap_or(0);
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut tmp)).await.expect("read timed out").unwrap_or(0);
             self.buf.extend_from_slice(&tmp[..n]);
             n > 0
         }
@@ -1441,10 +1464,7 @@ mod tests {
         }
 
         fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
+            self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
         }
     }
 
@@ -1675,7 +1695,14 @@ mod tests {
             assert_eq!(r.status, 500);
             assert!(r.text().contains("Payload expected."));
         }
-        let r = request(addr, "POST", &format!("/stomp/000/{s}/jsonp_send"), &[("Content-Type", "text/plain")], br#"["%61bc"]"#).await;
+        let r = request(
+            addr,
+            "POST",
+            &format!("/stomp/000/{s}/jsonp_send"),
+            &[("Content-Type", "text/plain")],
+            br#"["%61bc"]"#,
+        )
+        .await;
         assert_eq!(r.text(), "ok");
         let mut got = String::new();
         while !got.contains("%61bc") {
@@ -1851,7 +1878,8 @@ mod tests {
         let r = request(addr, "OPTIONS", "/stomp/info", &[("Origin", "http://a.example")], b"").await;
         assert_eq!(r.header("access-control-allow-origin"), Some("http://a.example"));
         assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
-        let r = request(addr, "POST", &format!("/stomp/000/{}/xhr", sid()), &[("Origin", "http://evil.example")], b"").await;
+        let r = request(addr, "POST", &format!("/stomp/000/{}/xhr", sid()), &[("Origin", "http://evil.example")], b"")
+            .await;
         assert_eq!(r.status, 403, "an origin not listed is refused");
         let r = request(addr, "POST", &format!("/stomp/000/{}/xhr", sid()), &[], b"").await;
         assert_eq!(r.status, 200, "no Origin: not a browser, allowed");
@@ -1887,11 +1915,8 @@ mod tests {
 
     #[tokio::test]
     async fn websocket_heartbeat_and_size_limit() {
-        let config = SockJsConfig {
-            heartbeat: Duration::from_millis(100),
-            max_inbound_bytes: 1024,
-            ..Default::default()
-        };
+        let config =
+            SockJsConfig { heartbeat: Duration::from_millis(100), max_inbound_bytes: 1024, ..Default::default() };
         let addr = serve(config, echo()).await;
         let url = format!("ws://{addr}/stomp/000/{}/websocket", sid());
         let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
@@ -1926,11 +1951,11 @@ mod tests {
     #[test]
     fn json_escaping() {
         let mut out = String::new();
-        push_json_string(&mut out, "a\"b\\c\n\u{0}\u{1f}\u{7f}\u{ad}\u{200c}\u{2028}\u{2060}\u{feff}\u{fff0}\u{ffff}é€\u{1F600}");
-        assert_eq!(
-            out,
-            r#""a\"b\\c\n\u0000\u001f\u007f\u00ad\u200c\u2028\u2060\ufeff\ufff0\uffffé€\ud83d\ude00""#
+        push_json_string(
+            &mut out,
+            "a\"b\\c\n\u{0}\u{1f}\u{7f}\u{ad}\u{200c}\u{2028}\u{2060}\u{feff}\u{fff0}\u{ffff}é€\u{1F600}",
         );
+        assert_eq!(out, r#""a\"b\\c\n\u0000\u001f\u007f\u00ad\u200c\u2028\u2060\ufeff\ufff0\uffffé€\ud83d\ude00""#);
         // Whatever is escaped decodes back to the same string.
         let all: String = (0..=0x10FFFFu32).step_by(7).filter_map(char::from_u32).collect();
         let mut enc = String::new();

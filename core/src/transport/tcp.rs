@@ -29,7 +29,11 @@ pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, EngineError> {
 }
 
 /// A rustls acceptor from PEM files; errors name the config key.
-pub fn acceptor_from_files(cert: &std::path::Path, key: &std::path::Path, key_name: &str) -> Result<TlsAcceptor, EngineError> {
+pub fn acceptor_from_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    key_name: &str,
+) -> Result<TlsAcceptor, EngineError> {
     let err = |what: &str, e: &dyn std::fmt::Display| EngineError::Tls(format!("{what}: {e}"));
     let certs = rustls_pemfile::certs(&mut io::BufReader::new(
         std::fs::File::open(cert).map_err(|e| err(&format!("{key_name} certificate {}", cert.display()), &e))?,
@@ -48,12 +52,14 @@ pub fn acceptor(
     certs: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
     key: tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
 ) -> Result<TlsAcceptor, EngineError> {
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| EngineError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| EngineError::Tls(e.to_string()))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| EngineError::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| EngineError::Tls(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -148,7 +154,9 @@ where
             let engine2 = engine.clone();
             engine.tasks.spawn(async move {
                 let mut stream = stream;
-                let client = match tokio::time::timeout(header_timeout, conn::read_proxy_header(&mut stream, addr)).await {
+                let client = match tokio::time::timeout(header_timeout, conn::read_proxy_header(&mut stream, addr))
+                    .await
+                {
                     Ok(Ok(client)) => client,
                     Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "PROXY header refused"),
                     Err(_) => return tracing::debug!(%addr, "no PROXY header in time (connections.header_timeout_ms)"),
@@ -333,4 +341,3 @@ pub async fn connect(addr: SocketAddr) -> io::Result<(TcpRx, StreamTx<tokio::net
     let (r, w) = s.into_split();
     Ok((TcpRx(r), StreamTx::new(w)))
 }
-

@@ -113,7 +113,10 @@ pub fn handshake(method: &Method, headers: &HeaderMap, protocols: &[&'static str
 
 /// The 101 answer for an accepted handshake.
 pub fn switching_protocols(accepted: &Accepted) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {}\r\n", accepted.accept);
+    let mut out = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {}\r\n",
+        accepted.accept
+    );
     if let Some(p) = accepted.protocol {
         out.push_str(&format!("sec-websocket-protocol: {p}\r\n"));
     }
@@ -179,11 +182,15 @@ impl Decoder {
                 OP_PING => return Ok(Some(Event::Ping(payload))),
                 OP_PONG => return Ok(Some(Event::Pong)),
                 OP_CLOSE => return close_event(&payload).map(Some),
-                OP_TEXT | OP_BINARY if self.partial.is_some() => return Err(WsError::Protocol("new message before the last one ended")),
+                OP_TEXT | OP_BINARY if self.partial.is_some() => {
+                    return Err(WsError::Protocol("new message before the last one ended"))
+                }
                 OP_TEXT | OP_BINARY if fin => return message(opcode == OP_TEXT, payload).map(Some),
                 OP_TEXT | OP_BINARY => self.partial = Some(Box::new((opcode == OP_TEXT, BytesMut::from(&payload[..])))),
                 OP_CONTINUATION => {
-                    let Some(partial) = self.partial.as_mut() else { return Err(WsError::Protocol("continuation without a message")) };
+                    let Some(partial) = self.partial.as_mut() else {
+                        return Err(WsError::Protocol("continuation without a message"));
+                    };
                     partial.1.extend_from_slice(&payload);
                     if fin {
                         let (text, data) = *self.partial.take().unwrap_or_default();
@@ -308,7 +315,10 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Control> {
 pub fn split(stream: TcpStream, read: BytesMut, max_message: usize) -> (WsRx, WsTx) {
     let (r, w) = stream.into_split();
     let shared = Shared::default();
-    (WsRx { io: r, buf: read, decoder: Decoder::new(max_message), shared: shared.clone() }, WsTx { io: w, out: BytesMut::new(), shared })
+    (
+        WsRx { io: r, buf: read, decoder: Decoder::new(max_message), shared: shared.clone() },
+        WsTx { io: w, out: BytesMut::new(), shared },
+    )
 }
 
 /// A whole data message from the client.
@@ -489,8 +499,16 @@ mod tests {
         let a = handshake(&Method::GET, &h, &["v10.stomp", "v11.stomp", "v12.stomp"]).unwrap();
         assert_eq!(a, Accepted { accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(), protocol: Some("v12.stomp") });
         let text = String::from_utf8(switching_protocols(&a)).unwrap();
-        assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n") && text.ends_with("sec-websocket-protocol: v12.stomp\r\n\r\n"), "{text}");
-        assert_eq!(handshake(&Method::GET, &headers(&ok), &["xmpp"]).unwrap().protocol, None, "no protocol offered: accepted without one");
+        assert!(
+            text.starts_with("HTTP/1.1 101 Switching Protocols\r\n")
+                && text.ends_with("sec-websocket-protocol: v12.stomp\r\n\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            handshake(&Method::GET, &headers(&ok), &["xmpp"]).unwrap().protocol,
+            None,
+            "no protocol offered: accepted without one"
+        );
         assert_eq!(handshake(&Method::POST, &headers(&ok), &[]), Err(HandshakeError::Method));
         let e = handshake(&Method::GET, &headers(&[("sec-websocket-version", "8"), ok[1]]), &[]).unwrap_err();
         assert_eq!((e.clone(), e.status()), (HandshakeError::Version, StatusCode::UPGRADE_REQUIRED));
@@ -566,12 +584,17 @@ mod tests {
         }
         let mut interleaved = client_frame(0x01, b"a", [0; 4]);
         interleaved.extend(client_frame(0x81, b"b", [0; 4]));
-        assert_eq!(Decoder::new(100).decode(&mut BytesMut::from(&interleaved[..])), Err(WsError::Protocol("new message before the last one ended")));
+        assert_eq!(
+            Decoder::new(100).decode(&mut BytesMut::from(&interleaved[..])),
+            Err(WsError::Protocol("new message before the last one ended"))
+        );
     }
 
     #[test]
     fn server_frames_are_unmasked_with_the_shortest_length() {
-        for (len, head) in [(5usize, vec![0x81, 5]), (126, vec![0x81, 126, 0, 126]), (65_536, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0])] {
+        for (len, head) in
+            [(5usize, vec![0x81, 5]), (126, vec![0x81, 126, 0, 126]), (65_536, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0])]
+        {
             let payload = vec![b'a'; len];
             let mut out = BytesMut::new();
             encode_frame(OP_TEXT, &[&payload[..len / 2], &payload[len / 2..]], &mut out);
@@ -632,7 +655,14 @@ mod tests {
             tokio::spawn(async move {
                 loop {
                     let (stream, peer) = listener.accept().await.unwrap();
-                    tokio::spawn(serve_connection(stream, peer, axum::Router::new(), front.clone(), Http1Limits::default(), CancellationToken::new()));
+                    tokio::spawn(serve_connection(
+                        stream,
+                        peer,
+                        axum::Router::new(),
+                        front.clone(),
+                        Http1Limits::default(),
+                        CancellationToken::new(),
+                    ));
                 }
             });
             addr
@@ -644,7 +674,11 @@ mod tests {
             let mut head = Vec::new();
             while !head.ends_with(b"\r\n\r\n") {
                 let mut b = [0u8; 1];
-                assert_eq!(tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await.unwrap().unwrap(), 1, "closed: {head:?}");
+                assert_eq!(
+                    tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await.unwrap().unwrap(),
+                    1,
+                    "closed: {head:?}"
+                );
                 head.push(b[0]);
             }
             (s, String::from_utf8(head).unwrap())
@@ -668,7 +702,12 @@ mod tests {
             let big = "x".repeat(900);
             ws.send(TMsg::text(big.clone())).await.unwrap();
             assert_eq!(ws.next().await.unwrap().unwrap(), TMsg::text(format!("echo {big}")));
-            ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame { code: CloseCode::Away, reason: "bye".into() })).await.unwrap();
+            ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Away,
+                reason: "bye".into(),
+            }))
+            .await
+            .unwrap();
             match ws.next().await.unwrap().unwrap() {
                 TMsg::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away, "the client's code is echoed"),
                 other => panic!("expected a close frame, got {other:?}"),
@@ -685,7 +724,11 @@ mod tests {
                 other => panic!("expected close 1009, got {other:?}"),
             }
             let (mut s, head) = raw(addr, &format!("{UPGRADE}Sec-WebSocket-Version: 13\r\n\r\n")).await;
-            assert!(head.starts_with("HTTP/1.1 101 ") && head.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{head}");
+            assert!(
+                head.starts_with("HTTP/1.1 101 ")
+                    && head.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+                "{head}"
+            );
             assert!(!head.contains("sec-websocket-protocol"), "none offered, none chosen: {head}");
             s.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap(); // not masked
             let mut frame = [0u8; 4];
@@ -698,7 +741,11 @@ mod tests {
             let addr = server().await;
             let (_, head) = raw(addr, &format!("{UPGRADE}Sec-WebSocket-Version: 8\r\n\r\n")).await;
             assert!(head.starts_with("HTTP/1.1 426 ") && head.contains("sec-websocket-version: 13\r\n"), "{head}");
-            let (_, head) = raw(addr, "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n").await;
+            let (_, head) = raw(
+                addr,
+                "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .await;
             assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
         }
 

@@ -189,7 +189,9 @@ fn endpoint(config: BoshConfig, on_session: OnSession) -> (Router, DirectHandler
         sweeper_started: AtomicBool::new(false),
     });
     let direct_shared = shared.clone();
-    let direct: DirectHandler = Arc::new(move |headers, data, addr| post_whole(direct_shared.clone(), Peer { addr: Some(addr), transport: "bosh" }, headers, data));
+    let direct: DirectHandler = Arc::new(move |headers, data, addr| {
+        post_whole(direct_shared.clone(), Peer { addr: Some(addr), transport: "bosh" }, headers, data)
+    });
     (Router::new().route("/", post(handle_post).get(info).options(preflight)).with_state(shared), direct)
 }
 
@@ -690,7 +692,9 @@ impl SessionState {
         // nothing held.
         if req.empty && !p.polling.is_zero() && self.held.is_empty() && self.pending.is_empty() {
             let prev = self.answered.iter().find(|a| a.rid.checked_add(1) == Some(rid));
-            if prev.is_some_and(|a| a.empty && !a.payload && !a.expired && !a.abandoned && now.duration_since(a.arrived) < p.polling) {
+            if prev.is_some_and(|a| {
+                a.empty && !a.payload && !a.expired && !a.abandoned && now.duration_since(a.arrived) < p.polling
+            }) {
                 self.fail("policy-violation", tx, "polling too frequently", fx);
                 return;
             }
@@ -1186,15 +1190,24 @@ async fn preflight(State(shared): Sh, headers: HeaderMap) -> Response {
 
 /// The handler of routed BOSH requests (the front server's direct path
 /// skips the router and this body reader: [`post_whole`]).
-fn handle_post(State(shared): Sh, PeerInfo(peer): PeerInfo, headers: HeaderMap, body: Body) -> BoxFuture<'static, Response> {
+fn handle_post(
+    State(shared): Sh,
+    PeerInfo(peer): PeerInfo,
+    headers: HeaderMap,
+    body: Body,
+) -> BoxFuture<'static, Response> {
     let limit = shared.config.max_body_bytes;
-    Box::pin(axum::body::to_bytes(body, limit).then(move |data| match data {
-        Ok(data) => post_whole(shared, peer, &headers, data),
-        Err(_) => Box::pin(std::future::ready(match allow_origin(&shared.config, &headers) {
-            Some(allow) => too_large(allow),
-            None => forbidden(),
-        })),
-    }).map(|answer| answer.map(Body::from)))
+    Box::pin(
+        axum::body::to_bytes(body, limit)
+            .then(move |data| match data {
+                Ok(data) => post_whole(shared, peer, &headers, data),
+                Err(_) => Box::pin(std::future::ready(match allow_origin(&shared.config, &headers) {
+                    Some(allow) => too_large(allow),
+                    None => forbidden(),
+                })),
+            })
+            .map(|answer| answer.map(Body::from)),
+    )
 }
 
 /// A BOSH request with its whole body. Plain `fn`s down to the wait: what
@@ -1240,7 +1253,9 @@ fn too_large(allow: HeaderValue) -> Answer {
 
 fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) -> BoxFuture<'static, Answer> {
     let answer = |resp: Answer| -> BoxFuture<'static, Answer> { Box::pin(std::future::ready(resp)) };
-    let bad = |reason: String| answer(text_response(StatusCode::BAD_REQUEST, format!("bad request: {reason}\n"), Some(allow.clone())));
+    let bad = |reason: String| {
+        answer(text_response(StatusCode::BAD_REQUEST, format!("bad request: {reason}\n"), Some(allow.clone())))
+    };
     let body = match parse_element(&data, &shared.body_limits) {
         Ok(b) => b,
         Err(e) => return bad(format!("malformed XML ({})", e.condition())),
@@ -1260,7 +1275,12 @@ fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) ->
         }
         Some(sid) => {
             let Some(session) = shared.get(sid) else {
-                return answer(xml_response(StatusCode::OK, HeaderValue::from_static(XML), terminal_body(Some("item-not-found"), &[]), allow));
+                return answer(xml_response(
+                    StatusCode::OK,
+                    HeaderValue::from_static(XML),
+                    terminal_body(Some("item-not-found"), &[]),
+                    allow,
+                ));
             };
             let req = Request::parse(body, false, data.len(), Some(&session.p));
             let opening = req.kind == Kind::Restart;
@@ -1298,7 +1318,10 @@ fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) ->
         // is in: the session's first event is that request's stream open.
         (shared.on_session)(rx, tx, peer);
     }
-    Box::pin(wait_reply(session, rid, rx, opening).map(move |reply| xml_response(StatusCode::OK, content_type, reply, allow)))
+    Box::pin(
+        wait_reply(session, rid, rx, opening)
+            .map(move |reply| xml_response(StatusCode::OK, content_type, reply, allow)),
+    )
 }
 
 /// A session for a request without `sid`, registered in the table.
@@ -1336,7 +1359,12 @@ fn create(shared: &Arc<Shared>, body: &Element, rid: u64, peer: &Peer) -> (Arc<S
 
 /// Waits for the response to request `rid`, releasing it when its `wait`
 /// is over. A plain `fn`: the future keeps one copy of what it waits with.
-fn wait_reply(session: Arc<Session>, rid: u64, mut rx: oneshot::Receiver<Bytes>, opening: bool) -> impl std::future::Future<Output = Bytes> + Send {
+fn wait_reply(
+    session: Arc<Session>,
+    rid: u64,
+    mut rx: oneshot::Receiver<Bytes>,
+    opening: bool,
+) -> impl std::future::Future<Output = Bytes> + Send {
     let first = if opening { session.p.wait.min(OPEN_WAIT) } else { session.p.wait };
     let mut check = Instant::now() + first;
     let mut guard = Abandon { session, rid, armed: true };
@@ -1463,7 +1491,14 @@ mod tests {
             loop {
                 let (stream, peer) = listener.accept().await.unwrap();
                 let limits = crate::transport::http1::Http1Limits::default();
-                tokio::spawn(crate::transport::http1::serve_connection(stream, peer, app.clone(), front.clone(), limits, Default::default()));
+                tokio::spawn(crate::transport::http1::serve_connection(
+                    stream,
+                    peer,
+                    app.clone(),
+                    front.clone(),
+                    limits,
+                    Default::default(),
+                ));
             }
         });
         addr

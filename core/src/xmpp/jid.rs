@@ -28,7 +28,8 @@ impl Jid {
             Some((l, d)) => (Some(l), d),
             None => (None, bare),
         };
-        let ok = |p: &str| !p.is_empty() && p.len() <= MAX_PART && !p.chars().any(|c| c.is_control() || c.is_whitespace());
+        let ok =
+            |p: &str| !p.is_empty() && p.len() <= MAX_PART && !p.chars().any(|c| c.is_control() || c.is_whitespace());
         if !ok(domain) || domain.contains('@') {
             return Err(bad());
         }

@@ -36,7 +36,6 @@ pub mod ns {
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::engine::{Engine, EngineError, Listener};
 use crate::transport::{conn, http1, Peer};
 
@@ -75,9 +74,21 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
             write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
             ..Default::default()
         };
-        engine.tasks.spawn(crate::transport::tcp::accept_http(engine.clone(), l, "xmpp-http", move |engine, stream, addr| {
-            http1::serve_connection(stream, addr, app.clone(), front.clone(), limits.clone(), engine.shutdown.clone())
-        }));
+        engine.tasks.spawn(crate::transport::tcp::accept_http(
+            engine.clone(),
+            l,
+            "xmpp-http",
+            move |engine, stream, addr| {
+                http1::serve_connection(
+                    stream,
+                    addr,
+                    app.clone(),
+                    front.clone(),
+                    limits.clone(),
+                    engine.shutdown.clone(),
+                )
+            },
+        ));
     }
     Ok(())
 }
@@ -157,7 +168,12 @@ fn websockets(engine: &Engine) -> Arc<[http1::WsEndpoint]> {
                 let slot = conn::session_slot(&engine.gate, Some(addr.ip())).ok()?;
                 let engine = engine.clone();
                 Some(Box::new(move |rx, tx| {
-                    let (rx, tx) = ws::link(rx, tx, tcp::limits(&engine), crate::shaper::Shaper::new(&engine.config.shaper, true, false));
+                    let (rx, tx) = ws::link(
+                        rx,
+                        tx,
+                        tcp::limits(&engine),
+                        crate::shaper::Shaper::new(&engine.config.shaper, true, false),
+                    );
                     // The scope holds the slot without a second copy of the
                     // session future (transport/tcp.rs says why).
                     let session = session::serve(engine.clone(), rx, tx, Peer { addr: Some(addr), transport: "ws" });

@@ -86,7 +86,11 @@ fn stream_error_for(reason: &CloseReason) -> StreamError {
         CloseCode::Protocol => "bad-format",
         _ => "internal-server-error",
     };
-    let text = if reason.detail.is_empty() { reason.message.clone() } else { format!("{}: {}", reason.message, reason.detail) };
+    let text = if reason.detail.is_empty() {
+        reason.message.clone()
+    } else {
+        format!("{}: {}", reason.message, reason.detail)
+    };
     StreamError::new(condition, text)
 }
 
@@ -221,7 +225,8 @@ impl Session {
 
     /// Stream header, SASL, restart, resource binding.
     async fn negotiate<R: XmppRx, W: XmppTx>(&mut self, rx: &mut R, tx: &mut W) -> Result<(), End> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.engine.config.limits.connect_timeout_ms);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.engine.config.limits.connect_timeout_ms);
         self.open_stream(rx, tx, deadline).await?;
         let mechanisms: &[Mechanism] = if self.engine.auth().authenticator.offers_scram() {
             &[Mechanism::ScramSha256, Mechanism::ScramSha1, Mechanism::Plain]
@@ -252,7 +257,9 @@ impl Session {
                 None => {
                     failures += 1;
                     if failures >= MAX_AUTH_ATTEMPTS {
-                        return Err(StreamError::new("policy-violation", "too many failed authentication attempts").into());
+                        return Err(
+                            StreamError::new("policy-violation", "too many failed authentication attempts").into()
+                        );
                     }
                 }
             }
@@ -295,13 +302,20 @@ impl Session {
         }
     }
 
-    async fn open_stream<R: XmppRx, W: XmppTx>(&self, rx: &mut R, tx: &mut W, deadline: tokio::time::Instant) -> Result<(), End> {
+    async fn open_stream<R: XmppRx, W: XmppTx>(
+        &self,
+        rx: &mut R,
+        tx: &mut W,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), End> {
         match self.next(rx, deadline).await? {
             XmppIn::Open { to, version, .. } => {
                 tx.open(&new_id(), &self.domain).await.map_err(io_end)?;
                 if let Some(to) = to {
                     if !to.eq_ignore_ascii_case(&self.domain) {
-                        return Err(StreamError::new("host-unknown", format!("this server serves {}", self.domain)).into());
+                        return Err(
+                            StreamError::new("host-unknown", format!("this server serves {}", self.domain)).into()
+                        );
                     }
                 }
                 if version.as_deref().is_some_and(|v| !v.starts_with("1.")) {
@@ -342,7 +356,9 @@ impl Session {
             };
             // An authzid may only name the user itself (bare JID or local part).
             if let Some(z) = &creds.authzid {
-                let own = z == &creds.authcid || Jid::parse(z).is_ok_and(|j| j.local.as_deref() == Some(creds.authcid.as_str()) && j.domain == self.domain);
+                let own = z == &creds.authcid
+                    || Jid::parse(z)
+                        .is_ok_and(|j| j.local.as_deref() == Some(creds.authcid.as_str()) && j.domain == self.domain);
                 if !own {
                     self.sasl_failure(tx, "invalid-authzid").await?;
                     return Ok(None);
@@ -494,7 +510,13 @@ impl Session {
                 return stanza_error(iq, "wait", "internal-server-error");
             }
         }
-        let handle = SessionHandle::with_limits(&identity.uid, &vhost_name, "xmpp", &self.peer, crate::session::OutboxLimits::from_config(&self.engine.config.limits));
+        let handle = SessionHandle::with_limits(
+            &identity.uid,
+            &vhost_name,
+            "xmpp",
+            &self.peer,
+            crate::session::OutboxLimits::from_config(&self.engine.config.limits),
+        );
         let _ = handle.resource.set(resource.clone());
         let qname = format!("xmpp-{}", handle.id);
         let opts = QueueOptions { durable: false, exclusive: Some(handle.id), auto_delete: true };
@@ -509,7 +531,15 @@ impl Session {
         // The uid is the auth source's (a JWT `sub`, a name an HTTP backend
         // accepts): bound as a pattern, `#` or `x.*` would read other users'
         // feeds. The same rule as a STOMP SUBSCRIBE to `feed/<uid>`.
-        if let Err(why) = crate::auth::policy::addressing(&self.engine, &identity, &feed, &identity.uid, crate::auth::Permission::Read).await {
+        if let Err(why) = crate::auth::policy::addressing(
+            &self.engine,
+            &identity,
+            &feed,
+            &identity.uid,
+            crate::auth::Permission::Read,
+        )
+        .await
+        {
             tracing::info!(uid = %identity.uid, %why, "XMPP bind refused");
             vhost.delete_queue(&qname);
             return stanza_error(iq, "cancel", "not-allowed");
@@ -586,7 +616,12 @@ impl Session {
     }
 
     /// Writes everything waiting in the outbox.
-    async fn write_outbox<W: XmppTx>(&mut self, tx: &mut W, handle: &SessionHandle, batch: &mut Vec<Outbound>) -> Result<(), End> {
+    async fn write_outbox<W: XmppTx>(
+        &mut self,
+        tx: &mut W,
+        handle: &SessionHandle,
+        batch: &mut Vec<Outbound>,
+    ) -> Result<(), End> {
         loop {
             batch.clear();
             if handle.drain(batch, WRITE_BATCH) == 0 {
@@ -644,7 +679,9 @@ impl Session {
         }
         let for_server = match &to {
             None => true,
-            Some(j) => j.resource.is_none() && (j.local.is_none() && j.domain == self.domain || j.bare() == self.jid().bare()),
+            Some(j) => {
+                j.resource.is_none() && (j.local.is_none() && j.domain == self.domain || j.bare() == self.jid().bare())
+            }
         };
         let payload = iq.elements().next().cloned().expect("one child checked");
         let reply = match (kind.as_str(), payload.name.as_str(), payload.ns.as_str()) {
@@ -665,7 +702,12 @@ impl Session {
         let mut q = Element::new("query", ns::DISCO_INFO);
         let account = to.is_some_and(|j| j.local.is_some());
         let (category, kind) = if account { ("account", "registered") } else { ("server", "im") };
-        q.push_child(Element::new("identity", ns::DISCO_INFO).with_attr("category", category).with_attr("type", kind).with_attr("name", "Herald"));
+        q.push_child(
+            Element::new("identity", ns::DISCO_INFO)
+                .with_attr("category", category)
+                .with_attr("type", kind)
+                .with_attr("name", "Herald"),
+        );
         for f in [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::ROSTER] {
             q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
         }
@@ -732,7 +774,8 @@ impl Session {
                     }
                 };
                 let status = p.child("status", ns::CLIENT).map(|s| s.text()).unwrap_or_default();
-                let priority = p.child("priority", ns::CLIENT).and_then(|s| s.text().trim().parse::<i8>().ok()).unwrap_or(0);
+                let priority =
+                    p.child("priority", ns::CLIENT).and_then(|s| s.text().trim().parse::<i8>().ok()).unwrap_or(0);
                 let initial = !self.available;
                 self.available = true;
                 self.engine.set_session_presence(&handle, &resource, availability, &status, priority).await;
@@ -856,7 +899,9 @@ impl Session {
     async fn may_write(&self, vhost: &str, exchange: &str, key: &str) -> bool {
         let Some(identity) = self.identity.as_ref() else { return false };
         let Ok(vhost) = self.engine.router.vhost(vhost) else { return false };
-        match crate::auth::policy::topic(&self.engine, identity, vhost, exchange, key, crate::auth::Permission::Write).await {
+        match crate::auth::policy::topic(&self.engine, identity, vhost, exchange, key, crate::auth::Permission::Write)
+            .await
+        {
             Ok(()) => true,
             Err(why) => {
                 tracing::debug!(uid = %identity.uid, exchange, key, %why, "XMPP message refused");
@@ -958,7 +1003,9 @@ impl Session {
             }
             for c in self.roster.keys().filter(|c| !new.contains_key(*c)) {
                 pushes.push(
-                    Element::new("item", ns::ROSTER).with_attr("jid", format!("{c}@{}", self.domain)).with_attr("subscription", "remove"),
+                    Element::new("item", ns::ROSTER)
+                        .with_attr("jid", format!("{c}@{}", self.domain))
+                        .with_attr("subscription", "remove"),
                 );
             }
             for item in pushes {
@@ -994,7 +1041,8 @@ fn b64(data: &[u8]) -> String {
 }
 
 fn presence_element(from: &Jid, to: &Jid, availability: Availability, status: &str, priority: i8) -> Element {
-    let mut e = Element::new("presence", ns::CLIENT).with_attr("from", from.to_string()).with_attr("to", to.to_string());
+    let mut e =
+        Element::new("presence", ns::CLIENT).with_attr("from", from.to_string()).with_attr("to", to.to_string());
     match availability {
         Availability::Offline => {
             e.set_attr("type", "unavailable");
@@ -1041,5 +1089,7 @@ fn stanza_error(stanza: &Element, kind: &str, condition: &str) -> Element {
     if let Some(to) = stanza.attr("to") {
         r.set_attr("from", to);
     }
-    r.with_child(Element::new("error", ns::CLIENT).with_attr("type", kind).with_child(Element::new(condition, ns::STANZAS)))
+    r.with_child(
+        Element::new("error", ns::CLIENT).with_attr("type", kind).with_child(Element::new(condition, ns::STANZAS)),
+    )
 }

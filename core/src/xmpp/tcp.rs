@@ -130,7 +130,13 @@ impl<W: AsyncWrite + Unpin + Send + 'static> XmppTx for TcpXmppTx<W> {
     }
 }
 
-fn split<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, limits: Limits, domain: &str, buf: BytesMut, shaper: Option<Box<Shaper>>) -> (TcpXmppRx<tokio::io::ReadHalf<S>>, TcpXmppTx<tokio::io::WriteHalf<S>>) {
+fn split<S: AsyncRead + AsyncWrite + Send + 'static>(
+    s: S,
+    limits: Limits,
+    domain: &str,
+    buf: BytesMut,
+    shaper: Option<Box<Shaper>>,
+) -> (TcpXmppRx<tokio::io::ReadHalf<S>>, TcpXmppTx<tokio::io::WriteHalf<S>>) {
     let (r, w) = tokio::io::split(s);
     (
         TcpXmppRx { link: StreamRx(r), parser: StreamParser::new(limits), buf, shaper },
@@ -148,7 +154,11 @@ pub fn refusal(r: &crate::transport::conn::Refusal) -> Vec<u8> {
 }
 
 pub fn limits(engine: &Engine) -> Limits {
-    Limits { max_depth: engine.config.xmpp.max_depth, max_stanza_bytes: engine.config.xmpp.max_stanza_bytes, ..Limits::default() }
+    Limits {
+        max_depth: engine.config.xmpp.max_depth,
+        max_stanza_bytes: engine.config.xmpp.max_stanza_bytes,
+        ..Limits::default()
+    }
 }
 
 /// One c2s connection: STARTTLS when configured, then the session.
@@ -175,7 +185,8 @@ pub async fn handle(engine: Engine, mut stream: TcpStream, addr: SocketAddr, tls
     }
     match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls_stream)) => {
-            let (rx, tx) = split(tls_stream, limits, &domain, BytesMut::new(), Shaper::new(&engine.config.shaper, true, false));
+            let (rx, tx) =
+                split(tls_stream, limits, &domain, BytesMut::new(), Shaper::new(&engine.config.shaper, true, false));
             super::session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "tls" }).await
         }
         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),

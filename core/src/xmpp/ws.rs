@@ -44,7 +44,9 @@ impl XmppRx for WsXmppRx {
                 Ok(None) => return Ok(None),
                 // A message over the stanza limit is the client's to hear about.
                 Err(e) => match e.get_ref().and_then(|e| e.downcast_ref::<WsError>()) {
-                    Some(too_big @ WsError::TooBig(_)) => return Err(StreamError::new("policy-violation", too_big.to_string())),
+                    Some(too_big @ WsError::TooBig(_)) => {
+                        return Err(StreamError::new("policy-violation", too_big.to_string()))
+                    }
                     _ => return Ok(None),
                 },
             };
@@ -57,7 +59,10 @@ impl XmppRx for WsXmppRx {
             // namespace, or a TCP-style `<stream:stream>`, are a wrong stream
             // namespace (RFC 6120 §4.9.3.10), not a stanza.
             if (matches!(e.name.as_str(), "open" | "close") && e.ns != ns::FRAMING) || e.is("stream", ns::STREAM) {
-                return Err(StreamError::new("invalid-namespace", format!("expected <{}/> in {}", if e.name == "close" { "close" } else { "open" }, ns::FRAMING)));
+                return Err(StreamError::new(
+                    "invalid-namespace",
+                    format!("expected <{}/> in {}", if e.name == "close" { "close" } else { "open" }, ns::FRAMING),
+                ));
             }
             return Ok(Some(if e.is("open", ns::FRAMING) {
                 XmppIn::Open {

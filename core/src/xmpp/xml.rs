@@ -77,19 +77,11 @@ pub enum Node {
 
 impl Element {
     pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Element {
-        Element {
-            name: name.into(),
-            ns: ns.into(),
-            attrs: Vec::new(),
-            children: Vec::new(),
-        }
+        Element { name: name.into(), ns: ns.into(), attrs: Vec::new(), children: Vec::new() }
     }
 
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// Sets an attribute, replacing its value (in place, keeping the order) if present.
@@ -221,11 +213,7 @@ impl Element {
                 escape_into(&self.ns, true, out);
                 out.put_u8(b'\'');
             }
-            let d = if self.ns.is_empty() {
-                default_ns
-            } else {
-                self.ns.as_str()
-            };
+            let d = if self.ns.is_empty() { default_ns } else { self.ns.as_str() };
             (d, stream_declared)
         };
         for (k, v) in &self.attrs {
@@ -313,11 +301,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         // ejabberd's default max_stanza_size is 256 KiB for c2s.
-        Limits {
-            max_depth: 32,
-            max_stanza_bytes: 262_144,
-            max_attrs: 64,
-        }
+        Limits { max_depth: 32, max_stanza_bytes: 262_144, max_attrs: 64 }
     }
 }
 
@@ -364,9 +348,7 @@ impl XmlError {
         match self {
             XmlError::NotWellFormed(_) => "not-well-formed",
             XmlError::Restricted(_) => "restricted-xml",
-            XmlError::TooDeep(_) | XmlError::TooLarge(_) | XmlError::TooManyAttributes(_) => {
-                "policy-violation"
-            }
+            XmlError::TooDeep(_) | XmlError::TooLarge(_) | XmlError::TooManyAttributes(_) => "policy-violation",
             XmlError::BadNamespacePrefix(_) => "bad-namespace-prefix",
             XmlError::UnsupportedEncoding(_) => "unsupported-encoding",
         }
@@ -401,11 +383,7 @@ enum Lex {
     /// previous byte was a `/` outside quotes (which must then be followed by `>`), `closed`
     /// whether it was the closing quote of a value (which must be followed by whitespace, `/`
     /// or `>`: quick-xml would accept `a='1'b='2'`).
-    StartTag {
-        quote: Option<u8>,
-        slash: bool,
-        closed: bool,
-    },
+    StartTag { quote: Option<u8>, slash: bool, closed: bool },
     /// Inside an end tag.
     EndTag,
     /// After `<!`, until enough bytes are there to tell CDATA from comment/DTD.
@@ -418,11 +396,7 @@ enum Lex {
 
 impl Lex {
     /// Inside a start tag, outside quotes, no constraint on the next byte.
-    const IN_TAG: Lex = Lex::StartTag {
-        quote: None,
-        slash: false,
-        closed: false,
-    };
+    const IN_TAG: Lex = Lex::StartTag { quote: None, slash: false, closed: false };
 }
 
 /// A complete top-level item found at the front of the buffer; lengths are in bytes.
@@ -465,13 +439,7 @@ impl Scanner {
     ///
     /// `header`: stop after the first start tag (the unclosed stream header).
     /// `allow_decl`: a `<?...?>` item is acceptable here (the XML declaration).
-    fn scan(
-        &mut self,
-        buf: &[u8],
-        limits: &Limits,
-        header: bool,
-        allow_decl: bool,
-    ) -> Result<Option<Item>, XmlError> {
+    fn scan(&mut self, buf: &[u8], limits: &Limits, header: bool, allow_decl: bool) -> Result<Option<Item>, XmlError> {
         // Never look past max_stanza_bytes: the item is too large if it has not ended by then,
         // which bounds both our work and what a peer can make us buffer.
         let end = buf.len().min(limits.max_stanza_bytes);
@@ -509,70 +477,38 @@ impl Scanner {
                 },
                 Lex::StartTag { quote: Some(q), .. } => {
                     if b == q {
-                        Lex::StartTag {
-                            quote: None,
-                            slash: false,
-                            closed: true,
-                        }
+                        Lex::StartTag { quote: None, slash: false, closed: true }
                     } else if b == b'<' {
                         return Err(nwf("'<' in an attribute value"));
                     } else {
-                        Lex::StartTag {
-                            quote: Some(q),
-                            slash: false,
-                            closed: false,
-                        }
+                        Lex::StartTag { quote: Some(q), slash: false, closed: false }
                     }
                 }
-                Lex::StartTag {
-                    quote: None,
-                    closed: true,
-                    ..
-                } if !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>') => {
+                Lex::StartTag { quote: None, closed: true, .. }
+                    if !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>') =>
+                {
                     return Err(nwf("no whitespace between attributes"));
                 }
-                Lex::StartTag {
-                    quote: None,
-                    slash: true,
-                    ..
-                } => {
+                Lex::StartTag { quote: None, slash: true, .. } => {
                     if b != b'>' {
                         return Err(nwf("'/' not followed by '>' in a start tag"));
                     }
                     self.open.pop();
                     if self.depth == 0 {
-                        return Ok(Some(Item::Element {
-                            len: self.pos,
-                            self_closing: true,
-                        }));
+                        return Ok(Some(Item::Element { len: self.pos, self_closing: true }));
                     }
                     Lex::Text
                 }
-                Lex::StartTag {
-                    quote: None,
-                    slash: false,
-                    ..
-                } => match b {
+                Lex::StartTag { quote: None, slash: false, .. } => match b {
                     b'>' => {
                         if header && self.depth == 0 {
-                            return Ok(Some(Item::Element {
-                                len: self.pos,
-                                self_closing: false,
-                            }));
+                            return Ok(Some(Item::Element { len: self.pos, self_closing: false }));
                         }
                         self.depth += 1;
                         Lex::Text
                     }
-                    b'/' => Lex::StartTag {
-                        quote: None,
-                        slash: true,
-                        closed: false,
-                    },
-                    b'"' | b'\'' => Lex::StartTag {
-                        quote: Some(b),
-                        slash: false,
-                        closed: false,
-                    },
+                    b'/' => Lex::StartTag { quote: None, slash: true, closed: false },
+                    b'"' | b'\'' => Lex::StartTag { quote: Some(b), slash: false, closed: false },
                     b'=' => {
                         self.attrs += 1;
                         if self.attrs > limits.max_attrs {
@@ -595,10 +531,7 @@ impl Scanner {
                         }
                         self.depth -= 1;
                         if self.depth == 0 {
-                            return Ok(Some(Item::Element {
-                                len: self.pos,
-                                self_closing: false,
-                            }));
+                            return Ok(Some(Item::Element { len: self.pos, self_closing: false }));
                         }
                         Lex::Text
                     }
@@ -624,9 +557,7 @@ impl Scanner {
                     }
                 }
                 Lex::CData { brackets } => match b {
-                    b']' => Lex::CData {
-                        brackets: (brackets + 1).min(2),
-                    },
+                    b']' => Lex::CData { brackets: (brackets + 1).min(2) },
                     b'>' if brackets == 2 => Lex::Text,
                     _ => Lex::CData { brackets: 0 },
                 },
@@ -772,11 +703,7 @@ impl StreamParser {
                 Item::Element { len, self_closing } if header => {
                     let raw = buf.split_to(len);
                     let open = self.parse_header(&raw)?;
-                    self.state = if self_closing {
-                        State::PendingClose
-                    } else {
-                        State::Stream
-                    };
+                    self.state = if self_closing { State::PendingClose } else { State::Stream };
                     return Ok(Some(XmlEvent::StreamOpen(open)));
                 }
                 Item::Element { len, .. } => {
@@ -789,10 +716,7 @@ impl StreamParser {
                         return Err(nwf("end tag before the stream header"));
                     }
                     let raw = buf.split_to(len);
-                    let name = raw
-                        .get(2..raw.len().saturating_sub(1))
-                        .unwrap_or_default()
-                        .trim_ascii_end();
+                    let name = raw.get(2..raw.len().saturating_sub(1)).unwrap_or_default().trim_ascii_end();
                     if name != self.header_qname.as_bytes() {
                         return Err(nwf(format!(
                             "end tag </{}> does not match <{}>",
@@ -827,9 +751,7 @@ impl StreamParser {
 /// XML declaration and surrounding whitespace are allowed, anything else around the element
 /// is not.
 pub fn parse_element(bytes: &[u8], limits: &Limits) -> Result<Element, XmlError> {
-    let mut rest = bytes
-        .get(check_bom(bytes, true)?.unwrap_or(0)..)
-        .unwrap_or_default();
+    let mut rest = bytes.get(check_bom(bytes, true)?.unwrap_or(0)..).unwrap_or_default();
     let mut allow_decl = true;
     loop {
         rest = rest.trim_ascii_start();
@@ -868,11 +790,7 @@ pub fn parse_element(bytes: &[u8], limits: &Limits) -> Result<Element, XmlError>
 
 /// Builds the element whose complete bytes (found by the scanner) are `raw`, resolving
 /// namespaces against `base` (the stream header's declarations).
-fn build_element(
-    raw: &[u8],
-    base: &[(String, String)],
-    limits: &Limits,
-) -> Result<Element, XmlError> {
+fn build_element(raw: &[u8], base: &[(String, String)], limits: &Limits) -> Result<Element, XmlError> {
     let src = xml_str(raw)?;
     let mut reader = Reader::from_str(src);
     // Declarations made inside the stanza, innermost last; truncated when an element ends.
@@ -1003,9 +921,7 @@ fn open_element(
         }
     }
     let ns = match prefix {
-        Some(p) => {
-            lookup(base, local, p).ok_or_else(|| XmlError::BadNamespacePrefix(p.to_owned()))?
-        }
+        Some(p) => lookup(base, local, p).ok_or_else(|| XmlError::BadNamespacePrefix(p.to_owned()))?,
         None => lookup(base, local, "").unwrap_or(""),
     }
     .to_owned();
@@ -1016,30 +932,16 @@ fn open_element(
             }
         }
     }
-    Ok(Element {
-        name: name.to_owned(),
-        ns,
-        attrs,
-        children: Vec::new(),
-    })
+    Ok(Element { name: name.to_owned(), ns, attrs, children: Vec::new() })
 }
 
 /// Resolves a prefix (`""`: the default namespace) against the innermost declaration.
 /// An undeclared default namespace (`xmlns=''`) resolves to `""`.
-fn lookup<'a>(
-    base: &'a [(String, String)],
-    local: &'a [(String, String)],
-    prefix: &str,
-) -> Option<&'a str> {
+fn lookup<'a>(base: &'a [(String, String)], local: &'a [(String, String)], prefix: &str) -> Option<&'a str> {
     if prefix == "xml" {
         return Some(NS_XML);
     }
-    local
-        .iter()
-        .rev()
-        .chain(base.iter().rev())
-        .find(|(p, _)| p == prefix)
-        .map(|(_, uri)| uri.as_str())
+    local.iter().rev().chain(base.iter().rev()).find(|(p, _)| p == prefix).map(|(_, uri)| uri.as_str())
 }
 
 /// Splits and checks a qualified name (`NCName (':' NCName)?`).
@@ -1064,9 +966,7 @@ fn unescape_attr(raw: &str) -> Result<String, XmlError> {
         rest = match rest.as_bytes()[i] {
             b'<' => return Err(nwf("'<' in an attribute value")),
             b'&' => {
-                let end = after
-                    .find(';')
-                    .ok_or_else(|| nwf("unterminated reference"))?;
+                let end = after.find(';').ok_or_else(|| nwf("unterminated reference"))?;
                 out.push(resolve_reference(&after[..end])?);
                 &after[end + 1..]
             }
@@ -1161,10 +1061,7 @@ fn check_bom(b: &[u8], complete: bool) -> Result<Option<usize>, XmlError> {
 fn xml_str(raw: &[u8]) -> Result<&str, XmlError> {
     let s = std::str::from_utf8(raw).map_err(|_| nwf("invalid UTF-8"))?;
     match s.chars().find(|&c| !is_xml_char(c)) {
-        Some(c) => Err(nwf(format!(
-            "character U+{:04X} not allowed in XML",
-            c as u32
-        ))),
+        Some(c) => Err(nwf(format!("character U+{:04X} not allowed in XML", c as u32))),
         None => Ok(s),
     }
 }
@@ -1254,8 +1151,7 @@ mod tests {
                     .with_attr("type", "chat")
                     .with_attr("xml:lang", "fr")
                     .with_child(
-                        Element::new("body", "jabber:client")
-                            .with_text("Ça va ? 日本語 🎉 <b> & \"q\" 'a' ☺A"),
+                        Element::new("body", "jabber:client").with_text("Ça va ? 日本語 🎉 <b> & \"q\" 'a' ☺A"),
                     ),
             ),
             XmlEvent::StreamClose,
@@ -1297,10 +1193,7 @@ mod tests {
 
     #[test]
     fn header_and_stanzas_in_one_buffer() {
-        assert_eq!(
-            parse_all(client_stream().as_bytes()).unwrap(),
-            expected_client_events()
-        );
+        assert_eq!(parse_all(client_stream().as_bytes()).unwrap(), expected_client_events());
     }
 
     #[test]
@@ -1321,13 +1214,8 @@ mod tests {
     #[test]
     fn incomplete_input_leaves_buffer_and_waits() {
         let mut p = StreamParser::new(Limits::default());
-        let mut buf = BytesMut::from(
-            format!("{HEADER}<iq type='get' id='r1'><query xmlns='jabber:iq").as_bytes(),
-        );
-        assert!(matches!(
-            p.parse(&mut buf),
-            Ok(Some(XmlEvent::StreamOpen(_)))
-        ));
+        let mut buf = BytesMut::from(format!("{HEADER}<iq type='get' id='r1'><query xmlns='jabber:iq").as_bytes());
+        assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::StreamOpen(_)))));
         assert_eq!(p.parse(&mut buf), Ok(None));
         assert_eq!(p.parse(&mut buf), Ok(None));
         assert!(buf.starts_with(b"<iq"));
@@ -1340,23 +1228,14 @@ mod tests {
     fn whitespace_keepalives_are_consumed() {
         let mut p = StreamParser::new(Limits::default());
         let mut buf = BytesMut::from(HEADER.as_bytes());
-        assert!(matches!(
-            p.parse(&mut buf),
-            Ok(Some(XmlEvent::StreamOpen(_)))
-        ));
+        assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::StreamOpen(_)))));
         for _ in 0..3 {
             buf.extend_from_slice(b" ");
             assert_eq!(p.parse(&mut buf), Ok(None));
             assert!(buf.is_empty(), "whitespace must not accumulate");
         }
         buf.extend_from_slice(b"\n\r\n\t<presence/>");
-        assert_eq!(
-            p.parse(&mut buf),
-            Ok(Some(XmlEvent::Stanza(Element::new(
-                "presence",
-                "jabber:client"
-            ))))
-        );
+        assert_eq!(p.parse(&mut buf), Ok(Some(XmlEvent::Stanza(Element::new("presence", "jabber:client")))));
     }
 
     #[test]
@@ -1393,16 +1272,10 @@ mod tests {
         // header may even arrive in the same buffer as the stanza before it.
         let mut p = StreamParser::new(Limits::default());
         let mut buf = BytesMut::from(format!("{HEADER}{AUTH}{HEADER}").as_bytes());
-        assert!(matches!(
-            p.parse(&mut buf),
-            Ok(Some(XmlEvent::StreamOpen(_)))
-        ));
+        assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::StreamOpen(_)))));
         assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::Stanza(_)))));
         p.reset();
-        assert_eq!(
-            p.parse(&mut buf),
-            Ok(Some(XmlEvent::StreamOpen(header_element())))
-        );
+        assert_eq!(p.parse(&mut buf), Ok(Some(XmlEvent::StreamOpen(header_element()))));
         assert_eq!(p.stream_default_ns(), "jabber:client");
     }
 
@@ -1414,36 +1287,19 @@ mod tests {
             </stream:features><stream:error><not-well-formed xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
             </stream:error></stream:stream>";
         let events = parse_all(input.as_bytes()).unwrap();
-        let XmlEvent::Stanza(features) = &events[1] else {
-            panic!()
-        };
+        let XmlEvent::Stanza(features) = &events[1] else { panic!() };
         assert!(features.is("features", NS_STREAMS));
-        let mechs = features
-            .child("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl")
-            .unwrap();
-        assert_eq!(
-            mechs
-                .child("mechanism", "urn:ietf:params:xml:ns:xmpp-sasl")
-                .unwrap()
-                .text(),
-            "PLAIN"
-        );
-        let XmlEvent::Stanza(error) = &events[2] else {
-            panic!()
-        };
+        let mechs = features.child("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl").unwrap();
+        assert_eq!(mechs.child("mechanism", "urn:ietf:params:xml:ns:xmpp-sasl").unwrap().text(), "PLAIN");
+        let XmlEvent::Stanza(error) = &events[2] else { panic!() };
         assert!(error.is("error", NS_STREAMS));
-        assert!(error
-            .child("not-well-formed", "urn:ietf:params:xml:ns:xmpp-streams")
-            .is_some());
+        assert!(error.child("not-well-formed", "urn:ietf:params:xml:ns:xmpp-streams").is_some());
         assert_eq!(events[3], XmlEvent::StreamClose);
     }
 
     #[test]
     fn stanza_level_prefixes_and_defaults() {
-        let e = stanza(
-            "<x:foo xmlns:x='urn:x' x:a='1'><bar/><x:baz xmlns='urn:d'><q/></x:baz></x:foo>",
-        )
-        .unwrap();
+        let e = stanza("<x:foo xmlns:x='urn:x' x:a='1'><bar/><x:baz xmlns='urn:d'><q/></x:baz></x:foo>").unwrap();
         assert!(e.is("foo", "urn:x"));
         assert_eq!(e.attrs, vec![("x:a".to_owned(), "1".to_owned())]);
         let kids: Vec<_> = e.elements().collect();
@@ -1465,10 +1321,7 @@ mod tests {
         let events = parse_all(input.as_bytes()).unwrap();
         assert_eq!(
             events,
-            vec![
-                XmlEvent::StreamOpen(Element::new("stream", NS_STREAMS).with_attr("to", "a")),
-                XmlEvent::StreamClose
-            ]
+            vec![XmlEvent::StreamOpen(Element::new("stream", NS_STREAMS).with_attr("to", "a")), XmlEvent::StreamClose]
         );
     }
 
@@ -1477,17 +1330,11 @@ mod tests {
         assert_eq!(stanza_err("</stream:strea>").condition(), "not-well-formed");
         let mut p = StreamParser::new(Limits::default());
         let mut buf = BytesMut::from(format!("{HEADER}{CLOSE} \n").as_bytes());
-        assert!(matches!(
-            p.parse(&mut buf),
-            Ok(Some(XmlEvent::StreamOpen(_)))
-        ));
+        assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::StreamOpen(_)))));
         assert_eq!(p.parse(&mut buf), Ok(Some(XmlEvent::StreamClose)));
         assert_eq!(p.parse(&mut buf), Ok(None));
         buf.extend_from_slice(b"<x/>");
-        assert_eq!(
-            p.parse(&mut buf).unwrap_err().condition(),
-            "not-well-formed"
-        );
+        assert_eq!(p.parse(&mut buf).unwrap_err().condition(), "not-well-formed");
     }
 
     #[test]
@@ -1515,10 +1362,7 @@ mod tests {
             assert_eq!(stanza_err(bad).condition(), "not-well-formed", "{bad}");
         }
         assert_eq!(stanza_err("hello").condition(), "not-well-formed");
-        assert_eq!(
-            parse_all(b"GET / HTTP/1.1\r\n").unwrap_err().condition(),
-            "not-well-formed"
-        );
+        assert_eq!(parse_all(b"GET / HTTP/1.1\r\n").unwrap_err().condition(), "not-well-formed");
         let mut raw = format!("{HEADER}<a>").into_bytes();
         raw.extend_from_slice(&[0xC3, 0x28]);
         raw.extend_from_slice(b"</a>");
@@ -1557,90 +1401,42 @@ mod tests {
         // Before the header, too, including the billion laughs preamble.
         let laughs = "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 \
             '&lol;&lol;&lol;&lol;'>]><stream:stream>&lol2;";
-        assert_eq!(
-            parse_all(laughs.as_bytes()).unwrap_err(),
-            restricted("DTD markup (DOCTYPE, ENTITY, ...)")
-        );
-        assert_eq!(
-            parse_all(b"<!-- x --><stream:stream>")
-                .unwrap_err()
-                .condition(),
-            "restricted-xml"
-        );
-        assert_eq!(
-            parse_all(b"<?xml-stylesheet href='x'?><stream:stream>")
-                .unwrap_err()
-                .condition(),
-            "restricted-xml"
-        );
+        assert_eq!(parse_all(laughs.as_bytes()).unwrap_err(), restricted("DTD markup (DOCTYPE, ENTITY, ...)"));
+        assert_eq!(parse_all(b"<!-- x --><stream:stream>").unwrap_err().condition(), "restricted-xml");
+        assert_eq!(parse_all(b"<?xml-stylesheet href='x'?><stream:stream>").unwrap_err().condition(), "restricted-xml");
         // A second XML declaration is a processing instruction like any other.
         let twice = format!("<?xml version='1.0'?>{HEADER}");
-        assert_eq!(
-            parse_all(twice.as_bytes()).unwrap_err().condition(),
-            "restricted-xml"
-        );
+        assert_eq!(parse_all(twice.as_bytes()).unwrap_err().condition(), "restricted-xml");
         // Refused as soon as the markup is recognizable, not when it is complete.
         let mut p = StreamParser::new(Limits::default());
-        assert_eq!(
-            feed(&mut p, &[format!("{HEADER}<a><!-").as_bytes()])
-                .unwrap_err()
-                .condition(),
-            "restricted-xml"
-        );
+        assert_eq!(feed(&mut p, &[format!("{HEADER}<a><!-").as_bytes()]).unwrap_err().condition(), "restricted-xml");
         let mut p = StreamParser::new(Limits::default());
-        assert_eq!(
-            feed(&mut p, &[b"<!D"]).unwrap_err().condition(),
-            "restricted-xml"
-        );
+        assert_eq!(feed(&mut p, &[b"<!D"]).unwrap_err().condition(), "restricted-xml");
     }
 
     #[test]
     fn undeclared_prefixes() {
-        assert_eq!(
-            stanza_err("<x:foo/>"),
-            XmlError::BadNamespacePrefix("x".into())
-        );
-        assert_eq!(
-            stanza_err("<foo y:a='1'/>"),
-            XmlError::BadNamespacePrefix("y".into())
-        );
-        assert_eq!(
-            stanza_err("<a><x:b xmlns:x='u'/><x:c/></a>"),
-            XmlError::BadNamespacePrefix("x".into())
-        );
+        assert_eq!(stanza_err("<x:foo/>"), XmlError::BadNamespacePrefix("x".into()));
+        assert_eq!(stanza_err("<foo y:a='1'/>"), XmlError::BadNamespacePrefix("y".into()));
+        assert_eq!(stanza_err("<a><x:b xmlns:x='u'/><x:c/></a>"), XmlError::BadNamespacePrefix("x".into()));
         let err = parse_all(b"<stream:stream xmlns='jabber:client'>").unwrap_err();
         assert_eq!(err.condition(), "bad-namespace-prefix");
     }
 
     #[test]
     fn encodings() {
-        let utf8 = "<?xml version='1.0' encoding='UTF-8'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>";
+        let utf8 =
+            "<?xml version='1.0' encoding='UTF-8'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>";
         assert!(parse_all(utf8.as_bytes()).is_ok());
         let latin = "<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream>";
-        assert_eq!(
-            parse_all(latin.as_bytes()),
-            Err(XmlError::UnsupportedEncoding("ISO-8859-1".into()))
-        );
-        assert_eq!(
-            parse_all(&[0xFF, 0xFE, b'<', 0]).unwrap_err().condition(),
-            "unsupported-encoding"
-        );
+        assert_eq!(parse_all(latin.as_bytes()), Err(XmlError::UnsupportedEncoding("ISO-8859-1".into())));
+        assert_eq!(parse_all(&[0xFF, 0xFE, b'<', 0]).unwrap_err().condition(), "unsupported-encoding");
         let mut bom = UTF8_BOM.to_vec();
         bom.extend_from_slice(HEADER.as_bytes());
         let chunks: Vec<&[u8]> = bom.chunks(1).collect();
+        assert_eq!(feed(&mut StreamParser::new(Limits::default()), &chunks).unwrap().len(), 1);
         assert_eq!(
-            feed(&mut StreamParser::new(Limits::default()), &chunks)
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(
-            parse_element(
-                b"<?xml version='1.0' encoding='utf-16'?><a/>",
-                &Limits::default()
-            )
-            .unwrap_err()
-            .condition(),
+            parse_element(b"<?xml version='1.0' encoding='utf-16'?><a/>", &Limits::default()).unwrap_err().condition(),
             "unsupported-encoding"
         );
     }
@@ -1648,7 +1444,9 @@ mod tests {
     #[test]
     fn mismatched_end_tag_is_refused_at_once() {
         let mut p = StreamParser::new(Limits::default());
-        let mut buf = BytesMut::from(&b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"[..]);
+        let mut buf = BytesMut::from(
+            &b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"[..],
+        );
         assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::StreamOpen(_)))));
         // The nesting never balances: the error must not wait for more input.
         buf.extend_from_slice(b"<message to='bob@localhost'><body>broken</mess>");
@@ -1656,36 +1454,25 @@ mod tests {
         let mut p = StreamParser::new(Limits::default());
         let mut buf = BytesMut::from(&b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'><a><b/><c></c ></a>"[..]);
         assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::StreamOpen(_)))));
-        assert!(matches!(p.parse(&mut buf), Ok(Some(XmlEvent::Stanza(e))) if e.name == "a"), "matching names with trailing space pass");
+        assert!(
+            matches!(p.parse(&mut buf), Ok(Some(XmlEvent::Stanza(e))) if e.name == "a"),
+            "matching names with trailing space pass"
+        );
     }
 
     #[test]
     fn depth_limit() {
-        let limits = Limits {
-            max_depth: 3,
-            ..Limits::default()
-        };
+        let limits = Limits { max_depth: 3, ..Limits::default() };
         let ok = format!("{HEADER}<a><b><c/></b></a>");
-        assert_eq!(
-            feed(&mut StreamParser::new(limits), &[ok.as_bytes()])
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(feed(&mut StreamParser::new(limits), &[ok.as_bytes()]).unwrap().len(), 2);
         let deep = format!("{HEADER}<a><b><c><d/></c></b></a>");
-        assert_eq!(
-            feed(&mut StreamParser::new(limits), &[deep.as_bytes()]),
-            Err(XmlError::TooDeep(3))
-        );
+        assert_eq!(feed(&mut StreamParser::new(limits), &[deep.as_bytes()]), Err(XmlError::TooDeep(3)));
         // Partial input: refused at the fourth start tag, long before the stanza ends.
         let partial = format!("{HEADER}<a><b><c><d");
         let err = feed(&mut StreamParser::new(limits), &[partial.as_bytes()]).unwrap_err();
         assert_eq!(err, XmlError::TooDeep(3));
         assert_eq!(err.condition(), "policy-violation");
-        assert_eq!(
-            parse_element(b"<a><b><c><d/></c></b></a>", &limits),
-            Err(XmlError::TooDeep(3))
-        );
+        assert_eq!(parse_element(b"<a><b><c><d/></c></b></a>", &limits), Err(XmlError::TooDeep(3)));
         // An unbounded nest fed in small pieces never gets past the limit.
         let mut p = StreamParser::new(Limits::default());
         let mut buf = BytesMut::from(HEADER.as_bytes());
@@ -1704,30 +1491,18 @@ mod tests {
 
     #[test]
     fn size_limit() {
-        let limits = Limits {
-            max_stanza_bytes: 64,
-            ..Limits::default()
-        };
+        let limits = Limits { max_stanza_bytes: 64, ..Limits::default() };
         let body = "x".repeat(40);
         let fits = format!("<message><body>{}</body></message>", &body[..64 - 32]);
         assert_eq!(fits.len(), 64);
         let input = format!("{HEADER}{fits}{fits}");
         assert_eq!(
-            feed(
-                &mut StreamParser::new(Limits {
-                    max_stanza_bytes: 300,
-                    ..limits
-                }),
-                &[input.as_bytes()]
-            )
-            .unwrap()
-            .len(),
+            feed(&mut StreamParser::new(Limits { max_stanza_bytes: 300, ..limits }), &[input.as_bytes()])
+                .unwrap()
+                .len(),
             3
         );
-        let mut p = StreamParser::new(Limits {
-            max_stanza_bytes: 300,
-            ..limits
-        });
+        let mut p = StreamParser::new(Limits { max_stanza_bytes: 300, ..limits });
         let mut buf = BytesMut::from(HEADER.as_bytes());
         p.parse(&mut buf).unwrap();
         p.limits.max_stanza_bytes = 64;
@@ -1737,10 +1512,7 @@ mod tests {
         buf.extend_from_slice(too_big.as_bytes());
         assert_eq!(p.parse(&mut buf), Err(XmlError::TooLarge(64)));
         // Partial input: a stanza that never ends is refused once it passes the limit.
-        let mut p = StreamParser::new(Limits {
-            max_stanza_bytes: 300,
-            ..limits
-        });
+        let mut p = StreamParser::new(Limits { max_stanza_bytes: 300, ..limits });
         let mut buf = BytesMut::from(HEADER.as_bytes());
         p.parse(&mut buf).unwrap();
         p.limits.max_stanza_bytes = 64;
@@ -1759,47 +1531,23 @@ mod tests {
         // The header is bounded too (an endless start tag).
         let mut p = StreamParser::new(limits);
         let endless = format!("<stream:stream a='{}", "z".repeat(100));
-        assert_eq!(
-            feed(&mut p, &[endless.as_bytes()]),
-            Err(XmlError::TooLarge(64))
-        );
-        assert_eq!(
-            parse_element(too_big.as_bytes(), &limits),
-            Err(XmlError::TooLarge(64))
-        );
+        assert_eq!(feed(&mut p, &[endless.as_bytes()]), Err(XmlError::TooLarge(64)));
+        assert_eq!(parse_element(too_big.as_bytes(), &limits), Err(XmlError::TooLarge(64)));
     }
 
     #[test]
     fn attribute_limit() {
-        let limits = Limits {
-            max_attrs: 3,
-            ..Limits::default()
-        };
+        let limits = Limits { max_attrs: 3, ..Limits::default() };
         // The header counts too: this one has two attributes.
-        const HEADER: &str =
-            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+        const HEADER: &str = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
         assert_eq!(
-            parse_all_with(
-                HEADER.as_bytes(),
-                Limits {
-                    max_attrs: 1,
-                    ..limits
-                }
-            ),
+            parse_all_with(HEADER.as_bytes(), Limits { max_attrs: 1, ..limits }),
             Err(XmlError::TooManyAttributes(1))
         );
         let ok = format!("{HEADER}<a b='1' c='2' d='3'/>");
-        assert_eq!(
-            feed(&mut StreamParser::new(limits), &[ok.as_bytes()])
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(feed(&mut StreamParser::new(limits), &[ok.as_bytes()]).unwrap().len(), 2);
         let bad = format!("{HEADER}<a b='1' c='2' d='3' e='4'/>");
-        assert_eq!(
-            feed(&mut StreamParser::new(limits), &[bad.as_bytes()]),
-            Err(XmlError::TooManyAttributes(3))
-        );
+        assert_eq!(feed(&mut StreamParser::new(limits), &[bad.as_bytes()]), Err(XmlError::TooManyAttributes(3)));
         // Partial input: the start tag is not finished yet.
         let partial = format!("{HEADER}<a b='1' c='2' d='3' e='");
         let err = feed(&mut StreamParser::new(limits), &[partial.as_bytes()]).unwrap_err();
@@ -1827,18 +1575,13 @@ mod tests {
                 events.push(ev);
             }
         }
-        let XmlEvent::Stanza(m) = &events[1] else {
-            panic!()
-        };
+        let XmlEvent::Stanza(m) = &events[1] else { panic!() };
         assert_eq!(m.child("body", "jabber:client").unwrap().text(), body);
     }
 
     #[test]
     fn attribute_values_are_unescaped_and_normalized() {
-        let e = stanza(
-            "<a v='x&amp;&lt;&gt;&quot;&apos;&#65;&#x42;' w=\"it's\" n='a\r\nb\tc\nd&#10;e'/>",
-        )
-        .unwrap();
+        let e = stanza("<a v='x&amp;&lt;&gt;&quot;&apos;&#65;&#x42;' w=\"it's\" n='a\r\nb\tc\nd&#10;e'/>").unwrap();
         assert_eq!(e.attr("v"), Some("x&<>\"'AB"));
         assert_eq!(e.attr("w"), Some("it's"));
         assert_eq!(e.attr("n"), Some("a b c d\ne"));
@@ -1861,13 +1604,8 @@ mod tests {
         assert_eq!(e.children.len(), 3);
         assert_eq!(e.remove_attr("id"), Some("1".into()));
         assert_eq!(e.remove_attr("id"), None);
-        e.child_mut("query", "jabber:iq:roster")
-            .unwrap()
-            .set_attr("ver", "7");
-        assert_eq!(
-            e.child("query", "jabber:iq:roster").unwrap().attr("ver"),
-            Some("7")
-        );
+        e.child_mut("query", "jabber:iq:roster").unwrap().set_attr("ver", "7");
+        assert_eq!(e.child("query", "jabber:iq:roster").unwrap().attr("ver"), Some("7"));
         assert!(e.child("query", "other").is_none());
         e.push_child(Element::new("x", "y"));
         assert_eq!(e.elements().count(), 2);
@@ -1889,10 +1627,7 @@ mod tests {
         // Everything but the control character comes back.
         let back = parse_element(&e.to_bytes(), &Limits::default()).unwrap();
         assert_eq!(back.attr("to"), e.attr("to"));
-        assert_eq!(
-            back.elements().next().unwrap().text(),
-            "<b>&'\"</b>\r\n\u{FFFD}ü"
-        );
+        assert_eq!(back.elements().next().unwrap().text(), "<b>&'\"</b>\r\n\u{FFFD}ü");
     }
 
     #[test]
@@ -1912,10 +1647,8 @@ mod tests {
               <starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>\
               <bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><ver/></stream:features>"
         );
-        let error = Element::new("error", NS_STREAMS).with_child(Element::new(
-            "not-well-formed",
-            "urn:ietf:params:xml:ns:xmpp-streams",
-        ));
+        let error = Element::new("error", NS_STREAMS)
+            .with_child(Element::new("not-well-formed", "urn:ietf:params:xml:ns:xmpp-streams"));
         assert_eq!(
             error.to_string(),
             "<stream:error xmlns:stream='http://etherx.jabber.org/streams'>\
@@ -1923,10 +1656,7 @@ mod tests {
         );
         assert_eq!(Element::new("a", "").to_string(), "<a/>");
         // And the parser reads it back, with or without the stream's own declaration.
-        assert_eq!(
-            parse_element(&error.to_bytes(), &Limits::default()).unwrap(),
-            error
-        );
+        assert_eq!(parse_element(&error.to_bytes(), &Limits::default()).unwrap(), error);
         let mut buf = BytesMut::from(HEADER.as_bytes());
         let mut p = StreamParser::new(Limits::default());
         p.parse(&mut buf).unwrap();
@@ -1988,74 +1718,30 @@ mod tests {
     #[test]
     fn parse_element_refusals() {
         let l = Limits::default();
-        assert_eq!(
-            parse_element(b"", &l).unwrap_err().condition(),
-            "not-well-formed"
-        );
-        assert_eq!(
-            parse_element(b"  ", &l).unwrap_err().condition(),
-            "not-well-formed"
-        );
-        assert_eq!(
-            parse_element(b"<a>", &l).unwrap_err().condition(),
-            "not-well-formed"
-        );
-        assert_eq!(
-            parse_element(b"<a/><b/>", &l).unwrap_err().condition(),
-            "not-well-formed"
-        );
-        assert_eq!(
-            parse_element(b"<a/>x", &l).unwrap_err().condition(),
-            "not-well-formed"
-        );
-        assert_eq!(
-            parse_element(b"<a/><!-- c -->", &l)
-                .unwrap_err()
-                .condition(),
-            "restricted-xml"
-        );
-        assert_eq!(
-            parse_element(b"<!DOCTYPE a><a/>", &l)
-                .unwrap_err()
-                .condition(),
-            "restricted-xml"
-        );
-        assert_eq!(
-            parse_element(b"<a>&x;</a>", &l).unwrap_err().condition(),
-            "restricted-xml"
-        );
-        assert_eq!(
-            parse_element(b"</a>", &l).unwrap_err().condition(),
-            "not-well-formed"
-        );
+        assert_eq!(parse_element(b"", &l).unwrap_err().condition(), "not-well-formed");
+        assert_eq!(parse_element(b"  ", &l).unwrap_err().condition(), "not-well-formed");
+        assert_eq!(parse_element(b"<a>", &l).unwrap_err().condition(), "not-well-formed");
+        assert_eq!(parse_element(b"<a/><b/>", &l).unwrap_err().condition(), "not-well-formed");
+        assert_eq!(parse_element(b"<a/>x", &l).unwrap_err().condition(), "not-well-formed");
+        assert_eq!(parse_element(b"<a/><!-- c -->", &l).unwrap_err().condition(), "restricted-xml");
+        assert_eq!(parse_element(b"<!DOCTYPE a><a/>", &l).unwrap_err().condition(), "restricted-xml");
+        assert_eq!(parse_element(b"<a>&x;</a>", &l).unwrap_err().condition(), "restricted-xml");
+        assert_eq!(parse_element(b"</a>", &l).unwrap_err().condition(), "not-well-formed");
     }
 
     // ---- property tests ----
 
     fn xml_text() -> impl Strategy<Value = String> {
-        any::<String>().prop_map(|s| {
-            s.chars()
-                .map(|c| if is_xml_char(c) { c } else { '?' })
-                .collect()
-        })
+        any::<String>().prop_map(|s| s.chars().map(|c| if is_xml_char(c) { c } else { '?' }).collect())
     }
 
     fn name() -> impl Strategy<Value = String> {
-        prop::sample::select(vec![
-            "a", "b", "message", "body", "x-y", "q.1", "_z", "é", "日本",
-        ])
-        .prop_map(String::from)
+        prop::sample::select(vec!["a", "b", "message", "body", "x-y", "q.1", "_z", "é", "日本"]).prop_map(String::from)
     }
 
     fn ns() -> impl Strategy<Value = String> {
-        prop::sample::select(vec![
-            "jabber:client",
-            "urn:x",
-            "urn:y:z",
-            NS_STREAMS,
-            "http://e.com/?a=1&b='2'\t",
-        ])
-        .prop_map(String::from)
+        prop::sample::select(vec!["jabber:client", "urn:x", "urn:y:z", NS_STREAMS, "http://e.com/?a=1&b='2'\t"])
+            .prop_map(String::from)
     }
 
     fn attrs() -> impl Strategy<Value = Vec<(String, String)>> {
@@ -2065,30 +1751,19 @@ mod tests {
     }
 
     fn element() -> impl Strategy<Value = Element> {
-        let leaf = (name(), ns(), attrs()).prop_map(|(n, ns, attrs)| Element {
-            attrs,
-            ..Element::new(n, ns)
-        });
+        let leaf = (name(), ns(), attrs()).prop_map(|(n, ns, attrs)| Element { attrs, ..Element::new(n, ns) });
         leaf.prop_recursive(4, 32, 5, |inner| {
-            let child = prop_oneof![
-                inner.prop_map(Node::Element),
-                xml_text().prop_map(Node::Text)
-            ];
-            (name(), ns(), attrs(), prop::collection::vec(child, 0..5)).prop_map(
-                |(n, ns, attrs, kids)| {
-                    let mut e = Element {
-                        attrs,
-                        ..Element::new(n, ns)
+            let child = prop_oneof![inner.prop_map(Node::Element), xml_text().prop_map(Node::Text)];
+            (name(), ns(), attrs(), prop::collection::vec(child, 0..5)).prop_map(|(n, ns, attrs, kids)| {
+                let mut e = Element { attrs, ..Element::new(n, ns) };
+                for k in kids {
+                    e = match k {
+                        Node::Element(c) => e.with_child(c),
+                        Node::Text(t) => e.with_text(t),
                     };
-                    for k in kids {
-                        e = match k {
-                            Node::Element(c) => e.with_child(c),
-                            Node::Text(t) => e.with_text(t),
-                        };
-                    }
-                    e
-                },
-            )
+                }
+                e
+            })
         })
     }
 

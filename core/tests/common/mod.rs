@@ -51,7 +51,8 @@ impl Raw {
                 return String::from_utf8_lossy(&f[..f.len() - 1]).into_owned();
             }
             let mut buf = [0u8; 65536];
-            let n = timeout(Duration::from_secs(5), self.s.read(&mut buf)).await.expect("frame within 5 s").unwrap_or(0);
+            let n =
+                timeout(Duration::from_secs(5), self.s.read(&mut buf)).await.expect("frame within 5 s").unwrap_or(0);
             if n == 0 {
                 return String::new();
             }
@@ -76,7 +77,6 @@ impl Raw {
 pub fn header<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
     frame.lines().skip(1).take_while(|l| !l.is_empty()).find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
 }
-
 
 impl Raw {
     /// A client over an already connected stream (e.g. bound to a chosen source address).

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_core::auth::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identity, Permission, ResourceKind};
+use herald_core::auth::{
+    AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identity, Permission, ResourceKind,
+};
 use napi::bindgen_prelude::FnArgs;
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi::Status;
@@ -15,7 +17,14 @@ use crate::js::{Eventually, Json};
 
 /// `(a, b, ip) => answer`, weak (does not keep Node alive), called as
 /// `(value) => …`. `ip` is the client's address (`''` when unknown).
-type Call3 = ThreadsafeFunction<FnArgs<(String, String, String)>, Eventually<Json>, FnArgs<(String, String, String)>, Status, false, true>;
+type Call3 = ThreadsafeFunction<
+    FnArgs<(String, String, String)>,
+    Eventually<Json>,
+    FnArgs<(String, String, String)>,
+    Status,
+    false,
+    true,
+>;
 /// `(a, b, c, d, e) => answer`.
 type Call5 = ThreadsafeFunction<
     FnArgs<(String, String, String, String, String)>,
@@ -106,7 +115,12 @@ fn allowed(verdict: Result<bool, String>, what: &str) -> Result<bool, AuthError>
 }
 
 impl Authenticator for CallbackAuth {
-    fn authenticate<'a>(&'a self, login: &'a str, password: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    fn authenticate<'a>(
+        &'a self,
+        login: &'a str,
+        password: &'a str,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move {
             let Some(f) = &self.user else {
                 return self.fallback.authenticate(login, password, client).await;
@@ -136,7 +150,12 @@ impl Authenticator for CallbackAuth {
 }
 
 impl Authorizer for CallbackAuth {
-    fn vhost<'a>(&'a self, who: &'a Identity, vhost: &'a str, client: &'a ClientInfo) -> BoxFuture<'a, Result<bool, AuthError>> {
+    fn vhost<'a>(
+        &'a self,
+        who: &'a Identity,
+        vhost: &'a str,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move {
             let Some(f) = &self.vhost else { return Ok(true) };
             const WHAT: &str = "useAuth `vhost` callback";
@@ -157,7 +176,13 @@ impl Authorizer for CallbackAuth {
         Box::pin(async move {
             let Some(f) = &self.resource else { return Ok(true) };
             const WHAT: &str = "useAuth `resource` callback";
-            let args = (who.uid.clone(), vhost.to_owned(), kind.as_str().to_owned(), name.to_owned(), permission.as_str().to_owned());
+            let args = (
+                who.uid.clone(),
+                vhost.to_owned(),
+                kind.as_str().to_owned(),
+                name.to_owned(),
+                permission.as_str().to_owned(),
+            );
             let Json(answer) = ask(WHAT, self.timeout, f.call_async_catch(FnArgs::from(args))).await?;
             allowed(permission_verdict(&answer), WHAT)
         })
@@ -174,7 +199,13 @@ impl Authorizer for CallbackAuth {
         Box::pin(async move {
             let Some(f) = &self.topic else { return Ok(true) };
             const WHAT: &str = "useAuth `topic` callback";
-            let args = (who.uid.clone(), vhost.to_owned(), exchange.to_owned(), routing_key.to_owned(), permission.as_str().to_owned());
+            let args = (
+                who.uid.clone(),
+                vhost.to_owned(),
+                exchange.to_owned(),
+                routing_key.to_owned(),
+                permission.as_str().to_owned(),
+            );
             let Json(answer) = ask(WHAT, self.timeout, f.call_async_catch(FnArgs::from(args))).await?;
             allowed(permission_verdict(&answer), WHAT)
         })

@@ -23,8 +23,8 @@ use herald_core::auth::http::AuthTransport;
 use herald_core::auth::{BoxFuture, HttpBackend};
 use herald_core::config::{HttpAuthConfig, HttpAuthMethod};
 use napi::bindgen_prelude::{FnArgs, FromNapiValue, Function, FunctionRef, Object, ToNapiValue, Unknown};
-use napi::UnknownRef;
 use napi::threadsafe_function::ThreadsafeFunction;
+use napi::UnknownRef;
 use napi::{Env, JsValue, Status, ValueType};
 use napi_derive::napi;
 
@@ -81,15 +81,29 @@ pub struct Injector {
 
 /// `app`'s routes as the engine's authenticator and authorizer. Runs on the
 /// JS thread (binds `app` to the registered `inject`).
-pub fn backend(env: &Env, app: Unknown, paths: Option<ExpressAuthPaths>, timeout: Duration) -> Result<HttpBackend, HeraldError> {
+pub fn backend(
+    env: &Env,
+    app: Unknown,
+    paths: Option<ExpressAuthPaths>,
+    timeout: Duration,
+) -> Result<HttpBackend, HeraldError> {
     if app.get_type().map_err(arg)? != ValueType::Function {
-        return Err(HeraldError::new(Code::Argument, "useExpressAuth: `app` must be an Express app (a request handler function)"));
+        return Err(HeraldError::new(
+            Code::Argument,
+            "useExpressAuth: `app` must be an Express app (a request handler function)",
+        ));
     }
-    let paths = paths.unwrap_or(ExpressAuthPaths { user: None, vhost: None, resource: None, topic: None, method: None });
+    let paths =
+        paths.unwrap_or(ExpressAuthPaths { user: None, vhost: None, resource: None, topic: None, method: None });
     let method = match paths.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
         None | Some("GET") => HttpAuthMethod::Get,
         Some("POST") => HttpAuthMethod::Post,
-        Some(other) => return Err(HeraldError::new(Code::Argument, format!("useExpressAuth: method {other:?} is not 'GET' or 'POST'"))),
+        Some(other) => {
+            return Err(HeraldError::new(
+                Code::Argument,
+                format!("useExpressAuth: method {other:?} is not 'GET' or 'POST'"),
+            ))
+        }
     };
     let inject = INJECTOR
         .with(|i| i.borrow().as_ref().map(|r| r.borrow_back(env)).transpose())

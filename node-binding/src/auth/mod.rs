@@ -95,7 +95,11 @@ pub fn user_verdict(answer: &Value) -> Result<UserVerdict, String> {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(a)) => a
                     .iter()
-                    .map(|t| t.as_str().map(str::to_owned).ok_or_else(|| format!("answered {answer}, expected `tags` to hold strings")))
+                    .map(|t| {
+                        t.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| format!("answered {answer}, expected `tags` to hold strings"))
+                    })
                     .collect::<Result<_, _>>()?,
                 Some(_) => return Err(format!("answered {answer}, expected `tags` to be an array of strings")),
             };
@@ -119,7 +123,10 @@ mod tests {
     #[test]
     fn bodies_follow_rabbitmq_auth_backend_http() {
         assert_eq!(parse_body("allow"), Some(UserVerdict::Allow(vec![])));
-        assert_eq!(parse_body(" ALLOW administrator management\n"), Some(UserVerdict::Allow(vec!["administrator".into(), "management".into()])));
+        assert_eq!(
+            parse_body(" ALLOW administrator management\n"),
+            Some(UserVerdict::Allow(vec!["administrator".into(), "management".into()]))
+        );
         assert_eq!(parse_body("deny"), Some(UserVerdict::Deny));
         assert_eq!(parse_body("deny not today"), Some(UserVerdict::Deny));
         assert_eq!(parse_body("allowed"), None);
@@ -132,7 +139,10 @@ mod tests {
         assert_eq!(user_verdict(&json!(true)), Ok(UserVerdict::Allow(vec![])));
         assert_eq!(user_verdict(&json!(false)), Ok(UserVerdict::Deny));
         assert_eq!(user_verdict(&json!("allow admin")), Ok(UserVerdict::Allow(vec!["admin".into()])));
-        assert_eq!(user_verdict(&json!({ "allow": true, "tags": ["a", "b"] })), Ok(UserVerdict::Allow(vec!["a".into(), "b".into()])));
+        assert_eq!(
+            user_verdict(&json!({ "allow": true, "tags": ["a", "b"] })),
+            Ok(UserVerdict::Allow(vec!["a".into(), "b".into()]))
+        );
         assert_eq!(user_verdict(&json!({ "allow": false, "tags": ["a"] })), Ok(UserVerdict::Deny));
         assert!(user_verdict(&json!(null)).is_err());
         assert!(user_verdict(&json!(1)).is_err());

@@ -39,19 +39,13 @@ pub fn profiles_list(store: State<'_, ProfileStore>) -> Result<Vec<Profile>, Com
 
 /// Adds a profile or replaces the one with the same name; returns the new list.
 #[tauri::command]
-pub fn profile_save(
-    store: State<'_, ProfileStore>,
-    profile: Profile,
-) -> Result<Vec<Profile>, CommandError> {
+pub fn profile_save(store: State<'_, ProfileStore>, profile: Profile) -> Result<Vec<Profile>, CommandError> {
     Ok(store.save(profile)?)
 }
 
 /// Removes the profile called `name`; returns the new list.
 #[tauri::command]
-pub fn profile_delete(
-    store: State<'_, ProfileStore>,
-    name: String,
-) -> Result<Vec<Profile>, CommandError> {
+pub fn profile_delete(store: State<'_, ProfileStore>, name: String) -> Result<Vec<Profile>, CommandError> {
     Ok(store.delete(&name)?)
 }
 
