@@ -1,6 +1,10 @@
 //! Shared by the wire tests: a raw STOMP client that asserts bytes, not a
-//! client library (those are exercised by the suites in `tests/`).
+//! client library (those are exercised by the suites in `tests/`), and
+//! [`link`]: in-process link pairs for the suites that drive sessions
+//! without sockets.
 #![allow(dead_code)] // each test file uses a different part
+
+pub mod link;
 
 use std::net::SocketAddr;
 use std::time::Duration;

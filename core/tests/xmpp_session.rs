@@ -1,0 +1,352 @@
+//! XMPP sessions end to end without sockets: each client is an in-process
+//! link pair (`common::link`) handed to `xmpp::session::serve`, against an
+//! engine that was never started. SASL and bind, messages to bare and full
+//! JIDs, presence among contacts, the roster and its pushes, and project
+//! JIDs (`<pid>@projects.<domain>`) that fan out to the project's members.
+
+use std::time::Duration;
+
+use herald_core::xmpp::{ns, session};
+use herald_core::{Config, Engine};
+
+mod common;
+use common::link::{peer, xmpp_pair, XmppClient, XmppOut};
+
+const DOMAIN: &str = "example.test";
+const PROJECTS: &str = "projects.example.test";
+/// How long "nothing arrives" is watched for: the sessions run on the same
+/// runtime, so anything due would have arrived well within it.
+const QUIET: Duration = Duration::from_millis(200);
+
+const CONFIG: &str = r#"
+[xmpp]
+domain = "example.test"
+[auth]
+default_permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
+[[users]]
+name = "alice"
+password = "pw"
+[[users]]
+name = "bob"
+password = "pw"
+[[users]]
+name = "carol"
+password = "pw"
+[[users]]
+name = "dave"
+password = "pw"
+[[projects]]
+id = "p1"
+name = "Apollo"
+members = ["alice", "bob", "carol"]
+[[projects]]
+id = "p2"
+name = "Gemini"
+members = ["dave"]
+"#;
+
+fn engine() -> Engine {
+    Engine::new(Config::from_toml_str(CONFIG).expect("test config")).expect("engine")
+}
+
+/// A bound session for `user` with `resource`, running on its own task.
+async fn connect(engine: &Engine, user: &str, resource: &str) -> XmppClient {
+    let (rx, tx, mut client) = xmpp_pair();
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    let jid = client.login(DOMAIN, user, "pw", resource).await;
+    assert_eq!(jid, format!("{user}@{DOMAIN}/{resource}"));
+    client
+}
+
+/// Sends initial presence and reads until the presence of the session's own
+/// JID's contacts stops arriving; returns the `from`s seen.
+async fn available(c: &mut XmppClient, show: Option<&str>) -> Vec<String> {
+    match show {
+        None => c.send("<presence/>"),
+        Some(s) => c.send(&format!("<presence><show>{s}</show></presence>")),
+    }
+    // A ping marks the end of whatever the presence made the session send.
+    c.send("<iq type='get' id='mark'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let (pong, before) = c.until("iq").await;
+    assert_eq!(pong.attr("id"), Some("mark"));
+    before.iter().filter(|e| e.name == "presence").filter_map(|e| e.attr("from").map(str::to_owned)).collect()
+}
+
+fn body(e: &herald_core::xmpp::xml::Element) -> String {
+    e.child("body", ns::CLIENT).map(|b| b.text()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sasl_plain_then_bind_registers_the_session() {
+    let engine = engine();
+    let mut c = connect(&engine, "alice", "laptop").await;
+    assert_eq!(c.restarts(), 1, "the link is told to restart once, after SASL success");
+    let sessions = engine.hub.user_sessions("alice");
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].resource.get().map(String::as_str), Some("laptop"));
+    c.close();
+    assert_eq!(c.closed().await, None, "a client close is answered without a stream error");
+    // Cleanup runs before the stream close is written.
+    assert!(engine.hub.user_sessions("alice").is_empty());
+}
+
+#[tokio::test]
+async fn wrong_password_fails_and_three_failures_close_the_stream() {
+    let engine = engine();
+    let (rx, tx, mut c) = xmpp_pair();
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    c.open(DOMAIN);
+    assert!(matches!(c.next().await, XmppOut::Open { ref from, .. } if from == DOMAIN));
+    assert!(c.element().await.is("features", ns::STREAM));
+    use base64::Engine as _;
+    let wrong = base64::engine::general_purpose::STANDARD.encode("\0alice\0nope");
+    for _ in 0..3 {
+        c.send(&format!("<auth xmlns='{}' mechanism='PLAIN'>{wrong}</auth>", ns::SASL));
+        let f = c.element().await;
+        assert!(f.is("failure", ns::SASL) && f.child("not-authorized", ns::SASL).is_some(), "{f}");
+    }
+    assert_eq!(c.closed().await, Some("policy-violation"));
+    assert_eq!(c.restarts(), 0);
+    assert!(engine.hub.user_sessions("alice").is_empty());
+}
+
+#[tokio::test]
+async fn stanzas_before_bind_are_refused() {
+    let engine = engine();
+    let (rx, tx, mut c) = xmpp_pair();
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    c.authenticate(DOMAIN, "alice", "pw").await;
+    c.send("<message to='bob@example.test'><body>early</body></message>");
+    assert_eq!(c.closed().await, Some("not-authorized"));
+}
+
+#[tokio::test]
+async fn wrong_domain_is_host_unknown() {
+    let engine = engine();
+    let (rx, tx, mut c) = xmpp_pair();
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    c.open("elsewhere.test");
+    assert_eq!(c.closed().await, Some("host-unknown"));
+}
+
+#[tokio::test]
+async fn message_to_a_bare_jid_reaches_every_resource() {
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    let mut b1 = connect(&engine, "bob", "b1").await;
+    let mut b2 = connect(&engine, "bob", "b2").await;
+    alice.send("<message to='bob@example.test' type='chat' id='m1'><body>hi bob</body></message>");
+    for b in [&mut b1, &mut b2] {
+        let m = b.element().await;
+        assert_eq!(m.name, "message", "{m}");
+        assert_eq!(m.attr("from"), Some("alice@example.test/a1"), "the server stamps the sender's full JID");
+        assert_eq!(m.attr("type"), Some("chat"));
+        assert_eq!(m.attr("id"), Some("m1"));
+        assert_eq!(body(&m), "hi bob");
+    }
+    alice.silent_for(QUIET).await;
+}
+
+#[tokio::test]
+async fn message_to_a_full_jid_reaches_that_resource_only() {
+    let engine = engine();
+    let alice = connect(&engine, "alice", "a1").await;
+    let mut b1 = connect(&engine, "bob", "b1").await;
+    let mut b2 = connect(&engine, "bob", "b2").await;
+    alice.send("<message to='bob@example.test/b2' type='chat'><body>just b2</body><active xmlns='http://jabber.org/protocol/chatstates'/></message>");
+    let m = b2.element().await;
+    assert_eq!(m.attr("to"), Some("bob@example.test/b2"));
+    assert_eq!(body(&m), "just b2");
+    assert!(m.child("active", "http://jabber.org/protocol/chatstates").is_some(), "extensions travel along: {m}");
+    b1.silent_for(QUIET).await;
+}
+
+#[tokio::test]
+async fn message_to_a_stranger_is_forbidden() {
+    // `access.chat_policy = contacts` (the default): dave shares no project with alice.
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    let mut dave = connect(&engine, "dave", "d1").await;
+    alice.send("<message to='dave@example.test' id='x'><body>hello?</body></message>");
+    let e = alice.element().await;
+    assert_eq!(e.attr("type"), Some("error"), "{e}");
+    assert_eq!(e.attr("id"), Some("x"));
+    assert!(e.child("error", ns::CLIENT).and_then(|e| e.child("forbidden", ns::STANZAS)).is_some(), "{e}");
+    dave.silent_for(QUIET).await;
+}
+
+#[tokio::test]
+async fn presence_goes_to_contacts_and_not_to_strangers() {
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    let mut bob = connect(&engine, "bob", "b1").await;
+    let mut dave = connect(&engine, "dave", "d1").await;
+    assert!(available(&mut alice, None).await.is_empty(), "no contact is available yet");
+    assert!(available(&mut dave, None).await.is_empty());
+    // Bob's initial presence: he learns alice's, alice learns his.
+    assert_eq!(available(&mut bob, Some("chat")).await, vec!["alice@example.test/a1".to_owned()]);
+    let p = alice.element().await;
+    assert_eq!(p.name, "presence", "{p}");
+    assert_eq!(p.attr("from"), Some("bob@example.test/b1"));
+    assert_eq!(p.attr("to"), Some("alice@example.test/a1"));
+    assert_eq!(p.child("show", ns::CLIENT).map(|s| s.text()).as_deref(), Some("chat"));
+    // A change goes out; the same presence again does not.
+    bob.send("<presence><show>away</show><status>lunch</status></presence>");
+    let p = alice.element().await;
+    assert_eq!(p.child("show", ns::CLIENT).map(|s| s.text()).as_deref(), Some("away"));
+    assert_eq!(p.child("status", ns::CLIENT).map(|s| s.text()).as_deref(), Some("lunch"));
+    bob.send("<presence><show>away</show><status>lunch</status></presence>");
+    alice.silent_for(QUIET).await;
+    // Bob vanishing (no close) is announced as unavailable.
+    bob.vanish();
+    let p = alice.element().await;
+    assert_eq!(p.attr("from"), Some("bob@example.test/b1"));
+    assert_eq!(p.attr("type"), Some("unavailable"), "{p}");
+    dave.silent_for(QUIET).await;
+}
+
+#[tokio::test]
+async fn presence_reaches_only_sessions_that_sent_initial_presence() {
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    let mut bob = connect(&engine, "bob", "b1").await;
+    available(&mut bob, None).await;
+    alice.silent_for(QUIET).await;
+    // A probe for a contact (once the roster is known) is answered, for
+    // anyone else it is not.
+    alice.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+    alice.element().await;
+    alice.send("<presence type='probe' to='dave@example.test'/>");
+    alice.send("<presence type='probe' to='bob@example.test'/>");
+    alice.send("<iq type='get' id='mark'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let (_, before) = alice.until("iq").await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].attr("from"), Some("bob@example.test/b1"));
+}
+
+#[tokio::test]
+async fn own_resources_see_each_other() {
+    let engine = engine();
+    let mut a1 = connect(&engine, "alice", "a1").await;
+    let mut a2 = connect(&engine, "alice", "a2").await;
+    available(&mut a1, None).await;
+    assert_eq!(available(&mut a2, None).await, vec!["alice@example.test/a1".to_owned()]);
+    let p = a1.element().await;
+    assert_eq!(p.attr("from"), Some("alice@example.test/a2"));
+}
+
+#[tokio::test]
+async fn roster_lists_contacts_and_is_pushed_when_membership_changes() {
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    alice.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
+    let r = alice.element().await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let items: Vec<_> = r.child("query", ns::ROSTER).expect("query").elements().cloned().collect();
+    let jids: Vec<_> = items.iter().filter_map(|i| i.attr("jid")).collect();
+    assert_eq!(jids, ["bob@example.test", "carol@example.test"]);
+    assert!(items.iter().all(|i| i.attr("subscription") == Some("both")));
+    let groups: Vec<String> = items[0].elements().map(|g| g.text()).collect();
+    assert_eq!(groups, ["Apollo"], "groups are project names");
+    // Alice joins p2: dave is pushed with the group.
+    engine.set_project_members("p2", vec!["dave".into(), "alice".into()]).await.unwrap();
+    let push = alice.element().await;
+    assert_eq!(push.attr("type"), Some("set"), "{push}");
+    assert_eq!(push.attr("to"), Some("alice@example.test/a1"));
+    let item = push.child("query", ns::ROSTER).and_then(|q| q.elements().next()).expect("item").clone();
+    assert_eq!(item.attr("jid"), Some("dave@example.test"));
+    assert_eq!(item.elements().map(|g| g.text()).collect::<Vec<_>>(), ["Gemini"]);
+    // Alice leaves p1: both contacts are pushed as removed.
+    engine.set_project_members("p1", vec!["bob".into(), "carol".into()]).await.unwrap();
+    let mut removed = Vec::new();
+    for _ in 0..2 {
+        let push = alice.element().await;
+        let item = push.child("query", ns::ROSTER).and_then(|q| q.elements().next()).expect("item").clone();
+        assert_eq!(item.attr("subscription"), Some("remove"), "{push}");
+        removed.push(item.attr("jid").unwrap().to_owned());
+    }
+    removed.sort();
+    assert_eq!(removed, ["bob@example.test", "carol@example.test"]);
+    alice.silent_for(QUIET).await;
+}
+
+#[tokio::test]
+async fn no_roster_push_without_a_roster_request() {
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    engine.set_project_members("p2", vec!["dave".into(), "alice".into()]).await.unwrap();
+    alice.silent_for(QUIET).await;
+}
+
+#[tokio::test]
+async fn project_jid_fans_out_to_members() {
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    let mut bob = connect(&engine, "bob", "b1").await;
+    let mut carol = connect(&engine, "carol", "c1").await;
+    let mut dave = connect(&engine, "dave", "d1").await;
+    alice.send(&format!("<message to='p1@{PROJECTS}' type='groupchat' id='g1'><body>standup</body></message>"));
+    for c in [&mut alice, &mut bob, &mut carol] {
+        let m = c.element().await;
+        assert_eq!(m.attr("from"), Some("p1@projects.example.test/alice"), "{m}");
+        assert_eq!(m.attr("type"), Some("groupchat"));
+        assert_eq!(body(&m), "standup");
+    }
+    dave.silent_for(QUIET).await;
+    // A non-member may not write to the project.
+    dave.send(&format!("<message to='p1@{PROJECTS}' id='g2'><body>let me in</body></message>"));
+    let e = dave.element().await;
+    assert_eq!(e.attr("type"), Some("error"), "{e}");
+    assert!(e.child("error", ns::CLIENT).and_then(|e| e.child("forbidden", ns::STANZAS)).is_some(), "{e}");
+    bob.silent_for(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_new_member_receives_project_messages_after_the_roster_push() {
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    let mut dave = connect(&engine, "dave", "d1").await;
+    dave.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+    dave.element().await;
+    engine.set_project_members("p1", vec!["alice".into(), "bob".into(), "carol".into(), "dave".into()]).await.unwrap();
+    // The push is sent after the session's queue was bound to the project.
+    let (push, _) = dave.until("iq").await;
+    assert_eq!(push.attr("type"), Some("set"));
+    alice.send(&format!("<message to='p1@{PROJECTS}'><body>welcome</body></message>"));
+    let (m, _) = dave.until("message").await;
+    assert_eq!(body(&m), "welcome");
+    assert_eq!(body(&alice.until("message").await.0), "welcome", "the sender is a member too");
+    // And a removed member stops receiving them.
+    engine.set_project_members("p1", vec!["alice".into(), "bob".into(), "carol".into()]).await.unwrap();
+    for _ in 0..3 {
+        let (push, _) = dave.until("iq").await;
+        let item = push.child("query", ns::ROSTER).and_then(|q| q.elements().next()).expect("item").clone();
+        assert_eq!(item.attr("subscription"), Some("remove"), "{push}");
+    }
+    alice.send(&format!("<message to='p1@{PROJECTS}'><body>bye</body></message>"));
+    let (m, _) = alice.until("message").await;
+    assert_eq!(body(&m), "bye");
+    dave.silent_for(QUIET).await;
+}
+
+#[tokio::test]
+async fn same_resource_replaces_the_old_session() {
+    let engine = engine();
+    let mut old = connect(&engine, "alice", "phone").await;
+    let _new = connect(&engine, "alice", "phone").await;
+    assert_eq!(old.closed().await, Some("conflict"));
+    assert_eq!(engine.hub.user_sessions("alice").len(), 1);
+}
+
+#[tokio::test]
+async fn engine_publish_to_a_user_reaches_their_xmpp_sessions() {
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    let n = engine.send_to_user("alice", vec![("subject".into(), "news".into())], "from the app".into()).unwrap();
+    assert_eq!(n, 1);
+    let m = alice.element().await;
+    assert_eq!(m.attr("type"), Some("headline"), "{m}");
+    assert_eq!(m.attr("from"), Some(DOMAIN), "no sender: from the server");
+    assert_eq!(m.child("subject", ns::CLIENT).map(|s| s.text()).as_deref(), Some("news"));
+    assert_eq!(body(&m), "from the app");
+}
