@@ -82,6 +82,10 @@ const SESSION_HANDLE: usize = 336;
 const SLOT: usize = 24;
 /// What every session keeps of the engine and of where it came from.
 const ENGINE: usize = 8;
+/// An XMPP session's private queue (in an `Arc`; STOMP has one per subscription).
+const QUEUE: usize = 256;
+/// One available resource in the presence service.
+const RESOURCE_STATE: usize = 64;
 const PEER: usize = 48;
 
 #[test]
@@ -171,6 +175,12 @@ fn debug_build_per_session_structs_fit_their_budgets() {
     within("conn::Slot", size_of::<Slot>(), SLOT);
     within("Engine", size_of::<Engine>(), ENGINE);
     within("Peer", size_of::<Peer>(), PEER);
+    within("router::Queue", size_of::<herald_core::router::Queue>(), QUEUE);
+    within(
+        "presence::service::ResourceState",
+        size_of::<herald_core::presence::service::ResourceState>(),
+        RESOURCE_STATE,
+    );
 }
 
 /// `future_size` is `size_of_val` of the future a call returns: checked on a
