@@ -82,11 +82,11 @@ const SESSION_HANDLE: usize = 336;
 const SLOT: usize = 24;
 /// What every session keeps of the engine and of where it came from.
 const ENGINE: usize = 8;
+const PEER: usize = 48;
 /// An XMPP session's private queue (in an `Arc`; STOMP has one per subscription).
 const QUEUE: usize = 256;
 /// One available resource in the presence service.
 const RESOURCE_STATE: usize = 64;
-const PEER: usize = 48;
 
 #[test]
 #[cfg_attr(not(debug_assertions), ignore = "budgets are debug-build sizes")]

@@ -350,3 +350,66 @@ async fn engine_publish_to_a_user_reaches_their_xmpp_sessions() {
     assert_eq!(m.child("subject", ns::CLIENT).map(|s| s.text()).as_deref(), Some("news"));
     assert_eq!(body(&m), "from the app");
 }
+
+/// The client side of SCRAM-SHA-256 (RFC 5802/7677), enough to log in;
+/// returns whether the server accepted and proved it knows the password.
+async fn scram_sha256(c: &mut XmppClient, user: &str, password: &str) -> bool {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::{Digest, Sha256};
+    fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    }
+    let first_bare = format!("n={user},r=clientnonce0123456789");
+    c.send(&format!(
+        "<auth xmlns='{}' mechanism='SCRAM-SHA-256'>{}</auth>",
+        ns::SASL,
+        B64.encode(format!("n,,{first_bare}"))
+    ));
+    let challenge = c.element().await;
+    assert!(challenge.is("challenge", ns::SASL), "{challenge}");
+    let server_first = String::from_utf8(B64.decode(challenge.text().trim()).unwrap()).unwrap();
+    let field =
+        |k: &str| server_first.split(',').find_map(|f| f.strip_prefix(k)).expect("server-first field").to_owned();
+    let (nonce, salt, iterations) =
+        (field("r="), B64.decode(field("s=")).unwrap(), field("i=").parse::<u32>().unwrap());
+    assert!(nonce.starts_with("clientnonce0123456789"), "the server extends the client's nonce");
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key = Sha256::digest(&client_key).to_vec();
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth_message = format!("{first_bare},{server_first},{without_proof}");
+    let signature = hmac(&stored_key, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+    let final_msg = format!("{without_proof},p={}", B64.encode(proof));
+    c.send(&format!("<response xmlns='{}'>{}</response>", ns::SASL, B64.encode(final_msg)));
+    let r = c.element().await;
+    if !r.is("success", ns::SASL) {
+        assert!(r.is("failure", ns::SASL), "{r}");
+        return false;
+    }
+    let server_final = String::from_utf8(B64.decode(r.text().trim()).unwrap()).unwrap();
+    let expected = hmac(&hmac(&salted, b"Server Key"), auth_message.as_bytes());
+    assert_eq!(server_final, format!("v={}", B64.encode(expected)), "the server's signature");
+    true
+}
+
+#[tokio::test]
+async fn scram_sha_256_authenticates_and_the_server_proves_itself() {
+    let engine = engine();
+    let (rx, tx, mut c) = xmpp_pair();
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    c.open(DOMAIN);
+    assert!(matches!(c.next().await, XmppOut::Open { .. }));
+    let f = c.element().await;
+    let mechs: Vec<String> =
+        f.child("mechanisms", ns::SASL).expect("mechanisms").elements().map(|m| m.text()).collect();
+    assert_eq!(mechs, ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"], "config users with plain passwords offer SCRAM");
+    assert!(!scram_sha256(&mut c, "alice", "wrong").await, "a wrong proof fails");
+    assert!(scram_sha256(&mut c, "alice", "pw").await);
+    assert_eq!(c.restarts(), 1);
+}
