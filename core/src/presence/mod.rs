@@ -6,6 +6,7 @@
 //! sets live so other processes (the team's own services, other nodes) can
 //! read them. In memory by default; Redis when configured.
 
+pub mod fanout;
 pub mod memory;
 pub mod redis;
 pub mod service;
