@@ -881,3 +881,96 @@ mod login_tests {
         assert!(engine.login_allowed("bob", &other).is_ok());
     }
 }
+
+#[cfg(test)]
+mod door_tests {
+    use super::*;
+    use crate::session::Protocol;
+    use crate::transport::Peer;
+
+    fn engine() -> Engine {
+        let config = Config::from_toml_str(
+            "[limits]\nmemory_high_watermark = 1000\nmemory_check_interval_ms = 600000\n\
+             [[projects]]\nid = \"p1\"\nmembers = [\"alice\", \"bob\"]\n",
+        )
+        .unwrap();
+        Engine::new(config).unwrap()
+    }
+
+    fn handle(engine: &Engine, uid: &str, protocol: Protocol) -> Arc<SessionHandle> {
+        SessionHandle::new(
+            uid,
+            &engine.config.stomp.default_vhost,
+            protocol,
+            &Peer { addr: None, transport: "tcp" },
+            64,
+        )
+    }
+
+    #[test]
+    fn destinations_resolve_as_stomp_sends_do() {
+        let e = engine();
+        assert_eq!(e.publish_to("/queue/jobs", vec![], Bytes::from_static(b"1")).unwrap(), 1, "declared on first use");
+        assert_eq!(e.publish_to("/amq/queue/jobs", vec![], Bytes::from_static(b"2")).unwrap(), 1);
+        assert!(matches!(
+            e.publish_to("/amq/queue/missing", vec![], Bytes::new()),
+            Err(PublishError::Route(RouteError::NoQueue(..)))
+        ));
+        assert!(matches!(e.publish_to("/temp-queue/r", vec![], Bytes::new()), Err(PublishError::Destination(_))));
+        assert!(matches!(e.publish_to("jobs", vec![], Bytes::new()), Err(PublishError::Destination(_))));
+        assert_eq!(e.publish_to("/topic/a.b", vec![], Bytes::new()).unwrap(), 0, "nobody bound");
+    }
+
+    #[test]
+    fn the_door_refuses_under_the_memory_alarm_except_the_engines_own_events() {
+        let e = engine();
+        e.publish_to("/queue/fill", vec![], Bytes::from(vec![0u8; 2000])).unwrap();
+        assert!(e.check_memory().alarm);
+        let vhost = e.router.vhost("/").unwrap();
+        let publish = |origin| Publish { vhost, message: Message::new("amq.topic", "k", vec![], Bytes::new()), origin };
+        assert!(matches!(e.route(publish(Origin::Session)), Err(RouteError::MemoryAlarm { .. })));
+        assert!(matches!(e.route(publish(Origin::Application)), Err(RouteError::MemoryAlarm { .. })));
+        assert_eq!(e.route(publish(Origin::Engine)).unwrap(), Routed { queues: 0 });
+    }
+
+    #[tokio::test]
+    async fn attach_and_detach_bring_a_session_in_and_out_with_its_presence() {
+        let e = engine();
+        let stomp = handle(&e, "alice", Protocol::Stomp);
+        e.attach(&stomp).await;
+        assert_eq!(e.hub.session_count(), 1);
+        assert_eq!(e.presence.aggregate("alice").0, Availability::Online, "online while attached");
+        assert_eq!(e.presence.resources("alice")[0].resource, format!("stomp-{}", stomp.id));
+        let xmpp = handle(&e, "bob", Protocol::Xmpp);
+        e.attach(&xmpp).await;
+        assert_eq!(e.presence.aggregate("bob").0, Availability::Offline, "an XMPP resource announces itself");
+        e.detach(&stomp).await;
+        e.detach(&xmpp).await;
+        assert_eq!(e.hub.session_count(), 0);
+        assert_eq!(e.presence.aggregate("alice").0, Availability::Offline);
+    }
+
+    #[tokio::test]
+    async fn an_inbox_reads_the_feed_and_projects_and_follows_membership() {
+        let e = engine();
+        let alice = Identity { uid: "alice".into(), tags: vec![] };
+        let s = handle(&e, "alice", Protocol::Xmpp);
+        let mut inbox = e.open_inbox(&alice, &s).await.unwrap();
+        assert_eq!(inbox.queue.name.as_ref(), format!("xmpp-{}", s.id));
+        assert_eq!(inbox.projects, ["p1"]);
+        assert_eq!(e.send_to_user("alice", vec![], Bytes::new()).unwrap(), 1);
+        assert_eq!(e.publish("/", "project", "p1", vec![], Bytes::new()).unwrap(), 1);
+        e.directory().set_members("p1", &["bob".to_owned()]).await.unwrap();
+        e.follow_projects("alice", &s, &mut inbox).await.unwrap();
+        assert!(inbox.projects.is_empty());
+        assert_eq!(e.publish("/", "project", "p1", vec![], Bytes::new()).unwrap(), 0, "unbound from p1");
+        let name = inbox.queue.name.clone();
+        e.close_inbox(&s, inbox);
+        assert!(e.router.vhost("/").unwrap().queue(&name).is_none(), "the queue goes with its only consumer");
+
+        let wildcard = Identity { uid: "a.*".into(), tags: vec![] };
+        let s = handle(&e, "a.*", Protocol::Xmpp);
+        assert!(matches!(e.open_inbox(&wildcard, &s).await, Err(InboxError::Refused(_))));
+        assert!(e.router.vhost("/").unwrap().queue(&format!("xmpp-{}", s.id)).is_none(), "no queue left behind");
+    }
+}

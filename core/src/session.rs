@@ -442,6 +442,23 @@ mod tests {
     }
 
     #[test]
+    fn protocols_keep_their_names_and_say_what_their_sessions_take() {
+        assert_eq!(
+            [Protocol::Stomp, Protocol::Xmpp, Protocol::Local].map(Protocol::as_str),
+            ["stomp", "xmpp", "local"]
+        );
+        assert_eq!(serde_json::to_string(&Protocol::Xmpp).unwrap(), "\"xmpp\"");
+        let xmpp = Protocol::Xmpp.capabilities();
+        assert!(xmpp.contains(Capabilities::PRESENCE_NOTICES) && xmpp.contains(Capabilities::ROSTER_PUSHES));
+        assert!(xmpp.contains(Capabilities::OWN_PRESENCE));
+        assert_eq!(Protocol::Stomp.capabilities(), Capabilities::NONE);
+        let h = handle(8, 1000);
+        assert_eq!(h.presence_resource(), format!("stomp-{}", h.id));
+        h.resource.set("phone".into()).unwrap();
+        assert_eq!(h.presence_resource(), "phone");
+    }
+
+    #[test]
     fn the_handle_stays_small() {
         // Idle memory is benchmarked: the byte budget costs one counter.
         assert!(std::mem::size_of::<SessionHandle>() <= 368, "{}", std::mem::size_of::<SessionHandle>());

@@ -148,3 +148,119 @@ pub async fn members_changed(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::MemoryDirectory;
+    use crate::presence::MemoryPresence;
+    use crate::session::Protocol;
+    use crate::transport::Peer;
+
+    /// The engine's parts, without the engine: what the fan-out told it is recorded.
+    struct TestHost {
+        hub: Hub,
+        presence: PresenceService,
+        store: Arc<MemoryPresence>,
+        directory: Arc<MemoryDirectory>,
+        changes: parking_lot::Mutex<Vec<(String, Availability)>>,
+        events: parking_lot::Mutex<Vec<(String, String)>>,
+    }
+
+    impl Host for TestHost {
+        fn hub(&self) -> &Hub {
+            &self.hub
+        }
+        fn presence(&self) -> &PresenceService {
+            &self.presence
+        }
+        fn store(&self) -> Arc<dyn PresenceStore> {
+            self.store.clone()
+        }
+        fn directory(&self) -> Arc<dyn Directory> {
+            self.directory.clone()
+        }
+        fn aggregate_changed(&self, change: &AggregateChange) {
+            self.changes.lock().push((change.uid.clone(), change.availability));
+        }
+        fn publish_event(&self, project: &str, uid: &str, _body: String) {
+            self.events.lock().push((project.to_owned(), uid.to_owned()));
+        }
+    }
+
+    fn host() -> TestHost {
+        TestHost {
+            hub: Hub::default(),
+            presence: PresenceService::new("n1"),
+            store: Arc::default(),
+            directory: Arc::default(),
+            changes: Default::default(),
+            events: Default::default(),
+        }
+    }
+
+    fn session(host: &TestHost, uid: &str, protocol: Protocol) -> Arc<SessionHandle> {
+        let s = SessionHandle::new(uid, "/", protocol, &Peer { addr: None, transport: "tcp" }, 16);
+        host.hub.register(s.clone());
+        s
+    }
+
+    fn drained(s: &SessionHandle) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        s.drain(&mut out, 16);
+        out
+    }
+
+    #[tokio::test]
+    async fn a_change_reaches_the_store_the_projects_and_the_sessions_that_take_notices() {
+        let host = host();
+        host.directory.set_members("p1", &["alice".into(), "bob".into()]).await.unwrap();
+        let alice = session(&host, "alice", Protocol::Stomp);
+        let bob_xmpp = session(&host, "bob", Protocol::Xmpp);
+        let bob_stomp = session(&host, "bob", Protocol::Stomp);
+        let carol = session(&host, "carol", Protocol::Xmpp);
+
+        set(&host, &alice, "stomp-1", Availability::Online, "", 0).await;
+        assert_eq!(host.changes.lock().as_slice(), [("alice".to_owned(), Availability::Online)]);
+        assert_eq!(host.events.lock().as_slice(), [("p1".to_owned(), "alice".to_owned())]);
+        assert_eq!(host.store.online("p1").await.unwrap(), ["alice"]);
+        assert!(
+            matches!(drained(&bob_xmpp).as_slice(), [Outbound::Presence(n)] if n.uid == "alice"),
+            "a contact's session that takes presence notices hears of it"
+        );
+        assert!(drained(&bob_stomp).is_empty(), "a session without the capability does not");
+        assert!(drained(&carol).is_empty(), "nor does a session of someone who is not a contact");
+        assert!(drained(&alice).is_empty(), "nor the session that changed");
+
+        set(&host, &alice, "stomp-1", Availability::Online, "", 0).await;
+        assert_eq!(host.changes.lock().len(), 1, "the same presence again is no news");
+        assert!(drained(&bob_xmpp).is_empty());
+
+        remove(&host, &alice, "stomp-1").await;
+        assert_eq!(host.changes.lock().last(), Some(&("alice".to_owned(), Availability::Offline)));
+        assert!(host.store.online("p1").await.unwrap().is_empty());
+        assert!(
+            matches!(drained(&bob_xmpp).as_slice(), [Outbound::Presence(n)] if n.state.availability == Availability::Offline)
+        );
+        remove(&host, &alice, "stomp-1").await;
+        assert_eq!(host.changes.lock().len(), 2, "gone is announced once");
+    }
+
+    #[tokio::test]
+    async fn membership_changes_push_rosters_to_sessions_that_take_them() {
+        let host = host();
+        let alice = session(&host, "alice", Protocol::Xmpp);
+        let alice_stomp = session(&host, "alice", Protocol::Stomp);
+        let bob = session(&host, "bob", Protocol::Xmpp);
+        set(&host, &bob, "phone", Availability::Away, "", 0).await;
+        let removed = parking_lot::Mutex::new(Vec::new());
+        let before = vec!["alice".to_owned()];
+        let after = vec!["bob".to_owned()];
+        members_changed(&host, "p1", &before, &after, |uid| removed.lock().push(uid.to_owned())).await;
+        assert_eq!(removed.lock().as_slice(), ["alice"]);
+        assert_eq!(host.store.online("p1").await.unwrap(), ["bob"], "an available new member is online in it");
+        assert!(matches!(drained(&alice).as_slice(), [Outbound::RosterChanged]));
+        assert!(matches!(drained(&bob).as_slice(), [Outbound::RosterChanged]));
+        assert!(drained(&alice_stomp).is_empty(), "no roster pushes for a session that cannot take them");
+    }
+}
