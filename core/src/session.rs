@@ -1,5 +1,9 @@
-//! What the engine holds for a session: an id, who it is, and a bounded
-//! outbox that the session's own task drains.
+//! What the engine holds for a session: an id, who it is, what it speaks
+//! ([`Protocol`]) and can receive ([`Capabilities`]), and a bounded outbox
+//! that the session's own task drains.
+//!
+//! Imports `presence` for [`Availability`] only; presence's service and
+//! fan-out import this module, never the other way round.
 //!
 //! The outbox is a `VecDeque` behind a mutex rather than a channel so an idle
 //! session costs no pre-allocated slots (tokio's bounded channel allocates a
