@@ -21,7 +21,7 @@ use super::ns;
 use super::xml::{Element, Limits};
 use crate::auth::sasl::{self, Mechanism, ScramServer};
 use crate::auth::{AuthError, ClientInfo, Identity};
-use crate::engine::{Engine, Inbox, InboxError, LoginError, Origin, Publish};
+use crate::engine::{Engine, Inbox, LoginError, Origin, Publish};
 use crate::error::{CloseCode, CloseReason};
 use crate::message::Message;
 use crate::presence::Availability;
@@ -512,13 +512,20 @@ impl Session {
             crate::session::OutboxLimits::from_config(&self.engine.config.limits),
         );
         let _ = handle.resource.set(resource.clone());
-        let inbox = match self.engine.open_inbox(&identity, &handle).await {
+        // The uid is the auth source's (a JWT `sub`, a name an HTTP backend
+        // accepts): bound as a pattern, `#` or `x.*` would read other users'
+        // feeds. The same rule as a STOMP SUBSCRIBE to `feed/<uid>`.
+        let feed = &self.engine.config.exchanges.feed;
+        if let Err(why) =
+            crate::auth::policy::addressing(&self.engine, &identity, feed, &identity.uid, crate::auth::Permission::Read)
+                .await
+        {
+            tracing::info!(uid = %identity.uid, %why, "XMPP bind refused");
+            return stanza_error(iq, "cancel", "not-allowed");
+        }
+        let inbox = match self.engine.open_inbox(&handle).await {
             Ok(inbox) => inbox,
-            Err(InboxError::Refused(why)) => {
-                tracing::info!(uid = %identity.uid, %why, "XMPP bind refused");
-                return stanza_error(iq, "cancel", "not-allowed");
-            }
-            Err(InboxError::Route(e)) => {
+            Err(e) => {
                 tracing::warn!(error = %e, "XMPP session queue not set up");
                 return stanza_error(iq, "wait", "internal-server-error");
             }
@@ -944,7 +951,7 @@ impl Session {
     async fn roster_changed<W: XmppTx>(&mut self, tx: &mut W) -> Result<(), End> {
         let uid = self.uid().to_owned();
         if let Some(b) = self.bound.as_mut() {
-            if self.engine.follow_projects(&uid, &b.handle, &mut b.inbox).await.is_err() {
+            if self.engine.follow_projects(&b.handle, &mut b.inbox).await.is_err() {
                 return Ok(());
             }
         }
