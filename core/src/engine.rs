@@ -1,5 +1,12 @@
 //! The engine: one running node. A cheap-to-clone handle over `Arc<Shared>`
 //! owned by the binary, the Node addon or a test.
+//!
+//! Edges and the application reach the node through a few doors here:
+//! every publish goes through [`Engine::route`], every session enters with
+//! [`Engine::attach`] and leaves with [`Engine::detach`], and a session that
+//! reads its user's feed (an XMPP resource) gets its queue from
+//! [`Engine::open_inbox`]. A cluster Bus or a store hooks in at those doors.
+//! Presence fan-out is `presence::fanout`'s; the engine lends it its parts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,16 +19,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::throttle::{LoginThrottle, Throttled};
-use crate::auth::{AuthError, Authenticator, Authorizer, ClientInfo, Identity};
+pub use crate::auth::AuthSources;
+use crate::auth::{AuthError, ClientInfo, Identity};
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryError, MemoryDirectory};
 use crate::error::{CloseCode, CloseReason};
 use crate::hub::Hub;
 use crate::message::Message;
-use crate::presence::service::{PresenceNotice, PresenceService, ResourceState};
+use crate::presence::fanout;
+use crate::presence::service::{AggregateChange, PresenceService};
 use crate::presence::{Availability, MemoryPresence, PresenceError, PresenceStore, UserPresence};
-use crate::router::{RouteError, Router};
-use crate::session::{Outbound, SessionHandle};
+use crate::router::{
+    AckMode, ConsumerId, Destination, DestinationError, Queue, QueueOptions, RouteError, Router, Vhost,
+};
+use crate::session::{Capabilities, SessionHandle};
 use crate::store::{MemoryStore, QueueStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +56,48 @@ pub enum EngineError {
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error(transparent)]
-    Destination(crate::stomp::destination::DestinationError),
+    Destination(DestinationError),
     #[error(transparent)]
     Route(#[from] RouteError),
+}
+
+/// Who publishes: decides whether the memory alarm applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client's session (STOMP SEND, XMPP message); permissions were checked by its edge.
+    Session,
+    /// The application in-process (Node addon, admin API, tests): no permission check.
+    Application,
+    /// The engine's own small presence events: they pass under the memory
+    /// alarm, since clients' view of who is online depends on them.
+    Engine,
+}
+
+/// One publish through the engine's door, [`Engine::route`]. The message is
+/// built once; every queue it reaches shares it.
+#[derive(Debug)]
+pub struct Publish<'a> {
+    pub vhost: &'a Vhost,
+    pub message: Message,
+    pub origin: Origin,
+}
+
+/// What a publish reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    /// Queues that took the message.
+    pub queues: usize,
+}
+
+/// The private queue of a session that reads its user's feed and projects
+/// (an XMPP resource), made by [`Engine::open_inbox`].
+#[derive(Debug)]
+pub struct Inbox {
+    pub queue: Arc<Queue>,
+    pub consumer: ConsumerId,
+    /// Projects whose exchange binding the queue has, kept for rebinding
+    /// when membership changes ([`Engine::follow_projects`]).
+    pub projects: Vec<String>,
 }
 
 /// Why [`Engine::login`] did not let a client in. The texts are what clients
@@ -66,14 +116,6 @@ pub enum LoginError {
     /// Backed off after failed logins (`[login]`); the password was not checked.
     #[error("{0}")]
     Throttled(Throttled),
-}
-
-/// The authentication and authorization sources in use; swappable at run time
-/// (the Node addon installs JS callbacks after construction).
-#[derive(Clone)]
-pub struct AuthSources {
-    pub authenticator: Arc<dyn Authenticator>,
-    pub authorizer: Arc<dyn Authorizer>,
 }
 
 pub struct Shared {
@@ -249,7 +291,7 @@ impl Engine {
     /// try now. Pair with [`Engine::login_finished`].
     pub fn login_allowed(&self, login: &str, client: &ClientInfo) -> Result<(), LoginError> {
         self.logins.check(login, client).map_err(|t| {
-            tracing::info!(login, addr = ?client.addr, protocol = client.protocol, "login refused: {t}");
+            tracing::info!(login, addr = ?client.addr, protocol = client.protocol.as_str(), "login refused: {t}");
             LoginError::Throttled(t)
         })
     }
@@ -299,44 +341,50 @@ impl Engine {
         }
     }
 
-    /// A session authenticated: it is in the hub from now on.
-    pub fn session_opened(&self, s: &Arc<SessionHandle>) {
+    /// A session authenticated: it is in the hub from now on (kicks,
+    /// shutdown and fan-out reach it). A session whose client does not
+    /// announce its own presence is online from here until [`Engine::detach`].
+    pub async fn attach(&self, s: &Arc<SessionHandle>) {
         self.hub.register(s.clone());
         self.emit(|| EngineEvent::Session {
             event: "open",
             session: s.id,
             uid: s.uid.to_string(),
-            protocol: s.protocol,
+            protocol: s.protocol.as_str(),
             transport: s.transport,
             reason: None,
         });
+        if !s.capabilities.contains(Capabilities::OWN_PRESENCE) {
+            self.set_session_presence(s, &s.presence_resource(), Availability::Online, "", 0).await;
+        }
     }
 
-    /// A session ended: out of the hub.
-    pub fn session_closed(&self, s: &SessionHandle) {
+    /// A session ended: out of the hub, and its presence is gone (announced
+    /// whether the client said goodbye or vanished).
+    pub async fn detach(&self, s: &SessionHandle) {
         if self.hub.unregister(s.id).is_some() {
             self.emit(|| EngineEvent::Session {
                 event: "close",
                 session: s.id,
                 uid: s.uid.to_string(),
-                protocol: s.protocol,
+                protocol: s.protocol.as_str(),
                 transport: s.transport,
                 reason: s.close_reason().map(|r| r.to_string()),
             });
         }
+        self.remove_session_presence(s, &s.presence_resource()).await;
     }
 
-    /// Routes a message in a vhost: every publish (STOMP SEND, XMPP message,
-    /// the API) goes through here, and is refused while the memory alarm is
-    /// on (`limits.memory_high_watermark`).
-    pub fn route(&self, vhost: &crate::router::Vhost, message: Message) -> Result<usize, RouteError> {
-        self.router.alarm.check()?;
-        self.route_always(vhost, message)
-    }
-
-    /// Routes even under the memory alarm: the engine's own small presence
-    /// events, which clients' views of who is online depend on.
-    fn route_always(&self, vhost: &crate::router::Vhost, message: Message) -> Result<usize, RouteError> {
+    /// The door every publish goes through: STOMP SEND, XMPP message, the
+    /// application's calls ([`Engine::publish`], [`Engine::publish_to`],
+    /// [`Engine::send_to_user`], the admin API) and the engine's presence
+    /// events. Refused while the memory alarm is on
+    /// (`limits.memory_high_watermark`), except the engine's own events.
+    pub fn route(&self, publish: Publish<'_>) -> Result<Routed, RouteError> {
+        let Publish { vhost, message, origin } = publish;
+        if origin != Origin::Engine {
+            self.router.alarm.check()?;
+        }
         // Built only when someone listens to messages: the event copies the body.
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(EngineEvent::Message {
@@ -349,7 +397,7 @@ impl Engine {
                 sender: message.sender.clone(),
             });
         }
-        vhost.publish(message)
+        Ok(Routed { queues: vhost.publish(message)? })
     }
 
     /// Publishes to a STOMP-style destination (`/exchange/feed/alice`,
@@ -362,40 +410,39 @@ impl Engine {
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> Result<usize, PublishError> {
-        use crate::stomp::destination::Destination;
         let vhost = self.router.vhost(&self.config.stomp.default_vhost)?;
-        let (exchange, key) = match Destination::parse(destination).map_err(PublishError::Destination)? {
-            Destination::Exchange { exchange, key } => (exchange, key),
-            Destination::Topic(key) => ("amq.topic".to_owned(), key),
+        let dest = Destination::parse(destination).map_err(PublishError::Destination)?;
+        match &dest {
             Destination::Queue(q) => {
-                let opts = crate::router::QueueOptions { durable: true, exclusive: None, auto_delete: false };
-                vhost.declare_queue(&q, opts, None)?;
-                (String::new(), q)
+                let opts = QueueOptions { durable: true, exclusive: None, auto_delete: false };
+                vhost.declare_queue(q, opts, None)?;
             }
-            Destination::AmqQueue(q) | Destination::ReplyQueue(q) => {
-                if vhost.queue(&q).is_none() {
-                    return Err(RouteError::NoQueue(q, vhost.name.to_string()).into());
-                }
-                (String::new(), q)
+            Destination::AmqQueue(q) | Destination::ReplyQueue(q) if vhost.queue(q).is_none() => {
+                return Err(RouteError::NoQueue(q.clone(), vhost.name.to_string()).into());
             }
-            Destination::TempQueue(_) => {
-                return Err(PublishError::Destination(crate::stomp::destination::DestinationError::Unknown(
-                    destination.to_owned(),
-                )))
-            }
+            _ => {}
+        }
+        let Some((exchange, key)) = dest.exchange_and_key() else {
+            return Err(PublishError::Destination(DestinationError::Unknown(destination.to_owned())));
         };
-        Ok(self.route(vhost, Message::new(exchange, key, headers, body))?)
+        let message = Message::new(exchange, key, headers, body);
+        Ok(self.route(Publish { vhost, message, origin: Origin::Application })?.queues)
     }
 
-    /// Sets the presence of a user's STOMP (and other non-XMPP) sessions, as
-    /// the application decides it (XMPP resources set their own). Returns
-    /// how many sessions it applied to; a user without such sessions is
-    /// unchanged (presence follows connections).
+    /// Sets the presence of a user's STOMP (and other) sessions whose
+    /// clients do not announce their own, as the application decides it
+    /// (XMPP resources set their own). Returns how many sessions it applied
+    /// to; a user without such sessions is unchanged (presence follows
+    /// connections).
     pub async fn set_user_presence(&self, uid: &str, availability: Availability, status: &str) -> usize {
-        let sessions: Vec<Arc<SessionHandle>> =
-            self.hub.user_sessions(uid).into_iter().filter(|s| s.protocol != "xmpp").collect();
+        let sessions: Vec<Arc<SessionHandle>> = self
+            .hub
+            .user_sessions(uid)
+            .into_iter()
+            .filter(|s| !s.capabilities.contains(Capabilities::OWN_PRESENCE))
+            .collect();
         for s in &sessions {
-            self.set_session_presence(s, &format!("{}-{}", s.protocol, s.id), availability, status, 0).await;
+            self.set_session_presence(s, &s.presence_resource(), availability, status, 0).await;
         }
         sessions.len()
     }
@@ -417,9 +464,7 @@ impl Engine {
     }
 
     /// Sets one session's presence (XMPP resource, or a STOMP session as
-    /// `stomp-<id>`), then tells everyone who should know: the store and the
-    /// `presence` exchange when the user's aggregate changed, and the XMPP
-    /// sessions of the user's contacts (and the user's own) per resource.
+    /// `stomp-<id>`), then tells everyone who should know (`presence::fanout`).
     pub async fn set_session_presence(
         &self,
         session: &SessionHandle,
@@ -428,93 +473,13 @@ impl Engine {
         status: &str,
         priority: i8,
     ) {
-        let state = ResourceState {
-            session: session.id,
-            resource: resource.to_owned(),
-            availability,
-            status: status.to_owned(),
-            priority,
-        };
-        let update = self.presence.update(&session.uid, session.id, Some(state.clone()));
-        // Contacts already have exactly this state: a repeated presence is not
-        // broadcast again (nor written to the store).
-        if update.unchanged {
-            return;
-        }
-        self.announce(&session.uid, state, update.aggregate_changed).await;
+        fanout::set(self, session, resource, availability, status, priority).await
     }
 
-    /// Forgets a session's presence (it ended or sent unavailable). Only a
-    /// session that had announced itself is announced gone, once.
+    /// Forgets a session's presence (it ended or sent unavailable); see
+    /// `presence::fanout::remove`.
     pub async fn remove_session_presence(&self, session: &SessionHandle, resource: &str) {
-        let update = self.presence.update(&session.uid, session.id, None);
-        if !update.existed {
-            return;
-        }
-        let gone = ResourceState {
-            session: session.id,
-            resource: resource.to_owned(),
-            availability: Availability::Offline,
-            status: String::new(),
-            priority: 0,
-        };
-        self.announce(&session.uid, gone, update.aggregate_changed).await;
-    }
-
-    async fn announce(&self, uid: &str, state: ResourceState, aggregate_changed: bool) {
-        let projects = match self.directory().projects_of(uid).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(uid, error = %e, "directory unavailable; presence goes to the user's own sessions only");
-                Vec::new()
-            }
-        };
-        if aggregate_changed {
-            let store = self.presence_store();
-            let change = self.presence.sync_store(store.as_ref(), uid).await;
-            self.emit(|| EngineEvent::Presence {
-                uid: uid.to_owned(),
-                state: change.availability.as_str(),
-                status: change.status.clone(),
-            });
-            for p in &projects {
-                let r = if change.availability == Availability::Offline {
-                    store.remove_online(&p.id, uid).await
-                } else {
-                    store.add_online(&p.id, uid).await
-                };
-                if let Err(e) = r {
-                    tracing::warn!(uid, project = %p.id, error = %e, "presence store: online set not updated");
-                }
-                let body = crate::presence::service::event_json(&change, &p.id);
-                let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-                let key = format!("{}.{}", p.id, uid);
-                let routed = self.router.vhost(&self.config.stomp.default_vhost).and_then(|v| {
-                    self.route_always(
-                        v,
-                        Message::new(self.config.exchanges.presence.as_str(), key, headers, Bytes::from(body)),
-                    )
-                });
-                if let Err(e) = routed {
-                    tracing::warn!(error = %e, "presence event not published");
-                }
-            }
-        }
-        let notice = Arc::new(PresenceNotice { uid: uid.to_owned(), state });
-        let mut recipients: Vec<&str> = vec![uid];
-        for p in &projects {
-            recipients.extend(p.members.iter().map(String::as_str));
-        }
-        recipients.sort_unstable();
-        recipients.dedup();
-        for r in recipients {
-            for s in self.hub.user_sessions(r) {
-                if s.protocol == "xmpp" && s.id != notice.state.session {
-                    // A full outbox closes that session as a slow consumer; presence is not requeued.
-                    let _ = s.offer(Outbound::Presence(notice.clone()));
-                }
-            }
-        }
+        fanout::remove(self, session, resource).await
     }
 
     /// Members of the user's projects (not the user), each with the names of
@@ -547,27 +512,82 @@ impl Engine {
         let dir = self.directory();
         let before = dir.project(project).await?.map(|p| p.members).unwrap_or_default();
         dir.set_members(project, &members).await?;
-        let store = self.presence_store();
-        for uid in before.iter().filter(|u| !members.contains(u)) {
-            let _ = store.remove_online(project, uid).await;
-            self.unbind_from_project(project, uid);
-        }
-        for uid in members.iter().filter(|u| !before.contains(u)) {
-            if self.presence.aggregate(uid).0 != Availability::Offline {
-                let _ = store.add_online(project, uid).await;
+        fanout::members_changed(self, project, &before, &members, |uid| self.unbind_from_project(project, uid)).await;
+        Ok(())
+    }
+
+    /// Closes the other sessions of `uid` bound to `resource`: a resource
+    /// bound again replaces the old session (it gets `conflict`), as
+    /// ejabberd does by default. Returns how many.
+    pub fn replace_resource(&self, uid: &str, resource: &str) -> usize {
+        let mut n = 0;
+        for old in self.hub.user_sessions(uid) {
+            if old.resource.get().map(String::as_str) == Some(resource) {
+                old.close(CloseReason::new(CloseCode::Replaced, "replaced by a new session with the same resource"));
+                n += 1;
             }
         }
-        let mut affected: Vec<&String> = before.iter().chain(members.iter()).collect();
-        affected.sort_unstable();
-        affected.dedup();
-        for uid in affected {
-            for s in self.hub.user_sessions(uid) {
-                if s.protocol == "xmpp" {
-                    let _ = s.offer(Outbound::RosterChanged);
+        n
+    }
+
+    /// The private queue of a session that reads its user's feed and
+    /// projects (an XMPP resource): declared exclusive to the session, bound
+    /// to `feed/<uid>` and to each of the user's projects, and consumed by
+    /// the session. Call before [`Engine::attach`], once the edge has asked
+    /// `auth::policy` whether the uid may read `feed/<uid>` (a uid that is a
+    /// pattern may not).
+    pub async fn open_inbox(&self, session: &Arc<SessionHandle>) -> Result<Inbox, RouteError> {
+        let vhost = self.router.vhost(&session.vhost)?;
+        let qname = format!("{}-{}", session.protocol, session.id);
+        let opts = QueueOptions { durable: false, exclusive: Some(session.id), auto_delete: true };
+        let queue = vhost.declare_queue(&qname, opts, Some(session.id))?;
+        if let Err(e) = vhost.bind(&self.config.exchanges.feed, &queue, &session.uid, None) {
+            vhost.delete_queue(&qname);
+            return Err(e);
+        }
+        let projects = match self.directory().projects_of(&session.uid).await {
+            Ok(p) => p.into_iter().map(|p| p.id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "directory unavailable at bind; no project messages until it is back");
+                Vec::new()
+            }
+        };
+        let project_x = &self.config.exchanges.project;
+        for p in &projects {
+            let _ = vhost.bind(project_x, &queue, p, None);
+        }
+        let consumer = queue.consume(session.clone(), Arc::from(session.protocol.as_str()), AckMode::Auto, 0);
+        Ok(Inbox { queue, consumer, projects })
+    }
+
+    /// Project membership changed: the inbox follows the user's projects
+    /// as the directory has them now. A directory error leaves it as it was.
+    pub async fn follow_projects(&self, session: &SessionHandle, inbox: &mut Inbox) -> Result<(), DirectoryError> {
+        let projects: Vec<String> =
+            self.directory().projects_of(&session.uid).await?.into_iter().map(|p| p.id).collect();
+        let project_x = &self.config.exchanges.project;
+        if let Ok(vhost) = self.router.vhost(&session.vhost) {
+            if let Some(x) = vhost.exchange(project_x) {
+                for old in inbox.projects.iter().filter(|p| !projects.contains(p)) {
+                    x.unbind(&inbox.queue, old);
                 }
             }
+            for new in projects.iter().filter(|p| !inbox.projects.contains(p)) {
+                let _ = vhost.bind(project_x, &inbox.queue, new, None);
+            }
+            inbox.projects = projects;
         }
         Ok(())
+    }
+
+    /// The session is done with its inbox: the consumer goes, and the queue
+    /// with it when nobody else consumes it.
+    pub fn close_inbox(&self, session: &SessionHandle, inbox: Inbox) {
+        if inbox.queue.cancel(inbox.consumer) || inbox.queue.consumer_count() == 0 {
+            if let Ok(v) = self.router.vhost(&session.vhost) {
+                v.delete_queue(&inbox.queue.name);
+            }
+        }
     }
 
     /// A member removed from `project` stops reading it (docs/security.md
@@ -680,7 +700,8 @@ impl Engine {
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> Result<usize, RouteError> {
-        self.route(self.router.vhost(vhost)?, Message::new(exchange, routing_key, headers, body))
+        let message = Message::new(exchange, routing_key, headers, body);
+        Ok(self.route(Publish { vhost: self.router.vhost(vhost)?, message, origin: Origin::Application })?.queues)
     }
 
     /// Pushes to every session of one user, on the default vhost's `feed` exchange.
@@ -742,7 +763,7 @@ impl Engine {
     pub fn stats(&self) -> Stats {
         let mut by_transport = std::collections::BTreeMap::new();
         for s in self.hub.sessions() {
-            *by_transport.entry(format!("{}/{}", s.protocol, s.transport)).or_insert(0) += 1;
+            *by_transport.entry(format!("{}/{}", s.protocol.as_str(), s.transport)).or_insert(0) += 1;
         }
         let (mut queues, mut ready, mut unacked) = (0, 0, 0);
         for v in self.router.vhosts() {
@@ -765,6 +786,45 @@ impl Engine {
     }
 }
 
+/// The engine lends presence fan-out its parts (`presence::fanout`).
+impl fanout::Host for Engine {
+    fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn presence(&self) -> &PresenceService {
+        &self.presence
+    }
+
+    fn store(&self) -> Arc<dyn PresenceStore> {
+        self.presence_store()
+    }
+
+    fn directory(&self) -> Arc<dyn Directory> {
+        Engine::directory(self)
+    }
+
+    fn aggregate_changed(&self, change: &AggregateChange) {
+        self.emit(|| EngineEvent::Presence {
+            uid: change.uid.clone(),
+            state: change.availability.as_str(),
+            status: change.status.clone(),
+        });
+    }
+
+    fn publish_event(&self, project: &str, uid: &str, body: String) {
+        let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        let key = format!("{project}.{uid}");
+        let routed = self.router.vhost(&self.config.stomp.default_vhost).and_then(|vhost| {
+            let message = Message::new(self.config.exchanges.presence.as_str(), key, headers, Bytes::from(body));
+            self.route(Publish { vhost, message, origin: Origin::Engine })
+        });
+        if let Err(e) = routed {
+            tracing::warn!(error = %e, "presence event not published");
+        }
+    }
+}
+
 #[cfg(test)]
 mod login_tests {
     use super::*;
@@ -778,7 +838,11 @@ mod login_tests {
         )
         .unwrap();
         let engine = Engine::new(config).unwrap();
-        let client = ClientInfo { addr: Some("192.0.2.1:5000".parse().unwrap()), protocol: "xmpp", transport: "tcp" };
+        let client = ClientInfo {
+            addr: Some("192.0.2.1:5000".parse().unwrap()),
+            protocol: crate::session::Protocol::Xmpp,
+            transport: "tcp",
+        };
         assert_eq!(engine.login("alice", "no", &client).await, Err(LoginError::Refused));
         // A failed SCRAM proof counts like a wrong PLAIN password.
         engine.login_allowed("alice", &client).unwrap();
@@ -793,5 +857,92 @@ mod login_tests {
             assert_eq!(engine.login_finished("bob", &other, Err(AuthError::Busy)), Err(LoginError::Busy));
         }
         assert!(engine.login_allowed("bob", &other).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod door_tests {
+    use super::*;
+    use crate::session::Protocol;
+    use crate::transport::Peer;
+
+    fn engine() -> Engine {
+        let config = Config::from_toml_str(
+            "[limits]\nmemory_high_watermark = 1000\nmemory_check_interval_ms = 600000\n\
+             [[projects]]\nid = \"p1\"\nmembers = [\"alice\", \"bob\"]\n",
+        )
+        .unwrap();
+        Engine::new(config).unwrap()
+    }
+
+    fn handle(engine: &Engine, uid: &str, protocol: Protocol) -> Arc<SessionHandle> {
+        SessionHandle::new(
+            uid,
+            &engine.config.stomp.default_vhost,
+            protocol,
+            &Peer { addr: None, transport: "tcp" },
+            64,
+        )
+    }
+
+    #[test]
+    fn destinations_resolve_as_stomp_sends_do() {
+        let e = engine();
+        assert_eq!(e.publish_to("/queue/jobs", vec![], Bytes::from_static(b"1")).unwrap(), 1, "declared on first use");
+        assert_eq!(e.publish_to("/amq/queue/jobs", vec![], Bytes::from_static(b"2")).unwrap(), 1);
+        assert!(matches!(
+            e.publish_to("/amq/queue/missing", vec![], Bytes::new()),
+            Err(PublishError::Route(RouteError::NoQueue(..)))
+        ));
+        assert!(matches!(e.publish_to("/temp-queue/r", vec![], Bytes::new()), Err(PublishError::Destination(_))));
+        assert!(matches!(e.publish_to("jobs", vec![], Bytes::new()), Err(PublishError::Destination(_))));
+        assert_eq!(e.publish_to("/topic/a.b", vec![], Bytes::new()).unwrap(), 0, "nobody bound");
+    }
+
+    #[test]
+    fn the_door_refuses_under_the_memory_alarm_except_the_engines_own_events() {
+        let e = engine();
+        e.publish_to("/queue/fill", vec![], Bytes::from(vec![0u8; 2000])).unwrap();
+        assert!(e.check_memory().alarm);
+        let vhost = e.router.vhost("/").unwrap();
+        let publish = |origin| Publish { vhost, message: Message::new("amq.topic", "k", vec![], Bytes::new()), origin };
+        assert!(matches!(e.route(publish(Origin::Session)), Err(RouteError::MemoryAlarm { .. })));
+        assert!(matches!(e.route(publish(Origin::Application)), Err(RouteError::MemoryAlarm { .. })));
+        assert_eq!(e.route(publish(Origin::Engine)).unwrap(), Routed { queues: 0 });
+    }
+
+    #[tokio::test]
+    async fn attach_and_detach_bring_a_session_in_and_out_with_its_presence() {
+        let e = engine();
+        let stomp = handle(&e, "alice", Protocol::Stomp);
+        e.attach(&stomp).await;
+        assert_eq!(e.hub.session_count(), 1);
+        assert_eq!(e.presence.aggregate("alice").0, Availability::Online, "online while attached");
+        assert_eq!(e.presence.resources("alice")[0].resource, format!("stomp-{}", stomp.id));
+        let xmpp = handle(&e, "bob", Protocol::Xmpp);
+        e.attach(&xmpp).await;
+        assert_eq!(e.presence.aggregate("bob").0, Availability::Offline, "an XMPP resource announces itself");
+        e.detach(&stomp).await;
+        e.detach(&xmpp).await;
+        assert_eq!(e.hub.session_count(), 0);
+        assert_eq!(e.presence.aggregate("alice").0, Availability::Offline);
+    }
+
+    #[tokio::test]
+    async fn an_inbox_reads_the_feed_and_projects_and_follows_membership() {
+        let e = engine();
+        let s = handle(&e, "alice", Protocol::Xmpp);
+        let mut inbox = e.open_inbox(&s).await.unwrap();
+        assert_eq!(inbox.queue.name.as_ref(), format!("xmpp-{}", s.id));
+        assert_eq!(inbox.projects, ["p1"]);
+        assert_eq!(e.send_to_user("alice", vec![], Bytes::new()).unwrap(), 1);
+        assert_eq!(e.publish("/", "project", "p1", vec![], Bytes::new()).unwrap(), 1);
+        e.directory().set_members("p1", &["bob".to_owned()]).await.unwrap();
+        e.follow_projects(&s, &mut inbox).await.unwrap();
+        assert!(inbox.projects.is_empty());
+        assert_eq!(e.publish("/", "project", "p1", vec![], Bytes::new()).unwrap(), 0, "unbound from p1");
+        let name = inbox.queue.name.clone();
+        e.close_inbox(&s, inbox);
+        assert!(e.router.vhost("/").unwrap().queue(&name).is_none(), "the queue goes with its only consumer");
     }
 }

@@ -105,15 +105,16 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::error::CloseCode;
+    use crate::session::Protocol;
     use crate::transport::Peer;
 
     #[test]
     fn register_lookup_unregister() {
         let hub = Hub::default();
         let peer = Peer { addr: None, transport: "tcp" };
-        let a1 = SessionHandle::new("alice", "/", "stomp", &peer, 8);
-        let a2 = SessionHandle::new("alice", "/", "stomp", &peer, 8);
-        let b = SessionHandle::new("bob", "/", "stomp", &peer, 8);
+        let a1 = SessionHandle::new("alice", "/", Protocol::Stomp, &peer, 8);
+        let a2 = SessionHandle::new("alice", "/", Protocol::Stomp, &peer, 8);
+        let b = SessionHandle::new("bob", "/", Protocol::Stomp, &peer, 8);
         for s in [&a1, &a2, &b] {
             hub.register(s.clone());
         }

@@ -1,5 +1,9 @@
-//! What the engine holds for a session: an id, who it is, and a bounded
-//! outbox that the session's own task drains.
+//! What the engine holds for a session: an id, who it is, what it speaks
+//! ([`Protocol`]) and can receive ([`Capabilities`]), and a bounded outbox
+//! that the session's own task drains.
+//!
+//! Imports `presence` for [`Availability`] only; presence's service and
+//! fan-out import this module, never the other way round.
 //!
 //! The outbox is a `VecDeque` behind a mutex rather than a channel so an idle
 //! session costs no pre-allocated slots (tokio's bounded channel allocates a
@@ -16,8 +20,98 @@ use tokio::sync::Notify;
 
 use crate::error::{CloseCode, CloseReason};
 use crate::message::Message;
+use crate::presence::Availability;
 
 pub type SessionId = u64;
+
+/// The protocol a client speaks. Its name (`stomp`, `xmpp`) is what the
+/// admin API, metrics labels, engine events and logs show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Stomp,
+    /// XMPP over TCP, WebSocket or BOSH.
+    Xmpp,
+    /// No client: the application's own calls (`ClientInfo::LOCAL`).
+    Local,
+}
+
+impl Protocol {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Stomp => "stomp",
+            Protocol::Xmpp => "xmpp",
+            Protocol::Local => "local",
+        }
+    }
+
+    /// What a session of this protocol can take besides deliveries.
+    pub const fn capabilities(self) -> Capabilities {
+        match self {
+            Protocol::Xmpp => {
+                Capabilities::PRESENCE_NOTICES.with(Capabilities::ROSTER_PUSHES).with(Capabilities::OWN_PRESENCE)
+            }
+            Protocol::Stomp | Protocol::Local => Capabilities::NONE,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Protocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What a session can receive from the engine besides deliveries, and who
+/// sets its presence. Presence and roster fan-out (`presence::fanout`) ask
+/// these, never a protocol's name. One byte in the handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities(u8);
+
+impl Capabilities {
+    pub const NONE: Capabilities = Capabilities(0);
+    /// Contacts' presence, one resource at a time ([`Outbound::Presence`]).
+    pub const PRESENCE_NOTICES: Capabilities = Capabilities(1);
+    /// Roster changes ([`Outbound::RosterChanged`]).
+    pub const ROSTER_PUSHES: Capabilities = Capabilities(2);
+    /// The client announces its own presence (an XMPP resource); without it
+    /// the session is online while attached, and the application may set
+    /// its presence (`Engine::set_user_presence`).
+    pub const OWN_PRESENCE: Capabilities = Capabilities(4);
+
+    pub const fn with(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 | other.0)
+    }
+
+    pub const fn contains(self, other: Capabilities) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// One session's presence, as its contacts see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceState {
+    pub session: SessionId,
+    /// XMPP resource; other sessions are `<protocol>-<session id>`
+    /// ([`SessionHandle::presence_resource`]).
+    pub resource: String,
+    /// `Offline` = connected but no presence sent yet, or unavailable.
+    pub availability: Availability,
+    pub status: String,
+    pub priority: i8,
+}
+
+/// A change to hand to contacts: one resource of `uid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceNotice {
+    pub uid: String,
+    pub state: ResourceState,
+}
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -40,9 +134,11 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub enum Outbound {
     Deliver(Delivery),
-    /// A contact's (or the user's other) resource changed presence (XMPP).
-    Presence(Arc<crate::presence::service::PresenceNotice>),
-    /// Project membership changed: the roster must be re-read and pushed (XMPP).
+    /// A contact's (or the user's other) resource changed presence
+    /// (sessions with [`Capabilities::PRESENCE_NOTICES`]).
+    Presence(Arc<PresenceNotice>),
+    /// Project membership changed: the roster must be re-read and pushed
+    /// (sessions with [`Capabilities::ROSTER_PUSHES`]).
     RosterChanged,
 }
 
@@ -83,9 +179,10 @@ pub struct SessionHandle {
     pub id: SessionId,
     pub uid: Arc<str>,
     pub vhost: Arc<str>,
-    /// `stomp` (later `xmpp`, `bosh`).
-    pub protocol: &'static str,
-    /// `tcp`, `tls`, `ws`, `sockjs`.
+    pub protocol: Protocol,
+    /// What it can receive besides deliveries (from `protocol`).
+    pub capabilities: Capabilities,
+    /// `tcp`, `tls`, `ws`, `sockjs`, `bosh`.
     pub transport: &'static str,
     pub peer: Option<std::net::SocketAddr>,
     pub connected_at: SystemTime,
@@ -150,7 +247,7 @@ impl SessionHandle {
     pub fn new(
         uid: &str,
         vhost: &str,
-        protocol: &'static str,
+        protocol: Protocol,
         peer: &crate::transport::Peer,
         capacity: usize,
     ) -> Arc<SessionHandle> {
@@ -161,7 +258,7 @@ impl SessionHandle {
     pub fn with_limits(
         uid: &str,
         vhost: &str,
-        protocol: &'static str,
+        protocol: Protocol,
         peer: &crate::transport::Peer,
         limits: OutboxLimits,
     ) -> Arc<SessionHandle> {
@@ -171,6 +268,7 @@ impl SessionHandle {
             uid: uid.into(),
             vhost: vhost.into(),
             protocol,
+            capabilities: protocol.capabilities(),
             transport: peer.transport,
             peer: peer.addr,
             connected_at: SystemTime::now(),
@@ -283,6 +381,15 @@ impl SessionHandle {
     pub fn close_reason(&self) -> Option<&CloseReason> {
         self.reason.get()
     }
+
+    /// The resource this session shows as in presence: its XMPP resource
+    /// once bound, `<protocol>-<id>` (`stomp-7`) otherwise.
+    pub fn presence_resource(&self) -> String {
+        match self.resource.get() {
+            Some(r) => r.clone(),
+            None => format!("{}-{}", self.protocol, self.id),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -300,7 +407,7 @@ mod tests {
         SessionHandle::with_limits(
             "u",
             "/",
-            "stomp",
+            Protocol::Stomp,
             &Peer { addr: None, transport: "tcp" },
             OutboxLimits { frames, bytes },
         )
@@ -336,6 +443,23 @@ mod tests {
         assert_eq!(h.queued_bytes(), (20 - n) * 100_003);
         while h.drain(&mut out, 256) > 0 {}
         assert_eq!((h.queued(), h.queued_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn protocols_keep_their_names_and_say_what_their_sessions_take() {
+        assert_eq!(
+            [Protocol::Stomp, Protocol::Xmpp, Protocol::Local].map(Protocol::as_str),
+            ["stomp", "xmpp", "local"]
+        );
+        assert_eq!(serde_json::to_string(&Protocol::Xmpp).unwrap(), "\"xmpp\"");
+        let xmpp = Protocol::Xmpp.capabilities();
+        assert!(xmpp.contains(Capabilities::PRESENCE_NOTICES) && xmpp.contains(Capabilities::ROSTER_PUSHES));
+        assert!(xmpp.contains(Capabilities::OWN_PRESENCE));
+        assert_eq!(Protocol::Stomp.capabilities(), Capabilities::NONE);
+        let h = handle(8, 1000);
+        assert_eq!(h.presence_resource(), format!("stomp-{}", h.id));
+        h.resource.set("phone".into()).unwrap();
+        assert_eq!(h.presence_resource(), "phone");
     }
 
     #[test]

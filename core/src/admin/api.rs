@@ -181,7 +181,7 @@ impl SessionInfo {
             id: s.id,
             uid: s.uid.to_string(),
             vhost: s.vhost.to_string(),
-            protocol: s.protocol,
+            protocol: s.protocol.as_str(),
             transport: s.transport,
             peer: s.peer.map(|p| p.to_string()),
             connected_at: unix_ms(s.connected_at),
@@ -293,7 +293,7 @@ pub async fn sessions(
         .hub
         .sessions()
         .into_iter()
-        .filter(|s| q.protocol.as_deref().is_none_or(|p| p.is_empty() || s.protocol == p))
+        .filter(|s| q.protocol.as_deref().is_none_or(|p| p.is_empty() || s.protocol.as_str() == p))
         .collect();
     all.sort_unstable_by_key(|s| s.id);
     let page = q.paging.apply(all, a.engine.config.admin.max_page_size)?;

@@ -136,10 +136,10 @@ impl Authorizer for Chain {
 }
 
 /// The chain as the engine's sources.
-impl From<Chain> for crate::engine::AuthSources {
+impl From<Chain> for super::AuthSources {
     fn from(chain: Chain) -> Self {
         let chain = Arc::new(chain);
-        crate::engine::AuthSources { authenticator: chain.clone(), authorizer: chain }
+        super::AuthSources { authenticator: chain.clone(), authorizer: chain }
     }
 }
 

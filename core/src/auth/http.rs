@@ -558,7 +558,7 @@ mod tests {
         let b = config(&svc, "/auth", |c| c.cache_ttl_ms = 60_000);
         let from = |ip: &str| ClientInfo {
             addr: Some(std::net::SocketAddr::new(ip.parse().unwrap(), 40000)),
-            protocol: "stomp",
+            protocol: crate::session::Protocol::Stomp,
             transport: "ws",
         };
         let alice = b.authenticate("alice", "pw", &from("203.0.113.7")).await.unwrap();

@@ -24,6 +24,9 @@ pub mod throttle;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::session::Protocol;
 
 pub use chain::Chain;
 pub use config_users::{ConfigUsers, DefaultPermissions};
@@ -31,6 +34,14 @@ pub use http::HttpBackend;
 pub use jwt::JwtAuth;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The authentication and authorization sources in use; swappable at run time
+/// (the Node addon installs JS callbacks after construction).
+#[derive(Clone)]
+pub struct AuthSources {
+    pub authenticator: Arc<dyn Authenticator>,
+    pub authorizer: Arc<dyn Authorizer>,
+}
 
 /// Who is logging in, besides the credentials: given to every auth source
 /// (the HTTP backend sends the address as `ip`, JS callbacks get it). The
@@ -40,16 +51,16 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct ClientInfo {
     pub addr: Option<std::net::SocketAddr>,
     /// `stomp` or `xmpp` (`local` for the application's own calls).
-    pub protocol: &'static str,
+    pub protocol: Protocol,
     /// `tcp`, `tls`, `ws`, `sockjs`, `bosh`, ...
     pub transport: &'static str,
 }
 
 impl ClientInfo {
     /// No client: the application itself, tests.
-    pub const LOCAL: ClientInfo = ClientInfo { addr: None, protocol: "local", transport: "local" };
+    pub const LOCAL: ClientInfo = ClientInfo { addr: None, protocol: Protocol::Local, transport: "local" };
 
-    pub fn new(peer: &crate::transport::Peer, protocol: &'static str) -> ClientInfo {
+    pub fn new(peer: &crate::transport::Peer, protocol: Protocol) -> ClientInfo {
         ClientInfo { addr: peer.addr, protocol, transport: peer.transport }
     }
 

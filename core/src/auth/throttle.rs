@@ -253,7 +253,7 @@ mod tests {
     fn from(ip: &str) -> ClientInfo {
         ClientInfo {
             addr: Some(std::net::SocketAddr::new(ip.parse().unwrap(), 1234)),
-            protocol: "stomp",
+            protocol: crate::session::Protocol::Stomp,
             transport: "tcp",
         }
     }

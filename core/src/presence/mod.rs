@@ -1,11 +1,17 @@
 //! Presence: one aggregated state per user, and per-project online sets,
 //! shared by every protocol.
 //!
-//! The engine's presence service (per-session states, aggregation, events)
-//! is built on a [`PresenceStore`]: where the aggregated state and the online
-//! sets live so other processes (the team's own services, other nodes) can
-//! read them. In memory by default; Redis when configured.
+//! The engine's presence service (per-session states, aggregation,
+//! [`service`]) is built on a [`PresenceStore`]: where the aggregated state
+//! and the online sets live so other processes (the team's own services,
+//! other nodes) can read them. In memory by default; Redis when configured.
+//! [`fanout`] decides who hears of a change.
+//!
+//! This file is vocabulary and the store trait: it imports nothing from the
+//! crate, so `session` can use [`Availability`] while `service` and `fanout`
+//! use `session` without a loop.
 
+pub mod fanout;
 pub mod memory;
 pub mod redis;
 pub mod service;

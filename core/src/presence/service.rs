@@ -1,6 +1,9 @@
 //! The engine's presence service: per-session states, aggregated per user,
-//! written to the [`PresenceStore`], announced on the `presence` exchange
-//! (for STOMP) and handed to contacts' XMPP sessions (per resource).
+//! and written to the [`PresenceStore`]. Who hears of a change is
+//! [`super::fanout`]'s job.
+//!
+//! Imports `presence` and `session` (the state types); nothing imports this
+//! back from `session`.
 //!
 //! The local map is authoritative for sessions on this node; the store is
 //! what other processes read. Writes to the store for one user are
@@ -16,27 +19,9 @@ use parking_lot::Mutex;
 
 use super::{Availability, PresenceStore, UserPresence};
 use crate::session::SessionId;
+pub use crate::session::{PresenceNotice, ResourceState};
 
 const STRIPES: usize = 64;
-
-/// One session's presence, as its contacts see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourceState {
-    pub session: SessionId,
-    /// XMPP resource; STOMP sessions are `stomp-<session id>`.
-    pub resource: String,
-    /// `Offline` = connected but no presence sent yet, or unavailable.
-    pub availability: Availability,
-    pub status: String,
-    pub priority: i8,
-}
-
-/// A change to hand to contacts: one resource of `uid`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresenceNotice {
-    pub uid: String,
-    pub state: ResourceState,
-}
 
 #[derive(Debug, Default)]
 struct UserState {

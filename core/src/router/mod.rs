@@ -11,6 +11,7 @@
 //! [`Vhost::bind`]); the matched queues are collected and the lock released
 //! before any delivery.
 
+pub mod destination;
 pub mod exchange;
 pub mod queue;
 pub mod topic;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+pub use destination::{Destination, DestinationError};
 pub use exchange::{Exchange, ExchangeKind, HeaderMatch};
 pub use queue::{
     AckError, AckMode, ConsumerId, Overflow, Queue, QueueCounters, QueueLimits, QueueOptions, Settle, Totals,
@@ -726,7 +728,8 @@ mod tests {
         }
         let r = router(store);
         let q = r.vhost("/").unwrap().queue("d").expect("durable queue restored");
-        let s = SessionHandle::new("u", "/", "stomp", &Peer { addr: None, transport: "tcp" }, 8);
+        let s =
+            SessionHandle::new("u", "/", crate::session::Protocol::Stomp, &Peer { addr: None, transport: "tcp" }, 8);
         q.consume(s.clone(), "s".into(), AckMode::Auto, 0);
         let mut out = Vec::new();
         s.drain(&mut out, 10);

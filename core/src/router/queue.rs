@@ -501,7 +501,7 @@ mod tests {
     use bytes::Bytes;
 
     fn session(cap: usize) -> Arc<SessionHandle> {
-        SessionHandle::new("u", "/", "stomp", &Peer { addr: None, transport: "tcp" }, cap)
+        SessionHandle::new("u", "/", crate::session::Protocol::Stomp, &Peer { addr: None, transport: "tcp" }, cap)
     }
 
     fn msg(body: &'static str) -> Arc<Message> {

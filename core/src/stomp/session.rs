@@ -13,18 +13,17 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::destination::Destination;
 use super::frame::{encode, encode_header, Command, Decoded, Decoder, Escaping, Frame, FrameError, Limits};
 use crate::auth::{policy, ClientInfo, Identity, Permission, ResourceKind};
-use crate::engine::Engine;
-use crate::engine::LoginError;
+use crate::engine::{Engine, LoginError, Origin, Publish};
 use crate::error::{CloseCode, CloseReason};
 use crate::message::{EncodingSlot, Message};
+use crate::router::destination::TOPIC_EXCHANGE;
 use crate::router::{
-    AckError, AckMode, ConsumerId, ExchangeKind, HeaderMatch, Overflow, Queue, QueueLimits, QueueOptions, RouteError,
-    Settle, Vhost,
+    AckError, AckMode, ConsumerId, Destination, ExchangeKind, HeaderMatch, Overflow, Queue, QueueLimits, QueueOptions,
+    RouteError, Settle, Vhost,
 };
-use crate::session::{write_within, Delivery, Outbound, OutboxLimits, SessionHandle, Written};
+use crate::session::{write_within, Delivery, Outbound, OutboxLimits, Protocol, SessionHandle, Written};
 use crate::shaper::{self, Shaper};
 use crate::transport::{LinkRx, LinkTx, Peer};
 
@@ -205,15 +204,8 @@ async fn open<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, peer: 
     };
     decoder.set_escaping(session.version.escaping());
     let connected = session.connected_frame(&connect);
-    engine
-        .set_session_presence(
-            &session.handle,
-            &session.presence_resource(),
-            crate::presence::Availability::Online,
-            "",
-            0,
-        )
-        .await;
+    // In the hub and online (as `stomp-<id>`) from here until `cleanup`.
+    engine.attach(&session.handle).await;
     let written = async {
         session.write(&mut tx, &connected).await?;
         if let Some(r) = &receipt {
@@ -412,7 +404,7 @@ impl Session {
             .header("host")
             .filter(|h| engine.router.vhost(h).is_ok())
             .unwrap_or(&engine.config.stomp.default_vhost);
-        let client = ClientInfo::new(peer, "stomp");
+        let client = ClientInfo::new(peer, Protocol::Stomp);
         let identity = match engine.login(login, passcode, &client).await {
             Ok(id) => id,
             Err(LoginError::Refused) => return Err(refused()),
@@ -438,7 +430,7 @@ impl Session {
         let handle = SessionHandle::with_limits(
             &identity.uid,
             vhost_name,
-            "stomp",
+            Protocol::Stomp,
             peer,
             OutboxLimits::from_config(&engine.config.limits),
         );
@@ -455,7 +447,6 @@ impl Session {
                 (floor(cy), floor(cx))
             }
         };
-        engine.session_opened(&handle);
         let now = Instant::now();
         Ok(Session {
             engine: engine.clone(),
@@ -843,20 +834,20 @@ impl Session {
         let frame = slot.expect("not buffered");
         let dest = Destination::parse(&require(&frame, "destination")?)
             .map_err(|e| fatal(CloseCode::Protocol, "Unknown destination", e.to_string()))?;
-        let (exchange, key) = match &dest {
+        // Permissions and queue preparation are STOMP's; the (exchange, key)
+        // comes from the router's one mapping below.
+        match &dest {
             Destination::Exchange { exchange, key } => {
                 if self.vhost.exchange(exchange).is_none() {
                     return Err(route_error(RouteError::NoExchange(exchange.clone(), self.vhost.name.to_string())));
                 }
                 self.check(ResourceKind::Exchange, exchange, Permission::Write).await?;
                 self.check_topic(exchange, key, Permission::Write).await?;
-                (exchange.clone(), key.clone())
             }
             Destination::Queue(q) => {
                 self.check(ResourceKind::Queue, q, Permission::Configure).await?;
                 self.check(ResourceKind::Exchange, "amq.default", Permission::Write).await?;
                 self.declare(q, queue_options(&frame, true, None), &frame)?;
-                (String::new(), q.clone())
             }
             Destination::AmqQueue(q) | Destination::ReplyQueue(q) => {
                 self.check(ResourceKind::Exchange, "amq.default", Permission::Write).await?;
@@ -884,21 +875,21 @@ impl Session {
                     Some(_) => return Err(route_error(RouteError::Locked(q.clone()))),
                     None => return Err(route_error(RouteError::NoQueue(q.clone(), self.vhost.name.to_string()))),
                 }
-                (String::new(), q.clone())
             }
             Destination::Topic(key) => {
-                self.check(ResourceKind::Exchange, "amq.topic", Permission::Write).await?;
-                self.check_topic("amq.topic", key, Permission::Write).await?;
-                ("amq.topic".to_owned(), key.clone())
+                self.check(ResourceKind::Exchange, TOPIC_EXCHANGE, Permission::Write).await?;
+                self.check_topic(TOPIC_EXCHANGE, key, Permission::Write).await?;
             }
-            Destination::TempQueue(_) => {
-                return Err(fatal(
-                    CloseCode::Protocol,
-                    "Bad destination",
-                    "/temp-queue/ destinations are only valid in reply-to",
-                ));
-            }
+            Destination::TempQueue(_) => {}
+        }
+        let Some((exchange, key)) = dest.exchange_and_key() else {
+            return Err(fatal(
+                CloseCode::Protocol,
+                "Bad destination",
+                "/temp-queue/ destinations are only valid in reply-to",
+            ));
         };
+        let (exchange, key) = (exchange.to_owned(), key.to_owned());
         let mut headers: Vec<(String, String)> = Vec::with_capacity(frame.headers.len());
         for (k, v) in &frame.headers {
             if matches!(
@@ -935,7 +926,8 @@ impl Session {
         }
         let mut message = Message::new(exchange, key, headers, frame.body);
         message.sender = Some(self.identity.uid.clone());
-        self.engine.route(&self.vhost, message).map_err(route_error)?;
+        let publish = Publish { vhost: &self.vhost, message, origin: Origin::Session };
+        self.engine.route(publish).map_err(route_error)?;
         Ok(())
     }
 
@@ -1015,7 +1007,7 @@ impl Session {
         let session = self.handle.id;
         let queue = match &dest {
             Destination::Exchange { exchange, key } => self.subscription_queue(frame, &id, exchange, key).await?,
-            Destination::Topic(key) => self.subscription_queue(frame, &id, "amq.topic", key).await?,
+            Destination::Topic(key) => self.subscription_queue(frame, &id, TOPIC_EXCHANGE, key).await?,
             Destination::Queue(q) => {
                 self.check(ResourceKind::Queue, q, Permission::Configure).await?;
                 self.check(ResourceKind::Queue, q, Permission::Read).await?;
@@ -1149,13 +1141,7 @@ impl Session {
             let _ = &sub.id;
         }
         self.handle.close(CloseReason::new(CloseCode::Normal, "session ended"));
-        self.engine.session_closed(&self.handle);
-        self.engine.remove_session_presence(&self.handle, &self.presence_resource()).await;
-    }
-
-    /// A STOMP session shows in presence as one resource of its user.
-    fn presence_resource(&self) -> String {
-        format!("stomp-{}", self.handle.id)
+        self.engine.detach(&self.handle).await;
     }
 }
 

@@ -21,12 +21,12 @@ use super::ns;
 use super::xml::{Element, Limits};
 use crate::auth::sasl::{self, Mechanism, ScramServer};
 use crate::auth::{AuthError, ClientInfo, Identity};
-use crate::engine::{Engine, LoginError};
+use crate::engine::{Engine, Inbox, LoginError, Origin, Publish};
 use crate::error::{CloseCode, CloseReason};
 use crate::message::Message;
 use crate::presence::Availability;
-use crate::router::{AckMode, ConsumerId, Queue, QueueOptions, RouteError};
-use crate::session::{write_within, Delivery, Outbound, SessionHandle, Written};
+use crate::router::RouteError;
+use crate::session::{write_within, Delivery, Outbound, Protocol, SessionHandle, Written};
 use crate::shaper::{self, Shaper};
 use crate::transport::Peer;
 
@@ -133,10 +133,8 @@ pub fn serve<R: XmppRx, W: XmppTx>(engine: Engine, rx: R, tx: W, peer: Peer) -> 
 struct Bound {
     handle: Arc<SessionHandle>,
     jid: Jid,
-    queue: Arc<Queue>,
-    consumer: ConsumerId,
-    /// Projects whose messages this session's queue is bound for.
-    projects: Vec<String>,
+    /// The session's private queue, bound to the user's feed and projects.
+    inbox: Inbox,
 }
 
 struct Session {
@@ -345,7 +343,7 @@ impl Session {
         };
         let Some(initial) = self.sasl_payload(tx, auth).await? else { return Ok(None) };
         let authn = self.engine.auth().authenticator;
-        let client = ClientInfo::new(&self.peer, "xmpp");
+        let client = ClientInfo::new(&self.peer, Protocol::Xmpp);
         if mechanism == Mechanism::Plain {
             let creds = match sasl::parse_plain(&initial) {
                 Ok(c) => c,
@@ -487,18 +485,14 @@ impl Session {
         let Ok(jid) = Jid::parse(&jid.to_string()) else {
             return stanza_error(iq, "modify", "bad-request");
         };
-        for old in self.engine.hub.user_sessions(&identity.uid) {
-            if old.protocol == "xmpp" && old.resource.get().map(String::as_str) == Some(resource.as_str()) {
-                old.close(CloseReason::new(CloseCode::Replaced, "replaced by a new session with the same resource"));
-            }
-        }
+        self.engine.replace_resource(&identity.uid, &resource);
         let vhost_name = self.engine.config.stomp.default_vhost.clone();
-        let Ok(vhost) = self.engine.router.vhost(&vhost_name) else {
+        if self.engine.router.vhost(&vhost_name).is_err() {
             return stanza_error(iq, "wait", "internal-server-error");
-        };
+        }
         // XMPP sessions live in the default vhost: the authorizer decides
         // whether this user may, as for a STOMP CONNECT to it.
-        let client = ClientInfo::new(&self.peer, "xmpp");
+        let client = ClientInfo::new(&self.peer, Protocol::Xmpp);
         match self.engine.auth().authorizer.vhost(&identity, &vhost_name, &client).await {
             Ok(true) => {}
             Ok(false) => {
@@ -513,58 +507,34 @@ impl Session {
         let handle = SessionHandle::with_limits(
             &identity.uid,
             &vhost_name,
-            "xmpp",
+            Protocol::Xmpp,
             &self.peer,
             crate::session::OutboxLimits::from_config(&self.engine.config.limits),
         );
         let _ = handle.resource.set(resource.clone());
-        let qname = format!("xmpp-{}", handle.id);
-        let opts = QueueOptions { durable: false, exclusive: Some(handle.id), auto_delete: true };
-        let queue = match vhost.declare_queue(&qname, opts, Some(handle.id)) {
-            Ok(q) => q,
-            Err(e) => {
-                tracing::warn!(error = %e, "XMPP session queue not declared");
-                return stanza_error(iq, "wait", "internal-server-error");
-            }
-        };
-        let feed = self.engine.config.exchanges.feed.clone();
         // The uid is the auth source's (a JWT `sub`, a name an HTTP backend
         // accepts): bound as a pattern, `#` or `x.*` would read other users'
         // feeds. The same rule as a STOMP SUBSCRIBE to `feed/<uid>`.
-        if let Err(why) = crate::auth::policy::addressing(
-            &self.engine,
-            &identity,
-            &feed,
-            &identity.uid,
-            crate::auth::Permission::Read,
-        )
-        .await
+        let feed = &self.engine.config.exchanges.feed;
+        if let Err(why) =
+            crate::auth::policy::addressing(&self.engine, &identity, feed, &identity.uid, crate::auth::Permission::Read)
+                .await
         {
             tracing::info!(uid = %identity.uid, %why, "XMPP bind refused");
-            vhost.delete_queue(&qname);
             return stanza_error(iq, "cancel", "not-allowed");
         }
-        if vhost.bind(&feed, &queue, &identity.uid, None).is_err() {
-            vhost.delete_queue(&qname);
-            return stanza_error(iq, "wait", "internal-server-error");
-        }
-        let projects = match self.engine.directory().projects_of(&identity.uid).await {
-            Ok(p) => p.into_iter().map(|p| p.id).collect(),
+        let inbox = match self.engine.open_inbox(&handle).await {
+            Ok(inbox) => inbox,
             Err(e) => {
-                tracing::warn!(error = %e, "directory unavailable at bind; no project messages until it is back");
-                Vec::new()
+                tracing::warn!(error = %e, "XMPP session queue not set up");
+                return stanza_error(iq, "wait", "internal-server-error");
             }
         };
-        let project_x = self.engine.config.exchanges.project.clone();
-        for p in &projects {
-            let _ = vhost.bind(&project_x, &queue, p, None);
-        }
-        self.engine.session_opened(&handle);
-        let consumer = queue.consume(handle.clone(), Arc::from("xmpp"), AckMode::Auto, 0);
+        self.engine.attach(&handle).await;
         let reply = iq_result(iq).with_child(
             Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(jid.to_string())),
         );
-        self.bound = Some(Bound { handle, jid, queue, consumer, projects });
+        self.bound = Some(Bound { handle, jid, inbox });
         reply
     }
 
@@ -876,7 +846,12 @@ impl Session {
         };
         let mut message = Message::new(exchange, key, headers, Bytes::from(body));
         message.sender = Some(self.uid().to_owned());
-        if let Err(e) = self.engine.router.vhost(&vhost).and_then(|v| self.engine.route(v, message)) {
+        let routed = self
+            .engine
+            .router
+            .vhost(&vhost)
+            .and_then(|vhost| self.engine.route(Publish { vhost, message, origin: Origin::Session }));
+        if let Err(e) = routed {
             // Memory alarm or a full reject-publish queue: the sender may retry later.
             let condition = match e {
                 RouteError::MemoryAlarm { .. } | RouteError::QueueFull { .. } => "resource-constraint",
@@ -975,22 +950,10 @@ impl Session {
     /// Project membership changed: rebind project queues, push roster diffs.
     async fn roster_changed<W: XmppTx>(&mut self, tx: &mut W) -> Result<(), End> {
         let uid = self.uid().to_owned();
-        let projects: Vec<String> = match self.engine.directory().projects_of(&uid).await {
-            Ok(p) => p.into_iter().map(|p| p.id).collect(),
-            Err(_) => return Ok(()),
-        };
-        let vhost_name = self.engine.config.stomp.default_vhost.clone();
-        let project_x = self.engine.config.exchanges.project.clone();
-        if let (Ok(vhost), Some(b)) = (self.engine.router.vhost(&vhost_name), self.bound.as_mut()) {
-            if let Some(x) = vhost.exchange(&project_x) {
-                for old in b.projects.iter().filter(|p| !projects.contains(p)) {
-                    x.unbind(&b.queue, old);
-                }
+        if let Some(b) = self.bound.as_mut() {
+            if self.engine.follow_projects(&b.handle, &mut b.inbox).await.is_err() {
+                return Ok(());
             }
-            for new in projects.iter().filter(|p| !b.projects.contains(p)) {
-                let _ = vhost.bind(&project_x, &b.queue, new, None);
-            }
-            b.projects = projects;
         }
         let Ok(contacts) = self.engine.contacts(&uid).await else { return Ok(()) };
         let new: BTreeMap<String, Vec<String>> = contacts.into_iter().collect();
@@ -1023,16 +986,10 @@ impl Session {
 
     async fn cleanup(&mut self) {
         let Some(b) = self.bound.take() else { return };
-        if b.queue.cancel(b.consumer) || b.queue.consumer_count() == 0 {
-            if let Ok(v) = self.engine.router.vhost(&b.handle.vhost) {
-                v.delete_queue(&b.queue.name);
-            }
-        }
+        self.engine.close_inbox(&b.handle, b.inbox);
         b.handle.close(CloseReason::new(CloseCode::Normal, "session ended"));
-        self.engine.session_closed(&b.handle);
-        let resource = b.jid.resource.clone().unwrap_or_default();
         // Unavailable goes out whether the client said goodbye or vanished.
-        self.engine.remove_session_presence(&b.handle, &resource).await;
+        self.engine.detach(&b.handle).await;
     }
 }
 

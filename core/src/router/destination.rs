@@ -1,6 +1,16 @@
-//! STOMP destinations, with RabbitMQ's meaning.
+//! Destinations (`/exchange/x/key`, `/queue/q`, `/topic/k`, ...) with
+//! RabbitMQ's meaning, and the one mapping from a destination to the
+//! (exchange, routing key) a publish is routed with. STOMP frames and the
+//! application's `Engine::publish_to` both name targets this way; each caller
+//! prepares queues its own way (permissions, options), then routes with
+//! [`Destination::exchange_and_key`].
+//!
+//! Plain data: imports nothing from the crate.
 
 use std::fmt;
+
+/// The exchange behind `/topic/` destinations.
+pub const TOPIC_EXCHANGE: &str = "amq.topic";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
@@ -56,6 +66,19 @@ impl Destination {
         }
         Err(DestinationError::Unknown(s.to_owned()))
     }
+
+    /// The (exchange, routing key) a publish to this destination is routed
+    /// with: queues through the default exchange (`""`, key = queue name),
+    /// topics through `amq.topic`. `None` for `/temp-queue/`, which names a
+    /// reply queue in `reply-to` and is not a publish target.
+    pub fn exchange_and_key(&self) -> Option<(&str, &str)> {
+        match self {
+            Destination::Exchange { exchange, key } => Some((exchange, key)),
+            Destination::Topic(key) => Some((TOPIC_EXCHANGE, key)),
+            Destination::Queue(q) | Destination::AmqQueue(q) | Destination::ReplyQueue(q) => Some(("", q)),
+            Destination::TempQueue(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for Destination {
@@ -101,5 +124,19 @@ mod tests {
         ] {
             assert_eq!(Destination::parse(s).unwrap().to_string(), s);
         }
+    }
+
+    #[test]
+    fn maps_publish_targets_to_exchange_and_key() {
+        let route =
+            |s: &str| Destination::parse(s).unwrap().exchange_and_key().map(|(x, k)| (x.to_owned(), k.to_owned()));
+        let xk = |x: &str, k: &str| Some((x.to_owned(), k.to_owned()));
+        assert_eq!(route("/exchange/feed/alice"), xk("feed", "alice"));
+        assert_eq!(route("/exchange/feed"), xk("feed", ""));
+        assert_eq!(route("/topic/a.b"), xk("amq.topic", "a.b"));
+        assert_eq!(route("/queue/jobs"), xk("", "jobs"));
+        assert_eq!(route("/amq/queue/jobs"), xk("", "jobs"));
+        assert_eq!(route("/reply-queue/amq.gen-1"), xk("", "amq.gen-1"));
+        assert_eq!(route("/temp-queue/r"), None, "only valid in reply-to");
     }
 }
