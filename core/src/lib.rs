@@ -33,6 +33,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod hub;
 pub mod message;
+pub mod pem;
 pub mod presence;
 pub mod router;
 pub mod session;
