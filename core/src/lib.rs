@@ -32,6 +32,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;
+mod listen;
 pub mod message;
 pub mod pem;
 pub mod presence;

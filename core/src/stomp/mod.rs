@@ -3,10 +3,14 @@
 //! `frame` is the sans-IO codec; `destination` parses RabbitMQ-style
 //! destinations; `session` runs one client over any [`crate::transport`] link
 //! and translates frames into engine calls. Routing, auth and queue decisions
-//! are the engine's.
+//! are the engine's. `listen` binds STOMP's listeners (TCP, TLS, and HTTP
+//! with WebSocket and SockJS) over transport's accept loop; `ws` is STOMP's
+//! framing on a WebSocket link.
 
 pub mod destination;
 pub mod frame;
+pub mod listen;
 mod session;
+pub mod ws;
 
 pub use session::serve;

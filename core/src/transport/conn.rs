@@ -28,6 +28,8 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ForwardedHeader};
 
@@ -396,6 +398,64 @@ pub fn session_slot(gate: &Arc<Gate>, client: Option<IpAddr>) -> Result<Slot, Re
             gate.admit(client, true)
         }
         None => gate.admit(client, true),
+    }
+}
+
+// ---- admission ---------------------------------------------------------------
+
+/// What every listener of a node admits its connections through and runs
+/// them in: the node's [`Gate`], its task tracker and shutdown signal, and
+/// the `[connections]` settings the accept loop needs. The accept loop and
+/// the edges' listeners take this, not the engine, so transport depends on
+/// nothing above it. Built once per node at start; clones share it.
+#[derive(Clone)]
+pub struct Admission {
+    pub gate: Arc<Gate>,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    /// The listeners that take PROXY protocol headers (`connections.proxy_protocol`).
+    proxy_protocol: Arc<[String]>,
+    /// How long a PROXY header may take (`connections.header_timeout_ms`).
+    pub header_timeout: Duration,
+}
+
+impl Admission {
+    pub fn new(config: &Config, gate: Arc<Gate>, tasks: TaskTracker, shutdown: CancellationToken) -> Admission {
+        let c = &config.connections;
+        Admission {
+            gate,
+            tasks,
+            shutdown,
+            proxy_protocol: c.proxy_protocol.iter().cloned().collect(),
+            header_timeout: Duration::from_millis(c.header_timeout_ms),
+        }
+    }
+
+    /// The same node with another gate (the admin listener has its own cap).
+    pub fn with_gate(&self, gate: Arc<Gate>) -> Admission {
+        Admission { gate, ..self.clone() }
+    }
+
+    /// Whether the listener `name` takes PROXY protocol headers.
+    pub fn takes_proxy_header(&self, name: &str) -> bool {
+        self.proxy_protocol.iter().any(|l| l == name)
+    }
+
+    /// The slot for a session starting now from `client` ([`session_slot`]).
+    pub fn session_slot(&self, client: Option<IpAddr>) -> Result<Slot, Refusal> {
+        session_slot(&self.gate, client)
+    }
+
+    /// Runs a connection's or session's task on the node, holding `slot`
+    /// beside it ([`scope`]). Pass the session's future itself, not
+    /// `async move { work.await }`: an async block would store the future
+    /// twice (captured, then awaited), and that is what every idle
+    /// connection costs.
+    pub fn spawn<F>(&self, slot: Slot, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(scope(slot, work));
     }
 }
 
