@@ -346,7 +346,7 @@ impl ConnectionsConfig {
             }
         }
         for (i, p) in self.trusted_proxies.iter().enumerate() {
-            if let Err(e) = crate::transport::conn::Cidr::parse(p) {
+            if let Err(e) = crate::net::Cidr::parse(p) {
                 return Err(invalid(format!("connections.trusted_proxies[{i}]"), e));
             }
         }
