@@ -735,6 +735,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn admission_runs_a_task_with_its_slot_and_knows_its_proxied_listeners() {
+        let text = "[limits]\nmax_connections = 1\n[connections]\ntrusted_proxies = [\"10.0.0.1\"]\n\
+                    proxy_protocol = [\"xmpp-c2s\"]\n";
+        let config = Config::from_toml_str(text).unwrap();
+        let g = gate(text);
+        let admission = Admission::new(&config, g.clone(), TaskTracker::new(), CancellationToken::new());
+        assert!(admission.takes_proxy_header("xmpp-c2s"));
+        assert!(!admission.takes_proxy_header("stomp-tcp"));
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        admission.spawn(g.admit(Some(a), true).unwrap(), async move {
+            let _ = wait.await;
+            // The task's own slot, as sessions see it.
+            authenticated();
+        });
+        // The node's one place is the task's until it ends.
+        assert_eq!(g.admit(None, false).err(), Some(Refusal::Node));
+        done.send(()).unwrap();
+        admission.tasks.close();
+        admission.tasks.wait().await;
+        assert_eq!((g.open_from(a), g.unauthenticated()), ((0, 0), 0));
+        assert!(g.admit(None, false).is_ok());
+    }
+
+    #[tokio::test]
     async fn a_login_inside_the_scope_marks_the_slot() {
         let g = gate("");
         let a: IpAddr = "127.0.0.2".parse().unwrap();
