@@ -346,7 +346,7 @@ impl ConnectionsConfig {
             }
         }
         for (i, p) in self.trusted_proxies.iter().enumerate() {
-            if let Err(e) = crate::transport::conn::Cidr::parse(p) {
+            if let Err(e) = crate::net::Cidr::parse(p) {
                 return Err(invalid(format!("connections.trusted_proxies[{i}]"), e));
             }
         }
@@ -979,7 +979,29 @@ pub struct ExchangeConfig {
     pub name: String,
     /// `direct`, `fanout`, `topic` or `headers`.
     #[serde(rename = "type")]
-    pub kind: crate::router::ExchangeKind,
+    pub kind: ExchangeKind,
+}
+
+/// An exchange's type. Defined here, where the config names it, so config
+/// needs nothing from the router; the router re-exports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1237,7 +1259,7 @@ impl AuthConfig {
                 return Err(invalid("auth.jwt.hs256_secret", "must not be empty"));
             }
             if let Some(path) = &j.rs256_public_key {
-                crate::auth::jwt::load_rsa_public_key(path).map_err(|e| invalid("auth.jwt.rs256_public_key", e))?;
+                crate::pem::rsa_public_key(path).map_err(|e| invalid("auth.jwt.rs256_public_key", e))?;
             }
             for (key, value) in [
                 ("auth.jwt.issuer", &j.issuer),

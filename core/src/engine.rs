@@ -53,6 +53,16 @@ pub enum EngineError {
     Directory(#[from] DirectoryError),
 }
 
+impl From<crate::transport::tcp::ListenError> for EngineError {
+    fn from(e: crate::transport::tcp::ListenError) -> EngineError {
+        use crate::transport::tcp::ListenError;
+        match e {
+            ListenError::Bind { what, addr, source } => EngineError::Listen { what, addr, source },
+            ListenError::Tls(reason) => EngineError::Tls(reason),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error(transparent)]
@@ -143,7 +153,8 @@ pub struct Shared {
     /// unauthenticated caps, trusted proxies (transport/conn.rs).
     pub gate: Arc<crate::transport::conn::Gate>,
     pub started_at: Instant,
-    listeners: parking_lot::Mutex<Vec<Listener>>,
+    /// Set once by `Engine::start` (crate::listen).
+    pub(crate) listeners: parking_lot::Mutex<Vec<Listener>>,
 }
 
 /// A bound listener, as reported at start (`herald: listening <name> <addr>`).
@@ -612,49 +623,8 @@ impl Engine {
         }
     }
 
-    /// Binds every configured listener and starts accepting. Returns the
-    /// bound addresses (port 0 in the config picks a free port).
-    pub async fn start(&self) -> Result<Vec<Listener>, EngineError> {
-        if !self.listeners.lock().is_empty() {
-            return Err(EngineError::AlreadyStarted);
-        }
-        self.connect_backends().await?;
-        let mut bound = Vec::new();
-        if let Some(addr) = self.config.stomp.listen {
-            let l = crate::transport::tcp::bind(addr, "stomp-tcp").await?;
-            bound.push(Listener {
-                name: "stomp-tcp",
-                addr: l.local_addr().map_err(|source| EngineError::Listen { what: "stomp-tcp", addr, source })?,
-            });
-            self.tasks.spawn(crate::transport::tcp::accept_loop(self.clone(), l, None));
-        }
-        if let Some(tls) = &self.config.stomp.tls {
-            let acceptor = crate::transport::tcp::tls_acceptor(tls)?;
-            let l = crate::transport::tcp::bind(tls.listen, "stomp-tls").await?;
-            let addr = tls.listen;
-            bound.push(Listener {
-                name: "stomp-tls",
-                addr: l.local_addr().map_err(|source| EngineError::Listen { what: "stomp-tls", addr, source })?,
-            });
-            self.tasks.spawn(crate::transport::tcp::accept_loop(self.clone(), l, Some(acceptor)));
-        }
-        if let Some(addr) = self.config.http.listen {
-            let l = crate::transport::tcp::bind(addr, "http").await?;
-            bound.push(Listener {
-                name: "http",
-                addr: l.local_addr().map_err(|source| EngineError::Listen { what: "http", addr, source })?,
-            });
-            self.tasks.spawn(crate::transport::http::serve(self.clone(), l));
-        }
-        crate::xmpp::listen(self, &mut bound).await?;
-        crate::admin::listen(self, &mut bound).await?;
-        self.tasks.spawn(self.clone().memory_monitor());
-        *self.listeners.lock() = bound.clone();
-        Ok(bound)
-    }
-
     /// Swaps in the configured Redis / MongoDB backends (memory otherwise).
-    async fn connect_backends(&self) -> Result<(), EngineError> {
+    pub(crate) async fn connect_backends(&self) -> Result<(), EngineError> {
         use crate::config::{DirectoryConfig, PresenceConfig};
         if let PresenceConfig::Redis { url, prefix } = &self.config.presence {
             let store = crate::presence::redis::RedisPresence::connect(url, prefix).await?;
@@ -741,7 +711,7 @@ impl Engine {
 
     /// Re-checks memory periodically while the engine runs (only when a
     /// watermark is set: with "off" nothing is measured).
-    async fn memory_monitor(self) {
+    pub(crate) async fn memory_monitor(self) {
         if self.router.alarm.watermark().is_none() {
             return;
         }

@@ -23,6 +23,7 @@ use futures_util::Stream;
 use tokio::sync::{broadcast, Semaphore};
 
 use crate::engine::{Engine, EngineError, EngineEvent, Listener};
+use crate::transport::conn::{Admission, Gate};
 use api::ApiError;
 use sampler::{Sampler, Tick};
 
@@ -61,31 +62,31 @@ impl Admin {
 }
 
 /// Starts the admin listener and the sampler when `admin.listen` is set.
-pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), EngineError> {
+pub async fn listen(engine: &Engine, admission: &Admission, bound: &mut Vec<Listener>) -> Result<(), EngineError> {
     let Some(addr) = engine.config.admin.listen else { return Ok(()) };
     if engine.config.admin.tokens.is_empty() {
         tracing::warn!("admin API enabled with no admin.tokens: every request will be refused");
     }
-    let l = crate::transport::tcp::bind(addr, "admin").await?;
-    let local = l.local_addr().map_err(|source| EngineError::Listen { what: "admin", addr, source })?;
+    let (l, local) = crate::transport::tcp::bind(addr, "admin").await?;
     bound.push(Listener { name: "admin", addr: local });
     let admin = Admin::new(engine.clone());
-    engine.tasks.spawn(admin.sampler.clone().run());
+    admission.tasks.spawn(admin.sampler.clone().run());
     let app = router(admin);
-    engine.tasks.spawn(serve(engine.clone(), l, app));
+    // Its own cap, `connections.admin_max_connections`, apart from
+    // `limits.max_connections` so a node full of clients can still be
+    // administered.
+    let admission = admission.with_gate(Arc::new(Gate::admin(&engine.config)));
+    admission.tasks.spawn(serve(engine.clone(), admission.clone(), l, app));
     Ok(())
 }
 
 /// The admin accept loop: hyper per connection, with the same deadlines as
 /// the client listeners (a request head within
 /// `connections.header_timeout_ms`, nothing idle past
-/// `connections.idle_timeout_ms`; live streams write every 15 s) and its
-/// own cap, `connections.admin_max_connections` (503 beyond), apart from
-/// `limits.max_connections` so a node full of clients can still be
-/// administered.
-async fn serve(engine: Engine, listener: tokio::net::TcpListener, app: Router) {
+/// `connections.idle_timeout_ms`; live streams write every 15 s); beyond
+/// the admin gate's cap a client gets a 503.
+async fn serve(engine: Engine, admission: Admission, listener: tokio::net::TcpListener, app: Router) {
     use crate::transport::{conn, http1, tcp};
-    let gate = Arc::new(conn::Gate::admin(&engine.config));
     let c = &engine.config.connections;
     let limits = http1::Http1Limits {
         header_timeout: Duration::from_millis(c.header_timeout_ms),
@@ -93,26 +94,13 @@ async fn serve(engine: Engine, listener: tokio::net::TcpListener, app: Router) {
         idle_timeout: Duration::from_millis(c.idle_timeout_ms),
         ..Default::default()
     };
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let Some((stream, addr)) = tcp::next_connection(&listener, &engine.shutdown, &mut backoff).await else {
-            return;
-        };
-        let slot = match gate.admit(None, false) {
-            Ok(slot) => slot,
-            Err(_) => {
-                let _ = stream.try_write(&tcp::http_refusal(&conn::Refusal::Node));
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    let (gate, shutdown) = (admission.gate.clone(), admission.shutdown.clone());
+    tcp::accept_http(admission, listener, "admin", move |stream, addr| {
         let io = conn::Idle::new(stream, limits.idle_timeout);
-        let (app, limits, shutdown, gate) = (app.clone(), limits.clone(), engine.shutdown.clone(), gate.clone());
-        engine.tasks.spawn(async move {
-            http1::serve_with_hyper(io, addr, app, Some(gate), &limits, shutdown).await;
-            drop(slot);
-        });
-    }
+        let (app, limits, shutdown, gate) = (app.clone(), limits.clone(), shutdown.clone(), gate.clone());
+        async move { http1::serve_with_hyper(io, addr, app, Some(gate), &limits, shutdown).await }
+    })
+    .await
 }
 
 /// A request body must arrive within `connections.body_timeout_ms` (408

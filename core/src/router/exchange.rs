@@ -4,31 +4,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use serde::Deserialize;
 
 use super::queue::Queue;
 use super::topic::TopicTrie;
 use crate::message::Message;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExchangeKind {
-    Direct,
-    Fanout,
-    Topic,
-    Headers,
-}
-
-impl ExchangeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExchangeKind::Direct => "direct",
-            ExchangeKind::Fanout => "fanout",
-            ExchangeKind::Topic => "topic",
-            ExchangeKind::Headers => "headers",
-        }
-    }
-}
+/// Defined with the config that names it (`[[vhosts.exchanges]] type`).
+pub use crate::config::ExchangeKind;
 
 /// Arguments of a headers-exchange binding (`x-match` all/any).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

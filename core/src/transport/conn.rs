@@ -12,6 +12,11 @@
 //! the slot lives in a task-local, so sessions carry nothing for it and
 //! idle memory stays flat. A WebSocket upgrade moves its HTTP connection's
 //! slot into the session's task ([`take_current`]).
+//!
+//! [`Admission`] bundles what listeners need from the node (the gate, the
+//! task tracker, the shutdown signal) so they do not take the engine;
+//! [`Admission::spawn`] is the one place a slot and its task are started
+//! together. Imports `config` and `net` only.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -28,64 +33,14 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ForwardedHeader};
 
-// ---- CIDR ------------------------------------------------------------------
-
-/// An address block (`10.0.0.0/8`, `::1/128`, or one address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    bits: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (addr, bits) = match s.split_once('/') {
-            Some((a, b)) => (a, Some(b)),
-            None => (s, None),
-        };
-        let net: IpAddr = addr.trim().parse().map_err(|_| format!("{s:?} is not an address or CIDR block"))?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let bits = match bits {
-            None => max,
-            Some(b) => b
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|b| *b <= max)
-                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
-        };
-        Ok(Cidr { net, bits })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), self.bits),
-            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.bits),
-            _ => false,
-        }
-    }
-}
-
-fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
-    let (whole, rest) = ((bits / 8) as usize, bits % 8);
-    if a[..whole] != b[..whole] {
-        return false;
-    }
-    rest == 0 || (a[whole] ^ b[whole]) >> (8 - rest) == 0
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, from dual-stack sockets)
-/// count as the IPv4 address.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
+/// Address blocks live in the leaf `net` module, so config can check
+/// `connections.trusted_proxies` without importing transport.
+pub use crate::net::{canonical, Cidr};
 
 // ---- caps ------------------------------------------------------------------
 
@@ -396,6 +351,64 @@ pub fn session_slot(gate: &Arc<Gate>, client: Option<IpAddr>) -> Result<Slot, Re
             gate.admit(client, true)
         }
         None => gate.admit(client, true),
+    }
+}
+
+// ---- admission ---------------------------------------------------------------
+
+/// What every listener of a node admits its connections through and runs
+/// them in: the node's [`Gate`], its task tracker and shutdown signal, and
+/// the `[connections]` settings the accept loop needs. The accept loop and
+/// the edges' listeners take this, not the engine, so transport depends on
+/// nothing above it. Built once per node at start; clones share it.
+#[derive(Clone)]
+pub struct Admission {
+    pub gate: Arc<Gate>,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    /// The listeners that take PROXY protocol headers (`connections.proxy_protocol`).
+    proxy_protocol: Arc<[String]>,
+    /// How long a PROXY header may take (`connections.header_timeout_ms`).
+    pub header_timeout: Duration,
+}
+
+impl Admission {
+    pub fn new(config: &Config, gate: Arc<Gate>, tasks: TaskTracker, shutdown: CancellationToken) -> Admission {
+        let c = &config.connections;
+        Admission {
+            gate,
+            tasks,
+            shutdown,
+            proxy_protocol: c.proxy_protocol.iter().cloned().collect(),
+            header_timeout: Duration::from_millis(c.header_timeout_ms),
+        }
+    }
+
+    /// The same node with another gate (the admin listener has its own cap).
+    pub fn with_gate(&self, gate: Arc<Gate>) -> Admission {
+        Admission { gate, ..self.clone() }
+    }
+
+    /// Whether the listener `name` takes PROXY protocol headers.
+    pub fn takes_proxy_header(&self, name: &str) -> bool {
+        self.proxy_protocol.iter().any(|l| l == name)
+    }
+
+    /// The slot for a session starting now from `client` ([`session_slot`]).
+    pub fn session_slot(&self, client: Option<IpAddr>) -> Result<Slot, Refusal> {
+        session_slot(&self.gate, client)
+    }
+
+    /// Runs a connection's or session's task on the node, holding `slot`
+    /// beside it ([`scope`]). Pass the session's future itself, not
+    /// `async move { work.await }`: an async block would store the future
+    /// twice (captured, then awaited), and that is what every idle
+    /// connection costs.
+    pub fn spawn<F>(&self, slot: Slot, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(scope(slot, work));
     }
 }
 
@@ -719,6 +732,31 @@ mod tests {
         let bare = std::mem::size_of_val(&work);
         let scoped = scope(g.admit(None, false).unwrap(), async { tokio::task::yield_now().await });
         assert!(std::mem::size_of_val(&scoped) <= bare + 24, "{} vs {bare}", std::mem::size_of_val(&scoped));
+    }
+
+    #[tokio::test]
+    async fn admission_runs_a_task_with_its_slot_and_knows_its_proxied_listeners() {
+        let text = "[limits]\nmax_connections = 1\n[connections]\ntrusted_proxies = [\"10.0.0.1\"]\n\
+                    proxy_protocol = [\"xmpp-c2s\"]\n";
+        let config = Config::from_toml_str(text).unwrap();
+        let g = gate(text);
+        let admission = Admission::new(&config, g.clone(), TaskTracker::new(), CancellationToken::new());
+        assert!(admission.takes_proxy_header("xmpp-c2s"));
+        assert!(!admission.takes_proxy_header("stomp-tcp"));
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        admission.spawn(g.admit(Some(a), true).unwrap(), async move {
+            let _ = wait.await;
+            // The task's own slot, as sessions see it.
+            authenticated();
+        });
+        // The node's one place is the task's until it ends.
+        assert_eq!(g.admit(None, false).err(), Some(Refusal::Node));
+        done.send(()).unwrap();
+        admission.tasks.close();
+        admission.tasks.wait().await;
+        assert_eq!((g.open_from(a), g.unauthenticated()), ((0, 0), 0));
+        assert!(g.admit(None, false).is_ok());
     }
 
     #[tokio::test]

@@ -1,10 +1,26 @@
-//! Transports: what carries a client's bytes (TCP, TLS, WebSocket, SockJS).
+//! Transports: what carries a client's bytes (TCP, TLS, WebSocket, SockJS,
+//! HTTP/1.1) and how connections are admitted.
 //!
-//! A protocol edge (STOMP today, XMPP next) runs over a link: a reading
-//! half that appends client bytes to the edge's own decode buffer, and a
-//! writing half that takes whole protocol units (one encoded frame or stanza).
+//! A protocol edge (STOMP, XMPP) runs over a link: a reading half that
+//! appends client bytes to the edge's own decode buffer, and a writing half
+//! that takes whole protocol units (one encoded frame or stanza).
 //! Message-oriented transports (WebSocket, SockJS) turn one unit into one
 //! message; byte streams just write it. The edge never knows which it has.
+//!
+//! The lower floor: files here import `config` and each other, never the
+//! engine or an edge (`engine`, `stomp`, `xmpp`, `admin`). What runs on a
+//! connection is the caller's closure; the accept loop ([`tcp::accept`])
+//! takes a [`conn::Admission`] (the node's gate, task tracker, shutdown
+//! signal), not the engine. Each edge wires its own listeners on top:
+//! `stomp::listen`, `xmpp::listen`, `admin::listen`.
+//!
+//! - [`conn`]: admission (caps, slots, the spawn helper), client addresses
+//!   behind trusted proxies (PROXY protocol, `Forwarded`), CORS, idle deadlines.
+//! - [`tcp`]: the accept loop, TLS acceptors, byte-stream link halves.
+//! - [`websocket`]: Herald's RFC 6455 WebSocket (sans-IO codec, link halves).
+//! - [`http1`]: the small HTTP/1.1 front server (WebSocket upgrades, direct
+//!   routes such as BOSH POSTs, everything else to hyper).
+//! - [`sockjs`]: the SockJS server protocol; knows nothing of STOMP.
 
 use std::future::Future;
 use std::io;
@@ -13,12 +29,15 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 
 pub mod conn;
-pub mod http;
 pub mod http1;
 pub mod sockjs;
 pub mod tcp;
 pub mod websocket;
-pub mod ws;
+
+/// Initial read buffer of SockJS's WebSocket transport (tungstenite), bytes:
+/// small, because most connections are idle and an idle connection's
+/// buffers are most of its memory.
+pub const WS_READ_BUFFER: usize = 1024;
 
 /// Sessions call this after a login: their connection no longer counts as
 /// unauthenticated (`connections.max_unauthenticated*`).

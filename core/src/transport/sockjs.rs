@@ -1144,7 +1144,7 @@ fn websocket(
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .read_buffer_size(super::http::WS_READ_BUFFER)
+        .read_buffer_size(crate::transport::WS_READ_BUFFER)
         .on_upgrade(move |socket| run_websocket(shared, socket, peer, framed))
 }
 

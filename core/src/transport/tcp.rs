@@ -1,4 +1,12 @@
-//! STOMP over TCP and TLS: accept loop and the byte-stream link.
+//! Byte streams: the accept loop every TCP listener runs (STOMP, XMPP c2s,
+//! the HTTP listeners, admin), TLS acceptors from PEM files or a
+//! certificate, and the byte-stream link halves ([`TcpRx`], [`StreamRx`],
+//! [`StreamTx`]) the edges run over.
+//!
+//! Part of the lower floor: it knows connections, not protocols or the
+//! engine. It may import `config` and the rest of `transport`; what a
+//! connection runs is the caller's closure, and how it is admitted is a
+//! [`conn::Admission`] and a listener's [`ListenerRules`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,21 +19,30 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::conn::{self, Refusal};
-use super::{LinkRx, LinkTx, Peer};
-use crate::config::TlsConfig;
-use crate::engine::{Engine, EngineError};
+use super::conn::{self, Admission, Refusal};
+use super::{LinkRx, LinkTx};
 
 /// How much a read may add to the buffer at once. `TcpRx` reserves it only
 /// once the socket is readable, so idle sessions keep no read buffer.
 const READ_CHUNK: usize = 4096;
 
-pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, EngineError> {
-    TcpListener::bind(addr).await.map_err(|source| EngineError::Listen { what, addr, source })
+/// Why a listener could not start. The engine wraps it (`EngineError`);
+/// the texts are what the binary prints.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: io::Error },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
 }
 
-pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, EngineError> {
-    acceptor_from_files(&tls.cert, &tls.key, "stomp.tls")
+/// Binds the listener `what` and returns it with the address it got (port
+/// 0 in the config picks a free port).
+pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<(TcpListener, SocketAddr), ListenError> {
+    let err = |source| ListenError::Bind { what, addr, source };
+    let l = TcpListener::bind(addr).await.map_err(err)?;
+    let local = l.local_addr().map_err(err)?;
+    Ok((l, local))
 }
 
 /// A rustls acceptor from PEM files; errors name the config key.
@@ -33,8 +50,8 @@ pub fn acceptor_from_files(
     cert: &std::path::Path,
     key: &std::path::Path,
     key_name: &str,
-) -> Result<TlsAcceptor, EngineError> {
-    let err = |what: &str, e: &dyn std::fmt::Display| EngineError::Tls(format!("{what}: {e}"));
+) -> Result<TlsAcceptor, ListenError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| ListenError::Tls(format!("{what}: {e}"));
     let certs = rustls_pemfile::certs(&mut io::BufReader::new(
         std::fs::File::open(cert).map_err(|e| err(&format!("{key_name} certificate {}", cert.display()), &e))?,
     ))
@@ -44,28 +61,28 @@ pub fn acceptor_from_files(
         std::fs::File::open(key).map_err(|e| err(&format!("{key_name} key {}", key.display()), &e))?,
     ))
     .map_err(|e| err(key_name, &e))?
-    .ok_or_else(|| EngineError::Tls(format!("{key_name}: no private key in file")))?;
+    .ok_or_else(|| ListenError::Tls(format!("{key_name}: no private key in file")))?;
     acceptor(certs, key)
 }
 
 pub fn acceptor(
     certs: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
     key: tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
-) -> Result<TlsAcceptor, EngineError> {
+) -> Result<TlsAcceptor, ListenError> {
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
         tokio_rustls::rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| EngineError::Tls(e.to_string()))?
+    .map_err(|e| ListenError::Tls(e.to_string()))?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .map_err(|e| EngineError::Tls(e.to_string()))?;
+    .map_err(|e| ListenError::Tls(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// How a listener's connections are admitted (transport/conn.rs).
+/// How one listener treats its connections (transport/conn.rs admits them).
 #[derive(Debug, Clone, Copy)]
-pub struct Admission {
+pub struct ListenerRules {
     /// The listener's name (`stomp-tcp`, `xmpp-c2s`, `http`, ...): whether
     /// it takes PROXY protocol headers (`connections.proxy_protocol`).
     pub name: &'static str,
@@ -77,15 +94,12 @@ pub struct Admission {
     pub refusal: fn(&Refusal) -> Vec<u8>,
 }
 
-impl Admission {
-    /// A STOMP listener: a refused client gets an ERROR frame.
-    pub fn stomp(name: &'static str) -> Admission {
-        Admission { name, login: true, refusal: stomp_refusal }
+impl ListenerRules {
+    /// An HTTP listener: connections do not log in; a refused client gets
+    /// a 503 or 429 with the reason.
+    pub fn http(name: &'static str) -> ListenerRules {
+        ListenerRules { name, login: false, refusal: http_refusal }
     }
-}
-
-fn stomp_refusal(r: &Refusal) -> Vec<u8> {
-    format!("ERROR\ncontent-type:text/plain\nmessage:{r}\n\n{r}\0").into_bytes()
 }
 
 /// No bytes: the client's first bytes are a TLS handshake.
@@ -121,29 +135,29 @@ pub async fn next_connection(
 /// the peer is a trusted proxy and the listener takes them). Each task
 /// holds its connection's [`conn::Slot`]: `limits.max_connections`, the
 /// per-address and unauthenticated caps. A refused connection is told why
-/// (`admission.refusal`) and closed. Accept errors (out of file
-/// descriptors, mostly) back off instead of spinning.
-pub async fn accept<F, Fut>(engine: Engine, listener: TcpListener, admission: Admission, on_conn: F)
+/// (`rules.refusal`) and closed. Accept errors (out of file descriptors,
+/// mostly) back off instead of spinning.
+pub async fn accept<F, Fut>(admission: Admission, listener: TcpListener, rules: ListenerRules, on_conn: F)
 where
-    F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let on_conn = Arc::new(on_conn);
-    let proxied = engine.config.connections.proxy_protocol.iter().any(|l| l == admission.name);
-    let header_timeout = Duration::from_millis(engine.config.connections.header_timeout_ms);
+    let proxied = admission.takes_proxy_header(rules.name);
+    let header_timeout = admission.header_timeout;
     let mut backoff = Duration::from_millis(5);
     loop {
-        let Some((stream, addr)) = next_connection(&listener, &engine.shutdown, &mut backoff).await else { return };
+        let Some((stream, addr)) = next_connection(&listener, &admission.shutdown, &mut backoff).await else { return };
         let addr = SocketAddr::new(conn::canonical(addr.ip()), addr.port());
-        let trusted = engine.gate.is_trusted(addr.ip());
+        let trusted = admission.gate.is_trusted(addr.ip());
         // A trusted proxy's connection is counted by its client's address
         // (after the PROXY header, or per session for HTTP), not the proxy's.
         let by_address = if trusted { None } else { Some(addr.ip()) };
-        let slot = match engine.gate.admit(by_address, admission.login) {
+        let slot = match admission.gate.admit(by_address, rules.login) {
             Ok(slot) => slot,
             Err(r) => {
-                tracing::debug!(%addr, listener = admission.name, "connection refused: {r}");
-                let _ = stream.try_write(&(admission.refusal)(&r));
+                tracing::debug!(%addr, listener = rules.name, "connection refused: {r}");
+                let _ = stream.try_write(&(rules.refusal)(&r));
                 drop(stream);
                 continue;
             }
@@ -151,8 +165,7 @@ where
         let _ = stream.set_nodelay(true);
         if proxied && trusted {
             let on_conn = on_conn.clone();
-            let engine2 = engine.clone();
-            engine.tasks.spawn(async move {
+            admission.tasks.spawn(async move {
                 let mut stream = stream;
                 let client = match tokio::time::timeout(header_timeout, conn::read_proxy_header(&mut stream, addr))
                     .await
@@ -164,19 +177,15 @@ where
                 let slot = match slot.into_session(client.ip()) {
                     Ok(s) => s,
                     Err(r) => {
-                        let _ = stream.try_write(&(admission.refusal)(&r));
+                        let _ = stream.try_write(&(rules.refusal)(&r));
                         return tracing::debug!(%client, "connection refused: {r}");
                     }
                 };
-                Box::pin(conn::scope(slot, on_conn(engine2, stream, client))).await
+                Box::pin(conn::scope(slot, on_conn(stream, client))).await
             });
             continue;
         }
-        // No `async move { work.await }`: an async block would store the
-        // connection's future twice (captured, then awaited), and that is
-        // what every idle connection costs.
-        let work = on_conn(engine.clone(), stream, addr);
-        engine.tasks.spawn(conn::scope(slot, work));
+        admission.spawn(slot, on_conn(stream, addr));
     }
 }
 
@@ -184,12 +193,12 @@ where
 /// `limits.max_connections` and `connections.max_per_ip` (not for a trusted
 /// proxy: its clients are counted per session by their forwarded address),
 /// not as unauthenticated; a refused client gets a 503 or 429 with the reason.
-pub async fn accept_http<F, Fut>(engine: Engine, listener: TcpListener, name: &'static str, on_conn: F)
+pub async fn accept_http<F, Fut>(admission: Admission, listener: TcpListener, name: &'static str, on_conn: F)
 where
-    F: Fn(Engine, TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    accept(engine, listener, Admission { name, login: false, refusal: http_refusal }, on_conn).await
+    accept(admission, listener, ListenerRules::http(name), on_conn).await
 }
 
 /// The HTTP answer to a refused connection: 503 when the node is full,
@@ -201,44 +210,6 @@ pub fn http_refusal(r: &Refusal) -> Vec<u8> {
     };
     let body = format!("{r}\n");
     format!("HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes()
-}
-
-/// The STOMP listener (TCP, or TLS when `tls` is given).
-pub async fn accept_loop(engine: Engine, listener: TcpListener, tls: Option<TlsAcceptor>) {
-    let admission = match tls {
-        None => Admission::stomp("stomp-tcp"),
-        Some(_) => Admission { refusal: silent_refusal, ..Admission::stomp("stomp-tls") },
-    };
-    accept(engine, listener, admission, move |engine, stream, addr| {
-        let tls = tls.clone();
-        // Each branch is boxed on its own: one task's memory is then the
-        // state of the branch it runs, not the largest of both (a TLS
-        // handshake's state is several KiB).
-        async move {
-            match tls {
-                None => {
-                    let (r, w) = stream.into_split();
-                    let peer = Peer { addr: Some(addr), transport: "tcp" };
-                    Box::pin(crate::stomp::serve(engine, TcpRx(r), StreamTx::new(w), peer)).await;
-                }
-                Some(acceptor) => Box::pin(serve_tls(engine, acceptor, stream, addr)).await,
-            }
-        }
-    })
-    .await
-}
-
-async fn serve_tls(engine: Engine, acceptor: TlsAcceptor, stream: TcpStream, addr: SocketAddr) {
-    let limit = Duration::from_millis(engine.config.limits.connect_timeout_ms);
-    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-        Ok(Ok(tls_stream)) => {
-            let (r, w) = tokio::io::split(tls_stream);
-            let peer = Peer { addr: Some(addr), transport: "tls" };
-            crate::stomp::serve(engine, StreamRx(r), StreamTx::new(w), peer).await;
-        }
-        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-    }
 }
 
 /// Reading half of a plain TCP connection. It waits for readiness before

@@ -6,6 +6,9 @@
 //! independent interface every transport implements; `session` runs one
 //! client (SASL, bind, roster, presence, messages) and translates stanzas
 //! into engine calls. Routing and presence decisions are the engine's.
+//! [`listen`] binds c2s and the HTTP listener (BOSH, WebSocket) over
+//! transport's accept loop, as `stomp::listen` does for STOMP; only the
+//! node's start-up calls it.
 
 pub mod bosh;
 pub mod jid;
@@ -37,30 +40,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::{Engine, EngineError, Listener};
-use crate::transport::{conn, http1, Peer};
+use crate::transport::conn::Admission;
+use crate::transport::tcp::{self as tcp_listener, ListenerRules};
+use crate::transport::{http1, Peer};
 
 /// Binds the XMPP listeners that are configured: c2s (`xmpp-c2s`) and the
 /// HTTP listener for BOSH and WebSocket (`xmpp-http`).
-pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), EngineError> {
+pub async fn listen(engine: &Engine, admission: &Admission, bound: &mut Vec<Listener>) -> Result<(), EngineError> {
     let x = &engine.config.xmpp;
     if let Some(addr) = x.listen {
         let tls = match x.starttls {
             crate::config::StartTls::Required => Some(tcp::tls_acceptor(engine)?),
             crate::config::StartTls::Off => None,
         };
-        let l = crate::transport::tcp::bind(addr, "xmpp-c2s").await?;
-        let local = l.local_addr().map_err(|source| EngineError::Listen { what: "xmpp-c2s", addr, source })?;
+        let (l, local) = tcp_listener::bind(addr, "xmpp-c2s").await?;
         bound.push(Listener { name: "xmpp-c2s", addr: local });
-        let admission = crate::transport::tcp::Admission { name: "xmpp-c2s", login: true, refusal: tcp::refusal };
-        engine.tasks.spawn(crate::transport::tcp::accept(engine.clone(), l, admission, move |engine, stream, addr| {
-            tcp::handle(engine, stream, addr, tls.clone())
+        let rules = ListenerRules { name: "xmpp-c2s", login: true, refusal: tcp::refusal };
+        let e = engine.clone();
+        admission.tasks.spawn(tcp_listener::accept(admission.clone(), l, rules, move |stream, addr| {
+            tcp::handle(e.clone(), stream, addr, tls.clone())
         }));
     }
     if let Some(addr) = x.http_listen {
-        let l = crate::transport::tcp::bind(addr, "xmpp-http").await?;
-        let local = l.local_addr().map_err(|source| EngineError::Listen { what: "xmpp-http", addr, source })?;
+        let (l, local) = tcp_listener::bind(addr, "xmpp-http").await?;
         bound.push(Listener { name: "xmpp-http", addr: local });
-        let (app, front) = http_front(engine);
+        let (app, front) = http_front(engine, admission);
         // BOSH parks a request per session: the small front server holds no
         // buffers while one waits (transport/http1.rs); upgrades go to hyper.
         // Every connection takes a slot; a WebSocket session takes over its
@@ -74,21 +78,10 @@ pub async fn listen(engine: &Engine, bound: &mut Vec<Listener>) -> Result<(), En
             write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
             ..Default::default()
         };
-        engine.tasks.spawn(crate::transport::tcp::accept_http(
-            engine.clone(),
-            l,
-            "xmpp-http",
-            move |engine, stream, addr| {
-                http1::serve_connection(
-                    stream,
-                    addr,
-                    app.clone(),
-                    front.clone(),
-                    limits.clone(),
-                    engine.shutdown.clone(),
-                )
-            },
-        ));
+        let shutdown = admission.shutdown.clone();
+        admission.tasks.spawn(tcp_listener::accept_http(admission.clone(), l, "xmpp-http", move |stream, addr| {
+            http1::serve_connection(stream, addr, app.clone(), front.clone(), limits.clone(), shutdown.clone())
+        }));
     }
     Ok(())
 }
@@ -101,7 +94,7 @@ fn bosh_body_limit(x: &crate::config::XmppConfig) -> usize {
 
 /// BOSH at `/http-bind` and `/bosh`, WebSocket at `/xmpp-websocket` and
 /// `/ws`: the router and what the front server serves itself.
-pub fn http_front(engine: &Engine) -> (axum::Router, http1::Front) {
+pub fn http_front(engine: &Engine, admission: &Admission) -> (axum::Router, http1::Front) {
     let x = &engine.config.xmpp;
     let cfg = bosh::BoshConfig {
         max_wait: Duration::from_secs(x.bosh_max_wait_secs),
@@ -122,20 +115,15 @@ pub fn http_front(engine: &Engine) -> (axum::Router, http1::Front) {
         shaper: engine.config.shaper.clone(),
         ..bosh::BoshConfig::default()
     };
-    let e = engine.clone();
+    let (e, a) = (engine.clone(), admission.clone());
     let on_session: bosh::OnSession = Arc::new(move |rx, tx, peer| {
-        let e2 = e.clone();
         // A BOSH session outlives its requests: its own slot, counted for
         // its client and as unauthenticated until SASL succeeds.
-        match conn::session_slot(&e.gate, peer.addr.map(|a| a.ip())) {
-            Ok(slot) => {
-                // The scope holds the slot without a second copy of the
-                // session future (transport/tcp.rs says why).
-                e.tasks.spawn(conn::scope(slot, session::serve(e2, rx, tx, peer)));
-            }
+        match a.session_slot(peer.addr.map(|a| a.ip())) {
+            Ok(slot) => a.spawn(slot, session::serve(e.clone(), rx, tx, peer)),
             Err(r) => {
                 tracing::debug!(peer = ?peer.addr, "BOSH session refused: {r}");
-                e.tasks.spawn(async move {
+                a.tasks.spawn(async move {
                     let mut tx = tx;
                     let err = link::StreamError::new("resource-constraint", r.to_string());
                     link::XmppTx::close(&mut tx, Some(err)).await;
@@ -146,27 +134,27 @@ pub fn http_front(engine: &Engine) -> (axum::Router, http1::Front) {
     });
     let (router, direct) = bosh::mount(cfg, on_session, &["/http-bind", "/bosh"]);
     let front = http1::Front {
-        websockets: websockets(engine),
+        websockets: websockets(engine, admission),
         direct: Arc::from([direct]),
         plain_to_hyper: false,
-        gate: Some(engine.gate.clone()),
+        gate: Some(admission.gate.clone()),
         cors: crate::transport::conn::Cors::from_config(&engine.config),
     };
     (router, front)
 }
 
 /// XMPP over WebSocket at `/ws` and `/xmpp-websocket`, served by the front server.
-fn websockets(engine: &Engine) -> Arc<[http1::WsEndpoint]> {
+fn websockets(engine: &Engine, admission: &Admission) -> Arc<[http1::WsEndpoint]> {
     let endpoint = |path: &str| {
-        let engine = engine.clone();
+        let (engine, a) = (engine.clone(), admission.clone());
         http1::WsEndpoint {
             path: path.to_owned(),
             protocols: &["xmpp"],
             max_message: engine.config.xmpp.max_stanza_bytes + 1024,
             admit: Arc::new(move |addr| {
                 // The upgraded connection's slot (http1 counted it for the client).
-                let slot = conn::session_slot(&engine.gate, Some(addr.ip())).ok()?;
-                let engine = engine.clone();
+                let slot = a.session_slot(Some(addr.ip())).ok()?;
+                let (engine, a) = (engine.clone(), a.clone());
                 Some(Box::new(move |rx, tx| {
                     let (rx, tx) = ws::link(
                         rx,
@@ -175,9 +163,9 @@ fn websockets(engine: &Engine) -> Arc<[http1::WsEndpoint]> {
                         crate::shaper::Shaper::new(&engine.config.shaper, true, false),
                     );
                     // The scope holds the slot without a second copy of the
-                    // session future (transport/tcp.rs says why).
-                    let session = session::serve(engine.clone(), rx, tx, Peer { addr: Some(addr), transport: "ws" });
-                    engine.tasks.spawn(conn::scope(slot, session));
+                    // session future (Admission::spawn says why).
+                    let session = session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "ws" });
+                    a.spawn(slot, session);
                 }))
             }),
         }

@@ -252,14 +252,14 @@ async fn starttls(stream: &mut TcpStream, domain: &str, limits: Limits) -> Resul
 
 /// The certificate for STARTTLS: from config, or a self-signed one for the
 /// domain generated at start (development; clients must be told to trust it).
-pub fn tls_acceptor(engine: &Engine) -> Result<TlsAcceptor, crate::engine::EngineError> {
+pub fn tls_acceptor(engine: &Engine) -> Result<TlsAcceptor, crate::transport::tcp::ListenError> {
     let x = &engine.config.xmpp;
     if let (Some(cert), Some(key)) = (&x.cert, &x.key) {
         return crate::transport::tcp::acceptor_from_files(cert, key, "xmpp.cert");
     }
     tracing::warn!(domain = %x.domain, "no xmpp.cert configured: using a generated self-signed certificate");
     let generated = rcgen::generate_simple_self_signed(vec![x.domain.clone()])
-        .map_err(|e| crate::engine::EngineError::Tls(format!("generating a certificate: {e}")))?;
+        .map_err(|e| crate::transport::tcp::ListenError::Tls(format!("generating a certificate: {e}")))?;
     let cert = generated.cert.der().clone();
     let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
     crate::transport::tcp::acceptor(vec![cert], key)

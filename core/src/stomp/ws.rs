@@ -4,14 +4,15 @@
 //! Several frames may arrive in one WebSocket message and one frame may be
 //! split across messages: the link just appends message payloads to the
 //! session's decode buffer. Each outgoing frame is one message: text when it
-//! is UTF-8 (what stomp.js expects), binary otherwise.
+//! is UTF-8 (what stomp.js expects), binary otherwise. Imports only
+//! `transport`: [`super::listen`] hands the link to the session.
 
 use std::io;
 
 use bytes::{Bytes, BytesMut};
 
-use super::websocket::{WsRx, WsTx};
-use super::{LinkRx, LinkTx};
+use crate::transport::websocket::{WsRx, WsTx};
+use crate::transport::{LinkRx, LinkTx};
 
 /// Subprotocols offered for STOMP; a client naming none is accepted too.
 pub const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
