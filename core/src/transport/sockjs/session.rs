@@ -302,9 +302,12 @@ impl Drop for Receiver {
 impl Swept for Session {
     /// Closed (`3002`) once no receiver has been attached for `idle`, the
     /// disconnect delay.
-    fn sweep(&self, now: tokio::time::Instant, idle: Duration) -> Sweep {
+    fn sweep(&self, _now: tokio::time::Instant, idle: Duration) -> Sweep {
+        // SockJS keeps wall-clock (std) instants, as it always has: tokio's
+        // `now` differs from them under a paused test clock.
+        let now = Instant::now();
         let st = self.state.lock();
-        if st.receiver.is_some() || now.into_std().saturating_duration_since(st.idle_since) < idle {
+        if st.receiver.is_some() || now.saturating_duration_since(st.idle_since) < idle {
             Sweep::Keep
         } else {
             Sweep::Expire
