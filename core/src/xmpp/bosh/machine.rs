@@ -850,18 +850,18 @@ mod tests {
 
     #[test]
     fn wait_running_out_answers_empty_and_is_no_poll() {
-        let mut b1 = Bench::open(1);
-        b1.poll(101);
-        let deadline = b1.run(|m, p, now, fx| m.check_deadline(p, 101, now, fx));
-        assert_eq!(deadline, b1.now + b1.p.wait);
-        assert!(b1.take().is_empty());
-        b1.now = deadline;
-        b1.run(|m, p, now, fx| m.check_deadline(p, 101, now, fx));
-        assert_eq!(b1.take(), [(101, empty())]);
-        assert!(b1.m.answered.back().is_some_and(|a| a.expired));
+        let mut b = Bench::open(1);
+        b.poll(101);
+        let deadline = b.run(|m, p, now, fx| m.check_deadline(p, 101, now, fx));
+        assert_eq!(deadline, b.now + b.p.wait);
+        assert!(b.take().is_empty());
+        b.now = deadline;
+        b.run(|m, p, now, fx| m.check_deadline(p, 101, now, fx));
+        assert_eq!(b.take(), [(101, empty())]);
+        assert!(b.m.answered.back().is_some_and(|a| a.expired));
         // An expired answer is no evidence of polling.
-        b1.poll(102);
-        assert!(b1.take().is_empty(), "held, not refused");
+        b.poll(102);
+        assert!(b.take().is_empty(), "held, not refused");
     }
 
     #[test]
