@@ -1,4 +1,4 @@
-//! BOSH requests (core/src/xmpp/bosh.rs): `<body/>` documents posted to the
+//! BOSH requests (core/src/xmpp/bosh/): `<body/>` documents posted to the
 //! endpoint's direct handler, as the front server calls it, with an echoing
 //! XMPP application behind it. Runs on a paused clock, so waits and holds
 //! cost nothing.

@@ -1,4 +1,4 @@
-//! SockJS framing (core/src/transport/sockjs.rs): the JSON message array a
+//! SockJS framing (core/src/transport/sockjs/framing.rs): the JSON message array a
 //! client posts (`xhr_send`, `jsonp_send`, also form-encoded) or sends on
 //! the framed websocket, and the `a[...]` frames the server writes.
 //!

@@ -1,7 +1,8 @@
 //! Connection admission and the pieces every listener shares: caps (node,
 //! per client address, not yet authenticated), the client address behind a
 //! trusted proxy (`X-Forwarded-For` / `Forwarded`, PROXY protocol v1/v2),
-//! CORS for the browser transports, and an idle deadline for connections
+//! CORS for the browser transports (re-exported from `http_session.rs`), and
+//! an idle deadline for connections
 //! handed to hyper. docs/security.md, "Connections", states every limit.
 //!
 //! How a connection is counted: each listener's task (and each BOSH or
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
@@ -561,61 +562,8 @@ pub async fn read_proxy_header<R: AsyncRead + Unpin>(r: &mut R, peer: SocketAddr
 
 // ---- CORS --------------------------------------------------------------------
 
-/// CORS for BOSH, SockJS and WebSocket upgrades (`connections.cors_origins`,
-/// `connections.cors_credentials`).
-#[derive(Debug, Clone, Default)]
-pub struct Cors {
-    /// `None`: any origin.
-    origins: Option<Vec<String>>,
-    pub credentials: bool,
-}
-
-impl Cors {
-    pub fn new(origins: &[String], credentials: bool) -> Cors {
-        let any = origins.iter().any(|o| o == "*");
-        Cors {
-            origins: (!any).then(|| origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect()),
-            credentials,
-        }
-    }
-
-    pub fn from_config(config: &Config) -> Cors {
-        Cors::new(&config.connections.cors_origins, config.connections.cors_credentials)
-    }
-
-    /// Whether a request with these headers may be served: no `Origin`
-    /// (not a browser), or an allowed one.
-    pub fn allowed(&self, headers: &HeaderMap) -> bool {
-        match (&self.origins, headers.get(header::ORIGIN)) {
-            (None, _) | (_, None) => true,
-            (Some(list), Some(o)) => {
-                o.to_str().is_ok_and(|o| list.iter().any(|a| a.eq_ignore_ascii_case(o.trim_end_matches('/'))))
-            }
-        }
-    }
-
-    /// `Access-Control-Allow-Origin` for an allowed request: `*` unless
-    /// credentials are on (then the origin itself, as browsers require)
-    /// or origins are listed.
-    pub fn allow_origin(&self, headers: &HeaderMap) -> HeaderValue {
-        let origin = headers.get(header::ORIGIN).filter(|o| !o.is_empty() && o.as_bytes() != b"null");
-        match origin {
-            Some(o) if self.credentials || self.origins.is_some() => o.clone(),
-            _ => HeaderValue::from_static("*"),
-        }
-    }
-
-    /// Sets the CORS answer headers (origin, credentials when on, `Vary`).
-    pub fn apply(&self, req: &HeaderMap, resp: &mut HeaderMap) {
-        let allow = self.allow_origin(req);
-        let star = allow.as_bytes() == b"*";
-        resp.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        if self.credentials && !star {
-            resp.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        }
-        resp.append(header::VARY, HeaderValue::from_static("Origin"));
-    }
-}
+/// CORS for the browser transports lives with the other HTTP session helpers.
+pub use super::http_session::Cors;
 
 // ---- idle deadline for hyper's connections -----------------------------------
 
@@ -852,7 +800,10 @@ mod tests {
         let h = |pairs: &[(&str, &str)]| {
             let mut m = HeaderMap::new();
             for (k, v) in pairs {
-                m.append(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+                m.append(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    axum::http::HeaderValue::from_str(v).unwrap(),
+                );
             }
             m
         };
@@ -911,23 +862,5 @@ mod tests {
         assert_eq!(wire, b"CONNECT\n");
         let mut wire: &[u8] = b"CONNECT\nlogin:x\n\n\0";
         assert_eq!(read_proxy_header(&mut wire, peer).await.unwrap_err(), ProxyError::Missing);
-    }
-
-    #[test]
-    fn cors_answers() {
-        let mut req = HeaderMap::new();
-        req.insert(header::ORIGIN, HeaderValue::from_static("https://app.example"));
-        let mut resp = HeaderMap::new();
-        Cors::default().apply(&req, &mut resp);
-        assert_eq!(resp.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "*");
-        assert!(resp.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none(), "no credentials by default");
-        let listed = Cors::new(&["https://app.example".into()], true);
-        assert!(listed.allowed(&req) && listed.allowed(&HeaderMap::new()));
-        let mut resp = HeaderMap::new();
-        listed.apply(&req, &mut resp);
-        assert_eq!(resp.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "https://app.example");
-        assert_eq!(resp.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).unwrap(), "true");
-        req.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
-        assert!(!listed.allowed(&req));
     }
 }

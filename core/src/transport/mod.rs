@@ -30,6 +30,7 @@ use bytes::{Bytes, BytesMut};
 
 pub mod conn;
 pub mod http1;
+pub mod http_session;
 pub mod sockjs;
 pub mod tcp;
 pub mod websocket;
