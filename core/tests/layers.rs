@@ -71,9 +71,7 @@ fn transport_is_the_lower_floor() {
 }
 
 #[test]
-fn the_engine_imports_no_listener_and_no_edge_but_one() {
-    // `stomp::destination` is the one edge import left; it goes when
-    // destinations move into the router.
+fn the_engine_imports_no_listener_and_no_edge() {
     only(
         "engine.rs",
         &[
@@ -88,9 +86,34 @@ fn the_engine_imports_no_listener_and_no_edge_but_one() {
             "router",
             "session",
             "store",
-            "transport::conn",
-            "transport::tcp::ListenError",
-            "stomp::destination",
+            "transport",
         ],
     );
+}
+
+#[test]
+fn presence_vocabulary_is_a_leaf_and_sessions_do_not_import_the_presence_service() {
+    // session <-> presence::service was a loop: the per-resource state now
+    // lives with the session, and the service builds on it.
+    only("presence/mod.rs", &["presence"]);
+    only("session.rs", &["session", "config", "error", "message", "presence", "transport"]);
+    assert!(
+        !imports("session.rs").iter().any(|p| p.starts_with("presence::service") || p.starts_with("presence::fanout")),
+        "session.rs imports the presence service or fan-out"
+    );
+}
+
+#[test]
+fn the_middle_knows_no_edge() {
+    for m in ["router", "hub.rs", "presence", "directory", "store", "session.rs"] {
+        let edges: Vec<String> = imports(m)
+            .into_iter()
+            .filter(|p| {
+                ["stomp", "xmpp", "admin", "listen", "engine"]
+                    .iter()
+                    .any(|e| p == e || p.starts_with(&format!("{e}::")))
+            })
+            .collect();
+        assert!(edges.is_empty(), "{m} imports {edges:?}");
+    }
 }
