@@ -362,7 +362,7 @@ impl Engine {
             session: s.id,
             uid: s.uid.to_string(),
             protocol: s.protocol.as_str(),
-            transport: s.transport,
+            transport: s.transport.as_str(),
             reason: None,
         });
         if !s.capabilities.contains(Capabilities::OWN_PRESENCE) {
@@ -379,7 +379,7 @@ impl Engine {
                 session: s.id,
                 uid: s.uid.to_string(),
                 protocol: s.protocol.as_str(),
-                transport: s.transport,
+                transport: s.transport.as_str(),
                 reason: s.close_reason().map(|r| r.to_string()),
             });
         }
@@ -811,7 +811,7 @@ mod login_tests {
         let client = ClientInfo {
             addr: Some("192.0.2.1:5000".parse().unwrap()),
             protocol: crate::session::Protocol::Xmpp,
-            transport: "tcp",
+            transport: crate::transport::Transport::Tcp,
         };
         assert_eq!(engine.login("alice", "no", &client).await, Err(LoginError::Refused));
         // A failed SCRAM proof counts like a wrong PLAIN password.
@@ -850,7 +850,7 @@ mod door_tests {
             uid,
             &engine.config.stomp.default_vhost,
             protocol,
-            &Peer { addr: None, transport: "tcp" },
+            &Peer { addr: None, transport: crate::transport::Transport::Tcp },
             64,
         )
     }

@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn register_lookup_unregister() {
         let hub = Hub::default();
-        let peer = Peer { addr: None, transport: "tcp" };
+        let peer = Peer { addr: None, transport: crate::transport::Transport::Tcp };
         let a1 = SessionHandle::new("alice", "/", Protocol::Stomp, &peer, 8);
         let a2 = SessionHandle::new("alice", "/", Protocol::Stomp, &peer, 8);
         let b = SessionHandle::new("bob", "/", Protocol::Stomp, &peer, 8);

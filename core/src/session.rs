@@ -183,7 +183,7 @@ pub struct SessionHandle {
     /// What it can receive besides deliveries (from `protocol`).
     pub capabilities: Capabilities,
     /// `tcp`, `tls`, `ws`, `sockjs`, `bosh`.
-    pub transport: &'static str,
+    pub transport: crate::transport::Transport,
     pub peer: Option<std::net::SocketAddr>,
     pub connected_at: SystemTime,
     /// XMPP resource, once bound.
@@ -408,7 +408,7 @@ mod tests {
             "u",
             "/",
             Protocol::Stomp,
-            &Peer { addr: None, transport: "tcp" },
+            &Peer { addr: None, transport: crate::transport::Transport::Tcp },
             OutboxLimits { frames, bytes },
         )
     }

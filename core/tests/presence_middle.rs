@@ -46,14 +46,14 @@ fn engine() -> Engine {
 
 async fn xmpp(engine: &Engine, user: &str, resource: &str) -> XmppClient {
     let (rx, tx, mut client) = xmpp_pair();
-    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
     client.login(DOMAIN, user, "pw", resource).await;
     client
 }
 
 async fn stomp(engine: &Engine, user: &str) -> StompClient {
     let (rx, tx, mut client) = stomp_pair();
-    tokio::spawn(herald_core::stomp::serve(engine.clone(), rx, tx, peer("local")));
+    tokio::spawn(herald_core::stomp::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
     client.connect(user, "pw").await;
     client
 }

@@ -189,14 +189,15 @@ fn debug_build_per_session_structs_fit_their_budgets() {
 async fn future_size_is_the_size_of_the_built_future() {
     let engine = Engine::new(herald_core::Config::default()).expect("engine");
     let (rx, tx, _client) = common::link::stomp_pair();
-    let built = herald_core::stomp::serve(engine, rx, tx, common::link::peer("local"));
+    let built = herald_core::stomp::serve(engine, rx, tx, common::link::peer(herald_core::transport::Transport::Local));
     let typed = future_size(|(e, rx, tx, p): (Engine, common::link::StompRx, common::link::StompTx, Peer)| {
         herald_core::stomp::serve(e, rx, tx, p)
     });
     assert_eq!(std::mem::size_of_val(&built), typed);
     let (rx, tx, _client) = common::link::xmpp_pair();
     let engine = Engine::new(herald_core::Config::default()).expect("engine");
-    let built = herald_core::xmpp::session::serve(engine, rx, tx, common::link::peer("local"));
+    let built =
+        herald_core::xmpp::session::serve(engine, rx, tx, common::link::peer(herald_core::transport::Transport::Local));
     let typed = future_size(|(e, rx, tx, p): (Engine, common::link::LocalXmppRx, common::link::LocalXmppTx, Peer)| {
         herald_core::xmpp::session::serve(e, rx, tx, p)
     });

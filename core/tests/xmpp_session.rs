@@ -52,7 +52,7 @@ fn engine() -> Engine {
 /// A bound session for `user` with `resource`, running on its own task.
 async fn connect(engine: &Engine, user: &str, resource: &str) -> XmppClient {
     let (rx, tx, mut client) = xmpp_pair();
-    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
     let jid = client.login(DOMAIN, user, "pw", resource).await;
     assert_eq!(jid, format!("{user}@{DOMAIN}/{resource}"));
     client
@@ -94,7 +94,7 @@ async fn sasl_plain_then_bind_registers_the_session() {
 async fn wrong_password_fails_and_three_failures_close_the_stream() {
     let engine = engine();
     let (rx, tx, mut c) = xmpp_pair();
-    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
     c.open(DOMAIN);
     assert!(matches!(c.next().await, XmppOut::Open { ref from, .. } if from == DOMAIN));
     assert!(c.element().await.is("features", ns::STREAM));
@@ -114,7 +114,7 @@ async fn wrong_password_fails_and_three_failures_close_the_stream() {
 async fn stanzas_before_bind_are_refused() {
     let engine = engine();
     let (rx, tx, mut c) = xmpp_pair();
-    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
     c.authenticate(DOMAIN, "alice", "pw").await;
     c.send("<message to='bob@example.test'><body>early</body></message>");
     assert_eq!(c.closed().await, Some("not-authorized"));
@@ -124,7 +124,7 @@ async fn stanzas_before_bind_are_refused() {
 async fn wrong_domain_is_host_unknown() {
     let engine = engine();
     let (rx, tx, mut c) = xmpp_pair();
-    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
     c.open("elsewhere.test");
     assert_eq!(c.closed().await, Some("host-unknown"));
 }
@@ -402,7 +402,7 @@ async fn scram_sha256(c: &mut XmppClient, user: &str, password: &str) -> bool {
 async fn scram_sha_256_authenticates_and_the_server_proves_itself() {
     let engine = engine();
     let (rx, tx, mut c) = xmpp_pair();
-    tokio::spawn(session::serve(engine.clone(), rx, tx, peer("local")));
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
     c.open(DOMAIN);
     assert!(matches!(c.next().await, XmppOut::Open { .. }));
     let f = c.element().await;

@@ -182,7 +182,7 @@ impl SessionInfo {
             uid: s.uid.to_string(),
             vhost: s.vhost.to_string(),
             protocol: s.protocol.as_str(),
-            transport: s.transport,
+            transport: s.transport.as_str(),
             peer: s.peer.map(|p| p.to_string()),
             connected_at: unix_ms(s.connected_at),
             resource: s.resource.get().cloned(),

@@ -559,7 +559,7 @@ mod tests {
         let from = |ip: &str| ClientInfo {
             addr: Some(std::net::SocketAddr::new(ip.parse().unwrap(), 40000)),
             protocol: crate::session::Protocol::Stomp,
-            transport: "ws",
+            transport: crate::transport::Transport::Ws,
         };
         let alice = b.authenticate("alice", "pw", &from("203.0.113.7")).await.unwrap();
         assert_eq!(svc.requests("/auth/user")[0].params["ip"], "203.0.113.7");

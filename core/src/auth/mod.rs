@@ -53,12 +53,13 @@ pub struct ClientInfo {
     /// `stomp` or `xmpp` (`local` for the application's own calls).
     pub protocol: Protocol,
     /// `tcp`, `tls`, `ws`, `sockjs`, `bosh`, ...
-    pub transport: &'static str,
+    pub transport: crate::transport::Transport,
 }
 
 impl ClientInfo {
     /// No client: the application itself, tests.
-    pub const LOCAL: ClientInfo = ClientInfo { addr: None, protocol: Protocol::Local, transport: "local" };
+    pub const LOCAL: ClientInfo =
+        ClientInfo { addr: None, protocol: Protocol::Local, transport: crate::transport::Transport::Local };
 
     pub fn new(peer: &crate::transport::Peer, protocol: Protocol) -> ClientInfo {
         ClientInfo { addr: peer.addr, protocol, transport: peer.transport }

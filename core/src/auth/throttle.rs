@@ -254,7 +254,7 @@ mod tests {
         ClientInfo {
             addr: Some(std::net::SocketAddr::new(ip.parse().unwrap(), 1234)),
             protocol: crate::session::Protocol::Stomp,
-            transport: "tcp",
+            transport: crate::transport::Transport::Tcp,
         }
     }
 

@@ -200,7 +200,13 @@ mod tests {
     }
 
     fn session(host: &TestHost, uid: &str, protocol: Protocol) -> Arc<SessionHandle> {
-        let s = SessionHandle::new(uid, "/", protocol, &Peer { addr: None, transport: "tcp" }, 16);
+        let s = SessionHandle::new(
+            uid,
+            "/",
+            protocol,
+            &Peer { addr: None, transport: crate::transport::Transport::Tcp },
+            16,
+        );
         host.hub.register(s.clone());
         s
     }

@@ -728,8 +728,13 @@ mod tests {
         }
         let r = router(store);
         let q = r.vhost("/").unwrap().queue("d").expect("durable queue restored");
-        let s =
-            SessionHandle::new("u", "/", crate::session::Protocol::Stomp, &Peer { addr: None, transport: "tcp" }, 8);
+        let s = SessionHandle::new(
+            "u",
+            "/",
+            crate::session::Protocol::Stomp,
+            &Peer { addr: None, transport: crate::transport::Transport::Tcp },
+            8,
+        );
         q.consume(s.clone(), "s".into(), AckMode::Auto, 0);
         let mut out = Vec::new();
         s.drain(&mut out, 10);

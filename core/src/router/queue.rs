@@ -501,7 +501,13 @@ mod tests {
     use bytes::Bytes;
 
     fn session(cap: usize) -> Arc<SessionHandle> {
-        SessionHandle::new("u", "/", crate::session::Protocol::Stomp, &Peer { addr: None, transport: "tcp" }, cap)
+        SessionHandle::new(
+            "u",
+            "/",
+            crate::session::Protocol::Stomp,
+            &Peer { addr: None, transport: crate::transport::Transport::Tcp },
+            cap,
+        )
     }
 
     fn msg(body: &'static str) -> Arc<Message> {

@@ -78,7 +78,7 @@ pub async fn accept_loop(engine: Engine, admission: Admission, listener: TcpList
             match tls {
                 None => {
                     let (r, w) = stream.into_split();
-                    let peer = Peer { addr: Some(addr), transport: "tcp" };
+                    let peer = Peer { addr: Some(addr), transport: crate::transport::Transport::Tcp };
                     Box::pin(super::serve(engine, TcpRx(r), StreamTx::new(w), peer)).await;
                 }
                 Some(acceptor) => Box::pin(serve_tls(engine, acceptor, stream, addr)).await,
@@ -93,7 +93,7 @@ async fn serve_tls(engine: Engine, acceptor: TlsAcceptor, stream: TcpStream, add
     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
         Ok(Ok(tls_stream)) => {
             let (r, w) = tokio::io::split(tls_stream);
-            let peer = Peer { addr: Some(addr), transport: "tls" };
+            let peer = Peer { addr: Some(addr), transport: crate::transport::Transport::Tls };
             super::serve(engine, StreamRx(r), StreamTx::new(w), peer).await;
         }
         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
@@ -157,7 +157,10 @@ pub fn websocket(engine: &Engine, admission: &Admission) -> Front {
                 // No async block: one that captured the link (or the session
                 // future) would keep a dead copy of it in every idle
                 // session's task; the scope holds the slot alongside instead.
-                a.spawn(slot, super::serve(e, rx, tx, Peer { addr: Some(addr), transport: "ws" }));
+                a.spawn(
+                    slot,
+                    super::serve(e, rx, tx, Peer { addr: Some(addr), transport: crate::transport::Transport::Ws }),
+                );
             }))
         }),
     };

@@ -123,7 +123,7 @@ async fn sweep<S: Swept>(table: Weak<SessionTable<S>>, idle: Duration, every: Du
 pub struct PeerAddr(pub Option<SocketAddr>);
 
 impl PeerAddr {
-    pub fn peer(self, transport: &'static str) -> Peer {
+    pub fn peer(self, transport: crate::transport::Transport) -> Peer {
         Peer { addr: self.0, transport }
     }
 }

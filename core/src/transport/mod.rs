@@ -78,6 +78,43 @@ pub trait LinkTx: Send + 'static {
 pub struct Peer {
     /// Remote address, when the transport has one.
     pub addr: Option<SocketAddr>,
-    /// Short transport name for stats and logs: `tcp`, `tls`, `ws`, `sockjs`.
-    pub transport: &'static str,
+    pub transport: Transport,
+}
+
+/// How a session's bytes travel. Its name (`as_str`) is what stats, events,
+/// the admin API and auth backends see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Tcp,
+    Tls,
+    Ws,
+    SockJs,
+    Bosh,
+    /// No connection: the application's own calls, and in-process links.
+    Local,
+}
+
+impl Transport {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::SockJs => "sockjs",
+            Transport::Bosh => "bosh",
+            Transport::Local => "local",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Transport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }

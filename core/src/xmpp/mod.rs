@@ -164,7 +164,12 @@ fn websockets(engine: &Engine, admission: &Admission) -> Arc<[http1::WsEndpoint]
                     );
                     // The scope holds the slot without a second copy of the
                     // session future (Admission::spawn says why).
-                    let session = session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "ws" });
+                    let session = session::serve(
+                        engine,
+                        rx,
+                        tx,
+                        Peer { addr: Some(addr), transport: crate::transport::Transport::Ws },
+                    );
                     a.spawn(slot, session);
                 }))
             }),

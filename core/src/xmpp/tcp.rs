@@ -167,7 +167,13 @@ pub async fn handle(engine: Engine, mut stream: TcpStream, addr: SocketAddr, tls
     let limits = limits(&engine);
     let Some(acceptor) = tls else {
         let (rx, tx) = split(stream, limits, &domain, BytesMut::new(), Shaper::new(&engine.config.shaper, true, false));
-        return super::session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "tcp" }).await;
+        return super::session::serve(
+            engine,
+            rx,
+            tx,
+            Peer { addr: Some(addr), transport: crate::transport::Transport::Tcp },
+        )
+        .await;
     };
     let deadline = Duration::from_millis(engine.config.limits.connect_timeout_ms);
     let upgraded = tokio::time::timeout(deadline, starttls(&mut stream, &domain, limits)).await;
@@ -187,7 +193,13 @@ pub async fn handle(engine: Engine, mut stream: TcpStream, addr: SocketAddr, tls
         Ok(Ok(tls_stream)) => {
             let (rx, tx) =
                 split(tls_stream, limits, &domain, BytesMut::new(), Shaper::new(&engine.config.shaper, true, false));
-            super::session::serve(engine, rx, tx, Peer { addr: Some(addr), transport: "tls" }).await
+            super::session::serve(
+                engine,
+                rx,
+                tx,
+                Peer { addr: Some(addr), transport: crate::transport::Transport::Tls },
+            )
+            .await
         }
         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),

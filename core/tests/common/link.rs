@@ -24,7 +24,7 @@ use tokio::time::timeout;
 pub const WAIT: Duration = Duration::from_secs(5);
 
 /// A peer as a transport would report it (no address: nothing is on a socket).
-pub fn peer(transport: &'static str) -> Peer {
+pub fn peer(transport: herald_core::transport::Transport) -> Peer {
     Peer { addr: None, transport }
 }
 

@@ -501,7 +501,7 @@ async fn session_times_out() {
     let (got, peer) = tokio::time::timeout(WAIT, ended.recv()).await.unwrap().unwrap();
     assert!(start.elapsed() >= Duration::from_millis(100));
     assert_eq!(&got[..], b"ab");
-    assert_eq!(peer.transport, "sockjs");
+    assert_eq!(peer.transport, crate::transport::Transport::SockJs);
     assert_eq!(peer.addr.unwrap().ip(), std::net::Ipv4Addr::LOCALHOST);
     // Gone: sends are refused and a poll opens a fresh session.
     assert_eq!(post(addr, &format!("/stomp/000/{s}/xhr_send"), r#"["a"]"#).await.status, 404);

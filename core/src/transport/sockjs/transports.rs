@@ -100,7 +100,7 @@ fn receiving_response(
 }
 
 pub(super) async fn xhr(State(shared): Sh, Path(ids): Path<Ids>, peer: PeerAddr, headers: HeaderMap) -> Response {
-    let peer = peer.peer("sockjs");
+    let peer = peer.peer(crate::transport::Transport::SockJs);
     if !ids.valid() {
         return not_found();
     }
@@ -117,7 +117,7 @@ pub(super) async fn xhr_streaming(
     peer: PeerAddr,
     headers: HeaderMap,
 ) -> Response {
-    let peer = peer.peer("sockjs");
+    let peer = peer.peer(crate::transport::Transport::SockJs);
     if !ids.valid() {
         return not_found();
     }
@@ -136,7 +136,7 @@ pub(super) async fn eventsource(
     peer: PeerAddr,
     headers: HeaderMap,
 ) -> Response {
-    let peer = peer.peer("sockjs");
+    let peer = peer.peer(crate::transport::Transport::SockJs);
     if !ids.valid() {
         return not_found();
     }
@@ -166,7 +166,7 @@ pub(super) async fn htmlfile(
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let peer = peer.peer("sockjs");
+    let peer = peer.peer(crate::transport::Transport::SockJs);
     if !ids.valid() {
         return not_found();
     }
@@ -207,7 +207,7 @@ pub(super) async fn jsonp(
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let peer = peer.peer("sockjs");
+    let peer = peer.peer(crate::transport::Transport::SockJs);
     if !ids.valid() {
         return not_found();
     }
@@ -285,7 +285,7 @@ pub(super) async fn xhr_send(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let peer = peer.peer("sockjs");
+    let peer = peer.peer(crate::transport::Transport::SockJs);
     let mut resp = match send_messages(&shared, &ids, &peer, &headers, body, false).await {
         SendOutcome::Unknown => not_found(),
         SendOutcome::Error(resp) => resp,
@@ -303,7 +303,7 @@ pub(super) async fn jsonp_send(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let peer = peer.peer("sockjs");
+    let peer = peer.peer(crate::transport::Transport::SockJs);
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -325,7 +325,7 @@ pub(super) async fn framed_websocket(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let peer = peer.peer("sockjs");
+    let peer = peer.peer(crate::transport::Transport::SockJs);
     if !ids.valid() || !shared.config.websocket {
         return not_found();
     }
@@ -341,7 +341,7 @@ pub(super) async fn raw_websocket(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let peer = peer.peer("sockjs");
+    let peer = peer.peer(crate::transport::Transport::SockJs);
     if !shared.config.websocket {
         return not_found();
     }

@@ -49,7 +49,12 @@ pub(super) fn endpoint(config: BoshConfig, on_session: OnSession) -> (Router, Di
     let shared = Arc::new(Shared { config, body_limits, on_session, sessions: Arc::new(Table::default()) });
     let direct_shared = shared.clone();
     let direct: DirectHandler = Arc::new(move |headers, data, addr| {
-        post_whole(direct_shared.clone(), Peer { addr: Some(addr), transport: "bosh" }, headers, data)
+        post_whole(
+            direct_shared.clone(),
+            Peer { addr: Some(addr), transport: crate::transport::Transport::Bosh },
+            headers,
+            data,
+        )
     });
     (Router::new().route("/", post(handle_post).get(info).options(preflight)).with_state(shared), direct)
 }
@@ -140,7 +145,7 @@ async fn preflight(State(shared): Sh, headers: HeaderMap) -> Response {
 /// The handler of routed BOSH requests (the front server's direct path
 /// skips the router and this body reader: [`post_whole`]).
 fn handle_post(State(shared): Sh, peer: PeerAddr, headers: HeaderMap, body: Body) -> BoxFuture<'static, Response> {
-    let peer = peer.peer("bosh");
+    let peer = peer.peer(crate::transport::Transport::Bosh);
     let limit = shared.config.max_body_bytes;
     Box::pin(
         axum::body::to_bytes(body, limit)

@@ -293,7 +293,7 @@ async fn creation_response_has_session_attributes_and_features() {
 
     match next_ev(&mut ev).await {
         Ev::Start(peer) => {
-            assert_eq!(peer.transport, "bosh");
+            assert_eq!(peer.transport, crate::transport::Transport::Bosh);
             assert_eq!(peer.addr.unwrap().ip(), std::net::Ipv4Addr::LOCALHOST);
         }
         other => panic!("{other:?}"),
