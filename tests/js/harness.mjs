@@ -35,7 +35,7 @@ export function assertBinary() {
     st = fs.statSync(bin);
   } catch {
     throw new Error(
-      `herald binary not found at ${bin}: build it (cargo build -p herald-core) ` +
+      `herald binary not found at ${bin}: build it (cargo build -p herald-server) ` +
         `or point HERALD_BIN at it. Tests never skip on a missing binary.`,
     );
   }
