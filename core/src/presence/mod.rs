@@ -7,6 +7,7 @@
 //! read them. In memory by default; Redis when configured.
 
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod service;
 
