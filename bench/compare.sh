@@ -30,7 +30,7 @@ BENCH=$CARGO_TARGET_DIR/release/herald-bench
 HERALD_BIN=${HERALD_BIN:-$CARGO_TARGET_DIR/release/herald}
 if [ ! -x "$HERALD_BIN" ]; then
   log "building herald (release)"
-  (cd "$REPO_DIR" && cargo build --release -q -p herald-core --bin herald)
+  (cd "$REPO_DIR" && cargo build --release -q -p herald-server)
 fi
 ensure_packages
 

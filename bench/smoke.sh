@@ -17,7 +17,7 @@ if [ -z "${HERALD_BIN:-}" ]; then
   done
 fi
 if [ -z "${HERALD_BIN:-}" ]; then
-  (cd "$REPO_DIR" && cargo build -q -p herald-core --bin herald)
+  (cd "$REPO_DIR" && cargo build -q -p herald-server)
   HERALD_BIN=$CARGO_TARGET_DIR/debug/herald
 fi
 mkdir -p "$BENCH_RUN"

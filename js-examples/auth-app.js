@@ -82,8 +82,10 @@ function createAuthRules({ users = DEMO_USERS, projects = DEMO_PROJECTS } = {}) 
       if (resource === 'exchange') {
         if (permission === 'configure') return deny('exchanges are not configurable by users');
         if (['feed', 'project', 'amq.topic'].includes(name)) return allow(`${permission} on ${name}`);
-        if (name === 'presence') return permission === 'read' ? allow('read presence') : deny('only Herald publishes presence');
-        if (name === 'amq.default' || name === '') return permission === 'write' ? allow('send to queues') : deny('default exchange');
+        if (name === 'presence')
+          return permission === 'read' ? allow('read presence') : deny('only Herald publishes presence');
+        if (name === 'amq.default' || name === '')
+          return permission === 'write' ? allow('send to queues') : deny('default exchange');
         return deny(`no access to exchange ${name}`);
       }
       if (resource === 'queue') {
@@ -104,11 +106,15 @@ function createAuthRules({ users = DEMO_USERS, projects = DEMO_PROJECTS } = {}) 
           if (permission === 'read') return key === username ? allow('own feed') : deny(`feed ${key} is not yours`);
           return users[key] ? allow(`message to ${key}`) : deny(`no user ${key}`);
         case 'project':
-          return projectsOf(username).includes(key) ? allow(`member of ${key}`) : deny(`not a member of project ${key}`);
+          return projectsOf(username).includes(key)
+            ? allow(`member of ${key}`)
+            : deny(`not a member of project ${key}`);
         case 'presence': {
           if (permission !== 'read') return deny('only Herald publishes presence');
           const project = key.split('.')[0];
-          return projectsOf(username).includes(project) ? allow(`presence of ${project}`) : deny(`not a member of project ${project}`);
+          return projectsOf(username).includes(project)
+            ? allow(`presence of ${project}`)
+            : deny(`not a member of project ${project}`);
         }
         case 'amq.topic':
           return allow('public topic');
@@ -134,7 +140,8 @@ function authRoutes({ rules = createAuthRules(), log = [], onDecision = null } =
       result: d.allow ? 'allow' : 'deny',
       reason: d.reason,
     };
-    for (const k of ['vhost', 'resource', 'name', 'permission', 'routing_key']) if (p[k] !== undefined) entry[k] = String(p[k]);
+    for (const k of ['vhost', 'resource', 'name', 'permission', 'routing_key'])
+      if (p[k] !== undefined) entry[k] = String(p[k]);
     log.push(entry);
     if (log.length > 200) log.splice(0, log.length - 200);
     if (onDecision) onDecision(entry);
@@ -153,11 +160,35 @@ function authRoutes({ rules = createAuthRules(), log = [], onDecision = null } =
     },
     resource: (req, res) => {
       const p = params(req);
-      answer(req, res, 'resource', p, rules.resource(String(p.username ?? ''), String(p.vhost ?? ''), String(p.resource ?? ''), String(p.name ?? ''), String(p.permission ?? '')));
+      answer(
+        req,
+        res,
+        'resource',
+        p,
+        rules.resource(
+          String(p.username ?? ''),
+          String(p.vhost ?? ''),
+          String(p.resource ?? ''),
+          String(p.name ?? ''),
+          String(p.permission ?? ''),
+        ),
+      );
     },
     topic: (req, res) => {
       const p = params(req);
-      answer(req, res, 'topic', p, rules.topic(String(p.username ?? ''), String(p.vhost ?? ''), String(p.name ?? ''), String(p.permission ?? ''), String(p.routing_key ?? '')));
+      answer(
+        req,
+        res,
+        'topic',
+        p,
+        rules.topic(
+          String(p.username ?? ''),
+          String(p.vhost ?? ''),
+          String(p.name ?? ''),
+          String(p.permission ?? ''),
+          String(p.routing_key ?? ''),
+        ),
+      );
     },
   };
   for (const [kind, handler] of Object.entries(handlers)) {
@@ -170,15 +201,26 @@ function authRoutes({ rules = createAuthRules(), log = [], onDecision = null } =
 /** One line per decision that matters: logins, and every denial. */
 function printDecision(entry) {
   if (entry.path !== AUTH_PATHS.user && entry.result === 'allow') return;
-  const what = entry.path === AUTH_PATHS.user ? '' : ` ${entry.resource ?? ''} ${entry.name ?? entry.vhost ?? ''} ${entry.permission ?? ''}${entry.routing_key !== undefined ? ` key=${entry.routing_key}` : ''}`;
-  console.log(`auth: ${entry.path} ${entry.username}${what.replace(/\s+/g, ' ').trimEnd()} → ${entry.result} (${entry.reason})`);
+  const what =
+    entry.path === AUTH_PATHS.user
+      ? ''
+      : ` ${entry.resource ?? ''} ${entry.name ?? entry.vhost ?? ''} ${entry.permission ?? ''}${entry.routing_key !== undefined ? ` key=${entry.routing_key}` : ''}`;
+  console.log(
+    `auth: ${entry.path} ${entry.username}${what.replace(/\s+/g, ' ').trimEnd()} → ${entry.result} (${entry.reason})`,
+  );
 }
 
 /**
  * The example app: auth handlers, POST /publish, GET /config.json, the pages.
  * `engine`: a Herald Engine (optional: without it the app only answers auth questions).
  */
-function createAuthApp({ engine = null, users = DEMO_USERS, projects = DEMO_PROJECTS, onDecision = printDecision, pages = true } = {}) {
+function createAuthApp({
+  engine = null,
+  users = DEMO_USERS,
+  projects = DEMO_PROJECTS,
+  onDecision = printDecision,
+  pages = true,
+} = {}) {
   const app = express();
   const log = [];
   app.locals.authLog = log;
@@ -198,7 +240,8 @@ function createAuthApp({ engine = null, users = DEMO_USERS, projects = DEMO_PROJ
   if (engine) {
     app.post('/publish', (req, res) => {
       const { destination, body = '', headers = {} } = req.body || {};
-      if (typeof destination !== 'string' || !destination) return res.status(400).json({ error: 'destination is required' });
+      if (typeof destination !== 'string' || !destination)
+        return res.status(400).json({ error: 'destination is required' });
       const text = typeof body === 'string' ? body : JSON.stringify(body);
       const h = { ...headers };
       if (typeof body !== 'string' && !h['content-type']) h['content-type'] = 'application/json';
@@ -222,7 +265,13 @@ function createAuthApp({ engine = null, users = DEMO_USERS, projects = DEMO_PROJ
  * Builds the engine, installs the app as its auth backend, starts both.
  * Returns `{ app, engine, server, listeners, url, stop }`.
  */
-async function startAuthApp({ env = process.env, port = env.PORT ?? 3000, host = env.HOST || '127.0.0.1', config = null, quiet = false } = {}) {
+async function startAuthApp({
+  env = process.env,
+  port = env.PORT ?? 3000,
+  host = env.HOST || '127.0.0.1',
+  config = null,
+  quiet = false,
+} = {}) {
   const { Engine } = require('herald');
   const engine = new Engine(config || heraldConfig({ env, xmppHttp: 5280 }));
   const app = createAuthApp({ engine, onDecision: quiet ? null : printDecision });

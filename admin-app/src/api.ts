@@ -53,13 +53,18 @@ export class Api {
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let res: Response;
     try {
-      res = await fetch(this.url(path), { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+      res = await fetch(this.url(path), {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal,
+      });
     } catch (e) {
       if ((e as Error).name === 'AbortError') throw e;
       throw new ApiError(0, 'network', `cannot reach ${this.base}: ${(e as Error).message}`);
     }
     const text = await res.text();
-    let json: unknown = undefined;
+    let json: unknown;
     if (text) {
       try {
         json = JSON.parse(text);
@@ -69,9 +74,18 @@ export class Api {
     }
     if (!res.ok) {
       const j = (json ?? {}) as { error?: string; message?: string };
-      throw new ApiError(res.status, j.error || res.statusText || 'error', j.message || text.slice(0, 200) || res.statusText);
+      throw new ApiError(
+        res.status,
+        j.error || res.statusText || 'error',
+        j.message || text.slice(0, 200) || res.statusText,
+      );
     }
-    if (json === undefined) throw new ApiError(res.status, 'bad_response', `expected JSON from ${path}, got ${text.slice(0, 100) || 'nothing'}`);
+    if (json === undefined)
+      throw new ApiError(
+        res.status,
+        'bad_response',
+        `expected JSON from ${path}, got ${text.slice(0, 100) || 'nothing'}`,
+      );
     return json as T;
   }
 
@@ -106,7 +120,10 @@ export class Api {
     return this.request<Page<QueueInfo>>('GET', `/api/queues${qs(q)}`, undefined, signal);
   }
   purge(vhost: string, name: string) {
-    return this.request<{ purged: number }>('POST', `/api/queues/${encodeURIComponent(vhost)}/${encodeURIComponent(name)}/purge`);
+    return this.request<{ purged: number }>(
+      'POST',
+      `/api/queues/${encodeURIComponent(vhost)}/${encodeURIComponent(name)}/purge`,
+    );
   }
   publish(destination: string, body: string, headers: Record<string, string>) {
     return this.request<{ routed: number }>('POST', '/api/publish', { destination, body, headers });

@@ -16,10 +16,21 @@ export interface TimeChart {
 }
 
 /** A live time-series chart over samples; sized to its container and kept in sync with it. */
-export function timeChart(host: HTMLElement, series: SeriesDef[], opts: { height?: number; unit?: string; integer?: boolean } = {}): TimeChart {
+export function timeChart(
+  host: HTMLElement,
+  series: SeriesDef[],
+  opts: { height?: number; unit?: string; integer?: boolean } = {},
+): TimeChart {
   const height = opts.height ?? 200;
   const unit = opts.unit ?? '';
-  const fmt = (v: number | null) => (v === null || v === undefined ? '–' : opts.integer ? String(Math.round(v)) : v < 10 ? v.toFixed(1) : String(Math.round(v)));
+  const fmt = (v: number | null) =>
+    v === null || v === undefined
+      ? '–'
+      : opts.integer
+        ? String(Math.round(v))
+        : v < 10
+          ? v.toFixed(1)
+          : String(Math.round(v));
   const data: uPlot.AlignedData = [[], ...series.map(() => [])];
   const plot = new uPlot(
     {
@@ -88,7 +99,11 @@ export function sparkline(pub: number[], del: number[], width = 120, height = 26
   const line = (vals: number[], cls: string) => {
     if (vals.length < 2) return;
     const x0 = slots - vals.length;
-    const pts = vals.map((v, i) => `${((x0 + i) * step).toFixed(1)},${(height - 2 - (Math.max(0, v) / max) * (height - 4)).toFixed(1)}`).join(' ');
+    const pts = vals
+      .map(
+        (v, i) => `${((x0 + i) * step).toFixed(1)},${(height - 2 - (Math.max(0, v) / max) * (height - 4)).toFixed(1)}`,
+      )
+      .join(' ');
     const p = document.createElementNS(SVG, 'polyline');
     p.setAttribute('points', pts);
     p.setAttribute('class', cls);

@@ -4,7 +4,11 @@
 type Child = Node | string | number | null | undefined | false;
 type Attrs = Record<string, string | number | boolean | null | undefined | EventListener>;
 
-export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs = {}, ...children: (Child | Child[])[]): HTMLElementTagNameMap[K] {
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Attrs = {},
+  ...children: (Child | Child[])[]
+): HTMLElementTagNameMap[K] {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === null || v === undefined || v === false) continue;
@@ -69,7 +73,10 @@ export function fmtTime(ms: number): string {
   return ms ? new Date(ms).toLocaleString() : '–';
 }
 
-export function debounce<A extends unknown[]>(fn: (...a: A) => void, ms: number): ((...a: A) => void) & { cancel(): void } {
+export function debounce<A extends unknown[]>(
+  fn: (...a: A) => void,
+  ms: number,
+): ((...a: A) => void) & { cancel(): void } {
   let t: number | undefined;
   const d = (...a: A) => {
     clearTimeout(t);
@@ -91,16 +98,29 @@ export function confirmDialog(title: string, text: string, okLabel = 'Confirm', 
       if (e.key === 'Escape') done(false);
       if (e.key === 'Enter') done(true);
     };
-    const ok = h('button', { class: danger ? 'btn danger' : 'btn primary', 'data-testid': 'confirm-ok', onclick: () => done(true) }, okLabel);
+    const ok = h(
+      'button',
+      { class: danger ? 'btn danger' : 'btn primary', 'data-testid': 'confirm-ok', onclick: () => done(true) },
+      okLabel,
+    );
     const overlay = h(
       'div',
-      { class: 'modal-overlay', 'data-testid': 'confirm-dialog', onclick: (e: Event) => e.target === overlay && done(false) },
+      {
+        class: 'modal-overlay',
+        'data-testid': 'confirm-dialog',
+        onclick: (e: Event) => e.target === overlay && done(false),
+      },
       h(
         'div',
         { class: 'modal', role: 'dialog', 'aria-modal': 'true' },
         h('h3', {}, title),
         h('p', {}, text),
-        h('div', { class: 'modal-actions' }, h('button', { class: 'btn', 'data-testid': 'confirm-cancel', onclick: () => done(false) }, 'Cancel'), ok),
+        h(
+          'div',
+          { class: 'modal-actions' },
+          h('button', { class: 'btn', 'data-testid': 'confirm-cancel', onclick: () => done(false) }, 'Cancel'),
+          ok,
+        ),
       ),
     );
     document.addEventListener('keydown', onKey, true);

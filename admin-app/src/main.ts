@@ -48,7 +48,7 @@ function saveConnection(c: Connection | null): void {
 function loadConnection(): Connection | null {
   try {
     const c = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null') as Connection | null;
-    return c && c.base && c.token ? c : null;
+    return c?.base && c.token ? c : null;
   } catch {
     return null;
   }
@@ -102,7 +102,11 @@ async function tryConnect(c: Connection): Promise<string | null> {
 function showLogin(error?: string): void {
   teardown();
   clear(root);
-  const errorBox = h('div', { class: 'login-error', 'data-testid': 'login-error', role: 'alert', hidden: !error }, error ?? '');
+  const errorBox = h(
+    'div',
+    { class: 'login-error', 'data-testid': 'login-error', role: 'alert', hidden: !error },
+    error ?? '',
+  );
   const setError = (msg: string | null) => {
     errorBox.hidden = !msg;
     errorBox.textContent = msg ?? '';
@@ -126,7 +130,16 @@ function showLogin(error?: string): void {
 
 function browserLogin(setError: (m: string | null) => void): HTMLElement {
   const base = browserBase();
-  const token = h('input', { type: 'password', id: 'token', name: 'token', 'data-testid': 'token-input', placeholder: 'admin token', autocomplete: 'current-password', autofocus: true, required: true });
+  const token = h('input', {
+    type: 'password',
+    id: 'token',
+    name: 'token',
+    'data-testid': 'token-input',
+    placeholder: 'admin token',
+    autocomplete: 'current-password',
+    autofocus: true,
+    required: true,
+  });
   const server = h('input', { type: 'url', id: 'server', 'data-testid': 'server-input', value: base });
   const submit = h('button', { class: 'btn primary wide', type: 'submit', 'data-testid': 'login-submit' }, 'Connect');
   return h(
@@ -138,7 +151,11 @@ function browserLogin(setError: (m: string | null) => void): HTMLElement {
         submit.disabled = true;
         submit.textContent = 'Connecting…';
         setError(null);
-        const err = await tryConnect({ base: normalizeBase(server.value || base), token: token.value.trim(), name: '' });
+        const err = await tryConnect({
+          base: normalizeBase(server.value || base),
+          token: token.value.trim(),
+          name: '',
+        });
         if (err) {
           submit.disabled = false;
           submit.textContent = 'Connect';
@@ -147,7 +164,12 @@ function browserLogin(setError: (m: string | null) => void): HTMLElement {
         }
       },
     },
-    h('label', { for: 'token' }, 'Bearer token', h('span', { class: 'hint' }, 'one of [admin] tokens in the server config')),
+    h(
+      'label',
+      { for: 'token' },
+      'Bearer token',
+      h('span', { class: 'hint' }, 'one of [admin] tokens in the server config'),
+    ),
     token,
     h('details', { class: 'advanced' }, h('summary', {}, 'Server'), server),
     submit,
@@ -157,8 +179,20 @@ function browserLogin(setError: (m: string | null) => void): HTMLElement {
 function tauriLogin(setError: (m: string | null) => void): HTMLElement {
   const list = h('ul', { class: 'profiles', 'data-testid': 'profiles' });
   const name = h('input', { id: 'p-name', 'data-testid': 'profile-name', placeholder: 'production', required: true });
-  const url = h('input', { id: 'p-url', 'data-testid': 'profile-url', placeholder: 'http://127.0.0.1:15672', required: true, value: 'http://127.0.0.1:15672' });
-  const token = h('input', { id: 'p-token', type: 'password', 'data-testid': 'profile-token', placeholder: 'admin token', required: true });
+  const url = h('input', {
+    id: 'p-url',
+    'data-testid': 'profile-url',
+    placeholder: 'http://127.0.0.1:15672',
+    required: true,
+    value: 'http://127.0.0.1:15672',
+  });
+  const token = h('input', {
+    id: 'p-token',
+    type: 'password',
+    'data-testid': 'profile-token',
+    placeholder: 'admin token',
+    required: true,
+  });
   const connectTo = async (p: Profile, btn?: HTMLButtonElement) => {
     setError(null);
     if (btn) btn.disabled = true;
@@ -172,7 +206,11 @@ function tauriLogin(setError: (m: string | null) => void): HTMLElement {
     clear(list);
     if (!ps.length) list.append(h('li', { class: 'muted' }, 'No saved connections yet.'));
     for (const p of ps) {
-      const go = h('button', { class: 'btn primary small', 'data-testid': 'profile-connect', onclick: () => void connectTo(p, go) }, 'Connect');
+      const go = h(
+        'button',
+        { class: 'btn primary small', 'data-testid': 'profile-connect', onclick: () => void connectTo(p, go) },
+        'Connect',
+      );
       list.append(
         h(
           'li',
@@ -181,25 +219,33 @@ function tauriLogin(setError: (m: string | null) => void): HTMLElement {
           h(
             'div',
             { class: 'profile-actions' },
-            h('button', {
-              class: 'btn small',
-              onclick: () => {
-                name.value = p.name;
-                url.value = p.url;
-                token.value = p.token;
+            h(
+              'button',
+              {
+                class: 'btn small',
+                onclick: () => {
+                  name.value = p.name;
+                  url.value = p.url;
+                  token.value = p.token;
+                },
               },
-            }, 'Edit'),
-            h('button', {
-              class: 'btn small danger-text',
-              'data-testid': 'profile-delete',
-              onclick: async () => {
-                try {
-                  render(await profiles.remove(p.name));
-                } catch (e) {
-                  setError(describeInvokeError(e));
-                }
+              'Edit',
+            ),
+            h(
+              'button',
+              {
+                class: 'btn small danger-text',
+                'data-testid': 'profile-delete',
+                onclick: async () => {
+                  try {
+                    render(await profiles.remove(p.name));
+                  } catch (e) {
+                    setError(describeInvokeError(e));
+                  }
+                },
               },
-            }, 'Delete'),
+              'Delete',
+            ),
             go,
           ),
         ),
@@ -235,7 +281,11 @@ function tauriLogin(setError: (m: string | null) => void): HTMLElement {
       'div',
       { class: 'row-actions' },
       h('button', { class: 'btn', type: 'submit', 'data-testid': 'profile-save' }, 'Save'),
-      h('button', { class: 'btn primary', type: 'submit', 'data-connect': '1', 'data-testid': 'profile-save-connect' }, 'Save & connect'),
+      h(
+        'button',
+        { class: 'btn primary', type: 'submit', 'data-connect': '1', 'data-testid': 'profile-save-connect' },
+        'Save & connect',
+      ),
     ),
   );
   return h('div', {}, h('h3', {}, 'Connections'), list, form);
@@ -286,10 +336,16 @@ function startShell(conn: Connection, api: Api, overview: import('./types').Over
 
   const statusDot = h('span', { class: 'status-dot' });
   const statusText = h('span', {}, 'connecting');
-  const status = h('div', { class: 'stream-status', 'data-testid': 'stream-status', 'data-state': 'connecting', title: 'live stream' }, statusDot, statusText);
+  const status = h(
+    'div',
+    { class: 'stream-status', 'data-testid': 'stream-status', 'data-state': 'connecting', title: 'live stream' },
+    statusDot,
+    statusText,
+  );
   const nodeLabel = h('span', { class: 'node-name', 'data-testid': 'node-name' }, overview.node);
   const nav = h('nav', { class: 'tabs' });
-  for (const [key, r] of Object.entries(ROUTES)) nav.append(h('a', { href: `#/${key}`, 'data-route': key, 'data-testid': `nav-${key}` }, r.title));
+  for (const [key, r] of Object.entries(ROUTES))
+    nav.append(h('a', { href: `#/${key}`, 'data-route': key, 'data-testid': `nav-${key}` }, r.title));
   const main = h('main', { class: 'view', id: 'view' });
   clear(root);
   root.append(
@@ -355,7 +411,8 @@ function startShell(conn: Connection, api: Api, overview: import('./types').Over
       c.overview = await api.overview();
       bus.emit('overview', c.overview);
     } catch (e) {
-      if (e instanceof ApiError && e.status === 401) showLogin('401 Unauthorized — the server no longer accepts this token');
+      if (e instanceof ApiError && e.status === 401)
+        showLogin('401 Unauthorized — the server no longer accepts this token');
     }
   }, 2000);
 
@@ -393,7 +450,8 @@ function route(): void {
   currentView?.destroy();
   const main = document.getElementById('view')!;
   clear(main);
-  for (const a of document.querySelectorAll<HTMLAnchorElement>('nav.tabs a')) a.classList.toggle('active', a.dataset.route === name);
+  for (const a of document.querySelectorAll<HTMLAnchorElement>('nav.tabs a'))
+    a.classList.toggle('active', a.dataset.route === name);
   document.title = `${ROUTES[name].title} · Herald admin`;
   currentView = ROUTES[name].mount(ctx);
   main.dataset.view = name;

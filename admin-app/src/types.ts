@@ -1,119 +1,31 @@
-// Shapes of the admin API (docs/admin-api.md is authoritative).
+// Shapes of the admin API, taken from its schema: api-schema.ts is generated
+// from core/src/admin/openapi.json (`npm run gen:api -w herald-admin`;
+// scripts/test fails when it is stale). Only names and the Tauri-only
+// `Profile` are written here.
 
-export interface Rates {
-  publish: number;
-  deliver: number;
-  ack: number;
-  drop: number;
-}
+import type { components } from './api-schema';
 
-export interface Totals {
-  published: number;
-  delivered: number;
-  acked: number;
-  dropped: number;
-}
+type Schemas = components['schemas'];
 
-export interface Overview {
-  node: string;
-  version: string;
-  uptime_secs: number;
-  sessions: number;
-  users_online: number;
-  queues: number;
-  exchanges: number;
-  messages_ready: number;
-  messages_unacked: number;
-  sessions_by_protocol: Record<string, number>;
-  sessions_by_transport: Record<string, number>;
-  rates: Rates;
-  totals: Totals;
-}
+export type Rates = Schemas['Rates'];
+export type Totals = Schemas['Totals'];
+export type Overview = Schemas['Overview'];
+export type Sample = Schemas['Sample'];
+export type History = Schemas['History'];
+export type PresenceState = Schemas['Presence']['state'];
+export type Session = Schemas['Session'];
+export type OnlineUser = Schemas['OnlineUser'];
+export type Project = Schemas['Project'];
+export type QueueInfo = Schemas['QueueInfo'];
+export type QueueSort = components['parameters']['sort'];
 
-export interface Sample {
-  t: number; // unix ms
-  sessions: number;
-  users_online: number;
-  publish: number;
-  deliver: number;
-  ack: number;
-}
+/** One page of a list endpoint (`QueuePage`, `SessionPage`, `UserPage`). */
+export type Page<T> = Omit<Schemas['SessionPage'], 'items'> & { items: T[] };
 
-export interface History {
-  interval_ms: number;
-  samples: Sample[];
-}
-
-export type PresenceState = 'online' | 'chat' | 'away' | 'xa' | 'dnd' | 'offline';
-
-export interface Session {
-  id: string | number;
-  uid: string;
-  vhost: string;
-  protocol: string;
-  transport: string;
-  peer: string | null;
-  connected_at: number;
-  resource: string | null;
-}
-
-export interface OnlineUser {
-  uid: string;
-  presence: { state: PresenceState | string; status: string | null };
-  sessions: Session[];
-}
-
-export interface Page<T> {
-  total: number;
-  page: number;
-  per_page: number;
-  items: T[];
-}
-
-export interface Project {
-  id: string;
-  name: string | null;
-  members: number | string[];
-  online: number | string[];
-}
-
-export interface QueueInfo {
-  vhost: string;
-  name: string;
-  durable: boolean;
-  exclusive: boolean;
-  auto_delete: boolean;
-  depth: number;
-  unacked: number;
-  consumers: number;
-  totals: Totals;
-  rates: { publish: number; deliver: number; ack: number };
-  history: { publish: number[]; deliver: number[] };
-}
-
-export type QueueSort = 'name' | 'depth' | 'consumers' | 'unacked' | 'publish_rate' | 'deliver_rate';
-
-export interface StreamOverview {
-  overview: Overview;
-  sample: Sample;
-}
-
-export interface StreamSession {
-  type?: 'session';
-  event: 'open' | 'close';
-  session: string | number;
-  uid: string;
-  protocol: string;
-  transport: string;
-  reason: string | null;
-}
-
-export interface StreamPresence {
-  type?: 'presence';
-  uid: string;
-  state: string;
-  status: string | null;
-}
+/** Data of the stream's events: `overview`, `session`, `presence`. */
+export type StreamOverview = Schemas['Tick'];
+export type StreamSession = Schemas['SessionEvent'];
+export type StreamPresence = Schemas['PresenceEvent'];
 
 /** A saved connection (Tauri app). */
 export interface Profile {

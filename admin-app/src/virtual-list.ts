@@ -45,7 +45,8 @@ export class VirtualList<T> {
   private fetchTimer: number | undefined;
   private loadedOnce = false;
   private destroyed = false;
-  private readonly o: Required<Omit<VirtualListOptions<T>, 'extraHeight' | 'onTotal' | 'onError' | 'onLoaded'>> & VirtualListOptions<T>;
+  private readonly o: Required<Omit<VirtualListOptions<T>, 'extraHeight' | 'onTotal' | 'onError' | 'onLoaded'>> &
+    VirtualListOptions<T>;
 
   constructor(opts: VirtualListOptions<T>) {
     this.o = { overscan: 8, maxCachedPages: 80, ...opts };
@@ -193,7 +194,10 @@ export class VirtualList<T> {
       if (el._item !== item || el._ver !== this.version || item === undefined) {
         el._item = item;
         el._ver = this.version;
-        const ex = item !== undefined && this.o.extraHeight && this.expanded.has(this.o.key(item)) ? this.o.extraHeight(item) : 0;
+        const ex =
+          item !== undefined && this.o.extraHeight && this.expanded.has(this.o.key(item))
+            ? this.o.extraHeight(item)
+            : 0;
         el.style.height = `${H + ex}px`;
         el.classList.toggle('expanded', ex > 0);
         el.classList.toggle('loading', item === undefined);
@@ -210,7 +214,7 @@ export class VirtualList<T> {
     const toPage = Math.max(fromPage, Math.floor(Math.max(last, first) / this.o.perPage) + 1);
     for (let p = fromPage; p <= toPage; p++) {
       const c = this.pages.get(p);
-      if (c && c.loading) continue;
+      if (c?.loading) continue;
       if (c && !c.stale && !force) continue;
       void this.load(p);
     }
@@ -246,7 +250,8 @@ export class VirtualList<T> {
       const totalChanged = res.total !== this.total;
       this.total = res.total;
       // pages past the end are gone
-      for (const p of [...this.pages.keys()]) if ((p - 1) * this.o.perPage >= res.total && p !== 1) this.pages.delete(p);
+      for (const p of [...this.pages.keys()])
+        if ((p - 1) * this.o.perPage >= res.total && p !== 1) this.pages.delete(p);
       if (this.expanded.size) this.recomputeExtras();
       const first = !this.loadedOnce;
       this.loadedOnce = true;

@@ -14,6 +14,7 @@
 //! - `report.rs` — the markdown tables of `docs/benchmarks.md`.
 //!
 //! See `bench/README.md` for how the pieces are driven by `compare.sh` and `smoke.sh`.
+#![allow(clippy::print_stdout, reason = "its reports and progress lines are its output")]
 
 mod conn;
 mod hist;

@@ -23,6 +23,29 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), reason: reason.into() }
 }
 
+/// Why a section is refused by a herald-core built without `feature`.
+pub(crate) fn compiled_out(feature: &str) -> String {
+    format!("this herald was built without the `{feature}` Cargo feature of herald-core (on by default)")
+}
+
+/// Refuses the backends and auth sources left out of this build, naming the
+/// Cargo feature that brings each in.
+fn require_features(config: &Config) -> Result<(), ConfigError> {
+    if matches!(config.presence, PresenceConfig::Redis { .. }) && !cfg!(feature = "redis") {
+        return Err(invalid("presence.backend", format!("\"redis\": {}", compiled_out("redis"))));
+    }
+    if matches!(config.directory, DirectoryConfig::Mongodb { .. }) && !cfg!(feature = "mongodb") {
+        return Err(invalid("directory.backend", format!("\"mongodb\": {}", compiled_out("mongodb"))));
+    }
+    if config.auth.http.is_some() && !cfg!(feature = "http-auth") {
+        return Err(invalid("auth.http", compiled_out("http-auth")));
+    }
+    if config.auth.jwt.is_some() && !cfg!(feature = "jwt") {
+        return Err(invalid("auth.jwt", compiled_out("jwt")));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -1048,6 +1071,7 @@ impl Config {
 
     /// Checks what serde cannot: cross-references, ranges and patterns.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        require_features(self)?;
         if self.vhosts.is_empty() {
             return Err(invalid("vhosts", "at least one vhost is required"));
         }
@@ -1354,6 +1378,36 @@ mod tests {
     }
 
     #[test]
+    fn sources_left_out_of_the_build_are_refused_naming_their_feature() {
+        let cases = [
+            (
+                "redis",
+                cfg!(feature = "redis"),
+                "presence.backend",
+                "[presence]\nbackend = \"redis\"\nurl = \"redis://h/\"\n",
+            ),
+            (
+                "mongodb",
+                cfg!(feature = "mongodb"),
+                "directory.backend",
+                "[directory]\nbackend = \"mongodb\"\nuri = \"mongodb://h/\"\ndatabase = \"d\"\n",
+            ),
+            ("http-auth", cfg!(feature = "http-auth"), "auth.http", "[auth.http]\nuser_path = \"http://h/u\"\n"),
+            ("jwt", cfg!(feature = "jwt"), "auth.jwt", "[auth.jwt]\nhs256_secret = \"k\"\n"),
+        ];
+        for (feature, built, key, text) in cases {
+            match Config::from_toml_str(text) {
+                Ok(_) => assert!(built, "{feature}: accepted without the feature"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!built && e.contains(key) && e.contains(&format!("`{feature}` Cargo feature")), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(all(feature = "http-auth", feature = "jwt"))]
     fn auth_sources_are_validated() {
         let err = |text: &str| Config::from_toml_str(text).unwrap_err().to_string();
         let c = Config::from_toml_str("[auth.http]\nuser_path = \"http://127.0.0.1:3000/auth/user\"\n").unwrap();

@@ -623,15 +623,23 @@ impl Engine {
         }
     }
 
-    /// Swaps in the configured Redis / MongoDB backends (memory otherwise).
+    /// Swaps in the configured Redis / MongoDB backends (memory otherwise;
+    /// `Config::validate` refused a backend whose Cargo feature is off).
     pub(crate) async fn connect_backends(&self) -> Result<(), EngineError> {
-        use crate::config::{DirectoryConfig, PresenceConfig};
-        if let PresenceConfig::Redis { url, prefix } = &self.config.presence {
+        #[cfg(feature = "redis")]
+        if let crate::config::PresenceConfig::Redis { url, prefix } = &self.config.presence {
             let store = crate::presence::redis::RedisPresence::connect(url, prefix).await?;
             self.set_presence_store(Arc::new(store));
         }
-        if let DirectoryConfig::Mongodb { uri, database, collection, id_field, name_field, members_field } =
-            &self.config.directory
+        #[cfg(feature = "mongodb")]
+        if let crate::config::DirectoryConfig::Mongodb {
+            uri,
+            database,
+            collection,
+            id_field,
+            name_field,
+            members_field,
+        } = &self.config.directory
         {
             let mapping = crate::directory::mongo::MongoMapping {
                 collection: collection.clone(),

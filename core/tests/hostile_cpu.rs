@@ -1,6 +1,8 @@
 //! Issue 19, findings 1, 5 (hashing) and 6 (login attempts): a client must
 //! not be able to freeze the node with CPU work it shapes. Each test runs the
-//! `herald` binary as its own process (`HERALD_BIN`, or this package's), so
+//! `herald` binary as its own process (`HERALD_BIN`, or the one cargo built
+//! next to this test: package herald-server, which `cargo build --workspace`
+//! and `cargo nextest run --workspace` build), so
 //! the same test can be pointed at an older binary and the server's RSS can
 //! be read from /proc; the configs use only keys the old binary knows.
 //!
@@ -39,6 +41,15 @@ impl Drop for Server {
     }
 }
 
+/// `target/<profile>/herald`: this test runs from `target/<profile>/deps/`.
+/// The binary lives in herald-server, so `CARGO_BIN_EXE_herald` is not set here.
+fn built_herald() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("herald");
+    assert!(bin.exists(), "no herald binary at {}: cargo build -p herald-server, or set HERALD_BIN", bin.display());
+    bin
+}
+
 impl Server {
     fn start(name: &str, users: &str) -> Server {
         let dir = std::env::temp_dir().join(format!("herald-hostile-cpu-{name}-{}", std::process::id()));
@@ -49,7 +60,7 @@ impl Server {
         );
         let path = dir.join("herald.toml");
         std::fs::write(&path, config).unwrap();
-        let bin = std::env::var("HERALD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned());
+        let bin = std::env::var("HERALD_BIN").map(std::path::PathBuf::from).unwrap_or_else(|_| built_herald());
         let mut child = Command::new(bin)
             .arg("--config")
             .arg(&path)

@@ -34,7 +34,12 @@ class Board {
   }
 
   snapshot() {
-    return { project: { id: this.projectId, name: this.name, members: this.members }, columns: this.columns, cards: this.cards, version: this.version };
+    return {
+      project: { id: this.projectId, name: this.name, members: this.members },
+      columns: this.columns,
+      cards: this.cards,
+      version: this.version,
+    };
   }
 
   card(id) {
@@ -42,7 +47,9 @@ class Board {
   }
 
   add({ title, assignee = null, column = 'todo' }) {
-    title = String(title || '').trim().slice(0, 120);
+    title = String(title || '')
+      .trim()
+      .slice(0, 120);
     if (!title) throw httpError(400, 'a card needs a title');
     if (!this.columns.some((c) => c.id === column)) throw httpError(400, `no column ${column}`);
     if (assignee && !this.members.includes(assignee)) throw httpError(400, `${assignee} is not on this project`);

@@ -93,10 +93,12 @@ function createDemo({ env = process.env } = {}) {
   });
 
   api.post('/cards/:id/move', (req, res) => {
-    const { card, from } = board.move(req.params.id, String((req.body || {}).column || ''));
+    const { card, from } = board.move(req.params.id, String(req.body?.column || ''));
     if (from !== card.column) {
       const event = { type: 'card-moved', by: req.uid, card, from, to: card.column, version: board.version };
-      const routed = engine.publish(`/exchange/project/${PROJECT.id}`, JSON.stringify(event), { 'content-type': 'application/json' });
+      const routed = engine.publish(`/exchange/project/${PROJECT.id}`, JSON.stringify(event), {
+        'content-type': 'application/json',
+      });
       if (card.assignee && card.assignee !== req.uid) {
         notify(card.assignee, {
           type: 'card-moved',
@@ -116,14 +118,20 @@ function createDemo({ env = process.env } = {}) {
     const event = { type: 'card-added', by: req.uid, card, version: board.version };
     engine.publish(`/exchange/project/${PROJECT.id}`, JSON.stringify(event), { 'content-type': 'application/json' });
     if (card.assignee && card.assignee !== req.uid) {
-      notify(card.assignee, { type: 'card-added', from: req.uid, card: card.id, text: `${req.uid} assigned “${card.title}” to you` });
+      notify(card.assignee, {
+        type: 'card-added',
+        from: req.uid,
+        card: card.id,
+        text: `${req.uid} assigned “${card.title}” to you`,
+      });
     }
     res.status(201).json({ card });
   });
 
   api.post('/presence', async (req, res, next) => {
-    const state = String((req.body || {}).state || '');
-    if (!PRESENCE_STATES.includes(state)) return res.status(400).json({ error: `state must be one of ${PRESENCE_STATES.join(', ')}` });
+    const state = String(req.body?.state || '');
+    if (!PRESENCE_STATES.includes(state))
+      return res.status(400).json({ error: `state must be one of ${PRESENCE_STATES.join(', ')}` });
     try {
       const applied = await engine.setPresence(req.uid, state);
       res.json({ state, applied });
@@ -133,7 +141,7 @@ function createDemo({ env = process.env } = {}) {
   });
 
   api.post('/poke', (req, res) => {
-    const to = String((req.body || {}).to || '');
+    const to = String(req.body?.to || '');
     if (!PROJECT.members.includes(to)) return res.status(400).json({ error: `${to} is not on this project` });
     const delivered = notify(to, { type: 'poke', from: req.uid, text: `${req.uid} poked you` });
     res.json({ delivered });
@@ -150,7 +158,9 @@ function createDemo({ env = process.env } = {}) {
   });
 
   function notify(uid, payload) {
-    return engine.sendToUser(uid, JSON.stringify({ ...payload, at: new Date().toISOString() }), { 'content-type': 'application/json' });
+    return engine.sendToUser(uid, JSON.stringify({ ...payload, at: new Date().toISOString() }), {
+      'content-type': 'application/json',
+    });
   }
 
   app.use('/vendor', vendorRouter());
@@ -171,7 +181,9 @@ function createDemo({ env = process.env } = {}) {
       await engine.stop();
     };
     const adminListener = listeners.find((l) => l.name === 'admin');
-    const admin = adminListener ? { url: `http://${shown}:${adminListener.port}/admin/`, token: config.admin.tokens[0] } : null;
+    const admin = adminListener
+      ? { url: `http://${shown}:${adminListener.port}/admin/`, token: config.admin.tokens[0] }
+      : null;
     return { url, server, listeners, admin, stop };
   }
 

@@ -47,7 +47,14 @@ function port(env, name, fallback) {
  * The Herald config (same schema as config/dev.toml, keys in snake_case).
  * `xmppHttp` / `xmppC2s`: default XMPP ports for this example (a number, or "off").
  */
-function heraldConfig({ env = process.env, projects = DEMO_PROJECTS, xmppHttp = 'off', xmppC2s = 'off', admin = 'off', nodeName = 'herald-examples@localhost' } = {}) {
+function heraldConfig({
+  env = process.env,
+  projects = DEMO_PROJECTS,
+  xmppHttp = 'off',
+  xmppC2s = 'off',
+  admin = 'off',
+  nodeName = 'herald-examples@localhost',
+} = {}) {
   const bind = env.HERALD_BIND || '127.0.0.1';
   const addr = (p) => (p === 'off' ? 'off' : `${bind}:${p}`);
   const stompPort = port(env, 'HERALD_STOMP_PORT', 61613);

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-'use strict'
+'use strict';
 // `npm install` builds the addon from source (there are no prebuilt binaries):
 // `napi build --platform --release`, which also regenerates index.js and index.d.ts.
 //
@@ -10,64 +10,64 @@
 // HERALD_NODE_FORCE_BUILD=1 builds even when the addon looks fresh.
 // Cargo builds in $CARGO_TARGET_DIR, default /var/tmp/herald-target as scripts/test and .ci/run.
 
-const fs = require('node:fs')
-const path = require('node:path')
-const os = require('node:os')
-const { spawnSync } = require('node:child_process')
+const fs = require('node:fs');
+const path = require('node:path');
+const os = require('node:os');
+const { spawnSync } = require('node:child_process');
 
-const pkgDir = path.resolve(__dirname, '..')
-const root = path.resolve(pkgDir, '..')
+const pkgDir = path.resolve(__dirname, '..');
+const root = path.resolve(pkgDir, '..');
 
-function fail (message) {
-  console.error(`\nherald: ${message}\n`)
-  process.exit(1)
+function fail(message) {
+  console.error(`\nherald: ${message}\n`);
+  process.exit(1);
 }
 
 if (process.env.HERALD_NODE_SKIP_BUILD === '1') {
-  console.log('herald: HERALD_NODE_SKIP_BUILD=1, not building the native addon')
-  process.exit(0)
+  console.log('herald: HERALD_NODE_SKIP_BUILD=1, not building the native addon');
+  process.exit(0);
 }
 
 // The file napi-rs's loader (index.js) looks for on this platform.
-function addonName () {
-  let abi = ''
+function addonName() {
+  let abi = '';
   if (process.platform === 'linux') {
-    const header = process.report && process.report.getReport ? process.report.getReport().header : {}
-    abi = header && header.glibcVersionRuntime ? '-gnu' : '-musl'
+    const header = process.report?.getReport ? process.report.getReport().header : {};
+    abi = header?.glibcVersionRuntime ? '-gnu' : '-musl';
   } else if (process.platform === 'win32') {
-    abi = '-msvc'
+    abi = '-msvc';
   }
-  return `herald.${process.platform}-${process.arch}${abi}.node`
+  return `herald.${process.platform}-${process.arch}${abi}.node`;
 }
 
 // Newest modification time (ms) under `p`, following only what matters to cargo.
-function newest (p) {
-  let st
+function newest(p) {
+  let st;
   try {
-    st = fs.statSync(p)
+    st = fs.statSync(p);
   } catch {
-    return 0
+    return 0;
   }
-  if (!st.isDirectory()) return st.mtimeMs
-  let max = st.mtimeMs
+  if (!st.isDirectory()) return st.mtimeMs;
+  let max = st.mtimeMs;
   for (const entry of fs.readdirSync(p)) {
-    if (entry === 'target' || entry === 'node_modules' || entry.startsWith('.')) continue
-    max = Math.max(max, newest(path.join(p, entry)))
+    if (entry === 'target' || entry === 'node_modules' || entry.startsWith('.')) continue;
+    max = Math.max(max, newest(path.join(p, entry)));
   }
-  return max
+  return max;
 }
 
-function fresh () {
-  if (process.env.HERALD_NODE_FORCE_BUILD === '1') return false
-  const addon = path.join(pkgDir, addonName())
-  let built
+function fresh() {
+  if (process.env.HERALD_NODE_FORCE_BUILD === '1') return false;
+  const addon = path.join(pkgDir, addonName());
+  let built;
   try {
-    built = fs.statSync(addon).mtimeMs
+    built = fs.statSync(addon).mtimeMs;
   } catch {
-    return false
+    return false;
   }
   for (const generated of ['index.js', 'index.d.ts']) {
-    if (!fs.existsSync(path.join(pkgDir, generated))) return false
+    if (!fs.existsSync(path.join(pkgDir, generated))) return false;
   }
   const sources = [
     path.join(pkgDir, 'src'),
@@ -76,53 +76,58 @@ function fresh () {
     path.join(root, 'core', 'src'),
     path.join(root, 'core', 'Cargo.toml'),
     path.join(root, 'Cargo.toml'),
-    path.join(root, 'Cargo.lock')
-  ]
-  return sources.every((s) => newest(s) < built)
+    path.join(root, 'Cargo.lock'),
+  ];
+  return sources.every((s) => newest(s) < built);
 }
 
 if (fresh()) {
-  console.log(`herald: ${addonName()} is newer than its Rust sources; not rebuilding`)
-  process.exit(0)
+  console.log(`herald: ${addonName()} is newer than its Rust sources; not rebuilding`);
+  process.exit(0);
 }
 
 // cargo: on PATH, or in the rustup default location npm's PATH may lack.
-function findCargo () {
-  const probe = spawnSync('cargo', ['--version'], { stdio: 'ignore' })
-  if (!probe.error && probe.status === 0) return true
-  const home = process.env.CARGO_HOME || path.join(os.homedir(), '.cargo')
-  const bin = path.join(home, 'bin')
+function findCargo() {
+  const probe = spawnSync('cargo', ['--version'], { stdio: 'ignore' });
+  if (!probe.error && probe.status === 0) return true;
+  const home = process.env.CARGO_HOME || path.join(os.homedir(), '.cargo');
+  const bin = path.join(home, 'bin');
   if (fs.existsSync(path.join(bin, process.platform === 'win32' ? 'cargo.exe' : 'cargo'))) {
-    process.env.PATH = `${bin}${path.delimiter}${process.env.PATH || ''}`
-    return true
+    process.env.PATH = `${bin}${path.delimiter}${process.env.PATH || ''}`;
+    return true;
   }
-  return false
+  return false;
 }
 
 if (!findCargo()) {
   fail(
     'cannot build the native addon: `cargo` (Rust) was not found on PATH or in ~/.cargo/bin.\n' +
-      'Install Rust (https://rustup.rs, or your distribution\'s cargo package) and run `npm install` again.'
-  )
+      "Install Rust (https://rustup.rs, or your distribution's cargo package) and run `npm install` again.",
+  );
 }
 
-let cli
+let cli;
 try {
-  const cliPkg = require.resolve('@napi-rs/cli/package.json', { paths: [pkgDir] })
-  const meta = JSON.parse(fs.readFileSync(cliPkg, 'utf8'))
-  const bin = typeof meta.bin === 'string' ? meta.bin : meta.bin.napi
-  cli = path.join(path.dirname(cliPkg), bin)
+  const cliPkg = require.resolve('@napi-rs/cli/package.json', { paths: [pkgDir] });
+  const meta = JSON.parse(fs.readFileSync(cliPkg, 'utf8'));
+  const bin = typeof meta.bin === 'string' ? meta.bin : meta.bin.napi;
+  cli = path.join(path.dirname(cliPkg), bin);
 } catch {
-  fail('cannot build the native addon: @napi-rs/cli is not installed (it is a devDependency of herald; install without --omit=dev).')
+  fail(
+    'cannot build the native addon: @napi-rs/cli is not installed (it is a devDependency of herald; install without --omit=dev).',
+  );
 }
 
 // The repository's scripts share one cargo target directory outside the clone; use it too.
 if (!process.env.CARGO_TARGET_DIR) {
-  process.env.CARGO_TARGET_DIR = process.platform === 'win32' ? path.join(os.tmpdir(), 'herald-target') : '/var/tmp/herald-target'
+  process.env.CARGO_TARGET_DIR =
+    process.platform === 'win32' ? path.join(os.tmpdir(), 'herald-target') : '/var/tmp/herald-target';
 }
-console.log(`herald: building the native addon (napi build --platform --release, target dir ${process.env.CARGO_TARGET_DIR})`)
-const started = Date.now()
-const build = spawnSync(process.execPath, [cli, 'build', '--platform', '--release'], { cwd: pkgDir, stdio: 'inherit' })
-if (build.error) fail(`napi build could not run: ${build.error.message}`)
-if (build.status !== 0) fail(`napi build failed (exit ${build.status}); see the cargo output above`)
-console.log(`herald: native addon built in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+console.log(
+  `herald: building the native addon (napi build --platform --release, target dir ${process.env.CARGO_TARGET_DIR})`,
+);
+const started = Date.now();
+const build = spawnSync(process.execPath, [cli, 'build', '--platform', '--release'], { cwd: pkgDir, stdio: 'inherit' });
+if (build.error) fail(`napi build could not run: ${build.error.message}`);
+if (build.status !== 0) fail(`napi build failed (exit ${build.status}); see the cargo output above`);
+console.log(`herald: native addon built in ${((Date.now() - started) / 1000).toFixed(1)} s`);

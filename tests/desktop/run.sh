@@ -40,7 +40,7 @@ apt_install() {
 
 # --- binaries under test -------------------------------------------------------
 [ -x "$HERALD_ADMIN_BIN" ] || die "no herald-admin at $HERALD_ADMIN_BIN (cargo build -p herald-admin, after npm run build in admin-app; or set HERALD_ADMIN_BIN)"
-[ -x "$HERALD_BIN" ] || die "no herald at $HERALD_BIN (cargo build -p herald-core --bin herald, or set HERALD_BIN)"
+[ -x "$HERALD_BIN" ] || die "no herald at $HERALD_BIN (cargo build -p herald-server, or set HERALD_BIN)"
 
 # --- system packages -------------------------------------------------------------
 need=()

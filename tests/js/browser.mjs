@@ -28,11 +28,17 @@ const CHROMIUM_ARGS = [
 /** Launches headless Chromium; a missing browser fails the suite (never skips). */
 export async function launchChromium() {
   if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: apt-get install chromium (tests/run.sh does). Tests never skip on a missing browser.`);
+    throw new Error(
+      `${CHROMIUM} not found: apt-get install chromium (tests/run.sh does). Tests never skip on a missing browser.`,
+    );
   }
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const { chromium } = await import('playwright-core');
-  return withTimeout(chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 }), 40000, 'chromium launch');
+  return withTimeout(
+    chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 }),
+    40000,
+    'chromium launch',
+  );
 }
 
 /**
@@ -85,7 +91,11 @@ export async function startExample(script, ready, env = {}) {
     output: () => out,
     async stop() {
       child.kill('SIGTERM');
-      await withTimeout(new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r))), 10000, `${script} exit`).catch(() => child.kill('SIGKILL'));
+      await withTimeout(
+        new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r))),
+        10000,
+        `${script} exit`,
+      ).catch(() => child.kill('SIGKILL'));
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };

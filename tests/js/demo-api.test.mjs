@@ -59,7 +59,8 @@ async function expectDecision(pred, what, ms = 3000) {
     const log = await authLog();
     const hit = log.find(pred);
     if (hit) return hit;
-    if (Date.now() > until) throw new Error(`no auth decision for ${what}; log:\n${JSON.stringify(log.slice(-15), null, 1)}`);
+    if (Date.now() > until)
+      throw new Error(`no auth decision for ${what}; log:\n${JSON.stringify(log.slice(-15), null, 1)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -82,7 +83,8 @@ test('the handlers answer in the rabbitmq-auth-backend-http shape over plain HTT
   assert.equal(await get(AUTH_PATHS.user, { username: 'mallory', password: 'secret' }), 'deny');
   assert.equal(await get(AUTH_PATHS.vhost, { username: 'alice', vhost: '/', ip: '127.0.0.1' }), 'allow');
   assert.equal(await get(AUTH_PATHS.vhost, { username: 'alice', vhost: 'other' }), 'deny');
-  const res = (name, permission, resource = 'exchange') => get(AUTH_PATHS.resource, { username: 'alice', vhost: '/', resource, name, permission });
+  const res = (name, permission, resource = 'exchange') =>
+    get(AUTH_PATHS.resource, { username: 'alice', vhost: '/', resource, name, permission });
   assert.equal(await res('feed', 'read'), 'allow');
   assert.equal(await res('presence', 'read'), 'allow');
   assert.equal(await res('presence', 'write'), 'deny');
@@ -138,7 +140,10 @@ for (const kind of ['tcp', 'ws']) {
       } finally {
         r.close();
       }
-      await expectDecision((e) => e.path === '/auth/user' && e.username === login && e.result === 'deny' && e.reason === reason, `${login} denied (${reason})`);
+      await expectDecision(
+        (e) => e.path === '/auth/user' && e.username === login && e.result === 'deny' && e.reason === reason,
+        `${login} denied (${reason})`,
+      );
     }
   });
 }
@@ -147,19 +152,28 @@ test('resource denial: SEND to the presence exchange is refused by /auth/resourc
   const { r, f } = await rawConnect('ws', 'bob', 'secret');
   try {
     assert.equal(f.command, 'CONNECTED', `${f.command} ${JSON.stringify(f.headers)} ${f.bodyText}`);
-    r.send('SEND', { destination: '/exchange/presence/p1.bob', receipt: 'fake-presence', 'content-type': 'application/json' }, '{"uid":"bob","state":"online"}');
+    r.send(
+      'SEND',
+      { destination: '/exchange/presence/p1.bob', receipt: 'fake-presence', 'content-type': 'application/json' },
+      '{"uid":"bob","state":"online"}',
+    );
     const e = await r.expectFrame('ERROR', 5000);
     assert.match(e.headers.message || '', /refused|denied/i, JSON.stringify(e.headers));
   } finally {
     r.close();
   }
   await expectDecision(
-    (e) => e.path === '/auth/resource' && e.username === 'bob' && e.name === 'presence' && e.permission === 'write' && e.result === 'deny',
+    (e) =>
+      e.path === '/auth/resource' &&
+      e.username === 'bob' &&
+      e.name === 'presence' &&
+      e.permission === 'write' &&
+      e.result === 'deny',
     'bob write presence denied',
   );
 });
 
-test('topic denial: subscribing to someone else\'s feed is refused by /auth/topic; your own is allowed', T, async () => {
+test("topic denial: subscribing to someone else's feed is refused by /auth/topic; your own is allowed", T, async () => {
   const { r, f } = await rawConnect('tcp', 'alice', 'secret');
   try {
     assert.equal(f.command, 'CONNECTED');
@@ -173,7 +187,12 @@ test('topic denial: subscribing to someone else\'s feed is refused by /auth/topi
     r.close();
   }
   await expectDecision(
-    (e) => e.path === '/auth/topic' && e.username === 'alice' && e.name === 'feed' && e.routing_key === 'bob' && e.result === 'deny',
+    (e) =>
+      e.path === '/auth/topic' &&
+      e.username === 'alice' &&
+      e.name === 'feed' &&
+      e.routing_key === 'bob' &&
+      e.result === 'deny',
     'alice read feed/bob denied',
   );
 });
@@ -193,7 +212,10 @@ test('project membership: dave may not subscribe to p1, carol may', T, async () 
   } finally {
     r.close();
   }
-  await expectDecision((e) => e.path === '/auth/topic' && e.username === 'dave' && e.routing_key === 'p1' && e.result === 'deny', 'dave p1 denied');
+  await expectDecision(
+    (e) => e.path === '/auth/topic' && e.username === 'dave' && e.routing_key === 'p1' && e.result === 'deny',
+    'dave p1 denied',
+  );
 });
 
 test('POST /publish reaches a subscriber (@stomp/stompjs over /ws) with the JSON body and headers', T, async () => {
@@ -204,7 +226,11 @@ test('POST /publish reaches a subscriber (@stomp/stompjs over /ws) with the JSON
     const res = await fetch(`${app.base}/publish`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ destination: '/exchange/feed/alice', body: { text: 'hello alice', token }, headers: { 'x-trace': token } }),
+      body: JSON.stringify({
+        destination: '/exchange/feed/alice',
+        body: { text: 'hello alice', token },
+        headers: { 'x-trace': token },
+      }),
     });
     assert.equal(res.status, 200);
     const out = await res.json();
@@ -230,7 +256,7 @@ test('POST /publish reaches a subscriber (@stomp/stompjs over /ws) with the JSON
   }
 });
 
-test('POST /publish with a bad destination answers 400 with the engine\'s error code', T, async () => {
+test("POST /publish with a bad destination answers 400 with the engine's error code", T, async () => {
   const res = await fetch(`${app.base}/publish`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -240,7 +266,11 @@ test('POST /publish with a bad destination answers 400 with the engine\'s error 
   const out = await res.json();
   assert.ok(out.error, JSON.stringify(out));
   assert.ok(out.code, `an Error with a code: ${JSON.stringify(out)}`);
-  const missing = await fetch(`${app.base}/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  const missing = await fetch(`${app.base}/publish`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: '{}',
+  });
   assert.equal(missing.status, 400);
 });
 
@@ -254,7 +284,15 @@ test('the administrator (guest) may read any feed: stompjs 2.3 over SockJS', T, 
   client.heartbeat.outgoing = 0;
   client.heartbeat.incoming = 0;
   await withTimeout(
-    new Promise((resolve, reject) => client.connect('guest', 'guest', resolve, (e) => reject(new Error(`connect: ${typeof e === 'string' ? e : e.headers?.message}`)), '/')),
+    new Promise((resolve, reject) =>
+      client.connect(
+        'guest',
+        'guest',
+        resolve,
+        (e) => reject(new Error(`connect: ${typeof e === 'string' ? e : e.headers?.message}`)),
+        '/',
+      ),
+    ),
     8000,
     'SockJS CONNECTED',
   );

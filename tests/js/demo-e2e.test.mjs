@@ -84,11 +84,16 @@ test('alice (WebSocket) and bob (SockJS) sign in and see each other online', T, 
   await waitIn('bob', () => window.demo.phase === 'ready', null, 'sign in over SockJS', 15000);
 
   // bob's first paint comes from GET /api/online (engine.onlineUsers): alice is there
-  await waitIn('bob', () => window.demo.presence.alice === 'online', null, 'alice online on bob\'s page');
+  await waitIn('bob', () => window.demo.presence.alice === 'online', null, "alice online on bob's page");
   assert.equal(await pages.bob.page.getAttribute(memberState('alice'), 'data-state'), 'online');
   assert.ok(await pages.bob.page.isVisible(`${memberState('alice')} .dot.online`));
   // alice learns about bob from a live presence event on /exchange/presence/p1.*
-  await waitIn('alice', () => document.querySelector('#members li[data-uid="bob"]')?.dataset.state === 'online', null, 'bob online on alice\'s page (live)');
+  await waitIn(
+    'alice',
+    () => document.querySelector('#members li[data-uid="bob"]')?.dataset.state === 'online',
+    null,
+    "bob online on alice's page (live)",
+  );
   // carol is not connected
   assert.equal(await pages.bob.page.getAttribute(memberState('carol'), 'data-state'), 'offline');
 
@@ -98,19 +103,44 @@ test('alice (WebSocket) and bob (SockJS) sign in and see each other online', T, 
   assert.ok(cards >= 6, `the board has its cards (${cards})`);
 });
 
-test('bob moves alice\'s card: alice\'s board follows live and her badge counts the notification', T, async () => {
-  const card = await pages.bob.page.evaluate(() => window.demo.board.cards.find((c) => c.assignee === 'alice' && c.column === 'todo'));
+test("bob moves alice's card: alice's board follows live and her badge counts the notification", T, async () => {
+  const card = await pages.bob.page.evaluate(() =>
+    window.demo.board.cards.find((c) => c.assignee === 'alice' && c.column === 'todo'),
+  );
   assert.ok(card, 'a card of alice in "To do"');
   assert.equal(await pages.alice.page.isVisible(`.column[data-column="todo"] .card[data-card="${card.id}"]`), true);
 
   await pages.bob.page.click(`.card[data-card="${card.id}"] .move-right`);
-  await waitIn('alice', (id) => !!document.querySelector(`.column[data-column="doing"] .card[data-card="${id}"]`), card.id, 'the moved card in "In progress" on alice\'s board');
-  await waitIn('bob', (id) => !!document.querySelector(`.column[data-column="doing"] .card[data-card="${id}"]`), card.id, 'the moved card on bob\'s board');
+  await waitIn(
+    'alice',
+    (id) => !!document.querySelector(`.column[data-column="doing"] .card[data-card="${id}"]`),
+    card.id,
+    'the moved card in "In progress" on alice\'s board',
+  );
+  await waitIn(
+    'bob',
+    (id) => !!document.querySelector(`.column[data-column="doing"] .card[data-card="${id}"]`),
+    card.id,
+    "the moved card on bob's board",
+  );
   // the project push also reached the activity feed
-  await waitIn('alice', (title) => window.demo.activity.some((a) => a.text.includes(title) && a.text.startsWith('bob moved')), card.title, 'activity entry');
+  await waitIn(
+    'alice',
+    (title) => window.demo.activity.some((a) => a.text.includes(title) && a.text.startsWith('bob moved')),
+    card.title,
+    'activity entry',
+  );
 
   // it is alice's card and bob moved it: a push on /exchange/feed/alice
-  await waitIn('alice', () => window.demo.unread === 1 && document.querySelector('#badge').textContent === '1' && !document.querySelector('#badge').hidden, null, 'badge = 1');
+  await waitIn(
+    'alice',
+    () =>
+      window.demo.unread === 1 &&
+      document.querySelector('#badge').textContent === '1' &&
+      !document.querySelector('#badge').hidden,
+    null,
+    'badge = 1',
+  );
   const n = await pages.alice.page.evaluate(() => window.demo.notifications[0]);
   assert.equal(n.type, 'card-moved');
   assert.equal(n.from, 'bob');
@@ -119,26 +149,46 @@ test('bob moves alice\'s card: alice\'s board follows live and her badge counts 
   assert.equal(await pages.bob.page.evaluate(() => window.demo.unread), 0);
 });
 
-test('a card dragged by alice moves on bob\'s board', T, async () => {
+test("a card dragged by alice moves on bob's board", T, async () => {
   const card = await pages.alice.page.evaluate(() => window.demo.board.cards.find((c) => c.column === 'review'));
   assert.ok(card, 'a card in Review');
   await pages.alice.page.dragAndDrop(`.card[data-card="${card.id}"]`, '.column[data-column="done"]');
-  await waitIn('bob', (id) => !!document.querySelector(`.column[data-column="done"] .card[data-card="${id}"]`), card.id, 'the dragged card in Done on bob\'s board');
+  await waitIn(
+    'bob',
+    (id) => !!document.querySelector(`.column[data-column="done"] .card[data-card="${id}"]`),
+    card.id,
+    "the dragged card in Done on bob's board",
+  );
 });
 
-test('alice goes away: bob\'s dot for alice changes', T, async () => {
+test("alice goes away: bob's dot for alice changes", T, async () => {
   await pages.alice.page.selectOption('#my-presence', 'away');
-  await waitIn('bob', () => document.querySelector('#members li[data-uid="alice"]')?.dataset.state === 'away', null, 'alice away on bob\'s page');
+  await waitIn(
+    'bob',
+    () => document.querySelector('#members li[data-uid="alice"]')?.dataset.state === 'away',
+    null,
+    "alice away on bob's page",
+  );
   assert.ok(await pages.bob.page.isVisible(`${memberState('alice')} .dot.away`));
   // alice's own dot follows the same event
-  await waitIn('alice', () => document.querySelector('#my-dot').classList.contains('away'), null, 'alice\'s own dot');
+  await waitIn('alice', () => document.querySelector('#my-dot').classList.contains('away'), null, "alice's own dot");
   await pages.alice.page.selectOption('#my-presence', 'dnd');
-  await waitIn('bob', () => document.querySelector('#members li[data-uid="alice"]')?.dataset.state === 'dnd', null, 'alice dnd on bob\'s page');
+  await waitIn(
+    'bob',
+    () => document.querySelector('#members li[data-uid="alice"]')?.dataset.state === 'dnd',
+    null,
+    "alice dnd on bob's page",
+  );
 });
 
 test('bob pokes alice: the badge counts it; opening the list clears it', T, async () => {
   await pages.bob.page.click('#team button.poke[data-uid="alice"]');
-  await waitIn('alice', () => window.demo.unread === 2 && document.querySelector('#badge').textContent === '2', null, 'badge = 2');
+  await waitIn(
+    'alice',
+    () => window.demo.unread === 2 && document.querySelector('#badge').textContent === '2',
+    null,
+    'badge = 2',
+  );
   const n = await pages.alice.page.evaluate(() => window.demo.notifications[0]);
   assert.equal(n.type, 'poke');
   assert.equal(n.from, 'bob');
@@ -146,14 +196,19 @@ test('bob pokes alice: the badge counts it; opening the list clears it', T, asyn
   await pages.bob.page.screenshot({ path: path.join(ARTIFACTS, 'demo-bob.png') });
 
   await pages.alice.page.click('#bell');
-  await waitIn('alice', () => document.querySelector('#badge').hidden && !document.querySelector('#notifications').hidden, null, 'badge cleared, list open');
+  await waitIn(
+    'alice',
+    () => document.querySelector('#badge').hidden && !document.querySelector('#notifications').hidden,
+    null,
+    'badge cleared, list open',
+  );
   const items = await pages.alice.page.$$eval('#notification-list li', (els) => els.map((e) => e.textContent));
   assert.equal(items.length, 2);
   assert.match(items[0], /bob poked you/);
   await pages.alice.page.screenshot({ path: path.join(ARTIFACTS, 'demo-alice-notifications.png') });
 });
 
-test('a wrong password is refused by the Express app\'s /auth/user handler', T, async () => {
+test("a wrong password is refused by the Express app's /auth/user handler", T, async () => {
   const t0 = new Date().toISOString();
   const { page } = await openPage('intruder');
   await signIn('intruder', 'not-her-password', 'websocket', 'alice');
@@ -166,7 +221,9 @@ test('a wrong password is refused by the Express app\'s /auth/user handler', T, 
 
   // The app's own handler made that call: its decision log and its console say so.
   const log = await (await fetch(`${demo.base}/api/auth-log`)).json();
-  const denial = log.find((e) => e.path === '/auth/user' && e.username === 'alice' && e.result === 'deny' && e.at >= t0);
+  const denial = log.find(
+    (e) => e.path === '/auth/user' && e.username === 'alice' && e.result === 'deny' && e.at >= t0,
+  );
   assert.ok(denial, `a deny from /auth/user for alice in the app's log: ${JSON.stringify(log.slice(-10))}`);
   assert.equal(denial.reason, 'bad password');
   assert.match(demo.output(), /auth: \/auth\/user alice → deny \(bad password\)/);
@@ -181,6 +238,11 @@ test('a wrong password is refused by the Express app\'s /auth/user handler', T, 
 
 test('alice signs out: bob sees her offline', T, async () => {
   await pages.alice.page.click('#logout');
-  await waitIn('bob', () => document.querySelector('#members li[data-uid="alice"]')?.dataset.state === 'offline', null, 'alice offline on bob\'s page');
+  await waitIn(
+    'bob',
+    () => document.querySelector('#members li[data-uid="alice"]')?.dataset.state === 'offline',
+    null,
+    "alice offline on bob's page",
+  );
   await pages.bob.page.screenshot({ path: path.join(ARTIFACTS, 'demo-bob-after.png') });
 });

@@ -39,16 +39,24 @@ async function open(t, file) {
     try {
       await page.waitForFunction(fn, arg, { timeout });
     } catch (e) {
-      await page.screenshot({ path: path.join(ARTIFACTS, `demo-pages-failed-${file.replace('.html', '')}.png`) }).catch(() => {});
+      await page
+        .screenshot({ path: path.join(ARTIFACTS, `demo-pages-failed-${file.replace('.html', '')}.png`) })
+        .catch(() => {});
       const state = await page.evaluate(() => JSON.stringify(window.state)).catch((x) => String(x));
-      throw new Error(`${file}: ${what}: ${e.message}\nstate: ${state}\nconsole:\n${logs.join('\n')}\n--- server (tail) ---\n${srv.output().slice(-2000)}`);
+      throw new Error(
+        `${file}: ${what}: ${e.message}\nstate: ${state}\nconsole:\n${logs.join('\n')}\n--- server (tail) ---\n${srv.output().slice(-2000)}`,
+      );
     }
   };
   return { page, wait };
 }
 
 async function publish(destination, body) {
-  const r = await fetch(`${srv.base}/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ destination, body }) });
+  const r = await fetch(`${srv.base}/publish`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ destination, body }),
+  });
   const text = await r.text();
   assert.equal(r.status, 200, text);
   return JSON.parse(text);
@@ -63,7 +71,8 @@ async function signIn(page, user, password) {
 test('index page links the examples', T, async (t) => {
   const { page } = await open(t, '');
   const links = await page.$$eval('a', (as) => as.map((a) => a.getAttribute('href')));
-  for (const f of ['stomp-sockjs.html', 'stompjs-ws.html', 'strophe-bosh.html']) assert.ok(links.includes(f), `link to ${f}`);
+  for (const f of ['stomp-sockjs.html', 'stompjs-ws.html', 'strophe-bosh.html'])
+    assert.ok(links.includes(f), `link to ${f}`);
 });
 
 test('stomp-sockjs.html: the Web-STOMP snippet signs in, gets a publish and its own SEND', T, async (t) => {
@@ -94,34 +103,62 @@ test('stompjs-ws.html: @stomp/stompjs gets project and presence pushes', T, asyn
   await wait(() => window.state.connected, null, 'connected over /ws');
   await new Promise((r) => setTimeout(r, 300));
   await publish('/exchange/project/p2', 'p2 standup');
-  await wait(() => window.state.messages.some((m) => m.body === 'p2 standup' && m.destination === '/exchange/project/p2'), null, 'the p2 publish');
+  await wait(
+    () => window.state.messages.some((m) => m.body === 'p2 standup' && m.destination === '/exchange/project/p2'),
+    null,
+    'the p2 publish',
+  );
   // dave connects (TCP-less: a second page): carol's page sees his presence on /exchange/presence/p2.*
   const dave = await open(t, 'stompjs-ws.html');
   await signIn(dave.page, 'dave', 'secret');
   await dave.wait(() => window.state.connected, null, 'dave connected');
-  await wait(() => window.state.messages.some((m) => m.destination.startsWith('/exchange/presence/p2.') && JSON.parse(m.body).uid === 'dave'), null, 'dave\'s presence');
+  await wait(
+    () =>
+      window.state.messages.some(
+        (m) => m.destination.startsWith('/exchange/presence/p2.') && JSON.parse(m.body).uid === 'dave',
+      ),
+    null,
+    "dave's presence",
+  );
   await page.screenshot({ path: path.join(ARTIFACTS, 'demo-pages-stompjs-ws.png') });
 });
 
-test('strophe-bosh.html: roster from the projects and a contact\'s live presence over BOSH', T, async (t) => {
+test("strophe-bosh.html: roster from the projects and a contact's live presence over BOSH", T, async (t) => {
   const alice = await open(t, 'strophe-bosh.html');
   await signIn(alice.page, 'alice', 'secret');
-  await alice.wait(() => window.state.connected && Object.keys(window.state.contacts).length >= 2, null, 'logged in with a roster', 15000);
+  await alice.wait(
+    () => window.state.connected && Object.keys(window.state.contacts).length >= 2,
+    null,
+    'logged in with a roster',
+    15000,
+  );
   const jids = await alice.page.evaluate(() => Object.keys(window.state.contacts).sort());
   assert.deepEqual(jids, ['bob@localhost', 'carol@localhost']);
 
   const bob = await open(t, 'strophe-bosh.html');
   await signIn(bob.page, 'bob', 'secret');
   await bob.wait(() => window.state.connected, null, 'bob logged in', 15000);
-  await alice.wait(() => window.state.contacts['bob@localhost']?.online, null, 'bob online on alice\'s page', 15000);
+  await alice.wait(() => window.state.contacts['bob@localhost']?.online, null, "bob online on alice's page", 15000);
   await bob.page.selectOption('#show', 'away');
   await bob.page.fill('#statusText', 'lunch');
   await bob.page.click('#setPresence');
-  await alice.wait(() => window.state.contacts['bob@localhost']?.show === 'away' && window.state.contacts['bob@localhost']?.status === 'lunch', null, 'bob away on alice\'s page', 15000);
+  await alice.wait(
+    () =>
+      window.state.contacts['bob@localhost']?.show === 'away' &&
+      window.state.contacts['bob@localhost']?.status === 'lunch',
+    null,
+    "bob away on alice's page",
+    15000,
+  );
   assert.ok(await alice.page.isVisible('li[data-jid="bob@localhost"] .dot.away'));
   // a push to alice's feed arrives as a headline message over BOSH
   await publish('/exchange/feed/alice', 'headline for alice');
-  await alice.wait(() => window.state.messages.some((m) => m.body === 'headline for alice'), null, 'the feed publish as a message', 15000);
+  await alice.wait(
+    () => window.state.messages.some((m) => m.body === 'headline for alice'),
+    null,
+    'the feed publish as a message',
+    15000,
+  );
   await alice.page.screenshot({ path: path.join(ARTIFACTS, 'demo-pages-strophe-bosh.png') });
   await bob.page.evaluate(() => window.conn.disconnect());
   await alice.wait(() => !window.state.contacts['bob@localhost']?.online, null, 'bob offline after logout', 15000);

@@ -35,7 +35,7 @@ export function assertBinary() {
     st = fs.statSync(bin);
   } catch {
     throw new Error(
-      `herald binary not found at ${bin}: build it (cargo build -p herald-core) ` +
+      `herald binary not found at ${bin}: build it (cargo build -p herald-server) ` +
         `or point HERALD_BIN at it. Tests never skip on a missing binary.`,
     );
   }
@@ -105,7 +105,13 @@ export function buildConfig({ dataDir, users = USERS, limits = null, extra = '',
 }
 
 // Start herald. Returns { stompPort, httpPort, wsUrl, sockjsUrl, listeners, stop(), output() }.
-export async function startHerald({ limits = null, users = USERS, extra = '', projects = PROJECTS, readyTimeoutMs = 20000 } = {}) {
+export async function startHerald({
+  limits = null,
+  users = USERS,
+  extra = '',
+  projects = PROJECTS,
+  readyTimeoutMs = 20000,
+} = {}) {
   const bin = assertBinary();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-test-'));
   const dataDir = path.join(dir, 'data');
@@ -147,9 +153,15 @@ export async function startHerald({ limits = null, users = USERS, extra = '', pr
       exited = { code, signal };
       if (!stopping) {
         // make an unexpected death visible next to whatever test fails because of it
-        console.error(`herald (pid ${proc.pid}) exited unexpectedly: code=${code} signal=${signal}\nstderr tail:\n${stderr.slice(-2000)}`);
+        console.error(
+          `herald (pid ${proc.pid}) exited unexpectedly: code=${code} signal=${signal}\nstderr tail:\n${stderr.slice(-2000)}`,
+        );
       }
-      reject(new Error(`herald exited before ready (code=${code} signal=${signal})\nstdout:\n${stdout}\nstderr:\n${stderr.slice(-4000)}`));
+      reject(
+        new Error(
+          `herald exited before ready (code=${code} signal=${signal})\nstdout:\n${stdout}\nstderr:\n${stderr.slice(-4000)}`,
+        ),
+      );
     });
     proc.on('error', reject);
   });
@@ -173,7 +185,7 @@ export async function startHerald({ limits = null, users = USERS, extra = '', pr
     throw new Error(`${e.message}\nstdout:\n${stdout}\nstderr:\n${stderr.slice(-4000)}`);
   }
   const st = listeners['stomp-tcp'];
-  const http = listeners['http'];
+  const http = listeners.http;
   if (!st || !http) {
     await stop();
     throw new Error(`herald did not print both listeners; got ${JSON.stringify(listeners)}\nstdout:\n${stdout}`);
@@ -224,7 +236,12 @@ export class AsyncQueue {
   next(ms = 3000, what = 'queue item') {
     if (this.items.length) return Promise.resolve(this.items.shift());
     return new Promise((resolve, reject) => {
-      const w = { resolve: (v) => { clearTimeout(w.t); resolve(v); } };
+      const w = {
+        resolve: (v) => {
+          clearTimeout(w.t);
+          resolve(v);
+        },
+      };
       w.t = setTimeout(() => {
         const i = this.waiters.indexOf(w);
         if (i >= 0) this.waiters.splice(i, 1);
@@ -244,7 +261,7 @@ export class AsyncQueue {
 }
 
 function describe(item) {
-  if (item && item.command) {
+  if (item?.command) {
     return `${item.command} ${JSON.stringify(item.headers)} body=${JSON.stringify(String(item.body ?? '').slice(0, 200))}`;
   }
   try {
@@ -275,15 +292,24 @@ export function unescapeHeader(s) {
 }
 
 // Encode a frame. headers: object or array of [k, v]. body: string | Buffer | Uint8Array.
-export function encodeFrame(command, headers = {}, body = '', { version = '1.2', contentLength = true, escape = true } = {}) {
-  const bodyBuf = Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body);
+export function encodeFrame(
+  command,
+  headers = {},
+  body = '',
+  { version = '1.2', contentLength = true, escape: escapeHeaders = true } = {},
+) {
+  const bodyBuf = Buffer.isBuffer(body)
+    ? body
+    : typeof body === 'string'
+      ? Buffer.from(body, 'utf8')
+      : Buffer.from(body);
   const entries = Array.isArray(headers) ? headers : Object.entries(headers);
-  let head = command + '\n';
-  const escOk = escape && command !== 'CONNECT' && command !== 'STOMP';
+  let head = `${command}\n`;
+  const escOk = escapeHeaders && command !== 'CONNECT' && command !== 'STOMP';
   let hasCl = false;
   for (const [k, v] of entries) {
     if (k === 'content-length') hasCl = true;
-    head += (escOk ? escapeHeader(k, version) : k) + ':' + (escOk ? escapeHeader(v, version) : v) + '\n';
+    head += `${escOk ? escapeHeader(k, version) : k}:${escOk ? escapeHeader(v, version) : v}\n`;
   }
   if (contentLength && !hasCl && bodyBuf.length > 0) head += `content-length:${bodyBuf.length}\n`;
   head += '\n';
@@ -441,7 +467,14 @@ export class RawStomp {
     else this.sendRaw(buf);
   }
 
-  async connect({ login = 'guest', passcode = 'guest', host = '/', acceptVersion = '1.2', heartBeat = null, command = 'CONNECT' } = {}) {
+  async connect({
+    login = 'guest',
+    passcode = 'guest',
+    host = '/',
+    acceptVersion = '1.2',
+    heartBeat = null,
+    command = 'CONNECT',
+  } = {}) {
     const h = { 'accept-version': acceptVersion, host, login, passcode };
     if (heartBeat) h['heart-beat'] = heartBeat;
     this.send(command, h);

@@ -33,10 +33,10 @@ function page(url, transports, login = 'guest', passcode = 'guest') {
   client.heartbeat.outgoing = 0;
   client.heartbeat.incoming = 0;
   client.onreceipt = (frame) => receipts.push(frame);
-  var on_connect = function (frame) {
+  var on_connect = (frame) => {
     connected.push(frame);
   };
-  var on_error = function (err) {
+  var on_error = (err) => {
     errors.push(err);
   };
   client.connect(login, passcode, on_connect, on_error, '/');
@@ -120,7 +120,11 @@ for (const transport of ['websocket', 'xhr-streaming', 'xhr-polling', 'eventsour
       try {
         const c = await tcp.connect({ login: 'guest', passcode: 'guest' });
         assert.equal(c.command, 'CONNECTED');
-        tcp.send('SEND', { destination: '/exchange/feed/user_x', 'content-type': 'text/plain', receipt: 'r' }, 'from bob');
+        tcp.send(
+          'SEND',
+          { destination: '/exchange/feed/user_x', 'content-type': 'text/plain', receipt: 'r' },
+          'from bob',
+        );
         assert.equal((await tcp.expectFrame('RECEIPT')).headers['receipt-id'], 'r');
       } finally {
         tcp.close();
@@ -129,7 +133,7 @@ for (const transport of ['websocket', 'xhr-streaming', 'xhr-polling', 'eventsour
       assert.equal(m2.body, 'from bob');
 
       // stompjs 2.3 splits frames over 16 KiB into several SockJS messages
-      const big = 'B'.repeat(40 * 1024) + 'end';
+      const big = `${'B'.repeat(40 * 1024)}end`;
       p.client.send('/exchange/feed/user_x', { 'content-type': 'text/plain' }, big);
       const m3 = await p.messages.next(8000, 'large MESSAGE (frame split over SockJS messages)');
       assert.equal(m3.body.length, big.length);
@@ -170,7 +174,7 @@ test('SockJS sessions are independent: one session ERROR leaves another receivin
     assert.equal(rc.headers['receipt-id'], 'iso-sub');
     await bad.connected.next(8000, 'second page CONNECTED');
     // a frame the server must reject: SUBSCRIBE to /amq/queue/ of a queue that does not exist
-    bad.client.subscribe('/amq/queue/does-not-exist-' + uid('q'), () => {});
+    bad.client.subscribe(`/amq/queue/does-not-exist-${uid('q')}`, () => {});
     const err = await bad.errors.next(5000, 'ERROR for /amq/queue of a missing queue');
     assert.equal(err.command, 'ERROR');
     await sleep(200);
@@ -207,25 +211,29 @@ for (const transport of ['websocket', 'xhr-streaming']) {
 // so a 4-byte emoji costs 12) and batches queued messages into one xhr_send POST, so the POST body
 // can be several times the STOMP frame.
 for (const transport of ['xhr-streaming', 'xhr-polling', 'websocket']) {
-  test(`a frame under max_frame_bytes that grows when JSON-escaped still passes over SockJS/${transport}`, T, async () => {
-    const small = await startHerald({ limits: { max_frame_bytes: 65536 } });
-    const p = page(small.sockjsUrl, [transport]);
-    try {
-      await p.connected.next(8000, 'CONNECTED');
-      // 8000 emoji: 32 000 bytes as a STOMP body (well under 64 KiB), ~96 KB as the SockJS JSON message
-      const body = '\u{1F600}'.repeat(8000);
-      p.client.subscribe('/exchange/feed/user_x', (m) => p.messages.push(m));
-      p.client.send('/exchange/feed/user_x', { 'content-type': 'text/plain' }, body);
-      const m = await Promise.race([
-        p.messages.next(8000, 'MESSAGE'),
-        p.errors.next(8000, 'error').then((e) => {
-          throw new Error(`session failed instead: ${typeof e === 'string' ? e : JSON.stringify(e.headers)}`);
-        }),
-      ]);
-      assert.equal(m.body, body);
-    } finally {
-      await closePage(p);
-      await small.stop();
-    }
-  });
+  test(
+    `a frame under max_frame_bytes that grows when JSON-escaped still passes over SockJS/${transport}`,
+    T,
+    async () => {
+      const small = await startHerald({ limits: { max_frame_bytes: 65536 } });
+      const p = page(small.sockjsUrl, [transport]);
+      try {
+        await p.connected.next(8000, 'CONNECTED');
+        // 8000 emoji: 32 000 bytes as a STOMP body (well under 64 KiB), ~96 KB as the SockJS JSON message
+        const body = '\u{1F600}'.repeat(8000);
+        p.client.subscribe('/exchange/feed/user_x', (m) => p.messages.push(m));
+        p.client.send('/exchange/feed/user_x', { 'content-type': 'text/plain' }, body);
+        const m = await Promise.race([
+          p.messages.next(8000, 'MESSAGE'),
+          p.errors.next(8000, 'error').then((e) => {
+            throw new Error(`session failed instead: ${typeof e === 'string' ? e : JSON.stringify(e.headers)}`);
+          }),
+        ]);
+        assert.equal(m.body, body);
+      } finally {
+        await closePage(p);
+        await small.stop();
+      }
+    },
+  );
 }

@@ -27,7 +27,7 @@ after(async () => {
   if (server) await server.stop();
 });
 
-const utf8 = (b) => Buffer.from(b).toString('utf8');
+const _utf8 = (b) => Buffer.from(b).toString('utf8');
 const stripNl = (s) => s.replace(/\n$/, '');
 
 test('connects over /ws, negotiates v12.stomp and STOMP 1.2', T, async () => {
@@ -172,7 +172,10 @@ test('client ack mode is cumulative; unacked messages are redelivered to the nex
     const { q } = await subscribeWithReceipt(c1.client, dest, { ack: 'client' });
     for (const b of ['a', 'b', 'c']) await publishWithReceipt(producer.client, { destination: dest, body: b });
     const ms = [await q.next(3000), await q.next(3000), await q.next(3000)];
-    assert.deepEqual(ms.map((m) => m.body), ['a', 'b', 'c']);
+    assert.deepEqual(
+      ms.map((m) => m.body),
+      ['a', 'b', 'c'],
+    );
     // ACK of 'b' in client mode acknowledges 'a' and 'b'
     const receipt = uid('ack');
     const acked = new Promise((res) => c1.client.watchForReceipt(receipt, res));
@@ -206,7 +209,10 @@ test('transactions: COMMIT delivers, ABORT discards', T, async () => {
     // @stomp/stompjs' commit() takes no headers; a receipt-bearing SEND afterwards orders things
     await publishWithReceipt(pub.client, { destination: dest, body: 'after-commit' });
     const got = [await q.next(3000), await q.next(3000), await q.next(3000)];
-    assert.deepEqual(got.map((m) => m.body), ['tx-1', 'tx-2', 'after-commit']);
+    assert.deepEqual(
+      got.map((m) => m.body),
+      ['tx-1', 'tx-2', 'after-commit'],
+    );
 
     const tx2 = pub.client.begin();
     pub.client.publish({ destination: dest, body: 'aborted', headers: { transaction: tx2.id } });
@@ -235,11 +241,17 @@ test('topic wildcards: /topic/a.*.c and /topic/a.#', T, async () => {
       return out;
     };
     const starGot = await collect(star, 2);
-    assert.deepEqual(starGot.map((m) => m.body), ['a.b.c', 'a.xyz.c']);
+    assert.deepEqual(
+      starGot.map((m) => m.body),
+      ['a.b.c', 'a.xyz.c'],
+    );
     assert.equal(starGot[0].headers.destination, '/topic/a.b.c');
     assert.equal(starGot[0].headers.subscription, star.sub.id);
     const hashGot = await collect(hash, 6);
-    assert.deepEqual(hashGot.map((m) => m.body), ['a.b.c', 'a.b.b.c', 'a.c', 'a', 'a.b', 'a.xyz.c']);
+    assert.deepEqual(
+      hashGot.map((m) => m.body),
+      ['a.b.c', 'a.b.b.c', 'a.c', 'a', 'a.b', 'a.xyz.c'],
+    );
   } finally {
     await closeAll(sub, pub);
   }
@@ -288,7 +300,9 @@ test('binary bodies with NULs round-trip byte for byte', T, async () => {
         headers: { 'content-type': 'application/octet-stream' },
       });
       const m = await q.next(3000, 'binary MESSAGE').catch((e) => {
-        throw new Error(`${e.message}; subscriber websocket closes: ${JSON.stringify(sub.closes.items.map((c) => [c.code, c.reason]))}`);
+        throw new Error(
+          `${e.message}; subscriber websocket closes: ${JSON.stringify(sub.closes.items.map((c) => [c.code, c.reason]))}`,
+        );
       });
       assert.equal(m.headers['content-length'], String(bytes.length));
       assert.equal(Buffer.compare(Buffer.from(m.binaryBody), Buffer.from(bytes)), 0, 'body bytes differ');
@@ -441,7 +455,7 @@ test('frames split over several WebSocket messages (@stomp/stompjs splitLargeFra
     const dest = `/exchange/feed/${uid('split')}`;
     const { q } = await subscribeWithReceipt(sub.client, dest);
     pub.client.splitLargeFrames = true; // 8 KiB WebSocket messages
-    const body = 'S'.repeat(100 * 1024) + '|end';
+    const body = `${'S'.repeat(100 * 1024)}|end`;
     await publishWithReceipt(pub.client, { destination: dest, body });
     const m = await q.next(5000, 'reassembled MESSAGE');
     assert.equal(m.body.length, body.length);
@@ -465,8 +479,14 @@ test('several frames in one WebSocket message are all processed', T, async () =>
     ]);
     r.sendRaw(batch.toString('utf8'));
     const got = [await r.next(), await r.next(), await r.next()];
-    assert.deepEqual(got.map((f) => f.command), ['RECEIPT', 'MESSAGE', 'MESSAGE']);
-    assert.deepEqual(got.slice(1).map((f) => f.bodyText), ['one', 'two']);
+    assert.deepEqual(
+      got.map((f) => f.command),
+      ['RECEIPT', 'MESSAGE', 'MESSAGE'],
+    );
+    assert.deepEqual(
+      got.slice(1).map((f) => f.bodyText),
+      ['one', 'two'],
+    );
   } finally {
     r.close();
   }

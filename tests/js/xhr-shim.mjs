@@ -34,11 +34,21 @@ export class NodeXMLHttpRequest {
     this._aborted = false;
   }
 
-  static get UNSENT() { return 0; }
-  static get OPENED() { return 1; }
-  static get HEADERS_RECEIVED() { return 2; }
-  static get LOADING() { return 3; }
-  static get DONE() { return 4; }
+  static get UNSENT() {
+    return 0;
+  }
+  static get OPENED() {
+    return 1;
+  }
+  static get HEADERS_RECEIVED() {
+    return 2;
+  }
+  static get LOADING() {
+    return 3;
+  }
+  static get DONE() {
+    return 4;
+  }
 
   open(method, url, async = true) {
     if (async === false) throw new Error('NodeXMLHttpRequest: synchronous requests are not supported');

@@ -51,52 +51,95 @@ describe('XMPP with Redis presence and MongoDB directory', () => {
     const r = redis.client;
     const alice = await XmppClient.connect(ctx.service, 'alice', { presence: true });
     t.after(() => alice.close());
-    await eventually(async () => (await r.smembers(`${prefix}online:p1`)).includes('alice'), 5000, `SMEMBERS ${prefix}online:p1 contains alice`);
+    await eventually(
+      async () => (await r.smembers(`${prefix}online:p1`)).includes('alice'),
+      5000,
+      `SMEMBERS ${prefix}online:p1 contains alice`,
+    );
     assert.ok(!(await r.smembers(`${prefix}online:p2`)).includes('alice'), 'alice is not in p2');
-    const h = await eventually(async () => {
-      const x = await r.hgetall(`${prefix}presence:alice`);
-      return x.state === 'online' ? x : null;
-    }, 5000, 'presence:alice state=online');
+    const h = await eventually(
+      async () => {
+        const x = await r.hgetall(`${prefix}presence:alice`);
+        return x.state === 'online' ? x : null;
+      },
+      5000,
+      'presence:alice state=online',
+    );
     for (const f of ['state', 'node', 'updated']) assert.ok(f in h, `presence hash lacks ${f}: ${JSON.stringify(h)}`);
     assert.ok(Number.isFinite(Number(h.updated)) || !Number.isNaN(Date.parse(h.updated)), `updated=${h.updated}`);
     alice.sendPresence({ show: 'away', status: 'brb' });
-    await eventually(async () => {
-      const x = await r.hgetall(`${prefix}presence:alice`);
-      return x.state === 'away' && x.status === 'brb';
-    }, 5000, 'presence:alice state=away status=brb');
+    await eventually(
+      async () => {
+        const x = await r.hgetall(`${prefix}presence:alice`);
+        return x.state === 'away' && x.status === 'brb';
+      },
+      5000,
+      'presence:alice state=away status=brb',
+    );
     await alice.disconnect();
-    await eventually(async () => !(await r.smembers(`${prefix}online:p1`)).includes('alice'), 5000, 'alice removed from online:p1');
-    await eventually(async () => {
-      const x = await r.hgetall(`${prefix}presence:alice`);
-      return Object.keys(x).length === 0 || x.state === 'offline';
-    }, 5000, 'presence:alice cleared');
+    await eventually(
+      async () => !(await r.smembers(`${prefix}online:p1`)).includes('alice'),
+      5000,
+      'alice removed from online:p1',
+    );
+    await eventually(
+      async () => {
+        const x = await r.hgetall(`${prefix}presence:alice`);
+        return Object.keys(x).length === 0 || x.state === 'offline';
+      },
+      5000,
+      'presence:alice cleared',
+    );
     const keys = await r.cmd('KEYS', `${prefix}*`);
     assert.ok(Array.isArray(keys));
   });
 
-  test('Redis: carol is in both projects\' online sets and leaves both on an abrupt drop', async (t) => {
+  test("Redis: carol is in both projects' online sets and leaves both on an abrupt drop", async (t) => {
     const r = redis.client;
     const carol = await XmppClient.connect(ctx.service, 'carol', { presence: true });
     t.after(() => carol.close());
-    await eventually(async () => (await r.smembers(`${prefix}online:p1`)).includes('carol') && (await r.smembers(`${prefix}online:p2`)).includes('carol'), 5000, 'carol in online:p1 and online:p2');
+    await eventually(
+      async () =>
+        (await r.smembers(`${prefix}online:p1`)).includes('carol') &&
+        (await r.smembers(`${prefix}online:p2`)).includes('carol'),
+      5000,
+      'carol in online:p1 and online:p2',
+    );
     carol.kill();
-    await eventually(async () => !(await r.smembers(`${prefix}online:p1`)).includes('carol') && !(await r.smembers(`${prefix}online:p2`)).includes('carol'), 8000, 'carol gone from both online sets');
+    await eventually(
+      async () =>
+        !(await r.smembers(`${prefix}online:p1`)).includes('carol') &&
+        !(await r.smembers(`${prefix}online:p2`)).includes('carol'),
+      8000,
+      'carol gone from both online sets',
+    );
   });
 
   test('Redis: a STOMP-only user is online in Redis too', async (t) => {
     const r = redis.client;
     const s = await stompGuest(ctx.server, 'eve', 'secret');
     t.after(() => s.close());
-    await eventually(async () => (await r.smembers(`${prefix}online:p2`)).includes('eve'), 5000, 'eve (STOMP) in online:p2');
+    await eventually(
+      async () => (await r.smembers(`${prefix}online:p2`)).includes('eve'),
+      5000,
+      'eve (STOMP) in online:p2',
+    );
     s.send('DISCONNECT', {});
     s.close();
-    await eventually(async () => !(await r.smembers(`${prefix}online:p2`)).includes('eve'), 5000, 'eve removed after STOMP disconnect');
+    await eventually(
+      async () => !(await r.smembers(`${prefix}online:p2`)).includes('eve'),
+      5000,
+      'eve removed after STOMP disconnect',
+    );
   });
 
   test('BOSH with the same backends: login and roster groups from MongoDB', async (t) => {
     const bob = await track(t, XmppClient.connect(ctx.server.boshUrl, 'bob'));
     const items = await bob.roster();
-    assert.deepEqual(items.map((i) => `${i.jid}:${i.groups.join(',')}`).sort(), ['alice@localhost:Project One', 'carol@localhost:Project One']);
+    assert.deepEqual(items.map((i) => `${i.jid}:${i.groups.join(',')}`).sort(), [
+      'alice@localhost:Project One',
+      'carol@localhost:Project One',
+    ]);
   });
 });
 
@@ -104,7 +147,15 @@ describe('MongoDB directory with custom collection and field names', () => {
   let server;
   before(async () => {
     server = await startXmppHerald({
-      directory: { backend: 'mongodb', uri: mongo.uri, database, collection: 'teams', id_field: 'key', name_field: 'title', members_field: 'users' },
+      directory: {
+        backend: 'mongodb',
+        uri: mongo.uri,
+        database,
+        collection: 'teams',
+        id_field: 'key',
+        name_field: 'title',
+        members_field: 'users',
+      },
     });
   });
   after(async () => {

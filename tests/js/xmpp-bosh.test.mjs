@@ -71,7 +71,10 @@ describe('BOSH over raw HTTP', () => {
       assert.ok(body.getAttribute(a), `creation response lacks ${a}: ${res.text}`);
     }
     assert.equal(body.getAttribute('from'), DOMAIN);
-    assert.ok(Number(body.getAttribute('wait')) <= 5 && Number(body.getAttribute('wait')) > 0, `wait ${body.getAttribute('wait')}`);
+    assert.ok(
+      Number(body.getAttribute('wait')) <= 5 && Number(body.getAttribute('wait')) > 0,
+      `wait ${body.getAttribute('wait')}`,
+    );
     assert.equal(body.getAttribute('hold'), '1');
     assert.ok(Number(body.getAttribute('requests')) >= 2, `requests ${body.getAttribute('requests')}`);
     assert.ok(Number(body.getAttribute('inactivity')) > 0);
@@ -82,7 +85,8 @@ describe('BOSH over raw HTTP', () => {
     const mechs = child(features, 'mechanisms', NS.SASL);
     assert.ok(mechs, res.text);
     const names = children(mechs, 'mechanism').map((m) => m.textContent);
-    for (const m of ['PLAIN', 'SCRAM-SHA-1', 'SCRAM-SHA-256']) assert.ok(names.includes(m), `mechanism ${m} not offered: ${names}`);
+    for (const m of ['PLAIN', 'SCRAM-SHA-1', 'SCRAM-SHA-256'])
+      assert.ok(names.includes(m), `mechanism ${m} not offered: ${names}`);
     assert.equal(child(features, 'starttls'), null, 'BOSH must not offer STARTTLS');
   });
 
@@ -98,14 +102,17 @@ describe('BOSH over raw HTTP', () => {
     const b = new RawBosh(ctx.server.boshAltUrl);
     const res = await b.create();
     assert.equal(res.status, 200, res.text);
-    assert.ok(res.body && res.body.getAttribute('sid'), res.text);
+    assert.ok(res.body?.getAttribute('sid'), res.text);
   });
 
   test('a repeated rid returns the same response again', async () => {
     const b = new RawBosh(ctx.server.boshUrl);
     await b.create({ wait: 3 });
     const plain = Buffer.from('\0alice\0secret').toString('base64');
-    const xml = b.bodyXml({ rid: b.rid + 1, sid: b.sid, xmlns: NS.HTTPBIND }, `<auth xmlns='${NS.SASL}' mechanism='PLAIN'>${plain}</auth>`);
+    const xml = b.bodyXml(
+      { rid: b.rid + 1, sid: b.sid, xmlns: NS.HTTPBIND },
+      `<auth xmlns='${NS.SASL}' mechanism='PLAIN'>${plain}</auth>`,
+    );
     b.rid += 1;
     const first = await b.postRaw(xml);
     assert.equal(first.status, 200, first.text);
@@ -115,7 +122,7 @@ describe('BOSH over raw HTTP', () => {
     assert.equal(again.text, first.text, 'a retransmitted rid must get the same response');
     // and the session goes on with the next rid
     const next = await b.send('', { 'xmpp:restart': 'true', 'xmlns:xmpp': NS.XBOSH, to: DOMAIN });
-    assert.notEqual(next.body && next.body.getAttribute('type'), 'terminate', next.text);
+    assert.notEqual(next.body?.getAttribute('type'), 'terminate', next.text);
   });
 
   test('a rid far outside the window terminates with item-not-found', async () => {
@@ -124,16 +131,16 @@ describe('BOSH over raw HTTP', () => {
     b.rid += 1000;
     const res = await b.send();
     assert.equal(res.status, 200, `XEP-0124 §17: 200 with a terminate body, got HTTP ${res.status} ${res.text}`);
-    assert.equal(res.body && res.body.getAttribute('type'), 'terminate', res.text);
+    assert.equal(res.body?.getAttribute('type'), 'terminate', res.text);
     assert.equal(res.body.getAttribute('condition'), 'item-not-found', res.text);
   });
 
   test('an unknown sid terminates with item-not-found', async () => {
     const b = new RawBosh(ctx.server.boshUrl);
-    b.sid = 'no-such-sid-' + uid('s');
+    b.sid = `no-such-sid-${uid('s')}`;
     const res = await b.send();
     assert.equal(res.status, 200, `HTTP ${res.status} ${res.text}`);
-    assert.equal(res.body && res.body.getAttribute('type'), 'terminate', res.text);
+    assert.equal(res.body?.getAttribute('type'), 'terminate', res.text);
     assert.equal(res.body.getAttribute('condition'), 'item-not-found', res.text);
   });
 
@@ -141,14 +148,21 @@ describe('BOSH over raw HTTP', () => {
     const origin = 'http://127.0.0.1:1'; // a page on another origin
     const pre = await httpRequest(ctx.server.boshUrl, {
       method: 'OPTIONS',
-      headers: { Origin: origin, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'content-type' },
+      headers: {
+        Origin: origin,
+        'Access-Control-Request-Method': 'POST',
+        'Access-Control-Request-Headers': 'content-type',
+      },
     });
     assert.ok(pre.status === 200 || pre.status === 204, `preflight HTTP ${pre.status} ${pre.text}`);
     const acao = pre.headers['access-control-allow-origin'];
     assert.ok(acao === '*' || acao === origin, `Access-Control-Allow-Origin: ${acao}`);
     assert.match(String(pre.headers['access-control-allow-methods'] || ''), /POST/i, JSON.stringify(pre.headers));
     const allowHeaders = String(pre.headers['access-control-allow-headers'] || '');
-    assert.ok(allowHeaders === '*' || /content-type/i.test(allowHeaders), `Access-Control-Allow-Headers: ${allowHeaders}`);
+    assert.ok(
+      allowHeaders === '*' || /content-type/i.test(allowHeaders),
+      `Access-Control-Allow-Headers: ${allowHeaders}`,
+    );
     const b = new RawBosh(ctx.server.boshUrl);
     const res = await b.create({ headers: { Origin: origin } });
     assert.equal(res.status, 200);
@@ -174,11 +188,17 @@ describe('BOSH over raw HTTP', () => {
     const jid = await b.login('bob', 'secret', 'rawbosh');
     assert.equal(jid, 'bob@localhost/rawbosh');
     await b.send(`<presence xmlns='jabber:client'/>`);
-    await b.send(`<message xmlns='jabber:client' to='alice@localhost' type='chat' id='rb1'><body>from raw bosh</body></message>`);
+    await b.send(
+      `<message xmlns='jabber:client' to='alice@localhost' type='chat' id='rb1'><body>from raw bosh</body></message>`,
+    );
     const m = await alice.waitMessage((x) => childText(x, 'body') === 'from raw bosh', 5000, 'raw BOSH chat');
     assert.equal(m.getAttribute('from'), jid);
     alice.chat(jid, 'back to raw bosh');
-    const got = await b.waitFor((e) => e.localName === 'message' && childText(e, 'body') === 'back to raw bosh', 8000, 'chat at the raw BOSH client');
+    const got = await b.waitFor(
+      (e) => e.localName === 'message' && childText(e, 'body') === 'back to raw bosh',
+      8000,
+      'chat at the raw BOSH client',
+    );
     assert.equal(got.getAttribute('from'), alice.jid);
     await b.send('', { type: 'terminate' });
   });
@@ -191,15 +211,23 @@ describe('BOSH over raw HTTP', () => {
     await alice.waitPresence((p) => p.getAttribute('from') === jid && !p.getAttribute('type'), 5000, 'bob available');
     const res = await b.send('', { type: 'terminate' });
     assert.equal(res.status, 200, res.text);
-    await alice.waitPresence((p) => p.getAttribute('from') === jid && p.getAttribute('type') === 'unavailable', 5000, 'bob unavailable after terminate');
+    await alice.waitPresence(
+      (p) => p.getAttribute('from') === jid && p.getAttribute('type') === 'unavailable',
+      5000,
+      'bob unavailable after terminate',
+    );
     const after = await b.send();
-    assert.equal(after.body && after.body.getAttribute('type'), 'terminate', `session must be gone: ${after.text}`);
+    assert.equal(after.body?.getAttribute('type'), 'terminate', `session must be gone: ${after.text}`);
   });
 
   test('page reload: strophe attach() with the kept sid and rid resumes the session', async (t) => {
     const bob = await track(t, XmppClient.connect(ctx.server.boshUrl, 'bob', { presence: true }));
     const first = await XmppClient.connect(ctx.server.boshUrl, 'alice', { resource: 'reload', presence: true });
-    await bob.waitPresence((p) => p.getAttribute('from') === first.jid && !p.getAttribute('type'), 5000, 'alice available');
+    await bob.waitPresence(
+      (p) => p.getAttribute('from') === first.jid && !p.getAttribute('type'),
+      5000,
+      'alice available',
+    );
     await sleep(200); // let strophe put its next poll on the wire
     const { sid } = first.conn._proto;
     const rid = first.conn._proto.rid; // the next rid the page would use
@@ -210,11 +238,19 @@ describe('BOSH over raw HTTP', () => {
     t.after(() => second.close());
     await second.attach(jid, sid, rid);
     bob.chat(jid, 'after reload');
-    const m = await second.waitMessage((x) => childText(x, 'body') === 'after reload', 8000, 'chat on the re-attached session');
+    const m = await second.waitMessage(
+      (x) => childText(x, 'body') === 'after reload',
+      8000,
+      'chat on the re-attached session',
+    );
     assert.equal(m.getAttribute('from'), bob.jid);
     second.chat('bob@localhost', 'still here');
     await bob.waitMessage((x) => childText(x, 'body') === 'still here', 5000, 'chat from the re-attached session');
-    await bob.presences.expectNone((p) => p.getAttribute('from') === jid && p.getAttribute('type') === 'unavailable', 300, 'unavailable for the reloaded page');
+    await bob.presences.expectNone(
+      (p) => p.getAttribute('from') === jid && p.getAttribute('type') === 'unavailable',
+      300,
+      'unavailable for the reloaded page',
+    );
   });
 
   test('a held request dropped by the client (page navigation) does not end the session, and a stanza sent meanwhile is not lost', async () => {
@@ -232,14 +268,21 @@ describe('BOSH over raw HTTP', () => {
       bob.chat(jid, 'sent during the reload', { id: 'reload-gap' });
       await sleep(500);
       const next = await b.send();
-      assert.notEqual(next.body && next.body.getAttribute('type'), 'terminate', `the next request ended the session:\n>> ${b.bodyXml({ rid: b.rid, sid: b.sid, xmlns: NS.HTTPBIND })}\n<< ${next.text}`);
+      assert.notEqual(
+        next.body?.getAttribute('type'),
+        'terminate',
+        `the next request ended the session:\n>> ${b.bodyXml({ rid: b.rid, sid: b.sid, xmlns: NS.HTTPBIND })}\n<< ${next.text}`,
+      );
       let got = b.received.find((e) => e.localName === 'message' && childText(e, 'body') === 'sent during the reload');
       if (!got) {
         const again = await b.postRaw(heldXml); // repeat the rid whose response was lost
-        assert.notEqual(again.body && again.body.getAttribute('type'), 'terminate', again.text);
+        assert.notEqual(again.body?.getAttribute('type'), 'terminate', again.text);
         got = b.received.find((e) => e.localName === 'message' && childText(e, 'body') === 'sent during the reload');
       }
-      assert.ok(got, `stanza lost: neither rid ${b.rid} nor a repeat of rid ${b.rid - 1} returned it; received ${b.received.map(ser).join(' ')}`);
+      assert.ok(
+        got,
+        `stanza lost: neither rid ${b.rid} nor a repeat of rid ${b.rid - 1} returned it; received ${b.received.map(ser).join(' ')}`,
+      );
       await b.send('', { type: 'terminate' });
     } finally {
       await bob.close();
@@ -254,9 +297,15 @@ describe('BOSH over raw HTTP', () => {
     const b2 = new RawBosh(ctx.server.boshUrl);
     b2.sid = b.sid;
     b2.rid = b.rid;
-    const r = await b2.send(`<iq xmlns='jabber:client' type='get' id='ping-r' to='${DOMAIN}'><ping xmlns='${NS.PING}'/></iq>`);
-    assert.notEqual(r.body && r.body.getAttribute('type'), 'terminate', r.text);
-    const pong = await b2.waitFor((e) => e.localName === 'iq' && e.getAttribute('id') === 'ping-r', 8000, 'ping result after re-attach');
+    const r = await b2.send(
+      `<iq xmlns='jabber:client' type='get' id='ping-r' to='${DOMAIN}'><ping xmlns='${NS.PING}'/></iq>`,
+    );
+    assert.notEqual(r.body?.getAttribute('type'), 'terminate', r.text);
+    const pong = await b2.waitFor(
+      (e) => e.localName === 'iq' && e.getAttribute('id') === 'ping-r',
+      8000,
+      'ping result after re-attach',
+    );
     assert.equal(pong.getAttribute('type'), 'result', ser(pong));
     assert.equal(jid, 'carol@localhost/raw-reload');
     await b2.send('', { type: 'terminate' });
@@ -279,9 +328,13 @@ describe('BOSH inactivity', () => {
     await b.send(`<presence xmlns='jabber:client'/>`);
     await alice.waitPresence((p) => p.getAttribute('from') === jid && !p.getAttribute('type'), 5000, 'bob available');
     // no more requests from bob: inactivity 2 s (+ wait 1 s)
-    const p = await alice.waitPresence((x) => x.getAttribute('from') === jid && x.getAttribute('type') === 'unavailable', 10000, 'bob unavailable after inactivity');
+    const p = await alice.waitPresence(
+      (x) => x.getAttribute('from') === jid && x.getAttribute('type') === 'unavailable',
+      10000,
+      'bob unavailable after inactivity',
+    );
     assert.ok(p);
     const res = await b.send();
-    assert.equal(res.body && res.body.getAttribute('type'), 'terminate', res.text);
+    assert.equal(res.body?.getAttribute('type'), 'terminate', res.text);
   });
 });

@@ -148,9 +148,10 @@ test('chromium page on another origin: BOSH login, roster, presence and a chat f
   assert.notEqual(new URL(pageOrigin).port, new URL(herald.boshUrl).port, 'page must come from another origin');
   await page.goto(`${pageOrigin}/?bosh=${encodeURIComponent(herald.boshUrl)}`, { timeout: 15000 });
 
-  const diag = async () => `page state: ${JSON.stringify(await page.evaluate(() => window.state).catch((e) => String(e)))}\nconsole:\n${consoleLines.join('\n')}`;
+  const diag = async () =>
+    `page state: ${JSON.stringify(await page.evaluate(() => window.state).catch((e) => String(e)))}\nconsole:\n${consoleLines.join('\n')}`;
   try {
-    await page.waitForFunction(() => window.state && window.state.presenceSent, null, { timeout: 20000 });
+    await page.waitForFunction(() => window.state?.presenceSent, null, { timeout: 20000 });
   } catch (e) {
     await page.screenshot({ path: path.join(ARTIFACTS, 'xmpp-browser-failed.png') }).catch(() => {});
     throw new Error(`page did not log in and send presence: ${e.message}\n${await diag()}`);
@@ -159,17 +160,27 @@ test('chromium page on another origin: BOSH login, roster, presence and a chat f
   // Node-side bob sees the page's presence, then chats to it.
   const jid = await page.evaluate(() => window.state.jid);
   assert.equal(jid, 'alice@localhost/browser');
-  const p = await bob.waitPresence((x) => x.getAttribute('from') === jid && !x.getAttribute('type'), 8000, 'presence from the browser');
+  const p = await bob.waitPresence(
+    (x) => x.getAttribute('from') === jid && !x.getAttribute('type'),
+    8000,
+    'presence from the browser',
+  );
   assert.equal(childText(p, 'status'), 'hello from chromium');
   bob.chat('alice@localhost', 'hello chromium, from node', { id: 'to-browser' });
   await page
-    .waitForFunction(() => window.state.messages.some((m) => m.body === 'hello chromium, from node'), null, { timeout: 10000 })
+    .waitForFunction(() => window.state.messages.some((m) => m.body === 'hello chromium, from node'), null, {
+      timeout: 10000,
+    })
     .catch(async (e) => {
       throw new Error(`chat did not reach the page: ${e.message}\n${await diag()}`);
     });
   await page.evaluate((bobJid) => {
     const m = window.state.messages.find((x) => x.body === 'hello chromium, from node');
-    window.check('chat from node received', m && m.type === 'chat' && m.from === bobJid && m.id === 'to-browser', JSON.stringify(m));
+    window.check(
+      'chat from node received',
+      m && m.type === 'chat' && m.from === bobJid && m.id === 'to-browser',
+      JSON.stringify(m),
+    );
     window.sendChat(bobJid, 'hi node, from chromium');
   }, bob.jid);
   await bob.waitMessage((x) => childText(x, 'body') === 'hi node, from chromium', 8000, 'chat from the browser');
@@ -177,7 +188,11 @@ test('chromium page on another origin: BOSH login, roster, presence and a chat f
   await page.screenshot({ path: path.join(ARTIFACTS, 'xmpp-browser.png'), fullPage: true });
   const state = await page.evaluate(() => window.state);
   const failed = state.checks.filter((c) => !c.ok);
-  assert.equal(state.checks.length >= 4, true, `page ran ${state.checks.length} checks: ${JSON.stringify(state.checks)}`);
+  assert.equal(
+    state.checks.length >= 4,
+    true,
+    `page ran ${state.checks.length} checks: ${JSON.stringify(state.checks)}`,
+  );
   assert.deepEqual(failed, [], `checks failed in the page: ${JSON.stringify(failed)}\n${await diag()}`);
   assert.deepEqual(state.errors, []);
   await page.evaluate(() => window.conn.disconnect());

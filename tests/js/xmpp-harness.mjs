@@ -58,10 +58,20 @@ function tomlStr(s) {
 // `presence`: null | { backend: 'redis', url, prefix }; `directory`: null |
 // { backend: 'mongodb', uri, database, collection?, id_field?, name_field?, members_field? }.
 export function xmppConfigToml({ starttls = 'off', xmpp = {}, presence = null, directory = null } = {}) {
-  const lines = ['[xmpp]', `domain = ${tomlStr(DOMAIN)}`, 'listen = "127.0.0.1:0"', 'http_listen = "127.0.0.1:0"', `starttls = ${tomlStr(starttls)}`];
-  for (const [k, v] of Object.entries(xmpp)) lines.push(`${k} = ${typeof v === 'string' ? tomlStr(v) : JSON.stringify(v)}`);
+  const lines = [
+    '[xmpp]',
+    `domain = ${tomlStr(DOMAIN)}`,
+    'listen = "127.0.0.1:0"',
+    'http_listen = "127.0.0.1:0"',
+    `starttls = ${tomlStr(starttls)}`,
+  ];
+  for (const [k, v] of Object.entries(xmpp))
+    lines.push(`${k} = ${typeof v === 'string' ? tomlStr(v) : JSON.stringify(v)}`);
   lines.push('');
-  for (const [section, obj] of [['presence', presence], ['directory', directory]]) {
+  for (const [section, obj] of [
+    ['presence', presence],
+    ['directory', directory],
+  ]) {
     if (!obj) continue;
     lines.push(`[${section}]`);
     for (const [k, v] of Object.entries(obj)) lines.push(`${k} = ${tomlStr(v)}`);
@@ -70,11 +80,19 @@ export function xmppConfigToml({ starttls = 'off', xmpp = {}, presence = null, d
   return lines.join('\n');
 }
 
-export async function startXmppHerald({ starttls = 'off', xmpp = {}, presence = null, directory = null, projects, extra = '', limits = null } = {}) {
+export async function startXmppHerald({
+  starttls = 'off',
+  xmpp = {},
+  presence = null,
+  directory = null,
+  projects,
+  extra = '',
+  limits = null,
+} = {}) {
   const cfg = xmppConfigToml({ starttls, xmpp, presence, directory });
   const server = await startHerald({
     limits,
-    extra: cfg + '\n' + extra,
+    extra: `${cfg}\n${extra}`,
     projects: projects !== undefined ? projects : directory ? [] : PROJECTS,
   });
   const h = server.listeners['xmpp-http'];
@@ -180,9 +198,13 @@ export class Inbox {
       w.t = setTimeout(() => {
         const j = this.waiters.indexOf(w);
         if (j >= 0) this.waiters.splice(j, 1);
-        const seen = this.items.map((x) => (x && x.nodeType ? ser(x) : JSON.stringify(x))).slice(-8);
+        const seen = this.items.map((x) => (x?.nodeType ? ser(x) : JSON.stringify(x))).slice(-8);
         const desc = typeof what === 'function' ? what() : what;
-        reject(new Error(`timed out after ${ms}ms waiting for ${desc}; unmatched ${this.name}s received:\n  ${seen.join('\n  ') || '(none)'}`));
+        reject(
+          new Error(
+            `timed out after ${ms}ms waiting for ${desc}; unmatched ${this.name}s received:\n  ${seen.join('\n  ') || '(none)'}`,
+          ),
+        );
       }, ms);
       this.waiters.push(w);
     });
@@ -190,7 +212,7 @@ export class Inbox {
   async expectNone(pred = () => true, ms = 700, what = this.name) {
     await sleep(ms);
     const hit = this.items.find(pred);
-    if (hit) throw new Error(`unexpected ${what}: ${hit && hit.nodeType ? ser(hit) : JSON.stringify(hit)}`);
+    if (hit) throw new Error(`unexpected ${what}: ${hit?.nodeType ? ser(hit) : JSON.stringify(hit)}`);
   }
   clear() {
     this.items = [];
@@ -207,7 +229,18 @@ export class XmppError extends Error {}
 export class XmppClient {
   // service: a BOSH (http://) or WebSocket (ws://) URL. Resolves once CONNECTED (bound);
   // rejects with XmppError (.status = 'AUTHFAIL' | 'CONNFAIL' | ...) otherwise.
-  static async connect(service, user, { password = 'secret', resource = uid('res').slice(0, 40), mechanisms = null, timeoutMs = 10000, wait = 10, presence = null } = {}) {
+  static async connect(
+    service,
+    user,
+    {
+      password = 'secret',
+      resource = uid('res').slice(0, 40),
+      mechanisms = null,
+      timeoutMs = 10000,
+      wait = 10,
+      presence = null,
+    } = {},
+  ) {
     const c = new XmppClient(service, { mechanisms });
     await c.login(user, password, resource, { timeoutMs, wait });
     if (presence) c.sendPresence(presence === true ? {} : presence);
@@ -257,15 +290,24 @@ export class XmppClient {
 
   login(user, password, resource, { timeoutMs = 10000, wait = 10 } = {}) {
     this.user = user;
-    const jid = `${user}@${DOMAIN}${resource ? '/' + resource : ''}`;
+    const jid = `${user}@${DOMAIN}${resource ? `/${resource}` : ''}`;
     const done = new Promise((resolve, reject) => {
       this._statusHook = (status, name, condition) => {
         if (status === Strophe.Status.CONNECTED || status === Strophe.Status.ATTACHED) {
           resolve();
         } else if (
-          [Strophe.Status.AUTHFAIL, Strophe.Status.CONNFAIL, Strophe.Status.ERROR, Strophe.Status.DISCONNECTED, Strophe.Status.CONNTIMEOUT, Strophe.Status.ATTACHFAIL].includes(status)
+          [
+            Strophe.Status.AUTHFAIL,
+            Strophe.Status.CONNFAIL,
+            Strophe.Status.ERROR,
+            Strophe.Status.DISCONNECTED,
+            Strophe.Status.CONNTIMEOUT,
+            Strophe.Status.ATTACHFAIL,
+          ].includes(status)
         ) {
-          const e = new XmppError(`${user}: login over ${this.service} failed: ${name}${condition ? ' (' + condition + ')' : ''}\n${this.dump(12)}`);
+          const e = new XmppError(
+            `${user}: login over ${this.service} failed: ${name}${condition ? ` (${condition})` : ''}\n${this.dump(12)}`,
+          );
           e.status = name;
           e.condition = condition;
           reject(e);
@@ -285,7 +327,8 @@ export class XmppClient {
     const done = new Promise((resolve, reject) => {
       this._statusHook = (status, name) => {
         if (status === Strophe.Status.ATTACHED) resolve();
-        else if (status === Strophe.Status.ATTACHFAIL || status === Strophe.Status.DISCONNECTED) reject(new XmppError(`attach failed: ${name}`));
+        else if (status === Strophe.Status.ATTACHFAIL || status === Strophe.Status.DISCONNECTED)
+          reject(new XmppError(`attach failed: ${name}`));
       };
     });
     this.conn.attach(jid, sid, rid, (s, c, e) => this._onStatus(s, c, e), wait, 1);
@@ -390,7 +433,7 @@ export class XmppClient {
     this.closed = true;
     const proto = this.conn._proto;
     try {
-      if (proto && proto.socket) {
+      if (proto?.socket) {
         const s = proto.socket;
         proto.socket = null;
         if (typeof s.terminate === 'function') s.terminate();
@@ -449,7 +492,9 @@ export function httpRequest(url, { method = 'POST', headers = {}, body = null, t
         (res) => {
           const chunks = [];
           res.on('data', (c) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('end', () =>
+            resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }),
+          );
           res.on('error', reject);
         },
       );
@@ -531,7 +576,7 @@ export class RawBosh {
       ...extra,
     });
     const res = await this.postRaw(xml, { headers });
-    if (res.body && res.body.getAttribute('sid')) this.sid = res.body.getAttribute('sid');
+    if (res.body?.getAttribute('sid')) this.sid = res.body.getAttribute('sid');
     return res;
   }
 
@@ -567,7 +612,9 @@ export class RawBosh {
     if (r.localName !== 'success') throw new Error(`SASL PLAIN failed: ${ser(r)}`);
     await this.send('', { 'xmpp:restart': 'true', 'xmlns:xmpp': NS.XBOSH, to: DOMAIN, 'xml:lang': 'en' });
     await this.waitFor((e) => e.localName === 'features', 8000, 'stream features after restart');
-    await this.send(`<iq type='set' id='bind1' xmlns='${NS.CLIENT}'><bind xmlns='${NS.BIND}'><resource>${xmlText(resource)}</resource></bind></iq>`);
+    await this.send(
+      `<iq type='set' id='bind1' xmlns='${NS.CLIENT}'><bind xmlns='${NS.BIND}'><resource>${xmlText(resource)}</resource></bind></iq>`,
+    );
     const b = await this.waitFor((e) => e.localName === 'iq' && e.getAttribute('id') === 'bind1', 8000, 'bind result');
     if (b.getAttribute('type') !== 'result') throw new Error(`bind failed: ${ser(b)}`);
     this.jid = childText(child(b, 'bind'), 'jid');
@@ -590,7 +637,8 @@ export async function freePort() {
 async function waitPort(port, ms, what, proc) {
   const deadline = Date.now() + ms;
   for (;;) {
-    if (proc && proc.exitCode !== null) throw new Error(`${what} exited (code ${proc.exitCode}) before listening on ${port}`);
+    if (proc && proc.exitCode !== null)
+      throw new Error(`${what} exited (code ${proc.exitCode}) before listening on ${port}`);
     const ok = await new Promise((resolve) => {
       const s = net.connect(port, '127.0.0.1');
       s.once('connect', () => (s.destroy(), resolve(true)));
@@ -730,17 +778,37 @@ export async function eventually(fn, ms = 5000, what = 'condition', every = 100)
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms}ms waiting for ${what}: ${last && last.message}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms}ms waiting for ${what}: ${last?.message}`);
     await sleep(every);
   }
 }
 
 export async function startRedis() {
   const bin = findExecutable('redis-server', ['/usr/bin', '/usr/sbin', '/usr/local/bin']);
-  if (!bin) throw new Error('redis-server not found: run tests/services/install.sh (apt-get install redis-server). Tests never skip on a missing service.');
+  if (!bin)
+    throw new Error(
+      'redis-server not found: run tests/services/install.sh (apt-get install redis-server). Tests never skip on a missing service.',
+    );
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-redis-'));
-  const svc = spawnService(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'yes'], 'redis-server');
+  const svc = spawnService(
+    bin,
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+      '--protected-mode',
+      'yes',
+    ],
+    'redis-server',
+  );
   try {
     await waitPort(port, 10000, 'redis-server', svc.proc);
   } catch (e) {
@@ -768,9 +836,16 @@ export function venvDir() {
 
 export async function startMongo() {
   const bin = findExecutable('secantusd-py', [path.join(venvDir(), 'bin')]);
-  if (!bin) throw new Error(`secantusd-py not found in ${venvDir()}/bin or PATH: run tests/services/install.sh (pip install --pre secantusdb). Tests never skip on a missing service.`);
+  if (!bin)
+    throw new Error(
+      `secantusd-py not found in ${venvDir()}/bin or PATH: run tests/services/install.sh (pip install --pre secantusdb). Tests never skip on a missing service.`,
+    );
   const port = await freePort();
-  const svc = spawnService(bin, ['--host', '127.0.0.1', '--port', String(port), '--storage-path', ':memory:', '--log-level', 'WARNING'], 'secantusd-py');
+  const svc = spawnService(
+    bin,
+    ['--host', '127.0.0.1', '--port', String(port), '--storage-path', ':memory:', '--log-level', 'WARNING'],
+    'secantusd-py',
+  );
   try {
     await waitPort(port, 30000, 'secantusd-py', svc.proc);
   } catch (e) {

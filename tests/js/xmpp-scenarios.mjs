@@ -17,7 +17,6 @@ import {
   XmppError,
   Strophe,
   $iq,
-  $msg,
   track,
   child,
   children,
@@ -113,7 +112,9 @@ export function defineXmppScenarios(ctx) {
 
   for (const mech of ['PLAIN', 'SCRAM-SHA-1', 'SCRAM-SHA-256']) {
     test(`login with SASL ${mech} (${T()})`, async (t) => {
-      const M = { PLAIN: Strophe.SASLPlain, 'SCRAM-SHA-1': Strophe.SASLSHA1, 'SCRAM-SHA-256': Strophe.SASLSHA256 }[mech];
+      const M = { PLAIN: Strophe.SASLPlain, 'SCRAM-SHA-1': Strophe.SASLSHA1, 'SCRAM-SHA-256': Strophe.SASLSHA256 }[
+        mech
+      ];
       const c = await connect(t, 'carol', { mechanisms: [M] });
       assert.equal(c.mechanism, mech);
       assert.equal(c.bareJid, 'carol@localhost');
@@ -131,7 +132,9 @@ export function defineXmppScenarios(ctx) {
       c.kill();
       assert.ok(err instanceof XmppError, `login must fail, got ${err}`);
       assert.equal(err.status, 'AUTHFAIL', err.message);
-      const failure = c.traffic.find((l) => l.startsWith('<<') && /<failure[^>]*xmlns=["']urn:ietf:params:xml:ns:xmpp-sasl["']/.test(l));
+      const failure = c.traffic.find(
+        (l) => l.startsWith('<<') && /<failure[^>]*xmlns=["']urn:ietf:params:xml:ns:xmpp-sasl["']/.test(l),
+      );
       assert.ok(failure, `no SASL <failure/> seen:\n${c.dump()}`);
       assert.match(failure, /<not-authorized\/>/, failure);
     });
@@ -139,9 +142,12 @@ export function defineXmppScenarios(ctx) {
 
   test(`unknown user is refused (${T()})`, async () => {
     const c = new XmppClient(ctx.service, { mechanisms: [Strophe.SASLPlain] });
-    const err = await c.login('mallory', 'secret', 'x').then(() => null, (e) => e);
+    const err = await c.login('mallory', 'secret', 'x').then(
+      () => null,
+      (e) => e,
+    );
     c.kill();
-    assert.equal(err && err.status, 'AUTHFAIL', String(err && err.message));
+    assert.equal(err?.status, 'AUTHFAIL', String(err?.message));
   });
 
   // --- roster -----------------------------------------------------------------
@@ -150,7 +156,11 @@ export function defineXmppScenarios(ctx) {
     const alice = await connect(t, 'alice');
     const items = await alice.roster();
     const byJid = Object.fromEntries(items.map((i) => [i.jid, i]));
-    assert.deepEqual(Object.keys(byJid).sort(), ['bob@localhost', 'carol@localhost'], `roster: ${items.map((i) => ser(i.el)).join(' ')}`);
+    assert.deepEqual(
+      Object.keys(byJid).sort(),
+      ['bob@localhost', 'carol@localhost'],
+      `roster: ${items.map((i) => ser(i.el)).join(' ')}`,
+    );
     for (const j of ['bob@localhost', 'carol@localhost']) {
       assert.equal(byJid[j].subscription, 'both', ser(byJid[j].el));
       assert.deepEqual(byJid[j].groups, [ctx.groups.p1], ser(byJid[j].el));
@@ -161,7 +171,12 @@ export function defineXmppScenarios(ctx) {
     const carol = await connect(t, 'carol');
     const items = await carol.roster();
     const byJid = Object.fromEntries(items.map((i) => [i.jid, i]));
-    assert.deepEqual(Object.keys(byJid).sort(), ['alice@localhost', 'bob@localhost', 'dave@localhost', 'eve@localhost']);
+    assert.deepEqual(Object.keys(byJid).sort(), [
+      'alice@localhost',
+      'bob@localhost',
+      'dave@localhost',
+      'eve@localhost',
+    ]);
     assert.deepEqual(byJid['alice@localhost'].groups, [ctx.groups.p1]);
     assert.deepEqual(byJid['dave@localhost'].groups, [ctx.groups.p2]);
     for (const i of items) assert.equal(i.subscription, 'both');
@@ -170,9 +185,16 @@ export function defineXmppScenarios(ctx) {
   test(`roster set is refused with not-allowed (${T()})`, async (t) => {
     const alice = await connect(t, 'alice');
     const err = await alice
-      .iq($iq({ type: 'set', id: uid('rs') }).c('query', { xmlns: NS.ROSTER }).c('item', { jid: 'mallory@localhost', name: 'M' }))
-      .then(() => null, (e) => e);
-    assert.ok(err && err.stanza, `roster set must fail: ${err}`);
+      .iq(
+        $iq({ type: 'set', id: uid('rs') })
+          .c('query', { xmlns: NS.ROSTER })
+          .c('item', { jid: 'mallory@localhost', name: 'M' }),
+      )
+      .then(
+        () => null,
+        (e) => e,
+      );
+    assert.ok(err?.stanza, `roster set must fail: ${err}`);
     assert.equal(err.condition, 'not-allowed', ser(err.stanza));
   });
 
@@ -192,7 +214,9 @@ export function defineXmppScenarios(ctx) {
     const fromAlice = await bob.waitPresence(isAvailableFrom(alice.jid), 5000, `current presence of ${alice.jid}`);
     assert.equal(childText(fromAlice, 'status'), 'alice here', ser(fromAlice));
     await eve.presences.expectNone(fromBare('alice'), 500, 'presence of alice at eve (not a contact)');
-    await redisCheck('bob in online:p1', async () => (await ctx.redis.client.smembers(rkey('online:p1'))).includes('bob'));
+    await redisCheck('bob in online:p1', async () =>
+      (await ctx.redis.client.smembers(rkey('online:p1'))).includes('bob'),
+    );
   });
 
   for (const show of ['away', 'dnd', 'xa', 'chat']) {
@@ -202,7 +226,11 @@ export function defineXmppScenarios(ctx) {
       await bob.waitPresence(isAvailableFrom(alice.jid), 5000, 'alice online');
       const status = `status ${show} ✓ <&>`;
       alice.sendPresence({ show, status });
-      const p = await bob.waitPresence((x) => isAvailableFrom(alice.jid)(x) && childText(x, 'show') === show, 5000, `alice ${show}`);
+      const p = await bob.waitPresence(
+        (x) => isAvailableFrom(alice.jid)(x) && childText(x, 'show') === show,
+        5000,
+        `alice ${show}`,
+      );
       assert.equal(childText(p, 'status'), status, ser(p));
       await redisCheck(`presence hash state=${show}`, async () => {
         const h = await ctx.redis.client.hgetall(rkey('presence:alice'));
@@ -221,7 +249,10 @@ export function defineXmppScenarios(ctx) {
     // the server adds its own unavailable only for a session that ends while available
     // (RFC 6121 §4.5.3); ejabberd sends exactly one here
     await bob.presences.expectNone(isUnavailableFrom(aliceJid), 700, `a second unavailable from ${aliceJid}`);
-    await redisCheck('alice removed from online:p1', async () => !(await ctx.redis.client.smembers(rkey('online:p1'))).includes('alice'));
+    await redisCheck(
+      'alice removed from online:p1',
+      async () => !(await ctx.redis.client.smembers(rkey('online:p1'))).includes('alice'),
+    );
     await redisCheck('presence hash gone or offline', async () => {
       const h = await ctx.redis.client.hgetall(rkey('presence:alice'));
       return Object.keys(h).length === 0 || h.state === 'offline';
@@ -320,7 +351,12 @@ export function defineXmppScenarios(ctx) {
     const alice = await online(t, 'alice');
     const on = await g.waitMessage(isAlice('online'), 5000, 'alice online on p1.*');
     const j = JSON.parse(on.bodyText);
-    assert.deepEqual(Object.keys(j).sort().filter((k) => ['uid', 'project', 'state'].includes(k)), ['project', 'state', 'uid']);
+    assert.deepEqual(
+      Object.keys(j)
+        .sort()
+        .filter((k) => ['uid', 'project', 'state'].includes(k)),
+      ['project', 'state', 'uid'],
+    );
     await g2.waitMessage(isAlice('online'), 5000, 'alice online on p1.alice');
     alice.sendPresence({ show: 'dnd', status: 'in a meeting' });
     const dnd = await g.waitMessage(isAlice('dnd'), 5000, 'alice dnd');
@@ -345,7 +381,9 @@ export function defineXmppScenarios(ctx) {
     };
     const d = await stompGuest(ctx.server, 'dave', 'secret');
     await g.waitMessage(isDave('online'), 5000, 'dave online via STOMP');
-    await redisCheck('dave in online:p2 via STOMP', async () => (await ctx.redis.client.smembers(rkey('online:p2'))).includes('dave'));
+    await redisCheck('dave in online:p2 via STOMP', async () =>
+      (await ctx.redis.client.smembers(rkey('online:p2'))).includes('dave'),
+    );
     d.send('DISCONNECT', {});
     d.close();
     await g.waitMessage(isDave('offline'), 5000, 'dave offline after STOMP disconnect');
@@ -373,7 +411,11 @@ export function defineXmppScenarios(ctx) {
     const alice = await online(t, 'alice');
     const body = `intrusion ${uid('p')}`;
     dave.chat(`p1@${PROJECT_DOMAIN}`, body, { type: 'groupchat', id: 'proj-x' });
-    const e = await dave.waitMessage((x) => x.getAttribute('type') === 'error' && x.getAttribute('id') === 'proj-x', 5000, 'error for the project message');
+    const e = await dave.waitMessage(
+      (x) => x.getAttribute('type') === 'error' && x.getAttribute('id') === 'proj-x',
+      5000,
+      'error for the project message',
+    );
     assert.equal(errorCondition(e), 'forbidden', ser(e));
     await alice.messages.expectNone((x) => childText(x, 'body') === body, 500, 'non-member project message at alice');
   });
@@ -385,7 +427,9 @@ export function defineXmppScenarios(ctx) {
     const pong = await alice.iq($iq({ type: 'get', to: DOMAIN, id: uid('ping') }).c('ping', { xmlns: NS.PING }));
     assert.equal(pong.getAttribute('type'), 'result', ser(pong));
     assert.equal(pong.getAttribute('from'), DOMAIN, ser(pong));
-    const info = await alice.iq($iq({ type: 'get', to: DOMAIN, id: uid('disco') }).c('query', { xmlns: NS.DISCO_INFO }));
+    const info = await alice.iq(
+      $iq({ type: 'get', to: DOMAIN, id: uid('disco') }).c('query', { xmlns: NS.DISCO_INFO }),
+    );
     const q = child(info, 'query', NS.DISCO_INFO);
     assert.ok(q, ser(info));
     const ids = children(q, 'identity').map((i) => `${i.getAttribute('category')}/${i.getAttribute('type')}`);
@@ -393,8 +437,13 @@ export function defineXmppScenarios(ctx) {
     const features = children(q, 'feature').map((f) => f.getAttribute('var'));
     for (const f of [NS.DISCO_INFO, NS.PING]) assert.ok(features.includes(f), `feature ${f} missing: ${features}`);
     for (const type of ['get', 'set']) {
-      const err = await alice.iq($iq({ type, to: DOMAIN, id: uid('unk') }).c('query', { xmlns: 'urn:example:nothing' })).then(() => null, (e) => e);
-      assert.ok(err && err.stanza, `unknown IQ ${type} must fail`);
+      const err = await alice
+        .iq($iq({ type, to: DOMAIN, id: uid('unk') }).c('query', { xmlns: 'urn:example:nothing' }))
+        .then(
+          () => null,
+          (e) => e,
+        );
+      assert.ok(err?.stanza, `unknown IQ ${type} must fail`);
       assert.equal(err.condition, 'service-unavailable', ser(err.stanza));
     }
   });

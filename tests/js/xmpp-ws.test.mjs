@@ -3,9 +3,19 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { WebSocket, withTimeout } from './harness.mjs';
-import { startXmppHerald, XmppClient, track, parseXml, child, children, ser, errorCondition, Inbox, DOMAIN, NS } from './xmpp-harness.mjs';
+import {
+  startXmppHerald,
+  XmppClient,
+  track,
+  parseXml,
+  child,
+  children,
+  errorCondition,
+  Inbox,
+  DOMAIN,
+  NS,
+} from './xmpp-harness.mjs';
 import { defineXmppScenarios } from './xmpp-scenarios.mjs';
 
 const ctx = { transport: 'websocket', altPath: '/ws', groups: { p1: 'p1', p2: 'p2' } };
@@ -26,10 +36,18 @@ describe('strophe.js over WebSocket', () => {
   test('abrupt WebSocket drop (no <close/>) is seen as unavailable by the contact', async (t) => {
     const bob = await track(t, XmppClient.connect(ctx.service, 'bob', { presence: true }));
     const alice = await XmppClient.connect(ctx.service, 'alice', { presence: true });
-    await bob.waitPresence((p) => p.getAttribute('from') === alice.jid && !p.getAttribute('type'), 5000, 'alice available');
+    await bob.waitPresence(
+      (p) => p.getAttribute('from') === alice.jid && !p.getAttribute('type'),
+      5000,
+      'alice available',
+    );
     const jid = alice.jid;
     alice.kill();
-    await bob.waitPresence((p) => p.getAttribute('from') === jid && p.getAttribute('type') === 'unavailable', 5000, 'unavailable after TCP drop');
+    await bob.waitPresence(
+      (p) => p.getAttribute('from') === jid && p.getAttribute('type') === 'unavailable',
+      5000,
+      'unavailable after TCP drop',
+    );
   });
 });
 
@@ -47,7 +65,9 @@ class RawXmppWs {
       } catch {}
       r.frames.push({ text, el });
     });
-    r.closed = new Promise((resolve) => r.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    r.closed = new Promise((resolve) =>
+      r.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
     r.ws.on('error', () => {});
     await withTimeout(
       new Promise((resolve, reject) => {
@@ -97,7 +117,8 @@ describe('XMPP over WebSocket, raw framing (RFC 7395)', () => {
       const f = await r.next((e) => e.localName === 'features', 5000, 'stream features');
       assert.equal(f.el.namespaceURI, NS.STREAM, f.text);
       const mechs = children(child(f.el, 'mechanisms', NS.SASL), 'mechanism').map((m) => m.textContent);
-      for (const m of ['PLAIN', 'SCRAM-SHA-1', 'SCRAM-SHA-256']) assert.ok(mechs.includes(m), `${m} not offered: ${f.text}`);
+      for (const m of ['PLAIN', 'SCRAM-SHA-1', 'SCRAM-SHA-256'])
+        assert.ok(mechs.includes(m), `${m} not offered: ${f.text}`);
       r.send(`<close xmlns='${NS.FRAMING}'/>`);
       await r.next((e) => e.localName === 'close', 5000, '<close/> reply');
       await withTimeout(r.closed, 5000, 'server to close the WebSocket');
@@ -113,7 +134,9 @@ describe('XMPP over WebSocket, raw framing (RFC 7395)', () => {
     await r.openStream();
     const f = await r.next((e) => e.localName === 'features', 5000, 'post-auth features');
     assert.ok(child(f.el, 'bind', NS.BIND), `bind not offered after auth: ${f.text}`);
-    r.send(`<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='${NS.BIND}'><resource>raw</resource></bind></iq>`);
+    r.send(
+      `<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='${NS.BIND}'><resource>raw</resource></bind></iq>`,
+    );
     const b = await r.next((e) => e.localName === 'iq' && e.getAttribute('id') === 'b1', 5000, 'bind result');
     assert.equal(b.el.getAttribute('type'), 'result', b.text);
     assert.equal(child(child(b.el, 'bind'), 'jid').textContent, 'eve@localhost/raw');

@@ -13,7 +13,12 @@ const STATS: { key: string; label: string; get: (o: Overview) => string; hint?: 
   { key: 'queues', label: 'Queues', get: (o) => fmtInt(o.queues) },
   { key: 'exchanges', label: 'Exchanges', get: (o) => fmtInt(o.exchanges) },
   { key: 'messages-ready', label: 'Messages ready', get: (o) => fmtInt(o.messages_ready), hint: 'waiting in queues' },
-  { key: 'messages-unacked', label: 'Unacked', get: (o) => fmtInt(o.messages_unacked), hint: 'delivered, not yet acked' },
+  {
+    key: 'messages-unacked',
+    label: 'Unacked',
+    get: (o) => fmtInt(o.messages_unacked),
+    hint: 'delivered, not yet acked',
+  },
 ];
 
 const RATES: { key: keyof Overview['rates']; label: string; total: keyof Overview['totals']; cls: string }[] = [
@@ -28,7 +33,13 @@ export function mountOverview(ctx: Ctx): View {
   const statCards = STATS.map((s) => {
     const v = h('div', { class: 'stat-value', 'data-testid': s.key }, '–');
     values.set(s.key, v);
-    return h('div', { class: 'stat' }, h('div', { class: 'stat-label' }, s.label), v, s.hint ? h('div', { class: 'stat-hint' }, s.hint) : null);
+    return h(
+      'div',
+      { class: 'stat' },
+      h('div', { class: 'stat-label' }, s.label),
+      v,
+      s.hint ? h('div', { class: 'stat-hint' }, s.hint) : null,
+    );
   });
   const rateCells = new Map<string, { rate: HTMLElement; total: HTMLElement }>();
   const rateRow = h(
@@ -38,7 +49,15 @@ export function mountOverview(ctx: Ctx): View {
       const rate = h('span', { class: 'rate-value', 'data-testid': `rate-${r.key}` }, '–');
       const total = h('span', { class: 'rate-total', 'data-testid': `total-${r.total}` }, '–');
       rateCells.set(r.key, { rate, total });
-      return h('div', { class: `rate ${r.cls}` }, h('span', { class: 'rate-label' }, r.label), rate, h('span', { class: 'unit' }, '/s'), h('span', { class: 'muted' }, ' · total '), total);
+      return h(
+        'div',
+        { class: `rate ${r.cls}` },
+        h('span', { class: 'rate-label' }, r.label),
+        rate,
+        h('span', { class: 'unit' }, '/s'),
+        h('span', { class: 'muted' }, ' · total '),
+        total,
+      );
     }),
   );
   const byProtocol = h('div', { class: 'bars', 'data-testid': 'sessions-by-protocol' });
@@ -52,11 +71,21 @@ export function mountOverview(ctx: Ctx): View {
     { class: 'overview', 'data-testid': 'overview' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Overview'), nodeLine),
     h('div', { class: 'stats' }, statCards),
-    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', {}, 'Messages per second'), rateRow), ratesHost),
+    h(
+      'section',
+      { class: 'panel' },
+      h('div', { class: 'panel-head' }, h('h2', {}, 'Messages per second'), rateRow),
+      ratesHost,
+    ),
     h(
       'div',
       { class: 'grid-2' },
-      h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', {}, 'Sessions and users online')), sessionsHost),
+      h(
+        'section',
+        { class: 'panel' },
+        h('div', { class: 'panel-head' }, h('h2', {}, 'Sessions and users online')),
+        sessionsHost,
+      ),
       h(
         'section',
         { class: 'panel' },
@@ -102,15 +131,23 @@ export function mountOverview(ctx: Ctx): View {
     renderBars(byTransport, o.sessions_by_transport, o.sessions);
   };
 
-  const rates = timeChart(ratesHost, [
-    { label: 'publish', key: 'publish', color: '#2563eb', fill: true },
-    { label: 'deliver', key: 'deliver', color: '#16a34a' },
-    { label: 'ack', key: 'ack', color: '#9333ea' },
-  ], { height: 190, unit: '/s' });
-  const sessions = timeChart(sessionsHost, [
-    { label: 'sessions', key: 'sessions', color: '#0891b2', fill: true },
-    { label: 'users online', key: 'users_online', color: '#ea580c' },
-  ], { height: 180, integer: true });
+  const rates = timeChart(
+    ratesHost,
+    [
+      { label: 'publish', key: 'publish', color: '#2563eb', fill: true },
+      { label: 'deliver', key: 'deliver', color: '#16a34a' },
+      { label: 'ack', key: 'ack', color: '#9333ea' },
+    ],
+    { height: 190, unit: '/s' },
+  );
+  const sessions = timeChart(
+    sessionsHost,
+    [
+      { label: 'sessions', key: 'sessions', color: '#0891b2', fill: true },
+      { label: 'users online', key: 'users_online', color: '#ea580c' },
+    ],
+    { height: 180, integer: true },
+  );
 
   // Charts redraw at most once per animation frame however many samples arrive.
   let raf = 0;
@@ -125,7 +162,11 @@ export function mountOverview(ctx: Ctx): View {
 
   render(ctx.overview);
   redrawCharts();
-  const offs = [ctx.bus.on('overview', render), ctx.bus.on('sample', redrawCharts), ctx.bus.on('samples', redrawCharts)];
+  const offs = [
+    ctx.bus.on('overview', render),
+    ctx.bus.on('sample', redrawCharts),
+    ctx.bus.on('samples', redrawCharts),
+  ];
 
   return {
     el,

@@ -31,8 +31,19 @@ export function mountQueues(ctx: Ctx): View {
   let query = '';
   let vhost = '';
 
-  const filter = h('input', { type: 'search', placeholder: 'Filter by name…', 'data-testid': 'queue-filter', 'aria-label': 'filter queues' });
-  const vhostIn = h('input', { type: 'search', placeholder: 'vhost (all)', class: 'narrow', 'data-testid': 'queue-vhost', 'aria-label': 'vhost' });
+  const filter = h('input', {
+    type: 'search',
+    placeholder: 'Filter by name…',
+    'data-testid': 'queue-filter',
+    'aria-label': 'filter queues',
+  });
+  const vhostIn = h('input', {
+    type: 'search',
+    placeholder: 'vhost (all)',
+    class: 'narrow',
+    'data-testid': 'queue-vhost',
+    'aria-label': 'vhost',
+  });
   const totalEl = h('span', { class: 'count', 'data-testid': 'queues-total' }, '…');
   const errorEl = h('div', { class: 'inline-error', hidden: true, 'data-testid': 'queues-error' });
   const viewport = h('div', { class: 'vl-viewport', 'data-testid': 'queues-list' });
@@ -76,7 +87,21 @@ export function mountQueues(ctx: Ctx): View {
     'div',
     { class: 'queues list-page', 'data-testid': 'queues-view' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Queues'), totalEl),
-    h('div', { class: 'toolbar' }, filter, vhostIn, h('div', { class: 'spacer' }), h('span', { class: 'legend' }, h('span', { class: 'swatch c-publish' }), 'publish', h('span', { class: 'swatch c-deliver' }), 'deliver')),
+    h(
+      'div',
+      { class: 'toolbar' },
+      filter,
+      vhostIn,
+      h('div', { class: 'spacer' }),
+      h(
+        'span',
+        { class: 'legend' },
+        h('span', { class: 'swatch c-publish' }),
+        'publish',
+        h('span', { class: 'swatch c-deliver' }),
+        'deliver',
+      ),
+    ),
     errorEl,
     h('div', { class: 'table queues-table' }, head, viewport, empty),
   );
@@ -92,7 +117,10 @@ export function mountQueues(ctx: Ctx): View {
     perPage: PER_PAGE,
     key: (q) => `${q.vhost}\u0000${q.name}`,
     fetchPage: async (page, per_page, signal) => {
-      const r = await api.queues({ q: query || undefined, vhost: vhost || undefined, sort, order, page, per_page }, signal);
+      const r = await api.queues(
+        { q: query || undefined, vhost: vhost || undefined, sort, order, page, per_page },
+        signal,
+      );
       showError(null);
       return r;
     },
@@ -106,16 +134,35 @@ export function mountQueues(ctx: Ctx): View {
 
   // Rows are refreshed every second: cells are updated in place (never rebuilt)
   // so a click on Purge is not lost to a re-render between mousedown and mouseup.
-  type Refs = { key: string; features: HTMLElement; depth: HTMLElement; unacked: HTMLElement; consumers: HTMLElement; pub: HTMLElement; del: HTMLElement; spark: HTMLElement; purge: HTMLButtonElement; name: HTMLElement };
+  type Refs = {
+    key: string;
+    features: HTMLElement;
+    depth: HTMLElement;
+    unacked: HTMLElement;
+    consumers: HTMLElement;
+    pub: HTMLElement;
+    del: HTMLElement;
+    spark: HTMLElement;
+    purge: HTMLButtonElement;
+    name: HTMLElement;
+  };
   type QRow = HTMLElement & { _q?: QueueInfo; _refs?: Refs };
 
   function buildRow(row: QRow, key: string): Refs {
     clear(row);
-    const purge = h('button', { class: 'btn small danger', 'data-testid': 'purge-queue', title: 'delete every ready message' }, 'Purge');
+    const purge = h(
+      'button',
+      { class: 'btn small danger', 'data-testid': 'purge-queue', title: 'delete every ready message' },
+      'Purge',
+    );
     purge.addEventListener('click', async () => {
       const q = row._q;
       if (!q) return;
-      const ok = await confirmDialog(`Purge ${q.name}?`, `${plural(q.depth, 'ready message')} in ${q.name} (vhost ${q.vhost}) will be deleted. Unacked messages stay.`, 'Purge');
+      const ok = await confirmDialog(
+        `Purge ${q.name}?`,
+        `${plural(q.depth, 'ready message')} in ${q.name} (vhost ${q.vhost}) will be deleted. Unacked messages stay.`,
+        'Purge',
+      );
       if (!ok) return;
       try {
         const r = await api.purge(q.vhost, q.name);
@@ -137,7 +184,21 @@ export function mountQueues(ctx: Ctx): View {
       spark: h('span', { class: 'sparkcell' }),
       purge,
     };
-    row.append(h('div', { class: 'qcols main' }, refs.name, refs.features, refs.depth, refs.unacked, refs.consumers, refs.pub, refs.del, refs.spark, h('span', { class: 'actions' }, purge)));
+    row.append(
+      h(
+        'div',
+        { class: 'qcols main' },
+        refs.name,
+        refs.features,
+        refs.depth,
+        refs.unacked,
+        refs.consumers,
+        refs.pub,
+        refs.del,
+        refs.spark,
+        h('span', { class: 'actions' }, purge),
+      ),
+    );
     return refs;
   }
 
@@ -148,7 +209,14 @@ export function mountQueues(ctx: Ctx): View {
       delete row.dataset.queue;
       delete row.dataset.vhost;
       clear(row);
-      row.append(h('div', { class: 'qcols placeholder' }, h('span', { class: 'skeleton' }), h('span', { class: 'skeleton short' })));
+      row.append(
+        h(
+          'div',
+          { class: 'qcols placeholder' },
+          h('span', { class: 'skeleton' }),
+          h('span', { class: 'skeleton short' }),
+        ),
+      );
       return;
     }
     const key = `${q.vhost}\u0000${q.name}`;
@@ -163,7 +231,11 @@ export function mountQueues(ctx: Ctx): View {
     row._q = q;
     row.dataset.queue = q.name;
     row.dataset.vhost = q.vhost;
-    const features = [q.durable ? ['D', 'durable'] : null, q.auto_delete ? ['AD', 'auto-delete'] : null, q.exclusive ? ['X', 'exclusive'] : null].filter(Boolean) as string[][];
+    const features = [
+      q.durable ? ['D', 'durable'] : null,
+      q.auto_delete ? ['AD', 'auto-delete'] : null,
+      q.exclusive ? ['X', 'exclusive'] : null,
+    ].filter(Boolean) as string[][];
     const fsig = features.map((f) => f[0]).join(',');
     if (r.features.dataset.sig !== fsig) {
       r.features.dataset.sig = fsig;

@@ -53,8 +53,17 @@ export function mountUsers(ctx: Ctx): View {
   let project = '';
   let query = '';
 
-  const projectSel = h('select', { 'data-testid': 'project-filter', 'aria-label': 'project' }, h('option', { value: '' }, 'All projects'));
-  const search = h('input', { type: 'search', placeholder: 'Search uid…', 'data-testid': 'user-search', 'aria-label': 'search uid' });
+  const projectSel = h(
+    'select',
+    { 'data-testid': 'project-filter', 'aria-label': 'project' },
+    h('option', { value: '' }, 'All projects'),
+  );
+  const search = h('input', {
+    type: 'search',
+    placeholder: 'Search uid…',
+    'data-testid': 'user-search',
+    'aria-label': 'search uid',
+  });
   const totalEl = h('span', { class: 'count', 'data-testid': 'users-total' }, '…');
   const errorEl = h('div', { class: 'inline-error', hidden: true, 'data-testid': 'users-error' });
   const viewport = h('div', { class: 'vl-viewport', 'data-testid': 'users-list' });
@@ -69,7 +78,17 @@ export function mountUsers(ctx: Ctx): View {
     h(
       'div',
       { class: 'table users-table' },
-      h('div', { class: 'thead ucols' }, h('span', {}), h('span', {}, 'User'), h('span', {}, 'Presence'), h('span', { class: 'num' }, 'Sessions'), h('span', {}, 'Protocol / transport'), h('span', {}, 'Connected for'), h('span', {})),
+      h(
+        'div',
+        { class: 'thead ucols' },
+        h('span', {}),
+        h('span', {}, 'User'),
+        h('span', {}, 'Presence'),
+        h('span', { class: 'num' }, 'Sessions'),
+        h('span', {}, 'Protocol / transport'),
+        h('span', {}, 'Connected for'),
+        h('span', {}),
+      ),
       viewport,
       empty,
     ),
@@ -101,17 +120,43 @@ export function mountUsers(ctx: Ctx): View {
 
   // Rows are updated in place (a live event must not swap a button out from
   // under a click); the sessions table is rebuilt only when the sessions change.
-  type Refs = { uid: string; chev: HTMLElement; dot: HTMLElement; state: HTMLElement; status: HTMLElement; count: HTMLElement; chips: HTMLElement; since: HTMLElement; kick: HTMLButtonElement; sessions: HTMLElement };
+  type Refs = {
+    uid: string;
+    chev: HTMLElement;
+    dot: HTMLElement;
+    state: HTMLElement;
+    status: HTMLElement;
+    count: HTMLElement;
+    chips: HTMLElement;
+    since: HTMLElement;
+    kick: HTMLButtonElement;
+    sessions: HTMLElement;
+  };
   type URow = HTMLElement & { _u?: OnlineUser; _refs?: Refs };
 
   function buildRow(row: URow, uid: string): Refs {
     clear(row);
-    const kick = h('button', { class: 'btn small danger', 'data-testid': 'kick-user', 'data-uid': uid, title: `close all of ${uid}'s sessions` }, 'Kick');
+    const kick = h(
+      'button',
+      {
+        class: 'btn small danger',
+        'data-testid': 'kick-user',
+        'data-uid': uid,
+        title: `close all of ${uid}'s sessions`,
+      },
+      'Kick',
+    );
     kick.addEventListener('click', async (e) => {
       e.stopPropagation();
       const u = row._u;
       if (!u) return;
-      const ok = await confirmDialog(`Kick ${u.uid}?`, u.sessions.length === 1 ? `${u.uid}'s session will be closed.` : `All ${u.sessions.length} sessions of ${u.uid} will be closed.`, 'Kick');
+      const ok = await confirmDialog(
+        `Kick ${u.uid}?`,
+        u.sessions.length === 1
+          ? `${u.uid}'s session will be closed.`
+          : `All ${u.sessions.length} sessions of ${u.uid} will be closed.`,
+        'Kick',
+      );
       if (!ok) return;
       try {
         const r = await api.kickUser(u.uid);
@@ -156,7 +201,15 @@ export function mountUsers(ctx: Ctx): View {
       row._refs = undefined;
       delete row.dataset.uid;
       clear(row);
-      row.append(h('div', { class: 'ucols placeholder' }, h('span', {}), h('span', { class: 'skeleton' }), h('span', { class: 'skeleton short' })));
+      row.append(
+        h(
+          'div',
+          { class: 'ucols placeholder' },
+          h('span', {}),
+          h('span', { class: 'skeleton' }),
+          h('span', { class: 'skeleton short' }),
+        ),
+      );
       return;
     }
     let r = row._refs;
@@ -196,12 +249,31 @@ export function mountUsers(ctx: Ctx): View {
 
   function fillSessions(host: HTMLElement, sessions: Session[]): void {
     host.append(
-      h('div', { class: 'scols shead' }, h('span', {}, 'Session'), h('span', {}, 'Protocol'), h('span', {}, 'Transport'), h('span', {}, 'Peer'), h('span', {}, 'Resource'), h('span', {}, 'Vhost'), h('span', {}, 'Connected'), h('span', {})),
+      h(
+        'div',
+        { class: 'scols shead' },
+        h('span', {}, 'Session'),
+        h('span', {}, 'Protocol'),
+        h('span', {}, 'Transport'),
+        h('span', {}, 'Peer'),
+        h('span', {}, 'Resource'),
+        h('span', {}, 'Vhost'),
+        h('span', {}, 'Connected'),
+        h('span', {}),
+      ),
       ...sessions.map((s) => {
-        const kick = h('button', { class: 'btn tiny danger-text', 'data-testid': 'kick-session', 'data-session': String(s.id) }, 'Kick session');
+        const kick = h(
+          'button',
+          { class: 'btn tiny danger-text', 'data-testid': 'kick-session', 'data-session': String(s.id) },
+          'Kick session',
+        );
         kick.addEventListener('click', async (e) => {
           e.stopPropagation();
-          const ok = await confirmDialog(`Kick session ${s.id}?`, `${s.uid}'s ${s.protocol}/${s.transport} session${s.peer ? ` from ${s.peer}` : ''} will be closed.`, 'Kick');
+          const ok = await confirmDialog(
+            `Kick session ${s.id}?`,
+            `${s.uid}'s ${s.protocol}/${s.transport} session${s.peer ? ` from ${s.peer}` : ''} will be closed.`,
+            'Kick',
+          );
           if (!ok) return;
           try {
             await api.kickSession(s.id);
@@ -236,7 +308,11 @@ export function mountUsers(ctx: Ctx): View {
       list.refresh();
     }, 300);
   };
-  const offs = [ctx.bus.on('session', refreshSoon), ctx.bus.on('presence', refreshSoon), ctx.bus.on('lag', refreshSoon)];
+  const offs = [
+    ctx.bus.on('session', refreshSoon),
+    ctx.bus.on('presence', refreshSoon),
+    ctx.bus.on('lag', refreshSoon),
+  ];
   // "connected for" ages; redraw the visible rows now and then
   const tick = window.setInterval(() => list.redraw(), 10000);
 
@@ -288,7 +364,8 @@ export function mountUsers(ctx: Ctx): View {
 
 function chevron(): HTMLElement {
   const el = h('span', { class: 'chev', 'aria-hidden': 'true' });
-  el.innerHTML = '<svg viewBox="0 0 10 10" width="10" height="10"><path d="M3.5 1.5 7 5l-3.5 3.5" fill="none" stroke="currentColor" stroke-width="1.6" stroke-linecap="round" stroke-linejoin="round"/></svg>';
+  el.innerHTML =
+    '<svg viewBox="0 0 10 10" width="10" height="10"><path d="M3.5 1.5 7 5l-3.5 3.5" fill="none" stroke="currentColor" stroke-width="1.6" stroke-linecap="round" stroke-linejoin="round"/></svg>';
   return el;
 }
 

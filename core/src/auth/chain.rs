@@ -13,14 +13,17 @@
 use std::sync::Arc;
 
 use super::sasl::{Mechanism, ScramCredentials};
+#[cfg(feature = "jwt")]
+use super::JwtAuth;
 use super::{
     AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, ConfigUsers, DefaultPermissions, HttpBackend,
-    Identity, JwtAuth, Permission, ResourceKind,
+    Identity, Permission, ResourceKind,
 };
 use crate::config::{Config, ConfigError};
 
 #[derive(Debug)]
 pub struct Chain {
+    #[cfg(feature = "jwt")]
     jwt: Option<JwtAuth>,
     http: Option<HttpBackend>,
     users: ConfigUsers,
@@ -32,6 +35,7 @@ impl Chain {
     pub fn from_config(config: &Config) -> Result<Chain, ConfigError> {
         let invalid = |(key, reason): (&str, String)| ConfigError::Invalid { key: key.into(), reason };
         Ok(Chain {
+            #[cfg(feature = "jwt")]
             jwt: config.auth.jwt.as_ref().map(JwtAuth::from_config).transpose().map_err(invalid)?,
             http: config.auth.http.as_ref().map(HttpBackend::from_config).transpose().map_err(invalid)?,
             users: ConfigUsers::from_config(config),
@@ -56,6 +60,7 @@ impl Authenticator for Chain {
         client: &'a ClientInfo,
     ) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move {
+            #[cfg(feature = "jwt")]
             if let Some(jwt) = self.jwt.as_ref().filter(|j| j.recognizes(password)) {
                 return jwt.verify(login, password);
             }
@@ -79,7 +84,12 @@ impl Authenticator for Chain {
     }
 
     fn offers_scram(&self) -> bool {
-        self.jwt.is_none() && self.http.is_none() && self.users.offers_scram()
+        // Without the `jwt` feature, validation refused any `[auth.jwt]`.
+        #[cfg(feature = "jwt")]
+        if self.jwt.is_some() {
+            return false;
+        }
+        self.http.is_none() && self.users.offers_scram()
     }
 
     fn scram_credentials<'a>(
@@ -143,7 +153,8 @@ impl From<Chain> for super::AuthSources {
     }
 }
 
-#[cfg(test)]
+// JWTs and a real HTTP service.
+#[cfg(all(test, feature = "jwt", feature = "http-auth"))]
 mod tests {
     use super::*;
     use crate::auth::testutil::AuthService;

@@ -13,6 +13,8 @@
 //! ([`ReqwestTransport`], what [`HttpBackend::from_config`] uses), or
 //! in-process (the Node addon injects it into an Express app). The protocol
 //! (parameters, answers, cache, timeout, failing closed) is the same for all.
+//! Only the HTTP transport needs the `http-auth` feature (reqwest); the
+//! protocol is always compiled, for the Node addon's transport.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use super::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identit
 use crate::config::{HttpAuthConfig, HttpAuthMethod};
 
 /// Largest answer body read; an auth answer is a word and a few tags.
+#[cfg(feature = "http-auth")]
 const MAX_BODY: usize = 64 * 1024;
 /// Whether an HTTP status carries an answer (anything else fails closed).
 fn is_answer(status: u16) -> bool {
@@ -57,10 +60,12 @@ pub trait AuthTransport: Send + Sync + 'static {
 
 /// The HTTP transport: each path is a URL, asked with a shared reqwest client
 /// (connections kept alive, no proxies, at most [`MAX_BODY`] bytes read).
+#[cfg(feature = "http-auth")]
 pub struct ReqwestTransport {
     client: reqwest::Client,
 }
 
+#[cfg(feature = "http-auth")]
 impl ReqwestTransport {
     /// `timeout` bounds the connection and each whole request.
     pub fn new(timeout: Duration) -> Result<ReqwestTransport, String> {
@@ -111,6 +116,7 @@ impl ReqwestTransport {
     }
 }
 
+#[cfg(feature = "http-auth")]
 impl AuthTransport for ReqwestTransport {
     fn request<'a>(
         &'a self,
@@ -223,7 +229,7 @@ impl Cache {
         inner.order.push_back((q, now));
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, feature = "http-auth"))]
     fn len(&self) -> usize {
         self.inner.lock().map.len()
     }
@@ -292,8 +298,8 @@ impl HttpBackend {
         ] {
             path.as_deref().map(|s| check(key, s)).transpose()?;
         }
-        let transport = ReqwestTransport::new(Duration::from_millis(c.timeout_ms)).map_err(|e| ("auth.http", e))?;
-        Ok(HttpBackend::with_transport(Arc::new(transport), c))
+        let transport = http_transport(Duration::from_millis(c.timeout_ms)).map_err(|e| ("auth.http", e))?;
+        Ok(HttpBackend::with_transport(transport, c))
     }
 
     /// Over `transport`: the `*_path`s are what it is asked (URLs for
@@ -363,7 +369,7 @@ impl HttpBackend {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, feature = "http-auth"))]
     fn cached(&self) -> usize {
         self.cache.as_ref().map_or(0, Cache::len)
     }
@@ -485,7 +491,18 @@ impl Authorizer for HttpBackend {
     }
 }
 
-#[cfg(test)]
+#[cfg(feature = "http-auth")]
+fn http_transport(timeout: Duration) -> Result<Arc<dyn AuthTransport>, String> {
+    Ok(Arc::new(ReqwestTransport::new(timeout)?))
+}
+
+#[cfg(not(feature = "http-auth"))]
+fn http_transport(_timeout: Duration) -> Result<Arc<dyn AuthTransport>, String> {
+    Err(crate::config::compiled_out("http-auth"))
+}
+
+// Against a real HTTP service, so over reqwest.
+#[cfg(all(test, feature = "http-auth"))]
 mod tests {
     use super::*;
     use crate::auth::testutil::AuthService;

@@ -14,11 +14,12 @@
 pub mod chain;
 pub mod config_users;
 pub mod http;
+#[cfg(feature = "jwt")]
 pub mod jwt;
 pub mod policy;
 pub mod pool;
 pub mod sasl;
-#[cfg(test)]
+#[cfg(all(test, feature = "http-auth"))]
 pub(crate) mod testutil;
 pub mod throttle;
 
@@ -31,6 +32,7 @@ use crate::session::Protocol;
 pub use chain::Chain;
 pub use config_users::{ConfigUsers, DefaultPermissions};
 pub use http::HttpBackend;
+#[cfg(feature = "jwt")]
 pub use jwt::JwtAuth;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -3,6 +3,7 @@
 //! group of a contact is the project's name.
 
 pub mod memory;
+#[cfg(feature = "mongodb")]
 pub mod mongo;
 
 use std::fmt::Debug;

@@ -13,6 +13,7 @@
 
 pub mod fanout;
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod service;
 

@@ -21,7 +21,15 @@ const el = (tag, attrs = {}, ...children) => {
 };
 
 const COLORS = { alice: '#7c3aed', bob: '#0891b2', carol: '#db2777', dave: '#ea580c', eve: '#16a34a' };
-const STATE_LABEL = { online: 'online', away: 'away', dnd: 'do not disturb', busy: 'busy', xa: 'away', chat: 'online', offline: 'offline' };
+const STATE_LABEL = {
+  online: 'online',
+  away: 'away',
+  dnd: 'do not disturb',
+  busy: 'busy',
+  xa: 'away',
+  chat: 'online',
+  offline: 'offline',
+};
 
 // Everything the page knows; tests read it as window.demo.
 const demo = (window.demo = {
@@ -88,7 +96,8 @@ function connect(uid, password, transport) {
     heartbeatOutgoing: 10000,
     debug: () => {},
   };
-  if (transport === 'sockjs') opts.webSocketFactory = () => new SockJS(`http://${host}:${port}${config.herald.sockjsPath}`);
+  if (transport === 'sockjs')
+    opts.webSocketFactory = () => new SockJS(`http://${host}:${port}${config.herald.sockjsPath}`);
   else opts.brokerURL = `ws://${host}:${port}${config.herald.wsPath}`;
   client = new StompJs.Client(opts);
 
@@ -112,7 +121,13 @@ function connect(uid, password, transport) {
       const detail = (frame.body || '').trim();
       const msg = [frame.headers.message, detail].filter(Boolean).join(': ') || 'refused';
       if (!signedIn) {
-        reject(new Error(/refused|denied/i.test(msg) ? `Sign-in refused — wrong username or password (${detail || msg})` : `Herald error: ${msg}`));
+        reject(
+          new Error(
+            /refused|denied/i.test(msg)
+              ? `Sign-in refused — wrong username or password (${detail || msg})`
+              : `Herald error: ${msg}`,
+          ),
+        );
       } else {
         demo.errors.push(msg);
         toast(`Herald: ${msg}`);
@@ -129,7 +144,7 @@ function connect(uid, password, transport) {
 async function onConnected(uid, password, transport) {
   demo.uid = uid;
   demo.transport = transport;
-  auth = 'Basic ' + btoa(unescape(encodeURIComponent(`${uid}:${password}`)));
+  auth = `Basic ${btoa(unescape(encodeURIComponent(`${uid}:${password}`)))}`;
   const p = config.project.id;
   if (!config.project.members.includes(uid)) throw new Error(`${uid} is not a member of ${config.project.name}`);
   // Subscribe first, wait for Herald's receipts, then load the state: nothing is missed.
@@ -155,13 +170,17 @@ function subscribe(destination, handler) {
       clearTimeout(timer);
       resolve();
     });
-    client.subscribe(destination, (m) => {
-      try {
-        handler(JSON.parse(m.body), m);
-      } catch (err) {
-        console.warn('bad push on', destination, err, m.body);
-      }
-    }, { receipt });
+    client.subscribe(
+      destination,
+      (m) => {
+        try {
+          handler(JSON.parse(m.body), m);
+        } catch (err) {
+          console.warn('bad push on', destination, err, m.body);
+        }
+      },
+      { receipt },
+    );
   });
 }
 
@@ -190,9 +209,10 @@ function onProjectEvent(ev) {
   if (ev.type === 'card-moved' || ev.type === 'card-added') {
     upsertCard(ev.card);
     if (ev.version) demo.board.version = Math.max(demo.board.version, ev.version);
-    const text = ev.type === 'card-moved'
-      ? `${ev.by} moved “${ev.card.title}” ${columnTitle(ev.from)} → ${columnTitle(ev.to)}`
-      : `${ev.by} added “${ev.card.title}”`;
+    const text =
+      ev.type === 'card-moved'
+        ? `${ev.by} moved “${ev.card.title}” ${columnTitle(ev.from)} → ${columnTitle(ev.to)}`
+        : `${ev.by} added “${ev.card.title}”`;
     addActivity(text);
     renderBoard(ev.card.id);
   } else {
@@ -210,7 +230,12 @@ function onPresenceEvent(ev) {
 
 function onFeed(ev) {
   demo.received.feed++;
-  const n = { type: ev.type || 'message', from: ev.from || null, text: ev.text || JSON.stringify(ev), at: ev.at || new Date().toISOString() };
+  const n = {
+    type: ev.type || 'message',
+    from: ev.from || null,
+    text: ev.text || JSON.stringify(ev),
+    at: ev.at || new Date().toISOString(),
+  };
   demo.notifications.unshift(n);
   demo.unread++;
   renderNotifications();
@@ -281,18 +306,25 @@ function showApp() {
   $('#me').textContent = demo.uid;
   $('#feed-dest').textContent = `/exchange/feed/${demo.uid}`;
   const sel = $('#new-assignee');
-  sel.replaceChildren(el('option', { value: '' }, 'Unassigned'), ...config.project.members.map((m) => el('option', { value: m, selected: m === demo.uid }, m)));
+  sel.replaceChildren(
+    el('option', { value: '' }, 'Unassigned'),
+    ...config.project.members.map((m) => el('option', { value: m, selected: m === demo.uid }, m)),
+  );
   renderBoard();
   renderMembers();
   renderNotifications();
 }
 
 function avatar(uid) {
-  return el('span', { class: 'avatar', style: `background:${COLORS[uid] || '#64748b'}`, title: uid }, uid ? uid[0] : '?');
+  return el(
+    'span',
+    { class: 'avatar', style: `background:${COLORS[uid] || '#64748b'}`, title: uid },
+    uid ? uid[0] : '?',
+  );
 }
 
 function columnTitle(id) {
-  const c = demo.board && demo.board.columns.find((x) => x.id === id);
+  const c = demo.board?.columns.find((x) => x.id === id);
   return c ? c.title : id;
 }
 
@@ -302,36 +334,76 @@ function renderBoard(flashId) {
   root.replaceChildren(
     ...columns.map((col, ci) => {
       const mine = cards.filter((c) => c.column === col.id);
-      const list = el('div', { class: 'cards' },
-        ...mine.map((card) => el('article', {
-          class: `card${card.assignee === demo.uid ? ' mine' : ''}${card.id === flashId ? ' flash' : ''}`,
-          draggable: 'true',
-          dataset: { card: card.id },
-          ondragstart: (e) => e.dataTransfer.setData('text/plain', card.id),
-        },
-        el('div', { class: 'card-title' }, card.title),
-        el('div', { class: 'card-foot' },
-          card.assignee ? avatar(card.assignee) : null,
-          el('span', { class: 'who' }, card.assignee || 'unassigned'),
-          el('button', { class: 'move-left', type: 'button', title: `Move to ${columns[ci - 1]?.title}`, disabled: ci === 0, onclick: () => moveCard(card.id, columns[ci - 1].id) }, '‹'),
-          el('button', { class: 'move-right', type: 'button', title: `Move to ${columns[ci + 1]?.title}`, disabled: ci === columns.length - 1, onclick: () => moveCard(card.id, columns[ci + 1].id) }, '›'),
-        ))),
+      const list = el(
+        'div',
+        { class: 'cards' },
+        ...mine.map((card) =>
+          el(
+            'article',
+            {
+              class: `card${card.assignee === demo.uid ? ' mine' : ''}${card.id === flashId ? ' flash' : ''}`,
+              draggable: 'true',
+              dataset: { card: card.id },
+              ondragstart: (e) => e.dataTransfer.setData('text/plain', card.id),
+            },
+            el('div', { class: 'card-title' }, card.title),
+            el(
+              'div',
+              { class: 'card-foot' },
+              card.assignee ? avatar(card.assignee) : null,
+              el('span', { class: 'who' }, card.assignee || 'unassigned'),
+              el(
+                'button',
+                {
+                  class: 'move-left',
+                  type: 'button',
+                  title: `Move to ${columns[ci - 1]?.title}`,
+                  disabled: ci === 0,
+                  onclick: () => moveCard(card.id, columns[ci - 1].id),
+                },
+                '‹',
+              ),
+              el(
+                'button',
+                {
+                  class: 'move-right',
+                  type: 'button',
+                  title: `Move to ${columns[ci + 1]?.title}`,
+                  disabled: ci === columns.length - 1,
+                  onclick: () => moveCard(card.id, columns[ci + 1].id),
+                },
+                '›',
+              ),
+            ),
+          ),
+        ),
       );
-      return el('section', {
-        class: 'column',
-        dataset: { column: col.id },
-        ondragover: (e) => { e.preventDefault(); e.currentTarget.classList.add('drop'); },
-        ondragleave: (e) => e.currentTarget.classList.remove('drop'),
-        ondrop: (e) => {
-          e.preventDefault();
-          e.currentTarget.classList.remove('drop');
-          const id = e.dataTransfer.getData('text/plain');
-          const card = demo.board.cards.find((c) => c.id === id);
-          if (card && card.column !== col.id) moveCard(id, col.id);
+      return el(
+        'section',
+        {
+          class: 'column',
+          dataset: { column: col.id },
+          ondragover: (e) => {
+            e.preventDefault();
+            e.currentTarget.classList.add('drop');
+          },
+          ondragleave: (e) => e.currentTarget.classList.remove('drop'),
+          ondrop: (e) => {
+            e.preventDefault();
+            e.currentTarget.classList.remove('drop');
+            const id = e.dataTransfer.getData('text/plain');
+            const card = demo.board.cards.find((c) => c.id === id);
+            if (card && card.column !== col.id) moveCard(id, col.id);
+          },
         },
-      },
-      el('div', { class: 'column-head' }, el('span', {}, col.title), el('span', { class: 'count' }, String(mine.length))),
-      list);
+        el(
+          'div',
+          { class: 'column-head' },
+          el('span', {}, col.title),
+          el('span', { class: 'count' }, String(mine.length)),
+        ),
+        list,
+      );
     }),
   );
 }
@@ -342,15 +414,34 @@ function stateOf(uid) {
 
 function renderMembers() {
   const members = config.project.members;
-  $('#members').replaceChildren(...members.map((uid) =>
-    el('li', { class: 'member', dataset: { uid, state: stateOf(uid) }, title: `${uid} — ${STATE_LABEL[stateOf(uid)] || stateOf(uid)}` },
-      avatar(uid), el('span', { class: `dot ${stateOf(uid)}` }))));
-  $('#team').replaceChildren(...members.map((uid) =>
-    el('li', { dataset: { uid, state: stateOf(uid) } },
-      el('span', { class: `dot ${stateOf(uid)}` }),
-      el('span', { class: 'name' }, uid === demo.uid ? `${uid} (you)` : uid),
-      el('span', { class: 'state' }, STATE_LABEL[stateOf(uid)] || stateOf(uid)),
-      uid === demo.uid ? null : el('button', { class: 'poke', type: 'button', dataset: { uid }, onclick: () => poke(uid) }, 'Poke'))));
+  $('#members').replaceChildren(
+    ...members.map((uid) =>
+      el(
+        'li',
+        {
+          class: 'member',
+          dataset: { uid, state: stateOf(uid) },
+          title: `${uid} — ${STATE_LABEL[stateOf(uid)] || stateOf(uid)}`,
+        },
+        avatar(uid),
+        el('span', { class: `dot ${stateOf(uid)}` }),
+      ),
+    ),
+  );
+  $('#team').replaceChildren(
+    ...members.map((uid) =>
+      el(
+        'li',
+        { dataset: { uid, state: stateOf(uid) } },
+        el('span', { class: `dot ${stateOf(uid)}` }),
+        el('span', { class: 'name' }, uid === demo.uid ? `${uid} (you)` : uid),
+        el('span', { class: 'state' }, STATE_LABEL[stateOf(uid)] || stateOf(uid)),
+        uid === demo.uid
+          ? null
+          : el('button', { class: 'poke', type: 'button', dataset: { uid }, onclick: () => poke(uid) }, 'Poke'),
+      ),
+    ),
+  );
   const mine = stateOf(demo.uid);
   $('#my-dot').className = `dot ${mine}`;
   if (['online', 'away', 'dnd'].includes(mine)) $('#my-presence').value = mine;
@@ -362,19 +453,26 @@ function renderNotifications() {
   badge.textContent = String(demo.unread);
   const list = $('#notification-list');
   if (!demo.notifications.length) list.replaceChildren(el('li', { class: 'empty' }, 'Nothing yet'));
-  else list.replaceChildren(...demo.notifications.map((n) => el('li', {}, n.text, el('time', {}, new Date(n.at).toLocaleTimeString()))));
+  else
+    list.replaceChildren(
+      ...demo.notifications.map((n) => el('li', {}, n.text, el('time', {}, new Date(n.at).toLocaleTimeString()))),
+    );
 }
 
 function addActivity(text) {
   demo.activity.unshift({ text, at: new Date().toISOString() });
   demo.activity.length = Math.min(demo.activity.length, 50);
-  $('#activity').replaceChildren(...demo.activity.map((a) => el('li', {}, el('time', {}, new Date(a.at).toLocaleTimeString()), a.text)));
+  $('#activity').replaceChildren(
+    ...demo.activity.map((a) => el('li', {}, el('time', {}, new Date(a.at).toLocaleTimeString()), a.text)),
+  );
 }
 
 function setConn(up) {
   const s = $('#conn-state');
   s.className = `conn ${up ? 'up' : 'down'}`;
-  s.textContent = up ? `connected to Herald as ${demo.uid} (${demo.transport === 'sockjs' ? 'SockJS' : 'WebSocket'})` : 'disconnected — reconnecting…';
+  s.textContent = up
+    ? `connected to Herald as ${demo.uid} (${demo.transport === 'sockjs' ? 'SockJS' : 'WebSocket'})`
+    : 'disconnected — reconnecting…';
 }
 
 function toast(text) {

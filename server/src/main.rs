@@ -1,4 +1,10 @@
 //! `herald`: run the engine from a TOML config.
+//!
+//! The only place that owns a process: the command line (clap), logging
+//! set-up, the global allocator, the runtime and the signals. It imports
+//! herald-core's public API only (`Config`, `Engine`, `auth::config_users`);
+//! everything a library user or the Node addon also needs belongs in core.
+#![allow(clippy::print_stdout, reason = "the start-up lines (`herald: ready`) are on stdout for scripts")]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
