@@ -687,7 +687,8 @@ impl Session {
         let for_server = match &to {
             None => true,
             Some(j) => {
-                j.resource.is_none() && (j.local.is_none() && j.domain == self.domain() || j.bare() == self.jid().bare())
+                j.resource.is_none()
+                    && (j.local.is_none() && j.domain == self.domain() || j.bare() == self.jid().bare())
             }
         };
         let payload = iq.elements().next().cloned().expect("one child checked");
