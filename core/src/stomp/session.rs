@@ -368,7 +368,6 @@ struct Session {
     temp_queues: Vec<(String, Arc<str>)>,
     /// (server sends every, server expects every) in ms; 0 = off.
     heartbeat: (u64, u64),
-    write_timeout: Duration,
     last_read: Instant,
     last_write: Instant,
     /// Inbound rate limits (`[shaper]`); `None` (one pointer) when off.
@@ -390,6 +389,12 @@ fn negotiate_version(connect: &Frame) -> Result<Version, Fatal> {
 }
 
 impl Session {
+    /// `limits.write_timeout_ms`, read from the config when a write needs it
+    /// rather than kept: a field is 16 bytes of every idle session.
+    fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.engine.config.limits.write_timeout_ms)
+    }
+
     async fn connect(engine: &Engine, connect: &Frame, peer: &Peer) -> Result<Session, Fatal> {
         let version = negotiate_version(connect)?;
         let login = connect.header("login").unwrap_or("");
@@ -459,7 +464,6 @@ impl Session {
             transaction_bytes: 0,
             temp_queues: Vec::new(),
             heartbeat,
-            write_timeout: Duration::from_millis(engine.config.limits.write_timeout_ms),
             last_read: now,
             last_write: now,
             shaper: Shaper::new(&engine.config.shaper, true, true),
@@ -481,12 +485,12 @@ impl Session {
         let mut out = BytesMut::new();
         encode(frame, self.version.escaping(), &mut out);
         self.last_write = Instant::now();
-        let (handle, limit) = (self.handle.clone(), self.write_timeout);
+        let (handle, limit) = (self.handle.clone(), self.write_timeout());
         guarded(&handle, limit, async { tx.feed(out.freeze()).await.map_err(io_closed) }).await
     }
 
     async fn flush<W: LinkTx>(&mut self, tx: &mut W) -> Result<(), Stop> {
-        let (handle, limit) = (self.handle.clone(), self.write_timeout);
+        let (handle, limit) = (self.handle.clone(), self.write_timeout());
         guarded(&handle, limit, async { tx.flush().await.map_err(io_closed) }).await
     }
 
@@ -560,7 +564,7 @@ impl Session {
                             // A slow consumer is not sent its backlog: it is why it closes.
                             return Err(Stop::new(reason, None));
                         }
-                        let (handle, limit) = (self.handle.clone(), self.write_timeout);
+                        let (handle, limit) = (self.handle.clone(), self.write_timeout());
                         Box::pin(guarded(&handle, limit, self.write_outbox(tx, &mut batch))).await?;
                         if batch.capacity() > WRITE_BATCH {
                             batch = Vec::new();
@@ -637,7 +641,7 @@ impl Session {
         }
         if send > 0 && self.last_write.elapsed() >= Duration::from_millis(send / 2) {
             self.last_write = Instant::now();
-            let (handle, limit) = (self.handle.clone(), self.write_timeout);
+            let (handle, limit) = (self.handle.clone(), self.write_timeout());
             guarded(&handle, limit, async { tx.feed(Bytes::from_static(b"\n")).await.map_err(io_closed) }).await?;
         }
         Ok(())

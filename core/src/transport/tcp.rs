@@ -181,7 +181,9 @@ where
                         return tracing::debug!(%client, "connection refused: {r}");
                     }
                 };
-                Box::pin(conn::scope(slot, on_conn(stream, client))).await
+                // The box in a statement of its own: see stomp::listen::accept_loop.
+                let work = Box::pin(conn::scope(slot, on_conn(stream, client)));
+                work.await
             });
             continue;
         }

@@ -140,8 +140,6 @@ struct Bound {
 struct Session {
     engine: Engine,
     peer: Peer,
-    domain: String,
-    projects_domain: String,
     limits: Limits,
     identity: Option<Identity>,
     bound: Option<Bound>,
@@ -161,8 +159,6 @@ impl Session {
         let x = &engine.config.xmpp;
         let limits = Limits { max_depth: x.max_depth, max_stanza_bytes: x.max_stanza_bytes, ..Limits::default() };
         Session {
-            domain: x.domain.clone(),
-            projects_domain: format!("projects.{}", x.domain),
             limits,
             engine,
             peer,
@@ -173,6 +169,17 @@ impl Session {
             roster: BTreeMap::new(),
             shaper: None,
         }
+    }
+
+    /// `xmpp.domain`, read from the config rather than copied into every
+    /// session (a `String` each, and its allocation).
+    fn domain(&self) -> &str {
+        &self.engine.config.xmpp.domain
+    }
+
+    /// Whether `domain` is the projects' MUC domain, `projects.<domain>`.
+    fn is_projects_domain(&self, domain: &str) -> bool {
+        domain.strip_prefix("projects.") == Some(self.domain())
     }
 
     fn handle(&self) -> Option<&Arc<SessionHandle>> {
@@ -308,11 +315,11 @@ impl Session {
     ) -> Result<(), End> {
         match self.next(rx, deadline).await? {
             XmppIn::Open { to, version, .. } => {
-                tx.open(&new_id(), &self.domain).await.map_err(io_end)?;
+                tx.open(&new_id(), self.domain()).await.map_err(io_end)?;
                 if let Some(to) = to {
-                    if !to.eq_ignore_ascii_case(&self.domain) {
+                    if !to.eq_ignore_ascii_case(self.domain()) {
                         return Err(
-                            StreamError::new("host-unknown", format!("this server serves {}", self.domain)).into()
+                            StreamError::new("host-unknown", format!("this server serves {}", self.domain())).into()
                         );
                     }
                 }
@@ -323,7 +330,7 @@ impl Session {
             }
             XmppIn::Close => Err(End::Quiet),
             XmppIn::Stanza(_) => {
-                tx.open(&new_id(), &self.domain).await.map_err(io_end)?;
+                tx.open(&new_id(), self.domain()).await.map_err(io_end)?;
                 Err(StreamError::new("bad-format", "expected a stream header").into())
             }
         }
@@ -356,7 +363,7 @@ impl Session {
             if let Some(z) = &creds.authzid {
                 let own = z == &creds.authcid
                     || Jid::parse(z)
-                        .is_ok_and(|j| j.local.as_deref() == Some(creds.authcid.as_str()) && j.domain == self.domain);
+                        .is_ok_and(|j| j.local.as_deref() == Some(creds.authcid.as_str()) && j.domain == self.domain());
                 if !own {
                     self.sasl_failure(tx, "invalid-authzid").await?;
                     return Ok(None);
@@ -481,7 +488,7 @@ impl Session {
     async fn bind(&mut self, resource: Option<String>, iq: &Element) -> Element {
         let identity = self.identity.clone().expect("authenticated before bind");
         let resource = resource.unwrap_or_else(|| format!("herald-{}", &new_id()[..8]));
-        let jid = Jid::full(&identity.uid.to_lowercase(), &self.domain, &resource);
+        let jid = Jid::full(&identity.uid.to_lowercase(), self.domain(), &resource);
         let Ok(jid) = Jid::parse(&jid.to_string()) else {
             return stanza_error(iq, "modify", "bad-request");
         };
@@ -650,7 +657,8 @@ impl Session {
         let for_server = match &to {
             None => true,
             Some(j) => {
-                j.resource.is_none() && (j.local.is_none() && j.domain == self.domain || j.bare() == self.jid().bare())
+                j.resource.is_none()
+                    && (j.local.is_none() && j.domain == self.domain() || j.bare() == self.jid().bare())
             }
         };
         let payload = iq.elements().next().cloned().expect("one child checked");
@@ -703,7 +711,7 @@ impl Session {
 
     fn roster_item(&self, uid: &str, groups: &[String]) -> Element {
         let mut item = Element::new("item", ns::ROSTER)
-            .with_attr("jid", format!("{uid}@{}", self.domain))
+            .with_attr("jid", format!("{uid}@{}", self.domain()))
             .with_attr("name", uid)
             .with_attr("subscription", "both");
         for g in groups {
@@ -716,7 +724,7 @@ impl Session {
         let kind = p.attr("type").unwrap_or("available").to_owned();
         if let Some(to) = to {
             if kind == "probe" {
-                if let Some(uid) = to.local.as_deref().filter(|_| to.domain == self.domain) {
+                if let Some(uid) = to.local.as_deref().filter(|_| to.domain == self.domain()) {
                     if self.roster.contains_key(uid) || uid == self.uid() {
                         self.send_presence_of(tx, uid).await?;
                     }
@@ -781,7 +789,7 @@ impl Session {
             if Some(r.session) == own {
                 continue;
             }
-            let from = Jid::full(uid, &self.domain, &r.resource);
+            let from = Jid::full(uid, self.domain(), &r.resource);
             let e = presence_element(&from, self.jid(), r.availability, &r.status, r.priority);
             self.send(tx, &e).await?;
         }
@@ -812,7 +820,7 @@ impl Session {
             headers.push((headers::PAYLOAD.to_owned(), String::from_utf8_lossy(&payload).into_owned()));
         }
         let vhost = self.engine.config.stomp.default_vhost.clone();
-        let (exchange, key) = if to.domain == self.projects_domain {
+        let (exchange, key) = if self.is_projects_domain(&to.domain) {
             let Some(project) = to.local.clone() else {
                 let reply = stanza_error(&m, "cancel", "item-not-found");
                 return self.send(tx, &reply).await;
@@ -823,9 +831,9 @@ impl Session {
                 let reply = stanza_error(&m, "auth", "forbidden");
                 return self.send(tx, &reply).await;
             }
-            headers.push((headers::FROM.to_owned(), format!("{project}@{}/{}", self.projects_domain, self.uid())));
+            headers.push((headers::FROM.to_owned(), format!("{project}@projects.{}/{}", self.domain(), self.uid())));
             (exchange, project)
-        } else if to.domain == self.domain {
+        } else if to.domain == self.domain() {
             let Some(uid) = to.local.clone() else {
                 return Ok(()); // to the server itself: nothing to do
             };
@@ -898,7 +906,7 @@ impl Session {
                 if !self.available {
                     return Ok(());
                 }
-                let from = Jid::full(&n.uid, &self.domain, &n.state.resource);
+                let from = Jid::full(&n.uid, self.domain(), &n.state.resource);
                 let e = presence_element(&from, self.jid(), n.state.availability, &n.state.status, n.state.priority);
                 self.send(tx, &e).await
             }
@@ -917,10 +925,10 @@ impl Session {
         let project_x = &self.engine.config.exchanges.project;
         let from = match msg.header(headers::FROM) {
             Some(f) => f.to_owned(),
-            None if &msg.exchange == project_x => format!("{}@{}", msg.routing_key, self.projects_domain),
+            None if &msg.exchange == project_x => format!("{}@projects.{}", msg.routing_key, self.domain()),
             None => match &msg.sender {
-                Some(uid) => format!("{uid}@{}", self.domain),
-                None => self.domain.clone(),
+                Some(uid) => format!("{uid}@{}", self.domain()),
+                None => self.domain().to_owned(),
             },
         };
         let kind = msg.header(headers::TYPE).unwrap_or("headline");
@@ -967,7 +975,7 @@ impl Session {
             for c in self.roster.keys().filter(|c| !new.contains_key(*c)) {
                 pushes.push(
                     Element::new("item", ns::ROSTER)
-                        .with_attr("jid", format!("{c}@{}", self.domain))
+                        .with_attr("jid", format!("{c}@{}", self.domain()))
                         .with_attr("subscription", "remove"),
                 );
             }
