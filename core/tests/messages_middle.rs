@@ -6,15 +6,12 @@
 
 use std::time::Duration;
 
-use herald_core::xmpp::{ns, session};
-use herald_core::{Config, Engine};
+use herald_core::xmpp::ns;
+use herald_core::Engine;
 
 mod common;
 use common::header;
-use common::link::{peer, stomp_pair, xmpp_pair, StompClient, XmppClient};
-
-const DOMAIN: &str = "example.test";
-const QUIET: Duration = Duration::from_millis(200);
+use common::link::{stomp, xmpp, QUIET};
 
 const CONFIG: &str = r#"
 [xmpp]
@@ -36,21 +33,7 @@ members = ["alice", "bob"]
 "#;
 
 fn engine() -> Engine {
-    Engine::new(Config::from_toml_str(CONFIG).expect("test config")).expect("engine")
-}
-
-async fn xmpp(engine: &Engine, user: &str, resource: &str) -> XmppClient {
-    let (rx, tx, mut client) = xmpp_pair();
-    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
-    client.login(DOMAIN, user, "pw", resource).await;
-    client
-}
-
-async fn stomp(engine: &Engine, user: &str) -> StompClient {
-    let (rx, tx, mut client) = stomp_pair();
-    tokio::spawn(herald_core::stomp::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
-    client.connect(user, "pw").await;
-    client
+    common::link::engine(CONFIG)
 }
 
 fn body(frame: &str) -> &str {

@@ -5,18 +5,13 @@
 //! XMPP user's availability; an XMPP contact sees a STOMP user's, as the
 //! application sets it (`Engine::set_user_presence`).
 
-use std::time::Duration;
-
 use herald_core::presence::Availability;
-use herald_core::xmpp::{ns, session};
-use herald_core::{Config, Engine};
+use herald_core::xmpp::ns;
+use herald_core::Engine;
 
 mod common;
 use common::header;
-use common::link::{peer, stomp_pair, xmpp_pair, StompClient, XmppClient};
-
-const DOMAIN: &str = "example.test";
-const QUIET: Duration = Duration::from_millis(200);
+use common::link::{stomp, xmpp, XmppClient, QUIET};
 
 const CONFIG: &str = r#"
 [xmpp]
@@ -41,21 +36,7 @@ members = ["dave"]
 "#;
 
 fn engine() -> Engine {
-    Engine::new(Config::from_toml_str(CONFIG).expect("test config")).expect("engine")
-}
-
-async fn xmpp(engine: &Engine, user: &str, resource: &str) -> XmppClient {
-    let (rx, tx, mut client) = xmpp_pair();
-    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
-    client.login(DOMAIN, user, "pw", resource).await;
-    client
-}
-
-async fn stomp(engine: &Engine, user: &str) -> StompClient {
-    let (rx, tx, mut client) = stomp_pair();
-    tokio::spawn(herald_core::stomp::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
-    client.connect(user, "pw").await;
-    client
+    common::link::engine(CONFIG)
 }
 
 /// The JSON body of a presence event, checked against its routing key.

@@ -4,19 +4,13 @@
 //! JIDs, presence among contacts, the roster and its pushes, and project
 //! JIDs (`<pid>@projects.<domain>`) that fan out to the project's members.
 
-use std::time::Duration;
-
 use herald_core::xmpp::{ns, session};
-use herald_core::{Config, Engine};
+use herald_core::Engine;
 
 mod common;
-use common::link::{peer, xmpp_pair, XmppClient, XmppOut};
+use common::link::{peer, xmpp_pair, XmppClient, XmppOut, DOMAIN, QUIET};
 
-const DOMAIN: &str = "example.test";
 const PROJECTS: &str = "projects.example.test";
-/// How long "nothing arrives" is watched for: the sessions run on the same
-/// runtime, so anything due would have arrived well within it.
-const QUIET: Duration = Duration::from_millis(200);
 
 const CONFIG: &str = r#"
 [xmpp]
@@ -46,17 +40,10 @@ members = ["dave"]
 "#;
 
 fn engine() -> Engine {
-    Engine::new(Config::from_toml_str(CONFIG).expect("test config")).expect("engine")
+    common::link::engine(CONFIG)
 }
 
-/// A bound session for `user` with `resource`, running on its own task.
-async fn connect(engine: &Engine, user: &str, resource: &str) -> XmppClient {
-    let (rx, tx, mut client) = xmpp_pair();
-    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
-    let jid = client.login(DOMAIN, user, "pw", resource).await;
-    assert_eq!(jid, format!("{user}@{DOMAIN}/{resource}"));
-    client
-}
+use common::link::xmpp as connect;
 
 /// Sends initial presence and reads until the presence of the session's own
 /// JID's contacts stops arriving; returns the `from`s seen.

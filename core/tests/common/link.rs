@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::transport::tcp::{StreamRx, StreamTx};
-use herald_core::transport::Peer;
+use herald_core::transport::{Peer, Transport};
 use herald_core::xmpp::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use herald_core::xmpp::ns;
 use herald_core::xmpp::xml::{parse_element, Element, Limits};
+use herald_core::{Config, Engine};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -26,6 +27,34 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// A peer as a transport would report it (no address: nothing is on a socket).
 pub fn peer(transport: herald_core::transport::Transport) -> Peer {
     Peer { addr: None, transport }
+}
+
+/// The XMPP domain of the suites' configs (`[xmpp] domain`).
+pub const DOMAIN: &str = "example.test";
+/// How long "nothing arrives" is watched for: the sessions run on the same
+/// runtime, so anything due would have arrived well within it.
+pub const QUIET: Duration = Duration::from_millis(200);
+
+/// An engine that is never started: sessions reach it only through links.
+pub fn engine(config: &str) -> Engine {
+    Engine::new(Config::from_toml_str(config).expect("test config")).expect("engine")
+}
+
+/// An XMPP session for `user` (password `pw`) bound to `resource`, on its own task.
+pub async fn xmpp(engine: &Engine, user: &str, resource: &str) -> XmppClient {
+    let (rx, tx, mut client) = xmpp_pair();
+    tokio::spawn(herald_core::xmpp::session::serve(engine.clone(), rx, tx, peer(Transport::Local)));
+    let jid = client.login(DOMAIN, user, "pw", resource).await;
+    assert_eq!(jid, format!("{user}@{DOMAIN}/{resource}"));
+    client
+}
+
+/// A connected STOMP session for `user` (password `pw`), on its own task.
+pub async fn stomp(engine: &Engine, user: &str) -> StompClient {
+    let (rx, tx, mut client) = stomp_pair();
+    tokio::spawn(herald_core::stomp::serve(engine.clone(), rx, tx, peer(Transport::Local)));
+    client.connect(user, "pw").await;
+    client
 }
 
 // ---------------------------------------------------------------------------
