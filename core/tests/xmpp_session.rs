@@ -400,3 +400,40 @@ async fn scram_sha_256_authenticates_and_the_server_proves_itself() {
     assert!(scram_sha256(&mut c, "alice", "pw").await);
     assert_eq!(c.restarts(), 1);
 }
+
+#[tokio::test]
+async fn unavailable_comes_from_the_jid_that_was_available_even_for_an_odd_uid() {
+    // A uid with a `/` (an auth source may hand one out) makes a JID whose
+    // resource is not the one asked for: going away must be announced from
+    // the same JID as coming online, or contacts keep the resource online.
+    let engine = common::link::engine(
+        r#"
+[xmpp]
+domain = "example.test"
+[auth]
+default_permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
+[[users]]
+name = "alice"
+password = "pw"
+[[users]]
+name = "org/erin"
+password = "pw"
+[[projects]]
+id = "p1"
+members = ["alice", "org/erin"]
+"#,
+    );
+    let mut alice = connect(&engine, "alice", "a1").await;
+    assert!(available(&mut alice, None).await.is_empty());
+    let (rx, tx, mut erin) = xmpp_pair();
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
+    erin.login(DOMAIN, "org/erin", "pw", "e1").await;
+    available(&mut erin, None).await;
+    let online = alice.element().await;
+    assert_eq!(online.name, "presence", "{online}");
+    assert_eq!(online.attr("type"), None, "{online}");
+    erin.vanish();
+    let gone = alice.element().await;
+    assert_eq!(gone.attr("type"), Some("unavailable"), "{gone}");
+    assert_eq!(gone.attr("from"), online.attr("from"), "unavailable from another JID than available");
+}

@@ -492,6 +492,9 @@ impl Session {
         let Ok(jid) = Jid::parse(&jid.to_string()) else {
             return stanza_error(iq, "modify", "bad-request");
         };
+        // From here on the resource is the bound JID's, the one presence is
+        // announced from: for an odd uid (`org/alice`) it is not the one asked.
+        let resource = jid.resource.clone().unwrap_or(resource);
         self.engine.replace_resource(&identity.uid, &resource);
         let vhost_name = self.engine.config.stomp.default_vhost.clone();
         if self.engine.router.vhost(&vhost_name).is_err() {
