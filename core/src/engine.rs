@@ -873,7 +873,9 @@ mod door_tests {
             Err(PublishError::Route(RouteError::NoQueue(..)))
         ));
         assert!(matches!(e.publish_to("/temp-queue/r", vec![], Bytes::new()), Err(PublishError::Destination(_))));
-        assert!(matches!(e.publish_to("jobs", vec![], Bytes::new()), Err(PublishError::Destination(_))));
+        // As RabbitMQ: a name without a prefix is a queue (declared like `/queue/`); an empty one is refused.
+        assert_eq!(e.publish_to("jobs", vec![], Bytes::new()).unwrap(), 1);
+        assert!(matches!(e.publish_to("", vec![], Bytes::new()), Err(PublishError::Destination(_))));
         assert_eq!(e.publish_to("/topic/a.b", vec![], Bytes::new()).unwrap(), 0, "nobody bound");
     }
 

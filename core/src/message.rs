@@ -79,7 +79,8 @@ impl Message {
     /// published (RabbitMQ's mapping, DESIGN.md addressing model).
     pub fn destination(&self) -> String {
         match self.exchange.as_str() {
-            "" => format!("/queue/{}", self.routing_key),
+            // `%2F` for `/` in a queue name, as RabbitMQ writes it (and `Destination::parse` reads it).
+            "" => format!("/queue/{}", self.routing_key.replace('/', "%2F")),
             "amq.topic" => format!("/topic/{}", self.routing_key),
             x if self.routing_key.is_empty() => format!("/exchange/{x}"),
             x => format!("/exchange/{x}/{}", self.routing_key),

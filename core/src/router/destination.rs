@@ -28,43 +28,93 @@ pub enum Destination {
     ReplyQueue(String),
 }
 
+/// Why a destination was refused, worded as RabbitMQ's STOMP plugin words it
+/// (its ERROR `message` header is [`DestinationError::summary`], its body this
+/// error's text), so clients that match on the text see the same.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DestinationError {
-    #[error("unknown destination {0:?}: use /exchange/, /queue/, /amq/queue/, /topic/, /temp-queue/ or /reply-queue/")]
+    /// A known prefix with a bad rest: empty, or more `/`-separated parts
+    /// than the kind takes. `kind` is RabbitMQ's name for it (`queue`,
+    /// `amqqueue`, `temp_queue`, ...); `rest` is what followed the prefix.
+    #[error("'{rest}' is not a valid {kind} destination")]
+    Invalid { kind: &'static str, rest: String },
+    #[error(
+        "'{0}' is not a valid destination.\nValid destination types are: /temp-queue, /exchange, /topic, /queue, \
+         /amq/queue, /reply-queue/."
+    )]
     Unknown(String),
-    #[error("destination {0:?} has an empty name")]
-    Empty(String),
+    /// An empty destination header.
+    #[error("Destination cannot be blank")]
+    Blank,
+}
+
+impl DestinationError {
+    /// The short form, for an ERROR frame's `message` header.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            DestinationError::Unknown(_) => "Unknown destination",
+            DestinationError::Invalid { .. } | DestinationError::Blank => "Invalid destination",
+        }
+    }
 }
 
 impl Destination {
+    /// Parses a destination as RabbitMQ does: split on `/`; `/exchange/<x>`
+    /// and `/exchange/<x>/<key>`; one non-empty name after `/queue/`,
+    /// `/topic/`, `/temp-queue/`, `/amq/queue/`; anything non-empty after
+    /// `/reply-queue/`; a string without `/` is a queue name. `%2F` in a name
+    /// stands for `/`.
     pub fn parse(s: &str) -> Result<Destination, DestinationError> {
-        let name = |rest: &str| -> Result<String, DestinationError> {
-            if rest.is_empty() {
-                Err(DestinationError::Empty(s.to_owned()))
-            } else {
-                Ok(rest.to_owned())
+        if !s.contains('/') {
+            if s.is_empty() {
+                return Err(DestinationError::Blank);
             }
+            return Ok(Destination::Queue(unescape(s)));
+        }
+        if let Some(name) = s.strip_prefix("/reply-queue/") {
+            if name.is_empty() {
+                return Err(DestinationError::Invalid { kind: "reply_queue", rest: "/".into() });
+            }
+            return Ok(Destination::ReplyQueue(name.to_owned()));
+        }
+        let (kind, rest) = if let Some(rest) = s.strip_prefix("/amq/queue") {
+            ("amqqueue", rest)
+        } else {
+            let Some((kind, rest)) = ["exchange", "queue", "topic", "temp-queue"].into_iter().find_map(|k| {
+                let rest = s.strip_prefix('/')?.strip_prefix(k)?;
+                (rest.is_empty() || rest.starts_with('/')).then_some((k, rest))
+            }) else {
+                return Err(DestinationError::Unknown(s.to_owned()));
+            };
+            (kind, rest)
         };
-        if let Some(rest) = s.strip_prefix("/exchange/") {
-            let (x, key) = rest.split_once('/').unwrap_or((rest, ""));
-            return Ok(Destination::Exchange { exchange: name(x)?, key: key.to_owned() });
+        if !rest.is_empty() && !rest.starts_with('/') {
+            return Err(DestinationError::Unknown(s.to_owned()));
         }
-        if let Some(rest) = s.strip_prefix("/queue/") {
-            return Ok(Destination::Queue(name(rest)?));
+        let invalid = || DestinationError::Invalid {
+            kind: match kind {
+                "temp-queue" => "temp_queue",
+                k => k,
+            },
+            rest: rest.to_owned(),
+        };
+        // The parts after the prefix: "" → none, "/a" → ["a"], "/a/b" → ["a", "b"].
+        let parts: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest[1..].split('/').collect() };
+        match (kind, parts.as_slice()) {
+            ("exchange", [x]) if !x.is_empty() => {
+                Ok(Destination::Exchange { exchange: unescape(x), key: String::new() })
+            }
+            ("exchange", [x, key]) if !x.is_empty() => {
+                Ok(Destination::Exchange { exchange: unescape(x), key: unescape(key) })
+            }
+            (_, [name]) if !name.is_empty() => Ok(match kind {
+                "queue" => Destination::Queue(unescape(name)),
+                "topic" => Destination::Topic(unescape(name)),
+                "temp-queue" => Destination::TempQueue(unescape(name)),
+                _ => Destination::AmqQueue(unescape(name)),
+            }),
+            _ => Err(invalid()),
         }
-        if let Some(rest) = s.strip_prefix("/amq/queue/") {
-            return Ok(Destination::AmqQueue(name(rest)?));
-        }
-        if let Some(rest) = s.strip_prefix("/topic/") {
-            return Ok(Destination::Topic(name(rest)?));
-        }
-        if let Some(rest) = s.strip_prefix("/temp-queue/") {
-            return Ok(Destination::TempQueue(name(rest)?));
-        }
-        if let Some(rest) = s.strip_prefix("/reply-queue/") {
-            return Ok(Destination::ReplyQueue(name(rest)?));
-        }
-        Err(DestinationError::Unknown(s.to_owned()))
     }
 
     /// The (exchange, routing key) a publish to this destination is routed
@@ -81,15 +131,37 @@ impl Destination {
     }
 }
 
+/// RabbitMQ's one escape in destination names: `%2F` for `/`.
+fn unescape(name: &str) -> String {
+    name.replace("%2F", "/")
+}
+
+/// The inverse of [`unescape`], so a parsed destination prints as one that parses back.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = self.0.split('/');
+        if let Some(first) = parts.next() {
+            f.write_str(first)?;
+        }
+        for p in parts {
+            write!(f, "%2F{p}")?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Destination::Exchange { exchange, key } if key.is_empty() => write!(f, "/exchange/{exchange}"),
-            Destination::Exchange { exchange, key } => write!(f, "/exchange/{exchange}/{key}"),
-            Destination::Queue(q) => write!(f, "/queue/{q}"),
-            Destination::AmqQueue(q) => write!(f, "/amq/queue/{q}"),
-            Destination::Topic(k) => write!(f, "/topic/{k}"),
-            Destination::TempQueue(n) => write!(f, "/temp-queue/{n}"),
+            Destination::Exchange { exchange, key } if key.is_empty() => write!(f, "/exchange/{}", Escaped(exchange)),
+            Destination::Exchange { exchange, key } => write!(f, "/exchange/{}/{}", Escaped(exchange), Escaped(key)),
+            Destination::Queue(q) => write!(f, "/queue/{}", Escaped(q)),
+            Destination::AmqQueue(q) => write!(f, "/amq/queue/{}", Escaped(q)),
+            Destination::Topic(k) => write!(f, "/topic/{}", Escaped(k)),
+            Destination::TempQueue(n) => write!(f, "/temp-queue/{}", Escaped(n)),
+            // Taken whole by `parse`: no escape to undo.
             Destination::ReplyQueue(q) => write!(f, "/reply-queue/{q}"),
         }
     }
@@ -104,15 +176,34 @@ mod tests {
         let x = |e: &str, k: &str| Destination::Exchange { exchange: e.into(), key: k.into() };
         assert_eq!(Destination::parse("/exchange/feed/user_x"), Ok(x("feed", "user_x")));
         assert_eq!(Destination::parse("/exchange/feed"), Ok(x("feed", "")));
-        assert_eq!(Destination::parse("/exchange/amq.direct/a/b"), Ok(x("amq.direct", "a/b")));
         assert_eq!(Destination::parse("/queue/jobs"), Ok(Destination::Queue("jobs".into())));
         assert_eq!(Destination::parse("/amq/queue/jobs"), Ok(Destination::AmqQueue("jobs".into())));
         assert_eq!(Destination::parse("/topic/a.*.c"), Ok(Destination::Topic("a.*.c".into())));
         assert_eq!(Destination::parse("/temp-queue/r"), Ok(Destination::TempQueue("r".into())));
         assert_eq!(Destination::parse("/reply-queue/amq.gen-1"), Ok(Destination::ReplyQueue("amq.gen-1".into())));
-        assert!(matches!(Destination::parse("/queue/"), Err(DestinationError::Empty(_))));
-        assert!(matches!(Destination::parse("/exchange//k"), Err(DestinationError::Empty(_))));
-        assert!(matches!(Destination::parse("jobs"), Err(DestinationError::Unknown(_))));
+        assert_eq!(Destination::parse("jobs"), Ok(Destination::Queue("jobs".into())), "no prefix: a queue");
+        assert_eq!(Destination::parse("/queue/a%2Fb"), Ok(Destination::Queue("a/b".into())));
+        assert_eq!(Destination::parse("/reply-queue/a/b"), Ok(Destination::ReplyQueue("a/b".into())));
+        assert_eq!(Destination::parse(""), Err(DestinationError::Blank));
+        let invalid = |kind, rest: &str| Err(DestinationError::Invalid { kind, rest: rest.into() });
+        // RabbitMQ 3.10's answers (tests/diff/transcripts/destinations.json).
+        assert_eq!(Destination::parse("/queue/"), invalid("queue", "/"));
+        assert_eq!(Destination::parse("/queue"), invalid("queue", ""));
+        assert_eq!(Destination::parse("/queue/a/b"), invalid("queue", "/a/b"));
+        assert_eq!(Destination::parse("/topic/a/b"), invalid("topic", "/a/b"));
+        assert_eq!(Destination::parse("/exchange//k"), invalid("exchange", "//k"));
+        assert_eq!(Destination::parse("/exchange"), invalid("exchange", ""));
+        assert_eq!(Destination::parse("/exchange/amq.direct/a/b"), invalid("exchange", "/amq.direct/a/b"));
+        assert_eq!(Destination::parse("/amq/queue"), invalid("amqqueue", ""));
+        assert_eq!(Destination::parse("/temp-queue"), invalid("temp_queue", ""));
+        assert_eq!(Destination::parse("/reply-queue/"), invalid("reply_queue", "/"));
+        for s in ["/foo/bar", "/reply-queue", "/queues/x", "/amq/queuex"] {
+            assert_eq!(Destination::parse(s), Err(DestinationError::Unknown(s.into())), "{s}");
+        }
+        assert_eq!(
+            Destination::parse("/queue/a/b").unwrap_err().to_string(),
+            "'/a/b' is not a valid queue destination"
+        );
         for s in [
             "/exchange/feed/u",
             "/exchange/feed",
@@ -121,6 +212,7 @@ mod tests {
             "/topic/t",
             "/temp-queue/n",
             "/reply-queue/q",
+            "/queue/a%2Fb",
         ] {
             assert_eq!(Destination::parse(s).unwrap().to_string(), s);
         }

@@ -332,12 +332,14 @@ impl Decoder {
     }
 }
 
-/// Number of bytes of complete EOLs at the front of `buf`.
+/// Number of bytes of complete EOLs at the front of `buf`. NUL bytes there
+/// count too: RabbitMQ skips a NUL before a command (some clients end a frame
+/// with an extra one), so a frame after one is read, not refused.
 fn leading_eols(buf: &[u8]) -> usize {
     let mut n = 0;
     loop {
         match buf.get(n..) {
-            Some([b'\n', ..]) => n += 1,
+            Some([b'\n' | 0, ..]) => n += 1,
             Some([b'\r', b'\n', ..]) => n += 2,
             _ => return n,
         }
@@ -647,6 +649,16 @@ mod tests {
         assert_eq!(f.body, Bytes::from_static(b"x"));
         assert_eq!(d.decode(&mut buf), Ok(Some(Decoded::Heartbeat)));
         assert_eq!(d.decode(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn nul_before_a_command_is_skipped() {
+        let mut d = decoder(Escaping::V12);
+        let mut buf = BytesMut::from(&b"\0\n\0SEND\n\nx\0\0"[..]);
+        assert_eq!(d.decode(&mut buf), Ok(Some(Decoded::Heartbeat)));
+        assert_eq!(frame_of(d.decode(&mut buf)).body, Bytes::from_static(b"x"));
+        assert_eq!(d.decode(&mut buf), Ok(Some(Decoded::Heartbeat)));
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -20,14 +20,17 @@ use crate::error::{CloseCode, CloseReason};
 use crate::message::{EncodingSlot, Message};
 use crate::router::destination::TOPIC_EXCHANGE;
 use crate::router::{
-    AckError, AckMode, ConsumerId, Destination, ExchangeKind, HeaderMatch, Overflow, Queue, QueueLimits, QueueOptions,
-    RouteError, Settle, Vhost,
+    AckError, AckMode, ConsumerId, Destination, DestinationError, ExchangeKind, HeaderMatch, Overflow, Queue,
+    QueueLimits, QueueOptions, RouteError, Settle, Vhost,
 };
 use crate::session::{write_within, Delivery, Outbound, OutboxLimits, Protocol, SessionHandle, Written};
 use crate::shaper::{self, Shaper};
 use crate::transport::{LinkRx, LinkTx, Peer};
 
 const SERVER: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
+
+/// The `version` header of every ERROR, as RabbitMQ sends it.
+const SUPPORTED_VERSIONS: &str = "1.0,1.1,1.2";
 /// Most outbox items written before one flush: bounds the time between a
 /// client's reads being looked at while a burst is written out.
 const WRITE_BATCH: usize = 256;
@@ -125,9 +128,14 @@ fn frame_error(e: FrameError) -> Fatal {
 
 fn route_error(e: RouteError) -> Fatal {
     let (code, message) = match e {
-        RouteError::NoVhost(_) | RouteError::NoExchange(..) | RouteError::NoQueue(..) => {
-            (CloseCode::NotFound, "not_found")
+        // RabbitMQ's channel-error wording.
+        RouteError::NoExchange(ref x, ref v) => {
+            return fatal(CloseCode::NotFound, "not_found", format!("NOT_FOUND - no exchange '{x}' in vhost '{v}'"))
         }
+        RouteError::NoQueue(ref q, ref v) => {
+            return fatal(CloseCode::NotFound, "not_found", format!("NOT_FOUND - no queue '{q}' in vhost '{v}'"))
+        }
+        RouteError::NoVhost(_) => (CloseCode::NotFound, "not_found"),
         RouteError::Locked(_) | RouteError::Inequivalent { .. } | RouteError::Reserved(_) => {
             (CloseCode::Precondition, "precondition_failed")
         }
@@ -206,11 +214,9 @@ async fn open<R: LinkRx, W: LinkTx>(engine: Engine, mut rx: R, mut tx: W, peer: 
     let connected = session.connected_frame(&connect);
     // In the hub and online (as `stomp-<id>`) from here until `cleanup`.
     engine.attach(&session.handle).await;
+    // A `receipt` on CONNECT gets no RECEIPT (CONNECTED answers it), as in RabbitMQ.
     let written = async {
         session.write(&mut tx, &connected).await?;
-        if let Some(r) = &receipt {
-            session.write(&mut tx, &Frame::new(Command::Receipt).with_header("receipt-id", r.as_str())).await?;
-        }
         session.flush(&mut tx).await
     }
     .await;
@@ -259,11 +265,9 @@ async fn await_connect<R: LinkRx>(
         match decoder.decode(buf).map_err(frame_error)? {
             Some(Decoded::Frame(f)) if matches!(f.command, Command::Connect | Command::Stomp) => return Ok(Some(f)),
             Some(Decoded::Frame(f)) => {
-                return Err(fatal(
-                    CloseCode::Protocol,
-                    "Bad CONNECT",
-                    format!("expected CONNECT or STOMP as the first frame, got {}", f.command.as_str()),
-                ))
+                // RabbitMQ's words; `f.command` is in the log, not the answer.
+                tracing::debug!(command = f.command.as_str(), "STOMP frame before CONNECT");
+                return Err(fatal(CloseCode::Protocol, "Illegal command", "You must log in using CONNECT first"));
             }
             Some(Decoded::Heartbeat) => continue,
             None => {}
@@ -285,6 +289,8 @@ async fn send_error_and_close<W: LinkTx>(tx: &mut W, reason: &CloseReason, recei
         .with_header("message", reason.message.as_str())
         .with_header("code", reason.code.number().to_string())
         .with_header("content-type", "text/plain")
+        // As RabbitMQ: every ERROR names the versions this server speaks.
+        .with_header("version", SUPPORTED_VERSIONS)
         .with_header("content-length", reason.detail.len().to_string());
     if let Some(r) = receipt {
         f = f.with_header("receipt-id", r);
@@ -385,7 +391,9 @@ fn negotiate_version(connect: &Frame) -> Result<Version, Fatal> {
             _ => None,
         })
         .max()
-        .ok_or_else(|| fatal(CloseCode::Version, "Version mismatch", "Supported protocol versions are 1.0,1.1,1.2"))
+        .ok_or_else(|| {
+            fatal(CloseCode::Version, "Version mismatch", format!("Supported versions are {SUPPORTED_VERSIONS}\n"))
+        })
 }
 
 impl Session {
@@ -399,7 +407,7 @@ impl Session {
         let version = negotiate_version(connect)?;
         let login = connect.header("login").unwrap_or("");
         let passcode = connect.header("passcode").unwrap_or("");
-        let refused = || fatal(CloseCode::AuthFailed, "Bad CONNECT", format!("Access refused for user '{login}'"));
+        let refused = || fatal(CloseCode::AuthFailed, "Bad CONNECT", format!("Access refused for user '{login}'\n"));
         if login.is_empty() {
             return Err(refused());
         }
@@ -439,14 +447,23 @@ impl Session {
             peer,
             OutboxLimits::from_config(&engine.config.limits),
         );
-        let heartbeat = match (version, connect.header("heart-beat")) {
-            (Version::V10, _) | (_, None) => (0, 0),
-            (_, Some(hb)) => {
+        // Negotiated for 1.0 clients too, as RabbitMQ does (CONNECTED always
+        // says `heart-beat`).
+        let heartbeat = match connect.header("heart-beat") {
+            None => (0, 0),
+            Some(hb) => {
                 let mut parts = hb.split(',').map(|p| p.trim().parse::<u64>());
                 let (Some(Ok(cx)), Some(Ok(cy)), None) = (parts.next(), parts.next(), parts.next()) else {
                     return Err(fatal(CloseCode::Protocol, "Bad CONNECT", format!("invalid heart-beat header {hb:?}")));
                 };
-                let floor = |ms: u64| if ms == 0 { 0 } else { ms.max(engine.config.stomp.min_heartbeat_ms) };
+                // RabbitMQ keeps whole seconds (at least one), then our floor.
+                let floor = |ms: u64| {
+                    if ms == 0 {
+                        0
+                    } else {
+                        (ms / 1000).max(1).saturating_mul(1000).max(engine.config.stomp.min_heartbeat_ms)
+                    }
+                };
                 // Like RabbitMQ: send as often as the client wants to hear
                 // from us, expect what it offers to send.
                 (floor(cy), floor(cx))
@@ -471,14 +488,11 @@ impl Session {
     }
 
     fn connected_frame(&self, _connect: &Frame) -> Frame {
-        let mut f = Frame::new(Command::Connected)
-            .with_header("version", self.version.as_str())
+        Frame::new(Command::Connected)
+            .with_header("server", SERVER)
             .with_header("session", format!("session-{}", self.handle.id))
-            .with_header("server", SERVER);
-        if self.version > Version::V10 {
-            f = f.with_header("heart-beat", format!("{},{}", self.heartbeat.0, self.heartbeat.1));
-        }
-        f.with_header("user-name", self.identity.uid.as_str())
+            .with_header("heart-beat", format!("{},{}", self.heartbeat.0, self.heartbeat.1))
+            .with_header("version", self.version.as_str())
     }
 
     async fn write<W: LinkTx>(&mut self, tx: &mut W, frame: &Frame) -> Result<(), Stop> {
@@ -726,7 +740,7 @@ impl Session {
                 return Err(HandleError::Fatal(fatal(
                     CloseCode::Protocol,
                     "Bad command",
-                    format!("Could not interpret command {:?}", frame.command.as_str()),
+                    format!("Could not interpret command {:?}\n", frame.command.as_str()),
                 )));
             }
         }
@@ -836,8 +850,11 @@ impl Session {
             return Ok(());
         }
         let frame = slot.expect("not buffered");
-        let dest = Destination::parse(&require(&frame, "destination")?)
-            .map_err(|e| fatal(CloseCode::Protocol, "Unknown destination", e.to_string()))?;
+        if frame.header("message-id").is_some() {
+            // A publisher must not choose the id subscribers acknowledge with.
+            return Err(fatal(CloseCode::Protocol, "Invalid header", "'message-id' is not allowed on 'SEND'.\n"));
+        }
+        let dest = Destination::parse(&require(&frame, "destination")?).map_err(destination_error)?;
         // Permissions and queue preparation are STOMP's; the (exchange, key)
         // comes from the router's one mapping below.
         match &dest {
@@ -877,6 +894,8 @@ impl Session {
                     Some(queue)
                         if queue.accessible_by(self.handle.id) || matches!(dest, Destination::ReplyQueue(_)) => {}
                     Some(_) => return Err(route_error(RouteError::Locked(q.clone()))),
+                    // As RabbitMQ: routed through the default exchange to no queue, dropped.
+                    None if matches!(dest, Destination::AmqQueue(_)) => {}
                     None => return Err(route_error(RouteError::NoQueue(q.clone(), self.vhost.name.to_string()))),
                 }
             }
@@ -887,25 +906,16 @@ impl Session {
             Destination::TempQueue(_) => {}
         }
         let Some((exchange, key)) = dest.exchange_and_key() else {
-            return Err(fatal(
-                CloseCode::Protocol,
-                "Bad destination",
-                "/temp-queue/ destinations are only valid in reply-to",
-            ));
+            // `/temp-queue/` names a reply queue in `reply-to` only.
+            return Err(not_for(&frame, "SEND"));
         };
         let (exchange, key) = (exchange.to_owned(), key.to_owned());
         let mut headers: Vec<(String, String)> = Vec::with_capacity(frame.headers.len());
         for (k, v) in &frame.headers {
             if matches!(
                 k.as_str(),
-                "destination"
-                    | "transaction"
-                    | "receipt"
-                    | "content-length"
-                    | "message-id"
-                    | "subscription"
-                    | "redelivered"
-                    | "ack"
+                // `receipt` and `transaction` go through to subscribers, as in RabbitMQ.
+                "destination" | "content-length" | "message-id" | "subscription" | "redelivered" | "ack"
             ) || is_server_header(k)
                 || headers.iter().any(|(seen, _)| seen == k)
             {
@@ -986,7 +996,7 @@ impl Session {
             return Err(fatal(
                 CloseCode::Protocol,
                 "Duplicated subscription identifier",
-                format!("subscription {id:?} already exists"),
+                format!("A subscription identified by 'T_{id}' already exists."),
             ));
         }
         let limit = self.engine.config.limits.max_subscriptions;
@@ -1006,8 +1016,7 @@ impl Session {
                 .parse::<usize>()
                 .map_err(|_| fatal(CloseCode::Protocol, "Bad header", format!("invalid prefetch-count {p:?}")))?,
         };
-        let dest = Destination::parse(&raw_dest)
-            .map_err(|e| fatal(CloseCode::Protocol, "Unknown destination", e.to_string()))?;
+        let dest = Destination::parse(&raw_dest).map_err(destination_error)?;
         let session = self.handle.id;
         let queue = match &dest {
             Destination::Exchange { exchange, key } => self.subscription_queue(frame, &id, exchange, key).await?,
@@ -1029,8 +1038,9 @@ impl Session {
                 }
                 queue
             }
-            Destination::TempQueue(_) | Destination::ReplyQueue(_) => {
-                return Err(fatal(CloseCode::Protocol, "Bad destination", "cannot subscribe to a temp or reply queue"));
+            Destination::TempQueue(_) => return Err(not_for(frame, "SUBSCRIBE")),
+            Destination::ReplyQueue(_) => {
+                return Err(fatal(CloseCode::Protocol, "Bad destination", "cannot subscribe to a reply queue"));
             }
         };
         let consumer = queue.consume(self.handle.clone(), id.clone(), ack, prefetch);
@@ -1084,12 +1094,25 @@ impl Session {
         let id = match (frame.header("id"), frame.header("destination")) {
             (Some(id), _) => id,
             (None, Some(d)) if self.version == Version::V10 => d,
-            _ => return Err(fatal(CloseCode::Protocol, "Missing header", "UNSUBSCRIBE needs an id header")),
+            _ => {
+                return Err(fatal(
+                    CloseCode::Protocol,
+                    "Missing destination or id",
+                    "UNSUBSCRIBE must include a 'destination' or 'id' header",
+                ))
+            }
         };
         let sub = self
             .subs
             .remove(id)
-            .ok_or_else(|| fatal(CloseCode::NotFound, "not_found", format!("no subscription {id:?}")))?;
+            .ok_or_else(|| {
+                let what = if frame.header("id").is_some() { "id" } else { "destination" };
+                fatal(
+                    CloseCode::NotFound,
+                    "No subscription found",
+                    format!("UNSUBSCRIBE must refer to an existing subscription.\nSubscription to \"{what}='{id}'\" not found.\n"),
+                )
+            })?;
         let delete = self.release(&sub) || (frame.header("durable") == Some("true") && sub.queue.options.durable);
         if delete {
             self.vhost.delete_queue(&sub.queue.name);
@@ -1113,13 +1136,31 @@ impl Session {
             Version::V12 => require(&frame, "id")?,
             _ => require(&frame, "message-id")?,
         };
-        let bad = || fatal(CloseCode::Precondition, "precondition_failed", format!("unknown message id {id:?}"));
+        // RabbitMQ's three answers: not an id of ours, no such subscription, no such delivery.
+        let command = frame.command.as_str();
+        let header = if self.version == Version::V12 { "id" } else { "message-id" };
+        let invalid = || {
+            fatal(
+                CloseCode::Protocol,
+                "Invalid header",
+                format!("{command:?} must include a valid {header:?} header\n"),
+            )
+        };
         let (sub_id, tag) = id
             .strip_prefix("T_")
             .and_then(|rest| rest.rsplit_once("@@"))
             .and_then(|(sub, tag)| Some((sub, tag.parse::<u64>().ok()?)))
-            .ok_or_else(bad)?;
-        let sub = self.subs.get(sub_id).ok_or_else(bad)?;
+            .ok_or_else(invalid)?;
+        let bad = || {
+            fatal(
+                CloseCode::Precondition,
+                "precondition_failed",
+                format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+            )
+        };
+        let sub = self.subs.get(sub_id).ok_or_else(|| {
+            fatal(CloseCode::NotFound, "Subscription not found", format!("Message with id {id:?} has no subscription"))
+        })?;
         let outcome = if frame.command == Command::Ack {
             Settle::Ack
         } else if frame.header("requeue") == Some("false") {
@@ -1177,10 +1218,36 @@ fn is_server_header(name: &str) -> bool {
             .eq_ignore_ascii_case(crate::xmpp::session::headers::PREFIX.as_bytes())
 }
 
+/// A header the frame must have; the ERROR for its absence is worded as RabbitMQ's.
 fn require(frame: &Frame, name: &str) -> Result<String, Fatal> {
     frame.header(name).map(str::to_owned).ok_or_else(|| {
-        fatal(CloseCode::Protocol, "Missing header", format!("{} frame needs a {name} header", frame.command.as_str()))
+        let command = frame.command.as_str();
+        match name {
+            "destination" | "transaction" => fatal(
+                CloseCode::Protocol,
+                if name == "destination" { "Missing destination" } else { "Missing transaction" },
+                format!("{command:?} must include a '{name}' header\n"),
+            ),
+            _ => {
+                fatal(CloseCode::Protocol, "Missing header", format!("{command:?} must include the {name:?} header\n"))
+            }
+        }
     })
+}
+
+fn destination_error(e: DestinationError) -> Fatal {
+    // RabbitMQ ends these texts with a newline, except the blank one.
+    let detail = match e {
+        DestinationError::Blank => e.to_string(),
+        _ => format!("{e}\n"),
+    };
+    fatal(CloseCode::Protocol, e.summary(), detail)
+}
+
+/// A destination of a kind the command does not take (`/temp-queue/` outside `reply-to`).
+fn not_for(frame: &Frame, command: &str) -> Fatal {
+    let dest = frame.header("destination").unwrap_or_default();
+    fatal(CloseCode::Protocol, "Invalid destination", format!("'{dest}' is not a valid destination for '{command}'\n"))
 }
 
 /// What a buffered frame pins: body and headers.
@@ -1189,7 +1256,7 @@ fn frame_bytes(f: &Frame) -> usize {
 }
 
 fn unknown_tx(id: &str) -> Fatal {
-    fatal(CloseCode::Protocol, "Bad transaction", format!("unknown transaction {id:?}"))
+    fatal(CloseCode::Protocol, "Bad transaction", format!("Invalid transaction identifier: {id:?}\n"))
 }
 
 fn exclusive_header(frame: &Frame) -> bool {

@@ -1,0 +1,58 @@
+"""Every ERROR a client can get from RabbitMQ's STOMP processor after CONNECT."""
+
+from dsl import case, connect, frame, recv, send, sub
+
+C = connect("c", "1.2")
+C11 = connect("c", "1.1")
+C10 = connect("c", "1.0")
+
+CASES = [
+    case("bad-command", "an unknown command", C, send("c", frame("FOO")), recv("c", 1, close=True)),
+    case("bad-command-lowercase", "a lowercase send", C, send("c", frame("send", [("destination", "/queue/x")], "x")),
+         recv("c", 1, close=True)),
+    case("send-no-destination", "SEND without destination", C, send("c", frame("SEND", [], "x")), recv("c", 1, close=True)),
+    case("send-no-destination-receipt", "SEND without destination, with a receipt", C,
+         send("c", frame("SEND", [("receipt", "r1")], "x")), recv("c", 1, close=True)),
+    case("subscribe-no-destination", "SUBSCRIBE without destination", C,
+         send("c", frame("SUBSCRIBE", [("id", "s1")])), recv("c", 1, close=True)),
+    case("send-message-id", "SEND carrying a message-id header", C,
+         send("c", frame("SEND", [("destination", "/queue/err-msgid"), ("message-id", "m1")], "x")), recv("c", 1, close=True)),
+    case("ack-no-id-1.2", "ACK without id (1.2)", C, send("c", frame("ACK")), recv("c", 1, close=True)),
+    case("ack-no-message-id-1.1", "ACK without message-id (1.1)", C11, send("c", frame("ACK", [("subscription", "s")])),
+         recv("c", 1, close=True)),
+    case("ack-bad-id", "ACK with an id that is not a message id", C, send("c", frame("ACK", [("id", "garbage")])),
+         recv("c", 1, close=True)),
+    case("ack-unknown-subscription", "ACK for a well-formed id of no subscription", C,
+         send("c", frame("ACK", [("id", "T_nosub@@session-x@@1")])), recv("c", 1, close=True)),
+    case("nack-no-id", "NACK without id", C, send("c", frame("NACK")), recv("c", 1, close=True)),
+    case("unsubscribe-no-id", "UNSUBSCRIBE with neither id nor destination", C, send("c", frame("UNSUBSCRIBE")),
+         recv("c", 1, close=True)),
+    case("unsubscribe-unknown", "UNSUBSCRIBE of an unknown id", C, send("c", frame("UNSUBSCRIBE", [("id", "nope")])),
+         recv("c", 1, close=True)),
+    case("unsubscribe-unknown-receipt", "UNSUBSCRIBE of an unknown id with a receipt", C,
+         send("c", frame("UNSUBSCRIBE", [("id", "nope"), ("receipt", "r1")])), recv("c", 1, close=True)),
+    case("subscribe-duplicate-id", "two SUBSCRIBEs with the same id", C,
+         sub("c", "/queue/err-dup", "s1", receipt="r1"), recv("c", 1),
+         sub("c", "/queue/err-dup2", "s1"), recv("c", 1, close=True)),
+    case("begin-no-transaction", "BEGIN without transaction", C, send("c", frame("BEGIN")), recv("c", 1, close=True)),
+    case("commit-no-transaction", "COMMIT without transaction", C, send("c", frame("COMMIT")), recv("c", 1, close=True)),
+    case("abort-no-transaction", "ABORT without transaction", C, send("c", frame("ABORT")), recv("c", 1, close=True)),
+    case("commit-unknown-transaction", "COMMIT of a transaction never begun", C,
+         send("c", frame("COMMIT", [("transaction", "t9")])), recv("c", 1, close=True)),
+    case("abort-unknown-transaction", "ABORT of a transaction never begun", C,
+         send("c", frame("ABORT", [("transaction", "t9")])), recv("c", 1, close=True)),
+    case("send-unknown-transaction", "SEND in a transaction never begun", C,
+         send("c", frame("SEND", [("destination", "/queue/err-tx"), ("transaction", "t9")], "x")), recv("c", 1, close=True)),
+    case("send-unknown-exchange", "SEND to /exchange/ that does not exist", C,
+         send("c", frame("SEND", [("destination", "/exchange/nosuchx/k"), ("receipt", "r1")], "x")), recv("c", 1, close=True)),
+    case("subscribe-unknown-exchange", "SUBSCRIBE to /exchange/ that does not exist", C,
+         sub("c", "/exchange/nosuchx/k", "s1", receipt="r1"), recv("c", 1, close=True)),
+    case("subscribe-unknown-amq-queue", "SUBSCRIBE to /amq/queue/ that does not exist", C,
+         sub("c", "/amq/queue/nosuchq", "s1", receipt="r1"), recv("c", 1, close=True)),
+    case("send-unknown-amq-queue", "SEND to /amq/queue/ that does not exist (default exchange drops it)", C,
+         send("c", frame("SEND", [("destination", "/amq/queue/nosuchq"), ("receipt", "r1")], "x")), recv("c", 1)),
+    case("error-receipt-1.0", "1.0 client, an error with a receipt header", C10,
+         send("c", frame("SEND", [("receipt", "r1")], "x")), recv("c", 1, close=True)),
+    case("error-1.1-escaping", "1.1 client, an error whose text has a colon", C11,
+         send("c", frame("SUBSCRIBE", [("destination", "/queue/a:b/c"), ("id", "s1")])), recv("c", 1, close=True)),
+]
