@@ -16,7 +16,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tomllib
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 import pytest
 

@@ -44,6 +44,12 @@ CASES = [
          connect("c", "1.2"), send("c", frame("DISCONNECT", [("receipt", "bye")])), recv("c", 1, close=True)),
     case("disconnect-no-receipt", "DISCONNECT without a receipt: just closed",
          connect("c", "1.2"), send("c", frame("DISCONNECT")), recv("c", 0, close=True)),
+    case("heartbeat-bad", "heart-beat header that is not two numbers",
+         tcp("c"), send("c", connect_frame("1.2", [("heart-beat", "x,y")])), recv("c", 1, close=True)),
+    case("connect-no-login", "CONNECT without login and passcode",
+         tcp("c"), send("c", frame("CONNECT", [("accept-version", "1.2"), ("host", "/")])), recv("c", 1, close=True)),
+    case("connect-unknown-vhost", "host names a vhost that does not exist",
+         tcp("c"), send("c", connect_frame("1.2", host="no-such-vhost")), recv("c", 1, close=True)),
     case("connect-receipt", "CONNECT with a receipt header",
          tcp("c"), send("c", connect_frame("1.2", [("receipt", "r1")])), recv("c", 1)),
 ]
