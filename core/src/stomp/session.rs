@@ -456,14 +456,7 @@ impl Session {
                 let (Some(Ok(cx)), Some(Ok(cy)), None) = (parts.next(), parts.next(), parts.next()) else {
                     return Err(fatal(CloseCode::Protocol, "Bad CONNECT", format!("invalid heart-beat header {hb:?}")));
                 };
-                // RabbitMQ keeps whole seconds (at least one), then our floor.
-                let floor = |ms: u64| {
-                    if ms == 0 {
-                        0
-                    } else {
-                        (ms / 1000).max(1).saturating_mul(1000).max(engine.config.stomp.min_heartbeat_ms)
-                    }
-                };
+                let floor = |ms: u64| if ms == 0 { 0 } else { ms.max(engine.config.stomp.min_heartbeat_ms) };
                 // Like RabbitMQ: send as often as the client wants to hear
                 // from us, expect what it offers to send.
                 (floor(cy), floor(cx))
@@ -1102,6 +1095,10 @@ impl Session {
                 ))
             }
         };
+        if frame.header("id").is_some_and(|id| id.starts_with("/temp-queue/")) {
+            // Those ids are the reply queues' own subscriptions (`temp_queue`), not the client's.
+            return Err(fatal(CloseCode::Protocol, "Invalid id", "UNSUBSCRIBE 'id' may not start with /temp-queue/\n"));
+        }
         let sub = self
             .subs
             .remove(id)

@@ -31,6 +31,8 @@ CASES = [
          recv("c", 1, close=True)),
     case("unsubscribe-unknown-receipt", "UNSUBSCRIBE of an unknown id with a receipt", C,
          send("c", frame("UNSUBSCRIBE", [("id", "nope"), ("receipt", "r1")])), recv("c", 1, close=True)),
+    case("unsubscribe-temp-queue-id", "UNSUBSCRIBE with an id starting with /temp-queue/", C,
+         send("c", frame("UNSUBSCRIBE", [("id", "/temp-queue/x")])), recv("c", 1, close=True)),
     case("subscribe-duplicate-id", "two SUBSCRIBEs with the same id", C,
          sub("c", "/queue/err-dup", "s1", receipt="r1"), recv("c", 1),
          sub("c", "/queue/err-dup2", "s1"), recv("c", 1, close=True)),
