@@ -167,7 +167,6 @@ let inFlight = 0;
 function inject(app, options) {
   return new Promise((resolve, reject) => {
     const timeoutMs = timeoutOf(options.timeoutMs);
-    const what = `${options.method} ${String(options.url).split('?')[0]}`;
     const [client, serverEnd] = End.pair(LOOPBACK);
     inFlight++;
     let done = false;
@@ -178,7 +177,8 @@ function inject(app, options) {
       inFlight--;
       clearTimeout(timer);
       client.destroy();
-      if (error) reject(new Error(`${what}: ${error}`));
+      // The engine's log line names the method and path (never the query: it holds the password).
+      if (error) reject(new Error(error));
       else resolve(reply);
     };
     const fail = (why) => finish(why);

@@ -727,7 +727,7 @@ describe('any (req, res) listener, not only Express', () => {
     );
     await assert.rejects(
       expressAuth.inject((req) => req.socket.destroy(), { method: 'GET', url: '/reset', timeoutMs: 1000 }),
-      /GET \/reset/,
+      /request failed: socket hang up/,
     );
     assert.equal(expressAuth.inFlight(), 0);
   });
