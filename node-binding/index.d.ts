@@ -115,13 +115,15 @@ export declare class Engine {
   useAuth(callbacks: AuthCallbacks, authTimeoutMs?: number | null): void
   /**
    * Answers Herald's auth questions with an Express app's own
-   * rabbitmq-auth-backend-http routes, called in-process (through
-   * light-my-request: no socket, the app need not listen). `paths`
+   * rabbitmq-auth-backend-http routes, called in-process (real HTTP/1.1
+   * over an in-memory stream: no socket, the app need not listen; any
+   * `(req, res)` listener works: Express 4 and 5, `http.createServer` callbacks). `paths`
    * default to `/auth/user`, `/auth/vhost`, `/auth/resource`,
    * `/auth/topic` with `GET`; requests carry the plugin's query
    * parameters and answers are read as it reads them (`allow [tags…]`,
-   * `deny`; any status but 200/201 denies). A request that fails or takes
-   * longer than `authTimeoutMs` (default 5000) denies, and is logged.
+   * `deny`; any status but 200/201 denies). A request that fails (the
+   * handler throws or rejects), answers more than 64 KiB or takes longer
+   * than `authTimeoutMs` (default 5000) denies, and is logged.
    */
   useExpressAuth(app: (req: any, res: any, next?: any) => unknown, paths?: ExpressAuthPaths | null, authTimeoutMs?: number | null): void
 }

@@ -1,56 +1,8 @@
 'use strict';
 // Entry point of the `herald` package: the generated loader (index.js) plus the
-// one wiring step it cannot do, registering light-my-request for
-// engine.useExpressAuth(). It adds no API: index.d.ts (generated) describes all of it.
-const http = require('node:http');
-const inject = require('light-my-request');
+// one wiring step it cannot do, registering the in-process HTTP injector for
+// engine.useExpressAuth() (express-auth.js). It adds no API: index.d.ts (generated) describes all of it.
 
 module.exports = require('./index.js');
 
-// light-my-request re-parents an Express app's request/response prototypes onto
-// its own fake objects. Express shares those prototypes between every request
-// of the app, so injecting into the app itself would break the app's real HTTP
-// traffic afterwards. Each app is therefore injected through a shadow app with
-// private copies of Express's request/response mixins, routed by the app's own
-// router: the handlers run unchanged, the real app is left alone.
-const shadows = new WeakMap();
-
-// Express 5 has `app.router`; in Express 4 that getter throws and the router is `_router`.
-function routerOf(app) {
-  try {
-    return app.router || app._router;
-  } catch {
-    return app._router;
-  }
-}
-
-function shadowOf(app) {
-  const router = typeof app === 'function' ? routerOf(app) : undefined;
-  if (!router || !app.request || !app.response) return app;
-  let shadow = shadows.get(app);
-  if (shadow) return shadow;
-  const copy = (proto, base) => Object.create(base, Object.getOwnPropertyDescriptors(Object.getPrototypeOf(proto)));
-  const own = (base) =>
-    Object.create(base, { app: { value: shadow, writable: true, configurable: true, enumerable: true } });
-  shadow = (req, res) => shadow.handle(req, res);
-  shadow.request = own(copy(app.request, http.IncomingMessage.prototype));
-  shadow.response = own(copy(app.response, http.ServerResponse.prototype));
-  shadow.settings = app.settings;
-  shadow.locals = app.locals;
-  for (const m of ['enabled', 'disabled', 'get', 'set']) shadow[m] = app[m].bind(app);
-  shadow.handle = (req, res) => {
-    req.res = res;
-    res.req = req;
-    Object.setPrototypeOf(req, shadow.request);
-    Object.setPrototypeOf(res, shadow.response);
-    if (!res.locals) res.locals = Object.create(null);
-    router.handle(req, res, () => {
-      res.statusCode = 404;
-      res.end('not found');
-    });
-  };
-  shadows.set(app, shadow);
-  return shadow;
-}
-
-module.exports.__setInjector((app, options) => inject(shadowOf(app), options));
+module.exports.__setInjector(require('./express-auth.js').inject);

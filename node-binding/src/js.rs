@@ -5,7 +5,7 @@
 //!   (or any thenable) to await, so callbacks may be sync or async.
 //! - [`Json`]: a JS value copied through `JSON.stringify` (undefined properties
 //!   dropped, integers stay integers), then parsed by serde.
-//! - [`InjectReply`]: the two fields of a light-my-request response we read.
+//! - [`InjectReply`]: the two fields of an `express-auth.js` reply we read.
 //! - [`Raw`]: a `napi_value` already made on the JS thread, passed as an argument.
 //! - [`Settled`]: the return value of an event listener; a rejected promise is
 //!   logged instead of becoming an unhandled rejection.
@@ -41,7 +41,7 @@ impl<T: FromNapiValue + 'static> FromNapiValue for Eventually<T> {
 }
 
 /// `value` itself when it is a native promise, `Promise.resolve(value)` when
-/// it is another thenable (light-my-request's `inject` returns one), else `None`.
+/// it is another thenable, else `None`.
 unsafe fn as_promise(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Option<sys::napi_value>> {
     let mut is_promise = false;
     check_status!(unsafe { sys::napi_is_promise(env, value, &mut is_promise) }, "napi_is_promise failed")?;
@@ -119,7 +119,7 @@ fn take_exception(env: sys::napi_env) -> Option<napi::Error> {
     Some(napi::Error::new(napi::Status::PendingException, unsafe { describe(env, exception) }))
 }
 
-/// The parts of a light-my-request `Response` Herald reads.
+/// The parts of an `express-auth.js` reply (`{ statusCode, payload }`) Herald reads.
 #[derive(Debug, Clone)]
 pub struct InjectReply {
     pub status: u32,

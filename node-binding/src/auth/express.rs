@@ -1,8 +1,9 @@
 //! `engine.useExpressAuth(app, paths?, authTimeoutMs?)`: an application that
 //! already serves rabbitmq-auth-backend-http routes (`/auth/user`, …) answers
-//! Herald's auth questions in-process. Requests are made with
-//! light-my-request's `inject(app, { method, url })`: the app's own route
-//! handlers run, no socket is opened and the app need not listen.
+//! Herald's auth questions in-process. Requests are made by the package's
+//! `express-auth.js` (`inject(app, { method, url, headers, payload, timeoutMs })`):
+//! real HTTP/1.1 through Node's `http` machinery over an in-memory stream, so
+//! the app's own route handlers run, no socket is opened and the app need not listen.
 //!
 //! The protocol is core's [`HttpBackend`] (the plugin's parameters, `tags`
 //! included, its `allow [tags…]` / `deny` bodies, the timeout, failing
@@ -12,8 +13,9 @@
 //! changes takes effect at once, as before. Only HTTP status 200 and 201
 //! carry an answer (as in the plugin); anything else fails closed.
 //!
-//! light-my-request is registered once by the package entry point
-//! (`main.js`), so this module has no JS of its own.
+//! The injector is registered once by the package entry point (`main.js`);
+//! it bounds each request by `timeoutMs` itself too, so that a handler that
+//! never answers leaves nothing open on the JS side after this side gave up.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -34,11 +36,11 @@ use crate::js::{Eventually, InjectReply, Raw};
 type Inject = FunctionRef<FnArgs<(Raw, Raw)>, Eventually<InjectReply>>;
 
 thread_local! {
-    /// light-my-request's `inject`, set by `main.js` on this thread's Node environment.
+    /// `express-auth.js`'s `inject`, set by `main.js` on this thread's Node environment.
     static INJECTOR: RefCell<Option<Inject>> = const { RefCell::new(None) };
 }
 
-/// Called once by the package entry point with light-my-request's `inject`.
+/// Called once by the package entry point with `express-auth.js`'s `inject`.
 #[napi(js_name = "__setInjector", skip_typescript)]
 pub fn set_injector(inject: Function<FnArgs<(Raw, Raw)>, Eventually<InjectReply>>) -> napi::Result<()> {
     let r = inject.create_ref()?;
@@ -111,9 +113,10 @@ pub fn backend(
         .ok_or_else(|| {
             HeraldError::new(
                 Code::State,
-                "useExpressAuth: light-my-request is not registered; load the package through its entry point (require('herald'))",
+                "useExpressAuth: the in-process injector is not registered; load the package through its entry point (require('herald'))",
             )
         })?;
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     // The app stays referenced for the life of this backend's threadsafe
     // function (released when the engine drops it).
     // Owned by the callback below, which only runs (and is dropped) on the JS thread.
@@ -127,6 +130,8 @@ pub fn backend(
             let mut options = Object::new(&ctx.env)?;
             options.set("method", ctx.value.method)?;
             options.set("url", ctx.value.url)?;
+            // f64: a JS number (u64 has no lossless N-API conversion; the value is at most u32::MAX).
+            options.set("timeoutMs", timeout_ms as f64)?;
             if let Some(form) = ctx.value.form {
                 let mut headers = Object::new(&ctx.env)?;
                 headers.set("content-type", "application/x-www-form-urlencoded")?;
@@ -142,7 +147,7 @@ pub fn backend(
         resource_path: Some(paths.resource.unwrap_or_else(|| "/auth/resource".into())),
         topic_path: Some(paths.topic.unwrap_or_else(|| "/auth/topic".into())),
         method,
-        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        timeout_ms,
         cache_ttl_ms: 0,
         ..HttpAuthConfig::default()
     };

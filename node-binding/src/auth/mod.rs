@@ -2,7 +2,7 @@
 //!
 //! - [`callbacks`]: `engine.useAuth({ user, vhost, resource, topic })`, sync or async functions.
 //! - [`express`]: `engine.useExpressAuth(app)`, an Express app's own
-//!   rabbitmq-auth-backend-http routes, called in-process through light-my-request.
+//!   rabbitmq-auth-backend-http routes, called in-process (`express-auth.js`).
 //!
 //! Both are `herald_core::auth::{Authenticator, Authorizer}` installed with
 //! `Engine::set_auth`; the engine asks, core decides what a denial means.
