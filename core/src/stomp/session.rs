@@ -1421,3 +1421,55 @@ fn encode_message_tail(m: &Message, escaping: Escaping) -> Bytes {
     out.put_u8(0);
     out.freeze()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boolean_headers_read_as_rabbitmq_reads_them() {
+        // rabbit_stomp_frame:boolean_header/2 (3.10): true/false and Python's True/False;
+        // anything else is absent, so NACK's requeue keeps its default (true).
+        let nack = |v: &str| Frame::new(Command::Nack).with_header("requeue", v);
+        for (v, want) in [("true", Some(true)), ("True", Some(true)), ("false", Some(false)), ("False", Some(false))] {
+            assert_eq!(boolean_header(&nack(v), "requeue"), want, "{v}");
+        }
+        for v in ["FALSE", "TRUE", "0", "no", "", " false"] {
+            assert_eq!(boolean_header(&nack(v), "requeue"), None, "{v:?}");
+        }
+        assert_eq!(boolean_header(&Frame::new(Command::Nack), "requeue"), None);
+    }
+
+    #[test]
+    fn durable_subscriptions_need_an_id() {
+        let sub = |h: &[(&str, &str)]| {
+            h.iter().fold(Frame::new(Command::Subscribe).with_header("destination", "/topic/t"), |f, (k, v)| {
+                f.with_header(*k, *v)
+            })
+        };
+        for flag in ["durable", "persistent"] {
+            let e = durable_needs_id(&sub(&[(flag, "true")])).unwrap_err();
+            assert_eq!(
+                (e.message.as_str(), e.detail.as_str()),
+                ("Missing Header", "Header 'id' is required for durable subscriptions")
+            );
+            assert!(durable_needs_id(&sub(&[(flag, "true"), ("id", "d1")])).is_ok());
+            assert!(durable_needs_id(&sub(&[(flag, "false")])).is_ok());
+        }
+        assert!(durable_needs_id(&sub(&[])).is_ok());
+    }
+
+    #[test]
+    fn transaction_errors_are_rabbitmqs() {
+        let e = transaction_header(&Frame::new(Command::Begin)).unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.detail.as_str()),
+            ("Missing transaction", "\"BEGIN\" must include a 'transaction' header\n")
+        );
+        let e = unknown_tx("t9");
+        assert_eq!(
+            (e.message.as_str(), e.detail.as_str()),
+            ("Bad transaction", "Invalid transaction identifier: \"t9\"\n")
+        );
+    }
+}
