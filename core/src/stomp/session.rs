@@ -707,10 +707,10 @@ impl Session {
         };
         let mut committed_receipts = Vec::new();
         match frame.command {
-            Command::Send => self.on_send(frame).await?,
+            Command::Send => self.on_send(frame, false).await?,
             Command::Subscribe => self.on_subscribe(&frame).await?,
             Command::Unsubscribe => self.on_unsubscribe(&frame)?,
-            Command::Ack | Command::Nack => self.on_settle(frame)?,
+            Command::Ack | Command::Nack => self.on_settle(frame, false)?,
             Command::Begin => {
                 let id = transaction_header(&frame)?;
                 if let Some(at) = self.transactions.iter().position(|(t, _)| *t == id) {
@@ -737,10 +737,10 @@ impl Session {
                     match f.command {
                         Command::Send => {
                             let r = f.header("receipt").map(str::to_owned);
-                            self.on_send(f).await?;
+                            self.on_send(f, true).await?;
                             committed_receipts.extend(r);
                         }
-                        _ => self.on_settle(f)?,
+                        _ => self.on_settle(f, true)?,
                     }
                 }
             }
@@ -808,10 +808,12 @@ impl Session {
             ));
         }
         let mut f = frame.take().expect("checked above");
-        // Replayed at COMMIT without the header, so it is applied, not
-        // re-buffered; a SEND keeps its receipt, answered at COMMIT.
-        let keep_receipt = f.command == Command::Send;
-        f.headers.retain(|(k, _)| k != "transaction" && (keep_receipt || k != "receipt"));
+        // Kept whole (COMMIT applies it without looking for a transaction):
+        // a SEND's receipt is answered at COMMIT, and its headers go on as
+        // RabbitMQ passes them; an ACK or NACK was receipted already.
+        if f.command != Command::Send {
+            f.headers.retain(|(k, _)| k != "receipt");
+        }
         let size = frame_bytes(&f);
         if held + size > max_bytes {
             return Err(fatal(
@@ -874,9 +876,10 @@ impl Session {
         })
     }
 
-    async fn on_send(&mut self, frame: Frame) -> Result<(), Fatal> {
+    /// `committing`: applied by COMMIT, not buffered again.
+    async fn on_send(&mut self, frame: Frame, committing: bool) -> Result<(), Fatal> {
         let mut slot = Some(frame);
-        if self.in_transaction(&mut slot)? {
+        if !committing && self.in_transaction(&mut slot)? {
             return Ok(());
         }
         let frame = slot.expect("not buffered");
@@ -1178,7 +1181,7 @@ impl Session {
     /// (header, message id, subscription) before it joins a transaction; an
     /// unknown delivery tag (acked already, or an `auto` subscription's) is
     /// found when it is applied.
-    fn on_settle(&mut self, frame: Frame) -> Result<(), Fatal> {
+    fn on_settle(&mut self, frame: Frame, committing: bool) -> Result<(), Fatal> {
         let command = frame.command.as_str();
         let header = if self.version == Version::V12 { "id" } else { "message-id" };
         let Some(id) = frame.header(header) else {
@@ -1221,7 +1224,7 @@ impl Session {
             _ => Settle::Requeue,
         };
         let mut slot = Some(frame);
-        if self.in_transaction(&mut slot)? {
+        if !committing && self.in_transaction(&mut slot)? {
             return Ok(());
         }
         let sub = self.subs.named(&sub_id, by_destination).expect("checked above");
