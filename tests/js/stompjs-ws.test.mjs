@@ -41,16 +41,21 @@ test('connects over /ws, negotiates v12.stomp and STOMP 1.2', T, async () => {
   }
 });
 
-test('WebSocket subprotocols v10.stomp, v11.stomp and none are accepted', T, async () => {
-  for (const [protocols, accept, version] of [
+test('WebSocket subprotocols: each version, none, and the highest of several', T, async () => {
+  for (const [protocols, accept, version, expected] of [
     [['v10.stomp'], '1.0', '1.0'],
     [['v11.stomp'], '1.1', '1.1'],
     [['v12.stomp'], '1.2', '1.2'],
     [[], '1.0,1.1,1.2', '1.2'],
+    // Several offered: the highest version wins, whatever the order (RabbitMQ 3.10's
+    // Web-STOMP answers `v10.stomp, v11.stomp` with v11.stomp).
+    [['v10.stomp', 'v11.stomp'], '1.1', '1.1', 'v11.stomp'],
+    [['v10.stomp', 'v12.stomp', 'v11.stomp'], '1.2', '1.2', 'v12.stomp'],
   ]) {
     const r = await RawStomp.ws(server.wsUrl, protocols);
     try {
-      assert.equal(r.protocol, protocols[0] ?? '', `negotiated subprotocol for ${JSON.stringify(protocols)}`);
+      const chosen = expected ?? protocols[0] ?? '';
+      assert.equal(r.protocol, chosen, `negotiated subprotocol for ${JSON.stringify(protocols)}`);
       const f = await r.connect({ acceptVersion: accept });
       assert.equal(f.command, 'CONNECTED', `${f.command} ${f.bodyText}`);
       if (version === '1.0') {

@@ -314,6 +314,12 @@ struct Subscription {
     /// What MESSAGE frames show as `destination` when it differs from the
     /// message's own (temp queues).
     destination: Option<String>,
+    /// Made without an `id`: `id` is the destination, as RabbitMQ's consumer
+    /// tag `Q_<destination>` (MESSAGE frames carry no `subscription`).
+    by_destination: bool,
+    /// A `/topic/` subscription: an UNSUBSCRIBE with `durable` or
+    /// `persistent` deletes its durable queue (RabbitMQ does it for topics only).
+    topic: bool,
 }
 
 /// A session's subscriptions by id. A `Vec`, not a map: sessions have a few
@@ -326,6 +332,11 @@ struct Subscriptions(Vec<Subscription>);
 impl Subscriptions {
     fn get(&self, id: &str) -> Option<&Subscription> {
         self.0.iter().find(|s| &*s.id == id)
+    }
+
+    /// The subscription a client names: by `id`, or by destination for one made without an `id`.
+    fn named(&self, id: &str, by_destination: bool) -> Option<&Subscription> {
+        self.0.iter().find(|s| &*s.id == id && s.by_destination == by_destination)
     }
 
     fn contains_key(&self, id: &str) -> bool {
@@ -343,8 +354,8 @@ impl Subscriptions {
         }
     }
 
-    fn remove(&mut self, id: &str) -> Option<Subscription> {
-        let i = self.0.iter().position(|s| &*s.id == id)?;
+    fn remove(&mut self, id: &str, by_destination: bool) -> Option<Subscription> {
+        let i = self.0.iter().position(|s| &*s.id == id && s.by_destination == by_destination)?;
         Some(self.0.swap_remove(i))
     }
 
@@ -411,12 +422,18 @@ impl Session {
         if login.is_empty() {
             return Err(refused());
         }
-        // `host` names the vhost; hostnames that are not vhosts (stomp.py
-        // sends the server's host name) fall back to the default vhost.
-        let vhost_name = connect
-            .header("host")
-            .filter(|h| engine.router.vhost(h).is_ok())
-            .unwrap_or(&engine.config.stomp.default_vhost);
+        // `host` names the vhost, as in RabbitMQ: one that is not a vhost is
+        // refused before the password is looked at (RabbitMQ 3.10 answers
+        // `Virtual host 'x' access denied` whatever the credentials), never
+        // replaced by the default (stomp.py must be given `vhost="/"`).
+        let vhost_name = connect.header("host").unwrap_or(&engine.config.stomp.default_vhost);
+        if engine.router.vhost(vhost_name).is_err() {
+            return Err(fatal(
+                CloseCode::AccessRefused,
+                "Bad CONNECT",
+                format!("Virtual host '{vhost_name}' access denied"),
+            ));
+        }
         let client = ClientInfo::new(peer, Protocol::Stomp);
         let identity = match engine.login(login, passcode, &client).await {
             Ok(id) => id,
@@ -661,10 +678,16 @@ impl Session {
             return Ok(());
         };
         let escaping = self.version.escaping();
-        let message_id = format!("T_{}@@{}", d.subscription, d.tag);
+        // RabbitMQ's form, `<consumer tag>@@<session>@@<delivery tag>`, with its
+        // tags `T_<id>` and, for a subscription made without an id, `Q_<destination>`
+        // (and then no `subscription` header).
+        let tag = if sub.by_destination { "Q_" } else { "T_" };
+        let message_id = format!("{tag}{}@@session-{}@@{}", d.subscription, self.handle.id, d.tag);
         let mut head = BytesMut::with_capacity(128);
         head.put_slice(b"MESSAGE\n");
-        encode_header("subscription", &d.subscription, escaping, &mut head);
+        if !sub.by_destination {
+            encode_header("subscription", &d.subscription, escaping, &mut head);
+        }
         let destination = match &sub.destination {
             Some(dest) => dest.clone(),
             None => d.message.destination(),
@@ -682,14 +705,29 @@ impl Session {
 
     /// Applies one client frame. `Ok(false)` ends the session cleanly.
     async fn handle_frame<W: LinkTx>(&mut self, frame: Frame, tx: &mut W) -> Result<bool, HandleError> {
-        let receipt = frame.header("receipt").map(str::to_owned);
+        // A SEND in a transaction is receipted at COMMIT, after the COMMIT's
+        // own receipt, and never if it is aborted (RabbitMQ 3.10); ACK and
+        // NACK in a transaction are receipted at once, as there.
+        let receipt = match frame.command {
+            Command::Send if frame.header("transaction").is_some() => None,
+            _ => frame.header("receipt").map(str::to_owned),
+        };
+        let mut committed_receipts = Vec::new();
         match frame.command {
-            Command::Send => self.on_send(frame).await?,
+            Command::Send => self.on_send(frame, false).await?,
             Command::Subscribe => self.on_subscribe(&frame).await?,
             Command::Unsubscribe => self.on_unsubscribe(&frame)?,
-            Command::Ack | Command::Nack => self.on_settle(frame)?,
+            Command::Ack | Command::Nack => self.on_settle(frame, false)?,
             Command::Begin => {
-                let id = require(&frame, "transaction")?;
+                let id = transaction_header(&frame)?;
+                if let Some(at) = self.transactions.iter().position(|(t, _)| *t == id) {
+                    // RabbitMQ starts it afresh: what was buffered is dropped, no ERROR.
+                    let dropped = std::mem::take(&mut self.transactions[at].1);
+                    let bytes: usize = dropped.iter().map(frame_bytes).sum();
+                    self.transaction_bytes -= bytes;
+                    self.engine.router.alarm.transactions_shrank(bytes);
+                    return self.receipt_then(tx, receipt).await;
+                }
                 if self.transactions.len() >= self.engine.config.limits.max_transactions {
                     return Err(HandleError::Fatal(fatal(
                         CloseCode::TooMany,
@@ -697,27 +735,24 @@ impl Session {
                         format!("at most {} open", self.engine.config.limits.max_transactions),
                     )));
                 }
-                if self.transaction(&id).is_some() {
-                    return Err(HandleError::Fatal(fatal(
-                        CloseCode::Protocol,
-                        "Bad transaction",
-                        format!("transaction {id:?} already begun"),
-                    )));
-                }
                 self.transactions.push((id, Vec::new()));
             }
             Command::Commit => {
-                let id = require(&frame, "transaction")?;
+                let id = transaction_header(&frame)?;
                 let frames = self.end_transaction(&id)?;
                 for f in frames {
                     match f.command {
-                        Command::Send => self.on_send(f).await?,
-                        _ => self.on_settle(f)?,
+                        Command::Send => {
+                            let r = f.header("receipt").map(str::to_owned);
+                            self.on_send(f, true).await?;
+                            committed_receipts.extend(r);
+                        }
+                        _ => self.on_settle(f, true)?,
                     }
                 }
             }
             Command::Abort => {
-                let id = require(&frame, "transaction")?;
+                let id = transaction_header(&frame)?;
                 self.end_transaction(&id)?;
             }
             Command::Disconnect => {
@@ -737,6 +772,13 @@ impl Session {
                 )));
             }
         }
+        for r in receipt.into_iter().chain(committed_receipts) {
+            self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r)).await?;
+        }
+        Ok(true)
+    }
+
+    async fn receipt_then<W: LinkTx>(&mut self, tx: &mut W, receipt: Option<String>) -> Result<bool, HandleError> {
         if let Some(r) = receipt {
             self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r)).await?;
         }
@@ -773,8 +815,12 @@ impl Session {
             ));
         }
         let mut f = frame.take().expect("checked above");
-        // Replayed at COMMIT without the header, so it is applied, not re-buffered.
-        f.headers.retain(|(k, _)| k != "transaction" && k != "receipt");
+        // Kept whole (COMMIT applies it without looking for a transaction):
+        // a SEND's receipt is answered at COMMIT, and its headers go on as
+        // RabbitMQ passes them; an ACK or NACK was receipted already.
+        if f.command != Command::Send {
+            f.headers.retain(|(k, _)| k != "receipt");
+        }
         let size = frame_bytes(&f);
         if held + size > max_bytes {
             return Err(fatal(
@@ -837,9 +883,10 @@ impl Session {
         })
     }
 
-    async fn on_send(&mut self, frame: Frame) -> Result<(), Fatal> {
+    /// `committing`: applied by COMMIT, not buffered again.
+    async fn on_send(&mut self, frame: Frame, committing: bool) -> Result<(), Fatal> {
         let mut slot = Some(frame);
-        if self.in_transaction(&mut slot)? {
+        if !committing && self.in_transaction(&mut slot)? {
             return Ok(());
         }
         let frame = slot.expect("not buffered");
@@ -962,6 +1009,8 @@ impl Session {
             consumer,
             ack: AckMode::Auto,
             destination: Some(sub_id.to_string()),
+            by_destination: false,
+            topic: false,
         });
         let qname: Arc<str> = qname.into();
         self.temp_queues.push((name.to_owned(), qname.clone()));
@@ -979,17 +1028,19 @@ impl Session {
     }
 
     async fn on_subscribe(&mut self, frame: &Frame) -> Result<(), Fatal> {
+        durable_needs_id(frame)?;
         let raw_dest = require(frame, "destination")?;
-        let id: Arc<str> = match frame.header("id") {
-            Some(id) => id.into(),
-            None if self.version == Version::V10 => raw_dest.as_str().into(),
-            None => return Err(fatal(CloseCode::Protocol, "Missing header", "SUBSCRIBE needs an id header")),
+        // Without an `id` (in any version, as RabbitMQ takes it) the
+        // destination names the subscription.
+        let (id, by_destination): (Arc<str>, bool) = match frame.header("id") {
+            Some(id) => (id.into(), false),
+            None => (raw_dest.as_str().into(), true),
         };
         if self.subs.contains_key(&id) {
             return Err(fatal(
                 CloseCode::Protocol,
                 "Duplicated subscription identifier",
-                format!("A subscription identified by 'T_{id}' already exists."),
+                format!("A subscription identified by '{}{id}' already exists.", if by_destination { "Q_" } else { "T_" }),
             ));
         }
         let limit = self.engine.config.limits.max_subscriptions;
@@ -1037,7 +1088,8 @@ impl Session {
             }
         };
         let consumer = queue.consume(self.handle.clone(), id.clone(), ack, prefetch);
-        self.subs.insert(Subscription { id, queue, consumer, ack, destination: None });
+        let topic = matches!(dest, Destination::Topic(_));
+        self.subs.insert(Subscription { id, queue, consumer, ack, destination: None, by_destination, topic });
         Ok(())
     }
 
@@ -1058,7 +1110,7 @@ impl Session {
         self.vhost.check_binding(&x, key).map_err(route_error)?;
         self.check(ResourceKind::Exchange, exchange, Permission::Read).await?;
         self.check_topic(exchange, key, Permission::Read).await?;
-        let durable = frame.header("durable").or(frame.header("persistent")) == Some("true");
+        let durable = boolean_header(frame, "durable").or(boolean_header(frame, "persistent")) == Some(true);
         let name = match frame.header("x-queue-name") {
             Some(n) => n.to_owned(),
             None if durable => format!("stomp-subscription-{}-{}", self.identity.uid, id),
@@ -1083,10 +1135,12 @@ impl Session {
         Ok(queue)
     }
 
+    /// Answers are RabbitMQ 3.10's, texts included.
     fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), Fatal> {
-        let id = match (frame.header("id"), frame.header("destination")) {
-            (Some(id), _) => id,
-            (None, Some(d)) if self.version == Version::V10 => d,
+        durable_needs_id(frame)?;
+        let (id, by_destination) = match (frame.header("id"), frame.header("destination")) {
+            (Some(id), _) => (id, false),
+            (None, Some(d)) => (d, true),
             _ => {
                 return Err(fatal(
                     CloseCode::Protocol,
@@ -1095,22 +1149,25 @@ impl Session {
                 ))
             }
         };
-        if frame.header("id").is_some_and(|id| id.starts_with("/temp-queue/")) {
-            // Those ids are the reply queues' own subscriptions (`temp_queue`), not the client's.
+        if !by_destination && id.starts_with("/temp-queue/") {
             return Err(fatal(CloseCode::Protocol, "Invalid id", "UNSUBSCRIBE 'id' may not start with /temp-queue/\n"));
         }
-        let sub = self
-            .subs
-            .remove(id)
-            .ok_or_else(|| {
-                let what = if frame.header("id").is_some() { "id" } else { "destination" };
-                fatal(
-                    CloseCode::NotFound,
-                    "No subscription found",
-                    format!("UNSUBSCRIBE must refer to an existing subscription.\nSubscription to \"{what}='{id}'\" not found.\n"),
-                )
-            })?;
-        let delete = self.release(&sub) || (frame.header("durable") == Some("true") && sub.queue.options.durable);
+        let sub = self.subs.remove(id, by_destination).ok_or_else(|| {
+            let named = if by_destination { "destination" } else { "id" };
+            fatal(
+                CloseCode::NotFound,
+                "No subscription found",
+                format!(
+                    "UNSUBSCRIBE must refer to an existing subscription.\nSubscription to \"{named}='{id}'\" not found.\n"
+                ),
+            )
+        })?;
+        // `durable:true` or the legacy `persistent:true` ends a durable topic
+        // subscription for good: its queue goes (RabbitMQ: topics only, so a
+        // `/queue/` is never deleted by an UNSUBSCRIBE).
+        let durable =
+            boolean_header(frame, "durable") == Some(true) || boolean_header(frame, "persistent") == Some(true);
+        let delete = self.release(&sub) || (durable && sub.topic && sub.queue.options.durable);
         if delete {
             self.vhost.delete_queue(&sub.queue.name);
         }
@@ -1123,51 +1180,64 @@ impl Session {
         due || sub.queue.options.exclusive == Some(self.handle.id) && sub.queue.consumer_count() == 0
     }
 
-    fn on_settle(&mut self, frame: Frame) -> Result<(), Fatal> {
-        let mut slot = Some(frame);
-        if self.in_transaction(&mut slot)? {
-            return Ok(());
-        }
-        let frame = slot.expect("not buffered");
-        let id = match self.version {
-            Version::V12 => require(&frame, "id")?,
-            _ => require(&frame, "message-id")?,
-        };
-        // RabbitMQ's three answers: not an id of ours, no such subscription, no such delivery.
+    /// ACK and NACK, with RabbitMQ 3.10's answers: the frame is checked
+    /// (header, message id, subscription) before it joins a transaction; an
+    /// unknown delivery tag (acked already, or an `auto` subscription's) is
+    /// found when it is applied.
+    fn on_settle(&mut self, frame: Frame, committing: bool) -> Result<(), Fatal> {
         let command = frame.command.as_str();
         let header = if self.version == Version::V12 { "id" } else { "message-id" };
-        let invalid = || {
-            fatal(
+        let Some(id) = frame.header(header) else {
+            return Err(fatal(
+                CloseCode::Protocol,
+                "Missing header",
+                format!("\"{command}\" must include the \"{header}\" header\n"),
+            ));
+        };
+        // `<consumer tag>@@<session>@@<delivery tag>`; the session part is not checked (RabbitMQ's neither).
+        let mut parts = id.split("@@");
+        let (Some(consumer_tag), Some(_), Some(tag), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(fatal(
                 CloseCode::Protocol,
                 "Invalid header",
-                format!("{command:?} must include a valid {header:?} header\n"),
-            )
+                format!("\"{command}\" must include a valid \"{header}\" header\n"),
+            ));
         };
-        let (sub_id, tag) = id
-            .strip_prefix("T_")
-            .and_then(|rest| rest.rsplit_once("@@"))
-            .and_then(|(sub, tag)| Some((sub, tag.parse::<u64>().ok()?)))
-            .ok_or_else(invalid)?;
-        let bad = || {
-            fatal(
+        let Ok(tag) = tag.parse::<u64>() else {
+            return Err(fatal(CloseCode::Protocol, "Processing error", "Processing error"));
+        };
+        let named = match (consumer_tag.strip_prefix("T_"), consumer_tag.strip_prefix("Q_")) {
+            (Some(sub_id), _) => Some((sub_id, false)),
+            (_, Some(destination)) => Some((destination, true)),
+            _ => None,
+        };
+        let Some((sub_id, by_destination)) = named.filter(|(s, by)| self.subs.named(s, *by).is_some()) else {
+            return Err(fatal(
+                CloseCode::NotFound,
+                "Subscription not found",
+                format!("Message with id \"{id}\" has no subscription"),
+            ));
+        };
+        let sub_id = sub_id.to_owned();
+        let outcome = match (&frame.command, boolean_header(&frame, "requeue")) {
+            (Command::Ack, _) => Settle::Ack,
+            // RabbitMQ's `default_nack_requeue`: true.
+            (_, Some(false)) => Settle::Drop,
+            _ => Settle::Requeue,
+        };
+        let mut slot = Some(frame);
+        if !committing && self.in_transaction(&mut slot)? {
+            return Ok(());
+        }
+        let sub = self.subs.named(&sub_id, by_destination).expect("checked above");
+        match sub.queue.settle(sub.consumer, tag, sub.ack == AckMode::Client, outcome) {
+            Ok(_) => Ok(()),
+            Err(AckError::UnknownTag(_) | AckError::UnknownConsumer) => Err(fatal(
                 CloseCode::Precondition,
                 "precondition_failed",
                 format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
-            )
-        };
-        let sub = self.subs.get(sub_id).ok_or_else(|| {
-            fatal(CloseCode::NotFound, "Subscription not found", format!("Message with id {id:?} has no subscription"))
-        })?;
-        let outcome = if frame.command == Command::Ack {
-            Settle::Ack
-        } else if frame.header("requeue") == Some("false") {
-            Settle::Drop
-        } else {
-            Settle::Requeue
-        };
-        match sub.queue.settle(sub.consumer, tag, sub.ack == AckMode::Client, outcome) {
-            Ok(_) => Ok(()),
-            Err(AckError::UnknownTag(_) | AckError::UnknownConsumer) => Err(bad()),
+            )),
         }
     }
 
@@ -1252,8 +1322,42 @@ fn frame_bytes(f: &Frame) -> usize {
     f.body.len() + f.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
+/// RabbitMQ 3.10's answer to a transaction it does not know.
 fn unknown_tx(id: &str) -> Fatal {
-    fatal(CloseCode::Protocol, "Bad transaction", format!("Invalid transaction identifier: {id:?}\n"))
+    fatal(CloseCode::Protocol, "Bad transaction", format!("Invalid transaction identifier: \"{id}\"\n"))
+}
+
+/// The `transaction` header of BEGIN, COMMIT or ABORT, with RabbitMQ 3.10's
+/// answer when it is missing.
+fn transaction_header(frame: &Frame) -> Result<String, Fatal> {
+    frame.header("transaction").map(str::to_owned).ok_or_else(|| {
+        let command = frame.command.as_str();
+        fatal(
+            CloseCode::Protocol,
+            "Missing transaction",
+            format!("\"{command}\" must include a 'transaction' header\n"),
+        )
+    })
+}
+
+/// A boolean header as RabbitMQ reads one: `true`/`false`, and `True`/`False`
+/// (Python clients' spelling); anything else is as if absent.
+fn boolean_header(frame: &Frame, name: &str) -> Option<bool> {
+    match frame.header(name)? {
+        "true" | "True" => Some(true),
+        "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A durable (or legacy `persistent`) SUBSCRIBE or UNSUBSCRIBE must name its
+/// subscription: RabbitMQ 3.10's check and answer.
+fn durable_needs_id(frame: &Frame) -> Result<(), Fatal> {
+    let durable = boolean_header(frame, "durable") == Some(true) || boolean_header(frame, "persistent") == Some(true);
+    if durable && frame.header("id").is_none() {
+        return Err(fatal(CloseCode::Protocol, "Missing Header", "Header 'id' is required for durable subscriptions"));
+    }
+    Ok(())
 }
 
 fn exclusive_header(frame: &Frame) -> bool {
@@ -1348,4 +1452,56 @@ fn encode_message_tail(m: &Message, escaping: Escaping) -> Bytes {
     out.put_slice(&m.body);
     out.put_u8(0);
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boolean_headers_read_as_rabbitmq_reads_them() {
+        // rabbit_stomp_frame:boolean_header/2 (3.10): true/false and Python's True/False;
+        // anything else is absent, so NACK's requeue keeps its default (true).
+        let nack = |v: &str| Frame::new(Command::Nack).with_header("requeue", v);
+        for (v, want) in [("true", Some(true)), ("True", Some(true)), ("false", Some(false)), ("False", Some(false))] {
+            assert_eq!(boolean_header(&nack(v), "requeue"), want, "{v}");
+        }
+        for v in ["FALSE", "TRUE", "0", "no", "", " false"] {
+            assert_eq!(boolean_header(&nack(v), "requeue"), None, "{v:?}");
+        }
+        assert_eq!(boolean_header(&Frame::new(Command::Nack), "requeue"), None);
+    }
+
+    #[test]
+    fn durable_subscriptions_need_an_id() {
+        let sub = |h: &[(&str, &str)]| {
+            h.iter().fold(Frame::new(Command::Subscribe).with_header("destination", "/topic/t"), |f, (k, v)| {
+                f.with_header(*k, *v)
+            })
+        };
+        for flag in ["durable", "persistent"] {
+            let e = durable_needs_id(&sub(&[(flag, "true")])).unwrap_err();
+            assert_eq!(
+                (e.message.as_str(), e.detail.as_str()),
+                ("Missing Header", "Header 'id' is required for durable subscriptions")
+            );
+            assert!(durable_needs_id(&sub(&[(flag, "true"), ("id", "d1")])).is_ok());
+            assert!(durable_needs_id(&sub(&[(flag, "false")])).is_ok());
+        }
+        assert!(durable_needs_id(&sub(&[])).is_ok());
+    }
+
+    #[test]
+    fn transaction_errors_are_rabbitmqs() {
+        let e = transaction_header(&Frame::new(Command::Begin)).unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.detail.as_str()),
+            ("Missing transaction", "\"BEGIN\" must include a 'transaction' header\n")
+        );
+        let e = unknown_tx("t9");
+        assert_eq!(
+            (e.message.as_str(), e.detail.as_str()),
+            ("Bad transaction", "Invalid transaction identifier: \"t9\"\n")
+        );
+    }
 }

@@ -14,7 +14,9 @@ use bytes::{Bytes, BytesMut};
 use crate::transport::websocket::{WsRx, WsTx};
 use crate::transport::{LinkRx, LinkTx};
 
-/// Subprotocols offered for STOMP; a client naming none is accepted too.
+/// Subprotocols offered for STOMP, most preferred first: the handshake picks
+/// the first one the client offered, so the highest version wins (as in
+/// RabbitMQ's Web-STOMP). A client naming none is accepted too.
 pub const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 
 impl LinkRx for WsRx {

@@ -73,8 +73,9 @@ impl HandshakeError {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Accepted {
     pub accept: String,
-    /// The first subprotocol the client offered that the endpoint speaks; a
-    /// client offering none of them is accepted without one (as axum does).
+    /// The endpoint's first subprotocol (in its order of preference) that the
+    /// client offered; a client offering none of them is accepted without one
+    /// (as axum and RabbitMQ's Web-STOMP do).
     pub protocol: Option<&'static str>,
 }
 
@@ -101,13 +102,18 @@ pub fn handshake(method: &Method, headers: &HeaderMap, protocols: &[&'static str
         Ok(raw) if raw.len() == 16 => {}
         _ => return Err(HandshakeError::Key),
     }
-    let protocol = headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .find_map(|offered| protocols.iter().copied().find(|p| *p == offered));
+    // The endpoint's preference wins, not the client's order: RabbitMQ's
+    // Web-STOMP answers `v10.stomp, v11.stomp` with `v11.stomp` (the
+    // highest version offered), and STOMP lists its versions highest first.
+    let offered = |p: &str| {
+        headers
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|o| o.trim() == p)
+    };
+    let protocol = protocols.iter().copied().find(|p| offered(p));
     Ok(Accepted { accept: accept_key(key), protocol })
 }
 
@@ -491,12 +497,14 @@ mod tests {
     }
 
     #[test]
-    fn handshake_picks_the_clients_first_supported_protocol_and_refuses_bad_requests() {
+    fn handshake_picks_the_endpoints_preferred_offered_protocol_and_refuses_bad_requests() {
         let ok = [("sec-websocket-version", "13"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")];
+        // STOMP's list (stomp::ws::STOMP_SUBPROTOCOLS): highest version first.
+        let stomp = &["v12.stomp", "v11.stomp", "v10.stomp"];
         let mut h = headers(&ok);
-        h.append("sec-websocket-protocol", HeaderValue::from_static("mqtt, v12.stomp"));
-        h.append("sec-websocket-protocol", HeaderValue::from_static("v10.stomp"));
-        let a = handshake(&Method::GET, &h, &["v10.stomp", "v11.stomp", "v12.stomp"]).unwrap();
+        h.append("sec-websocket-protocol", HeaderValue::from_static("v10.stomp, mqtt"));
+        h.append("sec-websocket-protocol", HeaderValue::from_static("v12.stomp"));
+        let a = handshake(&Method::GET, &h, stomp).unwrap();
         assert_eq!(a, Accepted { accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(), protocol: Some("v12.stomp") });
         let text = String::from_utf8(switching_protocols(&a)).unwrap();
         assert!(
@@ -509,6 +517,19 @@ mod tests {
             None,
             "no protocol offered: accepted without one"
         );
+        // RabbitMQ 3.10 Web-STOMP (observed): `v10.stomp, v11.stomp` → `v11.stomp`,
+        // `v13.stomp, v11.stomp` → `v11.stomp`; `stomp` or `foo` → 101 without one.
+        for (offer, chosen) in [
+            ("v10.stomp, v11.stomp", Some("v11.stomp")),
+            ("v13.stomp, v11.stomp", Some("v11.stomp")),
+            ("v10.stomp,v12.stomp,v11.stomp", Some("v12.stomp")),
+            ("stomp", None),
+            ("foo", None),
+        ] {
+            let mut h = headers(&ok);
+            h.append("sec-websocket-protocol", HeaderValue::from_static(offer));
+            assert_eq!(handshake(&Method::GET, &h, stomp).unwrap().protocol, chosen, "{offer}");
+        }
         assert_eq!(handshake(&Method::POST, &headers(&ok), &[]), Err(HandshakeError::Method));
         let e = handshake(&Method::GET, &headers(&[("sec-websocket-version", "8"), ok[1]]), &[]).unwrap_err();
         assert_eq!((e.clone(), e.status()), (HandshakeError::Version, StatusCode::UPGRADE_REQUIRED));
