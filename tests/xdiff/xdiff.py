@@ -421,9 +421,9 @@ class Runner:
     """Runs one case against one server. `expect` (the transcript's steps) makes
     receives stop as soon as the expected number of events is there."""
 
-    def __init__(self, c2s_port: int, http_port: int, quiet: float = 0.6, timeout: float = 3.0):
+    def __init__(self, c2s_port: int, http_port: int, quiet: float = 0.6, timeout: float = 3.0, replay_quiet: float = 1.0):
         self.c2s_port, self.http_port = c2s_port, http_port
-        self.quiet, self.timeout = quiet, timeout
+        self.quiet, self.timeout, self.replay_quiet = quiet, timeout, replay_quiet
 
     def run(self, case: Case, expect: list | None = None) -> list:
         conns: dict = {}
@@ -469,14 +469,16 @@ class Runner:
                 n = len(c.events) - start
                 if want is not None and n >= want and (not until_eof or c.eof):
                     # what was expected is there: a short look for extras
-                    while c.pump(0.1):
+                    while c.pump(0.08):
                         pass
                     break
                 left = deadline - time.monotonic()
                 if left <= 0 or c.eof and not c.pump(0):
                     break
-                got = c.pump(min(left, self.quiet if want is None else left))
-                if not got and want is None and not until_eof:
+                # Recording: until the server is quiet. Replay: until the
+                # expected count, or quiet for `replay_quiet` (an answer missing).
+                got = c.pump(min(left, self.quiet if want is None else self.replay_quiet))
+                if not got and not until_eof:
                     break
             events = [self.norm_event(norm, ev) for ev in c.events[start:]]
             if unordered:

@@ -677,7 +677,8 @@ impl Session {
         };
         // Another local account's bare JID: the server answers on its behalf
         // (RFC 6121 §8.5.1), as ejabberd does.
-        let for_account = to.as_ref().is_some_and(|j| j.resource.is_none() && j.local.is_some() && j.domain == self.domain());
+        let for_account =
+            to.as_ref().is_some_and(|j| j.resource.is_none() && j.local.is_some() && j.domain == self.domain());
         let foreign = to.as_ref().is_some_and(|j| j.domain != self.domain() && !self.is_projects_domain(&j.domain));
         let payload = iq.elements().next().cloned().expect("one child checked");
         let mut reply = match (kind.as_str(), payload.name.as_str(), payload.ns.as_str()) {
