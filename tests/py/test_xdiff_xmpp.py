@@ -1,7 +1,8 @@
 """Replay ejabberd's recorded answers (tests/xdiff/transcripts) against Herald.
 
 Every case of tests/xdiff/flows runs against a Herald with the same users and
-contacts (starttls off, as the recording ran ejabberd without TLS); Herald's
+contacts (starttls off, as the recording ran ejabberd without TLS; the flows'
+`tls` connections go to a second Herald with STARTTLS required); Herald's
 answers, normalised the same way, must equal ejabberd's, except for the cases
 listed in tests/xdiff/differences.json, whose diff must be exactly the one
 listed there (a changed difference fails too). Re-record: tests/xdiff/record.
@@ -33,12 +34,20 @@ def herald_xmpp():
     h.stop()
 
 
+@pytest.fixture(scope="module")
+def herald_tls():
+    """The flows' `tls` connections: STARTTLS required, Herald's default."""
+    h = start_herald(extra=xmpp_extra(starttls="required"))
+    yield h
+    h.stop()
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_replay(herald_xmpp, case):
+def test_replay(herald_xmpp, herald_tls, case):
     rec = RECORDED.get(case.name)
     assert rec is not None, f"{case.name}: no transcript; run tests/xdiff/record {case.name}"
     assert rec["flow"] == case.digest(), f"{case.name}: the flow changed since it was recorded; run tests/xdiff/record {case.name}"
-    runner = xdiff.Runner(c2s_port(herald_xmpp), http_port(herald_xmpp))
+    runner = xdiff.Runner(c2s_port(herald_xmpp), http_port(herald_xmpp), c2s_port(herald_tls))
     expected = xdiff.renormalise(case, rec["steps"])
     got = runner.run(case, expect=expected)
     lines = xdiff.diff(expected, got)

@@ -22,6 +22,7 @@ import xdiff  # noqa: E402
 
 C2S_PORT = int(os.environ.get("XDIFF_C2S_PORT", "64501"))
 HTTP_PORT = int(os.environ.get("XDIFF_HTTP_PORT", "64502"))
+TLS_PORT = int(os.environ.get("XDIFF_TLS_PORT", "64503"))
 
 
 def main(only: list[str]) -> int:
@@ -31,6 +32,17 @@ def main(only: list[str]) -> int:
         os.makedirs(os.path.join(tmp, d))
     with open(os.path.join(xdiff.HERE, "ejabberd.yml.in")) as f:
         cfg = f.read().replace("@C2S_PORT@", str(C2S_PORT)).replace("@HTTP_PORT@", str(HTTP_PORT))
+    cfg = cfg.replace("@TLS_PORT@", str(TLS_PORT)).replace("@CERT@", f"{tmp}/cert.pem")
+    # A self-signed certificate for the STARTTLS-required listener (as Herald generates one).
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", f"{tmp}/key.pem", "-out", f"{tmp}/crt.pem"],
+        check=True, capture_output=True,
+    )
+    with open(f"{tmp}/cert.pem", "w") as out:
+        for part in ("crt.pem", "key.pem"):
+            with open(f"{tmp}/{part}") as f:
+                out.write(f.read())
     with open(os.path.join(tmp, "ejabberd.yml"), "w") as f:
         f.write(cfg)
     with open(os.path.join(tmp, "ejabberdctl.cfg"), "w") as f:
@@ -57,7 +69,7 @@ def main(only: list[str]) -> int:
                 for v in members:
                     if u != v:
                         run("add_rosteritem", u, xdiff.DOMAIN, v, xdiff.DOMAIN, v, project, "both")
-        for port in (C2S_PORT, HTTP_PORT):
+        for port in (C2S_PORT, HTTP_PORT, TLS_PORT):
             deadline = time.monotonic() + 20
             while True:
                 try:
@@ -68,7 +80,7 @@ def main(only: list[str]) -> int:
                         raise SystemExit(f"ejabberd is not listening on {port}")
                     time.sleep(0.2)
         version = run("status").stdout.strip().splitlines()[-1]
-        runner = xdiff.Runner(C2S_PORT, HTTP_PORT)
+        runner = xdiff.Runner(C2S_PORT, HTTP_PORT, TLS_PORT)
         by_file: dict[str, dict] = {}
         for case in xdiff.load_flows():
             if only and case.name not in only and case.file not in only:

@@ -8,6 +8,8 @@ Flow files (`flows/*.flow`) are plain text, one step a line:
 
     case NAME                 a new case; connections of the previous one are closed
     tcp A | ws A              open a raw c2s TCP connection / an XMPP WebSocket (`/ws`, RFC 7395)
+    tls A                     open a raw c2s TCP connection to the listener that requires STARTTLS
+    starttls A                send <starttls/>, record the answer, and on <proceed/> do the TLS handshake
     send A XML                send the bytes as written (after substitutions)
     recv A [unordered]        what the server sends until it goes quiet (or closes);
                               `unordered`: the set matters, not the order (presence fan-out)
@@ -222,7 +224,7 @@ def load_flows() -> list[Case]:
                     if len(parts) < 4:
                         raise ValueError(f"{fn}:{n}: http S METHOD PATH CT [BODY]")
                     cur.steps.append(Step(verb, parts[0], parts[1:] + ([""] if len(parts) == 4 else []), n))
-                elif verb in ("tcp", "ws", "recv", "login", "end", "sleep"):
+                elif verb in ("tcp", "ws", "tls", "starttls", "recv", "login", "end", "sleep"):
                     conn, *args = rest.split()
                     cur.steps.append(Step(verb, conn, args, n))
                 else:
@@ -307,6 +309,16 @@ class TcpConn:
 
     def send_close(self):
         self.send("</stream:stream>")
+
+    def start_tls(self):
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # both servers use a self-signed certificate
+        self.sock.settimeout(5)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=DOMAIN)
+        self.reader.reset()
 
     def close(self):
         try:
@@ -421,8 +433,10 @@ class Runner:
     """Runs one case against one server. `expect` (the transcript's steps) makes
     receives stop as soon as the expected number of events is there."""
 
-    def __init__(self, c2s_port: int, http_port: int, quiet: float = 0.6, timeout: float = 3.0, replay_quiet: float = 1.0):
-        self.c2s_port, self.http_port = c2s_port, http_port
+    def __init__(
+        self, c2s_port: int, http_port: int, tls_port: int | None = None, quiet: float = 0.6, timeout: float = 3.0, replay_quiet: float = 1.0
+    ):
+        self.c2s_port, self.http_port, self.tls_port = c2s_port, http_port, tls_port
         self.quiet, self.timeout, self.replay_quiet = quiet, timeout, replay_quiet
 
     def run(self, case: Case, expect: list | None = None) -> list:
@@ -488,8 +502,17 @@ class Runner:
         try:
             for st in case.steps:
                 label = st.label()
-                if st.verb in ("tcp", "ws"):
-                    conns[st.conn] = TcpConn(self.c2s_port) if st.verb == "tcp" else WsConn(self.http_port)
+                if st.verb in ("tcp", "ws", "tls"):
+                    if st.verb == "tls" and not self.tls_port:
+                        raise AssertionError("this runner has no STARTTLS-required listener")
+                    port = {"tcp": self.c2s_port, "tls": self.tls_port}.get(st.verb)
+                    conns[st.conn] = TcpConn(port) if st.verb != "ws" else WsConn(self.http_port)
+                elif st.verb == "starttls":
+                    c = conns[st.conn]
+                    c.send(f"<starttls xmlns='{NS_TLS}'/>")
+                    receive(c, label, False)
+                    if any(ev[0] == "element" and ev[1][0] == f"{{{NS_TLS}}}proceed" for ev in out[-1]["got"]):
+                        c.start_tls()
                 elif st.verb == "send":
                     conns[st.conn].send(sub(st.args[0]))
                 elif st.verb == "recv":
