@@ -156,6 +156,24 @@ async fn wrong_stream_namespace_on_tcp_is_invalid_namespace() {
     }
 }
 
+#[tokio::test]
+async fn before_starttls_auth_is_encryption_required_and_a_close_is_no_error() {
+    // ejabberd 23.01's answers (tests/xdiff tls-*): SASL before TLS is a SASL
+    // failure, not a stream error, a few times; the client's own close is not
+    // a violation.
+    let (engine, addrs) = start(&xmpp("required")).await;
+    let addr = addr_of(&addrs, "xmpp-c2s");
+    let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+    let auth = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>";
+    let answer = c2s_answer(addr, &format!("{header}{}", auth.repeat(4))).await;
+    assert_eq!(answer.matches("<encryption-required/>").count(), 3, "{answer}");
+    assert!(answer.contains("<policy-violation "), "the 4th attempt closes the stream: {answer}");
+    assert!(!answer.contains("<success"), "{answer}");
+    let answer = c2s_answer(addr, &format!("{header}</stream:stream>")).await;
+    assert!(answer.ends_with("</stream:stream>") && !answer.contains("<stream:error"), "{answer}");
+    engine.stop(Duration::from_secs(1)).await;
+}
+
 async fn ws_answer(addr: SocketAddr, open: &str) -> Vec<String> {
     let mut req = format!("ws://{addr}/xmpp-websocket").into_client_request().unwrap();
     req.headers_mut().insert("sec-websocket-protocol", "xmpp".parse().unwrap());

@@ -46,7 +46,8 @@ fn engine() -> Engine {
 use common::link::xmpp as connect;
 
 /// Sends initial presence and reads until the presence of the session's own
-/// JID's contacts stops arriving; returns the `from`s seen.
+/// JID's contacts stops arriving; returns the `from`s seen. The session's own
+/// presence comes back to it (RFC 6121 §4.2.2) and is not in the list.
 async fn available(c: &mut XmppClient, show: Option<&str>) -> Vec<String> {
     match show {
         None => c.send("<presence/>"),
@@ -56,7 +57,14 @@ async fn available(c: &mut XmppClient, show: Option<&str>) -> Vec<String> {
     c.send("<iq type='get' id='mark'><ping xmlns='urn:xmpp:ping'/></iq>");
     let (pong, before) = c.until("iq").await;
     assert_eq!(pong.attr("id"), Some("mark"));
-    before.iter().filter(|e| e.name == "presence").filter_map(|e| e.attr("from").map(str::to_owned)).collect()
+    let presences: Vec<_> = before.iter().filter(|e| e.name == "presence").collect();
+    let own = presences.iter().filter(|e| e.attr("from").is_some() && e.attr("from") == e.attr("to")).count();
+    assert_eq!(own, 1, "the sender gets its own presence back: {before:?}");
+    presences
+        .iter()
+        .filter(|e| e.attr("from") != e.attr("to"))
+        .filter_map(|e| e.attr("from").map(str::to_owned))
+        .collect()
 }
 
 fn body(e: &herald_core::xmpp::xml::Element) -> String {
@@ -436,4 +444,83 @@ members = ["alice", "org/erin"]
     let gone = alice.element().await;
     assert_eq!(gone.attr("type"), Some("unavailable"), "{gone}");
     assert_eq!(gone.attr("from"), online.attr("from"), "unavailable from another JID than available");
+}
+
+/// The condition of a stanza error reply, and its type.
+fn stanza_condition(e: &herald_core::xmpp::xml::Element) -> (Option<String>, Option<String>) {
+    let err = e.child("error", ns::CLIENT);
+    let kind = err.and_then(|x| x.attr("type")).map(str::to_owned);
+    let cond = err.and_then(|x| x.elements().find(|c| c.ns == ns::STANZAS).map(|c| c.name.clone()));
+    (cond, kind)
+}
+
+#[tokio::test]
+async fn iq_answers_follow_ejabberd_where_the_rfc_leaves_the_choice() {
+    // The cases tests/xdiff found: ejabberd 23.01's answers Herald now gives.
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    let ask = |c: &XmppClient, xml: &str| c.send(xml);
+    // No `to`: answered for the account, from its bare JID (RFC 6120 §10.3.3).
+    ask(&alice, "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let r = alice.element().await;
+    assert_eq!((r.attr("type"), r.attr("from")), (Some("result"), Some("alice@example.test")), "{r}");
+    // A ping to another local account's bare JID is answered by the server.
+    ask(&alice, "<iq type='get' id='pb' to='bob@example.test'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let r = alice.element().await;
+    assert_eq!((r.attr("type"), r.attr("from")), (Some("result"), Some("bob@example.test")), "{r}");
+    // Another user's roster is forbidden; another domain is not reachable.
+    ask(&alice, "<iq type='get' id='rb' to='bob@example.test'><query xmlns='jabber:iq:roster'/></iq>");
+    let r = alice.element().await;
+    assert_eq!(stanza_condition(&r), (Some("forbidden".into()), Some("auth".into())), "{r}");
+    ask(&alice, "<iq type='get' id='x' to='example.org'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let r = alice.element().await;
+    assert_eq!(stanza_condition(&r), (Some("remote-server-not-found".into()), Some("cancel".into())), "{r}");
+    // A roster set is read-only, but one with two items is malformed first.
+    ask(
+        &alice,
+        "<iq type='set' id='s2'><query xmlns='jabber:iq:roster'><item jid='dave@example.test'/><item jid='carol@example.test'/></query></iq>",
+    );
+    let r = alice.element().await;
+    assert_eq!(stanza_condition(&r), (Some("bad-request".into()), Some("modify".into())), "{r}");
+    ask(&alice, "<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='dave@example.test'/></query></iq>");
+    let r = alice.element().await;
+    assert_eq!(stanza_condition(&r), (Some("not-allowed".into()), Some("cancel".into())), "{r}");
+    // The session IQ is answered by the server.
+    ask(&alice, "<iq type='set' id='se'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
+    assert_eq!(alice.element().await.attr("from"), Some("example.test"));
+}
+
+#[tokio::test]
+async fn a_probe_before_the_roster_is_answered_and_own_presence_comes_back() {
+    let engine = engine();
+    let mut alice = connect(&engine, "alice", "a1").await;
+    let mut bob = connect(&engine, "bob", "b1").await;
+    bob.send("<presence><show>dnd</show></presence>");
+    let own = bob.element().await;
+    assert_eq!((own.attr("from"), own.attr("to")), (Some("bob@example.test/b1"), Some("bob@example.test/b1")), "{own}");
+    assert_eq!(own.child("show", ns::CLIENT).map(|s| s.text()).as_deref(), Some("dnd"));
+    // No roster request, no initial presence: the probe still finds bob.
+    alice.send("<presence type='probe' to='bob@example.test'/>");
+    let p = alice.element().await;
+    assert_eq!(p.attr("from"), Some("bob@example.test/b1"), "{p}");
+}
+
+#[tokio::test]
+async fn sasl_abort_and_a_missing_mechanism_are_failures_not_stream_errors() {
+    let engine = engine();
+    let (rx, tx, mut c) = xmpp_pair();
+    tokio::spawn(session::serve(engine.clone(), rx, tx, peer(herald_core::transport::Transport::Local)));
+    c.open(DOMAIN);
+    c.next().await;
+    assert!(c.element().await.is("features", ns::STREAM));
+    c.send(&format!("<abort xmlns='{}'/>", ns::SASL));
+    let f = c.element().await;
+    assert!(f.is("failure", ns::SASL) && f.child("aborted", ns::SASL).is_some(), "{f}");
+    c.send(&format!("<auth xmlns='{}'>AGFsaWNlAHB3</auth>", ns::SASL));
+    let f = c.element().await;
+    assert!(f.is("failure", ns::SASL) && f.child("malformed-request", ns::SASL).is_some(), "{f}");
+    use base64::Engine as _;
+    let ok = base64::engine::general_purpose::STANDARD.encode("\0alice\0pw");
+    c.send(&format!("<auth xmlns='{}' mechanism='PLAIN'>{ok}</auth>", ns::SASL));
+    assert!(c.element().await.is("success", ns::SASL));
 }

@@ -254,6 +254,12 @@ impl Session {
                 XmppIn::Close => return Err(End::Quiet),
                 XmppIn::Open { .. } => return Err(StreamError::new("bad-format", "unexpected stream header").into()),
             };
+            if stanza.is("abort", ns::SASL) {
+                // RFC 6120 §6.4.4: an abort is answered with <aborted/>, also
+                // when no exchange is under way (ejabberd does the same).
+                self.sasl_failure(tx, "aborted").await?;
+                continue;
+            }
             if !stanza.is("auth", ns::SASL) {
                 return Err(StreamError::new("not-authorized", "authenticate first").into());
             }
@@ -344,7 +350,12 @@ impl Session {
         auth: &Element,
         deadline: tokio::time::Instant,
     ) -> Result<Option<Identity>, End> {
-        let Some(mechanism) = auth.attr("mechanism").and_then(Mechanism::from_name) else {
+        let Some(name) = auth.attr("mechanism") else {
+            // No mechanism named at all is a malformed request (as ejabberd answers).
+            self.sasl_failure(tx, "malformed-request").await?;
+            return Ok(None);
+        };
+        let Some(mechanism) = Mechanism::from_name(name) else {
             self.sasl_failure(tx, "invalid-mechanism").await?;
             return Ok(None);
         };
@@ -664,18 +675,39 @@ impl Session {
                     && (j.local.is_none() && j.domain == self.domain() || j.bare() == self.jid().bare())
             }
         };
+        // Another local account's bare JID: the server answers on its behalf
+        // (RFC 6121 §8.5.1), as ejabberd does.
+        let for_account =
+            to.as_ref().is_some_and(|j| j.resource.is_none() && j.local.is_some() && j.domain == self.domain());
+        let foreign = to.as_ref().is_some_and(|j| j.domain != self.domain() && !self.is_projects_domain(&j.domain));
         let payload = iq.elements().next().cloned().expect("one child checked");
-        let reply = match (kind.as_str(), payload.name.as_str(), payload.ns.as_str()) {
+        let mut reply = match (kind.as_str(), payload.name.as_str(), payload.ns.as_str()) {
+            _ if foreign => stanza_error(&iq, "cancel", "remote-server-not-found"),
             ("get", "query", ns::ROSTER) if for_server => self.roster_result(&iq).await,
+            // RFC 6121 §2.3.3: a roster set carries exactly one item.
+            ("set", "query", ns::ROSTER) if for_server && payload.elements().count() != 1 => {
+                stanza_error(&iq, "modify", "bad-request")
+            }
             ("set", "query", ns::ROSTER) if for_server => stanza_error(&iq, "cancel", "not-allowed"),
-            ("set", "session", ns::SESSION) => iq_result(&iq),
-            ("get", "ping", ns::PING) if for_server => iq_result(&iq),
+            // RFC 6121 §2.1.5: only the user's own roster.
+            (_, "query", ns::ROSTER) if for_account => stanza_error(&iq, "auth", "forbidden"),
+            ("set", "session", ns::SESSION) => {
+                let mut r = iq_result(&iq);
+                r.set_attr("from", self.domain().to_owned());
+                r
+            }
+            ("get", "ping", ns::PING) if for_server || for_account => iq_result(&iq),
             ("get", "query", ns::DISCO_INFO) if for_server => self.disco_info(&iq, to.as_ref()),
             ("get", "query", ns::DISCO_ITEMS) if for_server => {
                 iq_result(&iq).with_child(Element::new("query", ns::DISCO_ITEMS))
             }
             _ => stanza_error(&iq, "cancel", "service-unavailable"),
         };
+        if iq.attr("to").is_none() && reply.attr("from").is_none() {
+            // RFC 6120 §10.3.3: an IQ without `to` is handled for the
+            // account, so the answer comes from the user's bare JID.
+            reply.set_attr("from", self.jid().bare().to_string());
+        }
         self.send(tx, &reply).await
     }
 
@@ -728,6 +760,13 @@ impl Session {
         if let Some(to) = to {
             if kind == "probe" {
                 if let Some(uid) = to.local.as_deref().filter(|_| to.domain == self.domain()) {
+                    // A probe may come before the roster was asked for or
+                    // initial presence sent (RFC 6121 §4.3): load the contacts.
+                    if self.roster.is_empty() {
+                        if let Ok(c) = self.engine.contacts(self.uid()).await {
+                            self.roster = c.into_iter().collect();
+                        }
+                    }
                     if self.roster.contains_key(uid) || uid == self.uid() {
                         self.send_presence_of(tx, uid).await?;
                     }
@@ -760,6 +799,10 @@ impl Session {
                 let initial = !self.available;
                 self.available = true;
                 self.engine.set_session_presence(&handle, &resource, availability, &status, priority).await;
+                // RFC 6121 §4.2.2 and §4.4.2: the resource that sent its
+                // presence gets it back (it is subscribed to itself).
+                let own = presence_element(self.jid(), self.jid(), availability, &status, priority);
+                self.send(tx, &own).await?;
                 if initial {
                     // RFC 6121 §4.2.2: the new resource learns its contacts'
                     // (and its own other resources') presence.

@@ -178,7 +178,12 @@ pub async fn handle(engine: Engine, mut stream: TcpStream, addr: SocketAddr, tls
     let deadline = Duration::from_millis(engine.config.limits.connect_timeout_ms);
     let upgraded = tokio::time::timeout(deadline, starttls(&mut stream, &domain, limits)).await;
     match upgraded {
-        Ok(Ok(())) => {}
+        Ok(Ok(PreTls::Proceed)) => {}
+        Ok(Ok(PreTls::Closed)) => {
+            // The client closed its stream before TLS: close ours, no error.
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(b"</stream:stream>")).await;
+            return;
+        }
         Ok(Err(e)) => {
             tracing::debug!(%addr, error = %e, "STARTTLS negotiation failed");
             let mut out = BytesMut::new();
@@ -206,11 +211,24 @@ pub async fn handle(engine: Engine, mut stream: TcpStream, addr: SocketAddr, tls
     }
 }
 
+/// How the pre-TLS stream ended without an error.
+enum PreTls {
+    /// `<proceed/>` was sent: the TLS handshake comes next.
+    Proceed,
+    /// The client closed its stream.
+    Closed,
+}
+
+/// SASL attempts on the pre-TLS stream before it is closed: each is told
+/// `encryption-required` (RFC 6120 §6.5.3), as ejabberd does.
+const MAX_CLEAR_AUTH: u32 = 3;
+
 /// The pre-TLS stream: header, `<starttls required/>`, `<proceed/>`.
-async fn starttls(stream: &mut TcpStream, domain: &str, limits: Limits) -> Result<(), StreamError> {
+async fn starttls(stream: &mut TcpStream, domain: &str, limits: Limits) -> Result<PreTls, StreamError> {
     let mut parser = StreamParser::new(limits);
     let mut buf = BytesMut::new();
     let mut header_sent = false;
+    let mut clear_auth = 0;
     loop {
         let event = match parser.parse(&mut buf) {
             Ok(Some(e)) => e,
@@ -254,10 +272,19 @@ async fn starttls(stream: &mut TcpStream, domain: &str, limits: Limits) -> Resul
                 }
                 let proceed = Element::new("proceed", ns::TLS).to_bytes();
                 stream.write_all(&proceed).await.map_err(|e| StreamError::new("connection-timeout", e.to_string()))?;
-                return Ok(());
+                return Ok(PreTls::Proceed);
+            }
+            XmlEvent::Stanza(s) if s.is("auth", ns::SASL) && clear_auth < MAX_CLEAR_AUTH => {
+                clear_auth += 1;
+                let failure =
+                    Element::new("failure", ns::SASL).with_child(Element::new("encryption-required", ns::SASL));
+                stream
+                    .write_all(&failure.to_bytes())
+                    .await
+                    .map_err(|e| StreamError::new("connection-timeout", e.to_string()))?;
             }
             XmlEvent::Stanza(_) => return Err(StreamError::new("policy-violation", "STARTTLS is required")),
-            XmlEvent::StreamClose => return Err(StreamError::new("policy-violation", "closed before TLS")),
+            XmlEvent::StreamClose => return Ok(PreTls::Closed),
         }
     }
 }
