@@ -548,7 +548,8 @@ def test_publish_delivers_to_a_stomp_subscription(api, world):
     assert api.ok("POST", "/api/publish", {"destination": f"/amq/queue/{qname}", "body": "kept too"}) == {"routed": 1}
     api.ok("POST", f"/api/queues/%2F/{qname}/purge")
 
-    api.error("POST", "/api/publish", 400, "bad_request", {"destination": "nowhere", "body": "x"})
+    # As over STOMP, an unprefixed name is a queue; a slash inside a queue name is not.
+    api.error("POST", "/api/publish", 400, "bad_request", {"destination": "/queue/a/b", "body": "x"})
     api.error("POST", "/api/publish", 404, "not_found", {"destination": "/exchange/no-such-exchange/k", "body": "x"})
     api.error("POST", "/api/publish", 404, "not_found", {"destination": f"/amq/queue/{uid('missing')}", "body": "x"})
     api.error("POST", "/api/publish", 400, "bad_request", raw=b'{"destination": "/topic/x", "body":', headers={"Content-Type": "application/json"})
