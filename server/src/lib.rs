@@ -54,8 +54,8 @@ enum Cmd {
 enum Start {
     /// Exit now with this code (help, version, bad flags, check-config, hash-password, bad config).
     Exit(u8),
-    /// Run the engine with this config until shutdown.
-    Serve(Config),
+    /// Run the engine with this config until shutdown (boxed: a `Config` is ~1.7 KB).
+    Serve(Box<Config>),
 }
 
 /// Logs go to stderr (the journal under systemd), filtered by `HERALD_LOG`
@@ -81,7 +81,7 @@ where
 {
     let config = match prepare(args) {
         Start::Exit(code) => return code,
-        Start::Serve(config) => config,
+        Start::Serve(config) => *config,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -103,7 +103,7 @@ where
 {
     let config = match tokio::task::spawn_blocking(move || prepare(args)).await {
         Ok(Start::Exit(code)) => return code,
-        Ok(Start::Serve(config)) => config,
+        Ok(Start::Serve(config)) => *config,
         Err(e) => {
             eprintln!("herald: {e}");
             return EXIT_FAILURE;
@@ -141,7 +141,7 @@ where
         println!("herald: config {} is valid", cli.config.display());
         return Start::Exit(EXIT_OK);
     }
-    Start::Serve(config)
+    Start::Serve(Box::new(config))
 }
 
 fn hash_password() -> u8 {
