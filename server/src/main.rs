@@ -1,10 +1,9 @@
 //! `herald`: run the engine from a TOML config.
 //!
-//! The command line, logging and run loop are in the library (src/lib.rs),
-//! shared with the Node package's `herald` bin; what only the binary owns is
-//! the process: the global allocator, the runtime and the signals. It
-//! imports herald-core's public API only; everything a library user or the
-//! Node addon also needs belongs in core or in src/lib.rs.
+//! The command line, logging and run loop are in the library (src/lib.rs,
+//! which uses herald-core's public API only), shared with the Node package's
+//! `herald` bin. What only the binary owns is the process: the global
+//! allocator, the runtime and the signal handlers.
 
 use std::process::ExitCode;
 
