@@ -219,6 +219,16 @@ export interface PresenceEvent {
   status: string
 }
 
+/**
+ * Runs the `herald` command with `args` (what follows `herald` on its
+ * command line, e.g. `['--config', 'herald.toml']` or `['check-config']`)
+ * and resolves with its exit code: 0 ok, 1 failure, 2 bad config or usage.
+ * A server runs until `stop` settles (resolved or rejected), then stops its
+ * sessions as the binary does on SIGINT/SIGTERM. Logs go to stderr, filtered
+ * by `HERALD_LOG` (default `info`).
+ */
+export declare function runCli(args: Array<string>, stop: Promise<undefined>): Promise<number>
+
 /** A session authenticated (`event: 'open'`) or ended (`event: 'close'`). */
 export interface SessionEvent {
   /** Always `'session'`. */

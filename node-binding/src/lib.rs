@@ -13,6 +13,7 @@
 //! - [`events`]: `engine.on(...)`: engine events to JS callbacks through weak threadsafe functions.
 //! - [`auth`]: `useAuth` (JS callbacks) and `useExpressAuth` (an Express app, in-process)
 //!   as `herald_core::auth::{Authenticator, Authorizer}`.
+//! - [`cli`]: `runCli`, the `herald` command (herald-server's) for the package's bin.
 //! - [`js`]: small Node-API glue types (values that may be promises, JSON copies).
 //! - [`error`]: the `ERR_HERALD_*` codes every JS-visible failure carries.
 //!
@@ -21,6 +22,7 @@
 //! Nothing here blocks the Node main thread on the engine.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
