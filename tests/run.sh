@@ -65,7 +65,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 if [ "$(cat "$req_stamp" 2>/dev/null || true)" != "$req_sum" ] ||
-  ! "$VENV/bin/python" -c 'import stomp, pytest, pytest_timeout, slixmpp, jsonschema, openapi_spec_validator' 2>/dev/null; then
+  ! "$VENV/bin/python" -c 'import stomp, pytest, pytest_timeout, slixmpp, jsonschema, openapi_spec_validator, argon2, pymongo' 2>/dev/null; then
   echo "run.sh: installing tests/requirements.txt into $VENV"
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$HERE/requirements.txt"
   echo "$req_sum" >"$req_stamp"
@@ -89,7 +89,7 @@ fi
 node_ok() {
   (cd "$HERE" && node -e "
     for (const m of ['@stomp/stompjs', 'stompjs', 'sockjs-client', 'ws', 'strophe.js', '@xmldom/xmldom',
-                     'saxes', 'playwright-core', 'mongodb']) require.resolve(m);
+                     'saxes', 'playwright-core', 'mongodb', 'bcrypt', 'bcryptjs']) require.resolve(m);
     if (require('strophe.js/package.json').version.split('.')[0] !== '5') process.exit(1);
   ") >/dev/null 2>&1
 }
