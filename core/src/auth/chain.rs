@@ -304,3 +304,29 @@ permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
         assert!(c.scram_credentials("dave", Mechanism::ScramSha256).await.unwrap().is_none());
     }
 }
+
+// MongoDB down (nobody listening): config users still log in, everyone else
+// fails closed, and SCRAM is not offered.
+#[cfg(all(test, feature = "mongodb"))]
+mod mongo_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn mongodb_down_keeps_config_users_and_fails_closed_for_others() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let text = format!(
+            "[[users]]\nname = \"ops\"\npassword = \"ops-pw\"\n\n[auth.mongodb]\nuri = \"mongodb://127.0.0.1:{port}/?directConnection=true\"\ndatabase = \"app\"\ntimeout_ms = 300\n"
+        );
+        let c = Chain::from_config(&Config::from_toml_str(&text).unwrap()).unwrap();
+        assert!(!c.offers_scram(), "MongoDB users' hashes cannot do SCRAM");
+        assert_eq!(c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap().uid, "ops");
+        assert!(matches!(c.authenticate("bob", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
+        assert!(matches!(c.authenticate("ops", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
+        let plain =
+            Chain::from_config(&Config::from_toml_str("[[users]]\nname = \"ops\"\npassword = \"x\"\n").unwrap());
+        assert!(plain.unwrap().offers_scram());
+    }
+}

@@ -484,6 +484,27 @@ permissions = {{ "/" = {{ configure = "", write = "", read = "q-.*" }} }}
     }
 
     #[tokio::test]
+    async fn bcrypt_scrypt_and_pbkdf2_hashes_are_taken_too() {
+        let text = r#"
+[[users]]
+name = "b"
+password_hash = "$2a$04$UuTkLRZZ6QofpDOlMz32MuuxEHA43WOemOYHPz6.SjsVsyO1tDU96"
+
+[[users]]
+name = "p"
+password_hash = "$pbkdf2-sha256$i=1000,l=32$aGVyYWxkLXNhbHQtMDAwMQ$dfuR5NC013dFXuSpMoIq1VG+R7CGkXJClF5urg8W5iE"
+"#;
+        let u = ConfigUsers::from_config(&Config::from_toml_str(text).unwrap());
+        assert_eq!(u.authenticate("b", "password", &ClientInfo::LOCAL).await.unwrap().uid, "b");
+        assert_eq!(u.authenticate("b", "passwort", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
+        assert_eq!(u.authenticate("p", "correct horse", &ClientInfo::LOCAL).await.unwrap().uid, "p");
+        let err = Config::from_toml_str("[[users]]\nname = \"x\"\npassword_hash = \"$1$salt$hash\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("users[0].password_hash") && err.contains("unknown password hash format ($1$)"), "{err}");
+    }
+
+    #[tokio::test]
     async fn permissions_are_anchored_patterns_per_vhost() {
         let u = users();
         let who = |n: &str| Identity { uid: n.into(), tags: vec![] };
