@@ -1101,7 +1101,7 @@ pub struct UserConfig {
     #[serde(default)]
     pub password: Option<String>,
     /// Argon2 PHC hash (`$argon2id$...`), as printed by `herald hash-password`;
-    /// bcrypt, scrypt and PBKDF2 hashes are taken too (auth/hash.rs).
+    /// bcrypt, scrypt and PBKDF2 hashes are taken too (password.rs).
     #[serde(default)]
     pub password_hash: Option<String>,
     #[serde(default)]
@@ -1281,7 +1281,7 @@ impl Config {
                 (None, None) => return Err(invalid(key, "needs `password` or `password_hash`")),
                 (Some(_), Some(_)) => return Err(invalid(key, "set only one of `password` and `password_hash`")),
                 (None, Some(h)) => {
-                    if let Err(e) = crate::auth::hash::check(h) {
+                    if let Err(e) = crate::password::check(h) {
                         return Err(invalid(format!("{key}.password_hash"), e.to_string()));
                     }
                 }

@@ -14,7 +14,7 @@ use crate::config::{Config, PermissionConfig, TopicPermissions};
 enum Secret {
     /// Development only.
     Plain(String),
-    /// A hash (argon2 PHC, bcrypt, scrypt, PBKDF2: auth/hash.rs), verified
+    /// A hash (argon2 PHC, bcrypt, scrypt, PBKDF2: password.rs), verified
     /// on the hashing pool.
     Hash(String),
 }
@@ -336,7 +336,7 @@ impl Authenticator for ConfigUsers {
                         true
                     } else {
                         let (h, pw) = (h.clone(), password.to_owned());
-                        let ok = self.pool.run(move || super::hash::verify(&h, pw.as_bytes()) == Ok(true)).await?;
+                        let ok = self.pool.run(move || crate::password::verify(&h, pw.as_bytes()) == Ok(true)).await?;
                         if ok {
                             self.verified.lock().insert(login.to_owned(), tag);
                         }

@@ -10,13 +10,12 @@
 //! The engine builds a [`Chain`] from `[auth]`: a JWT as the password
 //! ([`JwtAuth`]), then the HTTP backend ([`HttpBackend`]), then the
 //! application's MongoDB users (`MongoUsers`), then `[[users]]`
-//! ([`ConfigUsers`]). Password hashes are verified by [`hash`] on one
+//! ([`ConfigUsers`]). Password hashes are verified by [`crate::password`] on one
 //! bounded [`pool::HashPool`].
 
 pub(crate) mod cache;
 pub mod chain;
 pub mod config_users;
-pub mod hash;
 pub mod http;
 #[cfg(feature = "jwt")]
 pub mod jwt;

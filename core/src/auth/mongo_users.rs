@@ -6,7 +6,7 @@
 //! ```
 //!
 //! A login is one `findOne({<uid_field>: login})` (projected to the fields
-//! in use), then the hash is verified (auth/hash.rs) on the bounded
+//! in use), then the hash is verified (password.rs) on the bounded
 //! [`HashPool`] shared with `[[users]]`. This source authenticates only;
 //! permissions come from `auth.default_permissions` (or the HTTP backend).
 //!
@@ -36,10 +36,10 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use super::cache::{TtlCache, WarnLimiter};
-use super::hash::{self, HashError};
 use super::pool::HashPool;
 use super::{AuthError, Authenticator, BoxFuture, ClientInfo, Identity};
 use crate::config::{MatchValue, MongoAuthConfig};
+use crate::password::{self as hash, HashError};
 
 /// Distinct unknown hash formats warned about (each once per process).
 const MAX_UNKNOWN_FORMATS: usize = 32;

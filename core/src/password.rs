@@ -15,7 +15,8 @@
 //! password, as every bcrypt implementation does.
 //!
 //! Sans-IO and blocking: callers run [`verify`] on the bounded
-//! [`super::pool::HashPool`], never on the async executor.
+//! [`crate::auth::pool::HashPool`], never on the async executor. A leaf:
+//! config validation uses [`check`] too.
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 
