@@ -2,7 +2,8 @@
 # Run Herald's cross-language test suites: pytest (stomp.py over STOMP/TCP, slixmpp over
 # XMPP c2s + STARTTLS) and node --test (@stomp/stompjs over /ws, stompjs 2.3 + sockjs-client
 # over /stomp, strophe.js over BOSH and XMPP WebSocket, headless Chromium over BOSH, and the
-# XMPP scenarios again with Redis presence + MongoDB directory).
+# XMPP scenarios again with Redis presence + MongoDB directory; users from MongoDB hashed by
+# npm bcrypt/bcryptjs in py/test_auth_mongodb.py).
 #
 # Installs what is missing: python3/venv/node/npm and chromium via apt-get (Debian, as root),
 # redis-server, nginx and SecantusDB (a MongoDB-wire server) via tests/services/install.sh, a venv at
