@@ -14,8 +14,9 @@
 //!   costs one verification (against the last real hash seen, or a cost-10
 //!   bcrypt decoy), so the refusal time does not say which it was.
 //! - **Cache**: outcomes (accepted with tags, or refused) are kept for
-//!   `cache_ttl_ms`, keyed by the login and a keyed hash of the password
-//!   (never the password), bounded in entries. A changed password, flag or
+//!   `cache_ttl_ms`, keyed by a keyed hash of the login and password (32
+//!   bytes per entry whatever their length; never the password), bounded in
+//!   entries. A changed password, flag or
 //!   tag counts once the entries made before it expire. Busy and unreachable
 //!   are never cached.
 //! - **Failing closed**: MongoDB unreachable, or no reply within
@@ -65,8 +66,10 @@ pub struct MongoUsers {
     timeout: Duration,
     coll: tokio::sync::OnceCell<Collection<Document>>,
     pool: Arc<HashPool>,
-    cache: Option<TtlCache<(String, [u8; 32]), Outcome>>,
-    /// Per process: cache keys hold `sha256(key || password)`.
+    cache: Option<TtlCache<[u8; 32], Outcome>>,
+    /// Per process: a cache key is `sha256(key || login length || login ||
+    /// password)`, the same 32 bytes whatever the login's length (a STOMP
+    /// `login` may be 8 KiB), and never the password.
     key: [u8; 32],
     /// Verified when there is no usable hash: the last real one seen (same
     /// scheme and cost as the users'), at first a cost-10 bcrypt decoy.
@@ -182,11 +185,13 @@ impl MongoUsers {
         }))
     }
 
-    fn cache_key(&self, login: &str, password: &str) -> (String, [u8; 32]) {
+    fn cache_key(&self, login: &str, password: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.key);
+        h.update((login.len() as u64).to_le_bytes());
+        h.update(login.as_bytes());
         h.update(password.as_bytes());
-        (login.to_owned(), h.finalize().into())
+        h.finalize().into()
     }
 
     /// Warns once per process for each unknown or malformed format.
