@@ -2,7 +2,8 @@
 # Run Herald's cross-language test suites: pytest (stomp.py over STOMP/TCP, slixmpp over
 # XMPP c2s + STARTTLS) and node --test (@stomp/stompjs over /ws, stompjs 2.3 + sockjs-client
 # over /stomp, strophe.js over BOSH and XMPP WebSocket, headless Chromium over BOSH, and the
-# XMPP scenarios again with Redis presence + MongoDB directory).
+# XMPP scenarios again with Redis presence + MongoDB directory; users from MongoDB hashed by
+# npm bcrypt/bcryptjs in py/test_auth_mongodb.py).
 #
 # Installs what is missing: python3/venv/node/npm and chromium via apt-get (Debian, as root),
 # redis-server, nginx and SecantusDB (a MongoDB-wire server) via tests/services/install.sh, a venv at
@@ -65,7 +66,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 if [ "$(cat "$req_stamp" 2>/dev/null || true)" != "$req_sum" ] ||
-  ! "$VENV/bin/python" -c 'import stomp, pytest, pytest_timeout, slixmpp, jsonschema, openapi_spec_validator' 2>/dev/null; then
+  ! "$VENV/bin/python" -c 'import stomp, pytest, pytest_timeout, slixmpp, jsonschema, openapi_spec_validator, argon2, pymongo' 2>/dev/null; then
   echo "run.sh: installing tests/requirements.txt into $VENV"
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$HERE/requirements.txt"
   echo "$req_sum" >"$req_stamp"
@@ -89,7 +90,7 @@ fi
 node_ok() {
   (cd "$HERE" && node -e "
     for (const m of ['@stomp/stompjs', 'stompjs', 'sockjs-client', 'ws', 'strophe.js', '@xmldom/xmldom',
-                     'saxes', 'playwright-core', 'mongodb']) require.resolve(m);
+                     'saxes', 'playwright-core', 'mongodb', 'bcrypt', 'bcryptjs']) require.resolve(m);
     if (require('strophe.js/package.json').version.split('.')[0] !== '5') process.exit(1);
   ") >/dev/null 2>&1
 }

@@ -43,6 +43,9 @@ fn require_features(config: &Config) -> Result<(), ConfigError> {
     if config.auth.jwt.is_some() && !cfg!(feature = "jwt") {
         return Err(invalid("auth.jwt", compiled_out("jwt")));
     }
+    if config.auth.mongodb.is_some() && !cfg!(feature = "mongodb") {
+        return Err(invalid("auth.mongodb", compiled_out("mongodb")));
+    }
     Ok(())
 }
 
@@ -877,6 +880,9 @@ pub struct AuthConfig {
     pub http: Option<HttpAuthConfig>,
     /// JWT bearer tokens as the password (STOMP passcode, SASL PLAIN).
     pub jwt: Option<JwtConfig>,
+    /// Users and their password hashes in the application's own MongoDB
+    /// collection.
+    pub mongodb: Option<MongoAuthConfig>,
     /// Topic permissions (vhost → exchange → `write`/`read` patterns) for
     /// users that list no `topic_permissions` of their own, and for JWT
     /// users. Empty: routing keys are allowed (RabbitMQ's semantics); the
@@ -926,6 +932,66 @@ impl Default for HttpAuthConfig {
             cache_max_entries: 100_000,
         }
     }
+}
+
+/// `[auth.mongodb]`: users in the application's own MongoDB collection,
+/// by default documents like `{ username: "alice", password: "$2b$10$…" }`
+/// in `users` (auth/mongo_users.rs, docs/config.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MongoAuthConfig {
+    /// Required: `mongodb://…` or `mongodb+srv://…`.
+    pub uri: String,
+    /// Required.
+    pub database: String,
+    pub collection: String,
+    /// Field whose value is the login (STOMP `login`, XMPP local part).
+    pub uid_field: String,
+    /// Field holding the password hash (bcrypt, argon2, scrypt or PBKDF2).
+    pub password_field: String,
+    /// Field that marks a user disabled when it equals `disabled_value`;
+    /// unset: no user is disabled.
+    pub disabled_field: Option<String>,
+    /// The value of `disabled_field` that means disabled (a boolean, an
+    /// integer or a string; default `true`).
+    pub disabled_value: MatchValue,
+    /// Field holding the user's tags (an array of strings, or one
+    /// space-separated string); unset: no tags.
+    pub tags_field: Option<String>,
+    /// Bounds each lookup, and connecting, ms.
+    pub timeout_ms: u64,
+    /// How long a login's outcome (accepted or refused) is reused, ms; 0
+    /// disables the cache. A changed password or flag counts after it.
+    pub cache_ttl_ms: u64,
+    /// Most cached outcomes; the oldest go first.
+    pub cache_max_entries: usize,
+}
+
+impl Default for MongoAuthConfig {
+    fn default() -> Self {
+        MongoAuthConfig {
+            uri: String::new(),
+            database: String::new(),
+            collection: "users".into(),
+            uid_field: "username".into(),
+            password_field: "password".into(),
+            disabled_field: None,
+            disabled_value: MatchValue::Bool(true),
+            tags_field: None,
+            timeout_ms: 2000,
+            cache_ttl_ms: 30_000,
+            cache_max_entries: 100_000,
+        }
+    }
+}
+
+/// A scalar a document field is compared with.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum MatchValue {
+    Bool(bool),
+    Int(i64),
+    Str(String),
 }
 
 /// `[auth.jwt]`: HS256 and/or RS256 tokens.
@@ -1034,7 +1100,8 @@ pub struct UserConfig {
     /// Plain password: development only (a warning is logged).
     #[serde(default)]
     pub password: Option<String>,
-    /// PHC-format argon2 hash (`$argon2id$...`), as printed by `herald hash-password`.
+    /// Argon2 PHC hash (`$argon2id$...`), as printed by `herald hash-password`;
+    /// bcrypt, scrypt and PBKDF2 hashes are taken too (password.rs).
     #[serde(default)]
     pub password_hash: Option<String>,
     #[serde(default)]
@@ -1214,8 +1281,8 @@ impl Config {
                 (None, None) => return Err(invalid(key, "needs `password` or `password_hash`")),
                 (Some(_), Some(_)) => return Err(invalid(key, "set only one of `password` and `password_hash`")),
                 (None, Some(h)) => {
-                    if let Err(e) = argon2::PasswordHash::new(h) {
-                        return Err(invalid(format!("{key}.password_hash"), format!("not a PHC hash: {e}")));
+                    if let Err(e) = crate::password::check(h) {
+                        return Err(invalid(format!("{key}.password_hash"), e.to_string()));
                     }
                 }
                 (Some(_), None) => {}
@@ -1271,6 +1338,32 @@ impl AuthConfig {
             if h.cache_ttl_ms > 0 && h.cache_max_entries == 0 {
                 return Err(invalid(
                     "auth.http.cache_max_entries",
+                    "must be at least 1 (set cache_ttl_ms = 0 to disable the cache)",
+                ));
+            }
+        }
+        if let Some(m) = &self.mongodb {
+            if !(m.uri.starts_with("mongodb://") || m.uri.starts_with("mongodb+srv://")) {
+                return Err(invalid("auth.mongodb.uri", "required: a mongodb:// or mongodb+srv:// URI"));
+            }
+            for (key, value) in [
+                ("auth.mongodb.database", Some(&m.database)),
+                ("auth.mongodb.collection", Some(&m.collection)),
+                ("auth.mongodb.uid_field", Some(&m.uid_field)),
+                ("auth.mongodb.password_field", Some(&m.password_field)),
+                ("auth.mongodb.disabled_field", m.disabled_field.as_ref()),
+                ("auth.mongodb.tags_field", m.tags_field.as_ref()),
+            ] {
+                if value.is_some_and(|v| v.is_empty()) {
+                    return Err(invalid(key, "must not be empty"));
+                }
+            }
+            if m.timeout_ms == 0 {
+                return Err(invalid("auth.mongodb.timeout_ms", "must be greater than 0"));
+            }
+            if m.cache_ttl_ms > 0 && m.cache_max_entries == 0 {
+                return Err(invalid(
+                    "auth.mongodb.cache_max_entries",
                     "must be at least 1 (set cache_ttl_ms = 0 to disable the cache)",
                 ));
             }
@@ -1394,6 +1487,12 @@ mod tests {
             ),
             ("http-auth", cfg!(feature = "http-auth"), "auth.http", "[auth.http]\nuser_path = \"http://h/u\"\n"),
             ("jwt", cfg!(feature = "jwt"), "auth.jwt", "[auth.jwt]\nhs256_secret = \"k\"\n"),
+            (
+                "mongodb",
+                cfg!(feature = "mongodb"),
+                "auth.mongodb",
+                "[auth.mongodb]\nuri = \"mongodb://h/\"\ndatabase = \"d\"\n",
+            ),
         ];
         for (feature, built, key, text) in cases {
             match Config::from_toml_str(text) {

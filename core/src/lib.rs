@@ -12,8 +12,10 @@
 //! what it configures.
 //!
 //! 1. Leaves (no imports from the crate, or only from other leaves):
-//!    - [`config`]: typed TOML/JS config, defaults and validation (imports `pem`, `net`).
+//!    - [`config`]: typed TOML/JS config, defaults and validation (imports `pem`, `net`, `password`).
 //!    - [`pem`]: key files named by the config (RSA public keys for RS256).
+//!    - [`password`]: stored password hashes (bcrypt, argon2, scrypt, PBKDF2)
+//!      recognised and verified, sans-IO.
 //!    - [`net`]: CIDR blocks and canonical client addresses.
 //!    - [`error`]: the numbered close-reason table clients see.
 //!    - [`message`]: a published message, encoded once per protocol.
@@ -58,6 +60,7 @@ pub mod hub;
 mod listen;
 pub mod message;
 pub mod net;
+pub mod password;
 pub mod pem;
 pub mod presence;
 pub mod router;

@@ -60,8 +60,9 @@ fn only(rel: &str, allowed: &[&str]) {
 
 #[test]
 fn leaves_import_only_leaves() {
-    only("config.rs", &["config", "pem", "net"]);
+    only("config.rs", &["config", "pem", "net", "password"]);
     only("pem.rs", &[]);
+    only("password.rs", &[]);
     only("net.rs", &[]);
 }
 

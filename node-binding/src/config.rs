@@ -103,4 +103,21 @@ mod tests {
         let e = from_json(Some(json!([1]))).unwrap_err();
         assert!(e.message.contains("an array"), "{}", e.message);
     }
+
+    #[test]
+    fn auth_mongodb_is_the_same_section_as_in_the_file() {
+        let c = from_json(Some(json!({ "auth": { "mongodb": {
+            "uri": "mongodb://127.0.0.1:27017", "database": "app",
+            "disabled_field": "status", "disabled_value": "banned", "cache_ttl_ms": 0,
+        } } })))
+        .unwrap();
+        let m = c.auth.mongodb.unwrap();
+        assert_eq!(
+            (m.collection.as_str(), m.uid_field.as_str(), m.password_field.as_str()),
+            ("users", "username", "password")
+        );
+        assert_eq!(m.disabled_value, herald_core::config::MatchValue::Str("banned".into()));
+        let e = from_json(Some(json!({ "auth": { "mongodb": { "database": "app" } } }))).unwrap_err();
+        assert!(e.message.contains("auth.mongodb.uri"), "{}", e.message);
+    }
 }

@@ -3,7 +3,8 @@
 # against, on a fresh Debian machine, as root. Idempotent: installs only what
 # is missing, and runs apt-get update only when something must come from apt.
 #   - redis-server (Debian package)      -> RedisPresence
-#   - SecantusDB, a MongoDB-wire server  -> MongoDirectory
+#   - SecantusDB, a MongoDB-wire server  -> MongoDirectory, and [auth.mongodb] users
+#     (tests/py/test_auth_mongodb.py)
 #     (PyPI, pre-release, in the venv /var/tmp/herald-venv; command secantusd-py)
 #   - nginx (Debian package)             -> tests/py/test_proxy_nginx.py (a real reverse
 #     proxy in front of Herald; the tests start their own unprivileged instance)

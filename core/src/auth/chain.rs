@@ -2,13 +2,15 @@
 //!
 //! Authentication: a password that is a JWT this source has a key for is
 //! decided by [`JwtAuth`] alone; otherwise the HTTP backend (when configured)
-//! is asked, then `[[users]]` when the login is one of them. The first
-//! source that accepts wins; when none does, the answer is `Refused`, or
-//! `Unavailable` when the HTTP backend could not answer.
+//! is asked, then the MongoDB users (when configured), then `[[users]]` when
+//! the login is one of them. The first source that accepts wins; when none
+//! does, the answer is `Refused`, or `Unavailable` when the HTTP backend or
+//! MongoDB could not answer (so config users still log in while those are
+//! down, and everyone else is refused: failing closed).
 //!
 //! Authorization: the HTTP backend when configured (for everyone); otherwise
 //! `[[users]]` for config users and `auth.default_permissions` for anyone
-//! else (users logged in with a JWT).
+//! else (users logged in with a JWT or from MongoDB).
 
 use std::sync::Arc;
 
@@ -26,6 +28,8 @@ pub struct Chain {
     #[cfg(feature = "jwt")]
     jwt: Option<JwtAuth>,
     http: Option<HttpBackend>,
+    #[cfg(feature = "mongodb")]
+    mongo: Option<super::MongoUsers>,
     users: ConfigUsers,
     defaults: DefaultPermissions,
 }
@@ -34,11 +38,15 @@ impl Chain {
     /// From a validated config.
     pub fn from_config(config: &Config) -> Result<Chain, ConfigError> {
         let invalid = |(key, reason): (&str, String)| ConfigError::Invalid { key: key.into(), reason };
+        // One hashing pool for every source: `[login] hash_threads` bounds them together.
+        let pool = Arc::new(super::pool::HashPool::from_config(&config.login));
         Ok(Chain {
             #[cfg(feature = "jwt")]
             jwt: config.auth.jwt.as_ref().map(JwtAuth::from_config).transpose().map_err(invalid)?,
             http: config.auth.http.as_ref().map(HttpBackend::from_config).transpose().map_err(invalid)?,
-            users: ConfigUsers::from_config(config),
+            #[cfg(feature = "mongodb")]
+            mongo: config.auth.mongodb.as_ref().map(|m| super::MongoUsers::new(m, pool.clone())),
+            users: ConfigUsers::with_pool(config, pool),
             defaults: DefaultPermissions::from_config(config),
         })
     }
@@ -71,6 +79,15 @@ impl Authenticator for Chain {
                     Err(e) => failure = e,
                 }
             }
+            #[cfg(feature = "mongodb")]
+            if let Some(mongo) = &self.mongo {
+                match mongo.authenticate(login, password, client).await {
+                    Ok(id) => return Ok(id),
+                    // An earlier source's Unavailable or Busy outranks a refusal.
+                    Err(AuthError::Refused) => {}
+                    Err(e) => failure = e,
+                }
+            }
             if self.users.contains(login) {
                 match self.users.authenticate(login, password, client).await {
                     Ok(id) => return Ok(id),
@@ -87,6 +104,11 @@ impl Authenticator for Chain {
         // Without the `jwt` feature, validation refused any `[auth.jwt]`.
         #[cfg(feature = "jwt")]
         if self.jwt.is_some() {
+            return false;
+        }
+        // MongoDB users' hashes (bcrypt and the like) cannot give SCRAM keys.
+        #[cfg(feature = "mongodb")]
+        if self.mongo.is_some() {
             return false;
         }
         self.http.is_none() && self.users.offers_scram()
@@ -280,5 +302,31 @@ permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
         // SCRAM credentials: config users with a plain password only.
         assert!(c.scram_credentials("alice", Mechanism::ScramSha256).await.unwrap().is_some());
         assert!(c.scram_credentials("dave", Mechanism::ScramSha256).await.unwrap().is_none());
+    }
+}
+
+// MongoDB down (nobody listening): config users still log in, everyone else
+// fails closed, and SCRAM is not offered.
+#[cfg(all(test, feature = "mongodb"))]
+mod mongo_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn mongodb_down_keeps_config_users_and_fails_closed_for_others() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let text = format!(
+            "[[users]]\nname = \"ops\"\npassword = \"ops-pw\"\n\n[auth.mongodb]\nuri = \"mongodb://127.0.0.1:{port}/?directConnection=true\"\ndatabase = \"app\"\ntimeout_ms = 300\n"
+        );
+        let c = Chain::from_config(&Config::from_toml_str(&text).unwrap()).unwrap();
+        assert!(!c.offers_scram(), "MongoDB users' hashes cannot do SCRAM");
+        assert_eq!(c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap().uid, "ops");
+        assert!(matches!(c.authenticate("bob", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
+        assert!(matches!(c.authenticate("ops", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
+        let plain =
+            Chain::from_config(&Config::from_toml_str("[[users]]\nname = \"ops\"\npassword = \"x\"\n").unwrap());
+        assert!(plain.unwrap().offers_scram());
     }
 }

@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use regex::Regex;
 
 use super::pool::HashPool;
@@ -15,7 +14,8 @@ use crate::config::{Config, PermissionConfig, TopicPermissions};
 enum Secret {
     /// Development only.
     Plain(String),
-    /// PHC string, verified with argon2 on the hashing pool.
+    /// A hash (argon2 PHC, bcrypt, scrypt, PBKDF2: password.rs), verified
+    /// on the hashing pool.
     Hash(String),
 }
 
@@ -181,8 +181,9 @@ pub struct ConfigUsers {
     /// mechanism (PBKDF2 is deliberately slow). The salt is random per process.
     scram: parking_lot::Mutex<HashMap<(String, Mechanism), ScramCredentials>>,
     salt: [u8; 16],
-    /// Argon2 verification and PBKDF2 derivation run here, bounded.
-    pool: HashPool,
+    /// Hash verification and PBKDF2 derivation run here, bounded; shared
+    /// with the other sources of the chain.
+    pool: Arc<HashPool>,
     /// Hashed users' last verified password, as SHA-256 over a key drawn per
     /// process and the password: a user who logged in once gets in again
     /// without argon2, so a flood of wrong passwords that fills the pool
@@ -198,6 +199,11 @@ const SCRAM_ITERATIONS: u32 = super::sasl::DEFAULT_ITERATIONS;
 
 impl ConfigUsers {
     pub fn from_config(config: &Config) -> ConfigUsers {
+        Self::with_pool(config, Arc::new(HashPool::from_config(&config.login)))
+    }
+
+    /// Hashing on `pool` (the chain's, shared by every source).
+    pub fn with_pool(config: &Config, pool: Arc<HashPool>) -> ConfigUsers {
         let mut users = HashMap::new();
         let mut cache = PatternCache::default();
         let mut plain = Vec::new();
@@ -229,7 +235,7 @@ impl ConfigUsers {
             topic_cache: RegexCache::default(),
             scram: Default::default(),
             salt: rand::random(),
-            pool: HashPool::from_config(&config.login),
+            pool,
             verified: Default::default(),
             verify_key: rand::random(),
         }
@@ -330,14 +336,7 @@ impl Authenticator for ConfigUsers {
                         true
                     } else {
                         let (h, pw) = (h.clone(), password.to_owned());
-                        let ok = self
-                            .pool
-                            .run(move || {
-                                PasswordHash::new(&h).is_ok_and(|parsed| {
-                                    argon2::Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok()
-                                })
-                            })
-                            .await?;
+                        let ok = self.pool.run(move || crate::password::verify(&h, pw.as_bytes()) == Ok(true)).await?;
                         if ok {
                             self.verified.lock().insert(login.to_owned(), tag);
                         }
@@ -354,7 +353,7 @@ impl Authenticator for ConfigUsers {
     }
 
     fn offers_scram(&self) -> bool {
-        // Argon2-hashed users can only use PLAIN.
+        // Hashed users can only use PLAIN.
         self.users.values().all(|u| matches!(u.secret, Secret::Plain(_)))
     }
 
@@ -364,7 +363,7 @@ impl Authenticator for ConfigUsers {
         mechanism: Mechanism,
     ) -> BoxFuture<'a, Result<Option<(ScramCredentials, Identity)>, AuthError>> {
         Box::pin(async move {
-            // Only plain-password users: an argon2 hash cannot give SCRAM keys.
+            // Only plain-password users: a stored hash cannot give SCRAM keys.
             let Some(user) = self.users.get(login) else { return Ok(None) };
             let Secret::Plain(password) = &user.secret else { return Ok(None) };
             let identity = Identity { uid: login.to_owned(), tags: user.tags.clone() };
@@ -482,6 +481,27 @@ permissions = {{ "/" = {{ configure = "", write = "", read = "q-.*" }} }}
         let plain_only =
             ConfigUsers::from_config(&Config::from_toml_str("[[users]]\nname = \"a\"\npassword = \"pw\"\n").unwrap());
         assert!(plain_only.offers_scram());
+    }
+
+    #[tokio::test]
+    async fn bcrypt_scrypt_and_pbkdf2_hashes_are_taken_too() {
+        let text = r#"
+[[users]]
+name = "b"
+password_hash = "$2a$04$UuTkLRZZ6QofpDOlMz32MuuxEHA43WOemOYHPz6.SjsVsyO1tDU96"
+
+[[users]]
+name = "p"
+password_hash = "$pbkdf2-sha256$i=1000,l=32$aGVyYWxkLXNhbHQtMDAwMQ$dfuR5NC013dFXuSpMoIq1VG+R7CGkXJClF5urg8W5iE"
+"#;
+        let u = ConfigUsers::from_config(&Config::from_toml_str(text).unwrap());
+        assert_eq!(u.authenticate("b", "password", &ClientInfo::LOCAL).await.unwrap().uid, "b");
+        assert_eq!(u.authenticate("b", "passwort", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
+        assert_eq!(u.authenticate("p", "correct horse", &ClientInfo::LOCAL).await.unwrap().uid, "p");
+        let err = Config::from_toml_str("[[users]]\nname = \"x\"\npassword_hash = \"$1$salt$hash\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("users[0].password_hash") && err.contains("unknown password hash format ($1$)"), "{err}");
     }
 
     #[tokio::test]

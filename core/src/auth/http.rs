@@ -16,14 +16,13 @@
 //! Only the HTTP transport needs the `http-auth` feature (reqwest); the
 //! protocol is always compiled, for the Node addon's transport.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use super::cache::{TtlCache, WarnLimiter};
 use super::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identity, Permission, ResourceKind};
 use crate::config::{HttpAuthConfig, HttpAuthMethod};
 
@@ -34,9 +33,6 @@ const MAX_BODY: usize = 64 * 1024;
 fn is_answer(status: u16) -> bool {
     (200..300).contains(&status)
 }
-
-/// At most one "backend unavailable" warning per this interval.
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// How an auth question reaches the service: over HTTP ([`ReqwestTransport`]),
 /// or in-process (the Node addon injects it into an Express app).
@@ -178,84 +174,6 @@ impl Answer {
     }
 }
 
-/// A TTL cache bounded in entries; the oldest go first.
-struct Cache {
-    ttl: Duration,
-    max: usize,
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Default)]
-struct CacheInner {
-    map: HashMap<Question, (Answer, Instant)>,
-    /// Insertion order. An entry is stale when the map holds the key with a
-    /// later time (it expired and was asked again).
-    order: VecDeque<(Question, Instant)>,
-}
-
-impl CacheInner {
-    /// Drops the oldest entry; false when there is none.
-    fn pop_oldest(&mut self) -> bool {
-        let Some((q, at)) = self.order.pop_front() else { return false };
-        if self.map.get(&q).is_some_and(|(_, t)| *t == at) {
-            self.map.remove(&q);
-        }
-        true
-    }
-}
-
-impl Cache {
-    fn get(&self, q: &Question) -> Option<Answer> {
-        let inner = self.inner.lock();
-        let (answer, at) = inner.map.get(q)?;
-        (at.elapsed() < self.ttl).then(|| answer.clone())
-    }
-
-    fn insert(&self, q: Question, answer: Answer) {
-        let now = Instant::now();
-        let mut inner = self.inner.lock();
-        while inner.order.front().is_some_and(|(_, at)| now.duration_since(*at) >= self.ttl) {
-            inner.pop_oldest();
-        }
-        if let Some((a, at)) = inner.map.get_mut(&q) {
-            // Asked twice at once: keep the first time, so `order` has one live entry per key.
-            if now.duration_since(*at) < self.ttl {
-                *a = answer;
-                return;
-            }
-        }
-        while inner.map.len() >= self.max && inner.pop_oldest() {}
-        inner.map.insert(q.clone(), (answer, now));
-        inner.order.push_back((q, now));
-    }
-
-    #[cfg(all(test, feature = "http-auth"))]
-    fn len(&self) -> usize {
-        self.inner.lock().map.len()
-    }
-}
-
-/// Logs "unavailable" at warn, at most once per [`WARN_EVERY`], with the
-/// number of failures not logged in between.
-#[derive(Default)]
-struct WarnLimiter {
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl WarnLimiter {
-    fn warn(&self, url: &str, error: &str) {
-        let mut state = self.state.lock();
-        if state.0.is_some_and(|t| t.elapsed() < WARN_EVERY) {
-            state.1 += 1;
-            return;
-        }
-        let suppressed = std::mem::take(&mut state.1);
-        state.0 = Some(Instant::now());
-        drop(state);
-        tracing::warn!(url, error, suppressed, "auth backend unavailable; failing closed");
-    }
-}
-
 /// The HTTP auth backend: authenticator and authorizer, over any [`AuthTransport`].
 pub struct HttpBackend {
     transport: Arc<dyn AuthTransport>,
@@ -266,7 +184,7 @@ pub struct HttpBackend {
     method: HttpAuthMethod,
     /// Bounds each question, whatever the transport.
     timeout: Duration,
-    cache: Option<Cache>,
+    cache: Option<TtlCache<Question, Answer>>,
     /// Per process: cache keys hold `sha256(salt || password)`, never the password.
     salt: [u8; 16],
     warn: WarnLimiter,
@@ -314,11 +232,8 @@ impl HttpBackend {
             topic: c.topic_path.clone(),
             method: c.method,
             timeout: Duration::from_millis(c.timeout_ms.max(1)),
-            cache: (c.cache_ttl_ms > 0).then(|| Cache {
-                ttl: Duration::from_millis(c.cache_ttl_ms),
-                max: c.cache_max_entries.max(1),
-                inner: Mutex::default(),
-            }),
+            cache: (c.cache_ttl_ms > 0)
+                .then(|| TtlCache::new(Duration::from_millis(c.cache_ttl_ms), c.cache_max_entries)),
             salt: rand::random(),
             warn: WarnLimiter::default(),
         }
@@ -352,7 +267,9 @@ impl HttpBackend {
     }
 
     fn unavailable(&self, path: &str, why: String) -> AuthError {
-        self.warn.warn(path, &why);
+        if let Some(suppressed) = self.warn.due() {
+            tracing::warn!(url = path, error = why.as_str(), suppressed, "auth backend unavailable; failing closed");
+        }
         AuthError::Unavailable(why)
     }
 
@@ -371,7 +288,7 @@ impl HttpBackend {
 
     #[cfg(all(test, feature = "http-auth"))]
     fn cached(&self) -> usize {
-        self.cache.as_ref().map_or(0, Cache::len)
+        self.cache.as_ref().map_or(0, TtlCache::len)
     }
 }
 
@@ -506,6 +423,8 @@ fn http_transport(_timeout: Duration) -> Result<Arc<dyn AuthTransport>, String> 
 mod tests {
     use super::*;
     use crate::auth::testutil::AuthService;
+    use parking_lot::Mutex;
+    use std::time::Instant;
 
     fn config(svc: &AuthService, prefix: &str, extra: impl FnOnce(&mut HttpAuthConfig)) -> HttpBackend {
         let mut c = HttpAuthConfig {

@@ -8,14 +8,19 @@
 //! routing key for topic exchanges.
 //!
 //! The engine builds a [`Chain`] from `[auth]`: a JWT as the password
-//! ([`JwtAuth`]), then the HTTP backend ([`HttpBackend`]), then `[[users]]`
-//! ([`ConfigUsers`]).
+//! ([`JwtAuth`]), then the HTTP backend ([`HttpBackend`]), then the
+//! application's MongoDB users (`MongoUsers`), then `[[users]]`
+//! ([`ConfigUsers`]). Password hashes are verified by [`crate::password`] on one
+//! bounded [`pool::HashPool`].
 
+pub(crate) mod cache;
 pub mod chain;
 pub mod config_users;
 pub mod http;
 #[cfg(feature = "jwt")]
 pub mod jwt;
+#[cfg(feature = "mongodb")]
+pub mod mongo_users;
 pub mod policy;
 pub mod pool;
 pub mod sasl;
@@ -34,6 +39,8 @@ pub use config_users::{ConfigUsers, DefaultPermissions};
 pub use http::HttpBackend;
 #[cfg(feature = "jwt")]
 pub use jwt::JwtAuth;
+#[cfg(feature = "mongodb")]
+pub use mongo_users::MongoUsers;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -128,12 +128,7 @@ impl MongoDirectory {
             }
         }
         let mut opts = bounded(timeout, ClientOptions::parse(uri)).await?;
-        let limit = SERVER_SELECTION_TIMEOUT.min(timeout);
-        opts.server_selection_timeout = Some(opts.server_selection_timeout.map_or(limit, |t| t.min(limit)));
-        opts.connect_timeout = Some(opts.connect_timeout.map_or(limit, |t| t.min(limit)));
-        if opts.app_name.is_none() {
-            opts.app_name = Some("herald".into());
-        }
+        bound_options(&mut opts, timeout);
         let client = Client::with_options(opts).map_err(unavailable)?;
         let db = client.database(database);
         bounded(timeout, db.run_command(doc! { "ping": 1 })).await?;
@@ -238,6 +233,19 @@ impl MongoDirectory {
 /// The ObjectId whose hex form is exactly `id` (24 lowercase hex digits).
 fn as_object_id(id: &str) -> Option<ObjectId> {
     ObjectId::parse_str(id).ok().filter(|o| o.to_hex() == id)
+}
+
+/// Herald's settings on parsed client options (shared with the MongoDB
+/// users of `[auth.mongodb]`): server selection and connecting give up
+/// after [`SERVER_SELECTION_TIMEOUT`] or `timeout`, whichever is shorter
+/// (or what the URI says, when shorter); the app name is `herald`.
+pub(crate) fn bound_options(opts: &mut ClientOptions, timeout: Duration) {
+    let limit = SERVER_SELECTION_TIMEOUT.min(timeout);
+    opts.server_selection_timeout = Some(opts.server_selection_timeout.map_or(limit, |t| t.min(limit)));
+    opts.connect_timeout = Some(opts.connect_timeout.map_or(limit, |t| t.min(limit)));
+    if opts.app_name.is_none() {
+        opts.app_name = Some("herald".into());
+    }
 }
 
 async fn bounded<T>(
