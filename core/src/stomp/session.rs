@@ -1040,7 +1040,10 @@ impl Session {
             return Err(fatal(
                 CloseCode::Protocol,
                 "Duplicated subscription identifier",
-                format!("A subscription identified by '{}{id}' already exists.", if by_destination { "Q_" } else { "T_" }),
+                format!(
+                    "A subscription identified by '{}{id}' already exists.",
+                    if by_destination { "Q_" } else { "T_" }
+                ),
             ));
         }
         let limit = self.engine.config.limits.max_subscriptions;
