@@ -272,7 +272,7 @@ async function startAuthApp({
   config = null,
   quiet = false,
 } = {}) {
-  const { Engine } = require('herald');
+  const { Engine } = require('@herald-push/herald');
   const engine = new Engine(config || heraldConfig({ env, xmppHttp: 5280 }));
   const app = createAuthApp({ engine, onDecision: quiet ? null : printDecision });
   engine.useExpressAuth(app, AUTH_PATHS);

@@ -16,7 +16,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * event loop.
  *
  * ```js
- * const { Engine } = require('herald')
+ * const { Engine } = require('@herald-push/herald')
  * const engine = new Engine({ stomp: { listen: '127.0.0.1:61613' }, http: { listen: '127.0.0.1:15674' } })
  * engine.useAuth({ user: async (username, password) => checkPassword(username, password) })
  * await engine.start()
@@ -93,12 +93,25 @@ export declare class Engine {
   /**
    * Calls `callback` for every engine event of one kind from now on:
    * `'session'` (a session opened or closed), `'presence'` (a user's
-   * aggregated presence changed) or `'message'` (a message was routed).
-   * Callbacks run on the event loop, never block the engine, and do not
-   * keep the process alive; one that throws (or rejects) is logged and
-   * ignored. Throws `ERR_HERALD_ARGUMENT` for another event name.
+   * aggregated presence changed) or `'message'` (a message was routed);
+   * the callback gets that event's type (`EngineEvents[event]`).
+   * Returns a function that removes the listener. Callbacks run on the
+   * event loop, never block the engine, and do not keep the process
+   * alive; one that throws (or rejects) is logged and ignored. Throws
+   * `ERR_HERALD_ARGUMENT` for another event name.
    */
-  on(event: 'session' | 'presence' | 'message', callback: (event: SessionEvent | PresenceEvent | MessageEvent) => unknown): void
+  on<K extends keyof EngineEvents>(event: K, callback: (event: EngineEvents[K]) => unknown): () => void
+  /**
+   * As `on`, for the next event of that kind only: the listener is
+   * removed before it is called. The returned function removes it
+   * before then.
+   */
+  once<K extends keyof EngineEvents>(event: K, callback: (event: EngineEvents[K]) => unknown): () => void
+  /**
+   * `stop()`, so `await using engine = new Engine(...)` stops the
+   * engine when the scope ends.
+   */
+  [globalThis.Symbol.asyncDispose](): Promise<void>
   /**
    * Lets JavaScript answer Herald's auth questions (those of RabbitMQ's
    * HTTP auth backend), replacing the current authorization. Each
@@ -157,6 +170,20 @@ export interface AuthCallbacks {
    * exchange `exchange` with `routingKey`? Omitted: allowed.
    */
   topic?: (username: string, vhost: string, exchange: string, routingKey: string, permission: 'write' | 'read') => boolean | string | Promise<boolean | string>
+}
+
+/**
+ * What `engine.on(name, callback)` passes to `callback`, by event name.
+ * Only a type: it lets TypeScript give a `'presence'` listener a
+ * `PresenceEvent`, a `'session'` listener a `SessionEvent`, and so on.
+ */
+export interface EngineEvents {
+  /** A session opened or closed. */
+  session: SessionEvent
+  /** A user's aggregated presence changed. */
+  presence: PresenceEvent
+  /** A message was routed. */
+  message: MessageEvent
 }
 
 /**

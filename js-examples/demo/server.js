@@ -25,7 +25,7 @@
 
 const path = require('node:path');
 const express = require('express');
-const { Engine } = require('herald');
+const { Engine } = require('@herald-push/herald');
 const { AUTH_PATHS, createAuthRules, authRoutes, printDecision } = require('../auth-app');
 const { DEMO_USERS, DEMO_PROJECTS, heraldConfig, listenerMap, basicCredentials } = require('../lib/config');
 const { vendorRouter } = require('../lib/vendor');

@@ -33,7 +33,7 @@ const VERSIONS = [
 /**
  * `file` (and the files of js-examples it requires) loaded afresh, with
  * `require('express')` answered by `express`; everything else resolves as usual
- * (so `require('herald')` is this package, already loaded by helpers.mjs).
+ * (so `require('@herald-push/herald')` is this package, already loaded by helpers.mjs).
  */
 function loadWithExpress(file, express) {
   const loaded = new Map();

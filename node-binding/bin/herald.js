@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-// `herald` from the npm package (`npx <package> --config herald.toml`): the
+// `herald` from the npm package (`npx @herald-push/herald --config herald.toml`): the
 // standalone broker, running the `herald` binary's own code in the addon
 // (runCli: same flags, subcommands, output and exit codes; see `--help`).
 //
@@ -9,7 +9,7 @@
 // (sessions are told, up to 5 s) and later ones are ignored while it stops
 // (the listeners stay, so Node's default of dying at once does not apply).
 
-const { runCli } = require('../index.js');
+const { runCli } = require('../main.js');
 
 const stop = new Promise((resolve) => {
   process.on('SIGINT', () => resolve());

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 'use strict';
-// `npm install` builds the addon from source (there are no prebuilt binaries):
+// The repository's `npm install` (the root package's postinstall) builds the addon from
+// source (the published package ships it prebuilt instead and runs nothing on install):
 // `napi build --platform --release`, which also regenerates index.js and index.d.ts.
 //
 // Skipped, in well under a second, when herald.<platform>.node is newer than every
@@ -114,7 +115,7 @@ try {
   cli = path.join(path.dirname(cliPkg), bin);
 } catch {
   fail(
-    'cannot build the native addon: @napi-rs/cli is not installed (it is a devDependency of herald; install without --omit=dev).',
+    'cannot build the native addon: @napi-rs/cli is not installed (it is a devDependency of @herald-push/herald; install without --omit=dev).',
   );
 }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use herald_core::auth::Authenticator;
 use herald_core::engine::AuthSources;
 use herald_core::presence::Availability;
-use napi::bindgen_prelude::{Buffer, Either, FunctionCallContext, PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{Buffer, Either, Function, FunctionCallContext, PromiseRaw, ToNapiValue, Unknown};
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, JsValue, Status};
 use napi_derive::napi;
@@ -73,7 +73,7 @@ pub struct UserPresence {
 /// event loop.
 ///
 /// ```js
-/// const { Engine } = require('herald')
+/// const { Engine } = require('@herald-push/herald')
 /// const engine = new Engine({ stomp: { listen: '127.0.0.1:61613' }, http: { listen: '127.0.0.1:15674' } })
 /// engine.useAuth({ user: async (username, password) => checkPassword(username, password) })
 /// await engine.start()
@@ -294,21 +294,48 @@ impl Engine {
 
     /// Calls `callback` for every engine event of one kind from now on:
     /// `'session'` (a session opened or closed), `'presence'` (a user's
-    /// aggregated presence changed) or `'message'` (a message was routed).
-    /// Callbacks run on the event loop, never block the engine, and do not
-    /// keep the process alive; one that throws (or rejects) is logged and
-    /// ignored. Throws `ERR_HERALD_ARGUMENT` for another event name.
+    /// aggregated presence changed) or `'message'` (a message was routed);
+    /// the callback gets that event's type (`EngineEvents[event]`).
+    /// Returns a function that removes the listener. Callbacks run on the
+    /// event loop, never block the engine, and do not keep the process
+    /// alive; one that throws (or rejects) is logged and ignored. Throws
+    /// `ERR_HERALD_ARGUMENT` for another event name.
     #[napi(
-        ts_args_type = "event: 'session' | 'presence' | 'message', callback: (event: SessionEvent | PresenceEvent | MessageEvent) => unknown"
+        ts_generic_types = "K extends keyof EngineEvents",
+        ts_args_type = "event: K, callback: (event: EngineEvents[K]) => unknown",
+        ts_return_type = "() => void"
     )]
-    pub fn on(
+    pub fn on<'env>(
         &self,
+        env: &'env Env,
         event: String,
         callback: ThreadsafeFunction<JsEvent, Settled, JsEvent, Status, false, true, LISTENER_QUEUE>,
-    ) -> Result<()> {
-        let kind = Kind::parse(&event)?;
-        self.listeners.add(&self.inner, kind, callback);
-        Ok(())
+    ) -> napi::Result<Function<'env, (), ()>> {
+        self.listen(env, &event, false, callback)
+    }
+
+    /// As `on`, for the next event of that kind only: the listener is
+    /// removed before it is called. The returned function removes it
+    /// before then.
+    #[napi(
+        ts_generic_types = "K extends keyof EngineEvents",
+        ts_args_type = "event: K, callback: (event: EngineEvents[K]) => unknown",
+        ts_return_type = "() => void"
+    )]
+    pub fn once<'env>(
+        &self,
+        env: &'env Env,
+        event: String,
+        callback: ThreadsafeFunction<JsEvent, Settled, JsEvent, Status, false, true, LISTENER_QUEUE>,
+    ) -> napi::Result<Function<'env, (), ()>> {
+        self.listen(env, &event, true, callback)
+    }
+
+    /// `stop()`, so `await using engine = new Engine(...)` stops the
+    /// engine when the scope ends.
+    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
+    pub fn async_dispose<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        self.stop(env)
     }
 
     /// Lets JavaScript answer Herald's auth questions (those of RabbitMQ's
@@ -361,6 +388,24 @@ impl Engine {
         let authenticator: Arc<dyn Authenticator> = auth.clone();
         self.inner.set_auth(AuthSources { authenticator, authorizer: auth });
         Ok(())
+    }
+}
+
+impl Engine {
+    fn listen<'env>(
+        &self,
+        env: &'env Env,
+        event: &str,
+        once: bool,
+        callback: ThreadsafeFunction<JsEvent, Settled, JsEvent, Status, false, true, LISTENER_QUEUE>,
+    ) -> napi::Result<Function<'env, (), ()>> {
+        let kind = Kind::parse(event).map_err(|e| e.into_js(env))?;
+        let id = self.listeners.add(&self.inner, kind, once, callback);
+        let listeners = Arc::clone(&self.listeners);
+        env.create_function_from_closure("removeListener", move |_: FunctionCallContext| {
+            listeners.remove(id);
+            Ok(())
+        })
     }
 }
 

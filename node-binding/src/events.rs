@@ -1,8 +1,11 @@
-//! `engine.on(event, callback)`: engine events to JS.
+//! `engine.on(event, callback)` / `engine.once(...)`: engine events to JS.
 //!
 //! One Tokio task per engine reads `Engine::events()` (a bounded broadcast)
 //! and queues each event on the threadsafe function of every listener for
-//! its kind, without waiting: the task never blocks on JavaScript. Listener
+//! its kind, without waiting: the task never blocks on JavaScript. Each
+//! listener has an id; the function `on`/`once` return removes it by id (a
+//! threadsafe function keeps no JS identity to compare, so there is no
+//! `off(event, callback)`). Listener
 //! functions are weak (they do not keep Node alive) and bounded: when a
 //! listener's queue is full (the main thread is busy), further events for it
 //! are dropped and counted in the log, as the engine itself drops the oldest
@@ -78,6 +81,19 @@ pub struct MessageEvent {
     pub sender: Option<String>,
 }
 
+/// What `engine.on(name, callback)` passes to `callback`, by event name.
+/// Only a type: it lets TypeScript give a `'presence'` listener a
+/// `PresenceEvent`, a `'session'` listener a `SessionEvent`, and so on.
+#[napi(object)]
+pub struct EngineEvents {
+    /// A session opened or closed.
+    pub session: SessionEvent,
+    /// A user's aggregated presence changed.
+    pub presence: PresenceEvent,
+    /// A message was routed.
+    pub message: MessageEvent,
+}
+
 pub type JsEvent = Either3<SessionEvent, PresenceEvent, MessageEvent>;
 
 /// A listener's threadsafe function: `(event) => unknown`, weak, at most
@@ -118,17 +134,27 @@ impl Kind {
     }
 }
 
+struct Entry {
+    id: u64,
+    kind: Kind,
+    /// Removed before its first call (`once`).
+    once: bool,
+    f: Arc<ListenerFn>,
+}
+
 /// The listeners of one engine, and whether its reader task runs.
 #[derive(Default)]
 pub struct Listeners {
-    list: Mutex<Vec<(Kind, Arc<ListenerFn>)>>,
+    list: Mutex<Vec<Entry>>,
+    next_id: std::sync::atomic::AtomicU64,
     reading: std::sync::atomic::AtomicBool,
 }
 
 impl Listeners {
-    /// Adds a listener; the first one starts the reader task.
-    pub fn add(self: &Arc<Self>, engine: &herald_core::Engine, kind: Kind, f: ListenerFn) {
-        self.list.lock().push((kind, Arc::new(f)));
+    /// Adds a listener and returns its id; the first one starts the reader task.
+    pub fn add(self: &Arc<Self>, engine: &herald_core::Engine, kind: Kind, once: bool, f: ListenerFn) -> u64 {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.list.lock().push(Entry { id, kind, once, f: Arc::new(f) });
         if !self.reading.swap(true, std::sync::atomic::Ordering::SeqCst) {
             let mut rx = engine.events();
             let listeners = Arc::clone(self);
@@ -145,13 +171,29 @@ impl Listeners {
                 }
             });
         }
+        id
+    }
+
+    /// Removes listener `id`; false when it is already gone (removed, or a
+    /// `once` listener that fired). Its threadsafe function is released
+    /// when the last queued call for it has run.
+    pub fn remove(&self, id: u64) -> bool {
+        let mut list = self.list.lock();
+        let before = list.len();
+        list.retain(|e| e.id != id);
+        list.len() != before
     }
 
     fn dispatch(&self, event: EngineEvent) {
         let Some(kind) = Kind::of(&event) else { return };
-        // Clone the matching functions out so the lock is not held while queueing.
-        let targets: Vec<Arc<ListenerFn>> =
-            self.list.lock().iter().filter(|(k, _)| *k == kind).map(|(_, f)| Arc::clone(f)).collect();
+        // Clone the matching functions out so the lock is not held while
+        // queueing; `once` listeners leave the list here, so they fire once.
+        let targets: Vec<Arc<ListenerFn>> = {
+            let mut list = self.list.lock();
+            let targets = list.iter().filter(|e| e.kind == kind).map(|e| Arc::clone(&e.f)).collect();
+            list.retain(|e| !(e.once && e.kind == kind));
+            targets
+        };
         if targets.is_empty() {
             return;
         }

@@ -1,6 +1,6 @@
 //! # herald-node
 //!
-//! Herald embedded in a Node.js process: the npm package `herald`, built with
+//! Herald embedded in a Node.js process: the npm package `@herald-push/herald`, built with
 //! napi-rs. Like lightningcss and node-rs, this crate only converts values
 //! and maps errors; every decision (routing, presence, auth checks, config
 //! validation) is made by `herald-core` through the same in-process API the
