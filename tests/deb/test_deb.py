@@ -265,7 +265,7 @@ permissions = {{ "/" = {{ configure = ".*", write = ".*", read = ".*" }} }}
 
         # STOMP over TCP with the user whose hash the packaged binary made.
         host, port = addrs["stomp-tcp"].rsplit(":", 1)
-        conn = stomp.Connection12([(host, int(port))], heartbeats=(0, 0))
+        conn = stomp.Connection12([(host, int(port))], heartbeats=(0, 0), vhost="/")
         listener = Listener()
         conn.set_listener("l", listener)
         conn.connect("alice", "s3cret-for-the-deb-test", wait=True)
@@ -278,7 +278,7 @@ permissions = {{ "/" = {{ configure = ".*", write = ".*", read = ".*" }} }}
         assert listener.messages == ["hello from the package"], listener.errors
 
         # A wrong password is refused.
-        bad = stomp.Connection12([(host, int(port))], heartbeats=(0, 0))
+        bad = stomp.Connection12([(host, int(port))], heartbeats=(0, 0), vhost="/")
         bad_listener = Listener()
         bad.set_listener("l", bad_listener)
         with pytest.raises(stomp.exception.ConnectFailedException):
