@@ -133,8 +133,11 @@ class TcpConn:
         if not d:
             self.closed = True
             return True
-        self.frames += self.parser.feed(d)
+        self._received(d)
         return True
+
+    def _received(self, data: bytes):
+        self.frames += self.parser.feed(data)
 
     def pump(self, n: int, until_close: bool, timeout: float):
         """Reads until `n` frames are queued (and the peer closed, if `until_close`) or timeout."""
@@ -248,21 +251,8 @@ class WsConn(TcpConn):
             elif op == 0x9:
                 self._send_ws(0xA, payload)
 
-    def _read(self, timeout) -> bool:
-        if self.closed:
-            return False
-        self.sock.settimeout(max(timeout, 0.001))
-        try:
-            d = self.sock.recv(1 << 20)
-        except socket.timeout:
-            return False
-        except OSError:
-            d = b""
-        if not d:
-            self.closed = True
-            return True
-        self._frames_from_ws(d)
-        return True
+    def _received(self, data: bytes):
+        self._frames_from_ws(data)
 
 
 def _mask_big(payload, mask):

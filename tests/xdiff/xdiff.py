@@ -293,19 +293,27 @@ class TcpConn:
         """Reads what arrives within `timeout`; False when nothing did."""
         if self.eof:
             return False
+        d = self._recv(timeout)
+        if d is None:
+            return False
+        if d:
+            self.events.extend(self.reader.feed(d))
+        return True
+
+    def _recv(self, timeout: float):
+        """One read of at most `timeout` seconds: the bytes, None on timeout,
+        b"" at the end of the stream (recorded as an "eof" event)."""
         self.sock.settimeout(max(timeout, 0.001))
         try:
             d = self.sock.recv(65536)
         except socket.timeout:
-            return False
+            return None
         except OSError:
             d = b""
         if not d:
             self.eof = True
             self.events.append(["eof"])
-            return True
-        self.events.extend(self.reader.feed(d))
-        return True
+        return d
 
     def send_close(self):
         self.send("</stream:stream>")
@@ -377,16 +385,10 @@ class WsConn(TcpConn):
         got = self._parse()
         if got:
             return True
-        self.sock.settimeout(max(timeout, 0.001))
-        try:
-            d = self.sock.recv(65536)
-        except socket.timeout:
+        d = self._recv(timeout)
+        if d is None:
             return False
-        except OSError:
-            d = b""
         if not d:
-            self.eof = True
-            self.events.append(["eof"])
             return True
         self.buf += d
         self._parse()
