@@ -16,10 +16,17 @@ function missingAddon(cause) {
     abi = header?.glibcVersionRuntime ? '-gnu' : '-musl';
   }
   const triple = `${process.platform}-${process.arch}${abi}`;
+  // The platforms this release ships prebuilt: its optionalDependencies
+  // (scripts/package writes exactly the packed ones there).
+  let prebuilt = 'linux-x64-gnu';
+  try {
+    const names = Object.keys(require('./package.json').optionalDependencies || {});
+    if (names.length) prebuilt = names.map((n) => n.replace(/^@herald-push\/herald-/, '')).join(', ');
+  } catch {}
   const error = new Error(
-    `@herald-push/herald: no native addon for ${triple}. Prebuilt addons exist for linux-x64-gnu ` +
-      '(the optional dependency @herald-push/herald-linux-x64-gnu; npm skips it with --omit=optional ' +
-      'or a lockfile made without it). For another platform build the addon from source with Rust ' +
+    `@herald-push/herald: no native addon for ${triple}. Prebuilt addons exist for ${prebuilt} ` +
+      '(the optional dependencies @herald-push/herald-<platform>; npm skips them with --omit=optional ' +
+      'or a lockfile made without them). For another platform build the addon from source with Rust ' +
       '(cargo >= 1.90) installed: `npm install` in a clone of the Herald repository compiles it ' +
       `(napi build: node-binding/herald.${triple}.node), then \`npm install <clone>/node-binding\` ` +
       `in your project, or set NAPI_RS_NATIVE_LIBRARY_PATH to the built herald.${triple}.node.`,

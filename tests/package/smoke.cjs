@@ -6,9 +6,10 @@ const herald = require('@herald-push/herald');
 const { Engine } = herald;
 
 async function main() {
-  // The addon came from the platform package, not from a build.
+  // The addon came from the platform package, not from a build
+  // (linux-x64-gnu here, linux-arm64-gnu under arm64-smoke.sh).
   assert.equal(herald.__napiBindingTarget, 'native');
-  require.resolve('@herald-push/herald-linux-x64-gnu');
+  require.resolve(`@herald-push/herald-linux-${process.arch}-gnu`);
 
   assert.throws(
     () => new Engine({ no_such_key: 1 }),
