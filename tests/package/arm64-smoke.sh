@@ -2,11 +2,10 @@
 # Runs the packed linux-arm64-gnu addon on an emulated arm64 CPU (not in CI: it
 # needs `scripts/package --all-targets` first, ~17 min more on 2 cores). A fresh
 # project in a temp directory gets the root and linux-arm64-gnu tarballs from
-# dist/ with `npm install --cpu=arm64 --os=linux --libc=glibc` (the host's npm
-# choosing packages as it would on an arm64 machine), then Node for linux-arm64
-# runs smoke.cjs and smoke.mjs (require and import: start an engine, publish,
-# stop) under qemu-user, with the arm64 C and C++ libraries of Debian's cross
-# toolchain (/usr/aarch64-linux-gnu) as its root.
+# dist/ with `npm install` (the host's npm, run by Node for linux-arm64), then
+# that Node runs smoke.cjs and smoke.mjs (require and import: start an engine,
+# publish, stop). Node for linux-arm64 runs under qemu-user, with the arm64 C and
+# C++ libraries of Debian's cross toolchain (/usr/aarch64-linux-gnu) as its root.
 #
 #   tests/package/arm64-smoke.sh [DIST_DIR]      default: dist/
 #
@@ -65,8 +64,16 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/herald-arm64-smoke.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 printf '{ "name": "first-push-arm64", "version": "1.0.0", "private": true }\n' >package.json
-echo "--- npm install --cpu=arm64 --os=linux --libc=glibc ${roots[0]##*/} ${platforms[0]##*/} (in $work)"
-npm install --no-audit --no-fund --loglevel=error --cpu=arm64 --os=linux --libc=glibc "${roots[0]}" "${platforms[0]}"
+# The host's npm (pure JS) run by the arm64 Node: it sees an arm64 machine, so its
+# platform checks (os, cpu, libc) are the ones a user there gets. (The host Node's
+# `npm install --cpu=arm64` chooses optional dependencies so, but still refuses the
+# named arm64 tarball with EBADPLATFORM.)
+npm_cli="$(readlink -f "$(command -v npm)")"
+case "$npm_cli" in *.js) ;; *) fail "npm is not a JS entry point ($npm_cli)" ;; esac
+echo "--- npm install ${roots[0]##*/} ${platforms[0]##*/} (npm $(npm --version) under the emulated Node, in $work)"
+t0=$SECONDS
+arm_node "$npm_cli" install --no-audit --no-fund --loglevel=error "${roots[0]}" "${platforms[0]}"
+echo "npm install under qemu-aarch64: $((SECONDS - t0)) s"
 addon=node_modules/@herald-push/herald-linux-arm64-gnu/herald.linux-arm64-gnu.node
 [ -f "$addon" ] || fail "$addon was not installed"
 [ ! -e node_modules/@herald-push/herald-linux-x64-gnu ] || fail "npm installed the linux-x64-gnu package for --cpu=arm64"
@@ -77,4 +84,7 @@ cp "$HERE/smoke.cjs" "$HERE/smoke.mjs" .
 t0=$SECONDS
 timeout 300 qemu-aarch64 -L "$SYSROOT" "$node_dir/bin/node" smoke.cjs
 timeout 300 qemu-aarch64 -L "$SYSROOT" "$node_dir/bin/node" smoke.mjs
+# The package's `herald` command (bin/herald.js: the broker's CLI in the addon).
+out="$(timeout 300 qemu-aarch64 -L "$SYSROOT" "$node_dir/bin/node" node_modules/.bin/herald --version)"
+case "$out" in *"$version"*) echo "herald --version: $out" ;; *) fail "herald --version printed: $out" ;; esac
 echo "arm64-smoke.sh: ok (linux-arm64-gnu $version under qemu-aarch64, $((SECONDS - t0)) s)"
