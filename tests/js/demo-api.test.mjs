@@ -260,7 +260,7 @@ test("POST /publish with a bad destination answers 400 with the engine's error c
   const res = await fetch(`${app.base}/publish`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ destination: 'not-a-destination', body: 'x' }),
+    body: JSON.stringify({ destination: '/queue/a/b', body: 'x' }),
   });
   assert.equal(res.status, 400);
   const out = await res.json();
