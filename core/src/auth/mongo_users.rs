@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 
 use super::cache::{TtlCache, WarnLimiter};
 use super::pool::HashPool;
-use super::{AuthError, Authenticator, BoxFuture, ClientInfo, Identity};
+use super::{AuthError, Authenticator, BoxFuture, ClientInfo, Identity, Source};
 use crate::config::{MatchValue, MongoAuthConfig};
 use crate::password::{self as hash, HashError};
 
@@ -272,7 +272,7 @@ impl Authenticator for MongoUsers {
                 }
             };
             match outcome {
-                Outcome::Allow(tags) => Ok(Identity { uid: login.to_owned(), tags }),
+                Outcome::Allow(tags) => Ok(Identity { uid: login.to_owned(), tags, source: Source::MongoDb }),
                 Outcome::Deny => Err(AuthError::Refused),
             }
         })
