@@ -502,6 +502,16 @@ password_hash = "$pbkdf2-sha256$i=1000,l=32$aGVyYWxkLXNhbHQtMDAwMQ$dfuR5NC013dFX
             .unwrap_err()
             .to_string();
         assert!(err.contains("users[0].password_hash") && err.contains("unknown password hash format ($1$)"), "{err}");
+        // Over the cost ceilings: refused at start, naming the key.
+        let err = Config::from_toml_str(
+            "[[users]]\nname = \"x\"\npassword_hash = \"$pbkdf2-sha256$i=4294967295,l=32$aGVyYWxkLXNhbHQtMDAwMQ$dfuR5NC013dFXuSpMoIq1VG+R7CGkXJClF5urg8W5iE\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("users[0].password_hash") && err.contains("too costly") && err.contains("i=4294967295"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
