@@ -8,9 +8,9 @@
 //! routing key for topic exchanges.
 //!
 //! The engine builds a [`Chain`] from `[auth]`: a JWT as the password
-//! ([`JwtAuth`]), then the HTTP backend ([`HttpBackend`]), then the
-//! application's MongoDB users (`MongoUsers`), then `[[users]]`
-//! ([`ConfigUsers`]). Password hashes are verified by [`crate::password`] on one
+//! ([`JwtAuth`]), then the HTTP backend ([`HttpBackend`]), then `[[users]]`
+//! ([`ConfigUsers`]) for their own names and the application's MongoDB
+//! users (`MongoUsers`) for every other name. Password hashes are verified by [`crate::password`] on one
 //! bounded [`pool::HashPool`].
 
 pub(crate) mod cache;
