@@ -14,6 +14,14 @@
 //! format: never accepted. bcrypt uses only the first 72 bytes of a
 //! password, as every bcrypt implementation does.
 //!
+//! **Cost ceilings** ([`MAX_BCRYPT_COST`] and the others below): a stored
+//! hash names its own cost, and a MongoDB document is data an application
+//! user may influence, so [`check`] refuses parameters above these before
+//! anything is hashed ([`HashError::TooCostly`]). They sit well above what
+//! libraries produce by default (npm `bcrypt` 10, `argon2` 64 MiB/t=3/p=4,
+//! OWASP's argon2id 19–46 MiB, passlib scrypt 64 MiB, Django PBKDF2 1.2 M)
+//! and bound one verification to about a second of one core and 256 MiB.
+//!
 //! Sans-IO and blocking: callers run [`verify`] on the bounded
 //! [`crate::auth::pool::HashPool`], never on the async executor. A leaf:
 //! config validation uses [`check`] too.
@@ -49,7 +57,25 @@ pub enum HashError {
     /// A known scheme whose string does not parse.
     #[error("malformed {} hash: {reason}", scheme.as_str())]
     Malformed { scheme: Scheme, reason: String },
+    /// Well formed, but its cost parameters exceed the ceilings: refused
+    /// without hashing. `reason` names the parameter, never the hash.
+    #[error("{} hash too costly to verify: {reason}", scheme.as_str())]
+    TooCostly { scheme: Scheme, reason: String },
 }
+
+/// bcrypt: 2^14 rounds, ~1 s of one core (cost 10–12 is usual).
+pub const MAX_BCRYPT_COST: u32 = 14;
+/// Argon2 memory, in KiB (256 MiB; RFC 9106's second option is 64 MiB).
+pub const MAX_ARGON2_M_KIB: u64 = 256 * 1024;
+/// Argon2 passes.
+pub const MAX_ARGON2_T: u64 = 10;
+/// Argon2 lanes.
+pub const MAX_ARGON2_P: u64 = 16;
+/// scrypt: 128·r·N·p bytes (memory times the sequential lanes), 256 MiB:
+/// ln=17, r=8, p=1 (128 MiB) passes.
+pub const MAX_SCRYPT_BYTES: u128 = 256 * 1024 * 1024;
+/// PBKDF2 iterations (OWASP 2023: 600,000 for SHA-256; Django 6: 1,200,000).
+pub const MAX_PBKDF2_ITERATIONS: u64 = 2_000_000;
 
 /// The scheme marker of `hash`, safe to log: at most the text up to its
 /// second `$`, and at most 24 characters.
@@ -85,15 +111,72 @@ pub fn check(hash: &str) -> Result<Scheme, HashError> {
             {
                 return Err(malformed("expected $2b$<cost 04-31>$ and 53 characters".into()));
             }
+            let cost = cost.unwrap_or(0);
+            if cost > MAX_BCRYPT_COST {
+                return Err(too_costly(scheme, format!("cost {cost} > {MAX_BCRYPT_COST}")));
+            }
         }
         _ => {
             let parsed = PasswordHash::new(hash).map_err(|e| malformed(e.to_string()))?;
             if parsed.hash.is_none() || parsed.salt.is_none() {
                 return Err(malformed("no salt or hash".into()));
             }
+            within_ceilings(scheme, &parsed)?;
         }
     }
     Ok(scheme)
+}
+
+fn too_costly(scheme: Scheme, reason: String) -> HashError {
+    HashError::TooCostly { scheme, reason }
+}
+
+/// The cost parameters of a PHC string against the ceilings. A missing
+/// parameter takes the crate's default, which is under the ceiling.
+fn within_ceilings(scheme: Scheme, parsed: &PasswordHash<'_>) -> Result<(), HashError> {
+    let param = |name: &str| -> Result<Option<u64>, HashError> {
+        match parsed.params.get_str(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| HashError::Malformed { scheme, reason: format!("parameter {name} is not a number") }),
+        }
+    };
+    let over = |name: &str, value: u64, max: u64| Err(too_costly(scheme, format!("{name}={value} > {max}")));
+    match scheme {
+        Scheme::Argon2 => {
+            for (name, max) in [("m", MAX_ARGON2_M_KIB), ("t", MAX_ARGON2_T), ("p", MAX_ARGON2_P)] {
+                if let Some(v) = param(name)?.filter(|v| *v > max) {
+                    return over(name, v, max);
+                }
+            }
+        }
+        Scheme::Scrypt => {
+            // The scrypt crate's defaults (ln=17, r=8, p=1) when absent.
+            let (ln, r, p) = (param("ln")?.unwrap_or(17), param("r")?.unwrap_or(8), param("p")?.unwrap_or(1));
+            // Checked: r and p are u32 in the crate, ln < 64; the product of
+            // hostile values overflows even u128.
+            let bytes = (ln < 64)
+                .then(|| 1u128 << ln)
+                .and_then(|n| n.checked_mul(128 * u128::from(r)))
+                .and_then(|b| b.checked_mul(u128::from(p)))
+                .filter(|b| *b <= MAX_SCRYPT_BYTES);
+            if bytes.is_none() {
+                return Err(too_costly(
+                    scheme,
+                    format!("128*r*N*p with ln={ln}, r={r}, p={p} exceeds {MAX_SCRYPT_BYTES} bytes"),
+                ));
+            }
+        }
+        Scheme::Pbkdf2 => {
+            if let Some(i) = param("i")?.filter(|i| *i > MAX_PBKDF2_ITERATIONS) {
+                return over("i", i, MAX_PBKDF2_ITERATIONS);
+            }
+        }
+        Scheme::Bcrypt => {}
+    }
+    Ok(())
 }
 
 /// Whether `password` matches `hash`. `Ok(false)`: a wrong password; `Err`:
@@ -188,5 +271,40 @@ mod tests {
         let long = format!("${}$x", "a".repeat(100));
         let Err(HashError::Unknown { prefix }) = scheme(&long) else { panic!() };
         assert!(prefix.len() <= 26, "{prefix}");
+    }
+
+    /// F3: a stored hash names its own cost; over the ceilings it is
+    /// refused before any hashing (each of these would take seconds to
+    /// hours, or gigabytes, if verified).
+    #[test]
+    fn over_ceiling_hashes_are_refused_without_hashing() {
+        let t = std::time::Instant::now();
+        for (hash, param) in [
+            ("$2b$15$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW", "cost 15"),
+            ("$2b$31$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW", "cost 31"),
+            ("$argon2id$v=19$m=4294967295,t=1,p=1$1LteNc4ltt/K6p6dkHfAww$ZrD6otjwuunnVrXNGkVB0JtQpOrAO94SHQIOMEBeJ78", "m=4294967295"),
+            ("$argon2id$v=19$m=256,t=4294967295,p=1$1LteNc4ltt/K6p6dkHfAww$ZrD6otjwuunnVrXNGkVB0JtQpOrAO94SHQIOMEBeJ78", "t=4294967295"),
+            ("$argon2id$v=19$m=1024,t=1,p=255$1LteNc4ltt/K6p6dkHfAww$ZrD6otjwuunnVrXNGkVB0JtQpOrAO94SHQIOMEBeJ78", "p=255"),
+            ("$scrypt$ln=30,r=8,p=1$aGVyYWxkLXNhbHQtMDAwMQ$Nzn9IZt2e2EGJoREk1UY318sFDlFGirhrNTqrGzezPA", "ln=30"),
+            ("$scrypt$ln=14,r=8,p=64$aGVyYWxkLXNhbHQtMDAwMQ$Nzn9IZt2e2EGJoREk1UY318sFDlFGirhrNTqrGzezPA", "p=64"),
+            ("$scrypt$ln=63,r=4294967295,p=4294967295$aGVyYWxkLXNhbHQtMDAwMQ$Nzn9IZt2e2EGJoREk1UY318sFDlFGirhrNTqrGzezPA", "ln=63"),
+            ("$pbkdf2-sha256$i=4294967295,l=32$aGVyYWxkLXNhbHQtMDAwMQ$dfuR5NC013dFXuSpMoIq1VG+R7CGkXJClF5urg8W5iE", "i=4294967295"),
+        ] {
+            let err = verify(hash, PW).unwrap_err();
+            assert!(matches!(&err, HashError::TooCostly { .. }), "{hash}: {err:?}");
+            assert!(err.to_string().contains(param), "{err}");
+            assert!(!err.to_string().contains('$'), "the hash is never in the message: {err}");
+            assert_eq!(check(hash), Err(err));
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(1), "hashed something: {:?}", t.elapsed());
+        // At the ceilings and usual settings: accepted as well formed.
+        for hash in [
+            "$2b$14$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW",
+            "$argon2id$v=19$m=262144,t=10,p=16$1LteNc4ltt/K6p6dkHfAww$ZrD6otjwuunnVrXNGkVB0JtQpOrAO94SHQIOMEBeJ78",
+            "$scrypt$ln=17,r=8,p=2$aGVyYWxkLXNhbHQtMDAwMQ$Nzn9IZt2e2EGJoREk1UY318sFDlFGirhrNTqrGzezPA",
+            "$pbkdf2-sha256$i=2000000,l=32$aGVyYWxkLXNhbHQtMDAwMQ$dfuR5NC013dFXuSpMoIq1VG+R7CGkXJClF5urg8W5iE",
+        ] {
+            assert!(check(hash).is_ok(), "{hash}: {:?}", check(hash));
+        }
     }
 }

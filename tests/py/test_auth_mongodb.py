@@ -122,6 +122,9 @@ def pbkdf2_phc(password: str) -> str:
     return f"$pbkdf2-sha256$i=10000,l=32${b64(salt)}${b64(h)}"
 
 
+HOG_HASH = "$argon2id$v=19$m=4294967295,t=1,p=1$1LteNc4ltt/K6p6dkHfAww$ZrD6otjwuunnVrXNGkVB0JtQpOrAO94SHQIOMEBeJ78"
+
+
 @pytest.fixture(scope="module")
 def mongo():
     m = Mongo()
@@ -137,6 +140,10 @@ def mongo():
             {"username": "gone", "password": node_hash("bcrypt", "gone-pw"), "disabled": True},
             {"username": "md5", "password": hashlib.md5(b"md5-pw").hexdigest()},
             {"username": "cachy", "password": node_hash("bcryptjs", "old-pw")},
+            # Named like the config user `ops`, with another password: must open nothing.
+            {"username": "ops", "password": node_hash("bcrypt", "mongo-ops-pw"), "roles": ["administrator"]},
+            # 4 GiB of argon2 memory: refused before hashing (cost ceilings).
+            {"username": "hog", "password": HOG_HASH},
         ]
     )
     yield m
@@ -310,7 +317,7 @@ def test_unknown_hash_format_is_logged_once(herald):
     for _ in range(3):
         stomp_refused(herald, "md5", f"pw{_}")
     err = "".join(herald.stderr_chunks)
-    assert err.count("cannot be verified") == 1, err[-3000:]
+    assert err.count("unknown password hash format") == 1, err[-3000:]
     assert hashlib.md5(b"md5-pw").hexdigest() not in err, "the hash itself must not be logged"
 
 
@@ -326,3 +333,26 @@ def test_bcrypt_cost_10_login_latency(herald, mongo):
     cached = time.monotonic() - t
     print(f"\nSTOMP CONNECT+DISCONNECT, bcrypt cost 10: uncached {uncached * 1000:.0f} ms, cached {cached * 1000:.0f} ms")
     assert cached < uncached
+
+
+def test_a_mongodb_user_named_like_a_config_user_opens_nothing(herald):
+    """`[[users]]` names are decided by `[[users]]` alone: MongoDB is not asked."""
+    msg = stomp_refused(herald, "ops", "mongo-ops-pw")
+    assert "Access refused for user 'ops'" in msg, msg
+    stomp_ok(herald, "ops", "ops-pw")
+
+    async def scenario():
+        assert await xmpp_refused(herald, "ops", "mongo-ops-pw") == "not-authorized"
+        await xmpp_login(herald, "ops", "ops-pw")
+
+    run(scenario())
+
+
+def test_an_over_ceiling_hash_is_refused_without_hashing(herald):
+    t = time.monotonic()
+    for i in range(3):
+        assert "Access refused" in stomp_refused(herald, "hog", f"pw{i}")
+    assert time.monotonic() - t < 5, "an argon2 m=4 GiB hash was verified"
+    err = "".join(herald.stderr_chunks)
+    assert err.count("argon2 hash too costly") == 1, err[-3000:]
+    assert HOG_HASH not in err and "1LteNc4ltt" not in err, "the hash itself must not be logged"

@@ -2,15 +2,23 @@
 //!
 //! Authentication: a password that is a JWT this source has a key for is
 //! decided by [`JwtAuth`] alone; otherwise the HTTP backend (when configured)
-//! is asked, then the MongoDB users (when configured), then `[[users]]` when
-//! the login is one of them. The first source that accepts wins; when none
-//! does, the answer is `Refused`, or `Unavailable` when the HTTP backend or
-//! MongoDB could not answer (so config users still log in while those are
-//! down, and everyone else is refused: failing closed).
+//! is asked, then, for a login that names a `[[users]]` entry, `[[users]]`
+//! alone, and for any other login the MongoDB users (when configured). The
+//! first source that accepts wins. MongoDB is never asked about a config
+//! user's name: a document an application user can create (sign-up) must
+//! not open a second door into an operator's account.
+//!
+//! When none accepts: `Refused` if any source judged the password and
+//! refused it (counted by the failed-login limits, whatever another source
+//! said), else `Busy` or `Unavailable` when a source could not answer, else
+//! `Refused`. So config users log in while the HTTP backend or MongoDB is
+//! down, a wrong password is still counted then, and everyone else is
+//! refused: failing closed.
 //!
 //! Authorization: the HTTP backend when configured (for everyone); otherwise
-//! `[[users]]` for config users and `auth.default_permissions` for anyone
-//! else (users logged in with a JWT or from MongoDB).
+//! `[[users]]` for logins `[[users]]` accepted (see [`Identity::source`]) and
+//! `auth.default_permissions` for anyone else (users logged in with a JWT or
+//! from MongoDB, even one named like a config user).
 
 use std::sync::Arc;
 
@@ -19,7 +27,7 @@ use super::sasl::{Mechanism, ScramCredentials};
 use super::JwtAuth;
 use super::{
     AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, ConfigUsers, DefaultPermissions, HttpBackend,
-    Identity, Permission, ResourceKind,
+    Identity, Permission, ResourceKind, Source,
 };
 use crate::config::{Config, ConfigError};
 
@@ -54,8 +62,38 @@ impl Chain {
     fn authorizer(&self, who: &Identity) -> &dyn Authorizer {
         match &self.http {
             Some(http) => http,
-            None if self.users.contains(&who.uid) => &self.users,
+            // The source, not the name: a JWT or a MongoDB document named
+            // like a config user gets the defaults, not that user's rights.
+            None if who.source == Source::ConfigUsers && self.users.contains(&who.uid) => &self.users,
             None => &self.defaults,
+        }
+    }
+}
+
+/// What the sources that did not accept said, combined.
+#[derive(Default)]
+struct Failure {
+    /// A source judged the password and refused it.
+    refused: bool,
+    /// A source could not judge it (the last such answer).
+    unanswered: Option<AuthError>,
+}
+
+impl Failure {
+    fn add(&mut self, e: AuthError) {
+        match e {
+            AuthError::Refused => self.refused = true,
+            e => self.unanswered = Some(e),
+        }
+    }
+
+    /// A refusal outranks "could not answer": otherwise, while one source
+    /// is down, wrong passwords another source judged would not be counted
+    /// by the failed-login limits (unthrottled guessing during an outage).
+    fn into_error(self) -> AuthError {
+        match self.unanswered {
+            Some(e) if !self.refused => e,
+            _ => AuthError::Refused,
         }
     }
 }
@@ -72,31 +110,29 @@ impl Authenticator for Chain {
             if let Some(jwt) = self.jwt.as_ref().filter(|j| j.recognizes(password)) {
                 return jwt.verify(login, password);
             }
-            let mut failure = AuthError::Refused;
+            let mut outcome = Failure::default();
             if let Some(http) = &self.http {
                 match http.authenticate(login, password, client).await {
                     Ok(id) => return Ok(id),
-                    Err(e) => failure = e,
+                    Err(e) => outcome.add(e),
                 }
+            }
+            if self.users.contains(login) {
+                // A config user's name is decided by `[[users]]` alone.
+                match self.users.authenticate(login, password, client).await {
+                    Ok(id) => return Ok(id),
+                    Err(e) => outcome.add(e),
+                }
+                return Err(outcome.into_error());
             }
             #[cfg(feature = "mongodb")]
             if let Some(mongo) = &self.mongo {
                 match mongo.authenticate(login, password, client).await {
                     Ok(id) => return Ok(id),
-                    // An earlier source's Unavailable or Busy outranks a refusal.
-                    Err(AuthError::Refused) => {}
-                    Err(e) => failure = e,
+                    Err(e) => outcome.add(e),
                 }
             }
-            if self.users.contains(login) {
-                match self.users.authenticate(login, password, client).await {
-                    Ok(id) => return Ok(id),
-                    // The password was not checked: say so, not "refused".
-                    Err(AuthError::Busy) => failure = AuthError::Busy,
-                    Err(_) => {}
-                }
-            }
-            Err(failure)
+            Err(outcome.into_error())
         })
     }
 
@@ -223,7 +259,7 @@ permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
     }
 
     fn who(uid: &str) -> Identity {
-        Identity { uid: uid.into(), tags: vec![] }
+        Identity::new(uid, vec![])
     }
 
     #[tokio::test]
@@ -232,7 +268,7 @@ permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
         let c = chain(&format!("{JWT}\n{}", http_section(&svc, "/auth")));
         // A JWT decides alone: the service is not asked, either way.
         let id = c.authenticate("dave", &token("dave", 60), &ClientInfo::LOCAL).await.unwrap();
-        assert_eq!(id, Identity { uid: "dave".into(), tags: vec!["jwt".into()] });
+        assert_eq!(id, Identity { uid: "dave".into(), tags: vec!["jwt".into()], source: Source::Jwt });
         assert_eq!(
             c.authenticate("dave", &token("dave", -300), &ClientInfo::LOCAL).await,
             Err(AuthError::Refused),
@@ -264,7 +300,8 @@ permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
         let c = chain(&http_section(&svc, "/fail"));
         assert_eq!(c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap().uid, "ops");
         assert!(matches!(c.authenticate("bob", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
-        assert!(matches!(c.authenticate("ops", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
+        // [[users]] judged the password and refused it: counted, outage or not.
+        assert_eq!(c.authenticate("ops", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
         assert!(c.vhost(&who("ops"), "/", &ClientInfo::LOCAL).await.is_err(), "the HTTP backend authorizes everyone");
     }
 
@@ -299,34 +336,69 @@ permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
         assert_eq!(c.authenticate("dave", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
         // A config user may log in with a JWT too (tags from the token).
         assert_eq!(c.authenticate("alice", &token("alice", 60), &ClientInfo::LOCAL).await.unwrap().tags, ["jwt"]);
+        // ... but a JWT named like a config user gets the defaults, not that user's rights.
+        let ops_jwt = c.authenticate("ops", &token("ops", 60), &ClientInfo::LOCAL).await.unwrap();
+        assert_eq!(ops_jwt.source, Source::Jwt);
+        assert!(!c.resource(&ops_jwt, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
+        assert!(c.resource(&ops_jwt, "/", ResourceKind::Exchange, "feed", Permission::Write).await.unwrap());
         // SCRAM credentials: config users with a plain password only.
         assert!(c.scram_credentials("alice", Mechanism::ScramSha256).await.unwrap().is_some());
         assert!(c.scram_credentials("dave", Mechanism::ScramSha256).await.unwrap().is_none());
     }
 }
 
-// MongoDB down (nobody listening): config users still log in, everyone else
-// fails closed, and SCRAM is not offered.
+// MongoDB down (nobody listening): config users still log in and their
+// wrong passwords are refused (counted), everyone else fails closed, and
+// SCRAM is not offered.
 #[cfg(all(test, feature = "mongodb"))]
 mod mongo_tests {
     use super::*;
 
-    #[tokio::test]
-    async fn mongodb_down_keeps_config_users_and_fails_closed_for_others() {
+    const OPS: &str = "[[users]]\nname = \"ops\"\npassword = \"ops-pw\"\npermissions = { \"/\" = { configure = \".*\", write = \".*\", read = \".*\" } }\n\n[auth.default_permissions.\"/\"]\nconfigure = \"\"\nwrite = \"feed\"\nread = \"feed\"\n";
+
+    fn mongodb_down() -> Chain {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
         let text = format!(
-            "[[users]]\nname = \"ops\"\npassword = \"ops-pw\"\n\n[auth.mongodb]\nuri = \"mongodb://127.0.0.1:{port}/?directConnection=true\"\ndatabase = \"app\"\ntimeout_ms = 300\n"
+            "{OPS}\n[auth.mongodb]\nuri = \"mongodb://127.0.0.1:{port}/?directConnection=true\"\ndatabase = \"app\"\ntimeout_ms = 300\n"
         );
-        let c = Chain::from_config(&Config::from_toml_str(&text).unwrap()).unwrap();
+        Chain::from_config(&Config::from_toml_str(&text).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn mongodb_down_keeps_config_users_and_fails_closed_for_others() {
+        let c = mongodb_down();
         assert!(!c.offers_scram(), "MongoDB users' hashes cannot do SCRAM");
         assert_eq!(c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap().uid, "ops");
         assert!(matches!(c.authenticate("bob", "pw", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
-        assert!(matches!(c.authenticate("ops", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Unavailable(_))));
         let plain =
             Chain::from_config(&Config::from_toml_str("[[users]]\nname = \"ops\"\npassword = \"x\"\n").unwrap());
         assert!(plain.unwrap().offers_scram());
+    }
+
+    /// F2: during an outage a wrong config password is a refusal (so the
+    /// failed-login limits count it), and MongoDB is not even asked (F1):
+    /// the answer comes without waiting for its timeout.
+    #[tokio::test]
+    async fn a_wrong_config_password_during_an_outage_is_refused_without_asking_mongodb() {
+        let c = mongodb_down();
+        let t = std::time::Instant::now();
+        assert_eq!(c.authenticate("ops", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
+        assert!(t.elapsed() < std::time::Duration::from_millis(250), "MongoDB was asked: {:?}", t.elapsed());
+    }
+
+    /// F1: config permissions follow the source that accepted the login,
+    /// not the name.
+    #[tokio::test]
+    async fn a_mongodb_user_named_like_a_config_user_gets_the_defaults() {
+        let c = mongodb_down();
+        let from_config = c.authenticate("ops", "ops-pw", &ClientInfo::LOCAL).await.unwrap();
+        assert_eq!(from_config.source, Source::ConfigUsers);
+        assert!(c.resource(&from_config, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
+        let from_mongo = Identity { uid: "ops".into(), tags: vec![], source: Source::MongoDb };
+        assert!(!c.resource(&from_mongo, "/", ResourceKind::Queue, "jobs", Permission::Configure).await.unwrap());
+        assert!(c.resource(&from_mongo, "/", ResourceKind::Exchange, "feed", Permission::Write).await.unwrap());
     }
 }

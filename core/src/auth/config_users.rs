@@ -7,7 +7,7 @@ use regex::Regex;
 
 use super::pool::HashPool;
 use super::sasl::{Mechanism, ScramCredentials};
-use super::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identity, Permission, ResourceKind};
+use super::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identity, Permission, ResourceKind, Source};
 use crate::config::{Config, PermissionConfig, TopicPermissions};
 
 #[derive(Debug)]
@@ -345,7 +345,7 @@ impl Authenticator for ConfigUsers {
                 }
             };
             if ok {
-                Ok(Identity { uid: login.to_owned(), tags: user.tags.clone() })
+                Ok(Identity { uid: login.to_owned(), tags: user.tags.clone(), source: Source::ConfigUsers })
             } else {
                 Err(AuthError::Refused)
             }
@@ -366,7 +366,7 @@ impl Authenticator for ConfigUsers {
             // Only plain-password users: a stored hash cannot give SCRAM keys.
             let Some(user) = self.users.get(login) else { return Ok(None) };
             let Secret::Plain(password) = &user.secret else { return Ok(None) };
-            let identity = Identity { uid: login.to_owned(), tags: user.tags.clone() };
+            let identity = Identity { uid: login.to_owned(), tags: user.tags.clone(), source: Source::ConfigUsers };
             let key = (login.to_owned(), mechanism);
             if let Some(c) = self.scram.lock().get(&key) {
                 return Ok(Some((c.clone(), identity)));
@@ -502,12 +502,22 @@ password_hash = "$pbkdf2-sha256$i=1000,l=32$aGVyYWxkLXNhbHQtMDAwMQ$dfuR5NC013dFX
             .unwrap_err()
             .to_string();
         assert!(err.contains("users[0].password_hash") && err.contains("unknown password hash format ($1$)"), "{err}");
+        // Over the cost ceilings: refused at start, naming the key.
+        let err = Config::from_toml_str(
+            "[[users]]\nname = \"x\"\npassword_hash = \"$pbkdf2-sha256$i=4294967295,l=32$aGVyYWxkLXNhbHQtMDAwMQ$dfuR5NC013dFXuSpMoIq1VG+R7CGkXJClF5urg8W5iE\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("users[0].password_hash") && err.contains("too costly") && err.contains("i=4294967295"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn permissions_are_anchored_patterns_per_vhost() {
         let u = users();
-        let who = |n: &str| Identity { uid: n.into(), tags: vec![] };
+        let who = |n: &str| Identity::new(n, vec![]);
         let plain = who("plain");
         assert!(u.vhost(&plain, "/", &ClientInfo::LOCAL).await.unwrap());
         assert!(!u.vhost(&plain, "other", &ClientInfo::LOCAL).await.unwrap());
@@ -553,7 +563,7 @@ topic_permissions = { "v2" = { "amq.topic" = { write = "{vhost}-{username}", rea
 "#;
         let config = Config::from_toml_str(text).unwrap();
         let u = ConfigUsers::from_config(&config);
-        let who = |n: &str| Identity { uid: n.into(), tags: vec![] };
+        let who = |n: &str| Identity::new(n, vec![]);
         let (w, r) = (Permission::Write, Permission::Read);
         let t = |id: &Identity, vhost: &'static str, x: &'static str, key: &'static str, p: Permission| {
             let id = id.clone();

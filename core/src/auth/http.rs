@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::cache::{TtlCache, WarnLimiter};
-use super::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identity, Permission, ResourceKind};
+use super::{AuthError, Authenticator, Authorizer, BoxFuture, ClientInfo, Identity, Permission, ResourceKind, Source};
 use crate::config::{HttpAuthConfig, HttpAuthMethod};
 
 /// Largest answer body read; an auth answer is a word and a few tags.
@@ -306,7 +306,7 @@ impl Authenticator for HttpBackend {
             let question =
                 Question::User { username: login.to_owned(), password: self.password_hash(password), ip: ip.clone() };
             match self.ask(&self.user, question, &[("username", login), ("password", password), ("ip", &ip)]).await? {
-                Answer::Allow(tags) => Ok(Identity { uid: login.to_owned(), tags }),
+                Answer::Allow(tags) => Ok(Identity { uid: login.to_owned(), tags, source: Source::Http }),
                 Answer::Deny => Err(AuthError::Refused),
             }
         })
@@ -439,7 +439,7 @@ mod tests {
     }
 
     fn who(uid: &str) -> Identity {
-        Identity { uid: uid.into(), tags: vec![] }
+        Identity::new(uid, vec![])
     }
 
     #[tokio::test]
@@ -447,7 +447,14 @@ mod tests {
         let svc = AuthService::start().await;
         let b = config(&svc, "/auth", |_| {});
         let id = b.authenticate("alice", "pw", &ClientInfo::LOCAL).await.unwrap();
-        assert_eq!(id, Identity { uid: "alice".into(), tags: vec!["administrator".into(), "management".into()] });
+        assert_eq!(
+            id,
+            Identity {
+                uid: "alice".into(),
+                tags: vec!["administrator".into(), "management".into()],
+                source: Source::Http
+            }
+        );
         assert_eq!(b.authenticate("bob", "pw", &ClientInfo::LOCAL).await.unwrap().tags, Vec::<String>::new());
         assert_eq!(b.authenticate("alice", "wrong", &ClientInfo::LOCAL).await, Err(AuthError::Refused));
         assert_eq!(

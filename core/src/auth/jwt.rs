@@ -6,7 +6,7 @@ use std::path::Path;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use super::{AuthError, Authenticator, BoxFuture, ClientInfo, Identity};
+use super::{AuthError, Authenticator, BoxFuture, ClientInfo, Identity, Source};
 use crate::config::JwtConfig;
 
 /// Verifies tokens with the keys of `[auth.jwt]`.
@@ -127,7 +127,7 @@ impl JwtAuth {
             Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
             _ => Vec::new(),
         };
-        Ok(Identity { uid, tags })
+        Ok(Identity { uid, tags, source: Source::Jwt })
     }
 }
 
@@ -201,7 +201,14 @@ mod tests {
         let a = auth(|c| c.tags_claim = Some("roles".into()));
         let claims = json!({ "sub": "alice", "exp": now() + 60, "roles": ["administrator", 7, "monitoring"] });
         let id = a.verify("alice", &hs(&claims, "s3cret")).unwrap();
-        assert_eq!(id, Identity { uid: "alice".into(), tags: vec!["administrator".into(), "monitoring".into()] });
+        assert_eq!(
+            id,
+            Identity {
+                uid: "alice".into(),
+                tags: vec!["administrator".into(), "monitoring".into()],
+                source: Source::Jwt
+            }
+        );
         let id = a.verify("alice", &rs(&claims, PRIVATE)).unwrap();
         assert_eq!(id.uid, "alice");
         // A PKCS#1 public key works the same.

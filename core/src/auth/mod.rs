@@ -8,9 +8,9 @@
 //! routing key for topic exchanges.
 //!
 //! The engine builds a [`Chain`] from `[auth]`: a JWT as the password
-//! ([`JwtAuth`]), then the HTTP backend ([`HttpBackend`]), then the
-//! application's MongoDB users (`MongoUsers`), then `[[users]]`
-//! ([`ConfigUsers`]). Password hashes are verified by [`crate::password`] on one
+//! ([`JwtAuth`]), then the HTTP backend ([`HttpBackend`]), then `[[users]]`
+//! ([`ConfigUsers`]) for their own names and the application's MongoDB
+//! users (`MongoUsers`) for every other name. Password hashes are verified by [`crate::password`] on one
 //! bounded [`pool::HashPool`].
 
 pub(crate) mod cache;
@@ -91,6 +91,32 @@ pub struct Identity {
     pub uid: String,
     /// RabbitMQ-style user tags (`administrator`, `monitoring`, ...).
     pub tags: Vec<String>,
+    /// Which source accepted the login. The chain gives `[[users]]`
+    /// permissions only to logins `[[users]]` accepted: a MongoDB document
+    /// or a JWT naming a config user must not inherit that user's rights.
+    pub source: Source,
+}
+
+/// The source that authenticated an [`Identity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `[[users]]` (password or SCRAM).
+    ConfigUsers,
+    /// A JWT as the password (`[auth.jwt]`).
+    Jwt,
+    /// The HTTP backend (`[auth.http]`).
+    Http,
+    /// The application's MongoDB users (`[auth.mongodb]`).
+    MongoDb,
+    /// The embedding application (Node callbacks, tests).
+    Application,
+}
+
+impl Identity {
+    /// An identity from a source other than `[[users]]` (the application's own).
+    pub fn new(uid: impl Into<String>, tags: Vec<String>) -> Identity {
+        Identity { uid: uid.into(), tags, source: Source::Application }
+    }
 }
 
 /// The tag that lifts the `[access]` rules (`policy`): the application's own

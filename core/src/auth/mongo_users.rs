@@ -10,9 +10,14 @@
 //! [`HashPool`] shared with `[[users]]`. This source authenticates only;
 //! permissions come from `auth.default_permissions` (or the HTTP backend).
 //!
-//! - **Timing**: a missing user, a disabled one or an unusable hash still
-//!   costs one verification (against the last real hash seen, or a cost-10
-//!   bcrypt decoy), so the refusal time does not say which it was.
+//! - **Timing**: a missing user or an unusable hash (unknown format, over
+//!   the cost ceilings) still costs one verification against a fixed
+//!   cost-10 bcrypt decoy, so a missing user looks like a user whose hash
+//!   is a cost-10 bcrypt. The decoy is fixed, never a hash from the
+//!   collection: a decoy that follows the last hash verified is steered by
+//!   whoever logs in last, and its timing then tells users apart. Users
+//!   whose hashes cost something else remain distinguishable by timing
+//!   (docs/security.md: use one cost for every user).
 //! - **Cache**: outcomes (accepted with tags, or refused) are kept for
 //!   `cache_ttl_ms`, keyed by a keyed hash of the login and password (32
 //!   bytes per entry whatever their length; never the password), bounded in
@@ -38,7 +43,7 @@ use sha2::{Digest, Sha256};
 
 use super::cache::{TtlCache, WarnLimiter};
 use super::pool::HashPool;
-use super::{AuthError, Authenticator, BoxFuture, ClientInfo, Identity};
+use super::{AuthError, Authenticator, BoxFuture, ClientInfo, Identity, Source};
 use crate::config::{MatchValue, MongoAuthConfig};
 use crate::password::{self as hash, HashError};
 
@@ -71,9 +76,6 @@ pub struct MongoUsers {
     /// password)`, the same 32 bytes whatever the login's length (a STOMP
     /// `login` may be 8 KiB), and never the password.
     key: [u8; 32],
-    /// Verified when there is no usable hash: the last real one seen (same
-    /// scheme and cost as the users'), at first a cost-10 bcrypt decoy.
-    decoy: Mutex<String>,
     warn: WarnLimiter,
     unknown_formats: Mutex<HashSet<String>>,
 }
@@ -133,7 +135,6 @@ impl MongoUsers {
             cache: (config.cache_ttl_ms > 0)
                 .then(|| TtlCache::new(Duration::from_millis(config.cache_ttl_ms), config.cache_max_entries)),
             key: rand::random(),
-            decoy: Mutex::new(hash::DECOY_BCRYPT.to_owned()),
             warn: WarnLimiter::default(),
             unknown_formats: Mutex::default(),
         }
@@ -199,6 +200,8 @@ impl MongoUsers {
         let kind = match e {
             HashError::Unknown { prefix } => prefix.clone(),
             HashError::Malformed { scheme, .. } => format!("malformed {}", scheme.as_str()),
+            // Once per scheme: the parameters vary per document.
+            HashError::TooCostly { scheme, .. } => format!("too costly {}", scheme.as_str()),
         };
         let mut seen = self.unknown_formats.lock();
         if seen.len() < MAX_UNKNOWN_FORMATS && seen.insert(kind) {
@@ -231,18 +234,15 @@ impl MongoUsers {
                 Ok(_) => (h.to_owned(), true),
                 Err(e) => {
                     self.unusable(login, &e);
-                    (self.decoy.lock().clone(), false)
+                    (hash::DECOY_BCRYPT.to_owned(), false)
                 }
             },
-            None => (self.decoy.lock().clone(), false),
+            None => (hash::DECOY_BCRYPT.to_owned(), false),
         };
         let pw = password.to_owned();
-        let hashed = stored.clone();
-        let verified = self.pool.run(move || hash::verify(&hashed, pw.as_bytes())).await?;
-        match &verified {
-            Ok(_) if usable => *self.decoy.lock() = stored,
-            Err(e) if usable => self.unusable(login, e),
-            _ => {}
+        let verified = self.pool.run(move || hash::verify(&stored, pw.as_bytes())).await?;
+        if let (Err(e), true) = (&verified, usable) {
+            self.unusable(login, e);
         }
         Ok(match (found, verified) {
             (Some(f), Ok(true)) if usable && !f.disabled => Outcome::Allow(f.tags),
@@ -272,7 +272,7 @@ impl Authenticator for MongoUsers {
                 }
             };
             match outcome {
-                Outcome::Allow(tags) => Ok(Identity { uid: login.to_owned(), tags }),
+                Outcome::Allow(tags) => Ok(Identity { uid: login.to_owned(), tags, source: Source::MongoDb }),
                 Outcome::Deny => Err(AuthError::Refused),
             }
         })

@@ -259,7 +259,7 @@ members = ["dave"]
 
     fn who(uid: &str) -> Identity {
         let tags = if uid == "guest" { vec!["administrator".into()] } else { vec![] };
-        Identity { uid: uid.into(), tags }
+        Identity::new(uid, tags)
     }
 
     async fn may(e: &Engine, uid: &str, exchange: &str, key: &str, p: Permission) -> bool {

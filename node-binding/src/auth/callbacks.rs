@@ -98,7 +98,7 @@ impl CallbackAuth {
 /// Turns a login answer into an identity, logging answers that mean nothing.
 pub(crate) fn identity(login: &str, verdict: Result<UserVerdict, String>, what: &str) -> Result<Identity, AuthError> {
     match verdict {
-        Ok(UserVerdict::Allow(tags)) => Ok(Identity { uid: login.to_owned(), tags }),
+        Ok(UserVerdict::Allow(tags)) => Ok(Identity::new(login, tags)),
         Ok(UserVerdict::Deny) => Err(AuthError::Refused),
         Err(e) => {
             tracing::warn!(user = login, "{what} {e}; denying");
