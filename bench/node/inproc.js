@@ -27,7 +27,7 @@ const pkg = process.env.HERALD_NODE_PKG || path.join(__dirname, '..', '..', 'nod
 const { Engine } = require(pkg);
 
 const config = {
-  node: { name: 'herald-bench-node@localhost', data_dir: args.data || '/var/tmp/herald-bench/node-data' },
+  node: { name: 'herald-bench-node@localhost', ...(args.data ? { data_dir: args.data } : {}) },
   stomp: { listen },
   limits: { max_connections: 100000 },
   vhosts: [{ name: '/' }],

@@ -506,13 +506,18 @@ impl Default for AdminConfig {
 pub struct NodeConfig {
     /// Node name, shown in stats and (later) used as the cluster identity.
     pub name: String,
-    /// Where durable state lives (queue store); created at start if missing.
-    pub data_dir: PathBuf,
+    /// Where durable state lives (durable queues, offline messages, feed
+    /// history); created at start if missing. Absent: all of it in memory.
+    /// One process per directory (the store locks it).
+    pub data_dir: Option<PathBuf>,
+    /// `false`: receipts for persistent messages wait for the journal to
+    /// reach the OS, not the disk (survives `kill -9`, not a power cut).
+    pub fsync: bool,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { name: "herald@localhost".into(), data_dir: PathBuf::from("data") }
+        NodeConfig { name: "herald@localhost".into(), data_dir: None, fsync: true }
     }
 }
 

@@ -33,7 +33,8 @@ use crate::router::{
     AckMode, ConsumerId, Destination, DestinationError, Queue, QueueOptions, RouteError, Router, Vhost,
 };
 use crate::session::{Capabilities, SessionHandle};
-use crate::store::{MemoryStore, QueueStore};
+use crate::store::offline::{MemoryOffline, OfflineLimits, OfflineStore};
+use crate::store::{Disk, DiskOptions, MemoryStore, QueueStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -51,6 +52,8 @@ pub enum EngineError {
     Presence(#[from] PresenceError),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+    #[error("data directory: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl From<crate::transport::tcp::ListenError> for EngineError {
@@ -155,6 +158,10 @@ pub struct Shared {
     pub started_at: Instant,
     /// Set once by `Engine::start` (crate::listen).
     pub(crate) listeners: parking_lot::Mutex<Vec<Listener>>,
+    /// The data directory, when `node.data_dir` is set (store/disk.rs).
+    pub disk: Option<Arc<Disk>>,
+    /// XEP-0160 offline storage (store/offline.rs).
+    pub offline: Arc<dyn OfflineStore>,
 }
 
 /// A bound listener, as reported at start (`herald: listening <name> <addr>`).
@@ -253,6 +260,11 @@ impl Engine {
 
     pub fn with_store(config: Config, store: Arc<dyn QueueStore>) -> Result<Engine, EngineError> {
         config.validate()?;
+        let disk = match &config.node.data_dir {
+            Some(dir) => Some(Disk::open(dir, DiskOptions { fsync: config.node.fsync })?),
+            None => None,
+        };
+        let offline: Arc<dyn OfflineStore> = Arc::new(MemoryOffline::new(OfflineLimits::default()));
         let auth = crate::auth::Chain::from_config(&config)?.into();
         let router = Router::new(&config, store)?;
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
@@ -275,6 +287,8 @@ impl Engine {
                 started_at: Instant::now(),
                 listeners: parking_lot::Mutex::new(Vec::new()),
                 user_names: config.users.iter().map(|u| u.name.clone()).collect(),
+                disk,
+                offline,
                 config,
             }),
         })
@@ -665,6 +679,11 @@ impl Engine {
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
             tracing::warn!(left = self.tasks.len(), "tasks still running after the shutdown grace period");
+        }
+        if let Some(disk) = &self.disk {
+            if let Err(e) = disk.close() {
+                tracing::warn!(error = %e, "closing the data directory failed");
+            }
         }
     }
 

@@ -15,7 +15,6 @@
 
 'use strict';
 
-const os = require('node:os');
 const path = require('node:path');
 
 /** Demo accounts, kept by the Express app (Herald has no users of its own here). */
@@ -64,7 +63,8 @@ function heraldConfig({
   const adminPort = port(env, 'HERALD_ADMIN_PORT', admin);
 
   const config = {
-    node: { name: nodeName, data_dir: env.HERALD_DATA_DIR || path.join(os.tmpdir(), 'herald-examples') },
+    // In memory unless HERALD_DATA_DIR names a directory (one process per directory).
+    node: { name: nodeName, ...(env.HERALD_DATA_DIR ? { data_dir: env.HERALD_DATA_DIR } : {}) },
     stomp: { listen: addr(stompPort), default_vhost: '/' },
     http: { listen: addr(httpPort) },
     vhosts: [{ name: '/' }],

@@ -15,10 +15,53 @@ use parking_lot::Mutex;
 
 use crate::message::Message;
 
-#[derive(Debug, thiserror::Error)]
+pub mod disk;
+pub mod offline;
+
+pub use disk::{Disk, DiskOptions};
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("queue store unavailable: {0}")]
     Unavailable(String),
+}
+
+/// A promise that earlier writes are durable: ready at once for stores in
+/// memory, resolved by the group commit for the disk (and by the backend's
+/// own acknowledgement for Redis). A RECEIPT that promises "on disk" waits
+/// for it; nothing else does.
+#[derive(Debug)]
+#[must_use = "a write is only promised durable once its ticket resolves"]
+pub struct Durable(DurableInner);
+
+#[derive(Debug)]
+enum DurableInner {
+    Ready(Result<(), StoreError>),
+    Waiting(tokio::sync::oneshot::Receiver<Result<(), StoreError>>),
+}
+
+impl Durable {
+    pub fn ready(result: Result<(), StoreError>) -> Durable {
+        Durable(DurableInner::Ready(result))
+    }
+
+    pub(crate) fn waiting(rx: tokio::sync::oneshot::Receiver<Result<(), StoreError>>) -> Durable {
+        Durable(DurableInner::Waiting(rx))
+    }
+
+    /// Whether waiting would return at once (no await point needed).
+    pub fn is_ready(&self) -> bool {
+        matches!(self.0, DurableInner::Ready(_))
+    }
+
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            DurableInner::Ready(r) => r,
+            DurableInner::Waiting(rx) => {
+                rx.await.unwrap_or_else(|_| Err(StoreError::Unavailable("data directory closed".into())))
+            }
+        }
+    }
 }
 
 /// A message as the store keeps it.
