@@ -89,6 +89,14 @@ impl Disk {
         let db = Database::builder(dir.join("db"))
             // The syncer decides when the journal reaches the disk.
             .manual_journal_persist(true)
+            // Descriptors count against the process's file limit, which
+            // client connections need (fjall's default is 900).
+            .max_cached_files(Some(64))
+            // Reads happen at start and on history replays; the block cache
+            // need not be fjall's default 32 MiB.
+            .cache_size(8 << 20)
+            // Journals are replayed at start: keep them short.
+            .max_journaling_size(64 << 20)
             .open()
             .map_err(|e| io(format!("{}: {e}", dir.display())))?;
         let mark = dir.join(CLEAN_MARK);
