@@ -635,6 +635,28 @@ pub struct XmppConfig {
     /// Moved to `access.chat_policy` (one policy for STOMP and XMPP); set
     /// here, the config is refused with a message saying so.
     pub chat_policy: Option<ChatPolicy>,
+    /// `[xmpp.offline]`: XEP-0160 offline messages.
+    pub offline: OfflineConfig,
+}
+
+/// `[xmpp.offline]`: chat and normal messages to a user with no available
+/// XMPP resource are kept (in `node.data_dir` when set, else in memory)
+/// until the user's next initial presence, as ejabberd's mod_offline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    pub enabled: bool,
+    /// Messages kept per user; over it the sender gets `resource-constraint`
+    /// (ejabberd's `max_user_offline_messages` default is 100).
+    pub max_messages_per_user: usize,
+    /// Bytes kept per user (stanzas as stored, plus the sender's JID).
+    pub max_bytes_per_user: usize,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig { enabled: true, max_messages_per_user: 100, max_bytes_per_user: 1 << 20 }
+    }
 }
 
 impl Default for XmppConfig {
@@ -652,6 +674,7 @@ impl Default for XmppConfig {
             bosh_inactivity_secs: 60,
             bosh_allowed_origins: Vec::new(),
             chat_policy: None,
+            offline: OfflineConfig::default(),
         }
     }
 }
@@ -1179,6 +1202,12 @@ impl Config {
         }
         if x.max_depth < 4 {
             return Err(invalid("xmpp.max_depth", "must be at least 4"));
+        }
+        if x.offline.max_messages_per_user == 0 || x.offline.max_bytes_per_user < 1024 {
+            return Err(invalid(
+                "xmpp.offline.max_messages_per_user",
+                "at least 1 message and 1024 bytes per user (or enabled = false)",
+            ));
         }
         if x.bosh_max_wait_secs == 0 || x.bosh_inactivity_secs == 0 {
             return Err(invalid("xmpp.bosh_inactivity_secs", "BOSH wait and inactivity must be greater than 0"));
