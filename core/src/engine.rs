@@ -112,6 +112,10 @@ pub struct Parcel {
     /// The sender's address as the server stamped it.
     pub from: String,
     pub stanza: Bytes,
+    /// The recipient's resource when the message names one (an XMPP full
+    /// JID): a session bound to it takes the message live, available or
+    /// not (RFC 6121 §8.5.3.1, as ejabberd routes to a full JID).
+    pub resource: Option<String>,
 }
 
 /// What [`Engine::route_to_user`] did.
@@ -501,7 +505,7 @@ impl Engine {
         }
         let durable = {
             let _gate = self.offline_gate(&message.routing_key).lock();
-            if self.has_available_resource(&message.routing_key) {
+            if self.takes_it_live(&message.routing_key, parcel.resource.as_deref()) {
                 None
             } else {
                 Some(self.offline.push(&message.routing_key, now_ms(), &parcel.from, parcel.stanza)?)
@@ -549,16 +553,23 @@ impl Engine {
     }
 
     /// Whether a session of `uid` that announces its own presence (an XMPP
-    /// resource) is available with a priority of 0 or more.
-    fn has_available_resource(&self, uid: &str) -> bool {
-        let own: Vec<crate::session::SessionId> = self
+    /// resource) takes a message live: the one bound to `resource` when
+    /// the message names it, else one available with a priority of 0 or
+    /// more (RFC 6121 §8.5.2.1.1).
+    fn takes_it_live(&self, uid: &str, resource: Option<&str>) -> bool {
+        let own: Vec<Arc<SessionHandle>> = self
             .hub
             .user_sessions(uid)
-            .iter()
+            .into_iter()
             .filter(|s| s.capabilities.contains(Capabilities::OWN_PRESENCE))
-            .map(|s| s.id)
             .collect();
-        !own.is_empty() && self.presence.resources(uid).iter().any(|r| r.priority >= 0 && own.contains(&r.session))
+        if own.is_empty() {
+            return false;
+        }
+        if resource.is_some_and(|r| own.iter().any(|s| s.resource.get().map(String::as_str) == Some(r))) {
+            return true;
+        }
+        self.presence.resources(uid).iter().any(|r| r.priority >= 0 && own.iter().any(|s| s.id == r.session))
     }
 
     /// Publishes to a STOMP-style destination (`/exchange/feed/alice`,

@@ -927,7 +927,8 @@ impl Session {
                 headers.push((headers::TO_RESOURCE.to_owned(), r.clone()));
             }
             if super::offline::storable(&m) {
-                parcel = Some(Parcel { from: self.jid().to_string(), stanza: m.to_bytes() });
+                parcel =
+                    Some(Parcel { from: self.jid().to_string(), stanza: m.to_bytes(), resource: to.resource.clone() });
             }
             (exchange, uid)
         } else {
