@@ -651,11 +651,18 @@ pub struct OfflineConfig {
     pub max_messages_per_user: usize,
     /// Bytes kept per user (stanzas as stored, plus the sender's JID).
     pub max_bytes_per_user: usize,
+    /// Bytes kept for all users together.
+    pub max_total_bytes: usize,
 }
 
 impl Default for OfflineConfig {
     fn default() -> Self {
-        OfflineConfig { enabled: true, max_messages_per_user: 100, max_bytes_per_user: 1 << 20 }
+        OfflineConfig {
+            enabled: true,
+            max_messages_per_user: 100,
+            max_bytes_per_user: 1 << 20,
+            max_total_bytes: 256 << 20,
+        }
     }
 }
 
@@ -1209,6 +1216,9 @@ impl Config {
                 "at least 1 message and 1024 bytes per user (or enabled = false)",
             ));
         }
+        if x.offline.max_total_bytes < x.offline.max_bytes_per_user {
+            return Err(invalid("xmpp.offline.max_total_bytes", "must be at least max_bytes_per_user"));
+        }
         if x.bosh_max_wait_secs == 0 || x.bosh_inactivity_secs == 0 {
             return Err(invalid("xmpp.bosh_inactivity_secs", "BOSH wait and inactivity must be greater than 0"));
         }
@@ -1452,6 +1462,19 @@ mod tests {
         assert_eq!(c.access.chat_policy, ChatPolicy::None);
         let err = Config::from_toml_str("[xmpp]\nchat_policy = \"all\"\n").unwrap_err().to_string();
         assert!(err.contains("xmpp.chat_policy") && err.contains("access.chat_policy"), "{err}");
+    }
+
+    #[test]
+    fn offline_caps_are_read_and_checked() {
+        let o = Config::default().xmpp.offline;
+        assert!(o.enabled);
+        assert_eq!((o.max_messages_per_user, o.max_bytes_per_user), (100, 1 << 20));
+        let c = Config::from_toml_str("[xmpp.offline]\nmax_messages_per_user = 5\nenabled = false\n").unwrap();
+        assert_eq!((c.xmpp.offline.max_messages_per_user, c.xmpp.offline.enabled), (5, false));
+        for bad in ["max_messages_per_user = 0", "max_bytes_per_user = 10", "max_total_bytes = 2048"] {
+            let err = Config::from_toml_str(&format!("[xmpp.offline]\n{bad}\n")).unwrap_err().to_string();
+            assert!(err.contains("xmpp.offline"), "{bad}: {err}");
+        }
     }
 
     #[test]

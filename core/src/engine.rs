@@ -315,8 +315,11 @@ impl Engine {
             None => None,
         };
         let o = &config.xmpp.offline;
-        let limits =
-            OfflineLimits { max_messages_per_user: o.max_messages_per_user, max_bytes_per_user: o.max_bytes_per_user };
+        let limits = OfflineLimits {
+            max_messages_per_user: o.max_messages_per_user,
+            max_bytes_per_user: o.max_bytes_per_user,
+            max_total_bytes: o.max_total_bytes,
+        };
         let offline: Arc<dyn OfflineStore> = match &disk {
             Some(disk) => Arc::new(DiskOffline::open(disk.clone(), limits)?),
             None => Arc::new(MemoryOffline::new(limits)),

@@ -29,11 +29,18 @@ struct Tally {
     last_seq: u64,
 }
 
+#[derive(Debug, Default)]
+struct Tallies {
+    users: HashMap<String, Tally>,
+    /// Bytes held across all users (`max_total_bytes`).
+    total: usize,
+}
+
 pub struct DiskOffline {
     limits: OfflineLimits,
     disk: Arc<Disk>,
     ks: Keyspace,
-    users: Mutex<HashMap<String, Tally>>,
+    tallies: Mutex<Tallies>,
 }
 
 impl std::fmt::Debug for DiskOffline {
@@ -104,11 +111,17 @@ impl DiskOffline {
             t.bytes += m.held_bytes();
             t.last_seq = t.last_seq.max(seq);
         }
+        let total = users.values().map(|t| t.bytes).sum();
         if !users.is_empty() {
             let n: usize = users.values().map(|t| t.count).sum();
-            tracing::info!(users = users.len(), messages = n, "offline messages waiting in the data directory");
+            tracing::info!(
+                users = users.len(),
+                messages = n,
+                bytes = total,
+                "offline messages waiting in the data directory"
+            );
         }
-        Ok(DiskOffline { limits, disk, ks, users: Mutex::new(users) })
+        Ok(DiskOffline { limits, disk, ks, tallies: Mutex::new(Tallies { users, total }) })
     }
 }
 
@@ -116,9 +129,10 @@ impl OfflineStore for DiskOffline {
     fn push(&self, uid: &str, stamp_ms: u64, from: &str, stanza: Bytes) -> Result<Durable, OfflineError> {
         let size = stanza.len() + from.len();
         {
-            let mut users = self.users.lock();
+            let mut tallies = self.tallies.lock();
+            let Tallies { users, total } = &mut *tallies;
             let t = users.get(uid).copied().unwrap_or_default();
-            if let Some(limit) = over_cap(&self.limits, t.count, t.bytes, size) {
+            if let Some(limit) = over_cap(&self.limits, t.count, t.bytes, *total, size) {
                 return Err(OfflineError::Full(limit));
             }
             let seq = t.last_seq + 1;
@@ -126,6 +140,7 @@ impl OfflineStore for DiskOffline {
             // the tally never counts a message the disk refused.
             self.ks.insert(key(uid, seq), encode(stamp_ms, from, &stanza)).map_err(io)?;
             users.insert(uid.to_owned(), Tally { count: t.count + 1, bytes: t.bytes + size, last_seq: seq });
+            *total += size;
         }
         // Asked even when nobody waits: the ticket makes the syncer run, so
         // the message reaches the disk promptly (survives kill -9).
@@ -146,7 +161,8 @@ impl OfflineStore for DiskOffline {
     }
 
     fn remove_through(&self, uid: &str, seq: u64) -> Result<(), OfflineError> {
-        let mut users = self.users.lock();
+        let mut tallies = self.tallies.lock();
+        let Tallies { users, total } = &mut *tallies;
         let Some(mut t) = users.get(uid).copied() else { return Ok(()) };
         let mut batch = self.disk.database().batch();
         let (mut n, mut bytes) = (0, 0);
@@ -163,6 +179,7 @@ impl OfflineStore for DiskOffline {
         batch.commit().map_err(io)?;
         t.count = t.count.saturating_sub(n);
         t.bytes = t.bytes.saturating_sub(bytes);
+        *total = total.saturating_sub(bytes);
         if t.count == 0 {
             users.remove(uid);
         } else {
@@ -172,7 +189,7 @@ impl OfflineStore for DiskOffline {
     }
 
     fn count(&self, uid: &str) -> Result<usize, OfflineError> {
-        Ok(self.users.lock().get(uid).map_or(0, |t| t.count))
+        Ok(self.tallies.lock().users.get(uid).map_or(0, |t| t.count))
     }
 }
 
@@ -207,7 +224,7 @@ mod tests {
     #[tokio::test]
     async fn messages_and_counts_survive_a_reopen_without_a_clean_close() {
         let tmp = tempfile::tempdir().unwrap();
-        let limits = OfflineLimits { max_messages_per_user: 3, max_bytes_per_user: 10_000 };
+        let limits = OfflineLimits { max_messages_per_user: 3, max_bytes_per_user: 10_000, max_total_bytes: 1 << 20 };
         {
             let disk = Disk::open(tmp.path(), DiskOptions::default()).unwrap();
             let s = DiskOffline::open(disk.clone(), limits).unwrap();
