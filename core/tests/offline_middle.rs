@@ -109,3 +109,19 @@ async fn a_full_jid_reaches_its_bound_resource_live_and_stomp_counts_as_no_resou
     bob.silent_for(QUIET).await;
     assert_eq!(engine.offline.count("bob").unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_negative_priority_resource_is_not_available_and_takes_no_kept_messages() {
+    let engine = engine();
+    let mut bob = xmpp(&engine, "bob", "b1").await;
+    bob.send("<presence><priority>-1</priority></presence>");
+    bob.until("presence").await;
+    let alice = xmpp(&engine, "alice", "a1").await;
+    alice.send("<message to='bob@example.test' type='chat' id='c1'><body>kept</body></message>");
+    bob.silent_for(QUIET).await;
+    assert_eq!(engine.offline.count("bob").unwrap(), 1);
+    let mut b2 = xmpp(&engine, "bob", "b2").await;
+    let got = available(&mut b2).await;
+    assert!(got.iter().any(|e| body(e) == "kept"), "{got:?}");
+    assert_eq!(engine.offline.count("bob").unwrap(), 0);
+}

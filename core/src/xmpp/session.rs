@@ -819,7 +819,11 @@ impl Session {
                     for uid in uids {
                         self.send_presence_of(tx, &uid).await?;
                     }
-                    self.send_offline_messages(tx).await?;
+                    // A negative priority takes no messages to the bare JID
+                    // (RFC 6121 §8.5.2.1.1), so none of the kept ones either.
+                    if priority >= 0 {
+                        self.send_offline_messages(tx).await?;
+                    }
                 }
                 Ok(())
             }
