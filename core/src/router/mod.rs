@@ -780,6 +780,38 @@ mod tests {
     }
 
     #[test]
+    fn durable_queues_come_back_with_their_options_limits_and_bindings() {
+        let store: Arc<dyn QueueStore> = Arc::new(MemoryStore::default());
+        let durable = QueueOptions { durable: true, exclusive: None, auto_delete: true };
+        let limits = QueueLimits { max_len: 7, max_bytes: 4096, overflow: Overflow::RejectPublish };
+        {
+            let r = router(store.clone());
+            let v = r.vhost("/").unwrap();
+            let q = v.declare_queue_for("d", durable, Some(1), Some("alice"), Some(limits)).unwrap();
+            v.bind("amq.topic", &q, "a.*", None).unwrap();
+            let all = HeaderMatch { all: true, args: vec![("k".into(), "v".into())] };
+            v.bind("amq.headers", &q, "", Some(all)).unwrap();
+            // Neither transient nor exclusive queues are stored.
+            v.declare_queue("t", transient(), None).unwrap();
+            let mine = QueueOptions { durable: true, exclusive: Some(1), auto_delete: true };
+            let x = v.declare_queue("x", mine, Some(1)).unwrap();
+            v.bind("amq.topic", &x, "a.*", None).unwrap();
+        }
+        let r = router(store.clone());
+        let v = r.vhost("/").unwrap();
+        assert!(v.queue("t").is_none() && v.queue("x").is_none());
+        let q = v.queue("d").expect("restored");
+        assert_eq!(q.options, durable);
+        assert_eq!(q.limits, limits);
+        assert_eq!(r.quota.of_user("alice"), 1);
+        assert_eq!(v.publish(Message::new("amq.topic", "a.b", vec![], Bytes::new())).unwrap(), 1);
+        let h = vec![("k".to_string(), "v".to_string())];
+        assert_eq!(v.publish(Message::new("amq.headers", "", h, Bytes::new())).unwrap(), 1);
+        v.delete_queue("d");
+        assert!(store.load().unwrap().is_empty(), "a deleted queue leaves nothing stored");
+    }
+
+    #[test]
     fn durable_persistent_messages_survive_a_new_router() {
         let store: Arc<dyn QueueStore> = Arc::new(MemoryStore::default());
         let durable = QueueOptions { durable: true, exclusive: None, auto_delete: false };
