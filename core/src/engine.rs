@@ -35,7 +35,7 @@ use crate::router::{
 use crate::session::{Capabilities, SessionHandle};
 use crate::store::offline::{MemoryOffline, OfflineError, OfflineLimits, OfflineMessage, OfflineStore};
 use crate::store::offline_disk::DiskOffline;
-use crate::store::{Disk, DiskOptions, Durable, MemoryStore, QueueStore};
+use crate::store::{Disk, DiskOptions, DiskQueues, Durable, MemoryStore, QueueStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -97,10 +97,14 @@ pub struct Publish<'a> {
 }
 
 /// What a publish reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Routed {
     /// Queues that took the message.
     pub queues: usize,
+    /// The queue store's tickets when a persistent message reached durable
+    /// queues on disk: a RECEIPT promising "on disk" waits for them. Empty
+    /// otherwise (transient, or the store in memory).
+    pub durable: Vec<Durable>,
 }
 
 /// A message to a user as offline storage would keep it (an XMPP
@@ -303,17 +307,36 @@ pub struct Stats {
 }
 
 impl Engine {
-    /// Builds an engine from a validated config with in-memory backends.
+    /// Builds an engine from a validated config: durable queues in the data
+    /// directory when `node.data_dir` is set, in memory otherwise; other
+    /// backends in memory until `start` connects the configured ones.
     pub fn new(config: Config) -> Result<Engine, EngineError> {
-        Self::with_store(config, Arc::new(MemoryStore::default()))
+        config.validate()?;
+        let disk = Self::open_disk(&config)?;
+        let store: Arc<dyn QueueStore> = match &disk {
+            Some(d) => Arc::new(DiskQueues::open(d.clone())?),
+            None => Arc::new(MemoryStore::default()),
+        };
+        Self::build(config, store, disk)
     }
 
+    /// [`Engine::new`] with a given queue store (tests restarting an engine
+    /// in one process over a shared `MemoryStore`); the data directory, if
+    /// set, still holds the other stores.
     pub fn with_store(config: Config, store: Arc<dyn QueueStore>) -> Result<Engine, EngineError> {
         config.validate()?;
-        let disk = match &config.node.data_dir {
+        let disk = Self::open_disk(&config)?;
+        Self::build(config, store, disk)
+    }
+
+    fn open_disk(config: &Config) -> Result<Option<Arc<Disk>>, EngineError> {
+        Ok(match &config.node.data_dir {
             Some(dir) => Some(Disk::open(dir, DiskOptions { fsync: config.node.fsync })?),
             None => None,
-        };
+        })
+    }
+
+    fn build(config: Config, store: Arc<dyn QueueStore>, disk: Option<Arc<Disk>>) -> Result<Engine, EngineError> {
         let o = &config.xmpp.offline;
         let limits = OfflineLimits {
             max_messages_per_user: o.max_messages_per_user,
@@ -483,7 +506,8 @@ impl Engine {
                 sender: message.sender.clone(),
             });
         }
-        Ok(Routed { queues: vhost.publish(message)? })
+        let (queues, durable) = vhost.publish_durable(message)?;
+        Ok(Routed { queues, durable })
     }
 
     /// The door for a message to one user on the `feed` exchange that may be
@@ -1057,7 +1081,7 @@ mod door_tests {
         let publish = |origin| Publish { vhost, message: Message::new("amq.topic", "k", vec![], Bytes::new()), origin };
         assert!(matches!(e.route(publish(Origin::Session)), Err(RouteError::MemoryAlarm { .. })));
         assert!(matches!(e.route(publish(Origin::Application)), Err(RouteError::MemoryAlarm { .. })));
-        assert_eq!(e.route(publish(Origin::Engine)).unwrap(), Routed { queues: 0 });
+        assert_eq!(e.route(publish(Origin::Engine)).unwrap().queues, 0);
     }
 
     #[tokio::test]

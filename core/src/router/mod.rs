@@ -31,7 +31,7 @@ pub use queue::{
 use crate::config::{Config, RoutingConfig};
 use crate::message::Message;
 use crate::session::SessionId;
-use crate::store::{QueueStore, StoreError};
+use crate::store::{Durable, QueueMeta, QueueStore, StoreError, StoredBinding, StoredLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -86,7 +86,7 @@ impl QueueQuota {
     }
 
     /// Counts a new queue, or says which limit it would break. Queues
-    /// restored from the store count in the total even past it.
+    /// restored from the store count even past the limits.
     fn take(&self, owner: Option<&Arc<str>>, restoring: bool) -> Result<(), RouteError> {
         if !restoring && self.total.load(Ordering::Relaxed) >= self.max_total {
             return Err(RouteError::QueueLimit(format!(
@@ -97,7 +97,7 @@ impl QueueQuota {
         if let Some(uid) = owner {
             let mut per = self.per_user.lock();
             let n = per.entry(uid.clone()).or_insert(0);
-            if *n >= self.max_per_user {
+            if *n >= self.max_per_user && !restoring {
                 return Err(RouteError::QueueLimit(format!(
                     "at most {} queues that outlive a session per user (limits.max_queues_per_user); delete some first",
                     self.max_per_user
@@ -379,12 +379,6 @@ impl Vhost {
         }
         let owner: Option<Arc<str>> = owner.filter(|_| options.exclusive.is_none()).map(Arc::from);
         self.quota.take(owner.as_ref(), restoring)?;
-        if options.durable {
-            if let Err(e) = self.store.declare(&self.name, name) {
-                self.quota.give_back(owner.as_ref());
-                return Err(e.into());
-            }
-        }
         let d = self.queue_limits;
         let limits = match limits {
             Some(l) => QueueLimits {
@@ -394,9 +388,31 @@ impl Vhost {
             },
             None => d,
         };
+        // Exclusive queues die with their session: only the others are stored.
+        if options.durable && options.exclusive.is_none() && !restoring {
+            let meta = QueueMeta {
+                auto_delete: options.auto_delete,
+                owner: owner.as_deref().map(str::to_owned),
+                limits: (limits != d).then_some(StoredLimits {
+                    max_len: limits.max_len as u64,
+                    max_bytes: limits.max_bytes as u64,
+                    reject_publish: limits.overflow == Overflow::RejectPublish,
+                }),
+            };
+            if let Err(e) = self.store.declare(&self.name, name, &meta) {
+                self.quota.give_back(owner.as_ref());
+                return Err(e.into());
+            }
+        }
         let q = Arc::new(Queue::with_limits(&self.name, name, options, limits, Some(self.store.clone()), owner));
         queues.insert(name.to_owned(), q.clone());
         Ok(q)
+    }
+
+    /// A ticket for every queue-store write so far (a durable SUBSCRIBE's
+    /// receipt waits for its declaration and binding).
+    pub fn durable(&self) -> Durable {
+        self.store.durable()
     }
 
     /// Message bytes held by this vhost's queues (ready and unacked).
@@ -437,9 +453,32 @@ impl Vhost {
         key: &str,
         headers: Option<HeaderMatch>,
     ) -> Result<(), RouteError> {
+        self.bind_as(exchange, queue, key, headers, false)
+    }
+
+    /// `restoring`: read back from the store at start, not written again.
+    fn bind_as(
+        &self,
+        exchange: &str,
+        queue: &Arc<Queue>,
+        key: &str,
+        headers: Option<HeaderMatch>,
+        restoring: bool,
+    ) -> Result<(), RouteError> {
         let x =
             self.exchange(exchange).ok_or_else(|| RouteError::NoExchange(exchange.into(), self.name.to_string()))?;
         self.check_binding(&x, key)?;
+        // A durable queue's bindings come back with it (bindings are only
+        // ever undone with the queue: `unbind_where` serves inbox queues,
+        // which are not durable).
+        if queue.is_stored() && !restoring {
+            let binding = StoredBinding {
+                exchange: exchange.to_owned(),
+                key: key.to_owned(),
+                headers: headers.as_ref().map(|h| (h.all, h.args.clone())),
+            };
+            self.store.bind(&self.name, &queue.name, &binding)?;
+        }
         x.bind(queue, key, headers);
         let mut bound = self.bound.lock();
         let list = bound.entry(queue.name.to_string()).or_default();
@@ -481,7 +520,7 @@ impl Vhost {
         }
         q.mark_deleted();
         self.retired.add(&q.counters);
-        if q.options.durable {
+        if q.is_stored() {
             if let Err(e) = self.store.delete(&self.name, name) {
                 tracing::warn!(queue = name, error = %e, "queue store delete failed");
             }
@@ -493,12 +532,25 @@ impl Vhost {
     /// name). Returns how many queues took it; unroutable messages are
     /// dropped, as in AMQP without `mandatory`.
     pub fn publish(&self, message: Message) -> Result<usize, RouteError> {
+        self.publish_durable(message).map(|(n, _)| n)
+    }
+
+    /// [`Vhost::publish`], with the store's tickets of the stored queues
+    /// that took a persistent message (none otherwise, and none that are
+    /// ready at once: an empty `Vec` allocates nothing).
+    pub fn publish_durable(&self, message: Message) -> Result<(usize, Vec<Durable>), RouteError> {
         let message = Arc::new(message);
+        let mut tickets = Vec::new();
+        // Memory's tickets (ready, fine) are not kept; failed ones are.
+        let mut keep = |t: Option<Durable>| tickets.extend(t.filter(|t| !t.is_ready_ok()));
         if message.exchange.is_empty() {
             self.published.fetch_add(1, Ordering::Relaxed);
             return match self.queue(&message.routing_key) {
-                Some(q) => q.publish(message).map(|_| 1),
-                None => Ok(0),
+                Some(q) => {
+                    keep(q.publish(message)?);
+                    Ok((1, tickets))
+                }
+                None => Ok((0, tickets)),
             };
         }
         let x = self
@@ -509,14 +561,13 @@ impl Vhost {
         self.published.fetch_add(1, Ordering::Relaxed);
         x.published.fetch_add(1, Ordering::Relaxed);
         let mut failed = None;
-        let n = x.route(&message, |q| {
-            if let Err(e) = q.publish(message.clone()) {
-                failed = Some(e);
-            }
+        let n = x.route(&message, |q| match q.publish(message.clone()) {
+            Ok(t) => keep(t),
+            Err(e) => failed = Some(e),
         });
         match failed {
             Some(e) => Err(e),
-            None => Ok(n),
+            None => Ok((n, tickets)),
         }
     }
 }
@@ -545,13 +596,27 @@ impl Router {
                 tracing::warn!(vhost = %sq.vhost, queue = %sq.name, "stored queue of an unknown vhost ignored");
                 continue;
             };
-            let opts = QueueOptions { durable: true, exclusive: None, auto_delete: false };
-            let q = vhost.declare(&sq.name, opts, None, None, None, true)?;
+            let opts = QueueOptions { durable: true, exclusive: None, auto_delete: sq.meta.auto_delete };
+            let limits = sq.meta.limits.map(|l| QueueLimits {
+                max_len: usize::try_from(l.max_len).unwrap_or(usize::MAX),
+                max_bytes: usize::try_from(l.max_bytes).unwrap_or(usize::MAX),
+                overflow: if l.reject_publish { Overflow::RejectPublish } else { Overflow::DropHead },
+            });
+            let q = vhost.declare(&sq.name, opts, None, sq.meta.owner.as_deref(), limits, true)?;
+            for b in sq.bindings {
+                let headers = b.headers.map(|(all, args)| HeaderMatch { all, args });
+                if let Err(e) = vhost.bind_as(&b.exchange, &q, &b.key, headers, true) {
+                    // The config changed (an exchange gone, a bound tightened):
+                    // the queue stays, without this binding.
+                    tracing::warn!(vhost = %sq.vhost, queue = %sq.name, exchange = %b.exchange, key = %b.key,
+                        error = %e, "stored binding not restored");
+                }
+            }
             for m in sq.messages {
                 max_id = max_id.max(m.id);
                 let mut msg = Message::new(m.exchange, m.routing_key, m.headers, m.body);
                 msg.id = m.id;
-                q.restore(Arc::new(msg));
+                q.restore(Arc::new(msg), m.redelivered);
             }
         }
         crate::message::reserve_ids_through(max_id);
@@ -712,6 +777,38 @@ mod tests {
         let off = MemoryAlarm::new(None);
         off.update(u64::MAX);
         assert!(off.check().is_ok());
+    }
+
+    #[test]
+    fn durable_queues_come_back_with_their_options_limits_and_bindings() {
+        let store: Arc<dyn QueueStore> = Arc::new(MemoryStore::default());
+        let durable = QueueOptions { durable: true, exclusive: None, auto_delete: true };
+        let limits = QueueLimits { max_len: 7, max_bytes: 4096, overflow: Overflow::RejectPublish };
+        {
+            let r = router(store.clone());
+            let v = r.vhost("/").unwrap();
+            let q = v.declare_queue_for("d", durable, Some(1), Some("alice"), Some(limits)).unwrap();
+            v.bind("amq.topic", &q, "a.*", None).unwrap();
+            let all = HeaderMatch { all: true, args: vec![("k".into(), "v".into())] };
+            v.bind("amq.headers", &q, "", Some(all)).unwrap();
+            // Neither transient nor exclusive queues are stored.
+            v.declare_queue("t", transient(), None).unwrap();
+            let mine = QueueOptions { durable: true, exclusive: Some(1), auto_delete: true };
+            let x = v.declare_queue("x", mine, Some(1)).unwrap();
+            v.bind("amq.topic", &x, "a.*", None).unwrap();
+        }
+        let r = router(store.clone());
+        let v = r.vhost("/").unwrap();
+        assert!(v.queue("t").is_none() && v.queue("x").is_none());
+        let q = v.queue("d").expect("restored");
+        assert_eq!(q.options, durable);
+        assert_eq!(q.limits, limits);
+        assert_eq!(r.quota.of_user("alice"), 1);
+        assert_eq!(v.publish(Message::new("amq.topic", "a.b", vec![], Bytes::new())).unwrap(), 1);
+        let h = vec![("k".to_string(), "v".to_string())];
+        assert_eq!(v.publish(Message::new("amq.headers", "", h, Bytes::new())).unwrap(), 1);
+        v.delete_queue("d");
+        assert!(store.load().unwrap().is_empty(), "a deleted queue leaves nothing stored");
     }
 
     #[test]

@@ -98,7 +98,13 @@ impl Disk {
             // Journals are replayed at start: keep them short.
             .max_journaling_size(64 << 20)
             .open()
-            .map_err(|e| io(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| match e {
+                fjall::Error::Locked => io(format!(
+                    "{} is in use by another process (one Herald per data directory: node.data_dir)",
+                    dir.display()
+                )),
+                e => io(format!("{}: {e}", dir.display())),
+            })?;
         let mark = dir.join(CLEAN_MARK);
         let unclean = !mark.exists();
         if !unclean {
