@@ -32,8 +32,25 @@ pub struct Message {
     /// Also kept in offline storage for the recipient (`Engine::route_to_user`):
     /// their XMPP resources get it from there, not from their inbox.
     pub parked: bool,
+    /// Its place in its routing key's history (`feed` and `project`
+    /// exchanges, store/history.rs), set by the history store before the
+    /// message is shared; edges show it (`x-stream-offset`, `x-stream-epoch`).
+    pub stream: Option<StreamPosition>,
     encoded: [OnceLock<Bytes>; SLOTS],
 }
+
+/// A message's offset in its key's history and the history's epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: std::sync::Arc<str>,
+}
+
+/// The STOMP headers that carry a [`StreamPosition`] (RabbitMQ streams' offset
+/// name; the epoch is Centrifugo's idea). Server-stamped: a publisher's own
+/// values are dropped on the history exchanges.
+pub const STREAM_OFFSET: &str = "x-stream-offset";
+pub const STREAM_EPOCH: &str = "x-stream-epoch";
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -59,6 +76,7 @@ impl Message {
             persistent,
             sender: None,
             parked: false,
+            stream: None,
             encoded: Default::default(),
         }
     }
