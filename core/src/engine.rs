@@ -162,6 +162,8 @@ pub struct Shared {
     pub disk: Option<Arc<Disk>>,
     /// XEP-0160 offline storage (store/offline.rs).
     pub offline: Arc<dyn OfflineStore>,
+    /// XEP-0198 sessions that may be resumed, by resumption id (xmpp/sm.rs).
+    pub(crate) resumable: crate::xmpp::sm::Registry,
 }
 
 /// A bound listener, as reported at start (`herald: listening <name> <addr>`).
@@ -289,6 +291,7 @@ impl Engine {
                 user_names: config.users.iter().map(|u| u.name.clone()).collect(),
                 disk,
                 offline,
+                resumable: Default::default(),
                 config,
             }),
         })

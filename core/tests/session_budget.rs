@@ -77,9 +77,9 @@ const STOMP_SOCKJS: usize = 840;
 /// and TLS sessions share one future (STOMP boxes each branch); c2s is not in S1.
 const XMPP_TCP: usize = 2880;
 /// XMPP over WebSocket: `scope(slot, xmpp::session::serve(WsXmppRx, WsXmppTx))` (`xmpp/mod.rs`).
-const XMPP_WS: usize = 864;
+const XMPP_WS: usize = 912;
 /// A BOSH session's task: `scope(slot, xmpp::session::serve(BoshRx, BoshTx))` (`xmpp/mod.rs`).
-const XMPP_BOSH: usize = 808;
+const XMPP_BOSH: usize = 856;
 /// An HTTP/1 connection's task on the BOSH/STOMP HTTP listeners:
 /// `scope(slot, http1::serve_connection(..))`. An idle BOSH session is this
 /// (a parked long-poll request) plus its session task.

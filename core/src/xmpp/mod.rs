@@ -14,6 +14,7 @@ pub mod bosh;
 pub mod jid;
 pub mod link;
 pub mod session;
+pub mod sm;
 pub mod tcp;
 pub mod ws;
 pub mod xml;
