@@ -646,6 +646,35 @@ pub struct XmppConfig {
     pub sm_max_unacked: usize,
     /// Bytes of unacknowledged stanzas kept per stream (same error beyond).
     pub sm_max_unacked_bytes: usize,
+    /// `[xmpp.offline]`: XEP-0160 offline messages.
+    pub offline: OfflineConfig,
+}
+
+/// `[xmpp.offline]`: chat and normal messages to a user with no available
+/// XMPP resource are kept (in `node.data_dir` when set, else in memory)
+/// until the user's next initial presence, as ejabberd's mod_offline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    pub enabled: bool,
+    /// Messages kept per user; over it the sender gets `resource-constraint`
+    /// (ejabberd's `max_user_offline_messages` default is 100).
+    pub max_messages_per_user: usize,
+    /// Bytes kept per user (stanzas as stored, plus the sender's JID).
+    pub max_bytes_per_user: usize,
+    /// Bytes kept for all users together.
+    pub max_total_bytes: usize,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig {
+            enabled: true,
+            max_messages_per_user: 100,
+            max_bytes_per_user: 1 << 20,
+            max_total_bytes: 256 << 20,
+        }
+    }
 }
 
 impl Default for XmppConfig {
@@ -669,6 +698,7 @@ impl Default for XmppConfig {
             // ejabberd's mod_stream_mgmt max_ack_queue.
             sm_max_unacked: 5000,
             sm_max_unacked_bytes: 4 << 20,
+            offline: OfflineConfig::default(),
         }
     }
 }
@@ -1206,6 +1236,15 @@ impl Config {
         if x.max_depth < 4 {
             return Err(invalid("xmpp.max_depth", "must be at least 4"));
         }
+        if x.offline.max_messages_per_user == 0 || x.offline.max_bytes_per_user < 1024 {
+            return Err(invalid(
+                "xmpp.offline.max_messages_per_user",
+                "at least 1 message and 1024 bytes per user (or enabled = false)",
+            ));
+        }
+        if x.offline.max_total_bytes < x.offline.max_bytes_per_user {
+            return Err(invalid("xmpp.offline.max_total_bytes", "must be at least max_bytes_per_user"));
+        }
         if x.bosh_max_wait_secs == 0 || x.bosh_inactivity_secs == 0 {
             return Err(invalid("xmpp.bosh_inactivity_secs", "BOSH wait and inactivity must be greater than 0"));
         }
@@ -1449,6 +1488,19 @@ mod tests {
         assert_eq!(c.access.chat_policy, ChatPolicy::None);
         let err = Config::from_toml_str("[xmpp]\nchat_policy = \"all\"\n").unwrap_err().to_string();
         assert!(err.contains("xmpp.chat_policy") && err.contains("access.chat_policy"), "{err}");
+    }
+
+    #[test]
+    fn offline_caps_are_read_and_checked() {
+        let o = Config::default().xmpp.offline;
+        assert!(o.enabled);
+        assert_eq!((o.max_messages_per_user, o.max_bytes_per_user), (100, 1 << 20));
+        let c = Config::from_toml_str("[xmpp.offline]\nmax_messages_per_user = 5\nenabled = false\n").unwrap();
+        assert_eq!((c.xmpp.offline.max_messages_per_user, c.xmpp.offline.enabled), (5, false));
+        for bad in ["max_messages_per_user = 0", "max_bytes_per_user = 10", "max_total_bytes = 2048"] {
+            let err = Config::from_toml_str(&format!("[xmpp.offline]\n{bad}\n")).unwrap_err().to_string();
+            assert!(err.contains("xmpp.offline"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -33,8 +33,9 @@ use crate::router::{
     AckMode, ConsumerId, Destination, DestinationError, Queue, QueueOptions, RouteError, Router, Vhost,
 };
 use crate::session::{Capabilities, SessionHandle};
-use crate::store::offline::{MemoryOffline, OfflineLimits, OfflineStore};
-use crate::store::{Disk, DiskOptions, MemoryStore, QueueStore};
+use crate::store::offline::{MemoryOffline, OfflineError, OfflineLimits, OfflineMessage, OfflineStore};
+use crate::store::offline_disk::DiskOffline;
+use crate::store::{Disk, DiskOptions, Durable, MemoryStore, QueueStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -102,6 +103,48 @@ pub struct Routed {
     pub queues: usize,
 }
 
+/// A message to a user as offline storage would keep it (an XMPP
+/// `<message/>` as routed), given to [`Engine::route_to_user`] by an edge
+/// whose protocol says the message may be kept (XEP-0160: `chat` and
+/// `normal`, not `headline`).
+#[derive(Debug)]
+pub struct Parcel {
+    /// The sender's address as the server stamped it.
+    pub from: String,
+    pub stanza: Bytes,
+    /// The recipient's resource when the message names one (an XMPP full
+    /// JID): a session bound to it takes the message live, available or
+    /// not (RFC 6121 §8.5.3.1, as ejabberd routes to a full JID).
+    pub resource: Option<String>,
+}
+
+/// What [`Engine::route_to_user`] did.
+#[derive(Debug)]
+pub enum ToUser {
+    /// The user has an available XMPP resource (or nothing could be kept):
+    /// routed as any publish.
+    Live(Routed),
+    /// Nobody of the user's XMPP resources is available: kept until their
+    /// next initial presence (durable once the ticket resolves), and routed
+    /// too, marked `parked`, for the user's other sessions (STOMP).
+    Parked(Durable),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToUserError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// Offline storage refused: over the user's cap (`resource-constraint`)
+    /// or the store failed.
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
+}
+
+/// Striped locks that order "is anyone available? then keep it" against
+/// "available now: what was kept?", so a message is never kept just after
+/// the user's resource looked for what was kept.
+const OFFLINE_GATES: usize = 64;
+
 /// The private queue of a session that reads its user's feed and projects
 /// (an XMPP resource), made by [`Engine::open_inbox`].
 #[derive(Debug)]
@@ -160,10 +203,13 @@ pub struct Shared {
     pub(crate) listeners: parking_lot::Mutex<Vec<Listener>>,
     /// The data directory, when `node.data_dir` is set (store/disk.rs).
     pub disk: Option<Arc<Disk>>,
-    /// XEP-0160 offline storage (store/offline.rs).
+    /// XEP-0160 offline storage (store/offline.rs): on disk when
+    /// `node.data_dir` is set (store/offline_disk.rs), else in memory.
     pub offline: Arc<dyn OfflineStore>,
     /// XEP-0198 sessions that may be resumed, by resumption id (xmpp/sm.rs).
     pub(crate) resumable: crate::xmpp::sm::Registry,
+    offline_gates: Box<[parking_lot::Mutex<()>]>,
+    gate_hasher: std::collections::hash_map::RandomState,
 }
 
 /// A bound listener, as reported at start (`herald: listening <name> <addr>`).
@@ -234,6 +280,10 @@ pub struct MemoryUse {
     pub alarm: bool,
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// `VmRSS` of this process, bytes.
 pub fn process_rss_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -266,7 +316,16 @@ impl Engine {
             Some(dir) => Some(Disk::open(dir, DiskOptions { fsync: config.node.fsync })?),
             None => None,
         };
-        let offline: Arc<dyn OfflineStore> = Arc::new(MemoryOffline::new(OfflineLimits::default()));
+        let o = &config.xmpp.offline;
+        let limits = OfflineLimits {
+            max_messages_per_user: o.max_messages_per_user,
+            max_bytes_per_user: o.max_bytes_per_user,
+            max_total_bytes: o.max_total_bytes,
+        };
+        let offline: Arc<dyn OfflineStore> = match &disk {
+            Some(disk) => Arc::new(DiskOffline::open(disk.clone(), limits)?),
+            None => Arc::new(MemoryOffline::new(limits)),
+        };
         let auth = crate::auth::Chain::from_config(&config)?.into();
         let router = Router::new(&config, store)?;
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
@@ -292,6 +351,8 @@ impl Engine {
                 disk,
                 offline,
                 resumable: Default::default(),
+                offline_gates: (0..OFFLINE_GATES).map(|_| parking_lot::Mutex::new(())).collect(),
+                gate_hasher: Default::default(),
                 config,
             }),
         })
@@ -426,6 +487,95 @@ impl Engine {
             });
         }
         Ok(Routed { queues: vhost.publish(message)? })
+    }
+
+    /// The door for a message to one user on the `feed` exchange that may be
+    /// kept offline (`parcel`: an XMPP `chat` or `normal` message). When
+    /// none of the user's XMPP resources is available (sent presence, with
+    /// a priority of 0 or more: RFC 6121 §8.5.2.1.1), it is kept for their
+    /// next initial presence and still routed, marked `parked`, so STOMP
+    /// sessions on the user's feed see it live as before (a STOMP-only user
+    /// has no XMPP resource: the message waits for their XMPP client too).
+    /// Over the user's cap nothing is kept nor routed. Without a parcel, with
+    /// `[xmpp.offline] enabled = false` or on another exchange: [`Engine::route`].
+    pub fn route_to_user(&self, publish: Publish<'_>, parcel: Option<Parcel>) -> Result<ToUser, ToUserError> {
+        let Publish { vhost, mut message, origin } = publish;
+        let parcel =
+            parcel.filter(|_| self.config.xmpp.offline.enabled && message.exchange == self.config.exchanges.feed);
+        let Some(parcel) = parcel else {
+            return Ok(ToUser::Live(self.route(Publish { vhost, message, origin })?));
+        };
+        if origin != Origin::Engine {
+            // Refused before anything is kept: the sender may retry.
+            self.router.alarm.check()?;
+        }
+        let durable = {
+            let _gate = self.offline_gate(&message.routing_key).lock();
+            if self.takes_it_live(&message.routing_key, parcel.resource.as_deref()) {
+                None
+            } else {
+                Some(self.offline.push(&message.routing_key, now_ms(), &parcel.from, parcel.stanza)?)
+            }
+        };
+        let Some(durable) = durable else {
+            return Ok(ToUser::Live(self.route(Publish { vhost, message, origin })?));
+        };
+        message.parked = true;
+        if let Err(e) = self.route(Publish { vhost, message, origin }) {
+            // Kept already: the XMPP resources will have it; only live STOMP copies are missed.
+            tracing::debug!(error = %e, "parked message not routed");
+        }
+        Ok(ToUser::Parked(durable))
+    }
+
+    /// Keeps a stanza for `uid` without asking who is available (XEP-0198:
+    /// unacked messages of a stream that timed out without resuming).
+    pub fn park(&self, uid: &str, from: &str, stanza: Bytes) -> Result<Durable, OfflineError> {
+        let _gate = self.offline_gate(uid).lock();
+        self.offline.push(uid, now_ms(), from, stanza)
+    }
+
+    /// What is kept for `uid`, oldest first, for a resource of theirs that
+    /// has just become available (call after its presence is set). Nothing
+    /// is removed until [`Engine::offline_delivered`]: a delivery cut short
+    /// loses nothing (at least once; two resources coming online at the
+    /// same moment may both get the messages).
+    pub fn offline_messages(&self, uid: &str) -> Result<Vec<OfflineMessage>, OfflineError> {
+        if !self.config.xmpp.offline.enabled && self.offline.count(uid)? == 0 {
+            return Ok(Vec::new());
+        }
+        let _gate = self.offline_gate(uid).lock();
+        self.offline.list(uid)
+    }
+
+    /// Messages through `seq` were handed to a session of `uid`.
+    pub fn offline_delivered(&self, uid: &str, seq: u64) -> Result<(), OfflineError> {
+        self.offline.remove_through(uid, seq)
+    }
+
+    fn offline_gate(&self, uid: &str) -> &parking_lot::Mutex<()> {
+        use std::hash::BuildHasher;
+        &self.offline_gates[(self.gate_hasher.hash_one(uid) as usize) % self.offline_gates.len()]
+    }
+
+    /// Whether a session of `uid` that announces its own presence (an XMPP
+    /// resource) takes a message live: the one bound to `resource` when
+    /// the message names it, else one available with a priority of 0 or
+    /// more (RFC 6121 §8.5.2.1.1).
+    fn takes_it_live(&self, uid: &str, resource: Option<&str>) -> bool {
+        let own: Vec<Arc<SessionHandle>> = self
+            .hub
+            .user_sessions(uid)
+            .into_iter()
+            .filter(|s| s.capabilities.contains(Capabilities::OWN_PRESENCE))
+            .collect();
+        if own.is_empty() {
+            return false;
+        }
+        if resource.is_some_and(|r| own.iter().any(|s| s.resource.get().map(String::as_str) == Some(r))) {
+            return true;
+        }
+        self.presence.resources(uid).iter().any(|r| r.priority >= 0 && own.iter().any(|s| s.id == r.session))
     }
 
     /// Publishes to a STOMP-style destination (`/exchange/feed/alice`,

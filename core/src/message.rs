@@ -29,6 +29,9 @@ pub struct Message {
     pub persistent: bool,
     /// Uid of the publisher, when a session published it.
     pub sender: Option<String>,
+    /// Also kept in offline storage for the recipient (`Engine::route_to_user`):
+    /// their XMPP resources get it from there, not from their inbox.
+    pub parked: bool,
     encoded: [OnceLock<Bytes>; SLOTS],
 }
 
@@ -55,6 +58,7 @@ impl Message {
             body,
             persistent,
             sender: None,
+            parked: false,
             encoded: Default::default(),
         }
     }

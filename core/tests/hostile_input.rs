@@ -454,8 +454,11 @@ async fn xmpp_bytes_are_shaped_to_the_byte_rate() {
     let mut bob = Xmpp::login(addr, "bob", "b").await;
     let mut alice = Xmpp::login(addr, "alice", "a").await;
     let pad = "x".repeat(500);
-    let chats: Vec<String> =
-        (0..N).map(|i| format!("<message to='bob@localhost' type='chat'><body>{i:03}{pad}</body></message>")).collect();
+    // To bob's full JID: his resource sent no presence, so a chat to his
+    // bare JID would wait in offline storage (XEP-0160) instead.
+    let chats: Vec<String> = (0..N)
+        .map(|i| format!("<message to='bob@localhost/b' type='chat'><body>{i:03}{pad}</body></message>"))
+        .collect();
     let stanza_len = chats[0].len() as f64;
     let sent = tokio::time::Instant::now();
     alice.send(&chats.concat()).await;

@@ -130,9 +130,15 @@ async fn message_to_a_bare_jid_reaches_every_resource() {
     let mut alice = connect(&engine, "alice", "a1").await;
     let mut b1 = connect(&engine, "bob", "b1").await;
     let mut b2 = connect(&engine, "bob", "b2").await;
+    // Available resources (RFC 6121 §8.5.2.1.1): without presence, the
+    // message would wait in offline storage for the first initial presence.
+    for b in [&mut b1, &mut b2] {
+        b.send("<presence/>");
+        b.until("presence").await;
+    }
     alice.send("<message to='bob@example.test' type='chat' id='m1'><body>hi bob</body></message>");
     for b in [&mut b1, &mut b2] {
-        let m = b.element().await;
+        let (m, _) = b.until("message").await;
         assert_eq!(m.name, "message", "{m}");
         assert_eq!(m.attr("from"), Some("alice@example.test/a1"), "the server stamps the sender's full JID");
         assert_eq!(m.attr("type"), Some("chat"));

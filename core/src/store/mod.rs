@@ -17,6 +17,7 @@ use crate::message::Message;
 
 pub mod disk;
 pub mod offline;
+pub mod offline_disk;
 
 pub use disk::{Disk, DiskOptions};
 

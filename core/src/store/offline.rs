@@ -38,12 +38,15 @@ impl OfflineMessage {
 pub struct OfflineLimits {
     pub max_messages_per_user: usize,
     pub max_bytes_per_user: usize,
+    /// Bytes kept for all users together: with `access.chat_policy = "all"`
+    /// any user may write to any uid, so the per-user caps alone bound nothing.
+    pub max_total_bytes: usize,
 }
 
 impl Default for OfflineLimits {
     fn default() -> Self {
         // ejabberd's mod_offline default access_max_user_messages is 100.
-        OfflineLimits { max_messages_per_user: 100, max_bytes_per_user: 1 << 20 }
+        OfflineLimits { max_messages_per_user: 100, max_bytes_per_user: 1 << 20, max_total_bytes: 256 << 20 }
     }
 }
 
@@ -77,26 +80,36 @@ struct UserBox {
     next_seq: u64,
 }
 
+#[derive(Debug, Default)]
+struct Boxes {
+    users: HashMap<String, UserBox>,
+    /// Bytes held across all users (`max_total_bytes`).
+    total: usize,
+}
+
 /// Offline storage in memory (no data directory).
 #[derive(Debug, Default)]
 pub struct MemoryOffline {
     limits: OfflineLimits,
-    users: Mutex<HashMap<String, UserBox>>,
+    boxes: Mutex<Boxes>,
 }
 
 impl MemoryOffline {
     pub fn new(limits: OfflineLimits) -> MemoryOffline {
-        MemoryOffline { limits, users: Mutex::default() }
+        MemoryOffline { limits, boxes: Mutex::default() }
     }
 }
 
 /// The cap check every backend shares: `Some(reason)` when one more
-/// message of `size` bytes does not fit.
-pub fn over_cap(limits: &OfflineLimits, count: usize, bytes: usize, size: usize) -> Option<String> {
+/// message of `size` bytes does not fit beside the user's `count` messages
+/// and `bytes`, and the `total` bytes held for everyone.
+pub fn over_cap(limits: &OfflineLimits, count: usize, bytes: usize, total: usize, size: usize) -> Option<String> {
     if count >= limits.max_messages_per_user {
         Some(format!("{} messages", limits.max_messages_per_user))
     } else if bytes.saturating_add(size) > limits.max_bytes_per_user {
         Some(format!("{} bytes", limits.max_bytes_per_user))
+    } else if total.saturating_add(size) > limits.max_total_bytes {
+        Some(format!("{} bytes for all users", limits.max_total_bytes))
     } else {
         None
     }
@@ -104,28 +117,33 @@ pub fn over_cap(limits: &OfflineLimits, count: usize, bytes: usize, size: usize)
 
 impl OfflineStore for MemoryOffline {
     fn push(&self, uid: &str, stamp_ms: u64, from: &str, stanza: Bytes) -> Result<Durable, OfflineError> {
-        let mut users = self.users.lock();
-        let b = users.entry(uid.to_owned()).or_default();
-        let m = OfflineMessage { seq: b.next_seq + 1, stamp_ms, from: from.to_owned(), stanza };
-        if let Some(limit) = over_cap(&self.limits, b.messages.len(), b.bytes, m.held_bytes()) {
+        let mut boxes = self.boxes.lock();
+        let Boxes { users, total } = &mut *boxes;
+        let (count, bytes, next_seq) = users.get(uid).map_or((0, 0, 0), |b| (b.messages.len(), b.bytes, b.next_seq));
+        let m = OfflineMessage { seq: next_seq + 1, stamp_ms, from: from.to_owned(), stanza };
+        if let Some(limit) = over_cap(&self.limits, count, bytes, *total, m.held_bytes()) {
             return Err(OfflineError::Full(limit));
         }
+        let b = users.entry(uid.to_owned()).or_default();
         b.next_seq = m.seq;
         b.bytes += m.held_bytes();
+        *total += m.held_bytes();
         b.messages.push_back(m);
         Ok(Durable::ready(Ok(())))
     }
 
     fn list(&self, uid: &str) -> Result<Vec<OfflineMessage>, OfflineError> {
-        Ok(self.users.lock().get(uid).map(|b| b.messages.iter().cloned().collect()).unwrap_or_default())
+        Ok(self.boxes.lock().users.get(uid).map(|b| b.messages.iter().cloned().collect()).unwrap_or_default())
     }
 
     fn remove_through(&self, uid: &str, seq: u64) -> Result<(), OfflineError> {
-        let mut users = self.users.lock();
+        let mut boxes = self.boxes.lock();
+        let Boxes { users, total } = &mut *boxes;
         if let Some(b) = users.get_mut(uid) {
             while b.messages.front().is_some_and(|m| m.seq <= seq) {
                 let m = b.messages.pop_front().expect("front checked");
                 b.bytes -= m.held_bytes();
+                *total -= m.held_bytes();
             }
             if b.messages.is_empty() {
                 // `next_seq` restarts: nothing refers to an empty box's numbers.
@@ -136,14 +154,14 @@ impl OfflineStore for MemoryOffline {
     }
 
     fn count(&self, uid: &str) -> Result<usize, OfflineError> {
-        Ok(self.users.lock().get(uid).map_or(0, |b| b.messages.len()))
+        Ok(self.boxes.lock().users.get(uid).map_or(0, |b| b.messages.len()))
     }
 }
 
 /// The conformance suite every [`OfflineStore`] passes; `make` returns a
 /// fresh, empty store with the given limits.
 pub async fn conformance<S: OfflineStore>(make: impl Fn(OfflineLimits) -> S) {
-    let s = make(OfflineLimits { max_messages_per_user: 3, max_bytes_per_user: 1000 });
+    let s = make(OfflineLimits { max_messages_per_user: 3, max_bytes_per_user: 1000, max_total_bytes: 1 << 20 });
     assert_eq!(s.count("bob").unwrap(), 0);
     assert!(s.list("bob").unwrap().is_empty());
     for (i, body) in ["<message>1</message>", "<message>2</message>"].iter().enumerate() {
@@ -172,6 +190,17 @@ pub async fn conformance<S: OfflineStore>(make: impl Fn(OfflineLimits) -> S) {
     assert_eq!(s.count("bob").unwrap(), 0);
     assert_eq!(s.count("carol").unwrap(), 1);
     s.remove_through("nobody", 7).unwrap();
+
+    // The total over all users: many users each under their cap still stop
+    // at it, and what is delivered makes room again.
+    let s = make(OfflineLimits { max_messages_per_user: 10, max_bytes_per_user: 1000, max_total_bytes: 250 });
+    let m = Bytes::from(vec![b'm'; 99]); // 100 bytes with the 1-byte sender
+    s.push("u1", 1, "a", m.clone()).unwrap().wait().await.unwrap();
+    s.push("u2", 1, "a", m.clone()).unwrap().wait().await.unwrap();
+    assert!(matches!(s.push("u3", 1, "a", m.clone()), Err(OfflineError::Full(_))), "over the total");
+    assert_eq!(s.count("u3").unwrap(), 0);
+    s.remove_through("u1", u64::MAX).unwrap();
+    s.push("u3", 1, "a", m).unwrap().wait().await.unwrap();
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 pub mod bosh;
 pub mod jid;
 pub mod link;
+pub mod offline;
 pub mod session;
 pub mod sm;
 pub mod tcp;

@@ -22,7 +22,7 @@ use super::sm::{self, Handover, Sm, SmLimits, Unacked};
 use super::xml::{Element, Limits};
 use crate::auth::sasl::{self, Mechanism, ScramServer};
 use crate::auth::{AuthError, ClientInfo, Identity};
-use crate::engine::{Engine, Inbox, LoginError, Origin, Publish};
+use crate::engine::{Engine, Inbox, LoginError, Origin, Parcel, Publish, ToUser, ToUserError};
 use crate::error::{CloseCode, CloseReason};
 use crate::message::Message;
 use crate::presence::Availability;
@@ -816,6 +816,9 @@ impl Session {
         for f in [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::ROSTER] {
             q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
         }
+        if self.engine.config.xmpp.offline.enabled {
+            q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", super::offline::FEATURE));
+        }
         iq_result(iq).with_child(q)
     }
 
@@ -908,6 +911,7 @@ impl Session {
                     for uid in uids {
                         self.send_presence_of(tx, &uid).await?;
                     }
+                    self.send_offline_messages(tx).await?;
                 }
                 Ok(())
             }
@@ -918,6 +922,32 @@ impl Session {
             }
             _ => Ok(()),
         }
+    }
+
+    /// XEP-0160: at initial presence, what was kept while the user had no
+    /// available resource, oldest first with `<delay/>`; removed from the
+    /// store once written and flushed (at least once).
+    async fn send_offline_messages<W: XmppTx>(&mut self, tx: &mut W) -> Result<(), End> {
+        let kept = match self.engine.offline_messages(self.uid()) {
+            Ok(k) if !k.is_empty() => k,
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(uid = self.uid(), error = %e, "offline messages not read");
+                return Ok(());
+            }
+        };
+        for m in &kept {
+            match super::offline::delayed(&m.stanza, m.stamp_ms, self.domain(), &self.limits) {
+                Some(e) => self.send(tx, &e).await?,
+                None => tracing::warn!(uid = self.uid(), seq = m.seq, "unreadable offline message dropped"),
+            }
+        }
+        self.flush(tx).await?;
+        let last = kept.last().map_or(0, |m| m.seq);
+        if let Err(e) = self.engine.offline_delivered(self.uid(), last) {
+            tracing::warn!(uid = self.uid(), error = %e, "delivered offline messages not removed");
+        }
+        Ok(())
     }
 
     /// Sends the current presence of every available resource of `uid`.
@@ -958,6 +988,9 @@ impl Session {
             headers.push((headers::PAYLOAD.to_owned(), String::from_utf8_lossy(&payload).into_owned()));
         }
         let vhost = self.engine.config.stomp.default_vhost.clone();
+        // XEP-0160: what the engine keeps when the user has no available
+        // resource; only messages to a user (the feed) are ever kept.
+        let mut parcel = None;
         let (exchange, key) = if self.is_projects_domain(&to.domain) {
             let Some(project) = to.local.clone() else {
                 let reply = stanza_error(&m, "cancel", "item-not-found");
@@ -985,6 +1018,10 @@ impl Session {
             if let Some(r) = &to.resource {
                 headers.push((headers::TO_RESOURCE.to_owned(), r.clone()));
             }
+            if super::offline::storable(&m) {
+                parcel =
+                    Some(Parcel { from: self.jid().to_string(), stanza: m.to_bytes(), resource: to.resource.clone() });
+            }
             (exchange, uid)
         } else {
             let reply = stanza_error(&m, "cancel", "remote-server-not-found");
@@ -992,17 +1029,26 @@ impl Session {
         };
         let mut message = Message::new(exchange, key, headers, Bytes::from(body));
         message.sender = Some(self.uid().to_owned());
-        let routed = self
-            .engine
-            .router
-            .vhost(&vhost)
-            .and_then(|vhost| self.engine.route(Publish { vhost, message, origin: Origin::Session }));
+        let routed =
+            self.engine.router.vhost(&vhost).map_err(ToUserError::from).and_then(|vhost| {
+                self.engine.route_to_user(Publish { vhost, message, origin: Origin::Session }, parcel)
+            });
+        if let Ok(ToUser::Parked(durable)) = routed {
+            // Not awaited: the ticket alone makes the syncer write it out
+            // promptly; the sender is not told when (ejabberd says nothing either).
+            drop(durable);
+            return Ok(());
+        }
         if let Err(e) = routed {
             // Memory alarm or a full reject-publish queue: the sender may retry later.
             let condition = match e {
-                RouteError::MemoryAlarm { .. } | RouteError::QueueFull { .. } => "resource-constraint",
+                ToUserError::Route(RouteError::MemoryAlarm { .. } | RouteError::QueueFull { .. }) => {
+                    "resource-constraint"
+                }
+                // XEP-0160 §3: the recipient's offline storage is full.
+                ToUserError::Offline(crate::store::offline::OfflineError::Full(_)) => "resource-constraint",
                 // A key beyond `[routing]` is the sender's doing, not the server's.
-                RouteError::Limit(_) => "policy-violation",
+                ToUserError::Route(RouteError::Limit(_)) => "policy-violation",
                 _ => {
                     tracing::warn!(error = %e, "XMPP message not routed");
                     "internal-server-error"
@@ -1055,6 +1101,10 @@ impl Session {
     /// A routed message as a `<message/>` for this session.
     fn render_delivery(&self, d: &Delivery) -> Option<Element> {
         let msg = &d.message;
+        if msg.parked {
+            // Kept for this user's next initial presence, which hands it over.
+            return None;
+        }
         if let Some(r) = msg.header(headers::TO_RESOURCE) {
             if Some(r) != self.jid().resource.as_deref() {
                 return None;
