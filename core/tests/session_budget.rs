@@ -62,6 +62,12 @@ fn within(what: &str, size: usize, budget: usize) {
 // `Identity::source` (one byte, padded to 8), so `[[users]]` permissions go only
 // to logins `[[users]]` accepted (a MongoDB user or JWT named like a config user
 // took them); under 0.3% of an idle session's 2.5-5 KiB, S1 not re-measured.
+// s15-smacks raised the XMPP/WS and BOSH session futures by 48 B each (864 -> 912,
+// 808 -> 856): XEP-0198's `Option<Box<Sm>>` in the session (8 B; nothing else
+// until a client enables SM) and the run loop's new end states (a lost link parks
+// the session for resumption, a resumed stream takes it over); no new waiter (a
+// takeover wakes the handle every session already waits on). Under 2% of an idle
+// session's 2.5-5 KiB; S1 not re-measured.
 
 /// `stomp::serve` over plain TCP: what the STOMP TCP listener's task awaits
 /// (boxed, behind a small per-connection wrapper in `transport/tcp.rs`).

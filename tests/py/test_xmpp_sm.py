@@ -145,6 +145,39 @@ def test_another_user_cannot_resume_someones_session(herald_sm):
     run(scenario(), 60)
 
 
+def test_resuming_a_session_still_connected_takes_it_over(herald_sm):
+    async def scenario():
+        port = c2s_port(herald_sm)
+        alice = await Xmpp(port, "alice", plaintext=True).online()
+        old, oev = sm_client(port, "bob", resource="laptop")
+        await old.online()
+        await asyncio.wait_for(oev["sm_enabled"].wait(), WAIT)
+        bob_jid = old.jid
+        await alice.presence_from(available_from(bob_jid), what="bob available")
+        alice.chat(bob_jid, "one")
+        await old.message(lambda m: str(m["body"]) == "one")
+        await asyncio.sleep(0.3)  # the ack for it reaches the server
+
+        # The same user on a new connection, with the old stream's SM state.
+        new, nev = sm_client(port, "bob", resource="laptop")
+        p_old, p_new = old.c.plugin["xep_0198"], new.c.plugin["xep_0198"]
+        p_new.sm_id, p_new.handled, p_new.seq, p_new.last_ack = p_old.sm_id, p_old.handled, p_old.seq, p_old.last_ack
+        new.c.connect(host="127.0.0.1", port=port)
+        await asyncio.wait_for(nev["session_resumed"].wait(), 10)
+        # The old connection is closed with `conflict`.
+        await asyncio.wait_for(old._disconnected.wait(), WAIT)
+        assert any("conflict" in str(e) for e in old.stream_errors), old.stream_errors
+        alice.chat(bob_jid, "two")
+        assert (await new.message(lambda m: str(m["body"]) == "two"))["to"] == bob_jid
+        seen = alice._kept_pres + drain(alice.presences)
+        assert not [p for p in seen if unavailable_from(bob_jid)(p)], "alice saw bob unavailable"
+        await new.disconnect()
+        await alice.presence_from(unavailable_from(bob_jid), what="bob unavailable after a clean close")
+        await alice.disconnect()
+
+    run(scenario(), 60)
+
+
 def test_past_the_resume_timeout_the_session_ends_and_messages_wait_offline():
     h = start_herald(extra=xmpp_extra(starttls="off", resume_timeout_secs=1))
     try:
