@@ -38,7 +38,7 @@ def sm_client(port: int, user: str, resource: str | None = None) -> tuple[Xmpp, 
     """A plaintext slixmpp client with xep_0198, and events for its SM life."""
     x = Xmpp(port, user, resource=resource, plaintext=True)
     x.c.register_plugin("xep_0198")
-    ev = {name: asyncio.Event() for name in ("sm_enabled", "session_resumed", "sm_failed")}
+    ev = {name: asyncio.Event() for name in ("sm_enabled", "session_resumed", "sm_failed", "session_start")}
     for name, e in ev.items():
         x.c.add_event_handler(name, lambda *_, e=e: e.set())
     return x, ev
@@ -202,9 +202,12 @@ def test_past_the_resume_timeout_the_session_ends_and_messages_wait_offline():
             # Resuming now fails; the messages come from offline storage at
             # the next initial presence, stamped with <delay/>.
             bob._disconnected.clear()
+            ev["session_start"].clear()
             await reconnect(bob)
             await asyncio.wait_for(ev["sm_failed"].wait(), 10)
             assert not ev["session_resumed"].is_set()
+            # After <failed/>, an ordinary bind: a new session.
+            await asyncio.wait_for(ev["session_start"].wait(), 10)
             bob.presence()
             got = []
             for _ in sent:

@@ -1410,6 +1410,11 @@ impl Session {
     /// with a body go to offline storage (XEP-0160) rather than away.
     async fn store_unacked(&mut self, unacked: std::collections::VecDeque<Unacked>) {
         let Some(handle) = self.handle().cloned() else { return };
+        if !self.engine.config.xmpp.offline.enabled {
+            // `[xmpp.offline] enabled = false`: nothing is kept, as for a
+            // message to a user who is offline.
+            return;
+        }
         let mut queued = Vec::new();
         let mut batch = Vec::new();
         while handle.drain(&mut batch, WRITE_BATCH) > 0 {
