@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use herald_core::xmpp::sm;
+use herald_core::xmpp::xml::Element;
 use herald_core::Engine;
 
 mod common;
@@ -140,4 +141,36 @@ async fn past_the_resumption_time_unacked_chat_goes_to_offline_storage_in_order(
         .collect();
     assert_eq!(bodies, ["m1", "m2", "m3"], "unacked then queued, oldest first, no headline");
     assert!(kept.iter().all(|m| m.from == "alice@example.test/laptop"), "{kept:?}");
+}
+
+/// The features after SASL on a link of `transport`.
+async fn features_after_sasl(engine: &Engine, transport: herald_core::transport::Transport) -> Element {
+    use base64::Engine as _;
+    let (rx, tx, mut c) = common::link::xmpp_pair();
+    tokio::spawn(herald_core::xmpp::session::serve(engine.clone(), rx, tx, common::link::peer(transport)));
+    for round in 0..2 {
+        c.open(common::link::DOMAIN);
+        assert!(matches!(c.next().await, common::link::XmppOut::Open { .. }));
+        let f = c.element().await;
+        if round == 1 {
+            return f;
+        }
+        let creds = base64::engine::general_purpose::STANDARD.encode("\0bob\0pw");
+        c.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"));
+        assert_eq!(c.element().await.name, "success");
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn sm_is_offered_after_sasl_except_on_bosh() {
+    use herald_core::transport::Transport;
+    let engine = engine();
+    let f = features_after_sasl(&engine, Transport::Ws).await;
+    assert!(f.child("sm", sm::NS).is_some(), "WebSocket: {f}");
+    let f = features_after_sasl(&engine, Transport::Bosh).await;
+    assert!(f.child("sm", sm::NS).is_none(), "BOSH acknowledges by its requests: {f}");
+    let off = common::link::engine(&CONFIG.replace("resume_timeout_secs = 1", "stream_management = false"));
+    let f = features_after_sasl(&off, Transport::Tcp).await;
+    assert!(f.child("sm", sm::NS).is_none(), "stream_management = false: {f}");
 }
