@@ -41,6 +41,8 @@ def sm_client(port: int, user: str, resource: str | None = None) -> tuple[Xmpp, 
     ev = {name: asyncio.Event() for name in ("sm_enabled", "session_resumed", "sm_failed", "session_start")}
     for name, e in ev.items():
         x.c.add_event_handler(name, lambda *_, e=e: e.set())
+    # A resumed stream is a started session too (no session_start for it).
+    x.c.add_event_handler("session_resumed", x._on_start)
     return x, ev
 
 
