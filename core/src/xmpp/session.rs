@@ -119,35 +119,18 @@ pub fn serve<R: XmppRx, W: XmppTx>(engine: Engine, rx: R, tx: W, peer: Peer) -> 
             Ok(()) => s.run(&mut rx, &mut tx).await,
             Err(e) => Err(e),
         };
-        let end = match end {
-            Err(End::TakenOver) => {
-                // The resuming stream gets the session (this one is left
-                // unbound, so its cleanup is a no-op); this link only closes.
-                let unbound = Session::new(s.engine.clone(), s.peer.clone());
-                let mut old = Box::new(std::mem::replace(&mut s, unbound));
-                match old.takeover_requested() {
-                    Some(to) => {
-                        if let Err(mut back) = to.send(old) {
-                            // The resuming stream went away meanwhile: wait for another.
-                            back.reregister();
-                            back.park();
-                        }
-                    }
-                    None => {
-                        old.reregister();
-                        old.park();
-                    }
-                }
-                Err(End::Error(StreamError::new("conflict", "replaced by a resumed stream")))
-            }
-            Err(End::Lost | End::Broken) if s.resumable() => {
-                // XEP-0198: kept for resumption, without the connection.
-                drop((rx, tx));
-                Box::new(s).park();
-                return;
-            }
-            end => end,
-        };
+        // Updated in place: a second `End` would be kept across the awaits below.
+        let mut end = end;
+        if matches!(end, Err(End::TakenOver)) {
+            // The resuming stream gets the session; this link only closes.
+            s.hand_over();
+            end = Err(End::Error(StreamError::new("conflict", "replaced by a resumed stream")));
+        } else if matches!(end, Err(End::Lost | End::Broken)) && s.resumable() {
+            // XEP-0198: kept for resumption, without the connection.
+            drop((rx, tx));
+            Box::new(s).park();
+            return;
+        }
         Box::pin(s.cleanup()).await;
         let error = match end {
             Ok(()) | Err(End::Quiet | End::Lost | End::TakenOver) => None,
@@ -1217,6 +1200,26 @@ impl Session {
     /// Bound, with resumption enabled: a lost connection parks the session.
     fn resumable(&self) -> bool {
         self.bound.is_some() && self.sm.as_ref().is_some_and(|s| s.resume_id.is_some())
+    }
+
+    /// Gives the session to the resuming stream that asked for it, leaving
+    /// this one unbound (its cleanup a no-op). Should that stream be gone,
+    /// the session waits detached for another.
+    fn hand_over(&mut self) {
+        let unbound = Session::new(self.engine.clone(), self.peer.clone());
+        let mut old = Box::new(std::mem::replace(self, unbound));
+        match old.takeover_requested() {
+            Some(to) => {
+                if let Err(mut back) = to.send(old) {
+                    back.reregister();
+                    back.park();
+                }
+            }
+            None => {
+                old.reregister();
+                old.park();
+            }
+        }
     }
 
     /// (Re)registers the session for resumption with its id; the registry
