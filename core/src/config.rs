@@ -674,6 +674,17 @@ pub struct XmppConfig {
     /// Moved to `access.chat_policy` (one policy for STOMP and XMPP); set
     /// here, the config is refused with a message saying so.
     pub chat_policy: Option<ChatPolicy>,
+    /// XEP-0198 Stream Management on c2s and WebSocket (not BOSH, which
+    /// has its own acknowledgements).
+    pub stream_management: bool,
+    /// How long a session whose connection dropped is kept for resumption,
+    /// seconds; also the most a client's `<enable max/>` gets. 0: no resumption.
+    pub resume_timeout_secs: u64,
+    /// Unacknowledged stanzas kept per stream (stream error
+    /// `resource-constraint` beyond).
+    pub sm_max_unacked: usize,
+    /// Bytes of unacknowledged stanzas kept per stream (same error beyond).
+    pub sm_max_unacked_bytes: usize,
     /// `[xmpp.offline]`: XEP-0160 offline messages.
     pub offline: OfflineConfig,
 }
@@ -720,6 +731,12 @@ impl Default for XmppConfig {
             bosh_inactivity_secs: 60,
             bosh_allowed_origins: Vec::new(),
             chat_policy: None,
+            stream_management: true,
+            // Prosody's mod_smacks default hibernation time.
+            resume_timeout_secs: 300,
+            // ejabberd's mod_stream_mgmt max_ack_queue.
+            sm_max_unacked: 5000,
+            sm_max_unacked_bytes: 4 << 20,
             offline: OfflineConfig::default(),
         }
     }
@@ -1253,6 +1270,15 @@ impl Config {
         }
         if x.cert.is_some() != x.key.is_some() {
             return Err(invalid("xmpp.cert", "set both xmpp.cert and xmpp.key, or neither"));
+        }
+        if x.resume_timeout_secs > 86_400 {
+            return Err(invalid("xmpp.resume_timeout_secs", "must be at most 86400 (a day)"));
+        }
+        if x.sm_max_unacked == 0 || x.sm_max_unacked_bytes < x.max_stanza_bytes {
+            return Err(invalid(
+                "xmpp.sm_max_unacked",
+                "sm_max_unacked must be at least 1 and sm_max_unacked_bytes at least max_stanza_bytes",
+            ));
         }
         if x.max_stanza_bytes < 1024 {
             return Err(invalid("xmpp.max_stanza_bytes", "must be at least 1024"));

@@ -246,6 +246,10 @@ pub struct Shared {
     /// XEP-0160 offline storage (store/offline.rs): on disk when
     /// `node.data_dir` is set (store/offline_disk.rs), else in memory.
     pub offline: Arc<dyn OfflineStore>,
+    /// Per-engine state of an edge, whose type the engine does not know
+    /// (the engine imports no edge): XEP-0198's resumable sessions. Made on
+    /// first use by [`Shared::edge_state`].
+    edge_state: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
     offline_gates: Box<[parking_lot::Mutex<()>]>,
     gate_hasher: std::collections::hash_map::RandomState,
 }
@@ -255,6 +259,17 @@ pub struct Shared {
 pub struct Listener {
     pub name: &'static str,
     pub addr: SocketAddr,
+}
+
+impl Shared {
+    /// The edge state of type `T` (one type per engine: only the XMPP edge
+    /// keeps one).
+    pub(crate) fn edge_state<T: Default + Send + Sync + 'static>(&self) -> &T {
+        self.edge_state
+            .get_or_init(|| Box::new(T::default()))
+            .downcast_ref::<T>()
+            .expect("one edge state type per engine")
+    }
 }
 
 #[derive(Clone)]
@@ -407,6 +422,7 @@ impl Engine {
                 user_names: config.users.iter().map(|u| u.name.clone()).collect(),
                 disk,
                 offline,
+                edge_state: std::sync::OnceLock::new(),
                 offline_gates: (0..OFFLINE_GATES).map(|_| parking_lot::Mutex::new(())).collect(),
                 gate_hasher: Default::default(),
                 config,

@@ -357,6 +357,12 @@ impl SessionHandle {
         self.wake.notified().await
     }
 
+    /// Wakes the session's task without offering anything: it has a
+    /// request to look at (an XEP-0198 resumption taking it over).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Asks the session's task to close; the first reason wins.
     pub fn close(&self, reason: CloseReason) {
         let _ = self.reason.set(reason);

@@ -68,6 +68,10 @@ fn within(what: &str, size: usize, budget: usize) {
 // (one borrowed pointer); receipts are answered in order without blocking
 // the session's reading, which group commit needs. Under 0.6% of an idle
 // session; S1 not re-measured.
+// s15-smacks raised the XMPP/WS and BOSH session futures by 8 B each (864 -> 872,
+// 808 -> 816): XEP-0198's `Option<Box<Sm>>` in the session, nothing else until a
+// client enables SM (a takeover wakes the handle every session already waits on,
+// so no new waiter); S1 not re-measured.
 
 /// `stomp::serve` over plain TCP: what the STOMP TCP listener's task awaits
 /// (boxed, behind a small per-connection wrapper in `transport/tcp.rs`).
@@ -83,9 +87,9 @@ const STOMP_SOCKJS: usize = 856;
 /// and TLS sessions share one future (STOMP boxes each branch); c2s is not in S1.
 const XMPP_TCP: usize = 2880;
 /// XMPP over WebSocket: `scope(slot, xmpp::session::serve(WsXmppRx, WsXmppTx))` (`xmpp/mod.rs`).
-const XMPP_WS: usize = 864;
+const XMPP_WS: usize = 872;
 /// A BOSH session's task: `scope(slot, xmpp::session::serve(BoshRx, BoshTx))` (`xmpp/mod.rs`).
-const XMPP_BOSH: usize = 808;
+const XMPP_BOSH: usize = 816;
 /// An HTTP/1 connection's task on the BOSH/STOMP HTTP listeners:
 /// `scope(slot, http1::serve_connection(..))`. An idle BOSH session is this
 /// (a parked long-poll request) plus its session task.

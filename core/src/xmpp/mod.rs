@@ -6,6 +6,8 @@
 //! independent interface every transport implements; `session` runs one
 //! client (SASL, bind, roster, presence, messages) and translates stanzas
 //! into engine calls. Routing and presence decisions are the engine's.
+//! `sm` is XEP-0198 (stream management): the counters and unacked queue,
+//! and the registry through which a resuming stream takes a session over.
 //! [`listen`] binds c2s and the HTTP listener (BOSH, WebSocket) over
 //! transport's accept loop, as `stomp::listen` does for STOMP; only the
 //! node's start-up calls it.
@@ -15,6 +17,7 @@ pub mod jid;
 pub mod link;
 pub mod offline;
 pub mod session;
+pub mod sm;
 pub mod tcp;
 pub mod ws;
 pub mod xml;

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::jid::Jid;
 use super::link::{StreamError, XmppIn, XmppRx, XmppTx};
 use super::ns;
+use super::sm::{self, Handover, Sm, SmLimits, Unacked};
 use super::xml::{Element, Limits};
 use crate::auth::sasl::{self, Mechanism, ScramServer};
 use crate::auth::{AuthError, ClientInfo, Identity};
@@ -56,11 +57,17 @@ pub mod headers {
 /// What ends a session: a stream error to send, or a quiet end.
 #[derive(Debug)]
 enum End {
-    /// Client closed, or the connection is gone.
+    /// Client closed the stream, or ended it before binding.
     Quiet,
+    /// The connection is gone without a stream close (a resumable session
+    /// waits for its client to come back).
+    Lost,
     Error(StreamError),
     /// A write was cut off mid-stanza: nothing more can be sent.
     Broken,
+    /// A resuming stream (XEP-0198) takes the session over from this one
+    /// (its request is in the session's takeover slot).
+    TakenOver,
 }
 
 impl From<StreamError> for End {
@@ -112,9 +119,21 @@ pub fn serve<R: XmppRx, W: XmppTx>(engine: Engine, rx: R, tx: W, peer: Peer) -> 
             Ok(()) => s.run(&mut rx, &mut tx).await,
             Err(e) => Err(e),
         };
+        // Updated in place: a second `End` would be kept across the awaits below.
+        let mut end = end;
+        if matches!(end, Err(End::TakenOver)) {
+            // The resuming stream gets the session; this link only closes.
+            s.hand_over();
+            end = Err(End::Error(StreamError::new("conflict", "replaced by a resumed stream")));
+        } else if matches!(end, Err(End::Lost | End::Broken)) && s.resumable() {
+            // XEP-0198: kept for resumption, without the connection.
+            drop((rx, tx));
+            Box::new(s).park();
+            return;
+        }
         Box::pin(s.cleanup()).await;
         let error = match end {
-            Ok(()) | Err(End::Quiet) => None,
+            Ok(()) | Err(End::Quiet | End::Lost | End::TakenOver) => None,
             Err(End::Error(e)) => Some(e),
             Err(End::Broken) => {
                 // Half a stanza may be on the wire: just drop the connection.
@@ -137,7 +156,7 @@ struct Bound {
     inbox: Inbox,
 }
 
-struct Session {
+pub(crate) struct Session {
     engine: Engine,
     peer: Peer,
     limits: Limits,
@@ -152,6 +171,17 @@ struct Session {
     /// Stanzas per second once bound (`[shaper]`; bytes are shaped by the
     /// transport); `None` (one pointer) when off.
     shaper: Option<Box<Shaper>>,
+    /// XEP-0198 once the client enabled it; `None` (one pointer) otherwise.
+    sm: Option<Box<Sm>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("uid", &self.identity.as_ref().map(|i| i.uid.as_str()))
+            .field("jid", &self.bound.as_ref().map(|b| b.jid.to_string()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -168,6 +198,7 @@ impl Session {
             roster_requested: false,
             roster: BTreeMap::new(),
             shaper: None,
+            sm: None,
         }
     }
 
@@ -190,9 +221,22 @@ impl Session {
         Duration::from_millis(self.engine.config.limits.write_timeout_ms)
     }
 
-    async fn send<W: XmppTx>(&self, tx: &mut W, e: &Element) -> Result<(), End> {
+    /// Sends a stanza or negotiation element; with SM on, a stanza is kept
+    /// until the client acknowledges it.
+    async fn send<W: XmppTx>(&mut self, tx: &mut W, e: &Element) -> Result<(), End> {
         let bytes = e.to_bytes();
+        if let Some(sm) = self.sm.as_deref_mut().filter(|_| sm::is_stanza(e)) {
+            let u = Unacked { stanza: bytes.clone(), sent_ms: now_ms(), offline_from: sm::offline_from(e) };
+            if let Err(why) = sm.record(u) {
+                return Err(StreamError::new("resource-constraint", why.to_string()).into());
+            }
+        }
         self.bounded(tx.send(bytes)).await
+    }
+
+    /// Writes an element that SM does not count (SASL replies, SM's own).
+    async fn write<W: XmppTx>(&self, tx: &mut W, e: &Element) -> Result<(), End> {
+        self.bounded(tx.send(e.to_bytes())).await
     }
 
     async fn flush<W: XmppTx>(&self, tx: &mut W) -> Result<(), End> {
@@ -279,9 +323,12 @@ impl Session {
         crate::transport::authenticated();
         rx.restart();
         self.open_stream(rx, tx, deadline).await?;
-        let features = Element::new("features", ns::STREAM)
+        let mut features = Element::new("features", ns::STREAM)
             .with_child(Element::new("bind", ns::BIND))
             .with_child(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+        if self.sm_offered() {
+            features.push_child(Element::new("sm", sm::NS));
+        }
         self.send(tx, &features).await?;
         self.flush(tx).await?;
 
@@ -308,6 +355,17 @@ impl Session {
                     self.flush(tx).await?;
                     continue;
                 }
+            }
+            if stanza.ns == sm::NS && self.sm_offered() {
+                if stanza.name == "resume" && self.resume(tx, &stanza).await? {
+                    return Ok(());
+                }
+                if stanza.name != "resume" {
+                    // XEP-0198 §3: SM is enabled on a bound resource.
+                    self.write(tx, &sm::failed("unexpected-request")).await?;
+                }
+                self.flush(tx).await?;
+                continue;
             }
             return Err(StreamError::new("not-authorized", "bind a resource first").into());
         }
@@ -479,7 +537,7 @@ impl Session {
 
     async fn sasl_failure<W: XmppTx>(&self, tx: &mut W, condition: &str) -> Result<(), End> {
         let f = Element::new("failure", ns::SASL).with_child(Element::new(condition, ns::SASL));
-        self.send(tx, &f).await?;
+        self.write(tx, &f).await?;
         self.flush(tx).await
     }
 
@@ -488,7 +546,7 @@ impl Session {
         let f = Element::new("failure", ns::SASL)
             .with_child(Element::new(condition, ns::SASL))
             .with_child(Element::new("text", ns::SASL).with_text(text));
-        self.send(tx, &f).await?;
+        self.write(tx, &f).await?;
         self.flush(tx).await
     }
 
@@ -569,6 +627,11 @@ impl Session {
             return Err(End::Error(StreamError::new("system-shutdown", "server shutting down")));
         }
         self.shaper = Shaper::new(&self.engine.config.shaper, false, true);
+        if self.sm.is_some() {
+            // Resumed: what queued while the session was detached goes out
+            // after the retransmitted stanzas (its wake-up may have been taken).
+            handle.wake();
+        }
         loop {
             // Out of stanza tokens ([shaper]): nothing is read (the stanzas
             // stay in the client's socket, as with ejabberd's shaper) until one
@@ -580,6 +643,9 @@ impl Session {
                     if handle.is_closing() {
                         let reason = handle.close_reason().cloned().unwrap_or_else(|| CloseReason::new(CloseCode::Internal, "closed"));
                         return Err(End::Error(stream_error_for(&reason)));
+                    }
+                    if self.sm.as_ref().and_then(|s| s.takeover.as_ref()).is_some_and(|t| t.lock().is_some()) {
+                        return Err(End::TakenOver);
                     }
                     Box::pin(self.write_outbox(tx, &handle, &mut batch)).await?;
                     if batch.capacity() > WRITE_BATCH {
@@ -593,12 +659,21 @@ impl Session {
                             shaper.take_frame();
                         }
                         Box::pin(async {
-                            self.inbound(tx, s).await?;
-                            self.flush(tx).await
+                            if s.ns == sm::NS {
+                                self.on_sm(tx, s).await?;
+                            } else {
+                                if let Some(sm) = self.sm.as_deref_mut() {
+                                    sm.handled();
+                                }
+                                self.inbound(tx, s).await?;
+                            }
+                            self.flush(tx).await?;
+                            self.request_ack(tx).await
                         })
                         .await?;
                     }
-                    Ok(Some(XmppIn::Close)) | Ok(None) => return Ok(()),
+                    Ok(Some(XmppIn::Close)) => return Ok(()),
+                    Ok(None) => return Err(End::Lost),
                     Ok(Some(XmppIn::Open { .. })) => return Err(StreamError::new("bad-format", "unexpected stream header").into()),
                     Err(e) => return Err(End::Error(e)),
                 },
@@ -616,7 +691,7 @@ impl Session {
         loop {
             batch.clear();
             if handle.drain(batch, WRITE_BATCH) == 0 {
-                return Ok(());
+                return self.request_ack(tx).await;
             }
             for item in batch.drain(..) {
                 self.outbound(tx, item).await?;
@@ -839,7 +914,7 @@ impl Session {
     /// XEP-0160: at initial presence, what was kept while the user had no
     /// available resource, oldest first with `<delay/>`; removed from the
     /// store once written and flushed (at least once).
-    async fn send_offline_messages<W: XmppTx>(&self, tx: &mut W) -> Result<(), End> {
+    async fn send_offline_messages<W: XmppTx>(&mut self, tx: &mut W) -> Result<(), End> {
         let kept = match self.engine.offline_messages(self.uid()) {
             Ok(k) if !k.is_empty() => k,
             Ok(_) => return Ok(()),
@@ -863,7 +938,7 @@ impl Session {
     }
 
     /// Sends the current presence of every available resource of `uid`.
-    async fn send_presence_of<W: XmppTx>(&self, tx: &mut W, uid: &str) -> Result<(), End> {
+    async fn send_presence_of<W: XmppTx>(&mut self, tx: &mut W, uid: &str) -> Result<(), End> {
         let own = self.handle().map(|h| h.id);
         for r in self.engine.presence.resources(uid) {
             if Some(r.session) == own {
@@ -1093,11 +1168,289 @@ impl Session {
     }
 
     async fn cleanup(&mut self) {
+        if self.bound.is_none() {
+            return;
+        }
+        if let Some(mut sm) = self.sm.take() {
+            if let Some(id) = &sm.resume_id {
+                self.engine.edge_state::<sm::Registry>().unregister(id);
+            }
+            Box::pin(self.store_unacked(sm.take_pending())).await;
+        }
         let Some(b) = self.bound.take() else { return };
         self.engine.close_inbox(&b.handle, b.inbox);
         b.handle.close(CloseReason::new(CloseCode::Normal, "session ended"));
         // Unavailable goes out whether the client said goodbye or vanished.
         self.engine.detach(&b.handle).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long a resuming stream waits for the session's owner to hand it
+/// over (a live owner may be in a bounded write).
+const RESUME_WAIT: Duration = Duration::from_secs(5);
+
+/// XEP-0198: enabling, acknowledging, resuming, and the detached wait.
+impl Session {
+    /// SM is offered on c2s and WebSocket streams, not BOSH (whose requests
+    /// acknowledge themselves).
+    fn sm_offered(&self) -> bool {
+        self.engine.config.xmpp.stream_management && self.peer.transport != crate::transport::Transport::Bosh
+    }
+
+    /// Bound, with resumption enabled: a lost connection parks the session.
+    fn resumable(&self) -> bool {
+        self.bound.is_some() && self.sm.as_ref().is_some_and(|s| s.resume_id.is_some())
+    }
+
+    /// Gives the session to the resuming stream that asked for it, leaving
+    /// this one unbound (its cleanup a no-op). Should that stream be gone,
+    /// the session waits detached for another.
+    fn hand_over(&mut self) {
+        let unbound = Session::new(self.engine.clone(), self.peer.clone());
+        let mut old = Box::new(std::mem::replace(self, unbound));
+        match old.takeover_requested() {
+            Some(to) => {
+                if let Err(mut back) = to.send(old) {
+                    back.reregister();
+                    back.park();
+                }
+            }
+            None => {
+                old.reregister();
+                old.park();
+            }
+        }
+    }
+
+    /// (Re)registers the session for resumption with its id; the registry
+    /// entry is gone once a resuming stream asked for the session.
+    fn reregister(&mut self) {
+        let uid = self.uid().to_owned();
+        let Some(handle) = self.handle().cloned() else { return };
+        if let Some(sm) = self.sm.as_deref_mut() {
+            if let Some(id) = &sm.resume_id {
+                sm.takeover = Some(self.engine.edge_state::<sm::Registry>().register(id, &uid, &handle));
+            }
+        }
+    }
+
+    /// A resuming stream asked for this session (its handle was woken).
+    fn takeover_requested(&self) -> Option<Handover> {
+        self.sm.as_ref()?.takeover.as_ref()?.lock().take()
+    }
+
+    /// An XEP-0198 element on a bound stream.
+    async fn on_sm<W: XmppTx>(&mut self, tx: &mut W, e: Element) -> Result<(), End> {
+        if !self.sm_offered() {
+            return Err(StreamError::new("unsupported-stanza-type", "stream management is not offered here").into());
+        }
+        match e.name.as_str() {
+            "enable" => self.enable(tx, &e).await,
+            "r" => match self.sm.as_deref() {
+                Some(sm) => self.write(tx, &sm::ack(sm.inbound)).await,
+                None => self.write(tx, &sm::failed("unexpected-request")).await,
+            },
+            "a" => {
+                let Some(sm) = self.sm.as_deref_mut() else { return Ok(()) };
+                let Some(h) = sm::parse_h(&e) else {
+                    return Err(StreamError::new("bad-format", "<a/> needs h, a 32-bit unsigned integer").into());
+                };
+                sm.requested = false;
+                match sm.ack(h) {
+                    Ok(()) => Ok(()),
+                    Err(why) => Err(self.too_high(tx, why).await),
+                }
+            }
+            "resume" => self.write(tx, &sm::failed("unexpected-request")).await,
+            other => Err(StreamError::new("unsupported-stanza-type", format!("<{other}/> in {}", sm::NS)).into()),
+        }
+    }
+
+    /// XEP-0198 §4: an `h` beyond what was sent ends the stream with
+    /// `undefined-condition` and `<handled-count-too-high/>`.
+    async fn too_high<W: XmppTx>(&self, tx: &mut W, why: sm::SmError) -> End {
+        let sm::SmError::HandledCountTooHigh { h, sent } = why else {
+            return StreamError::new("undefined-condition", why.to_string()).into();
+        };
+        tracing::debug!(uid = self.identity.as_ref().map(|i| i.uid.as_str()), h, sent, "XEP-0198 h too high");
+        match self.write(tx, &sm::too_high_error(h, sent)).await {
+            // The error is written; the stream close follows it.
+            Ok(()) => End::Quiet,
+            Err(e) => e,
+        }
+    }
+
+    /// `<enable/>`: counting starts; with `resume='true'` the session gets a
+    /// random resumption id and may outlive its connection.
+    async fn enable<W: XmppTx>(&mut self, tx: &mut W, e: &Element) -> Result<(), End> {
+        if self.sm.is_some() {
+            return self.write(tx, &sm::failed("unexpected-request")).await;
+        }
+        let x = &self.engine.config.xmpp;
+        let limits = SmLimits { max_unacked: x.sm_max_unacked, max_unacked_bytes: x.sm_max_unacked_bytes };
+        let ceiling = u32::try_from(x.resume_timeout_secs).unwrap_or(u32::MAX);
+        let mut state = Box::new(Sm::new(limits));
+        let mut enabled = Element::new("enabled", sm::NS);
+        if matches!(e.attr("resume"), Some("true" | "1")) && ceiling > 0 {
+            // The client's `max` may only shorten the server's time.
+            let secs = match e.attr("max").and_then(|m| m.trim().parse::<u32>().ok()) {
+                Some(m) if m > 0 => m.min(ceiling),
+                _ => ceiling,
+            };
+            let id = new_id();
+            let handle = self.handle().expect("bound").clone();
+            state.takeover = Some(self.engine.edge_state::<sm::Registry>().register(&id, self.uid(), &handle));
+            enabled.set_attr("id", id.clone());
+            enabled.set_attr("resume", "true");
+            enabled.set_attr("max", secs.to_string());
+            state.resume_id = Some(id.into());
+            state.resume_secs = secs;
+        }
+        self.sm = Some(state);
+        self.write(tx, &enabled).await
+    }
+
+    /// `<resume previd h/>` before binding: the session is taken over from
+    /// the task holding it (detached, or live on another connection) and
+    /// goes on here with the same full JID and presence. `Ok(false)`:
+    /// `<failed/>` was sent and binding goes on.
+    async fn resume<W: XmppTx>(&mut self, tx: &mut W, e: &Element) -> Result<bool, End> {
+        let (Some(previd), Some(h)) = (e.attr("previd"), sm::parse_h(e)) else {
+            self.write(tx, &sm::failed("bad-request")).await?;
+            return Ok(false);
+        };
+        let uid = self.uid().to_owned();
+        let (to, from) = tokio::sync::oneshot::channel();
+        let old = if self.engine.edge_state::<sm::Registry>().request(previd, &uid, to) {
+            tokio::time::timeout(RESUME_WAIT, from).await.ok().and_then(Result::ok)
+        } else {
+            None
+        };
+        let Some(old) = old else {
+            tracing::debug!(uid, "XEP-0198 resumption refused: unknown, expired or another user's id");
+            self.write(tx, &sm::failed("item-not-found")).await?;
+            return Ok(false);
+        };
+        // The new authentication stands (fresher than the old one); the rest
+        // is the old session's.
+        let (peer, identity) = (self.peer.clone(), self.identity.take());
+        *self = *old;
+        self.peer = peer;
+        self.identity = identity;
+        self.reregister();
+        let sm = self.sm.as_deref_mut().expect("a resumable session has SM");
+        sm.requested = false;
+        if let Err(why) = sm.ack(h) {
+            return Err(self.too_high(tx, why).await);
+        }
+        let id = sm.resume_id.clone().unwrap_or_default();
+        let resumed = Element::new("resumed", sm::NS).with_attr("previd", &*id).with_attr("h", sm.inbound.to_string());
+        let pending: Vec<Bytes> = sm.pending().map(|u| u.stanza.clone()).collect();
+        tracing::debug!(uid, retransmitted = pending.len(), "XEP-0198 stream resumed");
+        self.write(tx, &resumed).await?;
+        for stanza in pending {
+            self.bounded(tx.send(stanza)).await?;
+        }
+        self.flush(tx).await?;
+        Ok(true)
+    }
+
+    /// Asks the client for an ack when something is unacked and no request
+    /// is out: after every burst written, so the queue drains.
+    async fn request_ack<W: XmppTx>(&mut self, tx: &mut W) -> Result<(), End> {
+        let Some(sm) = self.sm.as_deref_mut().filter(|s| s.should_request()) else { return Ok(()) };
+        sm.requested = true;
+        self.write(tx, &sm::request()).await?;
+        self.flush(tx).await
+    }
+
+    /// The connection dropped without a stream close: the session stays
+    /// (hub, presence, inbox; its deliveries queue in its bounded outbox)
+    /// for its resumption time, holding no connection. It ends as a normal
+    /// disconnect when the time passes, when it is closed (kick, a bind of
+    /// the same resource, shutdown, outbox overflow) or at shutdown.
+    fn park(mut self: Box<Self>) {
+        let engine = self.engine.clone();
+        let Some(handle) = self.handle().cloned() else { return };
+        let uid = self.uid().to_owned();
+        let Some(sm) = self.sm.as_deref() else { return };
+        if sm.resume_id.is_none() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(sm.resume_secs));
+        tracing::debug!(uid, secs = sm.resume_secs, "XEP-0198 session detached, waiting for resumption");
+        if sm.takeover.is_none() {
+            self.reregister();
+        }
+        let tasks = engine.tasks.clone();
+        tasks.spawn(async move {
+            loop {
+                // Looked at before every wait: a request may have come in
+                // before this task started.
+                if let Some(to) = self.takeover_requested() {
+                    match to.send(self) {
+                        Ok(()) => return,
+                        Err(back) => {
+                            // The resuming stream went away: wait for another.
+                            self = back;
+                            self.reregister();
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = handle.notified() => if handle.is_closing() { break },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = engine.shutdown.cancelled() => break,
+                }
+            }
+            tracing::debug!(uid, "XEP-0198 session not resumed in time: it ends");
+            Box::pin(self.cleanup()).await;
+        });
+    }
+
+    /// XEP-0198: the session ends with stanzas its client never acknowledged
+    /// (or never got: queued while it was away). Chat and normal messages
+    /// with a body go to offline storage (XEP-0160) rather than away.
+    async fn store_unacked(&mut self, unacked: std::collections::VecDeque<Unacked>) {
+        let Some(handle) = self.handle().cloned() else { return };
+        if !self.engine.config.xmpp.offline.enabled {
+            // `[xmpp.offline] enabled = false`: nothing is kept, as for a
+            // message to a user who is offline.
+            return;
+        }
+        let mut queued = Vec::new();
+        let mut batch = Vec::new();
+        while handle.drain(&mut batch, WRITE_BATCH) > 0 {
+            for item in batch.drain(..) {
+                if let Outbound::Deliver(d) = item {
+                    if let Some(e) = self.render_delivery(&d) {
+                        let offline_from = sm::offline_from(&e);
+                        queued.push(Unacked { stanza: e.to_bytes(), sent_ms: now_ms(), offline_from });
+                    }
+                }
+            }
+        }
+        let uid = self.uid().to_owned();
+        let mut tickets = Vec::new();
+        for u in unacked.into_iter().chain(queued) {
+            let Some(from) = &u.offline_from else { continue };
+            match self.engine.offline.push(&uid, u.sent_ms, from, u.stanza) {
+                Ok(t) => tickets.push(t),
+                Err(e) => tracing::warn!(uid, error = %e, "unacknowledged message not stored offline"),
+            }
+        }
+        if !tickets.is_empty() {
+            tracing::debug!(uid, stored = tickets.len(), "XEP-0198 unacknowledged messages stored offline");
+        }
+        for t in tickets {
+            if let Err(e) = t.wait().await {
+                tracing::warn!(uid, error = %e, "unacknowledged message not made durable offline");
+            }
+        }
     }
 }
 
