@@ -160,7 +160,7 @@ async function onConnected(uid, password, transport) {
   // After a reconnect the project and the feed resume where they stopped (see 4. above).
   const [project, , feed] = await Promise.all([
     subscribe(`/exchange/project/${p}`, onProjectEvent),
-    subscribe(`/exchange/presence/${p}.*`, onPresenceEvent),
+    subscribe(`/exchange/presence/${p}.*`, onPresenceEvent, false),
     subscribe(`/exchange/feed/${uid}`, onFeed),
   ]);
   if (feed.resumed && !feed.recovered) toast('Reconnected: notifications sent meanwhile may be missing');
@@ -172,7 +172,10 @@ async function onConnected(uid, password, transport) {
   if (board) {
     demo.board = board;
     demo.boardLoads++;
+    // The board has everything published before it was asked for: resume from there.
+    advance(`/exchange/project/${p}`, project.top);
   }
+  if (!feed.resumed) advance(`/exchange/feed/${uid}`, feed.top); // `next`: nothing to replay
   demo.presence = { ...online.states };
   for (const u of online.online) demo.presence[u] = demo.presence[u] || 'online';
   showApp();
@@ -180,32 +183,30 @@ async function onConnected(uid, password, transport) {
   demo.phase = 'ready';
 }
 
-// Resolves on Herald's receipt with { resumed, recovered }: resumed when the page had a
-// position in this stream and asked to continue from it; recovered when Herald replays
-// everything since (x-recovered: true), so the page's state needs no reload.
-function subscribe(destination, handler) {
+// Resolves on Herald's receipt with { resumed, recovered, top }: resumed when the page
+// had a position in this stream and asked to continue from it; recovered when Herald
+// replays everything since (x-recovered: true), so the page's state needs no reload;
+// top: where the stream is now. The first time, `x-stream-offset: next` (live from now
+// on) gets that position. Presence has no history: a plain SUBSCRIBE.
+function subscribe(destination, handler, stream = true) {
   return new Promise((resolve, reject) => {
     const receipt = `sub-${Math.random().toString(36).slice(2)}`;
     const pos = demo.positions[destination];
     const headers = { receipt };
-    if (pos) {
-      headers['x-stream-offset'] = String(pos.offset + 1);
-      headers['x-stream-epoch'] = pos.epoch;
-    }
+    if (stream) headers['x-stream-offset'] = pos ? String(pos.offset + 1) : 'next';
+    if (pos) headers['x-stream-epoch'] = pos.epoch;
     const timer = setTimeout(() => reject(new Error(`no receipt for ${destination}`)), 8000);
     client.watchForReceipt(receipt, (frame) => {
       clearTimeout(timer);
       const recovered = !!pos && frame.headers['x-recovered'] === 'true';
       if (pos) demo.resumes.push({ destination, recovered });
-      resolve({ resumed: !!pos, recovered });
+      const top = { epoch: frame.headers['x-stream-epoch'], offset: Number(frame.headers['x-stream-offset']) };
+      resolve({ resumed: !!pos, recovered, top });
     });
     client.subscribe(
       destination,
       (m) => {
-        // Only feed and project pushes carry a position (presence has no history).
-        const offset = m.headers['x-stream-offset'];
-        if (offset !== undefined)
-          demo.positions[destination] = { epoch: m.headers['x-stream-epoch'], offset: Number(offset) };
+        advance(destination, { epoch: m.headers['x-stream-epoch'], offset: Number(m.headers['x-stream-offset']) });
         try {
           handler(JSON.parse(m.body), m);
         } catch (err) {
@@ -215,6 +216,14 @@ function subscribe(destination, handler) {
       headers,
     );
   });
+}
+
+// Positions only move forward within an epoch (after a failed recovery Herald also
+// replays what it still has, which may be older than what a reload brought).
+function advance(destination, at) {
+  if (!Number.isInteger(at.offset) || !at.epoch) return;
+  const pos = demo.positions[destination];
+  if (!pos || pos.epoch !== at.epoch || at.offset > pos.offset) demo.positions[destination] = at;
 }
 
 async function api(method, path, body) {
