@@ -100,7 +100,10 @@ function connect(uid, password, transport) {
   const port = config.herald.httpPort;
   const opts = {
     connectHeaders: { login: uid, passcode: password, host: '/' },
-    reconnectDelay: 0, // during sign-in a refusal must stay a refusal
+    // Ride out network blips. stompjs takes the delay for the next attempt when it
+    // connects, before onConnect runs: setting it there would come too late, so it is
+    // set here, and a refused sign-in deactivates the client (the submit handler) first.
+    reconnectDelay: 3000,
     heartbeatIncoming: 10000,
     heartbeatOutgoing: 10000,
     debug: () => {},
@@ -117,7 +120,6 @@ function connect(uid, password, transport) {
         await onConnected(uid, password, transport);
         if (!signedIn) {
           signedIn = true;
-          client.reconnectDelay = 3000; // signed in: ride out network blips
           resolve();
         }
       } catch (err) {
