@@ -94,14 +94,15 @@ def test_offsets_increase_per_key_and_epochs_hold(herald, clients):
 
 
 def test_replay_then_live_with_concurrent_publishers(servers):
-    """Three subscribers join while two publishers push 2 × 1500 messages to one key:
-    each sees consecutive offsets from where it asked, up to the last, exactly once."""
-    h = servers(extra="[history]\nsize = 5000\n")
+    """Three subscribers join at 20 %, 50 % and 80 % of a burst of two publishers
+    (2 × 3000 messages to one key): each sees consecutive offsets from where it asked,
+    up to the last, exactly once, though publishing never paused at the seam."""
+    h = servers(extra="[history]\nsize = 10000\n")
     key = uid("hot")
     dest = f"/exchange/feed/{key}"
-    per_publisher, publishers = 1500, 2
+    per_publisher, publishers = 3000, 2
     total = per_publisher * publishers
-    started = threading.Event()
+    marks = {per_publisher * k // 10: threading.Event() for k in (2, 5, 8)}
     errors: list[BaseException] = []
 
     def pump(tag):
@@ -109,43 +110,52 @@ def test_replay_then_live_with_concurrent_publishers(servers):
             p = Client(h)
             for i in range(per_publisher):
                 p.conn.send(dest, f"{tag}-{i}")
-                if i == 50:
-                    started.set()
+                if i in marks:
+                    marks[i].set()
+                if i % 3 == 0:
+                    time.sleep(0.001)  # a burst of a few seconds: SUBSCRIBEs land inside it
             p.send(dest, f"{tag}-done")  # with a receipt: everything before it is routed
             p.close()
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
-            started.set()
+            for m in marks.values():
+                m.set()
 
+    readers = [Client(h) for _ in marks]  # connected before: only the SUBSCRIBE lands in the burst
     threads = [threading.Thread(target=pump, args=(f"p{n}",)) for n in range(publishers)]
-    for t in threads:
-        t.start()
-    assert started.wait(WAIT)
     subs = []
-    for since in ["first", 10, "next"]:
-        c = Client(h)
-        r = recover(c, dest, since)
-        assert r.headers["x-recovered"] == "true", r.headers
-        subs.append((since, c, int(r.headers["x-stream-offset"])))
-        time.sleep(0.05)
-    for t in threads:
+
+    def join(since, mark, c):
+        try:
+            assert mark.wait(WAIT)
+            r = recover(c, dest, since)
+            assert r.headers["x-recovered"] == "true", r.headers
+            subs.append((since, c, int(r.headers["x-stream-offset"])))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    joiners = [threading.Thread(target=join, args=a) for a in zip(["first", 10, "next"], marks.values(), readers)]
+    for t in joiners + threads:
+        t.start()
+    for t in joiners + threads:
         t.join(60)
     assert not errors, errors
+    assert len(subs) == 3
     last = total + publishers  # the two "done" messages
     for since, c, top in subs:
+        assert 0 < top < last, f"{since}: joined at offset {top}, not during the burst"
         start = {"first": 1, "next": top + 1}.get(since, since)
-        got = collect(c, last - start + 1, timeout=20)
+        got = collect(c, last - start + 1, timeout=30)
         offs = [offset(m) for m in got]
-        assert offs == list(range(start, last + 1)), f"{since}: gap or duplicate near {next((a, b) for a, b in zip(offs, offs[1:]) if b != a + 1)}"
+        bad = next(((a, b) for a, b in zip(offs, offs[1:]) if b != a + 1), None)
+        assert offs == list(range(start, last + 1)), f"{since}: gap or duplicate at {bad}"
         assert len({m.headers["x-stream-epoch"] for m in got}) == 1
         # Per publisher, bodies arrive in the order they were sent.
         for tag in ("p0", "p1"):
-            seq = [m.body for m in got if m.body.startswith(tag + "-") and not m.body.endswith("done")]
-            nums = [int(b.split("-")[1]) for b in seq]
+            nums = [int(m.body.split("-")[1]) for m in got if m.body.startswith(tag + "-") and not m.body.endswith("done")]
             assert nums == sorted(nums)
         c.no_message(0.3)
         c.close()
-    assert any(top > 0 for since, _, top in subs if since == "next"), "a subscriber joined mid-burst"
 
 
 def test_recovered_true_and_false(servers):
