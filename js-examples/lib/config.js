@@ -84,7 +84,8 @@ function heraldConfig({
   };
   const ttl = env.HERALD_HISTORY_TTL_MS;
   if (ttl !== undefined && ttl !== '') {
-    if (!/^\d+$/.test(ttl)) throw new Error(`HERALD_HISTORY_TTL_MS=${ttl} is not a number of milliseconds`);
+    // 0 would turn history off, and the pages resubscribe with x-stream-offset, which needs it.
+    if (!/^[1-9]\d*$/.test(ttl)) throw new Error(`HERALD_HISTORY_TTL_MS=${ttl} is not a number of milliseconds > 0`);
     config.history = { ttl_ms: Number(ttl) };
   }
   if (adminPort !== 'off') {
