@@ -7,6 +7,7 @@ permissions and bad values."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import time
 import pytest
 
 from conftest import Client, Herald, build_config, uid
+from xmpp_util import Xmpp, c2s_port, run, xmpp_extra
 
 WAIT = 10.0
 
@@ -304,3 +306,29 @@ def test_bad_values_get_an_error(herald, clients, destination, headers, expect):
     c.conn.subscribe(destination, "s1", headers=headers)
     e = c.error()
     assert expect in e.body or expect in e.headers.get("message", ""), (e.headers, e.body)
+
+
+def test_xmpp_messages_are_numbered_too(servers):
+    """An XMPP chat to alice goes through `feed` (ARCHITECTURE.md): it takes the next
+    offset of feed/alice, and a STOMP subscriber recovering from there gets it."""
+    h = servers(extra=xmpp_extra(starttls="off"))
+    dest = "/exchange/feed/alice"
+    publish(h, dest, ["from stomp"])
+    epoch, top = _epoch_and_top(h, dest)
+    assert top == 1
+
+    async def chat():
+        b = await Xmpp(c2s_port(h), "bob", plaintext=True).start()
+        # A headline: never parked as an offline message (XEP-0160), always routed.
+        b.chat("alice@localhost", "from xmpp", mtype="headline")
+        await asyncio.sleep(0.3)
+        b.c.disconnect()
+
+    run(chat())
+    c = Client(h, login="alice", passcode="secret")
+    r = recover(c, dest, 1, epoch)
+    assert r.headers["x-recovered"] == "true"
+    got = collect(c, 2)
+    assert [offset(m) for m in got] == [1, 2]
+    assert got[0].body == "from stomp" and "from xmpp" in got[1].body
+    c.close()
