@@ -59,6 +59,17 @@ export declare class Engine {
    */
   publish(destination: string, body: string | Buffer, headers?: Record<string, string> | undefined | null): number
   /**
+   * Reads the retained history of `/exchange/feed/<uid>` or
+   * `/exchange/project/<pid>` (the last `history.size` messages, none
+   * older than `history.ttl_ms`), as the application: no permission check,
+   * nothing subscribed. With `since` (and `epoch`), `recovered` says
+   * whether nothing was missed from there, as a STOMP SUBSCRIBE with
+   * `x-stream-offset` would (docs/history.md). Throws
+   * `ERR_HERALD_DESTINATION` for another destination, `ERR_HERALD_ARGUMENT`
+   * for a bad `since`.
+   */
+  history(destination: string, options?: HistoryOptions | undefined | null): HistoryResult
+  /**
    * Pushes `body` to every session of user `uid` (the `feed` exchange,
    * routing key `uid`: what `/exchange/feed/<uid>` subscribers get).
    * Returns how many queues took it.
@@ -204,6 +215,45 @@ export interface ExpressAuthPaths {
    * (an `application/x-www-form-urlencoded` body, as the plugin's `http_method = post`).
    */
   method?: 'GET' | 'POST'
+}
+
+/** One retained message. */
+export interface HistoryMessage {
+  /** Its offset in the key's history (`x-stream-offset`). */
+  offset: number
+  /** The application headers it was published with. */
+  headers: Record<string, string>
+  /** The body, as UTF-8 text (invalid bytes replaced). */
+  body: string
+}
+
+/** Options of `engine.history()`. */
+export interface HistoryOptions {
+  /**
+   * Where to start, as `x-stream-offset` takes it: an offset (inclusive),
+   * `'first'`, `'last'` or `'next'`. Absent: everything retained, and no
+   * `recovered` in the result.
+   */
+  since?: number | 'first' | 'last' | 'next'
+  /** The epoch the caller last saw: another one makes `recovered` false. */
+  epoch?: string
+  /** At most this many messages (never more than `history.size`). */
+  limit?: number
+}
+
+/** A key's history: what `engine.history()` returns. */
+export interface HistoryResult {
+  /** The history's epoch (`x-stream-epoch`): it changes when history was lost. */
+  epoch: string
+  /** The last offset assigned in this epoch; 0 = none yet. */
+  top: number
+  /** Oldest first. */
+  messages: Array<HistoryMessage>
+  /**
+   * With `since`: `true` when nothing was missed from there (as a
+   * SUBSCRIBE's `x-recovered`); absent without `since`.
+   */
+  recovered?: boolean
 }
 
 /** A bound listener, as started. */

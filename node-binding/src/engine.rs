@@ -54,6 +54,45 @@ pub struct Stats {
     pub messages_unacked: u32,
 }
 
+/// Options of `engine.history()`.
+#[napi(object)]
+pub struct HistoryOptions {
+    /// Where to start, as `x-stream-offset` takes it: an offset (inclusive),
+    /// `'first'`, `'last'` or `'next'`. Absent: everything retained, and no
+    /// `recovered` in the result.
+    #[napi(ts_type = "number | 'first' | 'last' | 'next'")]
+    pub since: Option<Either<f64, String>>,
+    /// The epoch the caller last saw: another one makes `recovered` false.
+    pub epoch: Option<String>,
+    /// At most this many messages (never more than `history.size`).
+    pub limit: Option<u32>,
+}
+
+/// One retained message.
+#[napi(object)]
+pub struct HistoryMessage {
+    /// Its offset in the key's history (`x-stream-offset`).
+    pub offset: f64,
+    /// The application headers it was published with.
+    pub headers: HashMap<String, String>,
+    /// The body, as UTF-8 text (invalid bytes replaced).
+    pub body: String,
+}
+
+/// A key's history: what `engine.history()` returns.
+#[napi(object)]
+pub struct HistoryResult {
+    /// The history's epoch (`x-stream-epoch`): it changes when history was lost.
+    pub epoch: String,
+    /// The last offset assigned in this epoch; 0 = none yet.
+    pub top: f64,
+    /// Oldest first.
+    pub messages: Vec<HistoryMessage>,
+    /// With `since`: `true` when nothing was missed from there (as a
+    /// SUBSCRIBE's `x-recovered`); absent without `since`.
+    pub recovered: Option<bool>,
+}
+
 /// A user's aggregated presence, as the presence store holds it.
 #[napi(object)]
 pub struct UserPresence {
@@ -186,6 +225,50 @@ impl Engine {
     ) -> Result<u32> {
         let n = self.inner.publish_to(&destination, pairs(headers), bytes(body)).map_err(HeraldError::from)?;
         Ok(count(n))
+    }
+
+    /// Reads the retained history of `/exchange/feed/<uid>` or
+    /// `/exchange/project/<pid>` (the last `history.size` messages, none
+    /// older than `history.ttl_ms`), as the application: no permission check,
+    /// nothing subscribed. With `since` (and `epoch`), `recovered` says
+    /// whether nothing was missed from there, as a STOMP SUBSCRIBE with
+    /// `x-stream-offset` would (docs/history.md). Throws
+    /// `ERR_HERALD_DESTINATION` for another destination, `ERR_HERALD_ARGUMENT`
+    /// for a bad `since`.
+    #[napi]
+    pub fn history(&self, destination: String, options: Option<HistoryOptions>) -> Result<HistoryResult> {
+        use herald_core::store::history::Since;
+        let options = options.unwrap_or(HistoryOptions { since: None, epoch: None, limit: None });
+        let since = match options.since {
+            None => None,
+            Some(Either::A(n)) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => {
+                Some(Since::Offset(n as u64))
+            }
+            Some(Either::A(n)) => {
+                let e = HeraldError::new(Code::Argument, format!("since must be a whole number from 0, got {n}"));
+                return Err(e.into());
+            }
+            Some(Either::B(s)) => Some(Since::parse(&s).map_err(|e| HeraldError::new(Code::Argument, e))?),
+        };
+        let query =
+            herald_core::engine::HistoryQuery { since, epoch: options.epoch, limit: options.limit.map(|l| l as usize) };
+        let read = self.inner.history(&destination, query).map_err(HeraldError::from)?;
+        let messages = read
+            .messages
+            .iter()
+            .map(|m| {
+                let mut headers = HashMap::with_capacity(m.headers.len());
+                for (k, v) in &m.headers {
+                    headers.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                HistoryMessage {
+                    offset: m.stream.as_ref().map_or(0.0, |p| p.offset as f64),
+                    headers,
+                    body: String::from_utf8_lossy(&m.body).into_owned(),
+                }
+            })
+            .collect();
+        Ok(HistoryResult { epoch: read.epoch, top: read.top as f64, messages, recovered: read.recovered })
     }
 
     /// Pushes `body` to every session of user `uid` (the `feed` exchange,

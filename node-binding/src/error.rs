@@ -107,6 +107,18 @@ impl From<PublishError> for HeraldError {
     }
 }
 
+impl From<herald_core::engine::HistoryError> for HeraldError {
+    fn from(e: herald_core::engine::HistoryError) -> Self {
+        use herald_core::engine::HistoryError;
+        match e {
+            HistoryError::Publish(p) => p.into(),
+            HistoryError::NotHistory(_) => HeraldError::new(Code::Destination, e.to_string()),
+            #[allow(unreachable_patterns)]
+            _ => HeraldError::new(Code::Route, e.to_string()),
+        }
+    }
+}
+
 impl From<herald_core::router::RouteError> for HeraldError {
     fn from(e: herald_core::router::RouteError) -> Self {
         HeraldError::new(Code::Route, e.to_string())
