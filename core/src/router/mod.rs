@@ -786,6 +786,32 @@ mod tests {
     }
 
     #[test]
+    fn history_exchanges_number_messages_and_a_recovering_bind_replays_first() {
+        let r = router(Arc::new(MemoryStore::default()));
+        let v = r.vhost("/").unwrap();
+        let forged = vec![(STREAM_OFFSET.to_string(), "99".to_string()), ("a".to_string(), "b".to_string())];
+        for _ in 0..5 {
+            v.publish(Message::new("feed", "alice", forged.clone(), Bytes::new())).unwrap();
+        }
+        let q = v.declare_queue("sub", transient(), None).unwrap();
+        let rec = v.bind_recovering("feed", &q, "alice", Since::Offset(3), None).unwrap();
+        assert!(rec.recovered);
+        assert_eq!((rec.top, q.depth()), (5, 3), "3, 4, 5 replayed");
+        v.publish(Message::new("feed", "alice", vec![], Bytes::new())).unwrap();
+        v.publish(Message::new("feed", "bob", vec![], Bytes::new())).unwrap();
+        assert_eq!(q.depth(), 4, "then live, and only its key");
+        let page = v.history.store.read(&StreamKey::new("/", "feed", "alice"), 1, 10, now_ms()).unwrap();
+        let m = &page.messages[0];
+        assert_eq!(m.headers, [("a".to_string(), "b".to_string())], "a publisher's stream header is dropped");
+        assert_eq!(m.stream.as_ref().unwrap().offset, 1);
+        // Other exchanges are not numbered.
+        let q2 = v.declare_queue("t", transient(), None).unwrap();
+        v.bind("amq.topic", &q2, "x", None).unwrap();
+        v.publish(Message::new("amq.topic", "x", forged, Bytes::new())).unwrap();
+        assert_eq!(q2.depth(), 1);
+    }
+
+    #[test]
     fn durable_persistent_messages_survive_a_new_router() {
         let store: Arc<dyn QueueStore> = Arc::new(MemoryStore::default());
         let durable = QueueOptions { durable: true, exclusive: None, auto_delete: false };
