@@ -37,6 +37,10 @@
 // node_modules, GET /config.json (where Herald listens) and POST /publish
 // ({ destination, body, headers } → engine.publish). /publish is open to whoever
 // reaches the port: an example. A real app checks who is calling it.
+// What /publish sends to a feed or a project the app also keeps (the last 100 per
+// destination, each with an `x-app-id` header on the message): GET /messages hands
+// them to a signed-in reader (HTTP Basic), which is where recovery.html reloads from
+// when Herald's history cannot fill a gap.
 //
 // Run: node js-examples/auth-app.js   (PORT, HOST and the HERALD_* variables of lib/config.js)
 
@@ -44,7 +48,7 @@
 
 const path = require('node:path');
 const express = require('express');
-const { DEMO_USERS, DEMO_PROJECTS, heraldConfig, listenerMap } = require('./lib/config');
+const { DEMO_USERS, DEMO_PROJECTS, heraldConfig, listenerMap, basicCredentials } = require('./lib/config');
 const { vendorRouter } = require('./lib/vendor');
 
 /** Where the handlers live; the same object is handed to engine.useExpressAuth(). */
@@ -210,6 +214,10 @@ function printDecision(entry) {
   );
 }
 
+/** The destinations with history in Herald (and kept by the app): exchange, routing key. */
+const STREAM = /^\/exchange\/(feed|project)\/([^/]+)$/;
+const KEPT_PER_DESTINATION = 100;
+
 /**
  * The example app: auth handlers, POST /publish, GET /config.json, the pages.
  * `engine`: a Herald Engine (optional: without it the app only answers auth questions).
@@ -238,6 +246,12 @@ function createAuthApp({
   app.get('/auth/log', (req, res) => res.json(log));
 
   if (engine) {
+    // The app's own record of what it pushed to feeds and projects (a real app has it
+    // in its database): destination → [{ id, body, at }], oldest first.
+    const kept = new Map();
+    let lastId = 0;
+    const rules = createAuthRules({ users, projects });
+
     app.post('/publish', (req, res) => {
       const { destination, body = '', headers = {} } = req.body || {};
       if (typeof destination !== 'string' || !destination)
@@ -245,12 +259,38 @@ function createAuthApp({
       const text = typeof body === 'string' ? body : JSON.stringify(body);
       const h = { ...headers };
       if (typeof body !== 'string' && !h['content-type']) h['content-type'] = 'application/json';
+      const stream = STREAM.test(destination);
+      // The id lets a page merge what it reloads with what it already got.
+      const id = stream ? String(lastId + 1) : null;
+      if (id) h['x-app-id'] = id;
       try {
         const routed = engine.publish(destination, text, h);
+        if (id) {
+          lastId++;
+          const list = kept.get(destination) || [];
+          list.push({ id, body: text, at: new Date().toISOString() });
+          if (list.length > KEPT_PER_DESTINATION) list.shift();
+          kept.set(destination, list);
+        }
         res.json({ routed });
       } catch (e) {
         res.status(400).json({ error: e.message, code: e.code });
       }
+    });
+
+    // What the app published to a feed or project, for a user who may read it (the
+    // same topic rule Herald applies to a SUBSCRIBE there).
+    app.get('/messages', (req, res) => {
+      const cred = basicCredentials(req);
+      if (!cred || !rules.user(cred.username, cred.password).allow)
+        return res.status(401).set('www-authenticate', 'Basic').json({ error: 'sign in first' });
+      const destination = String(req.query.destination || '');
+      const m = STREAM.exec(destination);
+      if (!m)
+        return res.status(400).json({ error: 'destination must be /exchange/feed/<uid> or /exchange/project/<id>' });
+      const decision = rules.topic(cred.username, '/', m[1], 'read', m[2]);
+      if (!decision.allow) return res.status(403).json({ error: decision.reason });
+      res.json({ destination, messages: kept.get(destination) || [] });
     });
   }
 
@@ -293,7 +333,9 @@ async function startAuthApp({
 async function main() {
   const { url, listeners, stop } = await startAuthApp();
   for (const l of listeners) console.log(`herald: listening ${l.name} ${l.addr}`);
-  console.log(`Herald examples: ${url}  (pages: /stomp-sockjs.html /stompjs-ws.html /strophe-bosh.html)`);
+  console.log(
+    `Herald examples: ${url}  (pages: /stomp-sockjs.html /stompjs-ws.html /strophe-bosh.html /recovery.html)`,
+  );
   console.log(`users: alice, bob, carol, dave, eve / secret; guest / guest (administrator)`);
   let stopping = false;
   const shutdown = async () => {

@@ -10,6 +10,8 @@
 //   HERALD_DATA_DIR    Herald's data directory              (default <tmp>/herald-examples)
 //   HERALD_ADMIN_PORT  admin API + console at /admin/       (default 15672 in the demo, off elsewhere)
 //   HERALD_ADMIN_TOKEN admin bearer token                   (default: a random one, printed at start)
+//   HERALD_HISTORY_TTL_MS how long feed and project messages stay replayable after a
+//                      reconnect (history.ttl_ms; default Herald's, 300000 = 5 minutes)
 // Port 0 picks a free port; the examples print (and serve at /config.json or
 // /api/config) the addresses Herald actually bound.
 
@@ -80,6 +82,12 @@ function heraldConfig({
     // connections.cors_origins (docs/security.md, "Connections").
     connections: { cors_credentials: true },
   };
+  const ttl = env.HERALD_HISTORY_TTL_MS;
+  if (ttl !== undefined && ttl !== '') {
+    // 0 would turn history off, and the pages resubscribe with x-stream-offset, which needs it.
+    if (!/^[1-9]\d*$/.test(ttl)) throw new Error(`HERALD_HISTORY_TTL_MS=${ttl} is not a number of milliseconds > 0`);
+    config.history = { ttl_ms: Number(ttl) };
+  }
   if (adminPort !== 'off') {
     // The console is the admin-app build; the token guards the API, not the page.
     config.admin = {

@@ -2,7 +2,8 @@
 // app's rabbitmq-auth-backend-http handlers, installed with engine.useExpressAuth(), decide
 // who may connect and what they may touch — checked with real STOMP clients (@stomp/stompjs
 // over /ws, raw frames over TCP and WebSocket, stompjs 2.3 over SockJS) — and the app's
-// POST /publish reaches a subscriber.
+// POST /publish reaches a subscriber, and GET /messages gives back what it sent to a feed or
+// project (recovery.html's reload) to those who may read it.
 //
 // The app's decision log (GET /auth/log) proves each answer came from the app's handler.
 
@@ -254,6 +255,40 @@ test('POST /publish reaches a subscriber (@stomp/stompjs over /ws) with the JSON
   } finally {
     await closeAll(alice);
   }
+});
+
+test('GET /messages: what /publish sent to a feed, with its x-app-id, for the feed owner only', T, async () => {
+  const basic = (u, p) => ({ authorization: `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}` });
+  const get = (dest, headers = {}) =>
+    fetch(`${app.base}/messages?destination=${encodeURIComponent(dest)}`, { headers });
+  const carol = await stompConnect(server, { login: 'carol', passcode: 'secret' });
+  try {
+    const { q } = await subscribeWithReceipt(carol.client, '/exchange/feed/carol');
+    const token = uid('kept');
+    const res = await fetch(`${app.base}/publish`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ destination: '/exchange/feed/carol', body: token }),
+    });
+    assert.equal(res.status, 200);
+    const m = await q.next(5000, 'MESSAGE from POST /publish');
+    assert.match(m.headers['x-app-id'], /^\d+$/);
+
+    const r = await get('/exchange/feed/carol', basic('carol', 'secret'));
+    assert.equal(r.status, 200);
+    const { messages } = await r.json();
+    const kept = messages.find((x) => x.body === token);
+    assert.ok(kept, JSON.stringify(messages));
+    assert.equal(kept.id, m.headers['x-app-id'], 'the id the message carried');
+  } finally {
+    await closeAll(carol);
+  }
+  assert.equal((await get('/exchange/feed/carol')).status, 401, 'no credentials');
+  assert.equal((await get('/exchange/feed/carol', basic('carol', 'wrong'))).status, 401, 'wrong password');
+  assert.equal((await get('/exchange/feed/carol', basic('bob', 'secret'))).status, 403, "bob reads carol's feed");
+  assert.equal((await get('/exchange/project/p2', basic('alice', 'secret'))).status, 403, 'alice is not in p2');
+  assert.equal((await get('/queue/carol.q', basic('carol', 'secret'))).status, 400, 'not a feed or project');
+  assert.equal((await get('/exchange/project/p2', basic('dave', 'secret'))).status, 200, 'a member of p2');
 });
 
 test("POST /publish with a bad destination answers 400 with the engine's error code", T, async () => {

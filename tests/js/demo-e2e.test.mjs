@@ -3,7 +3,9 @@
 // sign in from two browser contexts; bob moves a card and alice's board follows; alice goes
 // away and bob's dot for her changes; a card move and a poke reach alice's badge; a wrong
 // password is refused by the Express app's /auth/user handler (the page shows it, and the
-// app's own decision log and console say it was that handler). Screenshots go to
+// app's own decision log and console say it was that handler); Herald drops alice's
+// connection (admin API kick) while bob moves her card, and her board catches up from
+// the replay (x-recovered: true) without reloading. Screenshots go to
 // tests/artifacts/demo-*.png.
 
 import { test, before, after } from 'node:test';
@@ -206,6 +208,68 @@ test('bob pokes alice: the badge counts it; opening the list clears it', T, asyn
   assert.equal(items.length, 2);
   assert.match(items[0], /bob poked you/);
   await pages.alice.page.screenshot({ path: path.join(ARTIFACTS, 'demo-alice-notifications.png') });
+});
+
+test("alice's connection drops: bob's moves meanwhile reach her board on reconnect, without a reload", T, async () => {
+  const alice = pages.alice.page;
+  const before = await alice.evaluate(() => ({
+    loads: window.demo.boardLoads,
+    notes: window.demo.notifications.length,
+  }));
+  assert.equal(before.loads, 1, 'the board was loaded once, at sign-in');
+  const card = await alice.evaluate(() =>
+    window.demo.board.cards.find((c) => c.assignee === 'alice' && c.column !== 'done'),
+  );
+  assert.ok(card, 'a card of alice not yet Done');
+
+  // Herald drops her connection (the admin API's kick); the page reconnects after 3 s.
+  const m = /Herald console: http:\/\/\S+:(\d+)\/admin\/\s+token: (\S+)/.exec(demo.output());
+  assert.ok(m, `the demo printed its console URL and token\n${demo.output()}`);
+  const r = await fetch(`http://127.0.0.1:${m[1]}/api/users/alice/kick`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${m[2]}` },
+  });
+  assert.equal(r.status, 200, await r.text());
+  await waitIn('alice', () => document.querySelector('#conn-state').classList.contains('down'), null, 'alice down');
+
+  await pages.bob.page.click(`.card[data-card="${card.id}"] .move-right`);
+  const next = await pages.bob.page.evaluate(
+    (id) => window.demo.board.columns[window.demo.board.columns.findIndex((c) => c.id === id) + 1].id,
+    card.column,
+  );
+  await waitIn(
+    'bob',
+    ([id, col]) => !!document.querySelector(`.column[data-column="${col}"] .card[data-card="${id}"]`),
+    [card.id, next],
+    "the move on bob's board",
+  );
+  assert.ok(
+    await alice.evaluate(() => document.querySelector('#conn-state').classList.contains('down')),
+    'bob moved the card while alice was away',
+  );
+
+  await waitIn(
+    'alice',
+    ([id, col]) =>
+      document.querySelector('#conn-state').classList.contains('up') &&
+      !!document.querySelector(`.column[data-column="${col}"] .card[data-card="${id}"]`),
+    [card.id, next],
+    'alice back, the card in its new column on her board',
+    15000,
+  );
+  const after = await alice.evaluate(() => ({
+    loads: window.demo.boardLoads,
+    resumes: window.demo.resumes,
+    notes: window.demo.notifications,
+  }));
+  assert.deepEqual(after.resumes.map((x) => [x.destination, x.recovered]).sort(), [
+    ['/exchange/feed/alice', true],
+    ['/exchange/project/p1', true],
+  ]);
+  assert.equal(after.loads, 1, 'caught up from the replay: no board reload');
+  // the notification for the move came in the replay too
+  assert.equal(after.notes.length, before.notes + 1);
+  assert.match(after.notes[0].text, /bob moved .* to /);
 });
 
 test("a wrong password is refused by the Express app's /auth/user handler", T, async () => {

@@ -71,7 +71,7 @@ async function signIn(page, user, password) {
 test('index page links the examples', T, async (t) => {
   const { page } = await open(t, '');
   const links = await page.$$eval('a', (as) => as.map((a) => a.getAttribute('href')));
-  for (const f of ['stomp-sockjs.html', 'stompjs-ws.html', 'strophe-bosh.html'])
+  for (const f of ['stomp-sockjs.html', 'stompjs-ws.html', 'strophe-bosh.html', 'recovery.html'])
     assert.ok(links.includes(f), `link to ${f}`);
 });
 

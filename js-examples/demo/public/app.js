@@ -6,6 +6,12 @@
 // 2. Subscribe (with receipts) to the project, its presence and my feed, then load the
 //    board and who is online from the app's /api (HTTP Basic, same credentials).
 // 3. Actions are POSTs to the app; what they change comes back as pushes from Herald.
+// 4. A lost connection comes back by itself (stompjs reconnects); the page resubscribes
+//    to the project and the feed from the last x-stream-offset + 1 and x-stream-epoch it
+//    saw, so Herald replays what it missed, in order. Only when Herald says it could not
+//    (RECEIPT x-recovered: false: away longer than the history keeps, or the history was
+//    lost) does the board reload from the app. js-examples/public/recovery.html is the
+//    same recipe on its own.
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const el = (tag, attrs = {}, ...children) => {
@@ -43,6 +49,9 @@ const demo = (window.demo = {
   activity: [],
   errors: [],
   received: { project: 0, presence: 0, feed: 0 },
+  positions: {}, // destination → { epoch, offset } of the last push seen (project, feed)
+  resumes: [], // { destination, recovered } for every resubscribe after a reconnect
+  boardLoads: 0, // GET /api/board calls: 1 at sign-in, +1 per failed recovery
 });
 
 let config = null;
@@ -91,7 +100,10 @@ function connect(uid, password, transport) {
   const port = config.herald.httpPort;
   const opts = {
     connectHeaders: { login: uid, passcode: password, host: '/' },
-    reconnectDelay: 0, // during sign-in a refusal must stay a refusal
+    // Ride out network blips. stompjs takes the delay for the next attempt when it
+    // connects, before onConnect runs: setting it there would come too late, so it is
+    // set here, and a refused sign-in deactivates the client (the submit handler) first.
+    reconnectDelay: 3000,
     heartbeatIncoming: 10000,
     heartbeatOutgoing: 10000,
     debug: () => {},
@@ -108,7 +120,6 @@ function connect(uid, password, transport) {
         await onConnected(uid, password, transport);
         if (!signedIn) {
           signedIn = true;
-          client.reconnectDelay = 3000; // signed in: ride out network blips
           resolve();
         }
       } catch (err) {
@@ -148,13 +159,25 @@ async function onConnected(uid, password, transport) {
   const p = config.project.id;
   if (!config.project.members.includes(uid)) throw new Error(`${uid} is not a member of ${config.project.name}`);
   // Subscribe first, wait for Herald's receipts, then load the state: nothing is missed.
-  await Promise.all([
+  // After a reconnect the project and the feed resume where they stopped (see 4. above).
+  const [project, , feed] = await Promise.all([
     subscribe(`/exchange/project/${p}`, onProjectEvent),
-    subscribe(`/exchange/presence/${p}.*`, onPresenceEvent),
+    subscribe(`/exchange/presence/${p}.*`, onPresenceEvent, false),
     subscribe(`/exchange/feed/${uid}`, onFeed),
   ]);
-  const [board, online] = await Promise.all([api('GET', '/api/board'), api('GET', '/api/online')]);
-  demo.board = board;
+  if (feed.resumed && !feed.recovered) toast('Reconnected: notifications sent meanwhile may be missing');
+  // Presence has no history: who is online now always comes from the app.
+  const [board, online] = await Promise.all([
+    project.recovered ? null : api('GET', '/api/board'),
+    api('GET', '/api/online'),
+  ]);
+  if (board) {
+    demo.board = board;
+    demo.boardLoads++;
+    // The board has everything published before it was asked for: resume from there.
+    advance(`/exchange/project/${p}`, project.top);
+  }
+  if (!feed.resumed) advance(`/exchange/feed/${uid}`, feed.top); // `next`: nothing to replay
   demo.presence = { ...online.states };
   for (const u of online.online) demo.presence[u] = demo.presence[u] || 'online';
   showApp();
@@ -162,26 +185,47 @@ async function onConnected(uid, password, transport) {
   demo.phase = 'ready';
 }
 
-function subscribe(destination, handler) {
+// Resolves on Herald's receipt with { resumed, recovered, top }: resumed when the page
+// had a position in this stream and asked to continue from it; recovered when Herald
+// replays everything since (x-recovered: true), so the page's state needs no reload;
+// top: where the stream is now. The first time, `x-stream-offset: next` (live from now
+// on) gets that position. Presence has no history: a plain SUBSCRIBE.
+function subscribe(destination, handler, stream = true) {
   return new Promise((resolve, reject) => {
     const receipt = `sub-${Math.random().toString(36).slice(2)}`;
+    const pos = demo.positions[destination];
+    const headers = { receipt };
+    if (stream) headers['x-stream-offset'] = pos ? String(pos.offset + 1) : 'next';
+    if (pos) headers['x-stream-epoch'] = pos.epoch;
     const timer = setTimeout(() => reject(new Error(`no receipt for ${destination}`)), 8000);
-    client.watchForReceipt(receipt, () => {
+    client.watchForReceipt(receipt, (frame) => {
       clearTimeout(timer);
-      resolve();
+      const recovered = !!pos && frame.headers['x-recovered'] === 'true';
+      if (pos) demo.resumes.push({ destination, recovered });
+      const top = { epoch: frame.headers['x-stream-epoch'], offset: Number(frame.headers['x-stream-offset']) };
+      resolve({ resumed: !!pos, recovered, top });
     });
     client.subscribe(
       destination,
       (m) => {
+        advance(destination, { epoch: m.headers['x-stream-epoch'], offset: Number(m.headers['x-stream-offset']) });
         try {
           handler(JSON.parse(m.body), m);
         } catch (err) {
           console.warn('bad push on', destination, err, m.body);
         }
       },
-      { receipt },
+      headers,
     );
   });
+}
+
+// Positions only move forward within an epoch (after a failed recovery Herald also
+// replays what it still has, which may be older than what a reload brought).
+function advance(destination, at) {
+  if (!Number.isInteger(at.offset) || !at.epoch) return;
+  const pos = demo.positions[destination];
+  if (!pos || pos.epoch !== at.epoch || at.offset > pos.offset) demo.positions[destination] = at;
 }
 
 async function api(method, path, body) {
