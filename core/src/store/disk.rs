@@ -86,6 +86,8 @@ impl Disk {
     /// another process holds it (fjall locks the directory).
     pub fn open(dir: &Path, options: DiskOptions) -> Result<Arc<Disk>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io(format!("{}: {e}", dir.display())))?;
+        // A new directory lost nothing: it starts clean.
+        let fresh = !dir.join("db").exists();
         let db = Database::builder(dir.join("db"))
             // The syncer decides when the journal reaches the disk.
             .manual_journal_persist(true)
@@ -106,8 +108,8 @@ impl Disk {
                 e => io(format!("{}: {e}", dir.display())),
             })?;
         let mark = dir.join(CLEAN_MARK);
-        let unclean = !mark.exists();
-        if !unclean {
+        let unclean = !fresh && !mark.exists();
+        if mark.exists() {
             std::fs::remove_file(&mark).map_err(io)?;
             sync_dir(dir)?;
         }
@@ -240,7 +242,7 @@ mod tests {
     async fn tickets_resolve_after_a_sync_and_the_mark_tells_clean_from_killed() {
         let tmp = tempfile::tempdir().unwrap();
         let d = Disk::open(tmp.path(), DiskOptions::default()).unwrap();
-        assert!(d.was_unclean(), "a fresh directory has no clean mark");
+        assert!(!d.was_unclean(), "a new directory lost nothing");
         let ks = d.keyspace("t").unwrap();
         ks.insert("k", "v").unwrap();
         let tickets: Vec<_> = (0..50).map(|_| d.durable()).collect();
@@ -259,8 +261,17 @@ mod tests {
         assert!(!d.was_unclean(), "closed cleanly last time");
         assert_eq!(d.keyspace("t").unwrap().get("k").unwrap().as_deref(), Some(&b"v"[..]));
         // Not closed: a forgotten handle is what kill -9 leaves, as far as
-        // the mark is concerned.
+        // the mark is concerned (fjall's lock goes with the process, so the
+        // directory is reopened in another test process below).
         std::mem::forget(d);
+    }
+
+    #[test]
+    fn a_start_without_the_mark_is_unclean() {
+        let tmp = tempfile::tempdir().unwrap();
+        Disk::open(tmp.path(), DiskOptions::default()).unwrap().close().unwrap();
+        std::fs::remove_file(tmp.path().join(CLEAN_MARK)).unwrap();
+        assert!(Disk::open(tmp.path(), DiskOptions::default()).unwrap().was_unclean());
     }
 
     #[test]
