@@ -13,11 +13,21 @@ BENCH_RUN=${BENCH_RUN:-/var/tmp/herald-bench}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/herald-bench-target}
 BENCH_PASSWORD=pw
 
-HERALD_STOMP=62613 HERALD_HTTP=16674 HERALD_XHTTP=6280
-RABBIT_STOMP=62614 RABBIT_WS=16675 RABBIT_AMQP=5673 RABBIT_DIST=25673
-EJ_HTTP=6281
-RABBIT_NODE=herald-bench-rabbit@localhost
-EJ_NODE=herald-bench-ejabberd@localhost
+# Each can be moved through the environment (BENCH_PORT_BASE=N moves them all
+# to N..N+9), so two runs on one machine do not collide.
+if [ -n "${BENCH_PORT_BASE:-}" ]; then
+  b=$BENCH_PORT_BASE
+  HERALD_STOMP=${HERALD_STOMP:-$b} HERALD_HTTP=${HERALD_HTTP:-$((b + 1))} HERALD_XHTTP=${HERALD_XHTTP:-$((b + 2))}
+  RABBIT_STOMP=${RABBIT_STOMP:-$((b + 3))} RABBIT_WS=${RABBIT_WS:-$((b + 4))} RABBIT_AMQP=${RABBIT_AMQP:-$((b + 5))}
+  RABBIT_DIST=${RABBIT_DIST:-$((b + 6))} EJ_HTTP=${EJ_HTTP:-$((b + 7))}
+  RABBIT_NODE=${RABBIT_NODE:-herald-bench-rabbit-$b@localhost} EJ_NODE=${EJ_NODE:-herald-bench-ejabberd-$b@localhost}
+  unset b
+fi
+HERALD_STOMP=${HERALD_STOMP:-62613} HERALD_HTTP=${HERALD_HTTP:-16674} HERALD_XHTTP=${HERALD_XHTTP:-6280}
+RABBIT_STOMP=${RABBIT_STOMP:-62614} RABBIT_WS=${RABBIT_WS:-16675} RABBIT_AMQP=${RABBIT_AMQP:-5673} RABBIT_DIST=${RABBIT_DIST:-25673}
+EJ_HTTP=${EJ_HTTP:-6281}
+RABBIT_NODE=${RABBIT_NODE:-herald-bench-rabbit@localhost}
+EJ_NODE=${EJ_NODE:-herald-bench-ejabberd@localhost}
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
