@@ -75,6 +75,8 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// Per-connection inbound rate limits (`[shaper]`, ejabberd's shapers).
     pub shaper: ShaperConfig,
+    /// Stream history of the `feed` and `project` exchanges (`[history]`).
+    pub history: HistoryConfig,
 }
 
 impl Default for Config {
@@ -98,7 +100,44 @@ impl Default for Config {
             access: AccessConfig::default(),
             connections: ConnectionsConfig::default(),
             shaper: ShaperConfig::default(),
+            history: HistoryConfig::default(),
         }
+    }
+}
+
+// ---- [history] -------------------------------------------------------------
+
+/// `[history]`: what the `feed` and `project` exchanges keep per routing key
+/// for subscribers that resubscribe from an offset (store/history.rs,
+/// docs/history.md). `size = 0` or `ttl_ms = 0` turns history off (no
+/// offsets on messages).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Messages kept per routing key (Centrifugo's `history_size`); also the
+    /// most a SUBSCRIBE replays.
+    pub size: usize,
+    /// How long a message is kept, milliseconds (`history_ttl`).
+    pub ttl_ms: u64,
+    /// All keys together, bytes: beyond it whole keys are dropped, least
+    /// recently published first (their epoch changes), so publishers that
+    /// make many keys cannot grow it without bound.
+    pub max_bytes: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        // Centrifugo's examples: 100 messages, 5 minutes.
+        HistoryConfig { size: 100, ttl_ms: 300_000, max_bytes: 64 << 20 }
+    }
+}
+
+impl HistoryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.size > 100_000 {
+            return Err(invalid("history.size", "at most 100000 (a SUBSCRIBE replays up to this many)"));
+        }
+        Ok(())
     }
 }
 
@@ -1144,6 +1183,7 @@ impl Config {
     /// Checks what serde cannot: cross-references, ranges and patterns.
     pub fn validate(&self) -> Result<(), ConfigError> {
         require_features(self)?;
+        self.history.validate()?;
         if self.vhosts.is_empty() {
             return Err(invalid("vhosts", "at least one vhost is required"));
         }

@@ -33,6 +33,9 @@ use crate::router::{
     AckMode, ConsumerId, Destination, DestinationError, Queue, QueueOptions, RouteError, Router, Vhost,
 };
 use crate::session::{Capabilities, SessionHandle};
+use crate::store::history::{
+    now_ms, recover, DiskHistory, HistoryLimits, HistoryStore, MemoryHistory, Since, StreamKey,
+};
 use crate::store::offline::{MemoryOffline, OfflineLimits, OfflineStore};
 use crate::store::{Disk, DiskOptions, MemoryStore, QueueStore};
 
@@ -72,6 +75,39 @@ pub enum PublishError {
     Destination(DestinationError),
     #[error(transparent)]
     Route(#[from] RouteError),
+}
+
+/// What [`Engine::history`] reads.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Where to start (`x-stream-offset`'s values); `None` = all retained.
+    pub since: Option<Since>,
+    /// The epoch the caller last saw; another one means not recovered.
+    pub epoch: Option<String>,
+    /// At most this many messages (capped by `history.size`).
+    pub limit: Option<usize>,
+}
+
+/// A key's history as [`Engine::history`] returns it.
+#[derive(Debug, Clone)]
+pub struct HistoryRead {
+    pub epoch: String,
+    /// The last offset assigned in this epoch (0 = none).
+    pub top: u64,
+    /// Oldest first; each has [`Message::stream`] set.
+    pub messages: Vec<Arc<Message>>,
+    /// With `since`: whether nothing was missed from there (as `x-recovered`).
+    pub recovered: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("{0} has no history: use /exchange/feed/<uid> or /exchange/project/<project id>")]
+    NotHistory(String),
+    #[error("history is off (history.size or history.ttl_ms is 0)")]
+    Off,
+    #[error(transparent)]
+    Publish(#[from] PublishError),
 }
 
 /// Who publishes: decides whether the memory alarm applies.
@@ -266,7 +302,11 @@ impl Engine {
         };
         let offline: Arc<dyn OfflineStore> = Arc::new(MemoryOffline::new(OfflineLimits::default()));
         let auth = crate::auth::Chain::from_config(&config)?.into();
-        let router = Router::new(&config, store)?;
+        let history: Arc<dyn HistoryStore> = match &disk {
+            Some(d) => Arc::new(DiskHistory::open(d.clone(), HistoryLimits::from_config(&config.history), now_ms())?),
+            None => Arc::new(MemoryHistory::new(HistoryLimits::from_config(&config.history))),
+        };
+        let router = Router::with_history(&config, store, history)?;
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         let gate = Arc::new(crate::transport::conn::Gate::new(&config, connections.clone()));
         Ok(Engine {
@@ -452,6 +492,39 @@ impl Engine {
         };
         let message = Message::new(exchange, key, headers, body);
         Ok(self.route(Publish { vhost, message, origin: Origin::Application })?.queues)
+    }
+
+    /// Reads one key's history (`/exchange/feed/<uid>` or
+    /// `/exchange/project/<pid>` on the default vhost), as the application:
+    /// no permission check, nothing subscribed. With `since`, decides
+    /// recovery as a SUBSCRIBE with `x-stream-offset` would (docs/history.md);
+    /// without, returns everything retained. At most `limit` messages (and
+    /// never more than `history.size`), oldest first.
+    pub fn history(&self, destination: &str, query: HistoryQuery) -> Result<HistoryRead, HistoryError> {
+        let vhost = self.router.vhost(&self.config.stomp.default_vhost).map_err(PublishError::from)?;
+        let dest = Destination::parse(destination).map_err(PublishError::Destination)?;
+        let history = &vhost.history;
+        let (exchange, key) = match &dest {
+            Destination::Exchange { exchange, key } if history.covers(exchange) && !key.is_empty() => {
+                (exchange.as_str(), key.as_str())
+            }
+            _ if !history.limits().enabled() => return Err(HistoryError::Off),
+            _ => return Err(HistoryError::NotHistory(destination.to_owned())),
+        };
+        let size = history.limits().size;
+        let limit = query.limit.unwrap_or(size).min(size);
+        let stream = StreamKey::new(&vhost.name, exchange, key);
+        let page =
+            history.store.read(&stream, 1, size, now_ms()).map_err(RouteError::from).map_err(PublishError::from)?;
+        let (epoch, top, mut messages, recovered) = match query.since {
+            Some(since) => {
+                let r = recover(page, since, query.epoch.as_deref());
+                (r.epoch, r.top, r.replay, Some(r.recovered))
+            }
+            None => (page.epoch, page.top, page.messages, None),
+        };
+        messages.truncate(limit);
+        Ok(HistoryRead { epoch: epoch.to_string(), top, messages, recovered })
     }
 
     /// Sets the presence of a user's STOMP (and other) sessions whose
@@ -896,6 +969,31 @@ mod door_tests {
         assert_eq!(e.publish_to("jobs", vec![], Bytes::new()).unwrap(), 1);
         assert!(matches!(e.publish_to("", vec![], Bytes::new()), Err(PublishError::Destination(_))));
         assert_eq!(e.publish_to("/topic/a.b", vec![], Bytes::new()).unwrap(), 0, "nobody bound");
+    }
+
+    #[test]
+    fn history_reads_what_the_door_numbered() {
+        let e = engine();
+        for b in ["a", "b", "c"] {
+            e.send_to_user("alice", vec![("x-stream-offset".into(), "7".into())], Bytes::from(b)).unwrap();
+        }
+        let all = e.history("/exchange/feed/alice", HistoryQuery::default()).unwrap();
+        let offsets =
+            |r: &HistoryRead| r.messages.iter().map(|m| m.stream.as_ref().unwrap().offset).collect::<Vec<_>>();
+        assert_eq!((offsets(&all), all.top, all.recovered), (vec![1, 2, 3], 3, None));
+        assert!(
+            all.messages.iter().all(|m| m.header("x-stream-offset").is_none()),
+            "the publisher's header is dropped"
+        );
+        let q = HistoryQuery { since: Some(Since::Offset(2)), epoch: Some(all.epoch.clone()), limit: Some(1) };
+        let r = e.history("/exchange/feed/alice", q).unwrap();
+        assert_eq!((offsets(&r), r.recovered), (vec![2], Some(true)));
+        let q = HistoryQuery { since: Some(Since::Offset(2)), epoch: Some("other".into()), limit: None };
+        assert_eq!(e.history("/exchange/feed/alice", q).unwrap().recovered, Some(false));
+        let empty = e.history("/exchange/project/p9", HistoryQuery::default()).unwrap();
+        assert_eq!((empty.top, empty.messages.len()), (0, 0));
+        assert!(matches!(e.history("/topic/x", HistoryQuery::default()), Err(HistoryError::NotHistory(_))));
+        assert!(e.history("/exchange/feed/", HistoryQuery::default()).is_err());
     }
 
     #[test]

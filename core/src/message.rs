@@ -29,8 +29,25 @@ pub struct Message {
     pub persistent: bool,
     /// Uid of the publisher, when a session published it.
     pub sender: Option<String>,
+    /// Its place in its routing key's history (`feed` and `project`
+    /// exchanges, store/history.rs), set by the history store before the
+    /// message is shared; edges show it (`x-stream-offset`, `x-stream-epoch`).
+    pub stream: Option<StreamPosition>,
     encoded: [OnceLock<Bytes>; SLOTS],
 }
+
+/// A message's offset in its key's history and the history's epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: std::sync::Arc<str>,
+}
+
+/// The STOMP headers that carry a [`StreamPosition`] (RabbitMQ streams' offset
+/// name; the epoch is Centrifugo's idea). Server-stamped: a publisher's own
+/// values are dropped on the history exchanges.
+pub const STREAM_OFFSET: &str = "x-stream-offset";
+pub const STREAM_EPOCH: &str = "x-stream-epoch";
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -55,6 +72,7 @@ impl Message {
             body,
             persistent,
             sender: None,
+            stream: None,
             encoded: Default::default(),
         }
     }

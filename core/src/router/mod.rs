@@ -1,7 +1,8 @@
 //! The router: vhosts → exchanges → bindings → queues.
 //!
 //! Lock order (never take an earlier one while holding a later one):
-//! `Vhost::queues` → `Vhost::exchanges` → an exchange's bindings → a queue's
+//! a history key's lock (`history::History::lock`, `feed`/`project` only) →
+//! the history store's → `Vhost::queues` → `Vhost::exchanges` → an exchange's bindings → a queue's
 //! state → a session's outbox. Publishing takes only read locks until it
 //! reaches the queues, so publishers on different cores do not contend.
 //!
@@ -13,6 +14,7 @@
 
 pub mod destination;
 pub mod exchange;
+pub mod history;
 pub mod queue;
 pub mod topic;
 
@@ -29,9 +31,12 @@ pub use queue::{
 };
 
 use crate::config::{Config, RoutingConfig};
-use crate::message::Message;
+use crate::message::{Message, STREAM_EPOCH, STREAM_OFFSET};
 use crate::session::SessionId;
+use crate::store::history::now_ms;
+use crate::store::history::{recover, HistoryLimits, MemoryHistory, Recovery, Since, StreamKey};
 use crate::store::{QueueStore, StoreError};
+pub use history::History;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -274,10 +279,18 @@ pub struct Vhost {
     /// Counters of deleted queues, so node totals never go backwards when
     /// per-session queues come and go.
     retired: QueueCounters,
+    /// Offsets and retained messages of `feed` and `project` (shared by vhosts).
+    pub history: Arc<History>,
 }
 
 impl Vhost {
-    fn new(name: &str, config: &Config, store: Arc<dyn QueueStore>, quota: Arc<QueueQuota>) -> Vhost {
+    fn new(
+        name: &str,
+        config: &Config,
+        store: Arc<dyn QueueStore>,
+        quota: Arc<QueueQuota>,
+        history: Arc<History>,
+    ) -> Vhost {
         let mut exchanges = HashMap::new();
         for (x, kind) in builtin_exchanges(config) {
             exchanges.insert(x.clone(), Arc::new(Exchange::new(&x, kind)));
@@ -298,6 +311,7 @@ impl Vhost {
             routing: config.routing.clone(),
             published: AtomicU64::new(0),
             retired: QueueCounters::default(),
+            history,
         }
     }
 
@@ -449,6 +463,33 @@ impl Vhost {
         Ok(())
     }
 
+    /// Binds `queue` to one key of a history exchange and queues what the
+    /// key's history holds from `since` (at most `history.size` messages),
+    /// under the key's lock: the replay and the live messages that follow
+    /// meet without gap or duplicate. The caller has checked permissions.
+    pub fn bind_recovering(
+        &self,
+        exchange: &str,
+        queue: &Arc<Queue>,
+        key: &str,
+        since: Since,
+        epoch: Option<&str>,
+    ) -> Result<Recovery, RouteError> {
+        if !self.history.covers(exchange) {
+            self.bind(exchange, queue, key, None)?;
+            return Ok(Recovery { epoch: "".into(), top: 0, replay: Vec::new(), recovered: false });
+        }
+        let stream = StreamKey::new(&self.name, exchange, key);
+        let _order = self.history.lock(&stream);
+        let page = self.history.store.read(&stream, 1, self.history.limits().size, now_ms())?;
+        let recovery = recover(page, since, epoch);
+        self.bind(exchange, queue, key, None)?;
+        for m in &recovery.replay {
+            queue.publish(m.clone())?;
+        }
+        Ok(recovery)
+    }
+
     /// Removes `queue`'s bindings on `exchange` whose key `drop` selects
     /// (a member removed from a project); returns how many went.
     pub fn unbind_where(&self, queue: &Arc<Queue>, exchange: &str, drop: impl Fn(&str) -> bool) -> usize {
@@ -492,7 +533,20 @@ impl Vhost {
     /// Routes a message; `""` is the default exchange (routing key = queue
     /// name). Returns how many queues took it; unroutable messages are
     /// dropped, as in AMQP without `mandatory`.
-    pub fn publish(&self, message: Message) -> Result<usize, RouteError> {
+    pub fn publish(&self, mut message: Message) -> Result<usize, RouteError> {
+        if self.history.covers(&message.exchange) {
+            // Server-stamped: a publisher does not choose its offset.
+            message.headers.retain(|(k, _)| k != STREAM_OFFSET && k != STREAM_EPOCH);
+            let x = self
+                .exchange(&message.exchange)
+                .ok_or_else(|| RouteError::NoExchange(message.exchange.clone(), self.name.to_string()))?;
+            check_key(&self.routing, x.kind, &message.routing_key)?;
+            let key = StreamKey::new(&self.name, &message.exchange, &message.routing_key);
+            // Held through the fan-out: offsets reach queues in order (history.rs).
+            let _order = self.history.lock(&key);
+            let message = self.history.store.append(&key, message, now_ms())?;
+            return self.fan_out(&x, message);
+        }
         let message = Arc::new(message);
         if message.exchange.is_empty() {
             self.published.fetch_add(1, Ordering::Relaxed);
@@ -506,6 +560,10 @@ impl Vhost {
             .ok_or_else(|| RouteError::NoExchange(message.exchange.clone(), self.name.to_string()))?;
         // Before matching: the bound is what keeps the match cheap.
         check_key(&self.routing, x.kind, &message.routing_key)?;
+        self.fan_out(&x, message)
+    }
+
+    fn fan_out(&self, x: &Exchange, message: Arc<Message>) -> Result<usize, RouteError> {
         self.published.fetch_add(1, Ordering::Relaxed);
         x.published.fetch_add(1, Ordering::Relaxed);
         let mut failed = None;
@@ -531,12 +589,25 @@ pub struct Router {
 }
 
 impl Router {
+    /// A router whose history is in memory (`[history]` limits).
     pub fn new(config: &Config, store: Arc<dyn QueueStore>) -> Result<Router, RouteError> {
+        Self::with_history(config, store, Arc::new(MemoryHistory::new(HistoryLimits::from_config(&config.history))))
+    }
+
+    pub fn with_history(
+        config: &Config,
+        store: Arc<dyn QueueStore>,
+        history: Arc<dyn crate::store::history::HistoryStore>,
+    ) -> Result<Router, RouteError> {
         let quota = Arc::new(QueueQuota::new(config));
+        let history = Arc::new(History::new(history, &config.exchanges.feed, &config.exchanges.project));
         let vhosts: HashMap<String, Arc<Vhost>> = config
             .vhosts
             .iter()
-            .map(|v| (v.name.clone(), Arc::new(Vhost::new(&v.name, config, store.clone(), quota.clone()))))
+            .map(|v| {
+                let vhost = Vhost::new(&v.name, config, store.clone(), quota.clone(), history.clone());
+                (v.name.clone(), Arc::new(vhost))
+            })
             .collect();
         // Durable queues and their persistent messages come back from the store.
         let mut max_id = 0;

@@ -17,7 +17,7 @@ use super::frame::{encode, encode_header, Command, Decoded, Decoder, Escaping, F
 use crate::auth::{policy, ClientInfo, Identity, Permission, ResourceKind};
 use crate::engine::{Engine, LoginError, Origin, Publish};
 use crate::error::{CloseCode, CloseReason};
-use crate::message::{EncodingSlot, Message};
+use crate::message::{EncodingSlot, Message, STREAM_EPOCH, STREAM_OFFSET};
 use crate::router::destination::TOPIC_EXCHANGE;
 use crate::router::{
     AckError, AckMode, ConsumerId, Destination, DestinationError, ExchangeKind, HeaderMatch, Overflow, Queue,
@@ -25,6 +25,7 @@ use crate::router::{
 };
 use crate::session::{write_within, Delivery, Outbound, OutboxLimits, Protocol, SessionHandle, Written};
 use crate::shaper::{self, Shaper};
+use crate::store::history::{Recovery, Since};
 use crate::transport::{LinkRx, LinkTx, Peer};
 
 const SERVER: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
@@ -715,7 +716,17 @@ impl Session {
         let mut committed_receipts = Vec::new();
         match frame.command {
             Command::Send => self.on_send(frame, false).await?,
-            Command::Subscribe => self.on_subscribe(&frame).await?,
+            Command::Subscribe => {
+                // A recovering SUBSCRIBE's RECEIPT says whether nothing was missed.
+                if let (Some(r), Some(recovery)) = (receipt.as_deref(), self.on_subscribe(&frame).await?) {
+                    let mut f = Frame::new(Command::Receipt).with_header("receipt-id", r);
+                    f = f.with_header("x-recovered", if recovery.recovered { "true" } else { "false" });
+                    f = f.with_header(STREAM_EPOCH, &*recovery.epoch);
+                    f = f.with_header(STREAM_OFFSET, recovery.top.to_string());
+                    self.write(tx, &f).await?;
+                    return Ok(true);
+                }
+            }
             Command::Unsubscribe => self.on_unsubscribe(&frame)?,
             Command::Ack | Command::Nack => self.on_settle(frame, false)?,
             Command::Begin => {
@@ -1027,8 +1038,10 @@ impl Session {
             .map_err(route_error)
     }
 
-    async fn on_subscribe(&mut self, frame: &Frame) -> Result<(), Fatal> {
+    /// `Some` when the SUBSCRIBE asked to recover from an offset.
+    async fn on_subscribe(&mut self, frame: &Frame) -> Result<Option<Recovery>, Fatal> {
         durable_needs_id(frame)?;
+        let since = stream_position(frame)?;
         let raw_dest = require(frame, "destination")?;
         // Without an `id` (in any version, as RabbitMQ takes it) the
         // destination names the subscription.
@@ -1065,9 +1078,31 @@ impl Session {
         };
         let dest = Destination::parse(&raw_dest).map_err(destination_error)?;
         let session = self.handle.id;
+        let mut recovery = None;
         let queue = match &dest {
-            Destination::Exchange { exchange, key } => self.subscription_queue(frame, &id, exchange, key).await?,
-            Destination::Topic(key) => self.subscription_queue(frame, &id, TOPIC_EXCHANGE, key).await?,
+            Destination::Exchange { exchange, key } if since.is_some() => {
+                let (since, epoch) = since.expect("checked");
+                self.check_recoverable(frame, exchange, key)?;
+                let queue = self.subscription_queue(frame, &id, exchange, key, false).await?;
+                let r = self.vhost.bind_recovering(exchange, &queue, key, since, epoch).map_err(|e| {
+                    self.vhost.delete_queue(&queue.name);
+                    route_error(e)
+                })?;
+                recovery = Some(r);
+                queue
+            }
+            _ if since.is_some() => {
+                return Err(fatal(
+                    CloseCode::Protocol,
+                    "Bad header",
+                    format!(
+                        "x-stream-offset is for /exchange/{}/<uid> and /exchange/{}/<project> only",
+                        self.engine.config.exchanges.feed, self.engine.config.exchanges.project
+                    ),
+                ));
+            }
+            Destination::Exchange { exchange, key } => self.subscription_queue(frame, &id, exchange, key, true).await?,
+            Destination::Topic(key) => self.subscription_queue(frame, &id, TOPIC_EXCHANGE, key, true).await?,
             Destination::Queue(q) => {
                 self.check(ResourceKind::Queue, q, Permission::Configure).await?;
                 self.check(ResourceKind::Queue, q, Permission::Read).await?;
@@ -1093,6 +1128,30 @@ impl Session {
         let consumer = queue.consume(self.handle.clone(), id.clone(), ack, prefetch);
         let topic = matches!(dest, Destination::Topic(_));
         self.subs.insert(Subscription { id, queue, consumer, ack, destination: None, by_destination, topic });
+        Ok(recovery)
+    }
+
+    /// A recovering subscription reads one key's history into a queue of its own.
+    fn check_recoverable(&self, frame: &Frame, exchange: &str, key: &str) -> Result<(), Fatal> {
+        let bad = |why: String| fatal(CloseCode::Protocol, "Bad header", why);
+        if !self.vhost.history.covers(exchange) {
+            return Err(bad(if self.vhost.history.limits().enabled() {
+                format!(
+                    "x-stream-offset is for /exchange/{}/<uid> and /exchange/{}/<project> only",
+                    self.engine.config.exchanges.feed, self.engine.config.exchanges.project
+                )
+            } else {
+                "x-stream-offset: history is off on this server (history.size or history.ttl_ms is 0)".to_owned()
+            }));
+        }
+        if key.is_empty() || key.contains(['*', '#']) {
+            return Err(bad(format!("x-stream-offset needs one routing key, not the pattern {key:?}")));
+        }
+        if frame.header("x-queue-name").is_some()
+            || boolean_header(frame, "durable").or(boolean_header(frame, "persistent")) == Some(true)
+        {
+            return Err(bad("x-stream-offset needs a private subscription (not durable, no x-queue-name)".into()));
+        }
         Ok(())
     }
 
@@ -1105,6 +1164,7 @@ impl Session {
         id: &str,
         exchange: &str,
         key: &str,
+        bind: bool,
     ) -> Result<Arc<Queue>, Fatal> {
         let x = self
             .vhost
@@ -1133,8 +1193,10 @@ impl Session {
             self.check(ResourceKind::Queue, &name, Permission::Read).await?;
         }
         let queue = self.declare(&name, opts, frame)?;
-        let headers = (x.kind == ExchangeKind::Headers).then(|| header_match(frame));
-        self.vhost.bind(exchange, &queue, key, headers).map_err(route_error)?;
+        if bind {
+            let headers = (x.kind == ExchangeKind::Headers).then(|| header_match(frame));
+            self.vhost.bind(exchange, &queue, key, headers).map_err(route_error)?;
+        }
         Ok(queue)
     }
 
@@ -1286,6 +1348,17 @@ fn is_server_header(name: &str) -> bool {
     name.len() >= crate::xmpp::session::headers::PREFIX.len()
         && name.as_bytes()[..crate::xmpp::session::headers::PREFIX.len()]
             .eq_ignore_ascii_case(crate::xmpp::session::headers::PREFIX.as_bytes())
+}
+
+/// `x-stream-offset` (and `x-stream-epoch`) of a SUBSCRIBE, when present.
+fn stream_position(frame: &Frame) -> Result<Option<(Since, Option<&str>)>, Fatal> {
+    let bad = |why: String| fatal(CloseCode::Protocol, "Bad header", why);
+    let epoch = frame.header(STREAM_EPOCH);
+    match frame.header(STREAM_OFFSET) {
+        Some(v) => Ok(Some((Since::parse(v).map_err(bad)?, epoch))),
+        None if epoch.is_some() => Err(bad("x-stream-epoch needs an x-stream-offset".into())),
+        None => Ok(None),
+    }
 }
 
 /// A header the frame must have; the ERROR for its absence is worded as RabbitMQ's.
@@ -1449,6 +1522,10 @@ fn encode_message_tail(m: &Message, escaping: Escaping) -> Bytes {
     let mut out = BytesMut::with_capacity(m.body.len() + 64 + m.headers.len() * 32);
     for (k, v) in &m.headers {
         encode_header(k, v, escaping, &mut out);
+    }
+    if let Some(p) = &m.stream {
+        encode_header(STREAM_OFFSET, &p.offset.to_string(), escaping, &mut out);
+        encode_header(STREAM_EPOCH, &p.epoch, escaping, &mut out);
     }
     encode_header("content-length", &m.body.len().to_string(), escaping, &mut out);
     out.put_u8(b'\n');

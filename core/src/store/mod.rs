@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use crate::message::Message;
 
 pub mod disk;
+pub mod history;
 pub mod offline;
 
 pub use disk::{Disk, DiskOptions};
