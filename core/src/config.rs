@@ -790,6 +790,12 @@ pub struct LimitsConfig {
     /// Bytes (bodies + headers) one session may buffer in its open
     /// transactions together.
     pub max_transaction_bytes: usize,
+    /// Receipts one STOMP session may have waiting for the disk (persistent
+    /// SENDs to durable queues, answered in order as the group commit
+    /// syncs), and the bytes of their receipt ids. At either limit the
+    /// session stops reading its client until the oldest are answered.
+    pub max_pending_receipts: usize,
+    pub max_pending_receipt_bytes: usize,
     /// Node memory alarm: publishing is refused while the message bytes the
     /// node holds (queues, outboxes, transactions) are above it, as
     /// RabbitMQ's `vm_memory_high_watermark`. Bytes, `"NN%"` of system
@@ -818,6 +824,8 @@ impl Default for LimitsConfig {
             max_transactions: 16,
             max_transaction_frames: 10_000,
             max_transaction_bytes: 16 << 20,
+            max_pending_receipts: 4096,
+            max_pending_receipt_bytes: 1 << 20,
             memory_high_watermark: Watermark::Fraction(0.3),
             memory_check_interval_ms: 500,
         }
@@ -891,6 +899,8 @@ impl LimitsConfig {
             ("limits.max_queues", self.max_queues, 1),
             ("limits.max_queues_per_user", self.max_queues_per_user, 1),
             ("limits.max_transaction_bytes", self.max_transaction_bytes, 1024),
+            ("limits.max_pending_receipts", self.max_pending_receipts, 1),
+            ("limits.max_pending_receipt_bytes", self.max_pending_receipt_bytes, 1024),
         ] {
             if value < min {
                 return Err(invalid(key, format!("must be at least {min}, got {value}")));

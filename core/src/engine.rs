@@ -37,7 +37,7 @@ use crate::store::history::{
     now_ms, recover, DiskHistory, HistoryLimits, HistoryStore, MemoryHistory, Since, StreamKey,
 };
 use crate::store::offline::{MemoryOffline, OfflineLimits, OfflineStore};
-use crate::store::{Disk, DiskOptions, MemoryStore, QueueStore};
+use crate::store::{Disk, DiskOptions, DiskQueues, Durable, MemoryStore, QueueStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -132,10 +132,14 @@ pub struct Publish<'a> {
 }
 
 /// What a publish reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Routed {
     /// Queues that took the message.
     pub queues: usize,
+    /// The queue store's tickets when a persistent message reached durable
+    /// queues on disk: a RECEIPT promising "on disk" waits for them. Empty
+    /// otherwise (transient, or the store in memory).
+    pub durable: Vec<Durable>,
 }
 
 /// The private queue of a session that reads its user's feed and projects
@@ -289,17 +293,36 @@ pub struct Stats {
 }
 
 impl Engine {
-    /// Builds an engine from a validated config with in-memory backends.
+    /// Builds an engine from a validated config: durable queues in the data
+    /// directory when `node.data_dir` is set, in memory otherwise; other
+    /// backends in memory until `start` connects the configured ones.
     pub fn new(config: Config) -> Result<Engine, EngineError> {
-        Self::with_store(config, Arc::new(MemoryStore::default()))
+        config.validate()?;
+        let disk = Self::open_disk(&config)?;
+        let store: Arc<dyn QueueStore> = match &disk {
+            Some(d) => Arc::new(DiskQueues::open(d.clone())?),
+            None => Arc::new(MemoryStore::default()),
+        };
+        Self::build(config, store, disk)
     }
 
+    /// [`Engine::new`] with a given queue store (tests restarting an engine
+    /// in one process over a shared `MemoryStore`); the data directory, if
+    /// set, still holds the other stores.
     pub fn with_store(config: Config, store: Arc<dyn QueueStore>) -> Result<Engine, EngineError> {
         config.validate()?;
-        let disk = match &config.node.data_dir {
+        let disk = Self::open_disk(&config)?;
+        Self::build(config, store, disk)
+    }
+
+    fn open_disk(config: &Config) -> Result<Option<Arc<Disk>>, EngineError> {
+        Ok(match &config.node.data_dir {
             Some(dir) => Some(Disk::open(dir, DiskOptions { fsync: config.node.fsync })?),
             None => None,
-        };
+        })
+    }
+
+    fn build(config: Config, store: Arc<dyn QueueStore>, disk: Option<Arc<Disk>>) -> Result<Engine, EngineError> {
         let offline: Arc<dyn OfflineStore> = Arc::new(MemoryOffline::new(OfflineLimits::default()));
         let auth = crate::auth::Chain::from_config(&config)?.into();
         let history: Arc<dyn HistoryStore> = match &disk {
@@ -462,7 +485,8 @@ impl Engine {
                 sender: message.sender.clone(),
             });
         }
-        Ok(Routed { queues: vhost.publish(message)? })
+        let (queues, durable) = vhost.publish_durable(message)?;
+        Ok(Routed { queues, durable })
     }
 
     /// Publishes to a STOMP-style destination (`/exchange/feed/alice`,
@@ -1005,7 +1029,7 @@ mod door_tests {
         let publish = |origin| Publish { vhost, message: Message::new("amq.topic", "k", vec![], Bytes::new()), origin };
         assert!(matches!(e.route(publish(Origin::Session)), Err(RouteError::MemoryAlarm { .. })));
         assert!(matches!(e.route(publish(Origin::Application)), Err(RouteError::MemoryAlarm { .. })));
-        assert_eq!(e.route(publish(Origin::Engine)).unwrap(), Routed { queues: 0 });
+        assert_eq!(e.route(publish(Origin::Engine)).unwrap().queues, 0);
     }
 
     #[tokio::test]

@@ -101,10 +101,39 @@ pub fn render_memory(out: &mut String, m: &crate::engine::MemoryUse) {
     }
 }
 
+/// The data directory's group commit, when `node.data_dir` is set:
+/// tickets / syncs is how many writers one journal sync served.
+pub fn render_disk(out: &mut String, c: &crate::store::disk::DiskCounters) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = [
+        ("herald_disk_syncs_total", "Journal syncs by the group commit.", c.syncs.load(Relaxed)),
+        (
+            "herald_disk_tickets_total",
+            "Durability tickets those syncs resolved (receipts of persistent messages, among others).",
+            c.tickets.load(Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::admin::sampler::{Rates, TotalsOut};
+
+    #[test]
+    fn renders_the_group_commit() {
+        let c = crate::store::disk::DiskCounters::default();
+        c.syncs.store(3, std::sync::atomic::Ordering::Relaxed);
+        c.tickets.store(120, std::sync::atomic::Ordering::Relaxed);
+        let mut out = String::new();
+        render_disk(&mut out, &c);
+        assert!(out.contains("# TYPE herald_disk_syncs_total counter\nherald_disk_syncs_total 3\n"), "{out}");
+        assert!(out.contains("herald_disk_tickets_total 120\n"), "{out}");
+    }
 
     #[test]
     fn renders_families_and_escapes_labels() {

@@ -220,6 +220,9 @@ async fn metrics(State(a): State<Admin>) -> Response {
         .collect();
     let mut text = metrics::render(&tick.overview, &gauges);
     metrics::render_memory(&mut text, &a.engine.check_memory());
+    if let Some(disk) = &a.engine.disk {
+        metrics::render_disk(&mut text, &disk.counters);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

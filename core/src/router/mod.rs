@@ -35,7 +35,7 @@ use crate::message::{Message, STREAM_EPOCH, STREAM_OFFSET};
 use crate::session::SessionId;
 use crate::store::history::now_ms;
 use crate::store::history::{recover, HistoryLimits, MemoryHistory, Recovery, Since, StreamKey};
-use crate::store::{QueueStore, StoreError};
+use crate::store::{Durable, QueueMeta, QueueStore, StoreError, StoredBinding, StoredLimits};
 pub use history::History;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ impl QueueQuota {
     }
 
     /// Counts a new queue, or says which limit it would break. Queues
-    /// restored from the store count in the total even past it.
+    /// restored from the store count even past the limits.
     fn take(&self, owner: Option<&Arc<str>>, restoring: bool) -> Result<(), RouteError> {
         if !restoring && self.total.load(Ordering::Relaxed) >= self.max_total {
             return Err(RouteError::QueueLimit(format!(
@@ -102,7 +102,7 @@ impl QueueQuota {
         if let Some(uid) = owner {
             let mut per = self.per_user.lock();
             let n = per.entry(uid.clone()).or_insert(0);
-            if *n >= self.max_per_user {
+            if *n >= self.max_per_user && !restoring {
                 return Err(RouteError::QueueLimit(format!(
                     "at most {} queues that outlive a session per user (limits.max_queues_per_user); delete some first",
                     self.max_per_user
@@ -393,12 +393,6 @@ impl Vhost {
         }
         let owner: Option<Arc<str>> = owner.filter(|_| options.exclusive.is_none()).map(Arc::from);
         self.quota.take(owner.as_ref(), restoring)?;
-        if options.durable {
-            if let Err(e) = self.store.declare(&self.name, name) {
-                self.quota.give_back(owner.as_ref());
-                return Err(e.into());
-            }
-        }
         let d = self.queue_limits;
         let limits = match limits {
             Some(l) => QueueLimits {
@@ -408,9 +402,31 @@ impl Vhost {
             },
             None => d,
         };
+        // Exclusive queues die with their session: only the others are stored.
+        if options.durable && options.exclusive.is_none() && !restoring {
+            let meta = QueueMeta {
+                auto_delete: options.auto_delete,
+                owner: owner.as_deref().map(str::to_owned),
+                limits: (limits != d).then_some(StoredLimits {
+                    max_len: limits.max_len as u64,
+                    max_bytes: limits.max_bytes as u64,
+                    reject_publish: limits.overflow == Overflow::RejectPublish,
+                }),
+            };
+            if let Err(e) = self.store.declare(&self.name, name, &meta) {
+                self.quota.give_back(owner.as_ref());
+                return Err(e.into());
+            }
+        }
         let q = Arc::new(Queue::with_limits(&self.name, name, options, limits, Some(self.store.clone()), owner));
         queues.insert(name.to_owned(), q.clone());
         Ok(q)
+    }
+
+    /// A ticket for every queue-store write so far (a durable SUBSCRIBE's
+    /// receipt waits for its declaration and binding).
+    pub fn durable(&self) -> Durable {
+        self.store.durable()
     }
 
     /// Message bytes held by this vhost's queues (ready and unacked).
@@ -451,9 +467,32 @@ impl Vhost {
         key: &str,
         headers: Option<HeaderMatch>,
     ) -> Result<(), RouteError> {
+        self.bind_as(exchange, queue, key, headers, false)
+    }
+
+    /// `restoring`: read back from the store at start, not written again.
+    fn bind_as(
+        &self,
+        exchange: &str,
+        queue: &Arc<Queue>,
+        key: &str,
+        headers: Option<HeaderMatch>,
+        restoring: bool,
+    ) -> Result<(), RouteError> {
         let x =
             self.exchange(exchange).ok_or_else(|| RouteError::NoExchange(exchange.into(), self.name.to_string()))?;
         self.check_binding(&x, key)?;
+        // A durable queue's bindings come back with it (bindings are only
+        // ever undone with the queue: `unbind_where` serves inbox queues,
+        // which are not durable).
+        if queue.is_stored() && !restoring {
+            let binding = StoredBinding {
+                exchange: exchange.to_owned(),
+                key: key.to_owned(),
+                headers: headers.as_ref().map(|h| (h.all, h.args.clone())),
+            };
+            self.store.bind(&self.name, &queue.name, &binding)?;
+        }
         x.bind(queue, key, headers);
         let mut bound = self.bound.lock();
         let list = bound.entry(queue.name.to_string()).or_default();
@@ -522,7 +561,7 @@ impl Vhost {
         }
         q.mark_deleted();
         self.retired.add(&q.counters);
-        if q.options.durable {
+        if q.is_stored() {
             if let Err(e) = self.store.delete(&self.name, name) {
                 tracing::warn!(queue = name, error = %e, "queue store delete failed");
             }
@@ -533,7 +572,14 @@ impl Vhost {
     /// Routes a message; `""` is the default exchange (routing key = queue
     /// name). Returns how many queues took it; unroutable messages are
     /// dropped, as in AMQP without `mandatory`.
-    pub fn publish(&self, mut message: Message) -> Result<usize, RouteError> {
+    pub fn publish(&self, message: Message) -> Result<usize, RouteError> {
+        self.publish_durable(message).map(|(n, _)| n)
+    }
+
+    /// [`Vhost::publish`], with the store's tickets of the stored queues
+    /// that took a persistent message (none otherwise, and none that are
+    /// ready at once: an empty `Vec` allocates nothing).
+    pub fn publish_durable(&self, mut message: Message) -> Result<(usize, Vec<Durable>), RouteError> {
         if self.history.covers(&message.exchange) {
             // Server-stamped: a publisher does not choose its offset.
             message.headers.retain(|(k, _)| k != STREAM_OFFSET && k != STREAM_EPOCH);
@@ -551,8 +597,12 @@ impl Vhost {
         if message.exchange.is_empty() {
             self.published.fetch_add(1, Ordering::Relaxed);
             return match self.queue(&message.routing_key) {
-                Some(q) => q.publish(message).map(|_| 1),
-                None => Ok(0),
+                Some(q) => {
+                    // Memory's tickets (ready, fine) are not kept; failed ones are.
+                    let tickets = q.publish(message)?.filter(|t| !t.is_ready_ok()).into_iter().collect();
+                    Ok((1, tickets))
+                }
+                None => Ok((0, Vec::new())),
             };
         }
         let x = self
@@ -563,18 +613,20 @@ impl Vhost {
         self.fan_out(&x, message)
     }
 
-    fn fan_out(&self, x: &Exchange, message: Arc<Message>) -> Result<usize, RouteError> {
+    fn fan_out(&self, x: &Exchange, message: Arc<Message>) -> Result<(usize, Vec<Durable>), RouteError> {
         self.published.fetch_add(1, Ordering::Relaxed);
         x.published.fetch_add(1, Ordering::Relaxed);
+        let mut tickets = Vec::new();
+        // Memory's tickets (ready, fine) are not kept; failed ones are.
+        let mut keep = |t: Option<Durable>| tickets.extend(t.filter(|t| !t.is_ready_ok()));
         let mut failed = None;
-        let n = x.route(&message, |q| {
-            if let Err(e) = q.publish(message.clone()) {
-                failed = Some(e);
-            }
+        let n = x.route(&message, |q| match q.publish(message.clone()) {
+            Ok(t) => keep(t),
+            Err(e) => failed = Some(e),
         });
         match failed {
             Some(e) => Err(e),
-            None => Ok(n),
+            None => Ok((n, tickets)),
         }
     }
 }
@@ -616,13 +668,27 @@ impl Router {
                 tracing::warn!(vhost = %sq.vhost, queue = %sq.name, "stored queue of an unknown vhost ignored");
                 continue;
             };
-            let opts = QueueOptions { durable: true, exclusive: None, auto_delete: false };
-            let q = vhost.declare(&sq.name, opts, None, None, None, true)?;
+            let opts = QueueOptions { durable: true, exclusive: None, auto_delete: sq.meta.auto_delete };
+            let limits = sq.meta.limits.map(|l| QueueLimits {
+                max_len: usize::try_from(l.max_len).unwrap_or(usize::MAX),
+                max_bytes: usize::try_from(l.max_bytes).unwrap_or(usize::MAX),
+                overflow: if l.reject_publish { Overflow::RejectPublish } else { Overflow::DropHead },
+            });
+            let q = vhost.declare(&sq.name, opts, None, sq.meta.owner.as_deref(), limits, true)?;
+            for b in sq.bindings {
+                let headers = b.headers.map(|(all, args)| HeaderMatch { all, args });
+                if let Err(e) = vhost.bind_as(&b.exchange, &q, &b.key, headers, true) {
+                    // The config changed (an exchange gone, a bound tightened):
+                    // the queue stays, without this binding.
+                    tracing::warn!(vhost = %sq.vhost, queue = %sq.name, exchange = %b.exchange, key = %b.key,
+                        error = %e, "stored binding not restored");
+                }
+            }
             for m in sq.messages {
                 max_id = max_id.max(m.id);
                 let mut msg = Message::new(m.exchange, m.routing_key, m.headers, m.body);
                 msg.id = m.id;
-                q.restore(Arc::new(msg));
+                q.restore(Arc::new(msg), m.redelivered);
             }
         }
         crate::message::reserve_ids_through(max_id);

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use super::RouteError;
 use crate::message::Message;
 use crate::session::{Delivery, Outbound, Rejected, SessionHandle, SessionId};
-use crate::store::{QueueStore, StoreError};
+use crate::store::{Durable, QueueStore, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckMode {
@@ -214,7 +214,8 @@ impl Queue {
             counters: QueueCounters::default(),
             limits,
             owner,
-            store: if options.durable { store } else { None },
+            // Exclusive queues die with their session: never stored.
+            store: if options.durable && options.exclusive.is_none() { store } else { None },
             state: Mutex::new(State::default()),
             deleted: AtomicBool::new(false),
         }
@@ -265,10 +266,31 @@ impl Queue {
         self.options.exclusive.is_none_or(|owner| owner == session)
     }
 
-    fn persist(&self, message: &Message) -> Result<(), StoreError> {
+    /// Whether this queue's messages are written to the queue store
+    /// (durable and not exclusive).
+    pub fn is_stored(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Writes a persistent message to the store; the ticket says when it is
+    /// durable. Transient messages and queues never touch it.
+    fn persist(&self, message: &Message) -> Result<Option<Durable>, StoreError> {
         match &self.store {
-            Some(store) if message.persistent => store.append(&self.vhost, &self.name, message),
-            _ => Ok(()),
+            Some(store) if message.persistent => store.append(&self.vhost, &self.name, message).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Marks a stored message as handed out, so a restart after a clean stop
+    /// flags it `redelivered` (no ticket: at worst a crash loses the mark,
+    /// and an unclean start flags everything anyway).
+    fn mark_delivered(&self, message: &Message) {
+        if let Some(store) = &self.store {
+            if message.persistent {
+                if let Err(e) = store.delivered(&self.vhost, &self.name, message.id) {
+                    tracing::warn!(queue = %self.name, error = %e, "queue store delivery mark failed");
+                }
+            }
         }
     }
 
@@ -285,9 +307,10 @@ impl Queue {
     /// Enqueues and dispatches. A full queue (`limits`) drops its oldest
     /// ready messages (`drop-head`), as RabbitMQ does with `x-max-length`
     /// and `x-max-length-bytes`, or refuses the new one (`reject-publish`).
-    pub fn publish(&self, message: Arc<Message>) -> Result<(), RouteError> {
+    /// A persistent message in a stored queue comes with the store's ticket.
+    pub fn publish(&self, message: Arc<Message>) -> Result<Option<Durable>, RouteError> {
         if self.is_deleted() {
-            return Ok(());
+            return Ok(None);
         }
         let size = message.held_bytes();
         if self.limits.overflow == Overflow::RejectPublish {
@@ -305,7 +328,7 @@ impl Queue {
                 return Err(RouteError::QueueFull { name: self.name.to_string(), limit });
             }
         }
-        self.persist(&message)?;
+        let ticket = self.persist(&message)?;
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.lock();
         st.ready_bytes += size;
@@ -318,14 +341,14 @@ impl Queue {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             self.forget(&old.message);
         }
-        Ok(())
+        Ok(ticket)
     }
 
     /// Restores a message read back from the store at start (not re-persisted).
-    pub(crate) fn restore(&self, message: Arc<Message>) {
+    pub(crate) fn restore(&self, message: Arc<Message>, redelivered: bool) {
         let mut st = self.state.lock();
         st.ready_bytes += message.held_bytes();
-        st.ready.push_back(Ready { message, redelivered: true });
+        st.ready.push_back(Ready { message, redelivered });
     }
 
     pub fn consume(
@@ -447,8 +470,12 @@ impl Queue {
                 Ok(()) => {
                     c.next_tag += 1;
                     if c.ack != AckMode::Auto {
+                        self.mark_delivered(&ready.message);
                         c.unacked.push_back((tag, ready));
                         st.unacked_bytes += size;
+                    } else {
+                        // Delivered is done: it leaves the store as an ACK would.
+                        self.forget(&ready.message);
                     }
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                     // `i < n`, a count of consumers.

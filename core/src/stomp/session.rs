@@ -26,6 +26,7 @@ use crate::router::{
 use crate::session::{write_within, Delivery, Outbound, OutboxLimits, Protocol, SessionHandle, Written};
 use crate::shaper::{self, Shaper};
 use crate::store::history::{Recovery, Since};
+use crate::store::{Durable, StoreError};
 use crate::transport::{LinkRx, LinkTx, Peer};
 
 const SERVER: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
@@ -390,6 +391,58 @@ struct Session {
     last_write: Instant,
     /// Inbound rate limits (`[shaper]`); `None` (one pointer) when off.
     shaper: Option<Box<Shaper>>,
+    /// Receipts waiting for the queue store; `None` (one pointer) unless a
+    /// persistent SEND to a durable queue on disk asked for one.
+    pending: Option<Box<PendingReceipts>>,
+}
+
+/// Receipts that wait for the disk, answered in order: RECEIPTs of later
+/// frames queue behind them, so a client never sees a RECEIPT before an
+/// earlier one. The session keeps reading meanwhile (a pipelining publisher
+/// gets group commit); at `limits.max_pending_receipts` (or `_bytes`) it
+/// stops reading until the oldest are answered.
+#[derive(Default)]
+struct PendingReceipts {
+    entries: std::collections::VecDeque<PendingReceipt>,
+    /// Bytes of the receipt ids held.
+    bytes: usize,
+}
+
+struct PendingReceipt {
+    /// Answered together, in this order (a COMMIT's, then its SENDs').
+    ids: Vec<String>,
+    tickets: Vec<Durable>,
+    /// A ticket failed: an ERROR answers instead.
+    failed: Option<StoreError>,
+}
+
+impl PendingReceipts {
+    /// Ready once the oldest entry is settled: every ticket durable, or one
+    /// failed. Says only that (a small output keeps the session's `select!`
+    /// small); [`Session::answer_receipts`] takes the entry.
+    fn poll_head(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::task::Poll;
+        let Some(head) = self.entries.front_mut() else { return Poll::Pending };
+        while let Some(t) = head.tickets.last_mut() {
+            match std::pin::Pin::new(t).poll(cx) {
+                Poll::Ready(Ok(())) => {
+                    head.tickets.pop();
+                }
+                Poll::Ready(Err(e)) => {
+                    head.failed = Some(e);
+                    head.tickets.clear();
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(())
+    }
+
+    fn take_head(&mut self) -> PendingReceipt {
+        let head = self.entries.pop_front().expect("an entry");
+        self.bytes -= head.ids.iter().map(String::len).sum::<usize>();
+        head
+    }
 }
 
 fn negotiate_version(connect: &Frame) -> Result<Version, Fatal> {
@@ -495,6 +548,7 @@ impl Session {
             last_read: now,
             last_write: now,
             shaper: Shaper::new(&engine.config.shaper, true, true),
+            pending: None,
         })
     }
 
@@ -595,9 +649,17 @@ impl Session {
                             batch = Vec::new();
                         }
                     }
+                    // The oldest receipt's tickets resolved: answer it (and
+                    // any after it that are ready too). Before reading: a
+                    // client that never stops sending must still get them.
+                    () = std::future::poll_fn(|cx| match self.pending.as_deref_mut() {
+                        Some(p) => p.poll_head(cx),
+                        None => std::task::Poll::Pending,
+                    }), if self.pending.is_some() => Box::pin(self.answer_receipts(tx)).await?,
                     // Over its rate ([shaper]), the client is not read from
                     // until its tokens refill: its bytes stay in its socket.
-                    n = rx.recv(buf), if !paused => match n {
+                    // Receipts waiting for the disk at their limit: backpressure.
+                    n = rx.recv(buf), if !paused && !self.receipts_full() => match n {
                         Ok(0) => return Ok(()),
                         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                             return Err(Stop::new(fatal(CloseCode::Protocol, "invalid transport message", e.to_string()), None));
@@ -634,6 +696,10 @@ impl Session {
             // Out of frame tokens: the rest stays buffered, and nothing more is
             // read, until the shaper allows the next frame.
             if self.shaper.as_deref_mut().is_some_and(|s| !s.frame_ready()) {
+                return Ok(true);
+            }
+            // Receipts waiting for the disk at their limit: the rest waits too.
+            if self.receipts_full() {
                 return Ok(true);
             }
             let Some(decoded) = decoder.decode(buf).map_err(|e| Stop::new(frame_error(e), None))? else { break };
@@ -714,11 +780,17 @@ impl Session {
             _ => frame.header("receipt").map(str::to_owned),
         };
         let mut committed_receipts = Vec::new();
+        // The queue store's tickets the receipts wait for (persistent
+        // messages that reached durable queues on disk).
+        let mut tickets: Vec<Durable> = Vec::new();
         match frame.command {
-            Command::Send => self.on_send(frame, false).await?,
+            Command::Send => tickets = self.on_send(frame, false).await?,
             Command::Subscribe => {
-                // A recovering SUBSCRIBE's RECEIPT says whether nothing was missed.
-                if let (Some(r), Some(recovery)) = (receipt.as_deref(), self.on_subscribe(&frame).await?) {
+                let (recovery, ticket) = self.on_subscribe(&frame).await?;
+                tickets.extend(ticket);
+                // A recovering SUBSCRIBE's RECEIPT says whether nothing was missed
+                // (its queue is private, never stored: no ticket to wait for).
+                if let (Some(r), Some(recovery)) = (receipt.as_deref(), recovery) {
                     let mut f = Frame::new(Command::Receipt).with_header("receipt-id", r);
                     f = f.with_header("x-recovered", if recovery.recovered { "true" } else { "false" });
                     f = f.with_header(STREAM_EPOCH, &*recovery.epoch);
@@ -755,7 +827,7 @@ impl Session {
                     match f.command {
                         Command::Send => {
                             let r = f.header("receipt").map(str::to_owned);
-                            self.on_send(f, true).await?;
+                            tickets.extend(self.on_send(f, true).await?);
                             committed_receipts.extend(r);
                         }
                         _ => self.on_settle(f, true)?,
@@ -767,6 +839,8 @@ impl Session {
                 self.end_transaction(&id)?;
             }
             Command::Disconnect => {
+                // Everything before it is answered first.
+                Box::pin(self.drain_receipts(tx)).await?;
                 if let Some(r) = receipt {
                     self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r)).await?;
                 }
@@ -783,10 +857,89 @@ impl Session {
                 )));
             }
         }
-        for r in receipt.into_iter().chain(committed_receipts) {
-            self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r)).await?;
-        }
+        let ids: Vec<String> = receipt.into_iter().chain(committed_receipts).collect();
+        self.receipt_after(tx, ids, tickets).await?;
         Ok(true)
+    }
+
+    /// Answers `ids` now, or once `tickets` resolve and every earlier
+    /// receipt was answered. Tickets without a receipt are dropped: nobody
+    /// was promised anything (a later receipt's ticket covers their writes,
+    /// the journal being one ordered log).
+    async fn receipt_after<W: LinkTx>(
+        &mut self,
+        tx: &mut W,
+        ids: Vec<String>,
+        tickets: Vec<Durable>,
+    ) -> Result<(), HandleError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if self.pending.is_none() && tickets.iter().all(Durable::is_ready_ok) {
+            for r in ids {
+                self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r)).await?;
+            }
+            return Ok(());
+        }
+        let p = self.pending.get_or_insert_with(Box::default);
+        p.bytes += ids.iter().map(String::len).sum::<usize>();
+        p.entries.push_back(PendingReceipt { ids, tickets, failed: None });
+        Ok(())
+    }
+
+    fn receipts_full(&self) -> bool {
+        let l = &self.engine.config.limits;
+        self.pending
+            .as_deref()
+            .is_some_and(|p| p.entries.len() >= l.max_pending_receipts || p.bytes >= l.max_pending_receipt_bytes)
+    }
+
+    /// Writes the receipts whose tickets resolved, oldest first. A failed
+    /// ticket ends the session with an ERROR naming that receipt instead:
+    /// the message may not be on disk.
+    async fn answer_receipts<W: LinkTx>(&mut self, tx: &mut W) -> Result<(), Stop> {
+        while let Some(p) = self.pending.as_deref_mut() {
+            if p.poll_head(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_pending() {
+                break;
+            }
+            let head = p.take_head();
+            match head.failed {
+                None => {
+                    for r in head.ids {
+                        self.write(tx, &Frame::new(Command::Receipt).with_header("receipt-id", r)).await?;
+                    }
+                }
+                Some(e) => {
+                    let receipt = head.ids.into_iter().next();
+                    tracing::warn!(session = self.handle.id, error = %e, "persistent message not made durable");
+                    let detail = format!(
+                        "the queue store failed before the message was on disk ({e}); it was not confirmed \
+                         and may or may not be delivered"
+                    );
+                    return Err(Stop::new(
+                        fatal(CloseCode::Internal, "persistent message not stored", detail),
+                        receipt,
+                    ));
+                }
+            }
+        }
+        if self.pending.as_deref().is_some_and(|p| p.entries.is_empty()) {
+            self.pending = None;
+        }
+        Ok(())
+    }
+
+    /// Waits for every receipt still waiting for the disk, and answers them.
+    async fn drain_receipts<W: LinkTx>(&mut self, tx: &mut W) -> Result<(), Stop> {
+        while let Some(p) = self.pending.as_deref_mut() {
+            if p.entries.is_empty() {
+                self.pending = None;
+                break;
+            }
+            std::future::poll_fn(|cx| p.poll_head(cx)).await;
+            self.answer_receipts(tx).await?;
+        }
+        Ok(())
     }
 
     async fn receipt_then<W: LinkTx>(&mut self, tx: &mut W, receipt: Option<String>) -> Result<bool, HandleError> {
@@ -895,10 +1048,11 @@ impl Session {
     }
 
     /// `committing`: applied by COMMIT, not buffered again.
-    async fn on_send(&mut self, frame: Frame, committing: bool) -> Result<(), Fatal> {
+    /// Returns the queue store's tickets for a persistent message.
+    async fn on_send(&mut self, frame: Frame, committing: bool) -> Result<Vec<Durable>, Fatal> {
         let mut slot = Some(frame);
         if !committing && self.in_transaction(&mut slot)? {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let frame = slot.expect("not buffered");
         if frame.header("message-id").is_some() {
@@ -992,8 +1146,7 @@ impl Session {
         let mut message = Message::new(exchange, key, headers, frame.body);
         message.sender = Some(self.identity.uid.clone());
         let publish = Publish { vhost: &self.vhost, message, origin: Origin::Session };
-        self.engine.route(publish).map_err(route_error)?;
-        Ok(())
+        Ok(self.engine.route(publish).map_err(route_error)?.durable)
     }
 
     /// The private queue behind `/temp-queue/<name>`, made and subscribed on first use.
@@ -1038,8 +1191,10 @@ impl Session {
             .map_err(route_error)
     }
 
-    /// `Some` when the SUBSCRIBE asked to recover from an offset.
-    async fn on_subscribe(&mut self, frame: &Frame) -> Result<Option<Recovery>, Fatal> {
+    /// The recovery when the SUBSCRIBE asked to recover from an offset; a
+    /// durable queue's SUBSCRIBE asking for a receipt gets a ticket: its
+    /// declaration and binding are on disk before the RECEIPT.
+    async fn on_subscribe(&mut self, frame: &Frame) -> Result<(Option<Recovery>, Option<Durable>), Fatal> {
         durable_needs_id(frame)?;
         let since = stream_position(frame)?;
         let raw_dest = require(frame, "destination")?;
@@ -1127,8 +1282,9 @@ impl Session {
         };
         let consumer = queue.consume(self.handle.clone(), id.clone(), ack, prefetch);
         let topic = matches!(dest, Destination::Topic(_));
+        let ticket = (queue.is_stored() && frame.header("receipt").is_some()).then(|| self.vhost.durable());
         self.subs.insert(Subscription { id, queue, consumer, ack, destination: None, by_destination, topic });
-        Ok(recovery)
+        Ok((recovery, ticket))
     }
 
     /// A recovering subscription reads one key's history into a queue of its own.

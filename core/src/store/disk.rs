@@ -90,7 +90,13 @@ impl Disk {
             // The syncer decides when the journal reaches the disk.
             .manual_journal_persist(true)
             .open()
-            .map_err(|e| io(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| match e {
+                fjall::Error::Locked => io(format!(
+                    "{} is in use by another process (one Herald per data directory: node.data_dir)",
+                    dir.display()
+                )),
+                e => io(format!("{}: {e}", dir.display())),
+            })?;
         let mark = dir.join(CLEAN_MARK);
         let unclean = !mark.exists();
         if !unclean {
