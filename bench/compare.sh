@@ -98,9 +98,10 @@ R1=(--scenario r1 --missed "${R1_MISSED:-100}" --repeats "${R1_REPEATS:-50}" --p
 # data directory (fsync on, the default), RabbitMQ with durable queues.
 durability() {
   local s
+  HERALD_ADMIN=${HERALD_ADMIN:-$((HERALD_STOMP + 8))}
   for s in "$@"; do
     declare -n S=$s
-    start herald; run "${S[@]}" "${H_TCP[@]}"; stop
+    start herald; run "${S[@]}" "${H_TCP[@]}" --metrics "127.0.0.1:$HERALD_ADMIN"; stop
     start rabbitmq; run "${S[@]}" "${R_TCP[@]}"; stop
   done
 }

@@ -6,6 +6,7 @@
 #   Herald    STOMP 62613, HTTP (/ws, /stomp) 16674, XMPP HTTP (/xmpp-websocket, /http-bind) 6280
 #   RabbitMQ  STOMP 62614, Web-STOMP (/ws) 16675, AMQP 5673, distribution 25673
 #   ejabberd  HTTP (/ws, /bosh) 6281
+#   Herald's admin listener (/metrics, durability runs only): HERALD_ADMIN, STOMP + 8
 
 BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
@@ -94,6 +95,11 @@ name = "/"
 default_permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
 
 EOF
+  # D1 reads herald_disk_syncs_total and _tickets_total from /metrics; only
+  # when asked (HERALD_ADMIN=port): the admin listener samples every second.
+  if [ -n "${HERALD_ADMIN:-}" ]; then
+    printf '[admin]\nlisten = "127.0.0.1:%s"\nmetrics_public = true\n\n' "$HERALD_ADMIN"
+  fi
   awk -v n="$n" -v pw="$BENCH_PASSWORD" 'BEGIN {
     printf "[[users]]\nname = \"upub\"\npassword = \"%s\"\n", pw
     for (i = 0; i < n; i++) printf "[[users]]\nname = \"u%d\"\npassword = \"%s\"\n", i, pw

@@ -127,11 +127,27 @@ struct Phase {
     confirmed: usize,
     secs: f64,
     hist: Hist,
+    /// Journal syncs and tickets during the phase (Herald's /metrics).
+    syncs: Option<(u64, u64)>,
+}
+
+/// `herald_disk_syncs_total` and `herald_disk_tickets_total` from Herald's
+/// `/metrics` at `addr`; `None` when there is no such endpoint (RabbitMQ).
+async fn disk_counters(addr: Option<std::net::SocketAddr>) -> Option<(u64, u64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr?).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    let value =
+        |name: &str| body.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).map(|v| v as u64);
+    Some((value("herald_disk_syncs_total ")?, value("herald_disk_tickets_total ")?))
 }
 
 /// `publishers` connections of `per` messages each, `window` outstanding each.
 async fn phase(a: &RunArgs, dest: &str, publishers: usize, per: usize, window: usize) -> io::Result<Phase> {
     let user = format!("{}pub", a.target.prefix);
+    let before = disk_counters(a.metrics).await;
     let t0 = Instant::now();
     let jobs = (0..publishers).map(|id| {
         let (t, user) = (a.target.clone(), user.clone());
@@ -144,7 +160,11 @@ async fn phase(a: &RunArgs, dest: &str, publishers: usize, per: usize, window: u
     });
     let results = futures_util::future::join_all(jobs).await;
     let secs = t0.elapsed().as_secs_f64();
-    let mut p = Phase { confirmed: 0, secs, hist: Hist::default() };
+    let syncs = match (before, disk_counters(a.metrics).await) {
+        (Some(b), Some(e)) => Some((e.0 - b.0, e.1 - b.1)),
+        _ => None,
+    };
+    let mut p = Phase { confirmed: 0, secs, hist: Hist::default(), syncs };
     for r in results {
         let (n, h) = r?;
         p.confirmed += n;
@@ -154,20 +174,35 @@ async fn phase(a: &RunArgs, dest: &str, publishers: usize, per: usize, window: u
 }
 
 /// Subscribes to `dest` and counts MESSAGEs until `expected` or 3 s of silence.
+/// Client acks with a prefetch: an `ack:auto` consumer of a deep queue is
+/// handed the whole backlog at once, which Herald refuses as a slow consumer.
 async fn drain(t: &Target, user: &str, dest: &str, expected: usize) -> io::Result<usize> {
     let (mut c, mut buf) = open(t, user).await?;
     c.send(&stomp::frame(
         "SUBSCRIBE",
-        &[("id", "drain"), ("destination", dest), ("ack", "auto"), ("receipt", "drain")],
+        &[("id", "drain"), ("destination", dest), ("ack", "client"), ("prefetch-count", "1000"), ("receipt", "drain")],
         "",
     ))
     .await?;
     let mut got = 0;
     while got < expected {
         match next(&mut c, &mut buf, Duration::from_secs(3)).await {
-            Ok(f) if f.command == "MESSAGE" => got += 1,
+            Ok(f) if f.command == "MESSAGE" => {
+                got += 1;
+                if got % 250 == 0 || got == expected {
+                    // Cumulative: acks this one and every one before it.
+                    if let Some(id) = f.header("ack") {
+                        c.send(&stomp::frame("ACK", &[("id", id)], "")).await?;
+                    }
+                }
+            }
             Ok(_) => {}
-            Err(_) => break,
+            Err(e) => {
+                if got < expected {
+                    eprintln!("d1 drain {dest}: {got} of {expected}: {e}");
+                }
+                break;
+            }
         }
     }
     c.close().await;
@@ -192,17 +227,22 @@ pub async fn d1(a: &RunArgs) -> io::Result<Value> {
     {
         let rate = p.confirmed as f64 / p.secs.max(1e-9);
         let (p50, p99) = (ms(p.hist.quantile(0.5)), ms(p.hist.quantile(0.99)));
+        let syncs = match p.syncs {
+            Some((s, t)) => format!(", {s} journal syncs for {t} tickets"),
+            None => String::new(),
+        };
         row(&[
             "D1".into(),
             a.server.clone(),
             format!("{name} ({pubs} publisher(s), window {window})"),
             format!("{rate:.0} confirmed msgs/s"),
             format!("receipt p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.1} ms", ms(p.hist.max())),
-            format!("{} confirmed, {stored} stored, {} lost", p.confirmed, p.confirmed.saturating_sub(stored)),
+            format!("{} confirmed, {stored} stored, {} lost{syncs}", p.confirmed, p.confirmed.saturating_sub(stored)),
         ]);
         phases.push(json!({"phase": name, "publishers": pubs, "window": window, "confirmed": p.confirmed,
             "secs": p.secs, "msgs_per_s": rate, "p50_ms": p50, "p99_ms": p99, "max_ms": ms(p.hist.max()),
-            "stored": stored, "lost": p.confirmed.saturating_sub(stored)}));
+            "stored": stored, "lost": p.confirmed.saturating_sub(stored),
+            "syncs": p.syncs.map(|s| s.0), "tickets": p.syncs.map(|s| s.1)}));
     }
     Ok(json!({"scenario": "d1", "payload": a.payload, "phases": phases}))
 }

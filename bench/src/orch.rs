@@ -117,6 +117,9 @@ pub struct RunArgs {
     /// D1: receipts outstanding per publisher in the pipelined phase.
     #[arg(long, default_value_t = 64)]
     pub window: usize,
+    /// D1: Herald's HTTP address, to read its journal syncs from /metrics.
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// R1: messages published while the subscriber is away.
     #[arg(long, default_value_t = 100)]
     pub missed: usize,

@@ -250,8 +250,8 @@ fn durability(res: &Results, targets: &mut Vec<String>) {
     };
     if !res.rows("d1").is_empty() {
         println!("\n### D1 — persistent SENDs with receipts to a durable queue\n");
-        println!("| server | phase | publishers × window | confirmed msgs/s | receipt p50 / p99 | confirmed / stored / lost | Herald / RabbitMQ (msgs/s) |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| server | phase | publishers × window | confirmed msgs/s | receipt p50 / p99 | confirmed / stored / lost | journal syncs (tickets per sync) | Herald / RabbitMQ (msgs/s) |");
+        println!("|---|---|---|---|---|---|---|---|");
         for (server, _) in res.rows("d1") {
             for name in ["serial", "pipelined"] {
                 let Some(p) = phase(&server, name) else { continue };
@@ -261,8 +261,12 @@ fn durability(res: &Results, targets: &mut Vec<String>) {
                     ("herald", Some(q)) => ratio(rate, q),
                     _ => "—".into(),
                 };
+                let syncs = match (p["syncs"].as_u64(), p["tickets"].as_u64()) {
+                    (Some(s), Some(t)) if s > 0 => format!("{s} ({:.1})", t as f64 / s as f64),
+                    _ => "—".into(),
+                };
                 println!(
-                    "| {server} | {name} | {} × {} | {rate:.0} | {:.2} / {:.2} ms | {} / {} / {} | {cell} |",
+                    "| {server} | {name} | {} × {} | {rate:.0} | {:.2} / {:.2} ms | {} / {} / {} | {syncs} | {cell} |",
                     p["publishers"],
                     p["window"],
                     f(&p["p50_ms"]),
