@@ -101,8 +101,10 @@ durability() {
   HERALD_ADMIN=${HERALD_ADMIN:-$((HERALD_STOMP + 8))}
   for s in "$@"; do
     declare -n S=$s
+    # RABBIT_FIRST=1 runs RabbitMQ first (alternate runs: the disk is shared)
+    [ "${RABBIT_FIRST:-0}" = 1 ] && { start rabbitmq; run "${S[@]}" "${R_TCP[@]}"; stop; }
     start herald; run "${S[@]}" "${H_TCP[@]}" --metrics "127.0.0.1:$HERALD_ADMIN"; stop
-    start rabbitmq; run "${S[@]}" "${R_TCP[@]}"; stop
+    [ "${RABBIT_FIRST:-0}" = 1 ] || { start rabbitmq; run "${S[@]}" "${R_TCP[@]}"; stop; }
   done
 }
 # (a few users are enough there: upub publishes, u0 recovers)
