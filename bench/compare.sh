@@ -2,6 +2,8 @@
 # Herald's benchmark suite against RabbitMQ and ejabberd, all on loopback:
 #   bench/compare.sh                      # everything (~25 min on 2 cores)
 #   bench/compare.sh herald               # one server only (herald, rabbitmq, ejabberd)
+#   bench/compare.sh durability           # D1 and R1 (issue 15): Herald against RabbitMQ
+#   bench/compare.sh d1 | r1              # one of them
 # Installs the peers from Debian when missing, starts every server itself as a
 # plain process (no systemd), runs S1-S4, then prints the tables with
 # Herald/peer ratios and draws the plots. Results: $BENCH_RUN/results-*.jsonl,
@@ -11,6 +13,9 @@
 #   NS=1000,5000,10000,18000 SUBS=10000 RATES=10000,50000,100000 IDLE_SECS=30
 #   SETTLE_SECS=5 RATE_SECS=5 CHURN_SECS=10 BURST=100 PACED_RATE=5 PACED_SECS=10
 # HERALD_BIN (default: $CARGO_TARGET_DIR/release/herald, built when missing).
+# D1: D1_MESSAGES=20000 (pipelined, over D1_PUBLISHERS=4 with D1_WINDOW=64
+# receipts outstanding each) D1_SERIAL=2000 (one publisher, one receipt at a
+# time) PAYLOAD=100; R1: R1_MISSED=100 R1_REPEATS=50. Ports: BENCH_PORT_BASE.
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./lib.sh
@@ -86,6 +91,29 @@ R_WS=(--server rabbitmq --proto stomp-ws --addr "127.0.0.1:$RABBIT_WS" --path /w
 E_XWS=(--server ejabberd --proto xmpp-ws --addr "127.0.0.1:$EJ_HTTP" --path /ws)
 E_BOSH=(--server ejabberd --proto bosh --addr "127.0.0.1:$EJ_HTTP" --path /bosh)
 
+D1=(--scenario d1 --messages "${D1_MESSAGES:-20000}" --serial-messages "${D1_SERIAL:-2000}"
+  --publishers "${D1_PUBLISHERS:-4}" --window "${D1_WINDOW:-64}" --payload "${PAYLOAD:-100}")
+R1=(--scenario r1 --missed "${R1_MISSED:-100}" --repeats "${R1_REPEATS:-50}" --payload "${PAYLOAD:-100}")
+# Durability (issue 15): each server fresh for each scenario, Herald with its
+# data directory (fsync on, the default), RabbitMQ with durable queues.
+durability() {
+  local s
+  HERALD_ADMIN=${HERALD_ADMIN:-$((HERALD_STOMP + 8))}
+  for s in "$@"; do
+    declare -n S=$s
+    # RABBIT_FIRST=1 runs RabbitMQ first (alternate runs: the disk is shared)
+    [ "${RABBIT_FIRST:-0}" = 1 ] && { start rabbitmq; run "${S[@]}" "${R_TCP[@]}"; stop; }
+    start herald; run "${S[@]}" "${H_TCP[@]}" --metrics "127.0.0.1:$HERALD_ADMIN"; stop
+    [ "${RABBIT_FIRST:-0}" = 1 ] || { start rabbitmq; run "${S[@]}" "${R_TCP[@]}"; stop; }
+  done
+}
+# (a few users are enough there: upub publishes, u0 recovers)
+case "$SERVERS" in
+  durability) SERVERS= NUSERS=10; durability D1 R1 ;;
+  d1) SERVERS= NUSERS=10; durability D1 ;;
+  r1) SERVERS= NUSERS=10; durability R1 ;;
+esac
+
 for server in $SERVERS; do
   case $server in
     herald)
@@ -132,7 +160,8 @@ done
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$BENCH_RUN/machine-$STAMP.txt" >&2
 "$BENCH" report "$OUT" | tee "$BENCH_RUN/report.md"
-if "$BENCH_DIR/plot.sh" "$OUT" "$REPO_DIR/docs"; then
+# (no plots from a durability run: they would overwrite S1's and S3's with nothing)
+if [ -n "$SERVERS" ] && "$BENCH_DIR/plot.sh" "$OUT" "$REPO_DIR/docs"; then
   log "plots: docs/benchmarks-rss.png, docs/benchmarks-latency.png"
 fi
 log "results: $OUT, tables: $BENCH_RUN/report.md"

@@ -6,6 +6,7 @@
 #   Herald    STOMP 62613, HTTP (/ws, /stomp) 16674, XMPP HTTP (/xmpp-websocket, /http-bind) 6280
 #   RabbitMQ  STOMP 62614, Web-STOMP (/ws) 16675, AMQP 5673, distribution 25673
 #   ejabberd  HTTP (/ws, /bosh) 6281
+#   Herald's admin listener (/metrics, durability runs only): HERALD_ADMIN, STOMP + 8
 
 BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
@@ -13,11 +14,21 @@ BENCH_RUN=${BENCH_RUN:-/var/tmp/herald-bench}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/herald-bench-target}
 BENCH_PASSWORD=pw
 
-HERALD_STOMP=62613 HERALD_HTTP=16674 HERALD_XHTTP=6280
-RABBIT_STOMP=62614 RABBIT_WS=16675 RABBIT_AMQP=5673 RABBIT_DIST=25673
-EJ_HTTP=6281
-RABBIT_NODE=herald-bench-rabbit@localhost
-EJ_NODE=herald-bench-ejabberd@localhost
+# Each can be moved through the environment (BENCH_PORT_BASE=N moves them all
+# to N..N+9), so two runs on one machine do not collide.
+if [ -n "${BENCH_PORT_BASE:-}" ]; then
+  b=$BENCH_PORT_BASE
+  HERALD_STOMP=${HERALD_STOMP:-$b} HERALD_HTTP=${HERALD_HTTP:-$((b + 1))} HERALD_XHTTP=${HERALD_XHTTP:-$((b + 2))}
+  RABBIT_STOMP=${RABBIT_STOMP:-$((b + 3))} RABBIT_WS=${RABBIT_WS:-$((b + 4))} RABBIT_AMQP=${RABBIT_AMQP:-$((b + 5))}
+  RABBIT_DIST=${RABBIT_DIST:-$((b + 6))} EJ_HTTP=${EJ_HTTP:-$((b + 7))}
+  RABBIT_NODE=${RABBIT_NODE:-herald-bench-rabbit-$b@localhost} EJ_NODE=${EJ_NODE:-herald-bench-ejabberd-$b@localhost}
+  unset b
+fi
+HERALD_STOMP=${HERALD_STOMP:-62613} HERALD_HTTP=${HERALD_HTTP:-16674} HERALD_XHTTP=${HERALD_XHTTP:-6280}
+RABBIT_STOMP=${RABBIT_STOMP:-62614} RABBIT_WS=${RABBIT_WS:-16675} RABBIT_AMQP=${RABBIT_AMQP:-5673} RABBIT_DIST=${RABBIT_DIST:-25673}
+EJ_HTTP=${EJ_HTTP:-6281}
+RABBIT_NODE=${RABBIT_NODE:-herald-bench-rabbit@localhost}
+EJ_NODE=${EJ_NODE:-herald-bench-ejabberd@localhost}
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
@@ -84,6 +95,11 @@ name = "/"
 default_permissions = { "/" = { configure = ".*", write = ".*", read = ".*" } }
 
 EOF
+  # D1 reads herald_disk_syncs_total and _tickets_total from /metrics; only
+  # when asked (HERALD_ADMIN=port): the admin listener samples every second.
+  if [ -n "${HERALD_ADMIN:-}" ]; then
+    printf '[admin]\nlisten = "127.0.0.1:%s"\nmetrics_public = true\n\n' "$HERALD_ADMIN"
+  fi
   awk -v n="$n" -v pw="$BENCH_PASSWORD" 'BEGIN {
     printf "[[users]]\nname = \"upub\"\npassword = \"%s\"\n", pw
     for (i = 0; i < n; i++) printf "[[users]]\nname = \"u%d\"\npassword = \"%s\"\n", i, pw

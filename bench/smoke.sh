@@ -45,6 +45,10 @@ run --scenario s3 "${XWS[@]}" --subscribers 20 --rates 200 --rate-secs 1 --publi
 run --scenario s4 "${TCP[@]}" --churn-users 20 --churn-secs 1 --churn-concurrency 4
 run --scenario s4 "${XWS[@]}" --churn-users 20 --churn-secs 1 --churn-concurrency 4
 run --scenario s4 "${BOSH[@]}" --churn-users 20 --churn-secs 1 --churn-concurrency 4
+# Durability (issue 15): receipted persistent SENDs all stored.
+run --scenario d1 "${TCP[@]}" --messages 200 --serial-messages 20 --publishers 2 --window 8
+# and 100 messages missed on u0's feed, recovered from history, 3 rounds
+run --scenario r1 "${TCP[@]}" --missed 100 --repeats 3
 stop_herald
 
 # In-process pushes from the Node addon, when it is built (scripts/test builds it).

@@ -10,6 +10,7 @@
 //! - `orch.rs` — scenarios S1–S4, worker pool, publishers, /proc sampling.
 //! - `worker.rs` — a process holding up to a few thousand sessions.
 //! - `stomp.rs`, `xmpp.rs`, `conn.rs` — the protocol clients.
+//! - `durable.rs` — D1 (persistent SENDs with receipts) and R1 (recovery from history).
 //! - `stats.rs`, `hist.rs` — timestamps in payloads, latency histograms.
 //! - `report.rs` — the markdown tables of `docs/benchmarks.md`.
 //!
@@ -17,6 +18,7 @@
 #![allow(clippy::print_stdout, reason = "its reports and progress lines are its output")]
 
 mod conn;
+mod durable;
 mod hist;
 mod orch;
 mod report;

@@ -26,6 +26,10 @@ pub enum Scenario {
     S2,
     S3,
     S4,
+    /// Persistent SENDs with receipts to a durable queue (bench/src/durable.rs).
+    D1,
+    /// Recovery of missed messages from history (bench/src/durable.rs).
+    R1,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -101,6 +105,27 @@ pub struct RunArgs {
     /// S4: distinct users cycled through.
     #[arg(long, default_value_t = 10000)]
     pub churn_users: usize,
+    /// D1: messages of the pipelined phase (split over --publishers).
+    #[arg(long, default_value_t = 20000)]
+    pub messages: usize,
+    /// D1: messages of the serial phase (one publisher, one receipt at a time).
+    #[arg(long, default_value_t = 2000)]
+    pub serial_messages: usize,
+    /// D1: publisher connections of the pipelined phase.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// D1: receipts outstanding per publisher in the pipelined phase.
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// D1: Herald's HTTP address, to read its journal syncs from /metrics.
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// R1: messages published while the subscriber is away.
+    #[arg(long, default_value_t = 100)]
+    pub missed: usize,
+    /// R1: rounds (disconnect, publish, resubscribe).
+    #[arg(long, default_value_t = 50)]
+    pub repeats: usize,
     /// Sessions per worker process (each holds one or two files per session).
     #[arg(long, default_value_t = 5000)]
     pub per_worker: usize,
@@ -148,6 +173,17 @@ fn problems(r: &Value) -> Vec<String> {
     if r["scenario"] == "s1" && n(&r["ok"]) == 0 {
         p.push("no session opened".into());
     }
+    for ph in r["phases"].as_array().cloned().unwrap_or_default() {
+        if n(&ph["lost"]) > 0 || n(&ph["confirmed"]) == 0 {
+            p.push(format!("d1 {}: {} confirmed, {} lost", ph["phase"], ph["confirmed"], ph["lost"]));
+        }
+    }
+    if r["scenario"] == "r1" && (n(&r["complete"]) < n(&r["repeats"]) || n(&r["out_of_order"]) > 0) {
+        p.push(format!(
+            "r1: {} of {} rounds complete, {} out of order",
+            r["complete"], r["repeats"], r["out_of_order"]
+        ));
+    }
     p
 }
 
@@ -158,6 +194,8 @@ impl RunArgs {
             Scenario::S2 => "S2",
             Scenario::S3 => "S3",
             Scenario::S4 => "S4",
+            Scenario::D1 => "D1",
+            Scenario::R1 => "R1",
         }
     }
 }
@@ -524,6 +562,8 @@ pub async fn run(a: RunArgs) -> io::Result<()> {
         Scenario::S2 => s2(&a, pid, node.take()).await?,
         Scenario::S3 => s3(&a, pid, node.take()).await?,
         Scenario::S4 => s4(&a, pid).await?,
+        Scenario::D1 => crate::durable::d1(&a).await?,
+        Scenario::R1 => crate::durable::r1(&a).await?,
     };
     result["server"] = json!(a.server);
     result["proto"] = json!(a.target.proto.name());

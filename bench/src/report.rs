@@ -65,8 +65,32 @@ pub fn main(a: ReportArgs) -> io::Result<()> {
     let text = std::fs::read_to_string(&a.results)?;
     let res = Results(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect());
     let mut targets: Vec<String> = Vec::new();
-    let mark = |ok: bool| if ok { "met" } else { "**missed**" };
+    // A durability run (`compare.sh durability`) has no S1-S4 rows.
+    if ["s1", "s2", "s3", "s4"].iter().any(|s| !res.rows(s).is_empty()) {
+        scenarios(&res, &mut targets);
+    }
+    durability(&res, &mut targets);
+    println!("\n### Targets\n");
+    for t in &targets {
+        println!("- {t}");
+    }
+    let loads: Vec<String> = res.0.iter().filter_map(|r| r["loadavg_start"].as_str().map(str::to_owned)).collect();
+    if let (Some(a), Some(b)) = (loads.first(), loads.last()) {
+        println!("\nLoad average (1, 5, 15 min) at the start of the first and last runs: {a}; {b}.");
+    }
+    Ok(())
+}
 
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+/// S1-S4.
+fn scenarios(res: &Results, targets: &mut Vec<String>) {
     println!("### S1 — idle sessions\n");
     println!("| server | protocol | RSS per session (slope) | RSS at each N (MiB) | idle CPU at N max | sessions ok / failed | Herald / peer (RSS per session) |");
     println!("|---|---|---|---|---|---|---|");
@@ -216,16 +240,84 @@ pub fn main(a: ReportArgs) -> io::Result<()> {
             }
         }
     }
+}
 
-    println!("\n### Targets\n");
-    for t in &targets {
-        println!("- {t}");
+/// D1 and R1 (issue 15), when the results have them.
+fn durability(res: &Results, targets: &mut Vec<String>) {
+    let phase = |server: &str, name: &str| -> Option<Value> {
+        let r = res.get("d1", server, "stomp-tcp")?;
+        r["phases"].as_array()?.iter().find(|p| p["phase"] == name).cloned()
+    };
+    if !res.rows("d1").is_empty() {
+        println!("\n### D1 — persistent SENDs with receipts to a durable queue\n");
+        println!("| server | phase | publishers × window | confirmed msgs/s | receipt p50 / p99 | confirmed / stored / lost | journal syncs (tickets per sync) | Herald / RabbitMQ (msgs/s) |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for (server, _) in res.rows("d1") {
+            for name in ["serial", "pipelined"] {
+                let Some(p) = phase(&server, name) else { continue };
+                let rate = f(&p["msgs_per_s"]);
+                let peer = phase("rabbitmq", name).map(|q| f(&q["msgs_per_s"]));
+                let cell = match (server.as_str(), peer) {
+                    ("herald", Some(q)) => ratio(rate, q),
+                    _ => "—".into(),
+                };
+                let syncs = match (p["syncs"].as_u64(), p["tickets"].as_u64()) {
+                    (Some(s), Some(t)) if s > 0 => format!("{s} ({:.1})", t as f64 / s as f64),
+                    _ => "—".into(),
+                };
+                println!(
+                    "| {server} | {name} | {} × {} | {rate:.0} | {:.2} / {:.2} ms | {} / {} / {} | {syncs} | {cell} |",
+                    p["publishers"],
+                    p["window"],
+                    f(&p["p50_ms"]),
+                    f(&p["p99_ms"]),
+                    p["confirmed"],
+                    p["stored"],
+                    p["lost"]
+                );
+                if server == "herald" && name == "pipelined" {
+                    if let Some(q) = peer {
+                        targets.push(format!(
+                            "D1: confirmed persistent throughput ≥ 3× RabbitMQ's — {:.2}×: {}",
+                            rate / q,
+                            mark(rate >= 3.0 * q)
+                        ));
+                    }
+                }
+            }
+        }
     }
-    let loads: Vec<String> = res.0.iter().filter_map(|r| r["loadavg_start"].as_str().map(str::to_owned)).collect();
-    if let (Some(a), Some(b)) = (loads.first(), loads.last()) {
-        println!("\nLoad average (1, 5, 15 min) at the start of the first and last runs: {a}; {b}.");
+    if !res.rows("r1").is_empty() {
+        println!("\n### R1 — recovery of missed messages (SUBSCRIBE from an offset to the last one)\n");
+        println!("| server | from | missed | p50 | p99 | max | rounds complete | out of order | RECEIPT x-recovered |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for (server, label) in res.rows("r1") {
+            let r = res.get("r1", &server, &label).unwrap();
+            let from = if server == "rabbitmq" { "stream queue" } else { "feed history" };
+            println!(
+                "| {server} | {from} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {} of {} | {} | {} |",
+                r["missed"],
+                f(&r["p50_ms"]),
+                f(&r["p99_ms"]),
+                f(&r["max_ms"]),
+                r["complete"],
+                r["repeats"],
+                r["out_of_order"],
+                r["recovered"]
+            );
+            if server == "herald" {
+                let p99 = f(&r["p99_ms"]);
+                let whole = r["complete"] == r["repeats"];
+                targets.push(format!(
+                    "R1: {} missed messages recovered in < 50 ms (p99) — {p99:.2} ms, {} of {} rounds complete: {}",
+                    r["missed"],
+                    r["complete"],
+                    r["repeats"],
+                    mark(p99 < 50.0 && whole)
+                ));
+            }
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
