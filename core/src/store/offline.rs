@@ -77,7 +77,6 @@ pub trait OfflineStore: Send + Sync + Debug + 'static {
 struct UserBox {
     messages: VecDeque<OfflineMessage>,
     bytes: usize,
-    next_seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +84,10 @@ struct Boxes {
     users: HashMap<String, UserBox>,
     /// Bytes held across all users (`max_total_bytes`).
     total: usize,
+    /// The last seq given, over all users: a seq is never given twice, so a
+    /// `remove_through` of a delivery that listed an emptied box (two
+    /// resources coming online at once) cannot reach a message kept after it.
+    last_seq: u64,
 }
 
 /// Offline storage in memory (no data directory).
@@ -118,14 +121,14 @@ pub fn over_cap(limits: &OfflineLimits, count: usize, bytes: usize, total: usize
 impl OfflineStore for MemoryOffline {
     fn push(&self, uid: &str, stamp_ms: u64, from: &str, stanza: Bytes) -> Result<Durable, OfflineError> {
         let mut boxes = self.boxes.lock();
-        let Boxes { users, total } = &mut *boxes;
-        let (count, bytes, next_seq) = users.get(uid).map_or((0, 0, 0), |b| (b.messages.len(), b.bytes, b.next_seq));
-        let m = OfflineMessage { seq: next_seq + 1, stamp_ms, from: from.to_owned(), stanza };
+        let Boxes { users, total, last_seq } = &mut *boxes;
+        let (count, bytes) = users.get(uid).map_or((0, 0), |b| (b.messages.len(), b.bytes));
+        let m = OfflineMessage { seq: *last_seq + 1, stamp_ms, from: from.to_owned(), stanza };
         if let Some(limit) = over_cap(&self.limits, count, bytes, *total, m.held_bytes()) {
             return Err(OfflineError::Full(limit));
         }
         let b = users.entry(uid.to_owned()).or_default();
-        b.next_seq = m.seq;
+        *last_seq = m.seq;
         b.bytes += m.held_bytes();
         *total += m.held_bytes();
         b.messages.push_back(m);
@@ -138,7 +141,7 @@ impl OfflineStore for MemoryOffline {
 
     fn remove_through(&self, uid: &str, seq: u64) -> Result<(), OfflineError> {
         let mut boxes = self.boxes.lock();
-        let Boxes { users, total } = &mut *boxes;
+        let Boxes { users, total, .. } = &mut *boxes;
         if let Some(b) = users.get_mut(uid) {
             while b.messages.front().is_some_and(|m| m.seq <= seq) {
                 let m = b.messages.pop_front().expect("front checked");
@@ -146,7 +149,6 @@ impl OfflineStore for MemoryOffline {
                 *total -= m.held_bytes();
             }
             if b.messages.is_empty() {
-                // `next_seq` restarts: nothing refers to an empty box's numbers.
                 users.remove(uid);
             }
         }
@@ -190,6 +192,19 @@ pub async fn conformance<S: OfflineStore>(make: impl Fn(OfflineLimits) -> S) {
     assert_eq!(s.count("bob").unwrap(), 0);
     assert_eq!(s.count("carol").unwrap(), 1);
     s.remove_through("nobody", 7).unwrap();
+
+    // Two resources list the same box; the first's removal empties it and a
+    // message is kept; the second's removal (of what it listed) must not
+    // reach that message: a seq is never given again.
+    s.push("dan", 1, "a", Bytes::from_static(b"<message>d1</message>")).unwrap().wait().await.unwrap();
+    let (first, second) = (s.list("dan").unwrap(), s.list("dan").unwrap());
+    s.remove_through("dan", first.last().unwrap().seq).unwrap();
+    s.push("dan", 2, "a", Bytes::from_static(b"<message>d2</message>")).unwrap().wait().await.unwrap();
+    s.remove_through("dan", second.last().unwrap().seq).unwrap();
+    let kept = s.list("dan").unwrap();
+    assert_eq!(kept.len(), 1, "the message kept after the first delivery is still there");
+    assert_eq!(kept[0].stanza, Bytes::from_static(b"<message>d2</message>"));
+    s.remove_through("dan", u64::MAX).unwrap();
 
     // The total over all users: many users each under their cap still stop
     // at it, and what is delivered makes room again.

@@ -26,7 +26,6 @@ const KEYSPACE: &str = "offline";
 struct Tally {
     count: usize,
     bytes: usize,
-    last_seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +33,10 @@ struct Tallies {
     users: HashMap<String, Tally>,
     /// Bytes held across all users (`max_total_bytes`).
     total: usize,
+    /// The last seq given, over all users (the largest on disk at open): a
+    /// seq is never given twice, so a `remove_through` of a delivery that
+    /// listed an emptied box cannot reach a message kept after it.
+    last_seq: u64,
 }
 
 pub struct DiskOffline {
@@ -99,6 +102,7 @@ impl DiskOffline {
     pub fn open(disk: Arc<Disk>, limits: OfflineLimits) -> Result<DiskOffline, StoreError> {
         let ks = disk.keyspace(KEYSPACE)?;
         let mut users: HashMap<String, Tally> = HashMap::new();
+        let mut last_seq = 0;
         for item in ks.iter() {
             let (k, v) = item.into_inner().map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let Some((uid, seq)) = parse_key(&k) else { continue };
@@ -109,7 +113,7 @@ impl DiskOffline {
             let t = users.entry(uid).or_default();
             t.count += 1;
             t.bytes += m.held_bytes();
-            t.last_seq = t.last_seq.max(seq);
+            last_seq = last_seq.max(seq);
         }
         let total = users.values().map(|t| t.bytes).sum();
         if !users.is_empty() {
@@ -121,7 +125,7 @@ impl DiskOffline {
                 "offline messages waiting in the data directory"
             );
         }
-        Ok(DiskOffline { limits, disk, ks, tallies: Mutex::new(Tallies { users, total }) })
+        Ok(DiskOffline { limits, disk, ks, tallies: Mutex::new(Tallies { users, total, last_seq }) })
     }
 }
 
@@ -130,16 +134,17 @@ impl OfflineStore for DiskOffline {
         let size = stanza.len() + from.len();
         {
             let mut tallies = self.tallies.lock();
-            let Tallies { users, total } = &mut *tallies;
+            let Tallies { users, total, last_seq } = &mut *tallies;
             let t = users.get(uid).copied().unwrap_or_default();
             if let Some(limit) = over_cap(&self.limits, t.count, t.bytes, *total, size) {
                 return Err(OfflineError::Full(limit));
             }
-            let seq = t.last_seq + 1;
+            let seq = *last_seq + 1;
             // Written under the lock: seqs reach the keyspace in order, and
             // the tally never counts a message the disk refused.
             self.ks.insert(key(uid, seq), encode(stamp_ms, from, &stanza)).map_err(io)?;
-            users.insert(uid.to_owned(), Tally { count: t.count + 1, bytes: t.bytes + size, last_seq: seq });
+            users.insert(uid.to_owned(), Tally { count: t.count + 1, bytes: t.bytes + size });
+            *last_seq = seq;
             *total += size;
         }
         // Asked even when nobody waits: the ticket makes the syncer run, so
@@ -162,7 +167,7 @@ impl OfflineStore for DiskOffline {
 
     fn remove_through(&self, uid: &str, seq: u64) -> Result<(), OfflineError> {
         let mut tallies = self.tallies.lock();
-        let Tallies { users, total } = &mut *tallies;
+        let Tallies { users, total, .. } = &mut *tallies;
         let Some(mut t) = users.get(uid).copied() else { return Ok(()) };
         let mut batch = self.disk.database().batch();
         let (mut n, mut bytes) = (0, 0);
@@ -253,10 +258,11 @@ mod tests {
         assert_eq!(&bob[0].stanza[..], b"<message>1</message>");
         assert_eq!(s.count("bob").unwrap(), 2);
         assert_eq!(s.count("carol").unwrap(), 1);
-        // The seq goes on after the largest one kept; the cap counts what was there.
+        // The seq goes on after the largest one kept (carol's 4: seqs are
+        // the store's, not the user's); the cap counts what was there.
         let next = s.push("bob", 5, "a", Bytes::from_static(b"x")).unwrap();
         next.wait().await.unwrap();
-        assert_eq!(s.list("bob").unwrap().last().unwrap().seq, 4);
+        assert_eq!(s.list("bob").unwrap().last().unwrap().seq, 5);
         assert!(matches!(s.push("bob", 5, "a", Bytes::from_static(b"y")), Err(OfflineError::Full(_))));
     }
 
