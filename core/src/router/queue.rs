@@ -329,8 +329,17 @@ impl Queue {
             }
         }
         let ticket = self.persist(&message)?;
-        self.counters.published.fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.lock();
+        if self.is_deleted() {
+            // Deleted between the first check and the write: either the
+            // delete's sweep of the store saw the write, or this sees the
+            // flag (set before the sweep) and takes it back, so no row
+            // outlives its queue to be loaded as an ownerless queue.
+            drop(st);
+            self.forget(&message);
+            return Ok(None);
+        }
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
         st.ready_bytes += size;
         st.ready.push_back(Ready { message, redelivered: false });
         self.dispatch(&mut st);
