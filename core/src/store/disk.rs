@@ -68,8 +68,13 @@ pub struct Disk {
     options: DiskOptions,
     commit: Arc<GroupCommit>,
     syncer: Mutex<Option<JoinHandle<()>>>,
+    /// Run first in [`Disk::close`]: stores that write behind flush here so
+    /// their writes are in the final sync, before the clean-shutdown mark.
+    close_hooks: Mutex<Vec<CloseHook>>,
     pub counters: Arc<DiskCounters>,
 }
+
+type CloseHook = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for Disk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,6 +138,7 @@ impl Disk {
             options,
             commit,
             syncer: Mutex::new(Some(syncer)),
+            close_hooks: Mutex::new(Vec::new()),
             counters,
         }))
     }
@@ -176,8 +182,14 @@ impl Disk {
         Durable::waiting(rx)
     }
 
-    /// Syncs, stops the syncer and leaves the clean-shutdown mark. Later
-    /// tickets fail; writes after this are not promised to anyone.
+    /// Registers `hook` to run at the start of [`Disk::close`] (once).
+    pub fn on_close(&self, hook: impl FnOnce() + Send + 'static) {
+        self.close_hooks.lock().push(Box::new(hook));
+    }
+
+    /// Runs the close hooks, syncs, stops the syncer and leaves the
+    /// clean-shutdown mark. Later tickets fail; writes after this are not
+    /// promised to anyone.
     pub fn close(&self) -> Result<(), StoreError> {
         {
             let mut p = self.commit.pending.lock();
@@ -185,6 +197,10 @@ impl Disk {
                 return Ok(());
             }
             p.closed = true;
+        }
+        let hooks = std::mem::take(&mut *self.close_hooks.lock());
+        for hook in hooks {
+            hook();
         }
         self.commit.wake.notify_one();
         if let Some(t) = self.syncer.lock().take() {

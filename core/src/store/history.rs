@@ -14,7 +14,7 @@
 //! not recover (`x-recovered: false`) and reloads from the application.
 //!
 //! Backends: [`MemoryHistory`] (the default), [`DiskHistory`] (the data
-//! directory: the memory one plus a write-through copy in fjall, reloaded at
+//! directory: the memory one plus a copy written behind to fjall, reloaded at
 //! start) and, for a cluster, Redis: per key a stream (`XADD` with `MAXLEN`)
 //! and a meta hash (`epoch`, `top`), appended by one Lua script that
 //! increments `top` and returns it with the epoch, as Centrifugo's broker
@@ -29,7 +29,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::{Disk, StoreError};
 use crate::message::{Message, StreamPosition};
@@ -308,13 +308,14 @@ impl HistoryStore for MemoryHistory {
 /// (key → epoch, top), reloaded at start. Writes are not waited for (no
 /// ticket): history is a convenience, not a promise, and an unclean start
 /// changes every epoch so a client never trusts offsets that may have been
-/// reassigned after the journal's tail was lost.
+/// reassigned after the journal's tail was lost. So they leave the publish
+/// path: changes are queued in the memory's order for one writer thread
+/// ([`Writer`]), flushed before the clean-shutdown mark ([`Disk::on_close`])
+/// and when the history is dropped.
 pub struct DiskHistory {
     limits: HistoryLimits,
     streams: Mutex<Streams>,
-    disk: Arc<Disk>,
-    entries: fjall::Keyspace,
-    meta: fjall::Keyspace,
+    writer: Arc<Writer>,
 }
 
 impl Debug for DiskHistory {
@@ -327,7 +328,7 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("history: {e}"))
 }
 
-fn put_str(out: &mut BytesMut, s: &str) {
+fn put_str(out: &mut impl BufMut, s: &str) {
     out.put_u32(s.len() as u32);
     out.put_slice(s.as_bytes());
 }
@@ -367,27 +368,31 @@ fn parse_key(buf: &mut &[u8]) -> Option<StreamKey> {
     Some(StreamKey { vhost: get_str(buf)?, exchange: get_str(buf)?, key: get_str(buf)? })
 }
 
-fn encode_meta(s: &Stream) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    put_str(&mut out, &s.epoch);
-    out.put_u64(s.top);
-    out.to_vec()
+fn encode_meta(epoch: &str, top: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(epoch.len() + 12);
+    put_str(&mut out, epoch);
+    out.put_u64(top);
+    out
 }
 
-fn encode_entry(at_ms: u64, m: &Message) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(m.held_bytes() + 64);
-    out.put_u64(at_ms);
-    out.put_u64(m.id);
-    out.put_u8(m.sender.is_some() as u8);
-    put_str(&mut out, m.sender.as_deref().unwrap_or(""));
-    out.put_u32(m.headers.len() as u32);
+/// The entry's value, written straight into fjall's buffer from the
+/// message's: the body is copied once (the encoding used to copy it into a
+/// `BytesMut`, then into a `Vec`, then into fjall's slice).
+fn encode_entry(at_ms: u64, m: &Message) -> fjall::Slice {
+    let mut head = Vec::with_capacity(64);
+    head.put_u64(at_ms);
+    head.put_u64(m.id);
+    head.put_u8(m.sender.is_some() as u8);
+    put_str(&mut head, m.sender.as_deref().unwrap_or(""));
+    head.put_u32(m.headers.len() as u32);
     for (k, v) in &m.headers {
-        put_str(&mut out, k);
-        put_str(&mut out, v);
+        put_str(&mut head, k);
+        put_str(&mut head, v);
     }
-    out.put_u32(m.body.len() as u32);
-    out.put_slice(&m.body);
-    out.to_vec()
+    head.put_u32(m.body.len() as u32);
+    let len = head.len() + m.body.len();
+    fjall::Slice::from_reader(&mut std::io::Read::chain(&head[..], &m.body[..]), len)
+        .expect("reading from memory cannot fail")
 }
 
 fn decode_entry(key: &StreamKey, mut buf: &[u8]) -> Option<(u64, Message)> {
@@ -469,46 +474,49 @@ impl DiskHistory {
         for (_, k) in &order {
             streams.touch(k);
         }
-        let history = DiskHistory { limits, streams: Mutex::new(streams), disk, entries, meta };
         let mut dropped = Dropped::default();
-        {
-            let mut st = history.streams.lock();
-            for (_, k) in &order {
-                st.trim(k, &limits, now_ms, &mut dropped);
-            }
-            if let Some((_, newest)) = order.last() {
-                st.evict(&limits, newest, &mut dropped);
-            }
+        for (_, k) in &order {
+            streams.trim(k, &limits, now_ms, &mut dropped);
         }
-        let mut batch = history.disk.database().batch();
-        for k in stale {
-            batch.remove(&history.meta, k);
+        if let Some((_, newest)) = order.last() {
+            streams.evict(&limits, newest, &mut dropped);
         }
-        for k in orphans {
-            batch.remove(&history.entries, k);
-        }
+        // Synchronous, before the writer exists: the cleanup of what the
+        // last run left is done before the first publish.
+        let mut ops: Vec<Op> = stale.into_iter().map(|k| Op::Remove(Space::Meta, k)).collect();
+        ops.extend(orphans.into_iter().map(|k| Op::Remove(Space::Entries, k)));
         if unclean {
-            let st = history.streams.lock();
-            for (k, s) in &st.map {
-                batch.insert(&history.meta, key_bytes(k).to_vec(), encode_meta(s));
+            for (k, s) in &streams.map {
+                ops.push(Op::Meta { key: key_bytes(k).to_vec(), epoch: s.epoch.clone(), top: s.top });
             }
         }
-        history.apply(batch, &dropped)?;
-        Ok(history)
+        push_dropped(&mut ops, &dropped);
+        write_batch(disk.database(), &entries, &meta, ops).map_err(io)?;
+        let writer = Writer::start(&disk, entries, meta)?;
+        Ok(DiskHistory { limits, streams: Mutex::new(streams), writer })
     }
+}
 
-    fn apply(&self, mut batch: fjall::OwnedWriteBatch, dropped: &Dropped) -> Result<(), StoreError> {
-        for (k, offset) in &dropped.entries {
-            batch.remove(&self.entries, entry_key(k, *offset));
-        }
-        for (k, offsets) in &dropped.keys {
-            for o in offsets {
-                batch.remove(&self.entries, entry_key(k, *o));
-            }
-            batch.remove(&self.meta, key_bytes(k).to_vec());
-        }
-        batch.commit().map_err(io)
+impl Drop for DiskHistory {
+    fn drop(&mut self) {
+        self.writer.stop();
     }
+}
+
+fn push_dropped(ops: &mut Vec<Op>, dropped: &Dropped) {
+    for (k, offset) in &dropped.entries {
+        ops.push(Op::Remove(Space::Entries, entry_key(k, *offset)));
+    }
+    for (k, offsets) in &dropped.keys {
+        for o in offsets {
+            ops.push(Op::Remove(Space::Entries, entry_key(k, *o)));
+        }
+        ops.push(Op::Remove(Space::Meta, key_bytes(k).to_vec()));
+    }
+}
+
+fn meta_op(key: &StreamKey, s: &Stream) -> Op {
+    Op::Meta { key: key_bytes(key).to_vec(), epoch: s.epoch.clone(), top: s.top }
 }
 
 impl HistoryStore for DiskHistory {
@@ -516,15 +524,16 @@ impl HistoryStore for DiskHistory {
         let mut st = self.streams.lock();
         let mut dropped = Dropped::default();
         let (m, _) = st.append(&self.limits, key, message, now_ms, &mut dropped);
-        let mut batch = self.disk.database().batch();
         let offset = m.stream.as_ref().map_or(0, |p| p.offset);
+        let mut ops = Vec::with_capacity(2 + dropped.entries.len());
         // Trimmed at once (size 1, or a zero-length ttl) needs no entry.
         if !dropped.entries.iter().any(|(k, o)| k == key && *o == offset) {
-            batch.insert(&self.entries, entry_key(key, offset), encode_entry(now_ms, &m));
+            ops.push(Op::Entry { key: entry_key(key, offset), at_ms: now_ms, message: m.clone() });
         }
-        batch.insert(&self.meta, key_bytes(key).to_vec(), encode_meta(&st.map[key]));
+        ops.push(meta_op(key, &st.map[key]));
+        push_dropped(&mut ops, &dropped);
         // Under the streams' lock so the disk sees changes in the memory's order.
-        self.apply(batch, &dropped)?;
+        self.writer.push(ops);
         Ok(m)
     }
 
@@ -532,18 +541,192 @@ impl HistoryStore for DiskHistory {
         let mut st = self.streams.lock();
         let mut dropped = Dropped::default();
         let (page, made) = st.read(&self.limits, key, since, limit, now_ms, &mut dropped);
-        let mut batch = self.disk.database().batch();
+        let mut ops = Vec::new();
         if made {
-            batch.insert(&self.meta, key_bytes(key).to_vec(), encode_meta(&st.map[key]));
+            ops.push(meta_op(key, &st.map[key]));
         }
-        if made || !dropped.entries.is_empty() || !dropped.keys.is_empty() {
-            self.apply(batch, &dropped)?;
+        push_dropped(&mut ops, &dropped);
+        if !ops.is_empty() {
+            self.writer.push(ops);
         }
         Ok(page)
     }
 
     fn limits(&self) -> HistoryLimits {
         self.limits
+    }
+}
+
+// ---- write-behind ----------------------------------------------------------
+
+/// Bytes of changes queued for the writer (messages counted whole, though
+/// the memory history shares most of them): beyond this a publish waits for
+/// the writer (backpressure) instead of queueing more, so a disk slower
+/// than the publishers slows them down rather than growing the queue. With
+/// the batch being written, at most twice this is held for the disk.
+const PENDING_MAX_BYTES: usize = 16 << 20;
+/// Queue bookkeeping per change, for the budget.
+const OP_OVERHEAD: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Space {
+    Entries,
+    Meta,
+}
+
+/// One change to the disk copy; values are encoded by the writer.
+#[derive(Debug)]
+enum Op {
+    Entry { key: Vec<u8>, at_ms: u64, message: Arc<Message> },
+    Meta { key: Vec<u8>, epoch: Arc<str>, top: u64 },
+    Remove(Space, Vec<u8>),
+}
+
+impl Op {
+    fn target(&self) -> (Space, &[u8]) {
+        match self {
+            Op::Entry { key, .. } => (Space::Entries, key),
+            Op::Meta { key, .. } => (Space::Meta, key),
+            Op::Remove(space, key) => (*space, key),
+        }
+    }
+
+    fn cost(&self) -> usize {
+        let body = match self {
+            Op::Entry { message, .. } => message.held_bytes(),
+            _ => 0,
+        };
+        OP_OVERHEAD + self.target().1.len() + body
+    }
+}
+
+/// Writes `ops` as one atomic batch, only the last change of each key (a
+/// batch gives all its writes one sequence number, so two writes of a key in
+/// one batch must not both go in; and a key's later meta must win).
+fn write_batch(
+    db: &fjall::Database,
+    entries: &fjall::Keyspace,
+    meta: &fjall::Keyspace,
+    ops: Vec<Op>,
+) -> Result<(), fjall::Error> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let mut last: HashMap<(Space, &[u8]), usize> = HashMap::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        last.insert(op.target(), i);
+    }
+    let mut batch = db.batch();
+    for (i, op) in ops.iter().enumerate() {
+        if last[&op.target()] != i {
+            continue;
+        }
+        match op {
+            Op::Entry { key, at_ms, message } => batch.insert(entries, key.as_slice(), encode_entry(*at_ms, message)),
+            Op::Meta { key, epoch, top } => batch.insert(meta, key.as_slice(), encode_meta(epoch, *top)),
+            Op::Remove(Space::Entries, key) => batch.remove(entries, key.as_slice()),
+            Op::Remove(Space::Meta, key) => batch.remove(meta, key.as_slice()),
+        }
+    }
+    drop(last);
+    batch.commit()
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    ops: Vec<Op>,
+    bytes: usize,
+    stopped: bool,
+}
+
+/// The history's disk writer: one thread that swaps the queued changes out
+/// and commits them as one batch, so a batch carries every change queued
+/// while the previous one was written.
+#[derive(Debug)]
+struct Writer {
+    queue: Mutex<Queue>,
+    /// The thread waits here for changes.
+    wake: Condvar,
+    /// Publishers (room in the queue) and [`Writer::stop`] wait here.
+    drained: Condvar,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    fn start(disk: &Arc<Disk>, entries: fjall::Keyspace, meta: fjall::Keyspace) -> Result<Arc<Writer>, StoreError> {
+        let writer = Arc::new(Writer {
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            drained: Condvar::new(),
+            thread: Mutex::new(None),
+        });
+        let db = disk.database().clone();
+        let w = writer.clone();
+        let thread = std::thread::Builder::new()
+            .name("herald-history".into())
+            .spawn(move || w.run(&db, &entries, &meta))
+            .map_err(io)?;
+        *writer.thread.lock() = Some(thread);
+        // Weak: the hook must not keep a dropped history's writer alive.
+        let weak = Arc::downgrade(&writer);
+        disk.on_close(move || {
+            if let Some(w) = weak.upgrade() {
+                w.stop();
+            }
+        });
+        Ok(writer)
+    }
+
+    /// Queues `ops`, waiting while the queue is over its budget. After
+    /// [`Writer::stop`] (the data directory closed) they are dropped: the
+    /// memory stays right, and the disk promises nothing past a close.
+    fn push(&self, ops: Vec<Op>) {
+        let cost: usize = ops.iter().map(Op::cost).sum();
+        let mut q = self.queue.lock();
+        while !q.stopped && !q.ops.is_empty() && q.bytes + cost > PENDING_MAX_BYTES {
+            self.drained.wait(&mut q);
+        }
+        if q.stopped {
+            return;
+        }
+        let was_empty = q.ops.is_empty();
+        q.ops.extend(ops);
+        q.bytes += cost;
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    fn run(&self, db: &fjall::Database, entries: &fjall::Keyspace, meta: &fjall::Keyspace) {
+        loop {
+            let ops = {
+                let mut q = self.queue.lock();
+                while q.ops.is_empty() && !q.stopped {
+                    self.wake.wait(&mut q);
+                }
+                if q.ops.is_empty() {
+                    return;
+                }
+                q.bytes = 0;
+                // Room again: at most one batch queued and one being written.
+                self.drained.notify_all();
+                std::mem::take(&mut q.ops)
+            };
+            if let Err(e) = write_batch(db, entries, meta, ops) {
+                tracing::warn!(error = %e, "writing history to the data directory failed");
+            }
+        }
+    }
+
+    /// Writes what is queued and ends the thread; later pushes are dropped.
+    fn stop(&self) {
+        self.queue.lock().stopped = true;
+        self.wake.notify_one();
+        self.drained.notify_all();
+        let thread = self.thread.lock().take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
     }
 }
 
@@ -748,6 +931,35 @@ mod tests {
         let p = h.read(&k, 1, 10, 4).unwrap();
         assert_ne!(&*p.epoch, &*epoch, "an unclean start changes the epoch");
         assert_eq!(p.top, 4, "offsets go on");
+    }
+
+    #[test]
+    fn disk_history_writes_behind_in_order_and_flushes_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = HistoryLimits { size: 5, ttl_ms: 1_000_000, max_bytes: 1 << 20 };
+        let keys: Vec<_> = (0..3).map(|i| StreamKey::new("/", "feed", &format!("k{i}"))).collect();
+        let epochs: Vec<_> = {
+            let disk = Disk::open(dir.path(), Default::default()).unwrap();
+            let h = DiskHistory::open(disk.clone(), limits, 0).unwrap();
+            // Many batches, each inserting and trimming entries of one key
+            // and rewriting its meta: only the last write of each survives.
+            for i in 0..3000 {
+                h.append(&keys[i % 3], msg(&format!("m{i}")), 1).unwrap();
+            }
+            let epochs = keys.iter().map(|k| h.read(k, 1, 10, 1).unwrap().epoch).collect();
+            // Closed with the history still alive: the close hook flushes.
+            disk.close().unwrap();
+            epochs
+        };
+        let disk = Disk::open(dir.path(), Default::default()).unwrap();
+        let h = DiskHistory::open(disk, limits, 2).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let p = h.read(k, 1, 10, 2).unwrap();
+            assert_eq!((&*p.epoch, p.top, offsets(&p)), (&*epochs[i], 1000, vec![996, 997, 998, 999, 1000]));
+            assert_eq!(p.messages[4].body, Bytes::from(format!("m{}", 2997 + i)));
+        }
+        let n = h.writer.queue.lock().ops.len();
+        assert_eq!(n, 0, "reads that change nothing queue nothing");
     }
 
     fn page(top: u64, first: u64) -> HistoryPage {
