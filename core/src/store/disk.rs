@@ -20,7 +20,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
-use super::{Durable, StoreError};
+use super::{io, Durable, StoreError};
 
 /// Written at a clean shutdown and removed at start: its absence at start
 /// means the last run was killed, so whatever was only in the journal's
@@ -80,10 +80,6 @@ impl std::fmt::Debug for Disk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Disk").field("dir", &self.dir).field("unclean", &self.unclean).finish_non_exhaustive()
     }
-}
-
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 impl Disk {

@@ -121,9 +121,7 @@ pub trait HistoryStore: Send + Sync + Debug + 'static {
 }
 
 /// Milliseconds since the Unix epoch: retention outlives a restart on disk.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use super::now_ms;
 
 fn new_epoch() -> Arc<str> {
     format!("{:016x}", rand::random::<u64>()).into()

@@ -24,6 +24,17 @@ pub mod queues_disk;
 pub use disk::{Disk, DiskOptions};
 pub use queues_disk::DiskQueues;
 
+/// Wall-clock milliseconds since the Unix epoch: what stored records are
+/// stamped with (offline `<delay>`, history TTLs, XEP-0198 queue ages).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An I/O or engine error of a backend, as the callers see it.
+pub(crate) fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("queue store unavailable: {0}")]

@@ -53,7 +53,7 @@ impl std::fmt::Debug for DiskOffline {
 }
 
 fn io(e: impl std::fmt::Display) -> OfflineError {
-    OfflineError::Store(StoreError::Unavailable(e.to_string()))
+    OfflineError::Store(super::io(e))
 }
 
 /// The key prefix of one user's messages. A uid longer than u16 cannot

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use fjall::Keyspace;
 
 use super::{
-    Disk, Durable, QueueMeta, QueueStore, StoreError, StoredBinding, StoredLimits, StoredMessage, StoredQueue,
+    io, Disk, Durable, QueueMeta, QueueStore, StoreError, StoredBinding, StoredLimits, StoredMessage, StoredQueue,
 };
 use crate::message::Message;
 
@@ -42,10 +42,6 @@ impl std::fmt::Debug for DiskQueues {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DiskQueues").field("disk", &self.disk).finish_non_exhaustive()
     }
-}
-
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 fn corrupt(what: &str) -> StoreError {

@@ -29,6 +29,7 @@ use crate::presence::Availability;
 use crate::router::RouteError;
 use crate::session::{write_within, Delivery, Outbound, Protocol, SessionHandle, Written};
 use crate::shaper::{self, Shaper};
+use crate::store::now_ms;
 use crate::transport::Peer;
 
 const WRITE_BATCH: usize = 256;
@@ -1183,10 +1184,6 @@ impl Session {
         // Unavailable goes out whether the client said goodbye or vanished.
         self.engine.detach(&b.handle).await;
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How long a resuming stream waits for the session's owner to hand it
