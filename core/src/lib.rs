@@ -50,6 +50,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod directory;
 pub mod engine;
