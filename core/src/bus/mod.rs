@@ -242,6 +242,9 @@ impl Held {
     pub(crate) fn remove(&self, i: &Interest) -> bool {
         self.0.lock().unwrap().remove(i)
     }
+    pub(crate) fn wildcards(&self) -> Vec<Interest> {
+        self.0.lock().unwrap().iter().filter(|i| i.key.is_none()).cloned().collect()
+    }
     pub(crate) fn contains(&self, i: &Interest) -> bool {
         self.0.lock().unwrap().contains(i)
     }
@@ -269,7 +272,7 @@ pub async fn conformance(a: &mut TestNode, b: &mut TestNode, c: &mut TestNode) {
         routing_key: key.into(),
         headers: vec![("n".into(), n.to_string()), ("content-type".into(), "text/plain".into())],
         body: Bytes::from(format!("body {n}")),
-        persistent: n % 2 == 0,
+        persistent: n.is_multiple_of(2),
         sender: Some("alice".into()),
         also_exact: false,
     };

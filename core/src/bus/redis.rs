@@ -328,20 +328,65 @@ async fn load_wild(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
     Ok(())
 }
 
-/// Writes queued envelopes in order. Requests go onto the multiplexed
-/// connection in queue order, so Redis sees them in publish order.
+/// Re-adds this node's wildcard interests (a restarted Redis without
+/// persistence forgot them) and tells the other nodes.
+async fn reassert_wild(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
+    for i in shared.held.wildcards() {
+        announce_wild(shared, conn, &i, true).await?;
+    }
+    Ok(())
+}
+
+/// Adds or removes `interest` (a wildcard) in the wildcard set and sends
+/// the notice on the control channel.
+async fn announce_wild(shared: &Shared, conn: &Conn, interest: &Interest, add: bool) -> Result<(), BusError> {
+    let member = format!("{}\0{}\0{}", interest.vhost, interest.exchange, shared.node);
+    let op = if add { "SADD" } else { "SREM" };
+    conn.query::<Value>(redis::cmd(op).arg(shared.wild_key()).arg(&member), shared.timeout).await?;
+    let mut notice = vec![if add { b'+' } else { b'-' }];
+    notice.extend_from_slice(member.as_bytes());
+    let ctl = conn.publish_cmd(&shared.ctl_channel(), &Bytes::from(notice));
+    conn.query::<Value>(&ctl, shared.timeout).await?;
+    Ok(())
+}
+
+/// Writes queued envelopes. Per channel, one pipeline per batch (one
+/// request, so Redis sees that channel's frames in publish order, and on a
+/// cluster one slot, so one master); channels run side by side and the
+/// next batch waits for this one.
 async fn writer(shared: Arc<Shared>, conn: Conn, mut rx: mpsc::Receiver<Vec<(String, Bytes)>>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 256).await > 0 {
-        let sends = batch.drain(..).flatten().map(|(ch, frame)| {
-            let cmd = conn.publish_cmd(&ch, &frame);
+        let mut by_channel: Vec<(String, redis::Pipeline)> = Vec::new();
+        for (ch, frame) in batch.drain(..).flatten() {
+            let i = match by_channel.iter().position(|(c, _)| *c == ch) {
+                Some(i) => i,
+                None => {
+                    by_channel.push((ch.clone(), redis::pipe()));
+                    by_channel.len() - 1
+                }
+            };
+            by_channel[i].1.add_command(conn.publish_cmd(&ch, &frame)).ignore();
+        }
+        let sends = by_channel.into_iter().map(|(_, pipe)| {
             let conn = conn.clone();
             let timeout = shared.timeout;
-            async move { conn.query::<Value>(&cmd, timeout).await }
+            async move {
+                let run = async {
+                    match conn {
+                        Conn::Standalone(mut c) => pipe.query_async::<()>(&mut c).await,
+                        Conn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
+                    }
+                };
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {timeout:?}")),
+                }
+            }
         });
         for r in futures_util::future::join_all(sends).await {
             if let Err(e) = r {
-                tracing::warn!("cluster bus: publish lost: {e}");
+                tracing::warn!("cluster bus: publishes lost: {e}");
             }
         }
     }
@@ -363,8 +408,9 @@ async fn watcher(shared: Arc<Shared>, conn: Conn) {
             continue;
         }
         loop {
-            let ok =
-                conn.query::<Value>(&redis::cmd("PING"), s.timeout).await.is_ok() && load_wild(&s, &conn).await.is_ok();
+            let ok = conn.query::<Value>(&redis::cmd("PING"), s.timeout).await.is_ok()
+                && reassert_wild(&s, &conn).await.is_ok()
+                && load_wild(&s, &conn).await.is_ok();
             if ok {
                 s.connected.store(true, Ordering::SeqCst);
                 tracing::info!("cluster bus: reconnected to Redis");
@@ -426,15 +472,13 @@ impl Bus for RedisBus {
                 return Ok(());
             }
             let r = async {
+                // Subscribed before announced: once publishers hear of the
+                // interest, nothing they send on the channel is missed.
+                self.conn.subscribe(&interest.channel(&s.prefix), true).await?;
                 if interest.key.is_none() {
-                    let member = format!("{}\0{}\0{}", interest.vhost, interest.exchange, s.node);
-                    self.conn.query::<Value>(redis::cmd("SADD").arg(s.wild_key()).arg(&member), s.timeout).await?;
-                    let mut notice = b"+".to_vec();
-                    notice.extend_from_slice(member.as_bytes());
-                    let ctl = self.conn.publish_cmd(&s.ctl_channel(), &Bytes::from(notice));
-                    self.conn.query::<Value>(&ctl, s.timeout).await?;
+                    announce_wild(s, &self.conn, interest, true).await?;
                 }
-                self.conn.subscribe(&interest.channel(&s.prefix), true).await
+                Ok(())
             }
             .await;
             if r.is_err() {
@@ -451,12 +495,7 @@ impl Bus for RedisBus {
                 return Ok(());
             }
             if interest.key.is_none() {
-                let member = format!("{}\0{}\0{}", interest.vhost, interest.exchange, s.node);
-                self.conn.query::<Value>(redis::cmd("SREM").arg(s.wild_key()).arg(&member), s.timeout).await?;
-                let mut notice = b"-".to_vec();
-                notice.extend_from_slice(member.as_bytes());
-                let ctl = self.conn.publish_cmd(&s.ctl_channel(), &Bytes::from(notice));
-                self.conn.query::<Value>(&ctl, s.timeout).await?;
+                announce_wild(s, &self.conn, interest, false).await?;
             }
             self.conn.subscribe(&interest.channel(&s.prefix), false).await
         })
