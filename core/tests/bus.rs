@@ -255,3 +255,80 @@ async fn redis_restart_reconnects_and_resubscribes() {
         }
     }
 }
+
+/// `PUBLISH channel payload` with any bytes (redis-cli `-x` reads the last
+/// argument from stdin).
+fn publish_raw(port: u16, channel: &str, payload: &[u8]) {
+    let mut child = Command::new(binary("redis-cli"))
+        .args(["-p", &port.to_string(), "-x", "publish", channel])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), payload).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+/// Anyone with access to Redis can publish on the bus channels: garbage is
+/// counted and dropped, and delivery goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_are_dropped() {
+    let redis = Redis::start(63812, &[]);
+    let t = Target::Standalone(redis.url());
+    let (a, mut b) = (node(t.clone(), "a").await, node(t, "b").await);
+    let k = Interest::exact("conf", "amq.topic", "feed.u1");
+    b.bus.subscribe(&k).await.unwrap();
+    let ch = k.channel("herald:");
+    let good = herald_core::bus::encode(&Envelope { origin: "z".into(), ..env("feed.u1") }).unwrap();
+    let mut wrong_key = env("feed.u2");
+    wrong_key.origin = "z".into();
+    let wrong_key = herald_core::bus::encode(&wrong_key).unwrap();
+    let truncated = &good[..good.len() - 1];
+    for payload in [&b""[..], b"garbage", b"H\x01\x00", truncated, &wrong_key] {
+        publish_raw(63812, &ch, payload);
+    }
+    // Control notices too.
+    publish_raw(63812, "herald:bus:ctl", b"?");
+    publish_raw(63812, "herald:bus:ctl", b"+no-separators");
+    a.bus.publish(env("feed.u1")).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), b.rx.recv()).await.expect("delivery").unwrap();
+    assert_eq!(got.origin, "a");
+    assert_eq!(b.bus.stats().bad_frames, 7, "{:?}", b.bus.stats());
+}
+
+/// A Redis that stops answering (SIGSTOP): the outgoing buffer fills and
+/// publish is refused with `Full`, memory does not grow; once Redis runs
+/// again, delivery resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_fills_the_buffer_and_publish_is_refused() {
+    let redis = Redis::start(63813, &[]);
+    let t = Target::Standalone(redis.url());
+    let mut cfg = RedisBusConfig::new(t.clone(), "a");
+    cfg.publish_buffer = 8;
+    cfg.timeout = Duration::from_secs(30);
+    let (a, _rx) = RedisBus::connect(cfg).await.unwrap();
+    let mut b = node(t, "b").await;
+    let k = Interest::exact("conf", "amq.topic", "feed.u1");
+    b.bus.subscribe(&k).await.unwrap();
+    let pid = redis.child.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let mut accepted = 0;
+    let refused = loop {
+        match herald_core::bus::Bus::publish(&a, env("feed.u1")) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 10_000, "the buffer never filled");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert_eq!(refused, BusError::Full);
+    assert!(accepted <= 8 + 256 + 1, "accepted {accepted} with a buffer of 8 (and one batch in flight)");
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    for _ in 0..accepted {
+        tokio::time::timeout(Duration::from_secs(10), b.rx.recv())
+            .await
+            .expect("every accepted publish arrives")
+            .unwrap();
+    }
+}
