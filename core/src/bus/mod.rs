@@ -67,10 +67,8 @@ pub mod codec;
 #[cfg(feature = "redis")]
 pub mod redis;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -227,26 +225,6 @@ impl Bus for NoBus {
     }
     fn stats(&self) -> BusStats {
         BusStats { published: self.published.load(Ordering::Relaxed), ..BusStats::default() }
-    }
-}
-
-/// Which interests a node holds, shared by the subscribe calls and the
-/// receiving side (to drop the wildcard copy of what it also hears exactly).
-#[derive(Debug, Default)]
-pub(crate) struct Held(Mutex<HashSet<Interest>>);
-
-impl Held {
-    pub(crate) fn insert(&self, i: &Interest) -> bool {
-        self.0.lock().unwrap().insert(i.clone())
-    }
-    pub(crate) fn remove(&self, i: &Interest) -> bool {
-        self.0.lock().unwrap().remove(i)
-    }
-    pub(crate) fn wildcards(&self) -> Vec<Interest> {
-        self.0.lock().unwrap().iter().filter(|i| i.key.is_none()).cloned().collect()
-    }
-    pub(crate) fn contains(&self, i: &Interest) -> bool {
-        self.0.lock().unwrap().contains(i)
     }
 }
 

@@ -33,7 +33,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, Notify};
 
-use super::{codec, BoxFuture, Bus, BusError, BusStats, Envelope, Held, Interest};
+use super::{codec, BoxFuture, Bus, BusError, BusStats, Envelope, Interest};
 
 /// Where Redis is.
 #[derive(Clone, Debug)]
@@ -228,6 +228,26 @@ impl Shared {
             }
             _ => {}
         }
+    }
+}
+
+/// Which interests a node holds, shared by the subscribe calls and the
+/// receiving side (to drop the wildcard copy of what it also hears exactly).
+#[derive(Debug, Default)]
+struct Held(Mutex<HashSet<Interest>>);
+
+impl Held {
+    fn insert(&self, i: &Interest) -> bool {
+        self.0.lock().unwrap().insert(i.clone())
+    }
+    fn remove(&self, i: &Interest) -> bool {
+        self.0.lock().unwrap().remove(i)
+    }
+    fn wildcards(&self) -> Vec<Interest> {
+        self.0.lock().unwrap().iter().filter(|i| i.key.is_none()).cloned().collect()
+    }
+    fn contains(&self, i: &Interest) -> bool {
+        self.0.lock().unwrap().contains(i)
     }
 }
 
