@@ -4,8 +4,8 @@
 //! after which delivery resumes.
 //!
 //! Ports are fixed in 63800–63899 (the restart needs the same port again):
-//! standalone 63810/63811, cluster 63821–63823 with cluster bus ports
-//! 63831–63833. A missing `redis-server` or `redis-cli` fails the test:
+//! standalone 63810–63813, clusters 63821–63823 and 63841–63843 with
+//! cluster bus ports 10 above. A missing `redis-server` or `redis-cli` fails the test:
 //! install them with `sudo bash tests/services/install.sh`.
 
 use std::net::{SocketAddr, TcpStream};
@@ -33,6 +33,7 @@ struct Redis {
     child: Child,
     port: u16,
     dir: PathBuf,
+    args: Vec<String>,
 }
 
 impl Redis {
@@ -40,7 +41,6 @@ impl Redis {
         let dir = std::env::temp_dir().join(format!("herald-bus-redis-{port}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
         let mut args: Vec<String> =
             ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
                 .map(String::from)
@@ -48,6 +48,11 @@ impl Redis {
         args.push("--dir".into());
         args.push(dir.display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
+        Redis::spawn(port, dir, args)
+    }
+
+    fn spawn(port: u16, dir: PathBuf, args: Vec<String>) -> Redis {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
         let child = Command::new(binary("redis-server"))
             .args(&args)
             .stdin(Stdio::null())
@@ -55,7 +60,7 @@ impl Redis {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server: {e}; {HINT}"));
-        let mut r = Redis { child, port, dir };
+        let mut r = Redis { child, port, dir, args };
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -66,6 +71,18 @@ impl Redis {
             std::thread::sleep(Duration::from_millis(50));
         }
         r
+    }
+
+    /// kill -9, then the same server again: same port, directory, arguments
+    /// (a cluster node keeps its identity and slots in nodes.conf).
+    fn restart(&mut self) {
+        self.kill();
+        let (dir, args) = (self.dir.clone(), std::mem::take(&mut self.args));
+        let fresh = Redis::spawn(self.port, dir, args);
+        // The old value's process is gone and its directory is the new
+        // one's: forgetting it skips the Drop that would remove that.
+        let old = std::mem::replace(self, fresh);
+        std::mem::forget(old);
     }
 
     fn log(&self) -> String {
@@ -140,8 +157,14 @@ impl Cluster {
             .output()
             .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {HINT}"));
         assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = Cluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        for p in ports {
+        for p in self.nodes.iter().map(|r| r.port) {
             loop {
                 let out =
                     Command::new(binary("redis-cli")).args(["-p", &p.to_string(), "cluster", "info"]).output().unwrap();
@@ -152,7 +175,6 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        Cluster { nodes }
     }
 
     fn seeds(&self) -> Vec<String> {
@@ -330,5 +352,46 @@ async fn a_stalled_redis_fills_the_buffer_and_publish_is_refused() {
             .await
             .expect("every accepted publish arrives")
             .unwrap();
+    }
+}
+
+/// kill -9 of one master of the cluster, restarted with its nodes.conf:
+/// the sharded subscriptions it held are re-issued and delivery resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_master_restart_resubscribes() {
+    let mut cluster = Cluster::start([63841, 63842, 63843]);
+    let t = Target::Cluster(cluster.seeds());
+    let (a, mut b) = (node(t.clone(), "a").await, node(t, "b").await);
+    let keys: Vec<String> = (0..12).map(|n| format!("u{n}")).collect();
+    for k in &keys {
+        b.bus.subscribe(&Interest::exact("conf", "amq.topic", k)).await.unwrap();
+    }
+    let on_first: Vec<&String> = {
+        let out = Command::new(binary("redis-cli")).args(["-p", "63841", "pubsub", "shardchannels"]).output().unwrap();
+        let chans = String::from_utf8_lossy(&out.stdout).into_owned();
+        keys.iter().filter(|k| chans.lines().any(|l| l.ends_with(&format!(":{k}")))).collect()
+    };
+    assert!(!on_first.is_empty(), "some of 12 channels live on the first master");
+    cluster.nodes[0].restart();
+    cluster.wait_ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut missing: std::collections::BTreeSet<String> = keys.iter().cloned().collect();
+    while !missing.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "delivery resumes on every key; missing {missing:?} (first master held {on_first:?}); a: {} {:?}, b: {} {:?}",
+            a.bus.is_connected(),
+            a.bus.stats(),
+            b.bus.is_connected(),
+            b.bus.stats()
+        );
+        if a.bus.is_connected() {
+            for k in &missing {
+                let _ = a.bus.publish(env(k));
+            }
+        }
+        while let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(300), b.rx.recv()).await {
+            missing.remove(&got.routing_key);
+        }
     }
 }

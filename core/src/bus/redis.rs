@@ -179,6 +179,7 @@ impl Shared {
     fn on_push(&self, info: PushInfo, out: &mpsc::Sender<Envelope>) {
         match info.kind {
             PushKind::Disconnection => {
+                tracing::debug!(data = ?info.data, "cluster bus: disconnection push");
                 if self.connected.swap(false, Ordering::SeqCst) {
                     tracing::warn!("cluster bus: disconnected from Redis");
                 }
@@ -242,6 +243,9 @@ impl Held {
     }
     fn remove(&self, i: &Interest) -> bool {
         self.0.lock().unwrap().remove(i)
+    }
+    fn all(&self) -> Vec<Interest> {
+        self.0.lock().unwrap().iter().cloned().collect()
     }
     fn wildcards(&self) -> Vec<Interest> {
         self.0.lock().unwrap().iter().filter(|i| i.key.is_none()).cloned().collect()
@@ -348,6 +352,19 @@ async fn load_wild(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
     Ok(())
 }
 
+/// Re-issues every subscription. The crate's own tracking is not enough
+/// on a cluster: after a master restarts it rebuilds the connections to
+/// every master and only some subscriptions come back (seen with Redis
+/// 7.0 and redis 1.8: only the first SSUBSCRIBE). Subscribing a channel
+/// again on the same connection is a no-op in Redis.
+async fn resubscribe(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
+    conn.subscribe(&shared.ctl_channel(), true).await?;
+    for i in shared.held.all() {
+        conn.subscribe(&i.channel(&shared.prefix), true).await?;
+    }
+    Ok(())
+}
+
 /// Re-adds this node's wildcard interests (a restarted Redis without
 /// persistence forgot them) and tells the other nodes.
 async fn reassert_wild(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
@@ -429,6 +446,7 @@ async fn watcher(shared: Arc<Shared>, conn: Conn) {
         }
         loop {
             let ok = conn.query::<Value>(&redis::cmd("PING"), s.timeout).await.is_ok()
+                && resubscribe(&s, &conn).await.is_ok()
                 && reassert_wild(&s, &conn).await.is_ok()
                 && load_wild(&s, &conn).await.is_ok();
             if ok {
