@@ -21,7 +21,7 @@
 //!    - [`message`]: a published message, encoded once per protocol.
 //!    - [`store`]: the queue store trait (durable messages), in-memory default.
 //!    - [`shaper`]: per-connection inbound rate limits (token buckets that pause reading).
-//!    - [`bus`]: the node-to-node transport of a cluster (none, Redis pub/sub); not wired yet.
+//!    - [`bus`]: the node-to-node transport of a cluster (none, Redis pub/sub); not wired yet (imports `config`).
 //! 2. [`transport`], the lower floor: TCP/TLS, WebSocket, SockJS, the HTTP/1.1
 //!    front server, connection admission and the accept loop. Imports
 //!    `config` and `net` only.

@@ -13,9 +13,11 @@
 //!
 //! A node subscribes only to the [`Interest`]s it has bindings for, so a push
 //! to a user costs one Redis publish and nothing on nodes without that user.
-//! The router counts bindings per interest and calls [`Bus::subscribe`] for
-//! the first one and [`Bus::unsubscribe`] after the last (the Bus does not
-//! count; a second `subscribe` of the same interest is a no-op).
+//! The router counts bindings per interest ([`Interests`], and
+//! [`Interest::of_binding`] for which interest a binding needs) and calls
+//! [`Bus::subscribe`] for the first one and [`Bus::unsubscribe`] after the
+//! last (the Bus does not count; a second `subscribe` of the same interest
+//! is a no-op).
 //!
 //! - **Exact interest** (direct, fanout, a topic or headers binding whose
 //!   key has no wildcard): one channel per (vhost, exchange, routing key),
@@ -64,6 +66,7 @@
 //! router falls behind that far, an envelope is dropped and counted.
 
 pub mod codec;
+pub mod interest;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -74,6 +77,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use codec::{decode, encode, DecodeError};
+pub use interest::Interests;
 
 /// A boxed, sendable future (object-safe async trait methods).
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
