@@ -117,8 +117,12 @@ async fn node(target: Target, name: &str) -> TestNode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_on_standalone_redis() {
     let redis = Redis::start(63810, &[]);
+    // One node configured the way `[cluster]` in herald.toml does it.
+    let cfg = herald_core::config::Config::from_toml_str(&format!("[cluster]\nredis = \"{}\"\n", redis.url())).unwrap();
+    let (bus, rx) = RedisBus::connect(RedisBusConfig::from_config(cfg.cluster.as_ref().unwrap(), "a")).await.unwrap();
+    let mut a = TestNode { bus: Arc::new(bus), rx };
     let t = Target::Standalone(redis.url());
-    let (mut a, mut b, mut c) = (node(t.clone(), "a").await, node(t.clone(), "b").await, node(t, "c").await);
+    let (mut b, mut c) = (node(t.clone(), "b").await, node(t, "c").await);
     conformance(&mut a, &mut b, &mut c).await;
 }
 

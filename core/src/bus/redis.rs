@@ -60,6 +60,20 @@ pub struct RedisBusConfig {
 }
 
 impl RedisBusConfig {
+    /// From `[cluster]` (validated: exactly one of `redis` and `seeds`) and `node.name`.
+    pub fn from_config(c: &crate::config::ClusterConfig, node: &str) -> RedisBusConfig {
+        let target = match &c.redis {
+            Some(url) => Target::Standalone(url.clone()),
+            None => Target::Cluster(c.seeds.clone()),
+        };
+        RedisBusConfig {
+            prefix: c.prefix.clone(),
+            publish_buffer: c.publish_buffer,
+            receive_buffer: c.receive_buffer,
+            ..RedisBusConfig::new(target, node)
+        }
+    }
+
     pub fn new(target: Target, node: &str) -> RedisBusConfig {
         RedisBusConfig {
             target,
