@@ -110,14 +110,19 @@ impl Conn {
         }
     }
 
-    async fn subscribe(&self, channel: &str, on: bool) -> Result<(), BusError> {
-        let r = match (self.clone(), on) {
-            (Conn::Standalone(mut c), true) => c.subscribe(channel).await,
-            (Conn::Standalone(mut c), false) => c.unsubscribe(channel).await,
-            (Conn::Cluster(mut c), true) => c.ssubscribe(channel).await,
-            (Conn::Cluster(mut c), false) => c.sunsubscribe(channel).await,
+    async fn subscribe(&self, channel: &str, on: bool, timeout: Duration) -> Result<(), BusError> {
+        let fut = async {
+            match (self.clone(), on) {
+                (Conn::Standalone(mut c), true) => c.subscribe(channel).await,
+                (Conn::Standalone(mut c), false) => c.unsubscribe(channel).await,
+                (Conn::Cluster(mut c), true) => c.ssubscribe(channel).await,
+                (Conn::Cluster(mut c), false) => c.sunsubscribe(channel).await,
+            }
         };
-        r.map_err(|e| BusError::Unavailable(format!("redis: {e}")))
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r.map_err(|e| BusError::Unavailable(format!("redis: {e}"))),
+            Err(_) => Err(BusError::Unavailable(format!("redis: no answer within {timeout:?}"))),
+        }
     }
 
     fn publish_cmd(&self, channel: &str, frame: &Bytes) -> redis::Cmd {
@@ -346,7 +351,7 @@ impl RedisBus {
         let conn = tokio::time::timeout(t, connecting)
             .await
             .map_err(|_| BusError::Unavailable(format!("redis: could not connect within {t:?}")))??;
-        conn.subscribe(&shared.ctl_channel(), true).await?;
+        conn.subscribe(&shared.ctl_channel(), true, shared.timeout).await?;
         load_wild(&shared, &conn).await?;
         shared.connected.store(true, Ordering::SeqCst);
 
@@ -372,9 +377,9 @@ async fn load_wild(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
 /// 7.0 and redis 1.8: only the first SSUBSCRIBE). Subscribing a channel
 /// again on the same connection is a no-op in Redis.
 async fn resubscribe(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
-    conn.subscribe(&shared.ctl_channel(), true).await?;
+    conn.subscribe(&shared.ctl_channel(), true, shared.timeout).await?;
     for i in shared.held.all() {
-        conn.subscribe(&i.channel(&shared.prefix), true).await?;
+        conn.subscribe(&i.channel(&shared.prefix), true, shared.timeout).await?;
     }
     Ok(())
 }
@@ -526,7 +531,7 @@ impl Bus for RedisBus {
             let r = async {
                 // Subscribed before announced: once publishers hear of the
                 // interest, nothing they send on the channel is missed.
-                self.conn.subscribe(&interest.channel(&s.prefix), true).await?;
+                self.conn.subscribe(&interest.channel(&s.prefix), true, s.timeout).await?;
                 if interest.key.is_none() {
                     announce_wild(s, &self.conn, interest, true).await?;
                 }
@@ -549,7 +554,7 @@ impl Bus for RedisBus {
             if interest.key.is_none() {
                 announce_wild(s, &self.conn, interest, false).await?;
             }
-            self.conn.subscribe(&interest.channel(&s.prefix), false).await
+            self.conn.subscribe(&interest.channel(&s.prefix), false, s.timeout).await
         })
     }
 
