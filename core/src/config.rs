@@ -37,6 +37,9 @@ fn require_features(config: &Config) -> Result<(), ConfigError> {
     if matches!(config.directory, DirectoryConfig::Mongodb { .. }) && !cfg!(feature = "mongodb") {
         return Err(invalid("directory.backend", format!("\"mongodb\": {}", compiled_out("mongodb"))));
     }
+    if config.cluster.is_some() && !cfg!(feature = "redis") {
+        return Err(invalid("cluster", compiled_out("redis")));
+    }
     if config.auth.http.is_some() && !cfg!(feature = "http-auth") {
         return Err(invalid("auth.http", compiled_out("http-auth")));
     }
@@ -77,6 +80,8 @@ pub struct Config {
     pub shaper: ShaperConfig,
     /// Stream history of the `feed` and `project` exchanges (`[history]`).
     pub history: HistoryConfig,
+    /// Nodes joined over Redis (`[cluster]`, docs/cluster.md); absent: one node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -101,7 +106,75 @@ impl Default for Config {
             connections: ConnectionsConfig::default(),
             shaper: ShaperConfig::default(),
             history: HistoryConfig::default(),
+            cluster: None,
         }
+    }
+}
+
+// ---- [cluster] -------------------------------------------------------------
+
+/// `[cluster]`: this node joins the others over Redis (docs/cluster.md).
+/// Parsed and checked; the engine does not act on it yet (issue 17).
+/// The node's cluster identity is `node.name`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// A standalone Redis, `redis://host:port[/db]`; or `seeds`.
+    pub redis: Option<String>,
+    /// Seed nodes of a Redis Cluster 7+ (`redis://host:port` each).
+    pub seeds: Vec<String>,
+    /// `host:port` where other nodes reach this one for forwarded BOSH and
+    /// SockJS requests.
+    pub address: Option<String>,
+    /// How often the node beats, milliseconds.
+    pub heartbeat_ms: u64,
+    /// How long a beat lasts, milliseconds; a node silent this long is dead.
+    pub ttl_ms: u64,
+    /// Prefix of every channel and key.
+    pub prefix: String,
+    /// Envelopes waiting to be written to Redis; beyond it a publish is refused.
+    pub publish_buffer: usize,
+    /// Envelopes from other nodes waiting to be routed; beyond it they are dropped and counted.
+    pub receive_buffer: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: None,
+            seeds: Vec::new(),
+            address: None,
+            heartbeat_ms: 1_000,
+            ttl_ms: 5_000,
+            prefix: "herald:".into(),
+            publish_buffer: 10_000,
+            receive_buffer: 10_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.redis.is_some() != self.seeds.is_empty() {
+            return Err(invalid(
+                "cluster.redis",
+                "set either cluster.redis (standalone) or cluster.seeds (Redis Cluster)",
+            ));
+        }
+        if self.heartbeat_ms < 100 {
+            return Err(invalid("cluster.heartbeat_ms", "at least 100"));
+        }
+        if self.ttl_ms <= self.heartbeat_ms {
+            return Err(invalid("cluster.ttl_ms", "must be longer than cluster.heartbeat_ms"));
+        }
+        for (key, n) in
+            [("cluster.publish_buffer", self.publish_buffer), ("cluster.receive_buffer", self.receive_buffer)]
+        {
+            if !(1..=1_000_000).contains(&n) {
+                return Err(invalid(key, "between 1 and 1000000 envelopes"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1241,6 +1314,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         require_features(self)?;
         self.history.validate()?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+            // Node names travel in bus envelopes and the wildcard set
+            // (NUL-separated) and must tell nodes apart.
+            if self.node.name.is_empty() || self.node.name.contains('\0') || self.node.name.len() > 255 {
+                return Err(invalid("node.name", "with [cluster]: 1 to 255 bytes, no NUL, unique in the cluster"));
+            }
+        }
         if self.vhosts.is_empty() {
             return Err(invalid("vhosts", "at least one vhost is required"));
         }
@@ -1529,6 +1610,28 @@ mod tests {
         // Least privilege as shipped (docs/security.md "Access"): no administrator, chats between contacts.
         assert!(c.users.iter().all(|u| !u.tags.iter().any(|t| t == "administrator")), "dev.toml has no administrator");
         assert_eq!(c.access.chat_policy, ChatPolicy::Contacts);
+    }
+
+    #[test]
+    fn cluster_is_optional_and_checked() {
+        assert!(Config::default().cluster.is_none());
+        let c =
+            Config::from_toml_str("[node]\nname = \"n1\"\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\n").unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!((cl.heartbeat_ms, cl.ttl_ms, cl.publish_buffer), (1_000, 5_000, 10_000));
+        let c = Config::from_toml_str("[cluster]\nseeds = [\"redis://127.0.0.1:7000\"]\n").unwrap();
+        assert_eq!(c.cluster.unwrap().seeds.len(), 1);
+        for (text, key) in [
+            ("[cluster]\n", "cluster.redis"),
+            ("[cluster]\nredis = \"redis://a\"\nseeds = [\"redis://b\"]\n", "cluster.redis"),
+            ("[cluster]\nredis = \"redis://a\"\nttl_ms = 1000\n", "cluster.ttl_ms"),
+            ("[cluster]\nredis = \"redis://a\"\nheartbeat_ms = 10\n", "cluster.heartbeat_ms"),
+            ("[cluster]\nredis = \"redis://a\"\npublish_buffer = 0\n", "cluster.publish_buffer"),
+            ("[node]\nname = \"\"\n[cluster]\nredis = \"redis://a\"\n", "node.name"),
+        ] {
+            let err = Config::from_toml_str(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //!    - [`message`]: a published message, encoded once per protocol.
 //!    - [`store`]: the queue store trait (durable messages), in-memory default.
 //!    - [`shaper`]: per-connection inbound rate limits (token buckets that pause reading).
+//!    - [`bus`]: the node-to-node transport of a cluster (none, Redis pub/sub); not wired yet (imports `config`).
 //! 2. [`transport`], the lower floor: TCP/TLS, WebSocket, SockJS, the HTTP/1.1
 //!    front server, connection admission and the accept loop. Imports
 //!    `config` and `net` only.
@@ -50,6 +51,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod directory;
 pub mod engine;

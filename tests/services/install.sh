@@ -2,7 +2,8 @@
 # Installs the services the backend tests (core/tests/backends.rs) run
 # against, on a fresh Debian machine, as root. Idempotent: installs only what
 # is missing, and runs apt-get update only when something must come from apt.
-#   - redis-server (Debian package)      -> RedisPresence
+#   - redis-server (Debian package)      -> RedisPresence; with redis-cli (redis-tools)
+#     the cluster bus tests (core/tests/bus.rs: standalone and a 3-master Redis Cluster)
 #   - SecantusDB, a MongoDB-wire server  -> MongoDirectory, and [auth.mongodb] users
 #     (tests/py/test_auth_mongodb.py)
 #     (PyPI, pre-release, in the venv /var/tmp/herald-venv; command secantusd-py)
@@ -20,6 +21,10 @@ if command -v redis-server >/dev/null 2>&1; then
     say "redis-server present: $(command -v redis-server) ($(redis-server --version | head -n1))"
 else
     apt_pkgs+=(redis-server)
+fi
+# redis-cli builds the test Redis Cluster (`--cluster create`); Debian ships it in redis-tools.
+if ! command -v redis-cli >/dev/null 2>&1; then
+    apt_pkgs+=(redis-tools)
 fi
 # Debian puts nginx in /usr/sbin, which a non-root PATH may lack.
 if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
