@@ -114,7 +114,6 @@ impl Default for Config {
 // ---- [cluster] -------------------------------------------------------------
 
 /// `[cluster]`: this node joins the others over Redis (docs/cluster.md).
-/// Parsed and checked; the engine does not act on it yet (issue 17).
 /// The node's cluster identity is `node.name`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1318,8 +1317,16 @@ impl Config {
             c.validate()?;
             // Node names travel in bus envelopes and the wildcard set
             // (NUL-separated) and must tell nodes apart.
-            if self.node.name.is_empty() || self.node.name.contains('\0') || self.node.name.len() > 255 {
-                return Err(invalid("node.name", "with [cluster]: 1 to 255 bytes, no NUL, unique in the cluster"));
+            // `*` addresses every node on the control channel (bus::control).
+            if self.node.name.is_empty()
+                || self.node.name.contains('\0')
+                || self.node.name == "*"
+                || self.node.name.len() > 255
+            {
+                return Err(invalid(
+                    "node.name",
+                    "with [cluster]: 1 to 255 bytes, no NUL, not \"*\", unique in the cluster",
+                ));
             }
         }
         if self.vhosts.is_empty() {

@@ -58,6 +58,8 @@ pub enum EngineError {
     Directory(#[from] DirectoryError),
     #[error("data directory: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl From<crate::transport::tcp::ListenError> for EngineError {
@@ -121,6 +123,9 @@ pub enum Origin {
     /// The engine's own small presence events: they pass under the memory
     /// alarm, since clients' view of who is online depends on them.
     Engine,
+    /// Another node's publish, received from the cluster Bus: routed to this
+    /// node's bindings only (never published back onto the Bus).
+    Bus,
 }
 
 /// One publish through the engine's door, [`Engine::route`]. The message is
@@ -251,6 +256,13 @@ pub struct Shared {
     /// first use by [`Shared::edge_state`].
     edge_state: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
     offline_gates: Box<[parking_lot::Mutex<()>]>,
+    /// The cluster Bus, set once by `cluster::join` when `[cluster]` is
+    /// configured; unset on a single node.
+    bus: std::sync::OnceLock<Arc<dyn crate::bus::Bus>>,
+    /// The cluster's Redis connection (the Bus's) and its command timeout,
+    /// for the node registry, cluster presence and work queues.
+    #[cfg(feature = "redis")]
+    redis: std::sync::OnceLock<(crate::bus::redis::RedisConn, Duration)>,
     gate_hasher: std::collections::hash_map::RandomState,
 }
 
@@ -424,6 +436,9 @@ impl Engine {
                 offline,
                 edge_state: std::sync::OnceLock::new(),
                 offline_gates: (0..OFFLINE_GATES).map(|_| parking_lot::Mutex::new(())).collect(),
+                bus: std::sync::OnceLock::new(),
+                #[cfg(feature = "redis")]
+                redis: std::sync::OnceLock::new(),
                 gate_hasher: Default::default(),
                 config,
             }),
@@ -926,6 +941,52 @@ impl Engine {
         Ok(())
     }
 
+    /// This node's name (`node.name`), its identity in a cluster.
+    pub fn node(&self) -> &str {
+        &self.config.node.name
+    }
+
+    /// The cluster Bus, when this node is part of a cluster.
+    pub fn bus(&self) -> Option<&Arc<dyn crate::bus::Bus>> {
+        self.bus.get()
+    }
+
+    /// Set once when the node joins its cluster (`cluster::join`).
+    pub(crate) fn set_bus(&self, bus: Arc<dyn crate::bus::Bus>) -> Result<(), EngineError> {
+        self.bus.set(bus).map_err(|_| EngineError::Cluster("already joined".into()))
+    }
+
+    /// The cluster's Redis connection and command timeout, when in a cluster.
+    #[cfg(feature = "redis")]
+    pub fn cluster_redis(&self) -> Option<&(crate::bus::redis::RedisConn, Duration)> {
+        self.redis.get()
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_cluster_redis(&self, conn: crate::bus::redis::RedisConn, timeout: Duration) {
+        let _ = self.redis.set((conn, timeout));
+    }
+
+    /// Sends a control message to node `to`, or to every other node
+    /// (`None`). On a single node there is nobody to tell: `Ok`.
+    pub fn tell(&self, to: Option<&str>, control: &crate::bus::control::Control) -> Result<(), crate::bus::BusError> {
+        match self.bus() {
+            Some(bus) => bus.publish(crate::bus::control::envelope(to, control)),
+            None => Ok(()),
+        }
+    }
+
+    /// Routes a message another node published (received from the Bus)
+    /// into this node's bindings. An unknown vhost (a node with another
+    /// config, or a forged frame) is dropped.
+    pub fn route_envelope(&self, env: crate::bus::Envelope) -> Result<Routed, RouteError> {
+        let vhost = self.router.vhost(&env.vhost)?;
+        let mut message = Message::new(&env.exchange, &env.routing_key, env.headers, env.body);
+        message.persistent = env.persistent;
+        message.sender = env.sender;
+        self.route(Publish { vhost, message, origin: Origin::Bus })
+    }
+
     pub fn listeners(&self) -> Vec<Listener> {
         self.listeners.lock().clone()
     }
@@ -1011,8 +1072,19 @@ impl Engine {
         }
     }
 
-    /// Closes every session of a user; returns how many.
+    /// Closes every session of a user, on every node of a cluster; returns
+    /// how many were closed on this node (the others close theirs when the
+    /// control message reaches them; while the Bus is down only this
+    /// node's, logged).
     pub fn kick(&self, uid: &str) -> usize {
+        if let Err(e) = self.tell(None, &crate::bus::control::Control::Kick { uid: uid.into() }) {
+            tracing::warn!(uid, "kick reaches this node only: {e}");
+        }
+        self.kick_local(uid)
+    }
+
+    /// Closes the user's sessions on this node only (a kick from another node).
+    pub fn kick_local(&self, uid: &str) -> usize {
         self.hub.kick_user(uid, CloseReason::new(CloseCode::Kicked, "kicked"))
     }
 

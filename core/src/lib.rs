@@ -21,7 +21,8 @@
 //!    - [`message`]: a published message, encoded once per protocol.
 //!    - [`store`]: the queue store trait (durable messages), in-memory default.
 //!    - [`shaper`]: per-connection inbound rate limits (token buckets that pause reading).
-//!    - [`bus`]: the node-to-node transport of a cluster (none, Redis pub/sub); not wired yet (imports `config`).
+//!    - [`bus`]: the node-to-node transport of a cluster (none, Redis pub/sub)
+//!      and its control messages (imports `config`).
 //! 2. [`transport`], the lower floor: TCP/TLS, WebSocket, SockJS, the HTTP/1.1
 //!    front server, connection admission and the accept loop. Imports
 //!    `config` and `net` only.
@@ -44,7 +45,10 @@
 //!    - [`xmpp`]: XML streams, SASL, session, `xmpp::listen` (c2s with
 //!      STARTTLS, WebSocket, BOSH).
 //!    - [`admin`]: the admin API, live stream, Prometheus metrics and the console UI.
-//! 6. `listen` (private): `Engine::start`, which connects the backends and
+//! 6. `cluster` (feature `redis`): a node in a cluster: joins over the Bus,
+//!    routes what other nodes publish, answers control messages, keeps the
+//!    node registry. Imports the engine and below, no edge.
+//! 7. `listen` (private): `Engine::start`, which connects the backends and
 //!    calls each edge's `listen`; the only module that imports every edge.
 //!
 //! The `herald` binary and the Node addon sit on top and use `Engine`.
@@ -52,6 +56,8 @@
 pub mod admin;
 pub mod auth;
 pub mod bus;
+#[cfg(feature = "redis")]
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod engine;

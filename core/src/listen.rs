@@ -18,6 +18,8 @@ impl Engine {
             return Err(EngineError::AlreadyStarted);
         }
         self.connect_backends().await?;
+        #[cfg(feature = "redis")]
+        crate::cluster::join(self).await?;
         // Every client listener admits through the node's gate and runs its
         // connections in the node's tasks (the admin listener has a gate of
         // its own).

@@ -78,6 +78,7 @@ fn the_engine_imports_no_listener_and_no_edge() {
         &[
             "engine",
             "auth",
+            "bus",
             "config",
             "directory",
             "error",
@@ -89,6 +90,14 @@ fn the_engine_imports_no_listener_and_no_edge() {
             "store",
             "transport",
         ],
+    );
+}
+
+#[test]
+fn the_cluster_sits_above_the_engine_and_knows_no_edge() {
+    only(
+        "cluster",
+        &["cluster", "engine", "bus", "config", "store", "hub", "router", "presence", "session", "message"],
     );
 }
 

@@ -1,5 +1,7 @@
 //! The Bus: how a message published on one node reaches the bindings on the
-//! others (DESIGN.md "Cluster"). Not wired into the engine yet (issue 17).
+//! others (DESIGN.md "Cluster"), and control messages between nodes
+//! ([`control`]). The engine publishes through it ([`crate::engine`]);
+//! `cluster/` connects it and routes what arrives.
 //!
 //! # What crosses
 //!
@@ -66,6 +68,7 @@
 //! router falls behind that far, an envelope is dropped and counted.
 
 pub mod codec;
+pub mod control;
 pub mod interest;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -86,22 +86,27 @@ impl RedisBusConfig {
     }
 }
 
+/// One connection to Redis, standalone or cluster, shared by the bus and
+/// the cluster's other Redis work (node registry, presence, work queues):
+/// commands on it are pipelined with the bus's publishes.
 #[derive(Clone)]
-enum Conn {
+pub enum RedisConn {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
-impl Conn {
-    fn sharded(&self) -> bool {
-        matches!(self, Conn::Cluster(_))
+impl RedisConn {
+    /// A Redis Cluster (sharded pub/sub; keys of one command must share a slot).
+    pub fn sharded(&self) -> bool {
+        matches!(self, RedisConn::Cluster(_))
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, timeout: Duration) -> Result<T, BusError> {
+    /// Runs one command, bounded by `timeout`.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, timeout: Duration) -> Result<T, BusError> {
         let fut = async {
             match self.clone() {
-                Conn::Standalone(mut c) => cmd.query_async(&mut c).await,
-                Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+                RedisConn::Standalone(mut c) => cmd.query_async(&mut c).await,
+                RedisConn::Cluster(mut c) => cmd.query_async(&mut c).await,
             }
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -113,10 +118,10 @@ impl Conn {
     async fn subscribe(&self, channel: &str, on: bool, timeout: Duration) -> Result<(), BusError> {
         let fut = async {
             match (self.clone(), on) {
-                (Conn::Standalone(mut c), true) => c.subscribe(channel).await,
-                (Conn::Standalone(mut c), false) => c.unsubscribe(channel).await,
-                (Conn::Cluster(mut c), true) => c.ssubscribe(channel).await,
-                (Conn::Cluster(mut c), false) => c.sunsubscribe(channel).await,
+                (RedisConn::Standalone(mut c), true) => c.subscribe(channel).await,
+                (RedisConn::Standalone(mut c), false) => c.unsubscribe(channel).await,
+                (RedisConn::Cluster(mut c), true) => c.ssubscribe(channel).await,
+                (RedisConn::Cluster(mut c), false) => c.sunsubscribe(channel).await,
             }
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -277,7 +282,7 @@ impl Held {
 /// The Redis bus; cheap to share behind an `Arc`.
 pub struct RedisBus {
     shared: Arc<Shared>,
-    conn: Conn,
+    conn: RedisConn,
     out: mpsc::Sender<Vec<(String, Bytes)>>,
 }
 
@@ -334,7 +339,7 @@ impl RedisBus {
                         .set_push_sender(push)
                         .set_automatic_resubscription();
                     let c = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
-                    Ok(Conn::Standalone(c))
+                    Ok(RedisConn::Standalone(c))
                 }
                 Target::Cluster(seeds) => {
                     let client = ClusterClientBuilder::new(seeds.clone())
@@ -344,7 +349,7 @@ impl RedisBus {
                         .response_timeout(t)
                         .build()
                         .map_err(unavailable)?;
-                    Ok(Conn::Cluster(client.get_async_connection().await.map_err(unavailable)?))
+                    Ok(RedisConn::Cluster(client.get_async_connection().await.map_err(unavailable)?))
                 }
             }
         };
@@ -362,7 +367,7 @@ impl RedisBus {
     }
 }
 
-async fn load_wild(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
+async fn load_wild(shared: &Shared, conn: &RedisConn) -> Result<(), BusError> {
     let members: Vec<Vec<u8>> = conn.query(redis::cmd("SMEMBERS").arg(shared.wild_key()), shared.timeout).await?;
     shared.wild.lock().unwrap().clear();
     for m in members {
@@ -376,7 +381,7 @@ async fn load_wild(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
 /// every master and only some subscriptions come back (seen with Redis
 /// 7.0 and redis 1.8: only the first SSUBSCRIBE). Subscribing a channel
 /// again on the same connection is a no-op in Redis.
-async fn resubscribe(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
+async fn resubscribe(shared: &Shared, conn: &RedisConn) -> Result<(), BusError> {
     conn.subscribe(&shared.ctl_channel(), true, shared.timeout).await?;
     for i in shared.held.all() {
         conn.subscribe(&i.channel(&shared.prefix), true, shared.timeout).await?;
@@ -386,7 +391,7 @@ async fn resubscribe(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
 
 /// Re-adds this node's wildcard interests (a restarted Redis without
 /// persistence forgot them) and tells the other nodes.
-async fn reassert_wild(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
+async fn reassert_wild(shared: &Shared, conn: &RedisConn) -> Result<(), BusError> {
     for i in shared.held.wildcards() {
         announce_wild(shared, conn, &i, true).await?;
     }
@@ -395,7 +400,7 @@ async fn reassert_wild(shared: &Shared, conn: &Conn) -> Result<(), BusError> {
 
 /// Adds or removes `interest` (a wildcard) in the wildcard set and sends
 /// the notice on the control channel.
-async fn announce_wild(shared: &Shared, conn: &Conn, interest: &Interest, add: bool) -> Result<(), BusError> {
+async fn announce_wild(shared: &Shared, conn: &RedisConn, interest: &Interest, add: bool) -> Result<(), BusError> {
     let member = format!("{}\0{}\0{}", interest.vhost, interest.exchange, shared.node);
     let op = if add { "SADD" } else { "SREM" };
     conn.query::<Value>(redis::cmd(op).arg(shared.wild_key()).arg(&member), shared.timeout).await?;
@@ -410,7 +415,7 @@ async fn announce_wild(shared: &Shared, conn: &Conn, interest: &Interest, add: b
 /// request, so Redis sees that channel's frames in publish order, and on a
 /// cluster one slot, so one master); channels run side by side and the
 /// next batch waits for this one.
-async fn writer(shared: Arc<Shared>, conn: Conn, mut rx: mpsc::Receiver<Vec<(String, Bytes)>>) {
+async fn writer(shared: Arc<Shared>, conn: RedisConn, mut rx: mpsc::Receiver<Vec<(String, Bytes)>>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 256).await > 0 {
         let mut by_channel: Vec<(String, redis::Pipeline)> = Vec::new();
@@ -430,8 +435,8 @@ async fn writer(shared: Arc<Shared>, conn: Conn, mut rx: mpsc::Receiver<Vec<(Str
             async move {
                 let run = async {
                     match conn {
-                        Conn::Standalone(mut c) => pipe.query_async::<()>(&mut c).await,
-                        Conn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
+                        RedisConn::Standalone(mut c) => pipe.query_async::<()>(&mut c).await,
+                        RedisConn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
                     }
                 };
                 match tokio::time::timeout(timeout, run).await {
@@ -452,7 +457,7 @@ async fn writer(shared: Arc<Shared>, conn: Conn, mut rx: mpsc::Receiver<Vec<(Str
 /// changed meanwhile, and say connected again. Resubscription itself is
 /// done by the connection (ConnectionManager's automatic resubscription,
 /// the cluster connection's subscription tracker).
-async fn watcher(shared: Arc<Shared>, conn: Conn) {
+async fn watcher(shared: Arc<Shared>, conn: RedisConn) {
     let s = shared;
     loop {
         // Wake up now and then to notice the bus was dropped.
@@ -478,6 +483,18 @@ async fn watcher(shared: Arc<Shared>, conn: Conn) {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+impl RedisBus {
+    /// The bus's Redis connection, for the cluster's other Redis work.
+    pub fn redis(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// The bound on every command (`RedisBusConfig::timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.shared.timeout
     }
 }
 
