@@ -1077,15 +1077,22 @@ impl Engine {
     /// control message reaches them; while the Bus is down only this
     /// node's, logged).
     pub fn kick(&self, uid: &str) -> usize {
-        if let Err(e) = self.tell(None, &crate::bus::control::Control::Kick { uid: uid.into() }) {
+        self.kick_because(uid, "kicked")
+    }
+
+    /// [`Engine::kick`] with the text clients see (STOMP ERROR `message`,
+    /// XMPP stream error text).
+    pub fn kick_because(&self, uid: &str, reason: &str) -> usize {
+        let control = crate::bus::control::Control::Kick { uid: uid.into(), reason: reason.into() };
+        if let Err(e) = self.tell(None, &control) {
             tracing::warn!(uid, "kick reaches this node only: {e}");
         }
-        self.kick_local(uid)
+        self.kick_local(uid, reason)
     }
 
     /// Closes the user's sessions on this node only (a kick from another node).
-    pub fn kick_local(&self, uid: &str) -> usize {
-        self.hub.kick_user(uid, CloseReason::new(CloseCode::Kicked, "kicked"))
+    pub fn kick_local(&self, uid: &str, reason: &str) -> usize {
+        self.hub.kick_user(uid, CloseReason::new(CloseCode::Kicked, reason.to_owned()))
     }
 
     pub fn stats(&self) -> Stats {

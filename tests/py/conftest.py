@@ -63,11 +63,18 @@ def _toml_str(s: str) -> str:
     return json.dumps(str(s))
 
 
-def build_config(data_dir: str, users=None, limits: dict | None = None, stomp_extra: str = "", extra: str = "") -> str:
+def build_config(
+    data_dir: str,
+    users=None,
+    limits: dict | None = None,
+    stomp_extra: str = "",
+    extra: str = "",
+    node_name: str = "herald-test@localhost",
+) -> str:
     users = USERS if users is None else users
     out = [
         "[node]",
-        'name = "herald-test@localhost"',
+        f"name = {_toml_str(node_name)}",
         f"data_dir = {_toml_str(data_dir)}",
         "",
         "[stomp]",

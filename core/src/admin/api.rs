@@ -259,7 +259,8 @@ pub struct Kicked {
 
 pub async fn kick_user(State(a): State<Admin>, uid: Result<Path<String>, PathRejection>) -> ApiResult<Kicked> {
     let uid = path(uid)?;
-    let n = a.engine.hub.kick_user(&uid, CloseReason::new(CloseCode::Kicked, "kicked by an administrator"));
+    // Every node's sessions of the user; the count is this node's.
+    let n = a.engine.kick_because(&uid, "kicked by an administrator");
     if n == 0 {
         return Err(ApiError::NotFound(format!("user '{uid}' has no session")));
     }

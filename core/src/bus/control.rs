@@ -30,7 +30,7 @@ pub const EVERY_NODE: &str = "*";
 pub enum Control {
     /// Close every session of `uid` on the receiving node (admin API / Node `kick`).
     #[serde(rename_all = "camelCase")]
-    Kick { uid: String },
+    Kick { uid: String, reason: String },
 }
 
 /// The interest of control envelopes addressed to `node`.
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_addressing() {
-        let c = Control::Kick { uid: "alice".into() };
+        let c = Control::Kick { uid: "alice".into(), reason: "kicked".into() };
         let env = envelope(Some("n2"), &c);
         assert!(is_control(&env));
         assert_eq!(env.routing_key, "n2");
@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn hostile_bodies_do_not_parse() {
-        let mut env = envelope(None, &Control::Kick { uid: "a".into() });
+        let mut env = envelope(None, &Control::Kick { uid: "a".into(), reason: String::new() });
         for body in [&b"{"[..], b"{\"type\":\"nope\"}", b"\xff\xfe", b"{\"type\":\"kick\"}"] {
             env.body = Bytes::copy_from_slice(body);
             assert!(parse(&env).is_err(), "{body:?}");

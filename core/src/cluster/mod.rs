@@ -66,8 +66,8 @@ async fn receive(engine: Engine, mut rx: mpsc::Receiver<Envelope>) {
 /// What another node asks of this one.
 async fn on_control(engine: &Engine, from: &str, c: Control) {
     match c {
-        Control::Kick { uid } => {
-            let n = engine.kick_local(&uid);
+        Control::Kick { uid, reason } => {
+            let n = engine.kick_local(&uid, &reason);
             tracing::debug!(from, uid, sessions = n, "kicked on request of another node");
         }
     }
