@@ -757,6 +757,10 @@ pub struct XmppConfig {
     pub sm_max_unacked: usize,
     /// Bytes of unacknowledged stanzas kept per stream (same error beyond).
     pub sm_max_unacked_bytes: usize,
+    /// Resumable sessions (live or waiting for a resume) one user may hold;
+    /// beyond it `<enabled/>` comes without `resume`. Detached sessions
+    /// hold no connection, so the connection caps do not bound them.
+    pub sm_max_resumable_per_user: usize,
     /// `[xmpp.offline]`: XEP-0160 offline messages.
     pub offline: OfflineConfig,
 }
@@ -809,6 +813,7 @@ impl Default for XmppConfig {
             // ejabberd's mod_stream_mgmt max_ack_queue.
             sm_max_unacked: 5000,
             sm_max_unacked_bytes: 4 << 20,
+            sm_max_resumable_per_user: 10,
             offline: OfflineConfig::default(),
         }
     }

@@ -174,3 +174,31 @@ async fn sm_is_offered_after_sasl_except_on_bosh() {
     let f = features_after_sasl(&off, Transport::Tcp).await;
     assert!(f.child("sm", sm::NS).is_none(), "stream_management = false: {f}");
 }
+
+/// Detached sessions hold no connection, so without a per-user cap a user
+/// could keep connecting, enabling resumption and dropping the link, each
+/// session living `resume_timeout_secs`: the cap bounds them.
+#[tokio::test]
+async fn a_user_gets_resumption_on_at_most_sm_max_resumable_per_user_streams() {
+    let engine = engine();
+    let max = engine.config.xmpp.sm_max_resumable_per_user;
+    assert!(max > 0 && max < 50, "a small default: {max}");
+    let mut kept = Vec::new();
+    for i in 0..=max {
+        let mut bob = connect(&engine, "bob", &format!("r{i}")).await;
+        bob.send(&format!("<enable xmlns='{}' resume='true'/>", sm::NS));
+        let e = bob.element().await;
+        assert!(e.is("enabled", sm::NS), "{e}");
+        if i < max {
+            assert_eq!(e.attr("resume"), Some("true"), "stream {i}: {e}");
+            bob.vanish();
+        } else {
+            assert_eq!((e.attr("resume"), e.attr("id")), (None, None), "over the cap: managed, not resumable: {e}");
+        }
+        kept.push(bob);
+    }
+    // Another user is not affected by bob's sessions.
+    let mut alice = connect(&engine, "alice", "laptop").await;
+    alice.send(&format!("<enable xmlns='{}' resume='true'/>", sm::NS));
+    assert_eq!(alice.element().await.attr("resume"), Some("true"));
+}

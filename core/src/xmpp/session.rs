@@ -1300,12 +1300,18 @@ impl Session {
             };
             let id = new_id();
             let handle = self.handle().expect("bound").clone();
-            state.takeover = Some(self.engine.edge_state::<sm::Registry>().register(&id, self.uid(), &handle));
-            enabled.set_attr("id", id.clone());
-            enabled.set_attr("resume", "true");
-            enabled.set_attr("max", secs.to_string());
-            state.resume_id = Some(id.into());
-            state.resume_secs = secs;
+            let registry = self.engine.edge_state::<sm::Registry>();
+            // Over the per-user cap the stream is managed but not resumable.
+            if let Some(slot) = registry.try_register(&id, self.uid(), &handle, x.sm_max_resumable_per_user) {
+                state.takeover = Some(slot);
+                enabled.set_attr("id", id.clone());
+                enabled.set_attr("resume", "true");
+                enabled.set_attr("max", secs.to_string());
+                state.resume_id = Some(id.into());
+                state.resume_secs = secs;
+            } else {
+                tracing::info!(uid = self.uid(), "stream management without resumption: too many resumable sessions");
+            }
         }
         self.sm = Some(state);
         self.write(tx, &enabled).await

@@ -211,10 +211,43 @@ pub fn too_high_error(h: u32, sent: u32) -> Element {
     )
 }
 
-/// Resumable sessions by id: who to ask for each.
+/// Resumable sessions by id: who to ask for each, and how many each user
+/// holds. A detached session no longer holds a connection slot, so the
+/// connection caps do not bound them: the per-user count does
+/// (`xmpp.sm_max_resumable_per_user`).
 #[derive(Debug, Default)]
 pub struct Registry {
-    map: Mutex<HashMap<Box<str>, Entry>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<Box<str>, Entry>,
+    per_uid: HashMap<Box<str>, usize>,
+}
+
+impl Inner {
+    fn insert(&mut self, id: &str, entry: Entry) {
+        *self.per_uid.entry(entry.uid.clone()).or_default() += 1;
+        if let Some(old) = self.map.insert(id.into(), entry) {
+            self.forget(&old.uid);
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let e = self.map.remove(id)?;
+        self.forget(&e.uid);
+        Some(e)
+    }
+
+    fn forget(&mut self, uid: &str) {
+        if let Some(n) = self.per_uid.get_mut(uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_uid.remove(uid);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -227,11 +260,31 @@ struct Entry {
 impl Registry {
     /// The session `id` of `uid` (woken through `handle`) is owned by the
     /// caller, who looks into the returned slot when woken (replacing an
-    /// older entry).
+    /// older entry). For a session that was resumable already (after a
+    /// resume); new ones go through [`Registry::try_register`].
     pub(crate) fn register(&self, id: &str, uid: &str, handle: &Arc<SessionHandle>) -> TakeoverSlot {
         let slot = TakeoverSlot::default();
-        self.map.lock().insert(id.into(), Entry { uid: uid.into(), slot: slot.clone(), handle: handle.clone() });
+        self.inner.lock().insert(id, Entry { uid: uid.into(), slot: slot.clone(), handle: handle.clone() });
         slot
+    }
+
+    /// [`Registry::register`] unless `uid` already holds `max` resumable
+    /// sessions (then `None`: the stream is enabled without resumption,
+    /// which XEP-0198 allows).
+    pub(crate) fn try_register(
+        &self,
+        id: &str,
+        uid: &str,
+        handle: &Arc<SessionHandle>,
+        max: usize,
+    ) -> Option<TakeoverSlot> {
+        let mut inner = self.inner.lock();
+        if inner.per_uid.get(uid).copied().unwrap_or(0) >= max {
+            return None;
+        }
+        let slot = TakeoverSlot::default();
+        inner.insert(id, Entry { uid: uid.into(), slot: slot.clone(), handle: handle.clone() });
+        Some(slot)
     }
 
     /// Asks the owner of session `id` to hand it to a resuming stream of
@@ -240,11 +293,11 @@ impl Registry {
     /// looks the same to the asker, and leaves the entry where it is).
     pub(crate) fn request(&self, id: &str, uid: &str, to: Handover) -> bool {
         let entry = {
-            let mut map = self.map.lock();
-            if map.get(id).is_none_or(|e| &*e.uid != uid) {
+            let mut inner = self.inner.lock();
+            if inner.map.get(id).is_none_or(|e| &*e.uid != uid) {
                 return false;
             }
-            map.remove(id).expect("checked above")
+            inner.remove(id).expect("checked above")
         };
         *entry.slot.lock() = Some(to);
         entry.handle.wake();
@@ -253,15 +306,20 @@ impl Registry {
 
     /// The session ended for good.
     pub fn unregister(&self, id: &str) {
-        self.map.lock().remove(id);
+        self.inner.lock().remove(id);
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().len()
+        self.inner.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Resumable sessions `uid` holds.
+    pub fn of_user(&self, uid: &str) -> usize {
+        self.inner.lock().per_uid.get(uid).copied().unwrap_or(0)
     }
 }
 
@@ -386,5 +444,28 @@ mod tests {
         let _slot = r.register("id2", "bob", &h);
         r.unregister("id2");
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_user_holds_at_most_max_resumable_sessions() {
+        let r = Registry::default();
+        let peer = crate::transport::Peer { addr: None, transport: crate::transport::Transport::Local };
+        let h = SessionHandle::new("bob", "/", crate::session::Protocol::Xmpp, &peer, 8);
+        assert!(r.try_register("a", "bob", &h, 2).is_some());
+        assert!(r.try_register("b", "bob", &h, 2).is_some());
+        assert!(r.try_register("c", "bob", &h, 2).is_none(), "over the cap");
+        assert!(r.try_register("c", "carol", &h, 2).is_some(), "per user");
+        assert_eq!(r.of_user("bob"), 2);
+        assert!(r.request("a", "bob", oneshot::channel().0));
+        assert_eq!(r.of_user("bob"), 1, "a taken session no longer counts until re-registered");
+        let _ = r.register("a", "bob", &h);
+        r.unregister("b");
+        r.unregister("b");
+        assert_eq!(r.of_user("bob"), 1, "unregistering twice counts once");
+        let _ = r.register("a", "bob", &h);
+        assert_eq!(r.of_user("bob"), 1, "the same id replaced is one session");
+        r.unregister("a");
+        r.unregister("c");
+        assert_eq!((r.of_user("bob"), r.len()), (0, 0));
     }
 }
