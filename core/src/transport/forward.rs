@@ -337,6 +337,168 @@ pub fn bosh_sid_node(sid: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The cluster's answers, fixed: one other node at `addr`.
+    struct Fixed {
+        addr: SocketAddr,
+    }
+
+    impl Owners for Fixed {
+        fn node(&self) -> &str {
+            "here"
+        }
+        fn locate(&self, _: &str, _: Service) -> BoxFuture<'static, Owner> {
+            let addr = self.addr;
+            Box::pin(async move { Owner::Node { name: "there".into(), addr } })
+        }
+        fn sockjs_owner(&self, _: &str) -> BoxFuture<'static, Owner> {
+            Box::pin(async { Owner::Here })
+        }
+        fn sockjs_claim(&self, _: &str) -> BoxFuture<'static, Owner> {
+            Box::pin(async { Owner::Here })
+        }
+        fn sockjs_keep(&self, _: Vec<String>, _: Vec<String>) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+        fn is_node(&self, ip: IpAddr) -> bool {
+            ip == self.addr.ip()
+        }
+        fn token(&self) -> Option<Arc<str>> {
+            Some("s3cret".into())
+        }
+    }
+
+    fn forwarder(addr: SocketAddr, max_concurrent: usize, timeout_ms: u64) -> Forwarder {
+        let limits = Limits { max_concurrent, timeout: Duration::from_millis(timeout_ms), max_answer_bytes: 65_536 };
+        Forwarder::new(Arc::new(Fixed { addr }), limits)
+    }
+
+    /// A node's HTTP listener: `/slow` answers after 400 ms, `/big` with
+    /// 100 KB, anything else echoes what the forward told it.
+    async fn owner() -> SocketAddr {
+        use axum::routing::post;
+        let echo = |headers: HeaderMap, body: Bytes| async move {
+            let h = |n: &str| headers.get(n).map(|v| v.to_str().unwrap_or("?").to_owned()).unwrap_or_default();
+            format!("{}|{}|{}|{}", h(FORWARDED), h(CLIENT), h("x-app"), String::from_utf8_lossy(&body))
+        };
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    "slow"
+                }),
+            )
+            .route("/big", post(|| async { "x".repeat(100_000) }))
+            .route("/echo", post(echo));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        addr
+    }
+
+    async fn text(r: Response<Body>) -> String {
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_forward_carries_the_token_and_the_client_and_drops_the_clients_own() {
+        let addr = owner().await;
+        let f = forwarder(addr, 4, 2_000);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-app", HeaderValue::from_static("kept"));
+        headers.insert(FORWARDED, HeaderValue::from_static("from-the-client"));
+        headers.insert(CLIENT, HeaderValue::from_static("203.0.113.9"));
+        let client = Some("198.51.100.7".parse().unwrap());
+        let r = f
+            .forward(("there", addr), Method::POST, "/echo", &headers, Bytes::from("body"), client, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(text(r).await, "s3cret|198.51.100.7|kept|body");
+        assert_eq!(f.stats.forwarded.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_is_503_and_a_slow_owner_502() {
+        let addr = owner().await;
+        let f = forwarder(addr, 1, 200);
+        let h = HeaderMap::new();
+        // The first holds the only permit for 400 ms (over the 200 ms deadline:
+        // a 502), the second meanwhile is refused.
+        let first = f.forward(("there", addr), Method::POST, "/slow", &h, Bytes::new(), None, Duration::ZERO);
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            f.forward(("there", addr), Method::POST, "/echo", &h, Bytes::new(), None, Duration::ZERO).await
+        };
+        let (first, second) = tokio::join!(first, second);
+        assert!(matches!(first, Err(ForwardError::Unreachable(..))), "{first:?}");
+        let busy = second.unwrap_err();
+        assert!(matches!(busy, ForwardError::Busy));
+        let resp = busy.response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(String::from_utf8_lossy(resp.body()).contains("forward_max_concurrent"));
+        assert_eq!(f.stats.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(f.stats.failed.load(Ordering::Relaxed), 1);
+        // With `extra` (a BOSH wait) the slow answer arrives; the permit came back.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = f
+            .forward(("there", addr), Method::POST, "/slow", &h, Bytes::new(), None, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(text(r).await, "slow");
+    }
+
+    #[tokio::test]
+    async fn whole_answers_are_bounded_and_a_dead_owner_is_502() {
+        let addr = owner().await;
+        let f = forwarder(addr, 4, 2_000);
+        let got = f.forward_whole(
+            ("there".into(), addr),
+            "/big".into(),
+            HeaderMap::new(),
+            Bytes::new(),
+            None,
+            Duration::ZERO,
+        );
+        assert!(matches!(got.await, Err(ForwardError::TooLarge(..))));
+        let dead: SocketAddr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let got = f.forward_whole(
+            ("gone".into(), dead),
+            "/echo".into(),
+            HeaderMap::new(),
+            Bytes::new(),
+            None,
+            Duration::ZERO,
+        );
+        let e = got.await.unwrap_err();
+        assert_eq!(e.response().status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn a_client_address_is_believed_only_from_a_node_with_the_token() {
+        let node: SocketAddr = "10.1.2.3:5280".parse().unwrap();
+        let f = forwarder(node, 1, 1_000);
+        let headers = |token: &str, client: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(FORWARDED, HeaderValue::from_str(token).unwrap());
+            h.insert(CLIENT, HeaderValue::from_str(client).unwrap());
+            h
+        };
+        let ok = f.forwarded_client(node.ip(), &headers("s3cret", "198.51.100.7"));
+        assert_eq!(ok, Some("198.51.100.7:0".parse().unwrap()));
+        assert_eq!(f.forwarded_client(node.ip(), &headers("guess", "198.51.100.7")), None, "wrong token");
+        assert_eq!(f.forwarded_client(node.ip(), &headers("s3cret2", "198.51.100.7")), None, "longer token");
+        let stranger = "10.9.9.9".parse().unwrap();
+        assert_eq!(f.forwarded_client(stranger, &headers("s3cret", "198.51.100.7")), None, "not a node");
+        assert_eq!(f.forwarded_client(node.ip(), &headers("s3cret", "not-an-ip")), None);
+        let mut only_client = HeaderMap::new();
+        only_client.insert(CLIENT, HeaderValue::from_static("198.51.100.7"));
+        assert_eq!(f.forwarded_client(node.ip(), &only_client), None, "no token at all");
+    }
+
     #[test]
     fn bosh_sids_name_their_node() {
         let sid = bosh_sid("0123456789abcdef0123456789abcdef", "n1@host");
