@@ -209,11 +209,8 @@ impl Owners for Arc<RedisOwners> {
     }
 
     fn is_node(&self, ip: IpAddr) -> bool {
-        let ip = crate::net::canonical(ip);
-        self.nodes
-            .read()
-            .values()
-            .any(|e| [e.bosh, e.sockjs].iter().flatten().any(|a| crate::net::canonical(a.ip()) == ip))
+        let ip = ip.to_canonical();
+        self.nodes.read().values().any(|e| [e.bosh, e.sockjs].iter().flatten().any(|a| a.ip().to_canonical() == ip))
     }
 
     fn token(&self) -> Option<Arc<str>> {
