@@ -524,3 +524,37 @@ test('an unknown BOSH sid gets item-not-found and an unknown SockJS session 404,
     assert.equal(res.status, 404, res.text);
   }
 });
+
+// ---- Redis down (last: the cluster's Redis does not come back) ---------------------
+
+test(
+  'with Redis down, BOSH forwarding goes on from the cached registry and SockJS sessions held elsewhere get 503',
+  T,
+  async () => {
+    // A BOSH session through nginx, logged in before Redis goes.
+    const b = new RawBosh(`${nginx.base}/http-bind`);
+    const jid = await b.login('carol', 'secret', 'redis-down');
+    assert.match(jid, /^carol@localhost\/redis-down$/);
+    await redis.stop();
+    await sleep(500);
+    // Three roster queries: one request lands on each node, two are forwarded.
+    for (let i = 0; i < 3; i++) {
+      const id = `r-down-${i}`;
+      const res = await b.send(
+        `<iq type='get' id='${id}' xmlns='jabber:client'><query xmlns='jabber:iq:roster'/></iq>`,
+      );
+      assert.equal(res.status, 200, `request ${i} with Redis down: ${res.status} ${res.text}`);
+      const iq = await b.waitFor((e) => e.localName === 'iq' && e.getAttribute('id') === id, 10000, `roster ${i}`);
+      assert.equal(iq.getAttribute('type'), 'result');
+    }
+    // SockJS: who holds a session cannot be asked.
+    for (let i = 0; i < 3; i++) {
+      const res = await rawRequest(`${nginx.base}/stomp/000/${uid('down').replace(/[^a-z0-9]/gi, '')}/xhr_send`, {
+        body: '["x"]',
+        headers: { 'Content-Type': 'text/plain' },
+      });
+      assert.equal(res.status, 503, res.text);
+      assert.match(res.text, /cluster registry unavailable/);
+    }
+  },
+);
