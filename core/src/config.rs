@@ -154,7 +154,7 @@ impl Default for ClusterConfig {
             prefix: "herald:".into(),
             publish_buffer: 10_000,
             receive_buffer: 10_000,
-            forward_max_concurrent: 1_000,
+            forward_max_concurrent: 10_000,
             forward_timeout_ms: 5_000,
             forward_max_answer_bytes: 16 * 1024 * 1024,
         }
