@@ -135,6 +135,12 @@ pub struct ClusterConfig {
     pub publish_buffer: usize,
     /// Envelopes from other nodes waiting to be routed; beyond it they are dropped and counted.
     pub receive_buffer: usize,
+    /// BOSH/SockJS requests this node forwards to other nodes at once; beyond it 503.
+    pub forward_max_concurrent: usize,
+    /// Deadline to connect to the owner and get its answer's head (a BOSH long poll adds its wait).
+    pub forward_timeout_ms: u64,
+    /// Largest whole answer (BOSH) relayed from another node.
+    pub forward_max_answer_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -148,6 +154,9 @@ impl Default for ClusterConfig {
             prefix: "herald:".into(),
             publish_buffer: 10_000,
             receive_buffer: 10_000,
+            forward_max_concurrent: 10_000,
+            forward_timeout_ms: 5_000,
+            forward_max_answer_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -172,6 +181,15 @@ impl ClusterConfig {
             if !(1..=1_000_000).contains(&n) {
                 return Err(invalid(key, "between 1 and 1000000 envelopes"));
             }
+        }
+        if !(1..=1_000_000).contains(&self.forward_max_concurrent) {
+            return Err(invalid("cluster.forward_max_concurrent", "between 1 and 1000000 requests"));
+        }
+        if self.forward_timeout_ms == 0 {
+            return Err(invalid("cluster.forward_timeout_ms", "greater than 0"));
+        }
+        if self.forward_max_answer_bytes < 65_536 {
+            return Err(invalid("cluster.forward_max_answer_bytes", "at least 65536"));
         }
         Ok(())
     }

@@ -97,7 +97,19 @@ fn the_engine_imports_no_listener_and_no_edge() {
 fn the_cluster_sits_above_the_engine_and_knows_no_edge() {
     only(
         "cluster",
-        &["cluster", "engine", "bus", "config", "store", "hub", "router", "presence", "session", "message"],
+        &[
+            "cluster",
+            "engine",
+            "bus",
+            "config",
+            "store",
+            "hub",
+            "router",
+            "presence",
+            "session",
+            "message",
+            "transport",
+        ],
     );
 }
 

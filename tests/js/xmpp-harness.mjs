@@ -88,10 +88,12 @@ export async function startXmppHerald({
   projects,
   extra = '',
   limits = null,
+  nodeName,
 } = {}) {
   const cfg = xmppConfigToml({ starttls, xmpp, presence, directory });
   const server = await startHerald({
     limits,
+    nodeName,
     extra: `${cfg}\n${extra}`,
     projects: projects !== undefined ? projects : directory ? [] : PROJECTS,
   });

@@ -119,6 +119,38 @@ pub fn render_disk(out: &mut String, c: &crate::store::disk::DiskCounters) {
     }
 }
 
+/// Forwarded BOSH and SockJS requests, in a cluster (docs/cluster.md,
+/// "No sticky sessions").
+pub fn render_forward(out: &mut String, s: &crate::transport::forward::Stats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = [
+        (
+            "herald_forwarded_requests_total",
+            "BOSH/SockJS requests this node sent on to the node holding their session.",
+            s.forwarded.load(Relaxed),
+        ),
+        (
+            "herald_forwarded_served_total",
+            "Forwarded requests this node served for another node (trusted forwarded header).",
+            s.served.load(Relaxed),
+        ),
+        (
+            "herald_forward_refused_total",
+            "Requests not forwarded: over cluster.forward_max_concurrent, or the registry could not be asked (503).",
+            s.refused.load(Relaxed),
+        ),
+        (
+            "herald_forward_failed_total",
+            "Forwards whose owner did not answer in time or could not be reached (502).",
+            s.failed.load(Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

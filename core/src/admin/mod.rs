@@ -223,6 +223,9 @@ async fn metrics(State(a): State<Admin>) -> Response {
     if let Some(disk) = &a.engine.disk {
         metrics::render_disk(&mut text, &disk.counters);
     }
+    if let Some(f) = a.engine.gate.forwarder() {
+        metrics::render_forward(&mut text, &f.stats);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -8,6 +8,7 @@
 //! the engine publishes onto the Bus and sends control messages
 //! ([`Engine::tell`]); this module is where they arrive.
 
+pub mod forward;
 pub mod registry;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,7 @@ pub async fn join(engine: &Engine) -> Result<(), EngineError> {
     bus.subscribe(&control::to_every_node()).await.map_err(bus_error)?;
     engine.set_bus(Arc::new(bus))?;
     registry::start(engine).await?;
+    forward::start(engine).await?;
     engine.tasks.spawn(receive(engine.clone(), rx));
     tracing::info!(node, "joined the cluster");
     Ok(())

@@ -31,6 +31,13 @@ pub struct NodeInfo {
     pub beat_ms: u64,
     /// Sessions on the node at its last beat.
     pub sessions: u64,
+    /// Where other nodes send forwarded BOSH requests (`xmpp.http_listen`
+    /// as reached at `address`' host); none before the listeners bind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bosh: Option<String>,
+    /// The same for SockJS (`http.listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockjs: Option<String>,
 }
 
 /// A node as the registry shows it.
@@ -70,6 +77,8 @@ pub async fn beat(engine: &Engine, started_ms: u64) -> Result<(), BusError> {
         started_ms,
         beat_ms: now,
         sessions: engine.hub.session_count() as u64,
+        bosh: forward_target(engine, cfg, "xmpp-http"),
+        sockjs: forward_target(engine, cfg, "http"),
     };
     let json = serde_json::to_string(&info).expect("node info serializes");
     let mut hset = redis::cmd("HSET");
@@ -78,6 +87,19 @@ pub async fn beat(engine: &Engine, started_ms: u64) -> Result<(), BusError> {
     let mut set = redis::cmd("SET");
     set.arg(alive_key(engine, engine.node())).arg(now).arg("PX").arg(cfg.ttl_ms);
     conn.query::<()>(&set, *timeout).await
+}
+
+/// The listener `name` as other nodes reach it: at the host of `[cluster]
+/// address` when set (a listener bound to `0.0.0.0` names no host), else
+/// at its bound address.
+fn forward_target(engine: &Engine, cfg: &crate::config::ClusterConfig, name: &str) -> Option<String> {
+    let bound = engine.listeners.lock().iter().find(|l| l.name == name)?.addr;
+    let host = match cfg.address.as_deref().and_then(|a| a.parse::<std::net::SocketAddr>().ok()) {
+        Some(a) => a.ip(),
+        None if bound.ip().is_unspecified() => return None,
+        None => bound.ip(),
+    };
+    Some(std::net::SocketAddr::new(host, bound.port()).to_string())
 }
 
 /// Every node in the registry, alive or not, sorted by name.

@@ -121,6 +121,8 @@ pub fn router(engine: &Engine, admission: &Admission) -> Router {
         max_inbound_bytes: engine.config.limits.max_frame_bytes * 6 + 64 * 1024,
         body_timeout: Duration::from_millis(engine.config.connections.body_timeout_ms),
         cors: Cors::from_config(&engine.config),
+        forward: admission.gate.forwarder().cloned(),
+        mount: cfg.sockjs_path.clone(),
         ..SockJsConfig::default()
     };
     let (e, admission) = (engine.clone(), admission.clone());

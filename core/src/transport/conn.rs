@@ -83,6 +83,9 @@ pub struct Gate {
     hasher: std::collections::hash_map::RandomState,
     trusted: Vec<Cidr>,
     forwarded_header: ForwardedHeader,
+    /// In a cluster: forwarded requests, and whose word on a client's
+    /// address is believed (transport/forward.rs). Set once at join.
+    forward: std::sync::OnceLock<super::forward::Forwarder>,
 }
 
 impl Gate {
@@ -98,7 +101,18 @@ impl Gate {
             hasher: std::collections::hash_map::RandomState::new(),
             trusted: c.trusted_proxies.iter().filter_map(|p| Cidr::parse(p).ok()).collect(),
             forwarded_header: c.forwarded_header,
+            forward: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The node's forwarder, in a cluster.
+    pub fn forwarder(&self) -> Option<&super::forward::Forwarder> {
+        self.forward.get()
+    }
+
+    /// Set once when the node joins a cluster, before its listeners bind.
+    pub fn set_forwarder(&self, f: super::forward::Forwarder) {
+        let _ = self.forward.set(f);
     }
 
     /// The admin listener's gate: its own cap, no per-address caps (admin
@@ -419,6 +433,11 @@ impl Admission {
 /// unless it is a trusted proxy, then the nearest address in `Forwarded`
 /// (RFC 7239) or `X-Forwarded-For` that is not itself a trusted proxy.
 pub fn client_addr(gate: &Gate, peer: SocketAddr, headers: &HeaderMap) -> SocketAddr {
+    // A request another node forwarded names its client; believed only
+    // from a node with the cluster's token (transport/forward.rs).
+    if let Some(client) = gate.forward.get().and_then(|f| f.forwarded_client(peer.ip(), headers)) {
+        return client;
+    }
     if gate.trusted.is_empty() || !gate.is_trusted(peer.ip()) {
         return peer;
     }

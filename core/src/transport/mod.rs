@@ -21,6 +21,8 @@
 //! - [`http1`]: the small HTTP/1.1 front server (WebSocket upgrades, direct
 //!   routes such as BOSH POSTs, everything else to hyper).
 //! - [`sockjs`]: the SockJS server protocol; knows nothing of STOMP.
+//! - [`forward`]: BOSH and SockJS requests sent on to the node holding
+//!   their session (a cluster without sticky sessions).
 
 use std::future::Future;
 use std::io;
@@ -29,6 +31,7 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 
 pub mod conn;
+pub mod forward;
 pub mod http1;
 pub mod http_session;
 pub mod sockjs;

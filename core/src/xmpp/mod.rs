@@ -117,6 +117,7 @@ pub fn http_front(engine: &Engine, admission: &Admission) -> (axum::Router, http
         },
         cors_credentials: engine.config.connections.cors_credentials,
         shaper: engine.config.shaper.clone(),
+        forward: admission.gate.forwarder().cloned(),
         ..bosh::BoshConfig::default()
     };
     let (e, a) = (engine.clone(), admission.clone());

@@ -24,6 +24,8 @@
 //! - `framing.rs`: frames, their wrapping per transport, JSON escaping and
 //!   client message decoding (sans-IO, unit-tested).
 //! - `http.rs`: HTTP plumbing and the static endpoints.
+//! - `forward.rs`: in a cluster, requests for sessions held by another
+//!   node are forwarded there.
 //!
 //! May import: the transport layer's own modules (link traits, `Peer`,
 //! CORS, the HTTP session table, the websocket read buffer size); never the
@@ -41,6 +43,7 @@ use super::http_session::Cors;
 use super::http_session::SessionTable;
 use super::Peer;
 
+mod forward;
 mod framing;
 mod http;
 mod session;
@@ -85,6 +88,11 @@ pub struct SockJsConfig {
     /// Origins allowed (others get 403) and whether credentials are
     /// allowed (`connections.cors_*`; default: any origin, no credentials).
     pub cors: Cors,
+    /// In a cluster: requests for sessions another node holds go there
+    /// (`forward.rs`).
+    pub forward: Option<super::forward::Forwarder>,
+    /// The path the endpoint is nested at (forwarded requests need it).
+    pub mount: String,
 }
 
 impl Default for SockJsConfig {
@@ -98,6 +106,8 @@ impl Default for SockJsConfig {
             websocket: true,
             body_timeout: Duration::from_secs(30),
             cors: Cors::default(),
+            forward: None,
+            mount: String::new(),
         }
     }
 }
@@ -117,7 +127,7 @@ pub fn router(config: SockJsConfig, on_session: OnSession) -> Router {
     let iframe_etag = format!("\"{:016x}\"", hasher.finish());
     let shared =
         Arc::new(Shared { config, on_session, sessions: Arc::new(SessionTable::default()), iframe, iframe_etag });
-    Router::new()
+    let router = Router::new()
         .route("/", get(greeting))
         .route("/info", get(info).options(options_get))
         .route("/websocket", get(raw_websocket))
@@ -130,7 +140,14 @@ pub fn router(config: SockJsConfig, on_session: OnSession) -> Router {
         .route("/{server}/{session}/jsonp", get(jsonp))
         .route("/{server}/{session}/jsonp_send", post(jsonp_send))
         .route("/{server}/{session}/websocket", get(framed_websocket))
-        .with_state(shared)
+        .with_state(shared.clone());
+    match shared.config.forward.clone() {
+        None => router,
+        Some(f) => {
+            tokio::spawn(forward::keep(Arc::downgrade(&shared), f));
+            router.layer(axum::middleware::from_fn_with_state(shared, forward::layer))
+        }
+    }
 }
 
 struct Shared {

@@ -30,6 +30,7 @@ use super::machine::{Params, OPEN_WAIT};
 use super::session::{BoshRx, BoshTx, Session, Table};
 use super::{BoshConfig, OnSession};
 use crate::shaper::{self, Shaper};
+use crate::transport::forward::{self as forwarder, Forwarder};
 use crate::transport::http1::DirectHandler;
 use crate::transport::http_session::{echo_origin, set_allow_origin, PeerAddr};
 use crate::transport::Peer;
@@ -172,11 +173,15 @@ fn post_whole(shared: Arc<Shared>, peer: Peer, headers: &HeaderMap, data: Bytes)
     if data.len() > shared.config.max_body_bytes {
         return Box::pin(std::future::ready(too_large(allow)));
     }
+    // In a cluster, a request for a session held elsewhere is forwarded,
+    // unless it was forwarded already (transport/forward.rs).
+    let forwardable = shared.config.forward.is_some() && !Forwarder::is_forwarded(headers);
+    let headers = forwardable.then_some(headers);
     if shared.config.cors_credentials && allow.as_bytes() != b"*" {
         // Only when configured: no extra state in a parked request otherwise.
-        return Box::pin(on_body(&shared, peer, data, allow).map(with_credentials));
+        return Box::pin(on_body(&shared, peer, data, allow, headers).map(with_credentials));
     }
-    on_body(&shared, peer, data, allow)
+    on_body(&shared, peer, data, allow, headers)
 }
 
 fn with_credentials(mut a: Answer) -> Answer {
@@ -201,7 +206,13 @@ fn too_large(allow: HeaderValue) -> Answer {
     xml_response(StatusCode::PAYLOAD_TOO_LARGE, HeaderValue::from_static(XML), body, allow)
 }
 
-fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) -> BoxFuture<'static, Answer> {
+fn on_body(
+    shared: &Arc<Shared>,
+    peer: Peer,
+    data: Bytes,
+    allow: HeaderValue,
+    forward: Option<&HeaderMap>,
+) -> BoxFuture<'static, Answer> {
     let answer = |resp: Answer| -> BoxFuture<'static, Answer> { Box::pin(std::future::ready(resp)) };
     let bad = |reason: String| {
         answer(text_response(StatusCode::BAD_REQUEST, format!("bad request: {reason}\n"), Some(allow.clone())))
@@ -225,6 +236,11 @@ fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) ->
         }
         Some(sid) => {
             let Some(session) = shared.sessions.get(sid) else {
+                if let (Some(f), Some(headers)) = (&shared.config.forward, forward) {
+                    if let Some(node) = forwarder::bosh_sid_node(sid).filter(|n| n != f.node()) {
+                        return forward_to(f, node, shared.config.max_wait, headers.clone(), data, peer, allow);
+                    }
+                }
                 return answer(xml_response(
                     StatusCode::OK,
                     HeaderValue::from_static(XML),
@@ -274,6 +290,53 @@ fn on_body(shared: &Arc<Shared>, peer: Peer, data: Bytes, allow: HeaderValue) ->
     )
 }
 
+/// Forwards a request for a session that node `node` holds (its sid names
+/// it) and relays the answer; `item-not-found` when that node is not alive.
+fn forward_to(
+    f: &Forwarder,
+    node: String,
+    wait: Duration,
+    headers: HeaderMap,
+    data: Bytes,
+    peer: Peer,
+    allow: HeaderValue,
+) -> BoxFuture<'static, Answer> {
+    let f = f.clone();
+    Box::pin(async move {
+        let not_found = |allow| {
+            xml_response(
+                StatusCode::OK,
+                HeaderValue::from_static(XML),
+                terminal_body(Some("item-not-found"), &[]),
+                allow,
+            )
+        };
+        let addr = match f.owners.locate(&node, forwarder::Service::Bosh).await {
+            forwarder::Owner::Node { addr, .. } => addr,
+            forwarder::Owner::Here => return not_found(allow),
+            forwarder::Owner::Unknown => {
+                return text_response(StatusCode::SERVICE_UNAVAILABLE, "cluster registry unavailable\n", Some(allow))
+            }
+        };
+        let client = peer.addr.map(|a| a.ip());
+        // A long poll is held up to its `wait` (at most `max_wait`) there.
+        let extra = wait + OPEN_WAIT;
+        match f.forward_whole((node, addr), "/http-bind".into(), headers, data, client, extra).await {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                let ct = parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static(XML));
+                xml_response(parts.status, ct, body, allow)
+            }
+            Err(e) => {
+                tracing::debug!("BOSH request not forwarded: {e}");
+                let mut resp = e.response();
+                set_cors(&mut resp, Some(allow));
+                resp
+            }
+        }
+    })
+}
+
 /// A session for a request without `sid`, registered in the table.
 fn create(shared: &Arc<Shared>, body: &Element, rid: u64, peer: &Peer) -> (Arc<Session>, BoshRx, BoshTx) {
     let c = &shared.config;
@@ -283,8 +346,14 @@ fn create(shared: &Arc<Shared>, body: &Element, rid: u64, peer: &Peer) -> (Arc<S
     };
     let hold = body.attr("hold").and_then(|h| h.trim().parse::<u32>().ok()).unwrap_or(1).min(c.max_hold) as usize;
     let requests = (c.max_requests as usize).max(hold + 1);
+    let random = uuid::Uuid::new_v4().simple().to_string();
     let p = Params {
-        sid: uuid::Uuid::new_v4().simple().to_string(),
+        // In a cluster the sid names this node: any node can forward its
+        // requests here without asking Redis.
+        sid: match &c.forward {
+            Some(f) => forwarder::bosh_sid(&random, f.node()),
+            None => random,
+        },
         wait,
         hold,
         requests,

@@ -127,6 +127,9 @@ pub struct BoshConfig {
     /// Inbound rate limits; BOSH applies the byte rate to request bodies
     /// (stanzas are shaped by the XMPP session). Off by default.
     pub shaper: ShaperConfig,
+    /// In a cluster: requests for sessions held by another node go there
+    /// (transport/forward.rs), and sids name this node.
+    pub forward: Option<crate::transport::forward::Forwarder>,
 }
 
 impl Default for BoshConfig {
@@ -144,6 +147,7 @@ impl Default for BoshConfig {
             allowed_origins: None,
             cors_credentials: false,
             shaper: ShaperConfig::default(),
+            forward: None,
         }
     }
 }
