@@ -624,6 +624,9 @@ impl Engine {
                     tracing::info!("cluster bus: publishes reach the other nodes again");
                 }
             }
+            Err(crate::bus::BusError::TooLarge(what)) => {
+                tracing::warn!("cluster bus: a message reached this node only: its {what} is too large for the Bus");
+            }
             Err(e) => {
                 if !self.bus_local_only.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!(
@@ -1048,6 +1051,11 @@ impl Engine {
     /// config, or a forged frame) is dropped.
     pub fn route_envelope(&self, env: crate::bus::Envelope) -> Result<Routed, RouteError> {
         let vhost = self.router.vhost(&env.vhost)?;
+        if env.exchange.is_empty() {
+            // No node publishes the default exchange on the Bus (queues are
+            // per node): a forged frame must not reach a queue by name.
+            return Err(RouteError::NoExchange(String::new(), env.vhost));
+        }
         let mut message = Message::new(&env.exchange, &env.routing_key, env.headers, env.body);
         message.persistent = env.persistent;
         message.sender = env.sender;
