@@ -7,7 +7,7 @@
 //! publisher's node only and is not refused; after a restart routing
 //! resumes.
 //!
-//! Fixed ports 64101–64103 (a restart needs the same port). A missing
+//! Fixed ports 64101–64104 (a restart needs the same port). A missing
 //! `redis-server` or `redis-cli` fails the test (tests/services/install.sh).
 
 use std::net::{SocketAddr, TcpStream};
@@ -336,4 +336,40 @@ async fn redis_down_delivers_locally_only_and_routing_resumes_after_a_restart() 
     assert_eq!(remote.bodies(1).await, ["after"]);
     assert_eq!(late.bodies(1).await, ["late"]);
     remote.nothing("nothing from the outage is replayed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_restored_before_the_join_are_subscribed_at_the_join() {
+    use herald_core::store::{MemoryStore, QueueStore};
+    let redis = Redis::start(64104);
+    let p = "t4:";
+    let config = |name: &str| {
+        let toml = format!(
+            "[node]\nname = \"{name}\"\n[cluster]\nredis = \"redis://127.0.0.1:{}/\"\nprefix = \"{p}\"\n",
+            redis.port
+        );
+        Config::from_toml_str(&toml).unwrap()
+    };
+    // A durable queue bound in an earlier run of node b, restored from its store.
+    let store: Arc<dyn QueueStore> = Arc::new(MemoryStore::default());
+    {
+        let before = Engine::with_store(config("b"), store.clone()).unwrap();
+        let vhost = before.router.vhost("/").unwrap();
+        let opts = QueueOptions { durable: true, exclusive: None, auto_delete: false };
+        let q = vhost.declare_queue("kept", opts, None).unwrap();
+        vhost.bind("amq.topic", &q, "pre.k", None).unwrap();
+    }
+    let b = Engine::with_store(config("b"), store).unwrap();
+    assert_eq!(redis.numsub(&format!("{p}bus:k:1:/:9:amq.topic:pre.k")), 0);
+    herald_core::cluster::join(&b).await.expect("b joins");
+    assert_eq!(redis.numsub(&format!("{p}bus:k:1:/:9:amq.topic:pre.k")), 1, "subscribed by the join itself");
+    let a = node("a", &redis, p).await;
+    publish(&a, "amq.topic", "pre.k", "kept");
+    let q = b.router.vhost("/").unwrap().queue("kept").unwrap();
+    let deadline = Instant::now() + WAIT;
+    while q.depth() == 0 {
+        assert!(Instant::now() < deadline, "the restored queue gets node a's publish");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(q.depth(), 1);
 }
