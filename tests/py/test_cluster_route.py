@@ -3,13 +3,15 @@ SUBSCRIBEs on the others (stomp.py on 2-3 nodes over a real redis-server): /topi
 /exchange/amq.topic patterns, /exchange/feed/<uid>, the admin API's publish; a node
 without bindings is not subscribed; and the Redis-down rule (item 7): a publish is
 delivered on its own node only, not refused, counted in /metrics, and routing resumes
-after Redis restarts. Ports 64110-64119."""
+after Redis restarts; an XMPP chat from a resource on one node reaches the contact's
+resource on another. Ports 64110-64119."""
 
 import json
 import urllib.request
 
 from cluster_util import cluster, wait_until
 from conftest import Client
+from xmpp_util import Xmpp, c2s_port, run, xmpp_extra
 
 TOKEN = "cluster-route-token-0123456789abcdef"
 ADMIN = f'[admin]\nlisten = "127.0.0.1:0"\ntokens = ["{TOKEN}"]\n'
@@ -143,3 +145,25 @@ def test_redis_down_a_publish_is_delivered_locally_only_and_routing_resumes_afte
         remote.no_message(0.3)
         local.close()
         remote.close()
+
+
+def test_an_xmpp_chat_reaches_the_contacts_resource_on_another_node():
+    with cluster(2, 64112, extra=xmpp_extra("required")) as (_redis, nodes):
+        n1, n2 = nodes
+
+        async def scenario():
+            bob = await Xmpp(c2s_port(n2), "bob", resource="b2").online()
+            alice = await Xmpp(c2s_port(n1), "alice", resource="a1").online()
+            try:
+                alice.chat("bob@localhost", "across nodes")
+                m = await bob.message(lambda m: m["body"] == "across nodes", what="alice's chat from n1")
+                assert m["type"] == "chat"
+                assert str(m["from"]).startswith("alice@localhost"), m["from"]
+                bob.chat("alice@localhost/a1", "back again")
+                m = await alice.message(lambda m: m["body"] == "back again", what="bob's reply from n2")
+                await bob.no_message(lambda m: m["body"] == "across nodes", wait=0.3, what="a second copy")
+            finally:
+                await alice.disconnect()
+                await bob.disconnect()
+
+        run(scenario())
