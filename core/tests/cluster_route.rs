@@ -7,7 +7,7 @@
 //! publisher's node only and is not refused; after a restart routing
 //! resumes.
 //!
-//! Fixed ports 64101–64104 (a restart needs the same port). A missing
+//! Fixed ports 64101–64105 (a restart needs the same port). A missing
 //! `redis-server` or `redis-cli` fails the test (tests/services/install.sh).
 
 use std::net::{SocketAddr, TcpStream};
@@ -59,6 +59,13 @@ impl Redis {
         Redis { child, port }
     }
 
+    /// SIGSTOP (`stop = true`) or SIGCONT: a Redis that stalls.
+    fn pause(&self, stop: bool) {
+        let sig = if stop { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig}");
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -88,9 +95,13 @@ impl Drop for Redis {
 }
 
 async fn node(name: &str, redis: &Redis, prefix: &str) -> Engine {
+    node_with(name, redis, prefix, "").await
+}
+
+async fn node_with(name: &str, redis: &Redis, prefix: &str, extra: &str) -> Engine {
     let toml = format!(
         "[node]\nname = \"{name}\"\n[cluster]\nredis = \"redis://127.0.0.1:{}/\"\nprefix = \"{prefix}\"\n\
-         heartbeat_ms = 200\nttl_ms = 1000\n",
+         heartbeat_ms = 200\nttl_ms = 1000\n{extra}",
         redis.port
     );
     let engine = Engine::new(Config::from_toml_str(&toml).unwrap()).unwrap();
@@ -372,4 +383,43 @@ async fn bindings_restored_before_the_join_are_subscribed_at_the_join() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(q.depth(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_fills_the_buffer_and_publishes_stay_local_without_refusing_anyone() {
+    let redis = Redis::start(64105);
+    let p = "t5:";
+    let a = node_with("a", &redis, p, "publish_buffer = 4\n").await;
+    let b = node("b", &redis, p).await;
+    let local = subscribe(&a, "amq.topic", "s.k").await;
+    let remote = subscribe(&b, "amq.topic", "s.k").await;
+    redis.pause(true);
+    for n in 0..100 {
+        // `publish` would fail the test if the publisher were refused.
+        publish(&a, "amq.topic", "s.k", &n.to_string());
+    }
+    let refused = a.bus().unwrap().stats().refused;
+    redis.pause(false);
+    assert_eq!(local.bodies(100).await, (0..100).map(|n| n.to_string()).collect::<Vec<_>>());
+    assert!(refused >= 90, "at most the buffer (4) and one batch in flight crossed; refused {refused}");
+    // What the buffer held arrives once Redis answers again, in order.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut out = Vec::new();
+    remote.session.drain(&mut out, 200);
+    let crossed: Vec<u32> = out
+        .iter()
+        .filter_map(|o| match o {
+            Outbound::Deliver(d) => std::str::from_utf8(&d.message.body).ok()?.parse().ok(),
+            _ => None,
+        })
+        .collect();
+    assert!(crossed.len() as u64 <= 100 - refused, "{crossed:?}");
+    assert!(crossed.windows(2).all(|w| w[0] < w[1]), "in publish order: {crossed:?}");
+    let deadline = Instant::now() + WAIT;
+    while !a.bus().unwrap().is_connected() {
+        assert!(Instant::now() < deadline, "a connected again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    publish(&a, "amq.topic", "s.k", "after");
+    assert_eq!(remote.bodies(1).await, ["after"]);
 }
