@@ -105,6 +105,19 @@ mod tests {
     }
 
     #[test]
+    fn cluster_is_the_same_section_as_in_the_file() {
+        let c = from_json(Some(json!({ "node": { "name": "n3" }, "cluster": {
+            "redis": "redis://127.0.0.1:6379/", "prefix": "app:", "heartbeat_ms": 200, "ttl_ms": 1000,
+        } })))
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!((cluster.redis.as_deref(), cluster.prefix.as_str()), (Some("redis://127.0.0.1:6379/"), "app:"));
+        assert_eq!((cluster.heartbeat_ms, cluster.publish_buffer), (200, 10_000), "omitted keys take the defaults");
+        let e = from_json(Some(json!({ "cluster": { "redis": "redis://h/", "seeds": ["redis://h2/"] } }))).unwrap_err();
+        assert!(e.message.contains("cluster"), "{}", e.message);
+    }
+
+    #[test]
     fn auth_mongodb_is_the_same_section_as_in_the_file() {
         let c = from_json(Some(json!({ "auth": { "mongodb": {
             "uri": "mongodb://127.0.0.1:27017", "database": "app",

@@ -133,6 +133,12 @@ impl Engine {
     /// `http.listen`, `xmpp.listen`, `xmpp.http_listen`); port 0 picks a
     /// free port. Nothing is bound until `start()`.
     ///
+    /// With `cluster` (`{ node: { name: 'n3' }, cluster: { redis:
+    /// 'redis://127.0.0.1:6379' } }`, docs/cluster.md) `start()` joins the
+    /// cluster over Redis as the `herald` binary does (rejects when Redis
+    /// cannot be reached): publishes and `sendToUser` reach subscribers on
+    /// every node.
+    ///
     /// Throws `ERR_HERALD_CONFIG` naming the key for an unknown key, a wrong
     /// type or an invalid value.
     #[napi(constructor, ts_args_type = "config?: Record<string, unknown> | null")]

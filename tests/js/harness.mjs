@@ -65,6 +65,7 @@ export const PROJECTS = [
 
 // `projects`: the in-memory directory's [[projects]] (default PROJECTS; [] or null for none,
 // e.g. when `extra` configures `[directory] backend = "mongodb"`).
+// `nodeName`: `node.name` (a cluster's nodes need distinct names).
 export function buildConfig({
   dataDir,
   users = USERS,
