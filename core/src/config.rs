@@ -135,6 +135,11 @@ pub struct ClusterConfig {
     pub publish_buffer: usize,
     /// Envelopes from other nodes waiting to be routed; beyond it they are dropped and counted.
     pub receive_buffer: usize,
+    /// Resources (sessions with presence) of one user on all nodes together
+    /// in the shared presence; a new one beyond it is not shared.
+    pub max_resources: usize,
+    /// Bytes of a presence status text shared with the other nodes (longer is cut).
+    pub max_status_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -148,6 +153,8 @@ impl Default for ClusterConfig {
             prefix: "herald:".into(),
             publish_buffer: 10_000,
             receive_buffer: 10_000,
+            max_resources: 64,
+            max_status_bytes: 1024,
         }
     }
 }
@@ -172,6 +179,12 @@ impl ClusterConfig {
             if !(1..=1_000_000).contains(&n) {
                 return Err(invalid(key, "between 1 and 1000000 envelopes"));
             }
+        }
+        if !(1..=10_000).contains(&self.max_resources) {
+            return Err(invalid("cluster.max_resources", "between 1 and 10000"));
+        }
+        if !(16..=65_536).contains(&self.max_status_bytes) {
+            return Err(invalid("cluster.max_status_bytes", "between 16 and 65536"));
         }
         Ok(())
     }

@@ -115,12 +115,17 @@ pub(super) async fn start(engine: &Engine) -> Result<(), EngineError> {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let reaping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             tokio::select! {
                 _ = engine.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match beat(&engine, started_ms).await {
+            let beaten = beat(&engine, started_ms).await;
+            if beaten.is_ok() {
+                super::reap::tick(&engine, &reaping);
+            }
+            match beaten {
                 Ok(()) if failing => {
                     failing = false;
                     tracing::info!("cluster: heartbeat written again");
