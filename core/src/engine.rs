@@ -913,6 +913,17 @@ impl Engine {
         fanout::reaped(self, uid, removed, change).await
     }
 
+    /// Redis came back: this node's resources of `uid` were asserted again
+    /// and the aggregate moved (`presence::fanout::reasserted`).
+    pub async fn presence_reasserted(
+        &self,
+        uid: &str,
+        resources: Vec<crate::session::ResourceState>,
+        change: crate::presence::SharedChange,
+    ) {
+        fanout::reasserted(self, uid, resources, change).await
+    }
+
     /// The shared presence, in a cluster.
     pub fn shared_presence(&self) -> Option<&Arc<dyn SharedPresence>> {
         self.shared_presence.get()

@@ -286,3 +286,31 @@ def test_node_restarting_under_the_same_name_clears_its_leftovers():
         for n in nodes:
             n.stop()
         redis.stop()
+
+
+def test_presence_asserted_again_after_redis_restarts_empty():
+    """Issue 17 item 7 for presence: Redis killed and started again without its data;
+    each node finds its beat gone and writes what it holds again."""
+    redis = RedisServer(64236)
+    prefix = uid("c") + ":"
+    nodes = []
+    try:
+        nodes = _nodes(redis, prefix, ["n1", "n2"], heartbeat_ms=200, ttl_ms=1000)
+        a = Client(nodes[0], login="alice", passcode="secret")
+        b = Client(nodes[1], login="bob", passcode="secret")
+        wait_until(lambda: _smembers(redis, f"{prefix}online:p1") == {"alice", "bob"}, what="both online")
+        redis.restart()
+        assert not _smembers(redis, f"{prefix}online:p1"), "Redis came back empty"
+        wait_until(
+            lambda: _smembers(redis, f"{prefix}online:p1") == {"alice", "bob"},
+            timeout=10,
+            what="online:p1 asserted again by both nodes",
+        )
+        assert redis.cli("HGET", f"{prefix}presence:bob", "state") == "online"
+        b.conn.disconnect()
+        wait_until(lambda: _smembers(redis, f"{prefix}online:p1") == {"alice"}, what="bob's logout after the restart")
+        a.conn.disconnect()
+    finally:
+        for n in nodes:
+            n.stop()
+        redis.stop()

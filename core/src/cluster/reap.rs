@@ -129,6 +129,44 @@ pub async fn leftovers(engine: &Engine, node: &str, forget: bool) -> Result<usiz
     Ok(users.len())
 }
 
+/// Redis is back after an outage (it may have restarted empty, or missed
+/// this node's changes meanwhile): this node's resources of every user it
+/// holds, or held according to Redis, are asserted again, exactly. Returns
+/// how many users.
+pub async fn reassert(engine: &Engine) -> Result<usize, BusError> {
+    let Some(shared) = engine.shared_presence().cloned() else {
+        return Ok(0);
+    };
+    let unavailable = |e: crate::presence::PresenceError| BusError::Unavailable(e.to_string());
+    let mut users = engine.presence.users();
+    users.extend(shared.users_on(engine.node()).await.map_err(unavailable)?);
+    users.sort_unstable();
+    users.dedup();
+    for uid in &users {
+        let projects: Vec<String> = match engine.directory().projects_of(uid).await {
+            Ok(p) => p.into_iter().map(|p| p.id).collect(),
+            Err(_) => Vec::new(),
+        };
+        let local = engine.presence.resources(uid);
+        let mine: Vec<crate::presence::SharedResource> = local
+            .iter()
+            .map(|r| crate::presence::SharedResource {
+                node: engine.node().to_owned(),
+                session: r.session,
+                resource: r.resource.clone(),
+                availability: r.availability,
+                status: r.status.clone(),
+                priority: r.priority,
+            })
+            .collect();
+        let change = shared.replace_mine(uid, &mine, &projects).await.map_err(unavailable)?;
+        if change.changed() {
+            engine.presence_reasserted(uid, local, change).await;
+        }
+    }
+    Ok(users.len())
+}
+
 /// Removes `node`'s members (`vhost NUL exchange NUL node`) from the Bus's
 /// wildcard set, each with a `-` notice on the control channel so
 /// publishers drop it from their copy (bus/redis.rs).

@@ -60,7 +60,8 @@ const MAX_RESOURCE_BYTES: usize = 1023;
 const CONVERGE_TRIES: usize = 8;
 
 /// KEYS: 1 res hash; on standalone also 2 presence hash, 3 sessions:<node>, 4.. online sets.
-/// ARGV: 1 field or node prefix, 2 mode (set|del|node|get), 3 value JSON, 4 uid,
+/// ARGV: 1 field or node prefix, 2 mode (set|del|node|replace|get), 3 value JSON
+/// (replace: a JSON object field → value, this node's resources), 4 uid,
 /// 5 now ms, 6 max resources, 7 this node's field prefix ("<node>/").
 /// Returns {before rank, before status, after rank, after status, after node,
 /// version, mine, removed field, removed value, ...}.
@@ -96,15 +97,19 @@ if mode == 'set' then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 elseif mode == 'del' then
   redis.call('HDEL', KEYS[1], ARGV[1])
-elseif mode == 'node' then
+elseif mode == 'node' or mode == 'replace' then
+  local keep = {}
+  if mode == 'replace' then keep = cjson.decode(ARGV[3]) end
   for i = 1, #all, 2 do
     local f = all[i]
-    if string.sub(f, 1, #ARGV[1]) == ARGV[1] and string.match(string.sub(f, #ARGV[1] + 1), '^%d+$') then
+    if string.sub(f, 1, #ARGV[1]) == ARGV[1] and string.match(string.sub(f, #ARGV[1] + 1), '^%d+$')
+        and keep[f] == nil then
       redis.call('HDEL', KEYS[1], f)
       removed[#removed + 1] = f
       removed[#removed + 1] = all[i + 1]
     end
   end
+  for f, v in pairs(keep) do redis.call('HSET', KEYS[1], f, v) end
 end
 local ar, as, an, mine = br, bs, '', 0
 if mode ~= 'get' then all = redis.call('HGETALL', KEYS[1]) end
@@ -484,6 +489,37 @@ impl SharedPresence for RedisSharedPresence {
         Box::pin(async move {
             let out = self.run_update(uid, "node", &format!("{node}/"), "", projects, node).await?;
             Ok((out.removed, out.change))
+        })
+    }
+
+    fn replace_mine<'a>(
+        &'a self,
+        uid: &'a str,
+        resources: &'a [SharedResource],
+        projects: &'a [String],
+    ) -> BoxFuture<'a, Result<SharedChange, PresenceError>> {
+        Box::pin(async move {
+            let mut keep = serde_json::Map::new();
+            for r in
+                resources.iter().filter(|r| r.availability != Availability::Offline).take(self.limits.max_resources)
+            {
+                let v = Stored {
+                    r: cut(&r.resource, MAX_RESOURCE_BYTES).to_owned(),
+                    a: rank(r.availability),
+                    s: cut(&r.status, self.limits.max_status_bytes).to_owned(),
+                    p: r.priority,
+                };
+                let v = serde_json::to_string(&v).expect("serializes");
+                keep.insert(format!("{}/{}", self.node, r.session), serde_json::Value::String(v));
+            }
+            if self.conn.sharded() && !keep.is_empty() {
+                self.run::<()>(redis::cmd("SADD").arg(self.sessions_key(&self.node)).arg(uid)).await?;
+            }
+            // An empty Lua table decodes from `{}` as well: nothing kept.
+            let keep = serde_json::Value::Object(keep).to_string();
+            let node = format!("{}/", self.node);
+            let out = self.run_update(uid, "replace", &node, &keep, projects, &self.node).await?;
+            Ok(out.change)
         })
     }
 

@@ -202,6 +202,25 @@ pub async fn reaped(host: &impl Host, uid: &str, removed: Vec<SharedResource>, c
     }
 }
 
+/// Redis came back and this node's resources of `uid` were asserted again
+/// (`resources`, this node's current ones) and the aggregate moved: the
+/// change is announced as a fresh one (events here, every resource to the
+/// other nodes, which may have missed changes meanwhile). This node's own
+/// sessions were told at the time.
+pub async fn reasserted(host: &impl Host, uid: &str, resources: Vec<ResourceState>, change: SharedChange) {
+    let projects = host.directory().projects_of(uid).await.unwrap_or_default();
+    let mut change = changed(uid, change);
+    if let Some(change) = &change {
+        host.aggregate_changed(change);
+        for p in &projects {
+            host.publish_event(&p.id, uid, event_json(change, &p.id));
+        }
+    }
+    for state in resources {
+        host.tell_presence(&PresenceNotice { uid: uid.to_owned(), state }, change.take().as_ref());
+    }
+}
+
 /// A project's members changed from `before` to `after` (the directory
 /// already says `after`): the online sets follow, `removed` runs for each
 /// member who left (after their online entry went), and every affected

@@ -215,6 +215,14 @@ pub trait SharedPresence: Send + Sync + Debug + 'static {
         node: &'a str,
         projects: &'a [String],
     ) -> BoxFuture<'a, Result<(Vec<SharedResource>, SharedChange), PresenceError>>;
+    /// Makes this node's resources of `uid` exactly `resources` (after
+    /// Redis came back: what this node holds is asserted again).
+    fn replace_mine<'a>(
+        &'a self,
+        uid: &'a str,
+        resources: &'a [SharedResource],
+        projects: &'a [String],
+    ) -> BoxFuture<'a, Result<SharedChange, PresenceError>>;
     /// Forgets `users_on(node)` (after every user there was removed).
     fn forget_node<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<(), PresenceError>>;
     fn claim<'a>(
@@ -291,6 +299,19 @@ pub async fn shared_conformance(a: &dyn SharedPresence, b: &dyn SharedPresence, 
     assert!(store.online("p2").await.unwrap().is_empty());
     a.forget_node(a.node()).await.unwrap();
     assert!(a.users_on(a.node()).await.unwrap().is_empty());
+
+    // Re-asserting a node's resources (Redis came back): exactly these, others' untouched.
+    a.update("dan", 1, Some(&res(a, 1, "old", Availability::Online, "", 0)), &projects).await.unwrap();
+    b.update("dan", 2, Some(&res(b, 2, "b", Availability::Xa, "", 0)), &projects).await.unwrap();
+    let c = a.replace_mine("dan", &[res(a, 3, "new", Availability::Away, "", 0)], &projects).await.unwrap();
+    assert_eq!((c.before.0, c.after.0), (Availability::Online, Availability::Away));
+    let mut names: Vec<String> = a.resources("dan").await.unwrap().into_iter().map(|r| r.resource).collect();
+    names.sort();
+    assert_eq!(names, ["b", "new"]);
+    let c = a.replace_mine("dan", &[], &projects).await.unwrap();
+    assert_eq!(c.after.0, Availability::Xa);
+    b.update("dan", 2, None, &projects).await.unwrap();
+    assert!(store.online("p1").await.unwrap().is_empty());
 
     // Full JIDs.
     assert_eq!(a.claim("carol", "phone", 3).await.unwrap(), None);
