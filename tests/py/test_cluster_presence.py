@@ -239,6 +239,7 @@ def test_killed_node_users_go_unavailable_for_contacts_within_ttl_and_interval()
                 assert redis.cli("EXISTS", f"{prefix}presence:alice") == "0"
                 assert redis.cli("HEXISTS", f"{prefix}nodes", "n2") == "0", "registry entry removed"
                 assert redis.cli("EXISTS", f"{prefix}sessions:n2") == "0"
+                assert redis.cli("EXISTS", f"{prefix}jid:alice/pa") == "0", "the dead session's full JID is free"
                 wild = _resp(redis.port, b"SMEMBERS", f"{prefix}bus:wild".encode())
                 assert b"\x00n2" not in wild and b"\x00n1" in wild, wild
             finally:
@@ -310,6 +311,42 @@ def test_presence_asserted_again_after_redis_restarts_empty():
         b.conn.disconnect()
         wait_until(lambda: _smembers(redis, f"{prefix}online:p1") == {"alice"}, what="bob's logout after the restart")
         a.conn.disconnect()
+    finally:
+        for n in nodes:
+            n.stop()
+        redis.stop()
+
+
+def test_presence_events_once_per_change_from_the_node_where_the_aggregate_changed():
+    """`/exchange/presence/<project>.<uid>` events: one per change of the aggregate,
+    whichever node the sessions are on, heard on every node (the Bus carries them:
+    needs s17-route)."""
+    import json
+    import queue
+
+    redis = RedisServer(64237)
+    prefix = uid("c") + ":"
+    nodes = []
+    try:
+        nodes = _nodes(redis, prefix, ["n1", "n2", "n3"])
+        watchers = [Client(n, login="bob", passcode="secret") for n in nodes]
+        for w in watchers:
+            w.subscribe("/exchange/presence/p1.alice")
+        a1 = Client(nodes[0], login="alice", passcode="secret")
+        a2 = Client(nodes[1], login="alice", passcode="secret")  # aggregate unchanged: no event
+        a1.conn.disconnect()  # still online on n2: no event
+        a2.conn.disconnect()  # offline: one event
+        time.sleep(1.0)
+        for i, w in enumerate(watchers):
+            got = []
+            while True:
+                try:
+                    got.append(json.loads(w.rec.messages.get(timeout=0.2).body)["state"])
+                except queue.Empty:
+                    break
+            assert got == ["online", "offline"], f"watcher on n{i + 1}: {got}"
+        for w in watchers:
+            w.conn.disconnect()
     finally:
         for n in nodes:
             n.stop()

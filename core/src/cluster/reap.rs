@@ -116,6 +116,10 @@ pub async fn leftovers(engine: &Engine, node: &str, forget: bool) -> Result<usiz
             }
         };
         let (removed, change) = shared.remove_node(uid, node, &projects).await.map_err(unavailable)?;
+        for r in &removed {
+            // Its full JIDs are free again (only if they still name that session).
+            shared.release_of(uid, &r.resource, node, r.session).await.map_err(unavailable)?;
+        }
         if !removed.is_empty() {
             engine.presence_reaped(uid, removed, change).await;
         }

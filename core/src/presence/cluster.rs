@@ -544,15 +544,16 @@ impl SharedPresence for RedisSharedPresence {
         })
     }
 
-    fn release<'a>(
+    fn release_of<'a>(
         &'a self,
         uid: &'a str,
         resource: &'a str,
+        node: &'a str,
         session: u64,
     ) -> BoxFuture<'a, Result<(), PresenceError>> {
         Box::pin(async move {
             let keys = [self.jid_key(uid, resource)];
-            self.script(&self.release, &keys, &[format!("{}/{session}", self.node)]).await.map(drop)
+            self.script(&self.release, &keys, &[format!("{node}/{session}")]).await.map(drop)
         })
     }
 }

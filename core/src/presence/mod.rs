@@ -231,8 +231,22 @@ pub trait SharedPresence: Send + Sync + Debug + 'static {
         resource: &'a str,
         session: u64,
     ) -> BoxFuture<'a, Result<Option<(String, u64)>, PresenceError>>;
-    fn release<'a>(&'a self, uid: &'a str, resource: &'a str, session: u64)
-        -> BoxFuture<'a, Result<(), PresenceError>>;
+    fn release<'a>(
+        &'a self,
+        uid: &'a str,
+        resource: &'a str,
+        session: u64,
+    ) -> BoxFuture<'a, Result<(), PresenceError>> {
+        self.release_of(uid, resource, self.node(), session)
+    }
+    /// [`release`](Self::release) for a session of `node` (a dead node's, when reaped).
+    fn release_of<'a>(
+        &'a self,
+        uid: &'a str,
+        resource: &'a str,
+        node: &'a str,
+        session: u64,
+    ) -> BoxFuture<'a, Result<(), PresenceError>>;
 }
 
 /// The conformance suite of [`SharedPresence`]: `a` and `b` are two nodes
@@ -324,4 +338,7 @@ pub async fn shared_conformance(a: &dyn SharedPresence, b: &dyn SharedPresence, 
     );
     a.release("carol", "phone", 5).await.unwrap();
     assert_eq!(b.claim("carol", "phone", 6).await.unwrap(), None, "released by its holder");
+    a.release_of("carol", "phone", b.node(), 6).await.unwrap();
+    assert_eq!(a.claim("carol", "phone", 7).await.unwrap(), None, "released for a (dead) node");
+    a.release("carol", "phone", 7).await.unwrap();
 }
