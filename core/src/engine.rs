@@ -546,7 +546,7 @@ impl Engine {
     /// it on another node (it gets `conflict`), as on one node
     /// ([`Engine::replace_resource`]).
     async fn claim_resource(&self, s: &SessionHandle) {
-        let (Some(shared), Some(resource)) = (self.shared_presence.get(), s.resource.get()) else {
+        let (Some(shared), Some(resource)) = (self.shared_up(), s.resource.get()) else {
             return;
         };
         match shared.claim(&s.uid, resource, s.id).await {
@@ -592,7 +592,7 @@ impl Engine {
             });
         }
         self.remove_session_presence(s, &s.presence_resource()).await;
-        if let (Some(shared), Some(resource)) = (self.shared_presence.get(), s.resource.get()) {
+        if let (Some(shared), Some(resource)) = (self.shared_up(), s.resource.get()) {
             if let Err(e) = shared.release(&s.uid, resource, s.id).await {
                 tracing::debug!(uid = %s.uid, "full JID not released in the cluster: {e}");
             }
@@ -722,7 +722,7 @@ impl Engine {
     /// shared presence). Asked only when no session here does. With Redis
     /// unreachable: no (the message is kept, not lost).
     async fn takes_it_elsewhere(&self, uid: &str, resource: Option<&str>) -> bool {
-        let Some(shared) = self.shared_presence.get() else {
+        let Some(shared) = self.shared_up() else {
             return false;
         };
         if self.takes_it_live(uid, resource) {
@@ -858,7 +858,7 @@ impl Engine {
     /// (shared presence; sessions of other nodes have session id 0), else
     /// this node's. With Redis unreachable, this node's.
     pub async fn user_resources(&self, uid: &str) -> Vec<crate::session::ResourceState> {
-        if let Some(shared) = self.shared_presence.get() {
+        if let Some(shared) = self.shared_up() {
             match shared.resources(uid).await {
                 Ok(rs) => {
                     return rs
@@ -922,6 +922,13 @@ impl Engine {
         change: crate::presence::SharedChange,
     ) {
         fanout::reasserted(self, uid, resources, change).await
+    }
+
+    /// The shared presence while the cluster's Redis is reachable: with it
+    /// out of reach, sessions are not held up by command timeouts (this
+    /// node's view is used and asserted again later).
+    fn shared_up(&self) -> Option<&Arc<dyn SharedPresence>> {
+        self.shared_presence.get().filter(|_| self.bus().is_none_or(|b| b.is_connected()))
     }
 
     /// The shared presence, in a cluster.
@@ -1302,6 +1309,10 @@ impl fanout::Host for Engine {
 
     fn shared(&self) -> Option<Arc<dyn SharedPresence>> {
         self.shared_presence.get().cloned()
+    }
+
+    fn cluster_up(&self) -> bool {
+        self.bus().is_none_or(|b| b.is_connected())
     }
 
     fn tell_presence(&self, notice: &crate::session::PresenceNotice, change: Option<&AggregateChange>) {

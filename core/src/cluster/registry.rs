@@ -133,7 +133,8 @@ pub(super) async fn start(engine: &Engine) -> Result<(), EngineError> {
             if beaten.is_ok() {
                 super::reap::tick(&engine, &reaping);
             }
-            if matches!(beaten, Ok(false)) || (failing && beaten.is_ok()) {
+            let stale = beaten.is_ok() && engine.shared_presence().is_some_and(|s| s.take_stale());
+            if matches!(beaten, Ok(false)) || (failing && beaten.is_ok()) || stale {
                 tracing::info!(
                     "cluster: Redis lost this node's beat or was out of reach; asserting this node's presence again"
                 );

@@ -30,6 +30,8 @@
 //! leftovers are reaped.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
@@ -182,6 +184,7 @@ pub struct RedisSharedPresence {
     limits: SharedLimits,
     update: Script,
     release: Script,
+    stale: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for RedisSharedPresence {
@@ -290,6 +293,7 @@ impl RedisSharedPresence {
             limits,
             update: Script::new(UPDATE),
             release: Script::new(RELEASE),
+            stale: Arc::default(),
         }
     }
 
@@ -418,6 +422,14 @@ impl RedisSharedPresence {
 impl SharedPresence for RedisSharedPresence {
     fn node(&self) -> &str {
         &self.node
+    }
+
+    fn mark_stale(&self) {
+        self.stale.store(true, Ordering::SeqCst);
+    }
+
+    fn take_stale(&self) -> bool {
+        self.stale.swap(false, Ordering::SeqCst)
     }
 
     fn update<'a>(

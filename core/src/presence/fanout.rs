@@ -38,6 +38,10 @@ pub trait Host: Sync {
     /// Tells every other node of a resource's change (and of the
     /// aggregate's, when this node saw it change). Nothing on one node.
     fn tell_presence(&self, _notice: &PresenceNotice, _change: Option<&AggregateChange>) {}
+    /// Whether the cluster's Redis is reachable now (always on one node).
+    fn cluster_up(&self) -> bool {
+        true
+    }
 }
 
 /// Sets one session's presence, then tells everyone who should know. A
@@ -91,6 +95,12 @@ async fn announce(host: &impl Host, uid: &str, state: ResourceState, aggregate_c
         }
     };
     let change = match host.shared() {
+        // Redis out of reach: not waited for (a login would take the
+        // command timeout); asserted again once it is back (cluster/reap.rs).
+        Some(shared) if !host.cluster_up() => {
+            shared.mark_stale();
+            None
+        }
         // In a cluster the aggregate is over every node's resources: Redis
         // says whether it changed (and wrote the store), exactly once.
         Some(shared) => {
@@ -106,7 +116,8 @@ async fn announce(host: &impl Host, uid: &str, state: ResourceState, aggregate_c
             match shared.update(uid, state.session, Some(&resource), &ids).await {
                 Ok(c) => changed(uid, c),
                 Err(e) => {
-                    tracing::warn!(uid, error = %e, "cluster presence not updated; other nodes keep the old state");
+                    tracing::warn!(uid, error = %e, "cluster presence not updated; asserted again once Redis answers");
+                    shared.mark_stale();
                     None
                 }
             }

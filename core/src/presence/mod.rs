@@ -200,6 +200,11 @@ impl SharedChange {
 pub trait SharedPresence: Send + Sync + Debug + 'static {
     /// This node's name (the resources `update` writes are this node's).
     fn node(&self) -> &str;
+    /// Notes that a change of this node's was not written (Redis out of
+    /// reach): what the node holds is to be asserted again.
+    fn mark_stale(&self);
+    /// Whether a change was missed since the last call (and clears it).
+    fn take_stale(&self) -> bool;
     fn update<'a>(
         &'a self,
         uid: &'a str,
