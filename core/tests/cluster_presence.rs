@@ -266,11 +266,47 @@ async fn concurrent_on(t: Target) {
     }
 }
 
+/// Logins and logouts per second through the update script (printed, for
+/// docs/cluster.md; `--nocapture`): 16 users at a time, each a login
+/// (set) and a logout (del) with two projects.
+async fn rate_on(t: Target) {
+    let what = if matches!(t, Target::Cluster(_)) { "Redis Cluster" } else { "standalone" };
+    let nd = Arc::new(node(&t, "n1", "rate:").await);
+    let n = 4_000u64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..16u64 {
+        let nd = nd.clone();
+        tasks.push(tokio::spawn(async move {
+            let ps = ["p1".to_owned(), "p2".to_owned()];
+            for i in (w..n).step_by(16) {
+                let uid = format!("user{i}");
+                let r = SharedResource {
+                    node: "n1".into(),
+                    session: i,
+                    resource: "phone".into(),
+                    availability: Availability::Online,
+                    status: String::new(),
+                    priority: 0,
+                };
+                nd.1.update(&uid, i, Some(&r), &ps).await.unwrap();
+                nd.1.update(&uid, i, None, &ps).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("presence updates on {what}: {} in {secs:.2}s = {:.0}/s (debug build)", 2 * n, 2.0 * n as f64 / secs);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_presence_on_standalone_redis() {
     let redis = Redis::start(64201, &[]);
     conformance_on(Target::Standalone(redis.url())).await;
     concurrent_on(Target::Standalone(redis.url())).await;
+    rate_on(Target::Standalone(redis.url())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,4 +314,5 @@ async fn shared_presence_on_redis_cluster() {
     let cluster = Cluster::start([64211, 64212, 64213]);
     conformance_on(Target::Cluster(cluster.seeds())).await;
     concurrent_on(Target::Cluster(cluster.seeds())).await;
+    rate_on(Target::Cluster(cluster.seeds())).await;
 }
