@@ -141,6 +141,11 @@ pub struct ClusterConfig {
     pub forward_timeout_ms: u64,
     /// Largest whole answer (BOSH) relayed from another node.
     pub forward_max_answer_bytes: usize,
+    /// Resources (sessions with presence) of one user on all nodes together
+    /// in the shared presence; a new one beyond it is not shared.
+    pub max_resources: usize,
+    /// Bytes of a presence status text shared with the other nodes (longer is cut).
+    pub max_status_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -157,6 +162,8 @@ impl Default for ClusterConfig {
             forward_max_concurrent: 10_000,
             forward_timeout_ms: 5_000,
             forward_max_answer_bytes: 16 * 1024 * 1024,
+            max_resources: 64,
+            max_status_bytes: 1024,
         }
     }
 }
@@ -190,6 +197,12 @@ impl ClusterConfig {
         }
         if self.forward_max_answer_bytes < 65_536 {
             return Err(invalid("cluster.forward_max_answer_bytes", "at least 65536"));
+        }
+        if !(1..=10_000).contains(&self.max_resources) {
+            return Err(invalid("cluster.max_resources", "between 1 and 10000"));
+        }
+        if !(16..=65_536).contains(&self.max_status_bytes) {
+            return Err(invalid("cluster.max_status_bytes", "between 16 and 65536"));
         }
         Ok(())
     }

@@ -28,7 +28,9 @@ use crate::hub::Hub;
 use crate::message::Message;
 use crate::presence::fanout;
 use crate::presence::service::{AggregateChange, PresenceService};
-use crate::presence::{Availability, MemoryPresence, PresenceError, PresenceStore, UserPresence};
+use crate::presence::{
+    Availability, MemoryPresence, PresenceError, PresenceStore, SharedPresence, SharedResource, UserPresence,
+};
 use crate::router::{
     AckMode, ConsumerId, Destination, DestinationError, Queue, QueueOptions, RouteError, Router, Vhost,
 };
@@ -266,6 +268,9 @@ pub struct Shared {
     /// for the node registry, cluster presence and work queues.
     #[cfg(feature = "redis")]
     redis: std::sync::OnceLock<(crate::bus::redis::RedisConn, Duration)>,
+    /// Presence shared with the other nodes (the cluster's Redis), set
+    /// once by `cluster::join`; unset on a single node.
+    shared_presence: std::sync::OnceLock<Arc<dyn SharedPresence>>,
     gate_hasher: std::collections::hash_map::RandomState,
 }
 
@@ -441,6 +446,7 @@ impl Engine {
                 offline_gates: (0..OFFLINE_GATES).map(|_| parking_lot::Mutex::new(())).collect(),
                 bus: std::sync::OnceLock::new(),
                 bus_local_only: Default::default(),
+                shared_presence: std::sync::OnceLock::new(),
                 #[cfg(feature = "redis")]
                 redis: std::sync::OnceLock::new(),
                 gate_hasher: Default::default(),
@@ -537,6 +543,43 @@ impl Engine {
         if !s.capabilities.contains(Capabilities::OWN_PRESENCE) {
             self.set_session_presence(s, &s.presence_resource(), Availability::Online, "", 0).await;
         }
+        self.claim_resource(s).await;
+    }
+
+    /// In a cluster, a full JID bound here replaces the session that held
+    /// it on another node (it gets `conflict`), as on one node
+    /// ([`Engine::replace_resource`]).
+    async fn claim_resource(&self, s: &SessionHandle) {
+        let (Some(shared), Some(resource)) = (self.shared_up(), s.resource.get()) else {
+            return;
+        };
+        match shared.claim(&s.uid, resource, s.id).await {
+            Ok(Some((node, session))) if node != self.node() => {
+                let c = crate::bus::control::Control::Conflict {
+                    uid: s.uid.to_string(),
+                    resource: resource.clone(),
+                    session,
+                };
+                if let Err(e) = self.tell(Some(&node), &c) {
+                    tracing::warn!(uid = %s.uid, node, "full JID conflict not sent: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(uid = %s.uid, "full JID not claimed in the cluster: {e}"),
+        }
+    }
+
+    /// Another node bound `uid/resource`: its session `session` here, if it
+    /// still holds that JID, is replaced.
+    pub fn replaced_elsewhere(&self, uid: &str, resource: &str, session: crate::session::SessionId) -> bool {
+        let Some(s) = self.hub.user_sessions(uid).into_iter().find(|s| s.id == session) else {
+            return false;
+        };
+        if s.resource.get().map(String::as_str) != Some(resource) {
+            return false;
+        }
+        s.close(CloseReason::new(CloseCode::Replaced, "replaced by a new session with the same resource"));
+        true
     }
 
     /// A session ended: out of the hub, and its presence is gone (announced
@@ -553,6 +596,11 @@ impl Engine {
             });
         }
         self.remove_session_presence(s, &s.presence_resource()).await;
+        if let (Some(shared), Some(resource)) = (self.shared_up(), s.resource.get()) {
+            if let Err(e) = shared.release(&s.uid, resource, s.id).await {
+                tracing::debug!(uid = %s.uid, "full JID not released in the cluster: {e}");
+            }
+        }
     }
 
     /// The door every publish goes through: STOMP SEND, XMPP message, the
@@ -657,7 +705,9 @@ impl Engine {
     /// has no XMPP resource: the message waits for their XMPP client too).
     /// Over the user's cap nothing is kept nor routed. Without a parcel, with
     /// `[xmpp.offline] enabled = false` or on another exchange: [`Engine::route`].
-    pub fn route_to_user(&self, publish: Publish<'_>, parcel: Option<Parcel>) -> Result<ToUser, ToUserError> {
+    /// In a cluster, "available" is on any node (the shared presence in
+    /// Redis): the message is routed live and the Bus carries it there.
+    pub async fn route_to_user(&self, publish: Publish<'_>, parcel: Option<Parcel>) -> Result<ToUser, ToUserError> {
         let Publish { vhost, mut message, origin } = publish;
         let parcel =
             parcel.filter(|_| self.config.xmpp.offline.enabled && message.exchange == self.config.exchanges.feed);
@@ -668,9 +718,10 @@ impl Engine {
             // Refused before anything is kept: the sender may retry.
             self.router.alarm.check()?;
         }
+        let elsewhere = self.takes_it_elsewhere(&message.routing_key, parcel.resource.as_deref()).await;
         let durable = {
             let _gate = self.offline_gate(&message.routing_key).lock();
-            if self.takes_it_live(&message.routing_key, parcel.resource.as_deref()) {
+            if elsewhere || self.takes_it_live(&message.routing_key, parcel.resource.as_deref()) {
                 None
             } else {
                 Some(self.offline.push(&message.routing_key, now_ms(), &parcel.from, parcel.stanza)?)
@@ -735,6 +786,28 @@ impl Engine {
             return true;
         }
         self.presence.resources(uid).iter().any(|r| r.priority >= 0 && own.iter().any(|s| s.id == r.session))
+    }
+
+    /// Whether a resource of `uid` on another node of the cluster takes a
+    /// message live (the same rule as [`Engine::takes_it_live`], on the
+    /// shared presence). Asked only when no session here does. With Redis
+    /// unreachable: no (the message is kept, not lost).
+    async fn takes_it_elsewhere(&self, uid: &str, resource: Option<&str>) -> bool {
+        let Some(shared) = self.shared_up() else {
+            return false;
+        };
+        if self.takes_it_live(uid, resource) {
+            return false;
+        }
+        match shared.resources(uid).await {
+            Ok(rs) => rs.iter().any(|r| {
+                r.node != self.node() && resource.map_or(r.priority >= 0, |want| r.resource == want || r.priority >= 0)
+            }),
+            Err(e) => {
+                tracing::warn!(uid, "cluster presence unreadable; message kept offline: {e}");
+                false
+            }
+        }
     }
 
     /// Publishes to a STOMP-style destination (`/exchange/feed/alice`,
@@ -850,6 +923,93 @@ impl Engine {
     /// `presence::fanout::remove`.
     pub async fn remove_session_presence(&self, session: &SessionHandle, resource: &str) {
         fanout::remove(self, session, resource).await
+    }
+
+    /// Every available resource of `uid`: on every node in a cluster
+    /// (shared presence; sessions of other nodes have session id 0), else
+    /// this node's. With Redis unreachable, this node's.
+    pub async fn user_resources(&self, uid: &str) -> Vec<crate::session::ResourceState> {
+        if let Some(shared) = self.shared_up() {
+            match shared.resources(uid).await {
+                Ok(rs) => {
+                    return rs
+                        .into_iter()
+                        .map(|r| crate::session::ResourceState {
+                            session: if r.node == self.node() { r.session } else { 0 },
+                            resource: r.resource,
+                            availability: r.availability,
+                            status: r.status,
+                            priority: r.priority,
+                        })
+                        .collect();
+                }
+                Err(e) => tracing::warn!(uid, "cluster presence unreadable; this node's resources only: {e}"),
+            }
+        }
+        self.presence.resources(uid)
+    }
+
+    /// A resource of `uid` on another node changed (a `Control::Presence`):
+    /// this node's sessions that should know hear of it (`presence::fanout`).
+    pub async fn presence_elsewhere(
+        &self,
+        uid: &str,
+        resource: &str,
+        state: Availability,
+        status: &str,
+        priority: i8,
+        aggregate: Option<(Availability, String)>,
+    ) {
+        let state = crate::session::ResourceState {
+            session: 0,
+            resource: resource.to_owned(),
+            availability: state,
+            status: status.to_owned(),
+            priority,
+        };
+        let notice = crate::session::PresenceNotice { uid: uid.to_owned(), state };
+        let change =
+            aggregate.map(|(availability, status)| AggregateChange { uid: uid.to_owned(), availability, status });
+        fanout::elsewhere(self, notice, change).await
+    }
+
+    /// A dead node's (or this node's previous run's) resources of `uid`
+    /// are gone from the shared presence: announced here and everywhere.
+    pub async fn presence_reaped(
+        &self,
+        uid: &str,
+        removed: Vec<SharedResource>,
+        change: crate::presence::SharedChange,
+    ) {
+        fanout::reaped(self, uid, removed, change).await
+    }
+
+    /// Redis came back: this node's resources of `uid` were asserted again
+    /// and the aggregate moved (`presence::fanout::reasserted`).
+    pub async fn presence_reasserted(
+        &self,
+        uid: &str,
+        resources: Vec<crate::session::ResourceState>,
+        change: crate::presence::SharedChange,
+    ) {
+        fanout::reasserted(self, uid, resources, change).await
+    }
+
+    /// The shared presence while the cluster's Redis is reachable: with it
+    /// out of reach, sessions are not held up by command timeouts (this
+    /// node's view is used and asserted again later).
+    fn shared_up(&self) -> Option<&Arc<dyn SharedPresence>> {
+        self.shared_presence.get().filter(|_| self.bus().is_none_or(|b| b.is_connected()))
+    }
+
+    /// The shared presence, in a cluster.
+    pub fn shared_presence(&self) -> Option<&Arc<dyn SharedPresence>> {
+        self.shared_presence.get()
+    }
+
+    /// Set once by `cluster::join`.
+    pub(crate) fn set_shared_presence(&self, shared: Arc<dyn SharedPresence>) {
+        let _ = self.shared_presence.set(shared);
     }
 
     /// Members of the user's projects (not the user), each with the names of
@@ -1220,6 +1380,34 @@ impl fanout::Host for Engine {
             state: change.availability.as_str(),
             status: change.status.clone(),
         });
+    }
+
+    fn shared(&self) -> Option<Arc<dyn SharedPresence>> {
+        self.shared_presence.get().cloned()
+    }
+
+    fn cluster_up(&self) -> bool {
+        self.bus().is_none_or(|b| b.is_connected())
+    }
+
+    fn tell_presence(&self, notice: &crate::session::PresenceNotice, change: Option<&AggregateChange>) {
+        if self.bus().is_none() {
+            return;
+        }
+        let c = crate::bus::control::Control::Presence {
+            uid: notice.uid.clone(),
+            resource: notice.state.resource.clone(),
+            state: notice.state.availability.as_str().to_owned(),
+            status: notice.state.status.clone(),
+            priority: notice.state.priority,
+            aggregate: change.map(|c| crate::bus::control::AggregateState {
+                state: c.availability.as_str().to_owned(),
+                status: c.status.clone(),
+            }),
+        };
+        if let Err(e) = self.tell(None, &c) {
+            tracing::warn!(uid = notice.uid, "presence not told to the other nodes: {e}");
+        }
     }
 
     fn publish_event(&self, project: &str, uid: &str, body: String) {

@@ -31,6 +31,36 @@ pub enum Control {
     /// Close every session of `uid` on the receiving node (admin API / Node `kick`).
     #[serde(rename_all = "camelCase")]
     Kick { uid: String, reason: String },
+    /// One resource of `uid` on the sending node changed (`state` is an
+    /// availability, `offline` when it went away); `aggregate` is the
+    /// user's new aggregate when this change changed it (the sender saw it
+    /// change in Redis, exactly once in the cluster). Receivers tell their
+    /// local sessions of the user and of their contacts.
+    #[serde(rename_all = "camelCase")]
+    Presence {
+        uid: String,
+        resource: String,
+        state: String,
+        #[serde(default)]
+        status: String,
+        #[serde(default)]
+        priority: i8,
+        #[serde(default)]
+        aggregate: Option<AggregateState>,
+    },
+    /// The full JID `uid/resource` was bound on the sending node: the
+    /// receiver's session `session`, if it still holds it, is replaced
+    /// (`conflict`).
+    #[serde(rename_all = "camelCase")]
+    Conflict { uid: String, resource: String, session: u64 },
+}
+
+/// A user's aggregate presence in a [`Control::Presence`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AggregateState {
+    pub state: String,
+    #[serde(default)]
+    pub status: String,
 }
 
 /// The interest of control envelopes addressed to `node`.
@@ -82,6 +112,17 @@ mod tests {
         assert_eq!(parse(&env).unwrap(), c);
         assert_eq!(envelope(None, &c).routing_key, EVERY_NODE);
         assert_eq!(to_node("n2"), Interest::exact("", CONTROL_EXCHANGE, "n2"));
+        let p = Control::Presence {
+            uid: "alice".into(),
+            resource: "phone".into(),
+            state: "away".into(),
+            status: "lunch".into(),
+            priority: -1,
+            aggregate: Some(AggregateState { state: "online".into(), status: String::new() }),
+        };
+        assert_eq!(parse(&envelope(None, &p)).unwrap(), p);
+        let c = Control::Conflict { uid: "alice".into(), resource: "phone".into(), session: 7 };
+        assert_eq!(parse(&envelope(Some("n1"), &c)).unwrap(), c);
     }
 
     #[test]

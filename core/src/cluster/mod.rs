@@ -9,6 +9,7 @@
 //! ([`Engine::tell`]); this module is where they arrive.
 
 pub mod forward;
+pub mod reap;
 pub mod registry;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +39,25 @@ pub async fn join(engine: &Engine) -> Result<(), EngineError> {
     bus.subscribe(&control::to_every_node()).await.map_err(bus_error)?;
     let bus: Arc<dyn Bus> = Arc::new(bus);
     engine.set_bus(bus.clone())?;
+    let shared = Arc::new(crate::presence::cluster::RedisSharedPresence::new(
+        engine.cluster_redis().expect("set above").0.clone(),
+        engine.cluster_redis().expect("set above").1,
+        &cfg.prefix,
+        &node,
+        crate::presence::cluster::SharedLimits {
+            max_resources: cfg.max_resources,
+            max_status_bytes: cfg.max_status_bytes,
+        },
+    ));
+    // In a cluster presence lives in the cluster's Redis, whatever `[presence]` says.
+    engine.set_presence_store(shared.clone());
+    engine.set_shared_presence(shared);
+    // A node restarting under the same name: what its previous run left
+    // (resources, wildcard members) goes before it takes sessions.
+    let lock = reap::hold_own(engine).await.map_err(|e| EngineError::Cluster(format!("own leftovers: {e}")))?;
+    reap::leftovers(engine, &node, false).await.map_err(|e| EngineError::Cluster(format!("own leftovers: {e}")))?;
     registry::start(engine).await?;
+    reap::release(engine, &node, &lock).await;
     forward::start(engine).await?;
     engine.tasks.spawn(receive(engine.clone(), rx));
     // Bindings made before the join (durable queues restored at start,
@@ -135,6 +154,30 @@ async fn on_control(engine: &Engine, from: &str, c: Control) {
         Control::Kick { uid, reason } => {
             let n = engine.kick_local(&uid, &reason);
             tracing::debug!(from, uid, sessions = n, "kicked on request of another node");
+        }
+        Control::Presence { uid, resource, state, status, priority, aggregate } => {
+            let max_status = engine.config.cluster.as_ref().map_or(1024, |c| c.max_status_bytes);
+            let parse = |state: &str, status: &str| {
+                Some((crate::presence::Availability::parse(state)?, status.len() <= max_status))
+            };
+            let Some((availability, true)) = parse(&state, &status) else {
+                return rejected(from, &"presence with an unknown state or an oversized status");
+            };
+            let aggregate = match aggregate {
+                None => None,
+                Some(a) => match parse(&a.state, &a.status) {
+                    Some((av, true)) => Some((av, a.status)),
+                    _ => return rejected(from, &"presence with an unknown aggregate"),
+                },
+            };
+            if uid.is_empty() || uid.len() > 1024 || resource.len() > 1023 {
+                return rejected(from, &"presence with an oversized uid or resource");
+            }
+            engine.presence_elsewhere(&uid, &resource, availability, &status, priority, aggregate).await;
+        }
+        Control::Conflict { uid, resource, session } => {
+            let replaced = engine.replaced_elsewhere(&uid, &resource, session);
+            tracing::debug!(from, uid, resource, replaced, "full JID bound on another node");
         }
     }
 }

@@ -68,6 +68,14 @@ fn redis(engine: &Engine) -> Result<&(crate::bus::redis::RedisConn, Duration), B
 
 /// Writes this node's beat: its entry in `<prefix>nodes` and its `alive:` key.
 pub async fn beat(engine: &Engine, started_ms: u64) -> Result<(), BusError> {
+    beat_found(engine, started_ms).await.map(drop)
+}
+
+/// [`beat`], saying whether the previous beat was still there: `false`
+/// when Redis lost it (restarted without persistence) or it expired (this
+/// node was silent for a TTL and may have been reaped), so what this node
+/// holds must be asserted again.
+async fn beat_found(engine: &Engine, started_ms: u64) -> Result<bool, BusError> {
     let (conn, timeout) = redis(engine)?;
     let cfg = engine.config.cluster.as_ref().expect("in a cluster");
     let now = now_ms();
@@ -85,8 +93,8 @@ pub async fn beat(engine: &Engine, started_ms: u64) -> Result<(), BusError> {
     hset.arg(nodes_key(engine)).arg(engine.node()).arg(json);
     conn.query::<()>(&hset, *timeout).await?;
     let mut set = redis::cmd("SET");
-    set.arg(alive_key(engine, engine.node())).arg(now).arg("PX").arg(cfg.ttl_ms);
-    conn.query::<()>(&set, *timeout).await
+    set.arg(alive_key(engine, engine.node())).arg(now).arg("PX").arg(cfg.ttl_ms).arg("GET");
+    conn.query::<Option<String>>(&set, *timeout).await.map(|previous| previous.is_some())
 }
 
 /// The listener `name` as other nodes reach it: at the host of `[cluster]
@@ -137,17 +145,35 @@ pub(super) async fn start(engine: &Engine) -> Result<(), EngineError> {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let reaping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             tokio::select! {
                 _ = engine.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match beat(&engine, started_ms).await {
-                Ok(()) if failing => {
+            let beaten = beat_found(&engine, started_ms).await;
+            if beaten.is_ok() {
+                super::reap::tick(&engine, &reaping);
+            }
+            let stale = beaten.is_ok() && engine.shared_presence().is_some_and(|s| s.take_stale());
+            if matches!(beaten, Ok(false)) || (failing && beaten.is_ok()) || stale {
+                tracing::info!(
+                    "cluster: Redis lost this node's beat or was out of reach; asserting this node's presence again"
+                );
+                let again = engine.clone();
+                engine.tasks.spawn(async move {
+                    match super::reap::reassert(&again).await {
+                        Ok(users) => tracing::info!(users, "cluster: presence asserted again"),
+                        Err(e) => tracing::warn!("cluster: presence not asserted again: {e}"),
+                    }
+                });
+            }
+            match beaten {
+                Ok(_) if failing => {
                     failing = false;
                     tracing::info!("cluster: heartbeat written again");
                 }
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(e) if !failing => {
                     failing = true;
                     tracing::warn!("cluster: heartbeat failed, other nodes may declare this node dead: {e}");

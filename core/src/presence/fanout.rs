@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use super::service::{event_json, AggregateChange, PresenceService};
-use super::{Availability, PresenceStore};
+use super::{Availability, PresenceStore, SharedChange, SharedPresence, SharedResource};
 use crate::directory::Directory;
 use crate::hub::Hub;
 use crate::session::{Capabilities, Outbound, PresenceNotice, ResourceState, SessionHandle};
@@ -31,6 +31,17 @@ pub trait Host: Sync {
     /// Publishes a presence event on the `presence` exchange, key
     /// `<project>.<uid>`, with `body` ([`event_json`]).
     fn publish_event(&self, project: &str, uid: &str, body: String);
+    /// Presence shared with the other nodes of a cluster; `None` on one node.
+    fn shared(&self) -> Option<Arc<dyn SharedPresence>> {
+        None
+    }
+    /// Tells every other node of a resource's change (and of the
+    /// aggregate's, when this node saw it change). Nothing on one node.
+    fn tell_presence(&self, _notice: &PresenceNotice, _change: Option<&AggregateChange>) {}
+    /// Whether the cluster's Redis is reachable now (always on one node).
+    fn cluster_up(&self) -> bool {
+        true
+    }
 }
 
 /// Sets one session's presence, then tells everyone who should know. A
@@ -83,25 +94,72 @@ async fn announce(host: &impl Host, uid: &str, state: ResourceState, aggregate_c
             Vec::new()
         }
     };
-    if aggregate_changed {
-        let store = host.store();
-        let change = host.presence().sync_store(store.as_ref(), uid).await;
-        host.aggregate_changed(&change);
-        for p in &projects {
-            let r = if change.availability == Availability::Offline {
-                store.remove_online(&p.id, uid).await
-            } else {
-                store.add_online(&p.id, uid).await
+    let change = match host.shared() {
+        // Redis out of reach: not waited for (a login would take the
+        // command timeout); asserted again once it is back (cluster/reap.rs).
+        Some(shared) if !host.cluster_up() => {
+            shared.mark_stale();
+            None
+        }
+        // In a cluster the aggregate is over every node's resources: Redis
+        // says whether it changed (and wrote the store), exactly once.
+        Some(shared) => {
+            let ids: Vec<String> = projects.iter().map(|p| p.id.clone()).collect();
+            let resource = SharedResource {
+                node: shared.node().to_owned(),
+                session: state.session,
+                resource: state.resource.clone(),
+                availability: state.availability,
+                status: state.status.clone(),
+                priority: state.priority,
             };
-            if let Err(e) = r {
-                tracing::warn!(uid, project = %p.id, error = %e, "presence store: online set not updated");
+            match shared.update(uid, state.session, Some(&resource), &ids).await {
+                Ok(c) => changed(uid, c),
+                Err(e) => {
+                    tracing::warn!(uid, error = %e, "cluster presence not updated; asserted again once Redis answers");
+                    shared.mark_stale();
+                    None
+                }
             }
-            host.publish_event(&p.id, uid, event_json(&change, &p.id));
+        }
+        None if aggregate_changed => {
+            let store = host.store();
+            let change = host.presence().sync_store(store.as_ref(), uid).await;
+            for p in &projects {
+                let r = if change.availability == Availability::Offline {
+                    store.remove_online(&p.id, uid).await
+                } else {
+                    store.add_online(&p.id, uid).await
+                };
+                if let Err(e) = r {
+                    tracing::warn!(uid, project = %p.id, error = %e, "presence store: online set not updated");
+                }
+            }
+            Some(change)
+        }
+        None => None,
+    };
+    if let Some(change) = &change {
+        host.aggregate_changed(change);
+        for p in &projects {
+            host.publish_event(&p.id, uid, event_json(change, &p.id));
         }
     }
-    let notice = Arc::new(PresenceNotice { uid: uid.to_owned(), state });
+    let notice = PresenceNotice { uid: uid.to_owned(), state };
+    host.tell_presence(&notice, change.as_ref());
+    deliver(host, &projects, Arc::new(notice));
+}
+
+fn changed(uid: &str, c: SharedChange) -> Option<AggregateChange> {
+    c.changed().then(|| AggregateChange { uid: uid.to_owned(), availability: c.after.0, status: c.after.1 })
+}
+
+/// Hands a resource's change to the sessions on this node of the user and
+/// of their contacts that take presence notices (not the session that changed).
+fn deliver(host: &impl Host, projects: &[crate::directory::Project], notice: Arc<PresenceNotice>) {
+    let uid = notice.uid.as_str();
     let mut recipients: Vec<&str> = vec![uid];
-    for p in &projects {
+    for p in projects {
         recipients.extend(p.members.iter().map(String::as_str));
     }
     recipients.sort_unstable();
@@ -113,6 +171,64 @@ async fn announce(host: &impl Host, uid: &str, state: ResourceState, aggregate_c
                 let _ = s.offer(Outbound::Presence(notice.clone()));
             }
         }
+    }
+}
+
+/// Another node's resource changed (`notice.state.session` is 0: no
+/// session here): the user's and their contacts' sessions on this node
+/// hear of it, and the engine's event stream of the aggregate's change.
+/// Contacts come from this node's directory, not from the message.
+pub async fn elsewhere(host: &impl Host, notice: PresenceNotice, change: Option<AggregateChange>) {
+    if let Some(change) = &change {
+        host.aggregate_changed(change);
+    }
+    let projects = host.directory().projects_of(&notice.uid).await.unwrap_or_default();
+    deliver(host, &projects, Arc::new(notice));
+}
+
+/// A dead node's resources of `uid` were removed (this node won the reap,
+/// or is the same node restarting): announced as if each had gone
+/// unavailable, on this node and to every other, the aggregate's change
+/// once, with its `presence` events from here.
+pub async fn reaped(host: &impl Host, uid: &str, removed: Vec<SharedResource>, change: SharedChange) {
+    let projects = host.directory().projects_of(uid).await.unwrap_or_default();
+    let mut change = changed(uid, change);
+    if let Some(change) = &change {
+        host.aggregate_changed(change);
+        for p in &projects {
+            host.publish_event(&p.id, uid, event_json(change, &p.id));
+        }
+    }
+    for r in removed {
+        let state = ResourceState {
+            session: 0,
+            resource: r.resource,
+            availability: Availability::Offline,
+            status: String::new(),
+            priority: 0,
+        };
+        let notice = PresenceNotice { uid: uid.to_owned(), state };
+        host.tell_presence(&notice, change.take().as_ref());
+        deliver(host, &projects, Arc::new(notice));
+    }
+}
+
+/// Redis came back and this node's resources of `uid` were asserted again
+/// (`resources`, this node's current ones) and the aggregate moved: the
+/// change is announced as a fresh one (events here, every resource to the
+/// other nodes, which may have missed changes meanwhile). This node's own
+/// sessions were told at the time.
+pub async fn reasserted(host: &impl Host, uid: &str, resources: Vec<ResourceState>, change: SharedChange) {
+    let projects = host.directory().projects_of(uid).await.unwrap_or_default();
+    let mut change = changed(uid, change);
+    if let Some(change) = &change {
+        host.aggregate_changed(change);
+        for p in &projects {
+            host.publish_event(&p.id, uid, event_json(change, &p.id));
+        }
+    }
+    for state in resources {
+        host.tell_presence(&PresenceNotice { uid: uid.to_owned(), state }, change.take().as_ref());
     }
 }
 
@@ -133,7 +249,11 @@ pub async fn members_changed(
         removed(uid);
     }
     for uid in after.iter().filter(|u| !before.contains(u)) {
-        if host.presence().aggregate(uid).0 != Availability::Offline {
+        let available = match host.shared() {
+            Some(shared) => shared.resources(uid).await.is_ok_and(|r| !r.is_empty()),
+            None => host.presence().aggregate(uid).0 != Availability::Offline,
+        };
+        if available {
             let _ = store.add_online(project, uid).await;
         }
     }

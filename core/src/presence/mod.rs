@@ -11,6 +11,8 @@
 //! crate, so `session` can use [`Availability`] while `service` and `fanout`
 //! use `session` without a loop.
 
+#[cfg(feature = "redis")]
+pub mod cluster;
 pub mod fanout;
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -150,4 +152,198 @@ pub async fn conformance(store: &dyn PresenceStore) {
         store.set_user("carol", &p(a, "", 9)).await.unwrap();
         assert_eq!(store.get_user("carol").await.unwrap().unwrap().availability, a, "every availability round-trips");
     }
+}
+
+/// One resource of a user as every node of a cluster sees it: held by
+/// `node` as its session `session`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedResource {
+    pub node: String,
+    pub session: u64,
+    pub resource: String,
+    pub availability: Availability,
+    pub status: String,
+    pub priority: i8,
+}
+
+/// A user's aggregate before and after one operation on their resources,
+/// as computed atomically by the [`SharedPresence`] (exactly one operation
+/// sees each change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedChange {
+    pub before: (Availability, String),
+    pub after: (Availability, String),
+}
+
+impl SharedChange {
+    pub fn changed(&self) -> bool {
+        self.before != self.after
+    }
+}
+
+/// Presence shared by the nodes of a cluster: every node's resources of a
+/// user, aggregated to one state; the store's user hash and project online
+/// sets follow the aggregate. Guarantees (checked by [`shared_conformance`]):
+/// - `update` sets (`Some`) or removes (`None`) one resource of the calling
+///   node, recomputes the aggregate (most available, then highest priority)
+///   and returns it before and after, atomically: concurrent updates from
+///   several nodes each see a distinct before/after, so exactly one of them
+///   reports each change of the aggregate, and the online sets of
+///   `projects` end up exactly "users whose aggregate is not offline".
+/// - `resources` lists every node's resources of a user.
+/// - `users_on(node)` includes every user with a resource held by `node`
+///   (it may include users without one any more).
+/// - `remove_node` removes every resource of `node` for one user (a dead
+///   node, or this node restarting) and returns them with the change.
+/// - `claim` binds a full JID to this node's session and returns who held
+///   it before; `release` unbinds it only if this session still holds it.
+pub trait SharedPresence: Send + Sync + Debug + 'static {
+    /// This node's name (the resources `update` writes are this node's).
+    fn node(&self) -> &str;
+    /// Notes that a change of this node's was not written (Redis out of
+    /// reach): what the node holds is to be asserted again.
+    fn mark_stale(&self);
+    /// Whether a change was missed since the last call (and clears it).
+    fn take_stale(&self) -> bool;
+    fn update<'a>(
+        &'a self,
+        uid: &'a str,
+        session: u64,
+        state: Option<&'a SharedResource>,
+        projects: &'a [String],
+    ) -> BoxFuture<'a, Result<SharedChange, PresenceError>>;
+    fn resources<'a>(&'a self, uid: &'a str) -> BoxFuture<'a, Result<Vec<SharedResource>, PresenceError>>;
+    fn users_on<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Vec<String>, PresenceError>>;
+    fn remove_node<'a>(
+        &'a self,
+        uid: &'a str,
+        node: &'a str,
+        projects: &'a [String],
+    ) -> BoxFuture<'a, Result<(Vec<SharedResource>, SharedChange), PresenceError>>;
+    /// Makes this node's resources of `uid` exactly `resources` (after
+    /// Redis came back: what this node holds is asserted again).
+    fn replace_mine<'a>(
+        &'a self,
+        uid: &'a str,
+        resources: &'a [SharedResource],
+        projects: &'a [String],
+    ) -> BoxFuture<'a, Result<SharedChange, PresenceError>>;
+    /// Forgets `users_on(node)` (after every user there was removed).
+    fn forget_node<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<(), PresenceError>>;
+    fn claim<'a>(
+        &'a self,
+        uid: &'a str,
+        resource: &'a str,
+        session: u64,
+    ) -> BoxFuture<'a, Result<Option<(String, u64)>, PresenceError>>;
+    fn release<'a>(
+        &'a self,
+        uid: &'a str,
+        resource: &'a str,
+        session: u64,
+    ) -> BoxFuture<'a, Result<(), PresenceError>> {
+        self.release_of(uid, resource, self.node(), session)
+    }
+    /// [`release`](Self::release) for a session of `node` (a dead node's, when reaped).
+    fn release_of<'a>(
+        &'a self,
+        uid: &'a str,
+        resource: &'a str,
+        node: &'a str,
+        session: u64,
+    ) -> BoxFuture<'a, Result<(), PresenceError>>;
+}
+
+/// The conformance suite of [`SharedPresence`]: `a` and `b` are two nodes
+/// (`a.node()` ≠ `b.node()`) over the same shared state, `store` reads its
+/// user hashes and online sets. Fresh ids (tests give each run its own prefix).
+pub async fn shared_conformance(a: &dyn SharedPresence, b: &dyn SharedPresence, store: &dyn PresenceStore) {
+    let res = |node: &dyn SharedPresence, session: u64, resource: &str, av: Availability, status: &str, p: i8| {
+        SharedResource {
+            node: node.node().to_owned(),
+            session,
+            resource: resource.into(),
+            availability: av,
+            status: status.into(),
+            priority: p,
+        }
+    };
+    let projects = ["p1".to_owned(), "p2".to_owned()];
+    let off = (Availability::Offline, String::new());
+    let on = |av: Availability, s: &str| (av, s.to_owned());
+
+    let r1 = res(a, 1, "phone", Availability::Away, "lunch", 0);
+    let c = a.update("alice", 1, Some(&r1), &projects).await.unwrap();
+    assert_eq!((c.before.clone(), c.after.clone()), (off.clone(), on(Availability::Away, "lunch")));
+    assert!(c.changed());
+    assert_eq!(store.online("p1").await.unwrap(), ["alice"], "online in every project given");
+    assert_eq!(store.online("p2").await.unwrap(), ["alice"]);
+    let u = store.get_user("alice").await.unwrap().expect("the user hash follows the aggregate");
+    assert_eq!((u.availability, u.status.as_str(), u.node.as_str()), (Availability::Away, "lunch", a.node()));
+
+    let r2 = res(b, 1, "desk", Availability::Online, "", 5);
+    let c = b.update("alice", 1, Some(&r2), &projects).await.unwrap();
+    assert_eq!(c.after, on(Availability::Online, ""), "the most available resource on any node wins");
+    assert_eq!(store.get_user("alice").await.unwrap().unwrap().node, b.node());
+    let c = b.update("alice", 1, Some(&r2), &projects).await.unwrap();
+    assert!(!c.changed(), "the same state again changes nothing");
+    let mut rs = a.resources("alice").await.unwrap();
+    rs.sort_by(|x, y| x.node.cmp(&y.node));
+    let mut want = vec![r1.clone(), r2.clone()];
+    want.sort_by(|x, y| x.node.cmp(&y.node));
+    assert_eq!(rs, want, "every node's resources, with their node and session");
+    assert!(a.users_on(a.node()).await.unwrap().contains(&"alice".to_owned()));
+    assert!(a.users_on(b.node()).await.unwrap().contains(&"alice".to_owned()));
+
+    let c = b.update("alice", 1, None, &projects).await.unwrap();
+    assert_eq!(c.after, on(Availability::Away, "lunch"), "the other node's resource is left");
+    assert_eq!(store.online("p1").await.unwrap(), ["alice"]);
+    let c = a.update("alice", 1, None, &projects).await.unwrap();
+    assert_eq!(c.after, off, "last resource gone: offline");
+    assert!(store.online("p1").await.unwrap().is_empty());
+    assert_eq!(store.get_user("alice").await.unwrap(), None);
+    assert!(!a.update("alice", 1, None, &projects).await.unwrap().changed(), "removing twice is no news");
+
+    // A dead node's resources go at once; the others stay.
+    a.update("bob", 7, Some(&res(a, 7, "r7", Availability::Dnd, "x", 0)), &projects).await.unwrap();
+    a.update("bob", 8, Some(&res(a, 8, "r8", Availability::Xa, "", 0)), &projects).await.unwrap();
+    b.update("bob", 9, Some(&res(b, 9, "r9", Availability::Xa, "", 0)), &projects).await.unwrap();
+    let (mut removed, c) = b.remove_node("bob", a.node(), &projects).await.unwrap();
+    removed.sort_by_key(|r| r.session);
+    assert_eq!(removed.iter().map(|r| r.resource.as_str()).collect::<Vec<_>>(), ["r7", "r8"]);
+    assert_eq!((c.before.0, c.after.0), (Availability::Dnd, Availability::Xa));
+    assert_eq!(store.online("p2").await.unwrap(), ["bob"]);
+    let (removed, c) = a.remove_node("bob", b.node(), &projects).await.unwrap();
+    assert_eq!((removed.len(), c.after.0), (1, Availability::Offline));
+    assert!(store.online("p2").await.unwrap().is_empty());
+    a.forget_node(a.node()).await.unwrap();
+    assert!(a.users_on(a.node()).await.unwrap().is_empty());
+
+    // Re-asserting a node's resources (Redis came back): exactly these, others' untouched.
+    a.update("dan", 1, Some(&res(a, 1, "old", Availability::Online, "", 0)), &projects).await.unwrap();
+    b.update("dan", 2, Some(&res(b, 2, "b", Availability::Xa, "", 0)), &projects).await.unwrap();
+    let c = a.replace_mine("dan", &[res(a, 3, "new", Availability::Away, "", 0)], &projects).await.unwrap();
+    assert_eq!((c.before.0, c.after.0), (Availability::Online, Availability::Away));
+    let mut names: Vec<String> = a.resources("dan").await.unwrap().into_iter().map(|r| r.resource).collect();
+    names.sort();
+    assert_eq!(names, ["b", "new"]);
+    let c = a.replace_mine("dan", &[], &projects).await.unwrap();
+    assert_eq!(c.after.0, Availability::Xa);
+    b.update("dan", 2, None, &projects).await.unwrap();
+    assert!(store.online("p1").await.unwrap().is_empty());
+
+    // Full JIDs.
+    assert_eq!(a.claim("carol", "phone", 3).await.unwrap(), None);
+    assert_eq!(b.claim("carol", "phone", 4).await.unwrap(), Some((a.node().to_owned(), 3)), "who held it");
+    a.release("carol", "phone", 3).await.unwrap();
+    assert_eq!(
+        a.claim("carol", "phone", 5).await.unwrap(),
+        Some((b.node().to_owned(), 4)),
+        "not released by a former holder"
+    );
+    a.release("carol", "phone", 5).await.unwrap();
+    assert_eq!(b.claim("carol", "phone", 6).await.unwrap(), None, "released by its holder");
+    a.release_of("carol", "phone", b.node(), 6).await.unwrap();
+    assert_eq!(a.claim("carol", "phone", 7).await.unwrap(), None, "released for a (dead) node");
+    a.release("carol", "phone", 7).await.unwrap();
 }

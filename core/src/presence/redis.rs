@@ -137,7 +137,7 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn parse_user(key: &str, mut h: HashMap<String, String>) -> Result<Option<UserPresence>, PresenceError> {
+pub(crate) fn parse_user(key: &str, mut h: HashMap<String, String>) -> Result<Option<UserPresence>, PresenceError> {
     if h.is_empty() {
         return Ok(None);
     }

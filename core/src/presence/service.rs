@@ -111,6 +111,11 @@ impl PresenceService {
         self.local.lock().get(uid).map(UserState::aggregate).unwrap_or((Availability::Offline, String::new()))
     }
 
+    /// Every user with a session state on this node.
+    pub fn users(&self) -> Vec<String> {
+        self.local.lock().keys().cloned().collect()
+    }
+
     /// Every resource of `uid` that is available (has sent presence).
     pub fn resources(&self, uid: &str) -> Vec<ResourceState> {
         self.local

@@ -941,7 +941,7 @@ impl Session {
     /// Sends the current presence of every available resource of `uid`.
     async fn send_presence_of<W: XmppTx>(&mut self, tx: &mut W, uid: &str) -> Result<(), End> {
         let own = self.handle().map(|h| h.id);
-        for r in self.engine.presence.resources(uid) {
+        for r in self.engine.user_resources(uid).await {
             if Some(r.session) == own {
                 continue;
             }
@@ -1017,10 +1017,10 @@ impl Session {
         };
         let mut message = Message::new(exchange, key, headers, Bytes::from(body));
         message.sender = Some(self.uid().to_owned());
-        let routed =
-            self.engine.router.vhost(&vhost).map_err(ToUserError::from).and_then(|vhost| {
-                self.engine.route_to_user(Publish { vhost, message, origin: Origin::Session }, parcel)
-            });
+        let routed = match self.engine.router.vhost(&vhost) {
+            Ok(vhost) => self.engine.route_to_user(Publish { vhost, message, origin: Origin::Session }, parcel).await,
+            Err(e) => Err(ToUserError::from(e)),
+        };
         if let Ok(ToUser::Parked(durable)) = routed {
             // Not awaited: the ticket alone makes the syncer write it out
             // promptly; the sender is not told when (ejabberd says nothing either).

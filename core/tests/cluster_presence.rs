@@ -1,0 +1,318 @@
+//! Cluster presence against real Redis: the [`shared_conformance`] suite
+//! and concurrent logins/logouts from three nodes leaving the online sets
+//! exact, on a standalone `redis-server` and on a 3-master Redis Cluster.
+//!
+//! Fixed ports (this area's range 64200–64299): standalone 64201, cluster
+//! 64211–64213 with cluster bus ports 10 above. A missing `redis-server` or
+//! `redis-cli` fails the test: `sudo bash tests/services/install.sh`.
+
+#![allow(dead_code)] // the Redis harness is shared with bus.rs; not every helper is used here
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_core::bus::redis::{RedisBus, RedisBusConfig, Target};
+use herald_core::presence::cluster::{RedisSharedPresence, SharedLimits};
+use herald_core::presence::{shared_conformance, Availability, PresenceStore, SharedPresence, SharedResource};
+
+const HINT: &str = "install it with `sudo bash tests/services/install.sh` (apt-get install redis-server)";
+
+fn binary(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{name}` is not on PATH: this test needs a real Redis; {HINT}"))
+}
+
+/// A redis-server child, killed (and its directory removed) on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Redis {
+    fn start(port: u16, extra: &[&str]) -> Redis {
+        let dir = std::env::temp_dir().join(format!("herald-presence-redis-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args: Vec<String> =
+            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                .map(String::from)
+                .to_vec();
+        args.push("--dir".into());
+        args.push(dir.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Redis::spawn(port, dir, args)
+    }
+
+    fn spawn(port: u16, dir: PathBuf, args: Vec<String>) -> Redis {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+        let child = Command::new(binary("redis-server"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}; {HINT}"));
+        let mut r = Redis { child, port, dir, args };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = r.child.try_wait().unwrap() {
+                panic!("redis-server on {port} exited with {status}:\n{}", r.log());
+            }
+            assert!(Instant::now() < deadline, "redis-server on {port} not up in 10 s:\n{}", r.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    /// kill -9, then the same server again: same port, directory, arguments
+    /// (a cluster node keeps its identity and slots in nodes.conf).
+    fn restart(&mut self) {
+        self.kill();
+        let (dir, args) = (self.dir.clone(), std::mem::take(&mut self.args));
+        let fresh = Redis::spawn(self.port, dir, args);
+        // The old value's process is gone and its directory is the new
+        // one's: forgetting it skips the Drop that would remove that.
+        let old = std::mem::replace(self, fresh);
+        std::mem::forget(old);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- redis {} log:\n{}", self.port, self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Redis>,
+}
+
+impl Cluster {
+    fn start(ports: [u16; 3]) -> Cluster {
+        let nodes: Vec<Redis> = ports
+            .iter()
+            .map(|&p| {
+                let bus_port = (p + 10).to_string();
+                Redis::start(
+                    p,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "3000",
+                        "--cluster-port",
+                        &bus_port,
+                    ],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new(binary("redis-cli"))
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {HINT}"));
+        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = Cluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for p in self.nodes.iter().map(|r| r.port) {
+            loop {
+                let out =
+                    Command::new(binary("redis-cli")).args(["-p", &p.to_string(), "cluster", "info"]).output().unwrap();
+                if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster not ok on {p} within 20 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    fn seeds(&self) -> Vec<String> {
+        self.nodes.iter().map(Redis::url).collect()
+    }
+}
+
+async fn node(t: &Target, name: &str, prefix: &str) -> (RedisBus, RedisSharedPresence) {
+    let mut cfg = RedisBusConfig::new(t.clone(), name);
+    cfg.prefix = prefix.to_owned();
+    let (bus, _rx) = RedisBus::connect(cfg).await.expect("connects");
+    let shared = RedisSharedPresence::new(bus.redis(), bus.timeout(), prefix, name, SharedLimits::default());
+    (bus, shared)
+}
+
+async fn conformance_on(t: Target) {
+    let (_ba, a) = node(&t, "n1", "conf:").await;
+    let (_bb, b) = node(&t, "n2", "conf:").await;
+    shared_conformance(&a, &b, &a).await;
+}
+
+/// Three nodes log 60 users in and out concurrently (several resources per
+/// user per node, in random order); at the end each project's online set
+/// is exactly the users with a resource left, and each user hash says so.
+async fn concurrent_on(t: Target) {
+    let mut nodes = Vec::new();
+    for n in ["n1", "n2", "n3"] {
+        nodes.push(Arc::new(node(&t, n, "conc:").await));
+    }
+    let users: Vec<String> = (0..60).map(|i| format!("u{i}")).collect();
+    let projects = |uid: &str| -> Vec<String> {
+        let i: usize = uid[1..].parse().unwrap();
+        vec![format!("p{}", i % 3), "all".to_owned()]
+    };
+    let mut tasks = Vec::new();
+    for (ni, nd) in nodes.iter().enumerate() {
+        for (ui, uid) in users.iter().enumerate() {
+            let nd = nd.clone();
+            let uid = uid.clone();
+            let ps = projects(&uid);
+            tasks.push(tokio::spawn(async move {
+                let shared = &nd.1;
+                // Deterministic but interleaved: session s of this node ends
+                // present when (user + node + s) is divisible by 4.
+                let mut present = Vec::new();
+                for round in 0..6u64 {
+                    for s in 1..=3u64 {
+                        let on = (ui as u64 + ni as u64 * 7 + s * 3 + round).is_multiple_of(2);
+                        let state = SharedResource {
+                            node: shared.node().to_owned(),
+                            session: s,
+                            resource: format!("r{s}"),
+                            availability: if s == 2 { Availability::Away } else { Availability::Online },
+                            status: String::new(),
+                            priority: 0,
+                        };
+                        shared.update(&uid, s, on.then_some(&state), &ps).await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                }
+                for s in 1..=3u64 {
+                    if (ui as u64 + ni as u64 + s).is_multiple_of(4) {
+                        let state = SharedResource {
+                            node: shared.node().to_owned(),
+                            session: s,
+                            resource: format!("r{s}"),
+                            availability: Availability::Online,
+                            status: String::new(),
+                            priority: 0,
+                        };
+                        shared.update(&uid, s, Some(&state), &ps).await.unwrap();
+                        present.push(s);
+                    } else {
+                        shared.update(&uid, s, None, &ps).await.unwrap();
+                    }
+                }
+                (uid, !present.is_empty())
+            }));
+        }
+    }
+    let mut online: HashMap<String, bool> = HashMap::new();
+    for t in tasks {
+        let (uid, on) = t.await.unwrap();
+        *online.entry(uid).or_default() |= on;
+    }
+    let store = &nodes[0].1;
+    for p in ["p0", "p1", "p2", "all"] {
+        let want: BTreeSet<String> = online
+            .iter()
+            .filter(|(u, on)| **on && (p == "all" || projects(u)[0] == p))
+            .map(|(u, _)| u.clone())
+            .collect();
+        let got: BTreeSet<String> = store.online(p).await.unwrap().into_iter().collect();
+        assert_eq!(got, want, "online set of {p}");
+        assert!(!want.is_empty() || p != "all");
+    }
+    for (uid, on) in &online {
+        let u = store.get_user(uid).await.unwrap();
+        assert_eq!(u.map(|u| u.availability), on.then_some(Availability::Online), "aggregate of {uid}");
+        let left = store.resources(uid).await.unwrap().len();
+        assert_eq!(left > 0, *on, "resources of {uid}");
+    }
+}
+
+/// Logins and logouts per second through the update script (printed, for
+/// docs/cluster.md; `--nocapture`): 16 users at a time, each a login
+/// (set) and a logout (del) with two projects.
+async fn rate_on(t: Target) {
+    let what = if matches!(t, Target::Cluster(_)) { "Redis Cluster" } else { "standalone" };
+    let nd = Arc::new(node(&t, "n1", "rate:").await);
+    let n = 4_000u64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..16u64 {
+        let nd = nd.clone();
+        tasks.push(tokio::spawn(async move {
+            let ps = ["p1".to_owned(), "p2".to_owned()];
+            for i in (w..n).step_by(16) {
+                let uid = format!("user{i}");
+                let r = SharedResource {
+                    node: "n1".into(),
+                    session: i,
+                    resource: "phone".into(),
+                    availability: Availability::Online,
+                    status: String::new(),
+                    priority: 0,
+                };
+                nd.1.update(&uid, i, Some(&r), &ps).await.unwrap();
+                nd.1.update(&uid, i, None, &ps).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("presence updates on {what}: {} in {secs:.2}s = {:.0}/s (debug build)", 2 * n, 2.0 * n as f64 / secs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_presence_on_standalone_redis() {
+    let redis = Redis::start(64201, &[]);
+    conformance_on(Target::Standalone(redis.url())).await;
+    concurrent_on(Target::Standalone(redis.url())).await;
+    rate_on(Target::Standalone(redis.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_presence_on_redis_cluster() {
+    let cluster = Cluster::start([64211, 64212, 64213]);
+    conformance_on(Target::Cluster(cluster.seeds())).await;
+    concurrent_on(Target::Cluster(cluster.seeds())).await;
+    rate_on(Target::Cluster(cluster.seeds())).await;
+}
