@@ -123,6 +123,7 @@ pub fn router(admin: Admin) -> Router {
     let mut protected = Router::new()
         .route("/api/overview", get(api::overview))
         .route("/api/history", get(api::history))
+        .route("/api/cluster", get(api::cluster))
         .route("/api/users", get(api::users))
         .route("/api/users/{uid}", get(api::user))
         .route("/api/users/{uid}/kick", post(api::kick_user))
@@ -223,6 +224,8 @@ async fn metrics(State(a): State<Admin>) -> Response {
     if let Some(disk) = &a.engine.disk {
         metrics::render_disk(&mut text, &disk.counters);
     }
+    // The `node` label goes on here, on everything rendered above.
+    let text = metrics::with_node_label(&text, a.engine.node());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
