@@ -299,7 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_beat_reports_sessions_rates_memory_and_version() {
-        let engine = Engine::new(crate::Config::default()).unwrap();
+        let engine = Engine::new(crate::config::Config::default()).unwrap();
         let mut beat = Beat::new(7);
         let first = beat.info(&engine);
         assert_eq!((first.started_ms, first.sessions, first.publish_rate), (7, 0, 0.0));
