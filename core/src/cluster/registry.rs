@@ -13,6 +13,8 @@
 //! Each beat is two single-key commands, so the scheme works unchanged on a
 //! Redis Cluster (no multi-key command across slots).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::bus::BusError;
@@ -112,86 +114,23 @@ fn redis(engine: &Engine) -> Result<&(crate::bus::redis::RedisConn, Duration), B
     engine.cluster_redis().ok_or_else(|| BusError::Unavailable("not in a cluster".into()))
 }
 
-/// What the heartbeat remembers between beats: the start time it reports
-/// and the counters of the previous beat, to turn them into rates.
-pub struct Beat {
-    started_ms: u64,
-    last: Option<(Instant, Totals)>,
-}
-
-impl Beat {
-    pub fn new(started_ms: u64) -> Beat {
-        Beat { started_ms, last: None }
-    }
-
-    /// This node's entry now; rates are per second since the previous call
-    /// (0 on the first).
-    pub fn info(&mut self, engine: &Engine) -> NodeInfo {
-        let mut totals = Totals::default();
-        for v in engine.router.vhosts() {
-            totals.merge(&v.totals());
-        }
-        let now = Instant::now();
-        let (publish_rate, deliver_rate) = match self.last {
-            Some((t, prev)) => {
-                let secs = (now - t).as_secs_f64().max(1e-3);
-                let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
-                (rate(prev.published_messages, totals.published_messages), rate(prev.delivered, totals.delivered))
-            }
-            None => (0.0, 0.0),
-        };
-        self.last = Some((now, totals));
-        NodeInfo {
-            name: engine.node().to_owned(),
-            address: engine.config.cluster.as_ref().and_then(|c| c.address.clone()),
-            started_ms: self.started_ms,
-            beat_ms: now_ms(),
-            sessions: engine.hub.session_count() as u64,
-            users: engine.hub.user_count() as u64,
-            publish_rate,
-            deliver_rate,
-            rss_bytes: crate::engine::process_rss_bytes(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        }
-    }
-}
-
 /// Writes this node's beat: its entry in `<prefix>nodes` and its `alive:` key.
-pub async fn beat(engine: &Engine, state: &mut Beat) -> Result<(), BusError> {
+pub async fn beat(engine: &Engine, started_ms: u64) -> Result<(), BusError> {
     let (conn, timeout) = redis(engine)?;
     let cfg = engine.config.cluster.as_ref().expect("in a cluster");
-    let info = state.info(engine);
+    let now = now_ms();
+    let info = this_node(engine, started_ms, now);
     let json = serde_json::to_string(&info).expect("node info serializes");
     let mut hset = redis::cmd("HSET");
     hset.arg(nodes_key(engine)).arg(engine.node()).arg(json);
     conn.query::<()>(&hset, *timeout).await?;
     let mut set = redis::cmd("SET");
-    set.arg(alive_key(engine, engine.node())).arg(info.beat_ms).arg("PX").arg(cfg.ttl_ms);
+    set.arg(alive_key(engine, engine.node())).arg(now).arg("PX").arg(cfg.ttl_ms);
     conn.query::<()>(&set, *timeout).await
 }
 
-/// Reads at most `ARGV[1]` fields of the hash, skipping values longer than
-/// `ARGV[2]` bytes, so a hostile entry costs Redis, not this node. One key:
-/// fine on a Redis Cluster.
-const READ_NODES: &str = r#"
-local max, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out, cursor = {}, "0"
-repeat
-  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 100)
-  cursor = r[1]
-  for i = 1, #r[2], 2 do
-    if #out >= 2 * max then return out end
-    if #r[2][i] <= 255 and #r[2][i + 1] <= maxlen then
-      out[#out + 1] = r[2][i]
-      out[#out + 1] = r[2][i + 1]
-    end
-  end
-until cursor == "0"
-return out
-"#;
-
-/// Every node in the registry, alive or not, sorted by name (at most
-/// [`MAX_NODES`]; entries that do not pass [`NodeInfo::parse`] are skipped).
+/// Every node in the registry, alive or not, sorted by name.
+/// At most [`MAX_NODES`]; entries that do not pass [`NodeInfo::parse`] are skipped.
 pub async fn nodes(engine: &Engine) -> Result<Vec<NodeView>, BusError> {
     let (conn, timeout) = redis(engine)?;
     let mut eval = redis::cmd("EVAL");
@@ -217,8 +156,8 @@ pub async fn nodes(engine: &Engine) -> Result<Vec<NodeView>, BusError> {
 /// then every `heartbeat_ms` in the node's tasks. A failed beat is logged
 /// once per outage; the node keeps serving its local sessions.
 pub(super) async fn start(engine: &Engine) -> Result<(), EngineError> {
-    let mut state = Beat::new(now_ms());
-    beat(engine, &mut state).await.map_err(|e| EngineError::Cluster(format!("first heartbeat: {e}")))?;
+    let started_ms = now_ms();
+    beat(engine, started_ms).await.map_err(|e| EngineError::Cluster(format!("first heartbeat: {e}")))?;
     let every = Duration::from_millis(engine.config.cluster.as_ref().expect("in a cluster").heartbeat_ms);
     let engine = engine.clone();
     let tasks = engine.tasks.clone();
@@ -231,7 +170,7 @@ pub(super) async fn start(engine: &Engine) -> Result<(), EngineError> {
                 _ = engine.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match beat(&engine, &mut state).await {
+            match beat(&engine, started_ms).await {
                 Ok(()) if failing => {
                     failing = false;
                     tracing::info!("cluster: heartbeat written again");
@@ -247,6 +186,65 @@ pub(super) async fn start(engine: &Engine) -> Result<(), EngineError> {
     });
     Ok(())
 }
+
+/// Counters at each engine's previous beat, to turn them into rates: kept
+/// here so that `beat` stays a function of the engine and the start time.
+/// One small entry per engine of the process (tests run several).
+static LAST: Mutex<BTreeMap<(String, Instant), (Instant, Totals)>> = Mutex::new(BTreeMap::new());
+
+/// This node's entry at `now_ms`; rates are per second since its previous
+/// beat (0 at the first).
+pub fn this_node(engine: &Engine, started_ms: u64, now_ms: u64) -> NodeInfo {
+    let mut totals = Totals::default();
+    for v in engine.router.vhosts() {
+        totals.merge(&v.totals());
+    }
+    let now = Instant::now();
+    let previous = {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        last.insert((engine.node().to_owned(), engine.started_at), (now, totals))
+    };
+    let (publish_rate, deliver_rate) = match previous {
+        Some((t, prev)) => {
+            let secs = (now - t).as_secs_f64().max(1e-3);
+            let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
+            (rate(prev.published_messages, totals.published_messages), rate(prev.delivered, totals.delivered))
+        }
+        None => (0.0, 0.0),
+    };
+    NodeInfo {
+        name: engine.node().to_owned(),
+        address: engine.config.cluster.as_ref().and_then(|c| c.address.clone()),
+        started_ms,
+        beat_ms: now_ms,
+        sessions: engine.hub.session_count() as u64,
+        users: engine.hub.user_count() as u64,
+        publish_rate,
+        deliver_rate,
+        rss_bytes: crate::engine::process_rss_bytes(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// Reads at most `ARGV[1]` fields of the hash, skipping values longer than
+/// `ARGV[2]` bytes, so a hostile entry costs Redis, not this node. One key:
+/// fine on a Redis Cluster.
+const READ_NODES: &str = r#"
+local max, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out, cursor = {}, "0"
+repeat
+  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 100)
+  cursor = r[1]
+  for i = 1, #r[2], 2 do
+    if #out >= 2 * max then return out end
+    if #r[2][i] <= 255 and #r[2][i + 1] <= maxlen then
+      out[#out + 1] = r[2][i]
+      out[#out + 1] = r[2][i + 1]
+    end
+  end
+until cursor == "0"
+return out
+"#;
 
 #[cfg(test)]
 mod tests {
@@ -300,14 +298,13 @@ mod tests {
     #[tokio::test]
     async fn a_beat_reports_sessions_rates_memory_and_version() {
         let engine = Engine::new(crate::config::Config::default()).unwrap();
-        let mut beat = Beat::new(7);
-        let first = beat.info(&engine);
+        let first = this_node(&engine, 7, 8);
         assert_eq!((first.started_ms, first.sessions, first.publish_rate), (7, 0, 0.0));
         assert_eq!(first.version, env!("CARGO_PKG_VERSION"));
         assert!(first.rss_bytes.is_some_and(|b| b > 0));
         for _ in 0..5 {
             engine.publish("/", "amq.topic", "nobody", vec![], bytes::Bytes::from_static(b"x")).unwrap();
         }
-        assert!(beat.info(&engine).publish_rate > 0.0);
+        assert!(this_node(&engine, 7, 9).publish_rate > 0.0);
     }
 }
