@@ -235,6 +235,8 @@ pub async fn cluster(State(a): State<Admin>) -> ApiResult<ClusterInfo> {
     let now = unix_ms(std::time::SystemTime::now());
     let this = a.engine.node().to_owned();
     let local = || {
+        // Fields not shown here (such as forwarding targets) keep their defaults.
+        #[allow(clippy::needless_update)]
         let info = crate::cluster::registry::NodeInfo {
             name: this.clone(),
             address: a.engine.config.cluster.as_ref().and_then(|c| c.address.clone()),
@@ -246,6 +248,7 @@ pub async fn cluster(State(a): State<Admin>) -> ApiResult<ClusterInfo> {
             deliver_rate: o.rates.deliver,
             rss_bytes: crate::engine::process_rss_bytes(),
             version: o.version.to_owned(),
+            ..Default::default()
         };
         ClusterNode::of(info, true, &this, now)
     };

@@ -143,9 +143,9 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/{*path}", get(ui))
         .route("/", get(|| async { Redirect::temporary("/admin/") }));
     if cfg.admin.metrics_public {
-        public = public.route("/metrics", get(metrics));
+        public = public.route("/metrics", get(labelled_metrics));
     } else {
-        protected = protected.route("/metrics", get(metrics));
+        protected = protected.route("/metrics", get(labelled_metrics));
     }
     let protected = protected.route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     public
@@ -224,9 +224,21 @@ async fn metrics(State(a): State<Admin>) -> Response {
     if let Some(disk) = &a.engine.disk {
         metrics::render_disk(&mut text, &disk.counters);
     }
-    // The `node` label goes on here, on everything rendered above.
-    let text = metrics::with_node_label(&text, a.engine.node());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// `/metrics` with `node="<node.name>"` on every series: applied here, to
+/// the whole exposition [`metrics`] rendered, so series any renderer adds
+/// get it without knowing about it.
+async fn labelled_metrics(state: State<Admin>) -> Response {
+    let node = state.0.engine.node().to_owned();
+    let (mut parts, body) = metrics(state).await.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be rendered").into_response();
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let text = metrics::with_node_label(&String::from_utf8_lossy(&bytes), &node);
+    Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 fn tick_event(t: &Tick) -> Event {

@@ -35,7 +35,7 @@ const MAX_VERSION_BYTES: usize = 64;
 /// What a node says about itself in `<prefix>nodes`, rewritten every beat.
 /// Fields added after the first version default when absent, so a node of
 /// an older version still shows up.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
     pub name: String,
@@ -44,8 +44,6 @@ pub struct NodeInfo {
     pub address: Option<String>,
     pub started_ms: u64,
     pub beat_ms: u64,
-    /// Sessions on the node at its last beat.
-    pub sessions: u64,
     /// Users with at least one session on the node.
     #[serde(default)]
     pub users: u64,
@@ -61,6 +59,18 @@ pub struct NodeInfo {
     /// The node's Herald version.
     #[serde(default)]
     pub version: String,
+    /// Sessions on the node at its last beat.
+    pub sessions: u64,
+}
+
+/// A node as the registry shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    /// Whether its `alive:` key still exists.
+    pub alive: bool,
 }
 
 impl NodeInfo {
@@ -88,16 +98,6 @@ impl NodeInfo {
     }
 }
 
-/// A node as the registry shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeView {
-    #[serde(flatten)]
-    pub info: NodeInfo,
-    /// Whether its `alive:` key still exists.
-    pub alive: bool,
-}
-
 fn prefix(engine: &Engine) -> &str {
     engine.config.cluster.as_ref().map_or("herald:", |c| c.prefix.as_str())
 }
@@ -119,7 +119,19 @@ pub async fn beat(engine: &Engine, started_ms: u64) -> Result<(), BusError> {
     let (conn, timeout) = redis(engine)?;
     let cfg = engine.config.cluster.as_ref().expect("in a cluster");
     let now = now_ms();
-    let info = this_node(engine, started_ms, now);
+    let (publish_rate, deliver_rate) = rates(engine);
+    let info = NodeInfo {
+        name: engine.node().to_owned(),
+        address: cfg.address.clone(),
+        started_ms,
+        beat_ms: now,
+        users: engine.hub.user_count() as u64,
+        publish_rate,
+        deliver_rate,
+        rss_bytes: crate::engine::process_rss_bytes(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        sessions: engine.hub.session_count() as u64,
+    };
     let json = serde_json::to_string(&info).expect("node info serializes");
     let mut hset = redis::cmd("HSET");
     hset.arg(nodes_key(engine)).arg(engine.node()).arg(json);
@@ -192,9 +204,9 @@ pub(super) async fn start(engine: &Engine) -> Result<(), EngineError> {
 /// One small entry per engine of the process (tests run several).
 static LAST: Mutex<BTreeMap<(String, Instant), (Instant, Totals)>> = Mutex::new(BTreeMap::new());
 
-/// This node's entry at `now_ms`; rates are per second since its previous
-/// beat (0 at the first).
-pub fn this_node(engine: &Engine, started_ms: u64, now_ms: u64) -> NodeInfo {
+/// Messages published and deliveries per second since this engine's
+/// previous call (0 at the first).
+pub fn rates(engine: &Engine) -> (f64, f64) {
     let mut totals = Totals::default();
     for v in engine.router.vhosts() {
         totals.merge(&v.totals());
@@ -204,25 +216,13 @@ pub fn this_node(engine: &Engine, started_ms: u64, now_ms: u64) -> NodeInfo {
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
         last.insert((engine.node().to_owned(), engine.started_at), (now, totals))
     };
-    let (publish_rate, deliver_rate) = match previous {
+    match previous {
         Some((t, prev)) => {
             let secs = (now - t).as_secs_f64().max(1e-3);
             let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
             (rate(prev.published_messages, totals.published_messages), rate(prev.delivered, totals.delivered))
         }
         None => (0.0, 0.0),
-    };
-    NodeInfo {
-        name: engine.node().to_owned(),
-        address: engine.config.cluster.as_ref().and_then(|c| c.address.clone()),
-        started_ms,
-        beat_ms: now_ms,
-        sessions: engine.hub.session_count() as u64,
-        users: engine.hub.user_count() as u64,
-        publish_rate,
-        deliver_rate,
-        rss_bytes: crate::engine::process_rss_bytes(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
     }
 }
 
@@ -296,15 +296,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_beat_reports_sessions_rates_memory_and_version() {
+    async fn rates_are_per_second_since_the_previous_beat() {
         let engine = Engine::new(crate::config::Config::default()).unwrap();
-        let first = this_node(&engine, 7, 8);
-        assert_eq!((first.started_ms, first.sessions, first.publish_rate), (7, 0, 0.0));
-        assert_eq!(first.version, env!("CARGO_PKG_VERSION"));
-        assert!(first.rss_bytes.is_some_and(|b| b > 0));
+        assert_eq!(rates(&engine), (0.0, 0.0), "nothing to compare the first beat with");
         for _ in 0..5 {
             engine.publish("/", "amq.topic", "nobody", vec![], bytes::Bytes::from_static(b"x")).unwrap();
         }
-        assert!(this_node(&engine, 7, 9).publish_rate > 0.0);
+        let (publish, deliver) = rates(&engine);
+        assert!(publish > 0.0 && deliver == 0.0, "{publish} {deliver}");
+        assert_eq!(rates(&engine).0, 0.0, "nothing published since");
     }
 }
