@@ -15,7 +15,7 @@ import tempfile
 import pytest
 from admin_util import Api, Spec
 from cluster_util import RedisServer, cluster, start_node, wait_until
-from conftest import Client, Herald, build_config, uid
+from conftest import Client, Herald, assert_binary, build_config, uid
 
 TOKEN = "cluster-ops-token-0123456789abcdef"
 ADMIN = f'[admin]\nlisten = "127.0.0.1:0"\ntokens = ["{TOKEN}"]\nstream_interval_ms = 200\n'
@@ -146,13 +146,12 @@ def _port_open(port: int) -> bool:
 
 
 def _ports(i: int) -> list[int]:
-    return [61700 + i, 15700 + i, 52200 + i, 52800 + i, 15800 + i]
+    return [61700 + i, 15700 + i, 25200 + i, 25800 + i, 15800 + i]
 
 
 def _script(*args, run_dir: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HERALD_CLUSTER_DIR=run_dir)
-    if os.environ.get("HERALD_BIN"):
-        env["HERALD_BIN"] = os.environ["HERALD_BIN"]
+    # The binary the other suites test, so the script never builds one of its own.
+    env = dict(os.environ, HERALD_CLUSTER_DIR=run_dir, HERALD_BIN=assert_binary())
     return subprocess.run([SCRIPT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
