@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 
 import pytest
 from admin_util import Api, Spec
@@ -123,6 +125,16 @@ def test_hostile_registry_entries_are_skipped_and_redis_down_is_reported(spec):
         assert not n["old"]["alive"] and n["old"]["version"] == "" and n["old"]["sessions"] == 5, n["old"]
         assert n["n1"]["sessions"] == 0, "an entry under another field cannot speak for n1"
         assert info["sessions"] == 0, "a dead node's sessions do not count"
+
+        redis.proc.send_signal(signal.SIGSTOP)  # a stalled Redis: one bounded wait, then this node alone
+        try:
+            t0 = time.monotonic()
+            info = api.ok("GET", "/api/cluster")
+            took = time.monotonic() - t0
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        assert info["error"] and [x["name"] for x in info["nodes"]] == ["n1"], info
+        assert took < 3.5, f"answered after {took:.1f}s (the Bus' command timeout is 2 s)"
 
         redis.kill()
         info = wait_until(

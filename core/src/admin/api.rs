@@ -257,7 +257,11 @@ pub async fn cluster(State(a): State<Admin>) -> ApiResult<ClusterInfo> {
     let (nodes, error) = if !in_cluster {
         (vec![local()], None)
     } else {
-        match crate::cluster::registry::nodes(&a.engine).await {
+        // One bound for the whole read (it is a few commands), so a stalled
+        // Redis costs the console one command timeout, not one per node.
+        let limit = a.engine.cluster_redis().map_or(std::time::Duration::from_secs(2), |(_, t)| *t);
+        let read = tokio::time::timeout(limit, crate::cluster::registry::nodes(&a.engine)).await;
+        match read.unwrap_or_else(|_| Err(crate::bus::BusError::Unavailable("timed out".into()))) {
             Ok(list) => {
                 let mut nodes: Vec<ClusterNode> =
                     list.into_iter().map(|v| ClusterNode::of(v.info, v.alive, &this, now)).collect();
