@@ -41,6 +41,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/cluster": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Nodes of the cluster
+         * @description The node registry in Redis (docs/cluster.md, "Operating a cluster"): every node with its heartbeat age, whether it is alive, its sessions, users and rates as of its last heartbeat. On a single node (no `[cluster]`) this node alone, without Redis. When Redis does not answer, this node alone with `error` set.
+         */
+        get: operations["getCluster"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/users": {
         parameters: {
             query?: never;
@@ -300,7 +320,7 @@ export interface paths {
         };
         /**
          * Prometheus metrics
-         * @description Needs a token unless `admin.metrics_public = true` (then it is public).
+         * @description Needs a token unless `admin.metrics_public = true` (then it is public). Every series carries a `node` label (`node.name`).
          */
         get: operations["metrics"];
         put?: never;
@@ -403,6 +423,60 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        ClusterInfo: {
+            /** @description The answering node's `node.name`. */
+            node: string;
+            /** @description `[cluster]` is configured. */
+            cluster: boolean;
+            /** @description The node's Bus is connected to Redis (false on a single node). */
+            redis: boolean;
+            /** @description Why the registry could not be read; `nodes` then holds the answering node only. */
+            error: string | null;
+            /** @description Sorted by name; dead nodes stay until a survivor removes them. At most 256. */
+            nodes: components["schemas"]["ClusterNode"][];
+            /** @description Nodes alive. */
+            nodes_alive: number;
+            /** @description Sum of the alive nodes' `users`: a user with sessions on several nodes counts once per node. */
+            users_online: number;
+            /** @description Sum of the alive nodes' sessions. */
+            sessions: number;
+            /** @description The answering node's queues (as `/api/queues`). */
+            queues: {
+                /** @description Queues. */
+                queues: number;
+                /** @description Messages waiting. */
+                messages_ready: number;
+                /** @description Delivered, not yet acknowledged. */
+                messages_unacked: number;
+            };
+        };
+        /** @description A node as the registry shows it (its numbers as of its last heartbeat). */
+        ClusterNode: {
+            /** @description `node.name`. */
+            name: string;
+            /** @description `[cluster] address`: where other nodes reach its HTTP listener. */
+            address: string | null;
+            /** @description Its `alive:` key exists (it beat within `[cluster] ttl_ms`). */
+            alive: boolean;
+            /** @description The node answering this request. */
+            this: boolean;
+            /** @description Its Herald version (empty for a node that does not say). */
+            version: string;
+            /** @description Unix time it started, ms. */
+            started_ms: number;
+            /** @description ms since its last heartbeat, by the answering node's clock. */
+            heartbeat_age_ms: number;
+            /** @description Open sessions. */
+            sessions: number;
+            /** @description Users with at least one session on it. */
+            users: number;
+            /** @description Messages published per second between its last two heartbeats. */
+            publish_rate: number;
+            /** @description Deliveries per second between its last two heartbeats. */
+            deliver_rate: number;
+            /** @description Resident set size of its process, bytes. */
+            rss_bytes: number | null;
+        };
         /** @description Every error of the API. */
         Error: {
             /**
@@ -755,6 +829,27 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["History"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+        };
+    };
+    getCluster: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClusterInfo"];
                 };
             };
             401: components["responses"]["Unauthorized"];

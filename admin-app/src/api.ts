@@ -1,7 +1,7 @@
 // HTTP client for the admin API: bearer token on every call, JSON errors
 // (`{error, message}`) turned into ApiError.
 
-import type { History, OnlineUser, Overview, Page, Project, QueueInfo, QueueSort, Session } from './types';
+import type { ClusterInfo, History, OnlineUser, Overview, Page, Project, QueueInfo, QueueSort, Session } from './types';
 
 export class ApiError extends Error {
   constructor(
@@ -91,6 +91,9 @@ export class Api {
 
   overview(signal?: AbortSignal) {
     return this.request<Overview>('GET', '/api/overview', undefined, signal);
+  }
+  cluster(signal?: AbortSignal) {
+    return this.request<ClusterInfo>('GET', '/api/cluster', undefined, signal);
   }
   history(signal?: AbortSignal) {
     return this.request<History>('GET', '/api/history', undefined, signal);

@@ -1,5 +1,5 @@
-// Herald admin console: connect screen, then a shell with four screens
-// (overview, users, queues, publish) under hash routes, fed by the REST API
+// Herald admin console: connect screen, then a shell with five screens
+// (overview, users, queues, publish, nodes) under hash routes, fed by the REST API
 // and the live SSE stream.
 
 import 'uplot/dist/uPlot.min.css';
@@ -11,6 +11,7 @@ import { clear, h } from './dom';
 import { LiveStream, type StreamState } from './stream';
 import { describeInvokeError, inTauri, profiles } from './tauri';
 import type { Profile } from './types';
+import { mountNodes } from './views/nodes';
 import { mountOverview } from './views/overview';
 import { mountPublish } from './views/publish';
 import { mountQueues } from './views/queues';
@@ -309,6 +310,7 @@ const ROUTES: Record<string, { title: string; mount: (ctx: Ctx) => View }> = {
   users: { title: 'Online users', mount: mountUsers },
   queues: { title: 'Queues', mount: mountQueues },
   publish: { title: 'Publish', mount: mountPublish },
+  nodes: { title: 'Nodes', mount: mountNodes },
 };
 
 function teardown(): void {

@@ -17,6 +17,8 @@ export type Session = Schemas['Session'];
 export type OnlineUser = Schemas['OnlineUser'];
 export type Project = Schemas['Project'];
 export type QueueInfo = Schemas['QueueInfo'];
+export type ClusterInfo = Schemas['ClusterInfo'];
+export type ClusterNode = Schemas['ClusterNode'];
 export type QueueSort = components['parameters']['sort'];
 
 /** One page of a list endpoint (`QueuePage`, `SessionPage`, `UserPage`). */

@@ -139,9 +139,17 @@ async fn disk_counters(addr: Option<std::net::SocketAddr>) -> Option<(u64, u64)>
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).await.ok()?;
-    let value =
-        |name: &str| body.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).map(|v| v as u64);
-    Some((value("herald_disk_syncs_total ")?, value("herald_disk_tickets_total ")?))
+    // `name value` or, with the `node` label every series carries, `name{node="…"} value`.
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let rest = if rest.starts_with('{') { rest.split_once('}')?.1 } else { rest };
+                rest.strip_prefix(' ')?.trim().parse::<f64>().ok()
+            })
+            .map(|v| v as u64)
+    };
+    Some((value("herald_disk_syncs_total")?, value("herald_disk_tickets_total")?))
 }
 
 /// `publishers` connections of `per` messages each, `window` outstanding each.

@@ -746,7 +746,9 @@ def test_metrics_prometheus_text(api, world):
         by.setdefault(name, []).append((labels, v))
     sessions = {(l["protocol"], l["transport"]): v for l, v in by["herald_sessions"]}
     assert sessions.get(("stomp", "tcp"), 0) >= 1 and sessions.get(("xmpp", "tls"), 0) >= 1, sessions
-    assert set(l for l in by["herald_sessions"][0][0]) == {"protocol", "transport"}
+    assert set(l for l in by["herald_sessions"][0][0]) == {"node", "protocol", "transport"}
+    node = api.ok("GET", "/api/overview")["node"]
+    assert all(labels.get("node") == node for _, labels, _ in samples), "every series carries the node label"
     for name in ("herald_users_online", "herald_queues", "herald_messages_ready", "herald_messages_unacked", "herald_uptime_seconds"):
         assert types[name] == "gauge" and len(by[name]) == 1, name
     for name in ("herald_messages_published_total", "herald_messages_delivered_total", "herald_messages_acked_total", "herald_messages_dropped_total"):

@@ -70,7 +70,8 @@ class Node:
         host, port = self.h.listeners["admin"]
         req = urllib.request.Request(f"http://{host}:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         text = urllib.request.urlopen(req, timeout=5).read().decode()
-        return {m[1]: float(m[2]) for m in re.finditer(r"^(\w+) ([0-9.e+]+)$", text, re.M)}
+        # Series without labels of their own carry only `node` (admin/metrics.rs).
+        return {m[1]: float(m[2]) for m in re.finditer(r'^(\w+)(?:\{node="[^"]*"\})? ([0-9.e+]+)$', text, re.M)}
 
 
 class Listener(stomp.ConnectionListener):

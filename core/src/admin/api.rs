@@ -163,6 +163,135 @@ pub async fn history(State(a): State<Admin>) -> ApiResult<History> {
     Ok(Json(History { interval_ms: a.sampler.interval.as_millis() as u64, samples: a.sampler.history() }))
 }
 
+/// One node in `GET /api/cluster`.
+#[derive(Debug, Serialize)]
+pub struct ClusterNode {
+    name: String,
+    address: Option<String>,
+    alive: bool,
+    /// This node (the one answering).
+    this: bool,
+    version: String,
+    started_ms: u64,
+    /// ms since its last heartbeat, by this node's clock.
+    heartbeat_age_ms: u64,
+    sessions: u64,
+    users: u64,
+    publish_rate: f64,
+    deliver_rate: f64,
+    rss_bytes: Option<u64>,
+}
+
+impl ClusterNode {
+    fn of(info: crate::cluster::registry::NodeInfo, alive: bool, this: &str, now: u64) -> ClusterNode {
+        ClusterNode {
+            this: info.name == this,
+            heartbeat_age_ms: now.saturating_sub(info.beat_ms),
+            name: info.name,
+            address: info.address,
+            alive,
+            version: info.version,
+            started_ms: info.started_ms,
+            sessions: info.sessions,
+            users: info.users,
+            publish_rate: info.publish_rate,
+            deliver_rate: info.deliver_rate,
+            rss_bytes: info.rss_bytes,
+        }
+    }
+}
+
+/// This node's queues, as `/api/queues` lists them.
+#[derive(Debug, Serialize)]
+pub struct ClusterQueues {
+    queues: usize,
+    messages_ready: usize,
+    messages_unacked: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterInfo {
+    node: String,
+    cluster: bool,
+    /// The Bus' connection to Redis (false on a single node).
+    redis: bool,
+    /// Why the registry could not be read (Redis down or slow); `nodes` then
+    /// holds this node only.
+    error: Option<String>,
+    nodes: Vec<ClusterNode>,
+    nodes_alive: usize,
+    /// Sum of the alive nodes' users: a user with sessions on several nodes
+    /// counts once per node.
+    users_online: u64,
+    sessions: u64,
+    queues: ClusterQueues,
+}
+
+/// `GET /api/cluster`: the node registry (with heartbeat age), or this node
+/// alone when it is not in a cluster or Redis does not answer.
+pub async fn cluster(State(a): State<Admin>) -> ApiResult<ClusterInfo> {
+    let tick = a.sampler.current();
+    let o = &tick.overview;
+    let now = unix_ms(std::time::SystemTime::now());
+    let this = a.engine.node().to_owned();
+    let local = || {
+        // Fields not shown here (such as forwarding targets) keep their defaults.
+        #[allow(clippy::needless_update)]
+        let info = crate::cluster::registry::NodeInfo {
+            name: this.clone(),
+            address: a.engine.config.cluster.as_ref().and_then(|c| c.address.clone()),
+            started_ms: now.saturating_sub(o.uptime_secs * 1000),
+            beat_ms: now,
+            sessions: o.sessions as u64,
+            users: o.users_online as u64,
+            publish_rate: o.rates.publish,
+            deliver_rate: o.rates.deliver,
+            rss_bytes: crate::engine::process_rss_bytes(),
+            version: o.version.to_owned(),
+            ..Default::default()
+        };
+        ClusterNode::of(info, true, &this, now)
+    };
+    let in_cluster = a.engine.config.cluster.is_some();
+    let redis = a.engine.bus().is_some_and(|b| b.is_connected());
+    let (nodes, error) = if !in_cluster {
+        (vec![local()], None)
+    } else {
+        // One bound for the whole read (it is a few commands), so a stalled
+        // Redis costs the console one command timeout, not one per node.
+        let limit = a.engine.cluster_redis().map_or(std::time::Duration::from_secs(2), |(_, t)| *t);
+        let read = tokio::time::timeout(limit, crate::cluster::registry::nodes(&a.engine)).await;
+        match read.unwrap_or_else(|_| Err(crate::bus::BusError::Unavailable("timed out".into()))) {
+            Ok(list) => {
+                let mut nodes: Vec<ClusterNode> =
+                    list.into_iter().map(|v| ClusterNode::of(v.info, v.alive, &this, now)).collect();
+                if !nodes.iter().any(|n| n.this) {
+                    nodes.push(local());
+                    nodes.sort_by(|x, y| x.name.cmp(&y.name));
+                }
+                (nodes, None)
+            }
+            Err(e) => (vec![local()], Some(format!("the node registry could not be read: {e}"))),
+        }
+    };
+    let alive = nodes.iter().filter(|n| n.alive);
+    Ok(Json(ClusterInfo {
+        nodes_alive: alive.clone().count(),
+        users_online: alive.clone().map(|n| n.users).sum(),
+        sessions: alive.map(|n| n.sessions).sum(),
+        node: this.clone(),
+        cluster: in_cluster,
+        redis,
+        error,
+        nodes,
+        queues: ClusterQueues {
+            queues: o.queues,
+            messages_ready: o.messages_ready,
+            messages_unacked: o.messages_unacked,
+        },
+    }))
+}
+
 #[derive(Debug, Serialize)]
 pub struct SessionInfo {
     id: u64,

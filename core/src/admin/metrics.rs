@@ -4,6 +4,39 @@ use std::fmt::Write;
 
 use super::sampler::Overview;
 
+/// Adds `node="<node.name>"` to every sample line of `text`: applied once to
+/// the whole exposition, so every series gets it, also those added later
+/// anywhere in the renderers, and a Prometheus scraping several nodes can
+/// tell their series apart without relabelling.
+pub fn with_node_label(text: &str, node: &str) -> String {
+    let node = label(node);
+    let mut out = String::with_capacity(text.len() + text.lines().count() * (node.len() + 10));
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            out.push_str(line);
+        } else {
+            // A sample is `name{labels} value` or `name value`; metric names
+            // hold neither `{` nor a space.
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            let (name, rest) = line.split_at(end);
+            out.push_str(name);
+            match rest.strip_prefix('{') {
+                Some(labels) if labels.starts_with('}') => {
+                    let _ = write!(out, "{{node=\"{node}\"{labels}");
+                }
+                Some(labels) => {
+                    let _ = write!(out, "{{node=\"{node}\",{labels}");
+                }
+                None => {
+                    let _ = write!(out, "{{node=\"{node}\"}}{rest}");
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// One queue's gauges; only shared queues are exported (per-session queues
 /// would make one series per connection).
 pub struct QueueGauge<'a> {
@@ -178,6 +211,16 @@ pub fn render_bus(out: &mut String, s: &crate::bus::BusStats, connected: bool) {
 mod tests {
     use super::*;
     use crate::admin::sampler::{Rates, TotalsOut};
+
+    #[test]
+    fn every_sample_gets_the_node_label() {
+        let text = "# HELP a x\n# TYPE a gauge\na 1\nb{vhost=\"/\",queue=\"q\"} 2\nc{} 3\n";
+        let out = with_node_label(text, "n\"1");
+        assert_eq!(
+            out,
+            "# HELP a x\n# TYPE a gauge\na{node=\"n\\\"1\"} 1\nb{node=\"n\\\"1\",vhost=\"/\",queue=\"q\"} 2\nc{node=\"n\\\"1\"} 3\n"
+        );
+    }
 
     #[test]
     fn renders_the_group_commit() {

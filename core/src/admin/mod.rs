@@ -123,6 +123,7 @@ pub fn router(admin: Admin) -> Router {
     let mut protected = Router::new()
         .route("/api/overview", get(api::overview))
         .route("/api/history", get(api::history))
+        .route("/api/cluster", get(api::cluster))
         .route("/api/users", get(api::users))
         .route("/api/users/{uid}", get(api::user))
         .route("/api/users/{uid}/kick", post(api::kick_user))
@@ -142,9 +143,9 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/{*path}", get(ui))
         .route("/", get(|| async { Redirect::temporary("/admin/") }));
     if cfg.admin.metrics_public {
-        public = public.route("/metrics", get(metrics));
+        public = public.route("/metrics", get(labelled_metrics));
     } else {
-        protected = protected.route("/metrics", get(metrics));
+        protected = protected.route("/metrics", get(labelled_metrics));
     }
     let protected = protected.route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     public
@@ -230,6 +231,20 @@ async fn metrics(State(a): State<Admin>) -> Response {
         metrics::render_bus(&mut text, &bus.stats(), bus.is_connected());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// `/metrics` with `node="<node.name>"` on every series: applied here, to
+/// the whole exposition [`metrics`] rendered, so series any renderer adds
+/// get it without knowing about it.
+async fn labelled_metrics(state: State<Admin>) -> Response {
+    let node = state.0.engine.node().to_owned();
+    let (mut parts, body) = metrics(state).await.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be rendered").into_response();
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let text = metrics::with_node_label(&String::from_utf8_lossy(&bytes), &node);
+    Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 fn tick_event(t: &Tick) -> Event {
