@@ -263,6 +263,9 @@ pub struct Shared {
     /// for the node registry, cluster presence and work queues.
     #[cfg(feature = "redis")]
     redis: std::sync::OnceLock<(crate::bus::redis::RedisConn, Duration)>,
+    /// Shared queues as one queue cluster-wide (bus/streams.rs), set by `cluster::join`.
+    #[cfg(feature = "redis")]
+    work_queues: std::sync::OnceLock<Arc<crate::bus::streams::WorkQueues>>,
     gate_hasher: std::collections::hash_map::RandomState,
 }
 
@@ -439,6 +442,8 @@ impl Engine {
                 bus: std::sync::OnceLock::new(),
                 #[cfg(feature = "redis")]
                 redis: std::sync::OnceLock::new(),
+                #[cfg(feature = "redis")]
+                work_queues: std::sync::OnceLock::new(),
                 gate_hasher: Default::default(),
                 config,
             }),
@@ -572,6 +577,18 @@ impl Engine {
                 body: String::from_utf8_lossy(&message.body).into_owned(),
                 sender: message.sender.clone(),
             });
+        }
+        #[cfg(feature = "redis")]
+        if let Some(wq) = self.work_queues.get().filter(|_| message.exchange.is_empty()) {
+            if origin == Origin::Bus {
+                // The default exchange never crosses the Bus: its shared
+                // queues are streams in Redis. A forged frame goes nowhere.
+                return Ok(Routed { queues: 0, durable: Vec::new() });
+            }
+            if let Some(q) = vhost.queue(&message.routing_key).filter(|q| q.is_clustered()) {
+                vhost.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(Routed { queues: 1, durable: vec![wq.publish(&q, message)?] });
+            }
         }
         let (queues, durable) = vhost.publish_durable(message)?;
         Ok(Routed { queues, durable })
@@ -960,6 +977,26 @@ impl Engine {
     #[cfg(feature = "redis")]
     pub fn cluster_redis(&self) -> Option<&(crate::bus::redis::RedisConn, Duration)> {
         self.redis.get()
+    }
+
+    /// The cluster's work queues, when in a cluster.
+    #[cfg(feature = "redis")]
+    pub fn work_queues(&self) -> Option<&Arc<crate::bus::streams::WorkQueues>> {
+        self.work_queues.get()
+    }
+
+    /// Makes every vhost's shared queues declared from now on one queue
+    /// cluster-wide (`cluster::join`, before listeners accept).
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_work_queues(&self, wq: Arc<crate::bus::streams::WorkQueues>) {
+        for v in self.router.vhosts() {
+            let w = wq.clone();
+            v.set_cluster_queues(crate::router::ClusterQueues {
+                store: wq.clone(),
+                declared: Box::new(move |q| w.declared(q)),
+            });
+        }
+        let _ = self.work_queues.set(wq);
     }
 
     #[cfg(feature = "redis")]

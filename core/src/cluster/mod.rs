@@ -32,6 +32,16 @@ pub async fn join(engine: &Engine) -> Result<(), EngineError> {
     let bus_error = |e: crate::bus::BusError| EngineError::Cluster(e.to_string());
     let (bus, rx) = RedisBus::connect(RedisBusConfig::from_config(&cfg, &node)).await.map_err(bus_error)?;
     engine.set_cluster_redis(bus.redis(), bus.timeout());
+    let wq = crate::bus::streams::WorkQueues::new(
+        bus.redis(),
+        bus.timeout(),
+        &node,
+        &cfg.prefix,
+        std::time::Duration::from_millis(cfg.ttl_ms),
+        cfg.publish_buffer,
+    );
+    wq.start(&engine.tasks, engine.shutdown.clone());
+    engine.set_work_queues(wq);
     bus.subscribe(&control::to_node(&node)).await.map_err(bus_error)?;
     bus.subscribe(&control::to_every_node()).await.map_err(bus_error)?;
     engine.set_bus(Arc::new(bus))?;
