@@ -251,6 +251,8 @@ pub struct Shared {
     /// XEP-0160 offline storage (store/offline.rs): on disk when
     /// `node.data_dir` is set (store/offline_disk.rs), else in memory.
     pub offline: Arc<dyn OfflineStore>,
+    /// What `offline` reads through: replaced by the cluster's Redis store.
+    offline_slot: Arc<crate::store::offline::OfflineSlot>,
     /// Per-engine state of an edge, whose type the engine does not know
     /// (the engine imports no edge): XEP-0198's resumable sessions. Made on
     /// first use by [`Shared::edge_state`].
@@ -409,6 +411,8 @@ impl Engine {
             Some(disk) => Arc::new(DiskOffline::open(disk.clone(), limits)?),
             None => Arc::new(MemoryOffline::new(limits)),
         };
+        let offline_slot = Arc::new(crate::store::offline::OfflineSlot::new(offline));
+        let offline: Arc<dyn OfflineStore> = offline_slot.clone();
         let auth = crate::auth::Chain::from_config(&config)?.into();
         let history: Arc<dyn HistoryStore> = match &disk {
             Some(d) => Arc::new(DiskHistory::open(d.clone(), HistoryLimits::from_config(&config.history), now_ms())?),
@@ -437,6 +441,7 @@ impl Engine {
                 user_names: config.users.iter().map(|u| u.name.clone()).collect(),
                 disk,
                 offline,
+                offline_slot,
                 edge_state: std::sync::OnceLock::new(),
                 offline_gates: (0..OFFLINE_GATES).map(|_| parking_lot::Mutex::new(())).collect(),
                 bus: std::sync::OnceLock::new(),
@@ -761,6 +766,12 @@ impl Engine {
             self.set_session_presence(s, &s.presence_resource(), availability, status, 0).await;
         }
         sessions.len()
+    }
+
+    /// Replaces the offline store (`cluster::join`: the Redis one, so any
+    /// node sees what another kept). Before listeners accept.
+    pub fn set_offline_store(&self, store: Arc<dyn OfflineStore>) {
+        self.offline_slot.set(store);
     }
 
     pub fn presence_store(&self) -> Arc<dyn PresenceStore> {

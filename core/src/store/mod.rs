@@ -19,6 +19,8 @@ pub mod disk;
 pub mod history;
 pub mod offline;
 pub mod offline_disk;
+#[cfg(feature = "redis")]
+pub mod offline_redis;
 pub mod queues_disk;
 
 pub use disk::{Disk, DiskOptions};
