@@ -4,7 +4,7 @@
 //! the work-queue streams (`bus::streams`) share one queue between nodes,
 //! settle acks in Redis and take over a dead node's unacked entries.
 //!
-//! Fixed ports (this suite's range): standalone 64310–64312, cluster
+//! Fixed ports (this suite's range): standalone 64310–64313, cluster
 //! 64321–64323 with cluster bus ports 10 above. A missing `redis-server`
 //! or `redis-cli` fails the test.
 
@@ -353,4 +353,46 @@ async fn work_queue_limits_and_hostile_entries() {
     }
     assert_eq!(got, ["c7", "c8", "c9"]);
     shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarting_under_its_name_takes_back_what_it_held() {
+    let redis = Redis::start(64313, &[]);
+    redis.cli(&["SET", "wq:alive:r", "1"]);
+    let ttl = Duration::from_millis(500);
+    let first = node(&redis, "r", 2, ttl).await;
+    for i in 0..2 {
+        first
+            .wq
+            .publish(&first.q, Message::new("", "jobs", vec![], Bytes::from(format!("h{i}"))))
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    while first.q.unacked_count() < 2 {
+        assert!(Instant::now() < until, "first run did not fetch");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The process "dies" (its tasks stop, nothing acked) and comes back
+    // under the same name before its alive key expires: nobody else may
+    // claim, but the new run takes its own leftovers back.
+    first.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await; // a restart takes a while
+    let second = node(&redis, "r", 10, ttl).await;
+    let started = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(5), "leftovers not taken back: {got:?}");
+        for (body, tag, redelivered) in deliveries(&second) {
+            assert!(redelivered);
+            second.q.settle(second.consumer, tag, false, Settle::Ack).unwrap();
+            got.push(body);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    got.sort();
+    assert_eq!(got, ["h0", "h1"]);
+    second.shutdown.cancel();
 }

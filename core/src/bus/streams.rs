@@ -22,14 +22,14 @@
 //! Entries read from Redis are hostile input: a frame that does not decode,
 //! or names another vhost or queue, is acked away and counted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
+use redis::streams::{StreamClaimReply, StreamId, StreamInfoConsumersReply, StreamPendingCountReply, StreamReadReply};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,8 @@ const GROUP: &str = "herald";
 pub const UNLIMITED_CREDIT: usize = 100;
 /// Most entries read or claimed in one command.
 const MAX_BATCH: usize = 500;
+/// Most consumers of a group looked at in one claim round.
+const MAX_CONSUMERS: usize = 64;
 /// Longest wait between two reads of an idle queue (reads back off from
 /// 5 ms to this while the stream is empty).
 const IDLE_MAX: Duration = Duration::from_millis(100);
@@ -118,6 +120,9 @@ pub struct WorkQueues {
     /// Queues declared since the manager last looked.
     declared: Mutex<Vec<Arc<Queue>>>,
     wake_manager: Notify,
+    /// When this run began: an entry pending under this node's name since
+    /// before then is a leftover of an earlier run (a restart under the same name).
+    started: Instant,
     pub stats: WorkQueueStats,
 }
 
@@ -160,6 +165,7 @@ impl WorkQueues {
             wake_writer: Notify::new(),
             declared: Mutex::new(Vec::new()),
             wake_manager: Notify::new(),
+            started: Instant::now(),
             stats: WorkQueueStats::default(),
         })
     }
@@ -275,14 +281,11 @@ impl WorkQueues {
 
     /// Starts one fetcher per declared cluster-wide queue.
     async fn manager(self: Arc<Self>, tasks: tokio_util::task::TaskTracker, shutdown: CancellationToken) {
-        let mut recovered: HashSet<Arc<str>> = HashSet::new();
         loop {
             let new = std::mem::take(&mut *self.declared.lock());
             for q in new {
                 let key: Arc<str> = stream_key(&self.prefix, &q.vhost, &q.name).into();
-                // A restart under the same name takes over what it held before, once per run.
-                let own_leftovers = recovered.insert(key.clone());
-                tasks.spawn(self.clone().fetch(q, key, own_leftovers, shutdown.clone()));
+                tasks.spawn(self.clone().fetch(q, key, shutdown.clone()));
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -292,13 +295,7 @@ impl WorkQueues {
     }
 
     /// Feeds one queue from its stream while it has consumers here.
-    async fn fetch(
-        self: Arc<Self>,
-        q: Arc<Queue>,
-        key: Arc<str>,
-        mut own_leftovers: bool,
-        shutdown: CancellationToken,
-    ) {
+    async fn fetch(self: Arc<Self>, q: Arc<Queue>, key: Arc<str>, shutdown: CancellationToken) {
         let claim_every = (self.ttl / 2).max(Duration::from_millis(250));
         let mut last_claim: Option<Instant> = None;
         let mut group = false;
@@ -332,11 +329,8 @@ impl WorkQueues {
                     let mut failed = false;
                     if last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
                         last_claim = Some(Instant::now());
-                        match self.claim(&q, &key, credit, own_leftovers).await {
-                            Ok(n) => {
-                                got += n;
-                                own_leftovers = false;
-                            }
+                        match self.claim(&q, &key, credit).await {
+                            Ok(n) => got += n,
                             Err(e) => {
                                 self.error(&e);
                                 failed = true;
@@ -400,38 +394,48 @@ impl WorkQueues {
     }
 
     /// Takes over entries pending for dead nodes (their `alive:` key is
-    /// gone) and, once per run, this node's own from before a restart.
-    async fn claim(&self, q: &Queue, key: &Arc<str>, credit: usize, own_leftovers: bool) -> Result<usize, BusError> {
-        let mut cmd = redis::cmd("XPENDING");
-        cmd.arg(&**key).arg(GROUP).arg("-").arg("+").arg(MAX_BATCH);
-        let pending: StreamPendingCountReply = self.conn.query(&cmd, self.timeout).await?;
-        let mut alive: HashMap<String, bool> = HashMap::new();
+    /// gone) and this node's own from before this run (a restart).
+    /// Consumers come from `XINFO CONSUMERS` (a dead node's entries are found
+    /// however many the live ones hold); a dead consumer with nothing
+    /// pending is removed from the group.
+    async fn claim(&self, q: &Queue, key: &Arc<str>, credit: usize) -> Result<usize, BusError> {
+        let mut cmd = redis::cmd("XINFO");
+        cmd.arg("CONSUMERS").arg(&**key).arg(GROUP);
+        let info: StreamInfoConsumersReply = self.conn.query(&cmd, self.timeout).await?;
         let mut ids = Vec::new();
-        for p in pending.ids {
+        // Bounded: anyone with access to Redis can add consumers to the group.
+        for c in info.consumers.into_iter().take(MAX_CONSUMERS) {
             if ids.len() >= credit {
                 break;
             }
-            let takeover = if p.consumer == self.node {
-                // Guarded by age: an ack of this run may still wait in the writer.
-                own_leftovers
-                    && p.last_delivered_ms as u128 >= self.ttl.as_millis()
-                    && !self.inflight.lock().values().any(|e| e.id == p.id)
-            } else if p.consumer.len() > 255 {
-                false
-            } else {
-                let live = match alive.get(&p.consumer) {
-                    Some(&l) => l,
-                    None => {
-                        let mut exists = redis::cmd("EXISTS");
-                        exists.arg(format!("{}alive:{}", self.prefix, p.consumer));
-                        let l: bool = self.conn.query(&exists, self.timeout).await?;
-                        alive.insert(p.consumer.clone(), l);
-                        l
-                    }
-                };
-                !live
-            };
-            if takeover {
+            let own = c.name == self.node;
+            if (own && c.pending == 0) || c.name.len() > 255 {
+                continue;
+            }
+            if !own {
+                let mut exists = redis::cmd("EXISTS");
+                exists.arg(format!("{}alive:{}", self.prefix, c.name));
+                if self.conn.query::<bool>(&exists, self.timeout).await? {
+                    continue;
+                }
+                if c.pending == 0 {
+                    let mut del = redis::cmd("XGROUP");
+                    del.arg("DELCONSUMER").arg(&**key).arg(GROUP).arg(&c.name);
+                    self.conn.query::<i64>(&del, self.timeout).await?;
+                    continue;
+                }
+            }
+            let mut cmd = redis::cmd("XPENDING");
+            cmd.arg(&**key).arg(GROUP).arg("-").arg("+").arg(credit - ids.len()).arg(&c.name);
+            let pending: StreamPendingCountReply = self.conn.query(&cmd, self.timeout).await?;
+            for p in pending.ids {
+                // Own entries only when delivered before this run began
+                // (idle longer than the run, with a margin for clocks):
+                // what this run fetched may have an ack waiting in the writer.
+                let run = self.started.elapsed().as_millis() + 20;
+                if own && (p.last_delivered_ms as u128) <= run {
+                    continue;
+                }
                 ids.push(p.id);
             }
         }
