@@ -51,6 +51,9 @@ const MAX_CONSUMERS: usize = 64;
 /// Longest wait between two reads of an idle queue (reads back off from
 /// 5 ms to this while the stream is empty).
 const IDLE_MAX: Duration = Duration::from_millis(100);
+/// How often a queue is read while it had entries within `BUSY_FOR`.
+const BUSY_POLL: Duration = Duration::from_millis(5);
+const BUSY_FOR: Duration = Duration::from_secs(1);
 
 const ADD: &str = "local n = redis.call('XLEN', KEYS[1])
 if ARGV[2] == '1' and n >= tonumber(ARGV[1]) then return 0 end
@@ -299,7 +302,8 @@ impl WorkQueues {
         let claim_every = (self.ttl / 2).max(Duration::from_millis(250));
         let mut last_claim: Option<Instant> = None;
         let mut group = false;
-        let mut idle = Duration::from_millis(5);
+        let mut idle = BUSY_POLL;
+        let mut last_got = Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -352,8 +356,13 @@ impl WorkQueues {
                     if failed {
                         Duration::from_millis(500)
                     } else if got > 0 {
-                        idle = Duration::from_millis(5);
+                        idle = BUSY_POLL;
+                        last_got = Instant::now();
                         Duration::ZERO
+                    } else if last_got.elapsed() < BUSY_FOR {
+                        // Recently busy: other nodes compete for each new
+                        // entry, and who reads first gets it, so keep up.
+                        BUSY_POLL
                     } else {
                         idle = (idle * 2).min(IDLE_MAX);
                         idle
