@@ -61,8 +61,12 @@ redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'm', ARGV[3])
 return 1";
 const ACK: &str = "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])";
-const GIVE_BACK: &str = "if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('XADD', KEYS[1], '*', 'm', ARGV[3], 'r', '1')
+const GIVE_BACK: &str = "local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #e == 1 and redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  local f = e[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 'm' then redis.call('XADD', KEYS[1], '*', 'm', f[i + 1], 'r', '1') end
+  end
 end
 return redis.call('XDEL', KEYS[1], ARGV[2])";
 
@@ -88,7 +92,7 @@ enum Write {
 #[derive(Debug)]
 enum Settled {
     Ack(Entry),
-    GiveBack(Entry, Bytes),
+    GiveBack(Entry),
 }
 
 /// Counters (admin, tests).
@@ -250,14 +254,12 @@ impl WorkQueues {
         let mut cmd = redis::cmd("EVAL");
         match &s {
             Settled::Ack(e) => cmd.arg(ACK).arg(1).arg(&*e.key).arg(GROUP).arg(&e.id),
-            Settled::GiveBack(e, frame) => {
-                cmd.arg(GIVE_BACK).arg(1).arg(&*e.key).arg(GROUP).arg(&e.id).arg(frame.as_ref())
-            }
+            Settled::GiveBack(e) => cmd.arg(GIVE_BACK).arg(1).arg(&*e.key).arg(GROUP).arg(&e.id),
         };
         match self.conn.query::<i64>(&cmd, self.timeout).await {
             Ok(_) => match s {
                 Settled::Ack(_) => self.stats.acked.fetch_add(1, Ordering::Relaxed),
-                Settled::GiveBack(..) => self.stats.given_back.fetch_add(1, Ordering::Relaxed),
+                Settled::GiveBack(_) => self.stats.given_back.fetch_add(1, Ordering::Relaxed),
             },
             // Left pending under this node: taken over by another node only
             // if this one dies (or by this one after a restart).
@@ -309,6 +311,7 @@ impl WorkQueues {
                 return;
             }
             let pause = if q.is_deleted() {
+                self.give_back_all(&key);
                 return;
             } else if q.consumer_count() == 0 {
                 self.give_back(&q);
@@ -503,9 +506,17 @@ impl WorkQueues {
             }
         };
         // In flight before the queue sees it: an automatic ack settles at once.
-        self.inflight.lock().insert(message.id, entry);
-        q.feed(Arc::new(message), redelivered);
-        1
+        let id = message.id;
+        self.inflight.lock().insert(id, entry);
+        if q.feed(Arc::new(message), redelivered) {
+            return 1;
+        }
+        // Deleted here meanwhile: back to the stream for the other nodes.
+        if let Some(entry) = self.inflight.lock().remove(&id) {
+            self.settled.lock().push(Settled::GiveBack(entry));
+            self.wake_writer.notify_one();
+        }
+        0
     }
 
     /// The node's last consumer of `q` went: what it fetched and has not
@@ -515,16 +526,25 @@ impl WorkQueues {
         if back.is_empty() {
             return;
         }
-        let mut settled = Vec::with_capacity(back.len());
-        for (m, _) in back {
-            let Some(entry) = self.inflight.lock().remove(&m.id) else { continue };
-            match encode(&self.node, &q.vhost, &m) {
-                Ok(frame) => settled.push(Settled::GiveBack(entry, frame)),
-                Err(e) => self.error(&e),
-            }
-        }
+        let mut inflight = self.inflight.lock();
+        let settled: Vec<Settled> =
+            back.iter().filter_map(|(m, _)| inflight.remove(&m.id)).map(Settled::GiveBack).collect();
+        drop(inflight);
         self.settled.lock().extend(settled);
         self.wake_writer.notify_one();
+    }
+
+    /// The queue was deleted on this node: whatever of its stream this node
+    /// holds (ready or unacked here) goes back for the other nodes.
+    fn give_back_all(&self, key: &Arc<str>) {
+        let mut inflight = self.inflight.lock();
+        let ids: Vec<u64> = inflight.iter().filter(|(_, e)| e.key == *key).map(|(id, _)| *id).collect();
+        let settled: Vec<Settled> = ids.iter().filter_map(|id| inflight.remove(id)).map(Settled::GiveBack).collect();
+        drop(inflight);
+        if !settled.is_empty() {
+            self.settled.lock().extend(settled);
+            self.wake_writer.notify_one();
+        }
     }
 }
 

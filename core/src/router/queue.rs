@@ -370,13 +370,18 @@ impl Queue {
     }
 
     /// Takes a message fetched from the cluster's copy of this queue (not
-    /// re-persisted: the store already holds it) and dispatches it.
-    pub fn feed(&self, message: Arc<Message>, redelivered: bool) {
+    /// re-persisted: the store already holds it) and dispatches it; false
+    /// when the queue was deleted meanwhile (the caller hands it back).
+    pub fn feed(&self, message: Arc<Message>, redelivered: bool) -> bool {
         let mut st = self.state.lock();
+        if self.is_deleted() {
+            return false;
+        }
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         st.ready_bytes += message.held_bytes();
         st.ready.push_back(Ready { message, redelivered });
         self.dispatch(&mut st);
+        true
     }
 
     /// How many more messages this node's consumers can take now: the room
