@@ -152,3 +152,30 @@ def test_a_node_joining_later_competes_and_private_queues_stay_local():
 def _prefix_of(redis) -> str:
     (key,) = [k for k in redis.cli("--scan", "--pattern", "*nodes").split() if k]
     return key[: -len("nodes")]
+
+
+def test_max_length_holds_cluster_wide():
+    with cluster(2, 64307) as (redis, nodes):
+        name = uid("capped")
+        q = f"/queue/{name}"
+        # drop-head: the queue keeps the newest 3, whichever node published.
+        a, b = Client(nodes[0]), Client(nodes[1])
+        a.send(q, "a0", **{"x-max-length": "3"})
+        b.send(q, "b0", **{"x-max-length": "3"})
+        for i in range(1, 4):
+            a.send(q, f"a{i}")
+        c = Client(nodes[1])
+        c.subscribe(q, ack="auto", **{"x-max-length": "3"})
+        got = [c.message().body for _ in range(3)]
+        assert got == ["a1", "a2", "a3"], got
+        c.no_message(0.3)
+        # reject-publish: a SEND with a receipt to a full queue gets an ERROR instead.
+        r = f"/queue/{uid('full')}"
+        p = Client(nodes[0])
+        hdr = {"x-max-length": "2", "x-overflow": "reject-publish"}
+        p.send(r, "1", **hdr)
+        Client(nodes[1]).send(r, "2", **hdr)
+        p.conn.send(r, "3", headers={"receipt": "r-full"})
+        err = p.error()
+        assert "x-max-length" in err.body, err.body
+        assert redis.cli("XLEN", [k for k in redis.cli("--scan", "--pattern", f"*{r[7:]}").split()][0]) == "2"
