@@ -54,6 +54,8 @@ const IDLE_MAX: Duration = Duration::from_millis(100);
 /// How often a queue is read while it had entries within `BUSY_FOR`.
 const BUSY_POLL: Duration = Duration::from_millis(5);
 const BUSY_FOR: Duration = Duration::from_secs(1);
+/// How long the writer keeps writing acks after shutdown begins.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
 
 const ADD: &str = "local n = redis.call('XLEN', KEYS[1])
 if ARGV[2] == '1' and n >= tonumber(ARGV[1]) then return 0 end
@@ -226,7 +228,19 @@ impl WorkQueues {
                 self.settle(s).await;
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    // Sessions are closing: the acks they still make reach
+                    // Redis, so what they acked is not redelivered elsewhere.
+                    let until = Instant::now() + SHUTDOWN_FLUSH;
+                    while Instant::now() < until {
+                        let settled = std::mem::take(&mut *self.settled.lock());
+                        for s in settled {
+                            self.settle(s).await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    return;
+                }
                 _ = self.wake_writer.notified() => {}
                 w = rx.recv() => match w {
                     Some(Write::Add { key, frame, max_len, reject, name, done }) => {
