@@ -253,6 +253,8 @@ pub struct Shared {
     /// XEP-0160 offline storage (store/offline.rs): on disk when
     /// `node.data_dir` is set (store/offline_disk.rs), else in memory.
     pub offline: Arc<dyn OfflineStore>,
+    /// What `offline` reads through: replaced by the cluster's Redis store.
+    offline_slot: Arc<crate::store::offline::OfflineSlot>,
     /// Per-engine state of an edge, whose type the engine does not know
     /// (the engine imports no edge): XEP-0198's resumable sessions. Made on
     /// first use by [`Shared::edge_state`].
@@ -271,6 +273,9 @@ pub struct Shared {
     /// Presence shared with the other nodes (the cluster's Redis), set
     /// once by `cluster::join`; unset on a single node.
     shared_presence: std::sync::OnceLock<Arc<dyn SharedPresence>>,
+    /// Shared queues as one queue cluster-wide (bus/streams.rs), set by `cluster::join`.
+    #[cfg(feature = "redis")]
+    work_queues: std::sync::OnceLock<Arc<crate::bus::streams::WorkQueues>>,
     gate_hasher: std::collections::hash_map::RandomState,
 }
 
@@ -414,6 +419,8 @@ impl Engine {
             Some(disk) => Arc::new(DiskOffline::open(disk.clone(), limits)?),
             None => Arc::new(MemoryOffline::new(limits)),
         };
+        let offline_slot = Arc::new(crate::store::offline::OfflineSlot::new(offline));
+        let offline: Arc<dyn OfflineStore> = offline_slot.clone();
         let auth = crate::auth::Chain::from_config(&config)?.into();
         let history: Arc<dyn HistoryStore> = match &disk {
             Some(d) => Arc::new(DiskHistory::open(d.clone(), HistoryLimits::from_config(&config.history), now_ms())?),
@@ -442,6 +449,7 @@ impl Engine {
                 user_names: config.users.iter().map(|u| u.name.clone()).collect(),
                 disk,
                 offline,
+                offline_slot,
                 edge_state: std::sync::OnceLock::new(),
                 offline_gates: (0..OFFLINE_GATES).map(|_| parking_lot::Mutex::new(())).collect(),
                 bus: std::sync::OnceLock::new(),
@@ -449,6 +457,8 @@ impl Engine {
                 shared_presence: std::sync::OnceLock::new(),
                 #[cfg(feature = "redis")]
                 redis: std::sync::OnceLock::new(),
+                #[cfg(feature = "redis")]
+                work_queues: std::sync::OnceLock::new(),
                 gate_hasher: Default::default(),
                 config,
             }),
@@ -647,6 +657,18 @@ impl Engine {
                 body: String::from_utf8_lossy(&message.body).into_owned(),
                 sender: message.sender.clone(),
             });
+        }
+        #[cfg(feature = "redis")]
+        if let Some(wq) = self.work_queues.get().filter(|_| message.exchange.is_empty()) {
+            if origin == Origin::Bus {
+                // The default exchange never crosses the Bus: its shared
+                // queues are streams in Redis. A forged frame goes nowhere.
+                return Ok(Routed { queues: 0, durable: Vec::new() });
+            }
+            if let Some(q) = vhost.queue(&message.routing_key).filter(|q| q.is_clustered()) {
+                vhost.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(Routed { queues: 1, durable: vec![wq.publish(&q, message)?] });
+            }
         }
         let routed = vhost.publish_durable(message);
         if let Some(env) = envelope {
@@ -890,6 +912,12 @@ impl Engine {
         sessions.len()
     }
 
+    /// Replaces the offline store (`cluster::join`: the Redis one, so any
+    /// node sees what another kept). Before listeners accept.
+    pub fn set_offline_store(&self, store: Arc<dyn OfflineStore>) {
+        self.offline_slot.set(store);
+    }
+
     pub fn presence_store(&self) -> Arc<dyn PresenceStore> {
         self.presence_store.read().clone()
     }
@@ -1008,6 +1036,7 @@ impl Engine {
     }
 
     /// Set once by `cluster::join`.
+    #[cfg(feature = "redis")]
     pub(crate) fn set_shared_presence(&self, shared: Arc<dyn SharedPresence>) {
         let _ = self.shared_presence.set(shared);
     }
@@ -1182,6 +1211,7 @@ impl Engine {
     }
 
     /// Set once when the node joins its cluster (`cluster::join`).
+    #[cfg(feature = "redis")]
     pub(crate) fn set_bus(&self, bus: Arc<dyn crate::bus::Bus>) -> Result<(), EngineError> {
         self.bus.set(bus).map_err(|_| EngineError::Cluster("already joined".into()))
     }
@@ -1190,6 +1220,26 @@ impl Engine {
     #[cfg(feature = "redis")]
     pub fn cluster_redis(&self) -> Option<&(crate::bus::redis::RedisConn, Duration)> {
         self.redis.get()
+    }
+
+    /// The cluster's work queues, when in a cluster.
+    #[cfg(feature = "redis")]
+    pub fn work_queues(&self) -> Option<&Arc<crate::bus::streams::WorkQueues>> {
+        self.work_queues.get()
+    }
+
+    /// Makes every vhost's shared queues declared from now on one queue
+    /// cluster-wide (`cluster::join`, before listeners accept).
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_work_queues(&self, wq: Arc<crate::bus::streams::WorkQueues>) {
+        for v in self.router.vhosts() {
+            let w = wq.clone();
+            v.set_cluster_queues(crate::router::ClusterQueues {
+                store: wq.clone(),
+                declared: Box::new(move |q| w.declared(q)),
+            });
+        }
+        let _ = self.work_queues.set(wq);
     }
 
     #[cfg(feature = "redis")]

@@ -183,6 +183,7 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
+    #[cfg(feature = "redis")]
     fn of(info: crate::cluster::registry::NodeInfo, alive: bool, this: &str, now: u64) -> ClusterNode {
         ClusterNode {
             this: info.name == this,
@@ -234,26 +235,25 @@ pub async fn cluster(State(a): State<Admin>) -> ApiResult<ClusterInfo> {
     let o = &tick.overview;
     let now = unix_ms(std::time::SystemTime::now());
     let this = a.engine.node().to_owned();
-    let local = || {
-        // Fields not shown here (such as forwarding targets) keep their defaults.
-        #[allow(clippy::needless_update)]
-        let info = crate::cluster::registry::NodeInfo {
-            name: this.clone(),
-            address: a.engine.config.cluster.as_ref().and_then(|c| c.address.clone()),
-            started_ms: now.saturating_sub(o.uptime_secs * 1000),
-            beat_ms: now,
-            sessions: o.sessions as u64,
-            users: o.users_online as u64,
-            publish_rate: o.rates.publish,
-            deliver_rate: o.rates.deliver,
-            rss_bytes: crate::engine::process_rss_bytes(),
-            version: o.version.to_owned(),
-            ..Default::default()
-        };
-        ClusterNode::of(info, true, &this, now)
+    let local = || ClusterNode {
+        this: true,
+        heartbeat_age_ms: 0,
+        name: this.clone(),
+        address: a.engine.config.cluster.as_ref().and_then(|c| c.address.clone()),
+        alive: true,
+        version: o.version.to_owned(),
+        started_ms: now.saturating_sub(o.uptime_secs * 1000),
+        sessions: o.sessions as u64,
+        users: o.users_online as u64,
+        publish_rate: o.rates.publish,
+        deliver_rate: o.rates.deliver,
+        rss_bytes: crate::engine::process_rss_bytes(),
     };
     let in_cluster = a.engine.config.cluster.is_some();
     let redis = a.engine.bus().is_some_and(|b| b.is_connected());
+    #[cfg(not(feature = "redis"))]
+    let (nodes, error): (Vec<ClusterNode>, Option<String>) = (vec![local()], None);
+    #[cfg(feature = "redis")]
     let (nodes, error) = if !in_cluster {
         (vec![local()], None)
     } else {

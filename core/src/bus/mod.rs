@@ -73,6 +73,8 @@ pub mod control;
 pub mod interest;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+pub mod streams;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -35,6 +35,17 @@ pub async fn join(engine: &Engine) -> Result<(), EngineError> {
     let bus_error = |e: crate::bus::BusError| EngineError::Cluster(e.to_string());
     let (bus, rx) = RedisBus::connect(RedisBusConfig::from_config(&cfg, &node)).await.map_err(bus_error)?;
     engine.set_cluster_redis(bus.redis(), bus.timeout());
+    let wq = crate::bus::streams::WorkQueues::new(
+        bus.redis(),
+        bus.timeout(),
+        &node,
+        &cfg.prefix,
+        std::time::Duration::from_millis(cfg.ttl_ms),
+        cfg.publish_buffer,
+    );
+    wq.start(&engine.tasks, engine.shutdown.clone());
+    engine.set_work_queues(wq);
+    engine.set_offline_store(offline_store(engine, &cfg).await?);
     bus.subscribe(&control::to_node(&node)).await.map_err(bus_error)?;
     bus.subscribe(&control::to_every_node()).await.map_err(bus_error)?;
     let bus: Arc<dyn Bus> = Arc::new(bus);
@@ -67,6 +78,33 @@ pub async fn join(engine: &Engine) -> Result<(), EngineError> {
     engine.interests_settled().await;
     tracing::info!(node, "joined the cluster");
     Ok(())
+}
+
+/// XEP-0160 offline storage in Redis: a message kept on one node is there
+/// for whichever node the user logs in to next. (Messages kept on this
+/// node's disk before it joined stay there, unread.)
+async fn offline_store(
+    engine: &Engine,
+    cfg: &crate::config::ClusterConfig,
+) -> Result<Arc<dyn crate::store::offline::OfflineStore>, EngineError> {
+    use crate::store::offline_redis::{RedisOffline, RedisTarget};
+    let o = &engine.config.xmpp.offline;
+    let limits = crate::store::offline::OfflineLimits {
+        max_messages_per_user: o.max_messages_per_user,
+        max_bytes_per_user: o.max_bytes_per_user,
+        max_total_bytes: o.max_total_bytes,
+    };
+    let target = match &cfg.redis {
+        Some(url) => RedisTarget::Standalone(url.clone()),
+        None => RedisTarget::Cluster(cfg.seeds.clone()),
+    };
+    let (prefix, timeout) =
+        (cfg.prefix.clone(), engine.cluster_redis().map_or(std::time::Duration::from_secs(2), |r| r.1));
+    let store = tokio::task::spawn_blocking(move || RedisOffline::connect(target, &prefix, limits, timeout))
+        .await
+        .map_err(|e| EngineError::Cluster(e.to_string()))?
+        .map_err(|e| EngineError::Cluster(e.to_string()))?;
+    Ok(Arc::new(store))
 }
 
 /// Routes what other nodes publish, one envelope at a time in arrival order

@@ -288,9 +288,36 @@ pub struct Vhost {
     /// (taken under `bound`, as a leaf); changes go to `interest_changes`.
     interests: VhostInterests,
     interest_changes: Arc<InterestChanges>,
+    /// Set when the node joins a cluster: shared queues are then one queue
+    /// cluster-wide (bus/streams.rs).
+    cluster: std::sync::OnceLock<ClusterQueues>,
+}
+
+/// How a vhost makes its shared queues one queue cluster-wide: the store a
+/// new shared (neither exclusive nor auto-delete) queue gets instead of the
+/// node's (its messages live in Redis, not in the data directory), and who
+/// is told of it (to fetch its messages while it has consumers here).
+pub struct ClusterQueues {
+    pub store: Arc<dyn QueueStore>,
+    pub declared: Declared,
+}
+
+/// Told of each new cluster-wide queue.
+pub type Declared = Box<dyn Fn(&Arc<Queue>) + Send + Sync>;
+
+impl std::fmt::Debug for ClusterQueues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterQueues").finish_non_exhaustive()
+    }
 }
 
 impl Vhost {
+    /// Makes shared queues declared from now on cluster-wide (once, when
+    /// the node joins its cluster, before listeners accept).
+    pub fn set_cluster_queues(&self, c: ClusterQueues) {
+        let _ = self.cluster.set(c);
+    }
+
     fn new(
         name: &str,
         config: &Config,
@@ -322,6 +349,7 @@ impl Vhost {
             history,
             interests: VhostInterests::default(),
             interest_changes,
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -431,8 +459,10 @@ impl Vhost {
             },
             None => d,
         };
-        // Exclusive queues die with their session: only the others are stored.
-        if options.durable && options.exclusive.is_none() && !restoring {
+        let cluster = self.cluster.get().filter(|_| options.exclusive.is_none() && !options.auto_delete);
+        // Exclusive queues die with their session: only the others are
+        // stored; a cluster-wide queue lives in Redis, not in this node's store.
+        if options.durable && options.exclusive.is_none() && !restoring && cluster.is_none() {
             let meta = QueueMeta {
                 auto_delete: options.auto_delete,
                 owner: owner.as_deref().map(str::to_owned),
@@ -447,8 +477,15 @@ impl Vhost {
                 return Err(e.into());
             }
         }
-        let q = Arc::new(Queue::with_limits(&self.name, name, options, limits, Some(self.store.clone()), owner));
+        let store = match cluster {
+            Some(c) => c.store.clone(),
+            None => self.store.clone(),
+        };
+        let q = Arc::new(Queue::with_limits(&self.name, name, options, limits, Some(store), owner));
         queues.insert(name.to_owned(), q.clone());
+        if let Some(c) = cluster {
+            (c.declared)(&q);
+        }
         Ok(q)
     }
 

@@ -214,8 +214,16 @@ impl Queue {
             counters: QueueCounters::default(),
             limits,
             owner,
-            // Exclusive queues die with their session: never stored.
-            store: if options.durable && options.exclusive.is_none() { store } else { None },
+            // Exclusive queues die with their session: never stored. A
+            // cluster work queue's store (bus/streams.rs) holds every
+            // message, durable queue or not.
+            store: if options.exclusive.is_none()
+                && (options.durable || store.as_ref().is_some_and(|s| s.takes_every_message()))
+            {
+                store
+            } else {
+                None
+            },
             state: Mutex::new(State::default()),
             deleted: AtomicBool::new(false),
         }
@@ -269,14 +277,16 @@ impl Queue {
     /// Whether this queue's messages are written to the queue store
     /// (durable and not exclusive).
     pub fn is_stored(&self) -> bool {
-        self.store.is_some()
+        self.store.is_some() && !self.is_clustered()
     }
 
     /// Writes a persistent message to the store; the ticket says when it is
     /// durable. Transient messages and queues never touch it.
     fn persist(&self, message: &Message) -> Result<Option<Durable>, StoreError> {
         match &self.store {
-            Some(store) if message.persistent => store.append(&self.vhost, &self.name, message).map(Some),
+            Some(store) if message.persistent && !store.takes_every_message() => {
+                store.append(&self.vhost, &self.name, message).map(Some)
+            }
             _ => Ok(None),
         }
     }
@@ -286,7 +296,7 @@ impl Queue {
     /// and an unclean start flags everything anyway).
     fn mark_delivered(&self, message: &Message) {
         if let Some(store) = &self.store {
-            if message.persistent {
+            if message.persistent || store.takes_every_message() {
                 if let Err(e) = store.delivered(&self.vhost, &self.name, message.id) {
                     tracing::warn!(queue = %self.name, error = %e, "queue store delivery mark failed");
                 }
@@ -296,7 +306,7 @@ impl Queue {
 
     fn forget(&self, message: &Message) {
         if let Some(store) = &self.store {
-            if message.persistent {
+            if message.persistent || store.takes_every_message() {
                 if let Err(e) = store.remove(&self.vhost, &self.name, message.id) {
                     tracing::warn!(queue = %self.name, error = %e, "queue store remove failed");
                 }
@@ -351,6 +361,56 @@ impl Queue {
             self.forget(&old.message);
         }
         Ok(ticket)
+    }
+
+    /// Whether this is one queue cluster-wide (a work queue in Redis,
+    /// bus/streams.rs): its messages arrive through [`Queue::feed`].
+    pub fn is_clustered(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.takes_every_message())
+    }
+
+    /// Takes a message fetched from the cluster's copy of this queue (not
+    /// re-persisted: the store already holds it) and dispatches it; false
+    /// when the queue was deleted meanwhile (the caller hands it back).
+    pub fn feed(&self, message: Arc<Message>, redelivered: bool) -> bool {
+        let mut st = self.state.lock();
+        if self.is_deleted() {
+            return false;
+        }
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        st.ready_bytes += message.held_bytes();
+        st.ready.push_back(Ready { message, redelivered });
+        self.dispatch(&mut st);
+        true
+    }
+
+    /// How many more messages this node's consumers can take now: the room
+    /// under each consumer's prefetch (`unlimited` for one without a
+    /// prefetch or acking automatically), less what is ready already. A
+    /// node fetches no more than this from the cluster's copy, so it does
+    /// not hoard a queue that consumers on other nodes compete for.
+    pub fn credit(&self, unlimited: usize) -> usize {
+        let st = self.state.lock();
+        let room: usize = st
+            .consumers
+            .iter()
+            .map(|c| {
+                let cap = if c.ack == AckMode::Auto || c.prefetch == 0 { unlimited } else { c.prefetch };
+                let held = if c.ack == AckMode::Auto { 0 } else { c.unacked.len() };
+                cap.saturating_sub(held)
+            })
+            .sum();
+        room.saturating_sub(st.ready.len())
+    }
+
+    /// Takes the ready messages `which` picks out (not forgotten by the
+    /// store): a node whose last consumer left hands them back to the cluster.
+    pub fn take_ready_where(&self, which: impl Fn(&Message) -> bool) -> Vec<(Arc<Message>, bool)> {
+        let mut st = self.state.lock();
+        let (taken, kept): (VecDeque<Ready>, VecDeque<Ready>) = st.ready.drain(..).partition(|r| which(&r.message));
+        st.ready = kept;
+        st.ready_bytes = st.ready.iter().map(Ready::bytes).sum();
+        taken.into_iter().map(|r| (r.message, r.redelivered)).collect()
     }
 
     /// Restores a message read back from the store at start (not re-persisted).

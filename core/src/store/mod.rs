@@ -19,6 +19,8 @@ pub mod disk;
 pub mod history;
 pub mod offline;
 pub mod offline_disk;
+#[cfg(feature = "redis")]
+pub mod offline_redis;
 pub mod queues_disk;
 
 pub use disk::{Disk, DiskOptions};
@@ -191,6 +193,12 @@ pub trait QueueStore: Send + Sync + Debug + 'static {
     /// A ticket for every write made so far (a durable SUBSCRIBE's receipt).
     fn durable(&self) -> Durable;
     fn load(&self) -> Result<Vec<StoredQueue>, StoreError>;
+    /// Whether the store holds every message of its queues, persistent or
+    /// not, and whether their queues are kept even when not durable: a
+    /// cluster work queue (bus/streams.rs), whose messages live in Redis.
+    fn takes_every_message(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Default)]

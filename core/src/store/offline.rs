@@ -160,6 +160,43 @@ impl OfflineStore for MemoryOffline {
     }
 }
 
+/// The engine's offline store, replaced once when the node joins a cluster
+/// (the Redis one, store/offline_redis.rs), before listeners accept.
+#[derive(Debug)]
+pub struct OfflineSlot(parking_lot::RwLock<std::sync::Arc<dyn OfflineStore>>);
+
+impl OfflineSlot {
+    pub fn new(store: std::sync::Arc<dyn OfflineStore>) -> OfflineSlot {
+        OfflineSlot(parking_lot::RwLock::new(store))
+    }
+
+    pub fn set(&self, store: std::sync::Arc<dyn OfflineStore>) {
+        *self.0.write() = store;
+    }
+
+    fn get(&self) -> std::sync::Arc<dyn OfflineStore> {
+        self.0.read().clone()
+    }
+}
+
+impl OfflineStore for OfflineSlot {
+    fn push(&self, uid: &str, stamp_ms: u64, from: &str, stanza: Bytes) -> Result<Durable, OfflineError> {
+        self.get().push(uid, stamp_ms, from, stanza)
+    }
+
+    fn list(&self, uid: &str) -> Result<Vec<OfflineMessage>, OfflineError> {
+        self.get().list(uid)
+    }
+
+    fn remove_through(&self, uid: &str, seq: u64) -> Result<(), OfflineError> {
+        self.get().remove_through(uid, seq)
+    }
+
+    fn count(&self, uid: &str) -> Result<usize, OfflineError> {
+        self.get().count(uid)
+    }
+}
+
 /// The conformance suite every [`OfflineStore`] passes; `make` returns a
 /// fresh, empty store with the given limits.
 pub async fn conformance<S: OfflineStore>(make: impl Fn(OfflineLimits) -> S) {
