@@ -259,6 +259,9 @@ pub struct Shared {
     /// The cluster Bus, set once by `cluster::join` when `[cluster]` is
     /// configured; unset on a single node.
     bus: std::sync::OnceLock<Arc<dyn crate::bus::Bus>>,
+    /// Set while publishes reach this node only (the Bus refused one), so
+    /// an outage is logged once, not per publish.
+    bus_local_only: std::sync::atomic::AtomicBool,
     /// The cluster's Redis connection (the Bus's) and its command timeout,
     /// for the node registry, cluster presence and work queues.
     #[cfg(feature = "redis")]
@@ -437,6 +440,7 @@ impl Engine {
                 edge_state: std::sync::OnceLock::new(),
                 offline_gates: (0..OFFLINE_GATES).map(|_| parking_lot::Mutex::new(())).collect(),
                 bus: std::sync::OnceLock::new(),
+                bus_local_only: Default::default(),
                 #[cfg(feature = "redis")]
                 redis: std::sync::OnceLock::new(),
                 gate_hasher: Default::default(),
@@ -556,11 +560,34 @@ impl Engine {
     /// [`Engine::send_to_user`], the admin API) and the engine's presence
     /// events. Refused while the memory alarm is on
     /// (`limits.memory_high_watermark`), except the engine's own events.
+    ///
+    /// In a cluster, a publish that routed here is also published on the
+    /// Bus for the other nodes' bindings (docs/cluster.md, "The Bus"),
+    /// except what came from the Bus and the default exchange's (a
+    /// `/queue/` is not a Bus matter).
     pub fn route(&self, publish: Publish<'_>) -> Result<Routed, RouteError> {
         let Publish { vhost, message, origin } = publish;
-        if origin != Origin::Engine {
+        // Presence events from other nodes pass the alarm as this node's own do.
+        let engines =
+            origin == Origin::Engine || origin == Origin::Bus && message.exchange == self.config.exchanges.presence;
+        if !engines {
             self.router.alarm.check()?;
         }
+        let envelope = match self.bus() {
+            Some(_) if origin != Origin::Bus && !message.exchange.is_empty() => Some(crate::bus::Envelope {
+                origin: String::new(),
+                seq: 0,
+                vhost: vhost.name.to_string(),
+                exchange: message.exchange.clone(),
+                routing_key: message.routing_key.clone(),
+                headers: message.headers.clone(),
+                body: message.body.clone(),
+                persistent: message.persistent,
+                sender: message.sender.clone(),
+                also_exact: false,
+            }),
+            _ => None,
+        };
         // Built only when someone listens to messages: the event copies the body.
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(EngineEvent::Message {
@@ -573,8 +600,49 @@ impl Engine {
                 sender: message.sender.clone(),
             });
         }
-        let (queues, durable) = vhost.publish_durable(message)?;
+        let routed = vhost.publish_durable(message);
+        if let Some(env) = envelope {
+            // A full reject-publish queue here refused its copy after the
+            // others took theirs: the other nodes' bindings take theirs too.
+            if matches!(routed, Ok(_) | Err(RouteError::QueueFull { .. })) {
+                self.cross(env);
+            }
+        }
+        let (queues, durable) = routed?;
         Ok(Routed { queues, durable })
+    }
+
+    /// Publishes on the Bus what was routed here. Never refuses the
+    /// publisher: with Redis down (or too slow: the Bus's buffer full) the
+    /// message reached this node's bindings only, counted in the Bus's
+    /// `refused` and logged once per outage (docs/cluster.md, "Redis down").
+    fn cross(&self, env: crate::bus::Envelope) {
+        let Some(bus) = self.bus() else { return };
+        match bus.publish(env) {
+            Ok(()) => {
+                if self.bus_local_only.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!("cluster bus: publishes reach the other nodes again");
+                }
+            }
+            Err(e) => {
+                if !self.bus_local_only.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        "cluster bus: publishes reach this node's subscribers only until Redis is back: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Resolves once the Bus subscriptions that bindings made so far need
+    /// are confirmed by Redis (a SUBSCRIBE's RECEIPT waits for it, so a
+    /// publish on another node right after the RECEIPT is not missed), or
+    /// after the cluster's command timeout. At once on a single node.
+    pub async fn interests_settled(&self) {
+        #[cfg(feature = "redis")]
+        if let Some((_, timeout)) = self.cluster_redis() {
+            let _ = tokio::time::timeout(*timeout, self.router.interest_changes.settled()).await;
+        }
     }
 
     /// The door for a message to one user on the `feed` exchange that may be
@@ -856,6 +924,7 @@ impl Engine {
             let _ = vhost.bind(project_x, &queue, p, None);
         }
         let consumer = queue.consume(session.clone(), Arc::from(session.protocol.as_str()), AckMode::Auto, 0);
+        self.interests_settled().await;
         Ok(Inbox { queue, consumer, projects })
     }
 
@@ -866,10 +935,8 @@ impl Engine {
             self.directory().projects_of(&session.uid).await?.into_iter().map(|p| p.id).collect();
         let project_x = &self.config.exchanges.project;
         if let Ok(vhost) = self.router.vhost(&session.vhost) {
-            if let Some(x) = vhost.exchange(project_x) {
-                for old in inbox.projects.iter().filter(|p| !projects.contains(p)) {
-                    x.unbind(&inbox.queue, old);
-                }
+            for old in inbox.projects.iter().filter(|p| !projects.contains(p)) {
+                vhost.unbind_where(&inbox.queue, project_x, |k| k == old);
             }
             for new in projects.iter().filter(|p| !inbox.projects.contains(p)) {
                 let _ = vhost.bind(project_x, &inbox.queue, new, None);

@@ -65,10 +65,18 @@ export const PROJECTS = [
 
 // `projects`: the in-memory directory's [[projects]] (default PROJECTS; [] or null for none,
 // e.g. when `extra` configures `[directory] backend = "mongodb"`).
-export function buildConfig({ dataDir, users = USERS, limits = null, extra = '', projects = PROJECTS } = {}) {
+// `nodeName`: `node.name` (a cluster's nodes need distinct names).
+export function buildConfig({
+  dataDir,
+  users = USERS,
+  limits = null,
+  extra = '',
+  projects = PROJECTS,
+  nodeName = 'herald-test@localhost',
+} = {}) {
   const lines = [
     '[node]',
-    'name = "herald-test@localhost"',
+    `name = ${tomlStr(nodeName)}`,
     `data_dir = ${tomlStr(dataDir)}`,
     '',
     '[stomp]',
@@ -111,13 +119,14 @@ export async function startHerald({
   extra = '',
   projects = PROJECTS,
   readyTimeoutMs = 20000,
+  nodeName,
 } = {}) {
   const bin = assertBinary();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-test-'));
   const dataDir = path.join(dir, 'data');
   fs.mkdirSync(dataDir);
   const cfgPath = path.join(dir, 'herald.toml');
-  fs.writeFileSync(cfgPath, buildConfig({ dataDir, users, limits, extra, projects }));
+  fs.writeFileSync(cfgPath, buildConfig({ dataDir, users, limits, extra, projects, nodeName }));
 
   const proc = spawn(bin, ['--config', cfgPath], {
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -119,6 +119,29 @@ pub fn render_disk(out: &mut String, c: &crate::store::disk::DiskCounters) {
     }
 }
 
+/// The cluster Bus, on a node in a cluster: `refused` counts publishes
+/// that reached this node's subscribers only (Redis down, or the outgoing
+/// buffer full).
+pub fn render_bus(out: &mut String, s: &crate::bus::BusStats, connected: bool) {
+    let counters = [
+        ("herald_bus_published_total", "Publishes handed to the cluster Bus.", s.published),
+        (
+            "herald_bus_refused_total",
+            "Publishes the Bus refused (Redis down or buffer full): delivered on this node only.",
+            s.refused,
+        ),
+        ("herald_bus_received_total", "Messages from other nodes for this node's bindings.", s.received),
+        ("herald_bus_bad_frames_total", "Frames from Redis that did not decode or fit their channel.", s.bad_frames),
+        ("herald_bus_dropped_total", "Messages from other nodes dropped: the receive buffer was full.", s.dropped),
+    ];
+    for (name, help, v) in counters {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    family(out, "herald_bus_connected", "gauge", "1 while the cluster Bus is connected to Redis.");
+    let _ = writeln!(out, "herald_bus_connected {}", connected as u8);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

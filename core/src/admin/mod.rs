@@ -223,6 +223,9 @@ async fn metrics(State(a): State<Admin>) -> Response {
     if let Some(disk) = &a.engine.disk {
         metrics::render_disk(&mut text, &disk.counters);
     }
+    if let Some(bus) = a.engine.bus() {
+        metrics::render_bus(&mut text, &bus.stats(), bus.is_connected());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

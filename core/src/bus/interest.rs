@@ -61,6 +61,11 @@ impl Interests {
         self.counts.keys()
     }
 
+    /// Whether some binding needs `interest`.
+    pub fn contains(&self, interest: &Interest) -> bool {
+        self.counts.contains_key(interest)
+    }
+
     pub fn len(&self) -> usize {
         self.counts.len()
     }

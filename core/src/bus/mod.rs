@@ -62,10 +62,11 @@
 //!
 //! [`Bus::publish`] never waits: it queues into a bounded buffer and fails
 //! with [`BusError::Full`] when the buffer is full (a slow Redis), or
-//! [`BusError::Unavailable`] while disconnected; the caller turns either
-//! into an ERROR frame or a rejected Promise (local delivery already
-//! happened). Received envelopes go into a bounded channel too; when the
-//! router falls behind that far, an envelope is dropped and counted.
+//! [`BusError::Unavailable`] while disconnected. The engine has delivered
+//! locally already and does not refuse the publisher: the message reached
+//! this node only, counted in [`BusStats::refused`] (docs/cluster.md,
+//! "Redis down"). Received envelopes go into a bounded channel too; when
+//! the router falls behind that far, an envelope is dropped and counted.
 
 pub mod codec;
 pub mod control;

@@ -12,6 +12,7 @@ pub mod registry;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -34,9 +35,15 @@ pub async fn join(engine: &Engine) -> Result<(), EngineError> {
     engine.set_cluster_redis(bus.redis(), bus.timeout());
     bus.subscribe(&control::to_node(&node)).await.map_err(bus_error)?;
     bus.subscribe(&control::to_every_node()).await.map_err(bus_error)?;
-    engine.set_bus(Arc::new(bus))?;
+    let bus: Arc<dyn Bus> = Arc::new(bus);
+    engine.set_bus(bus.clone())?;
     registry::start(engine).await?;
     engine.tasks.spawn(receive(engine.clone(), rx));
+    // Bindings made before the join (durable queues restored at start,
+    // anything the application bound) are heard from the start.
+    engine.router.track_interests();
+    engine.tasks.spawn(reconcile(engine.clone(), bus));
+    engine.interests_settled().await;
     tracing::info!(node, "joined the cluster");
     Ok(())
 }
@@ -62,6 +69,63 @@ async fn receive(engine: Engine, mut rx: mpsc::Receiver<Envelope>) {
         }
     }
 }
+
+/// Keeps this node's Bus subscriptions in step with its bindings: takes
+/// the interests the router marked (first binding, last binding gone) and
+/// subscribes or unsubscribes each as its count is now. While Redis is down
+/// nothing is tried; the marked interests wait and are handled on reconnect
+/// (what was subscribed before the outage the Bus re-subscribes itself).
+async fn reconcile(engine: Engine, bus: Arc<dyn Bus>) {
+    use futures_util::StreamExt;
+    let changes = engine.router.interest_changes.clone();
+    let pause = Duration::from_millis(200);
+    loop {
+        if !changes.pending() {
+            tokio::select! {
+                _ = engine.shutdown.cancelled() => return,
+                _ = changes.changed() => {}
+            }
+        }
+        let (batch, generation) = changes.take();
+        if !batch.is_empty() && !bus.is_connected() {
+            // Waiters (a SUBSCRIBE's RECEIPT) do not wait for the outage.
+            changes.retry(batch);
+            changes.finished(generation);
+            tokio::select! {
+                _ = engine.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => continue,
+            }
+        }
+        let failed = parking_lot::Mutex::new(Vec::new());
+        futures_util::stream::iter(batch)
+            .for_each_concurrent(SUBSCRIBING, |i| {
+                let (engine, bus, failed) = (&engine, &bus, &failed);
+                async move {
+                    let wanted = engine.router.vhost(&i.vhost).is_ok_and(|v| v.holds_interest(&i));
+                    let r = if wanted { bus.subscribe(&i).await } else { bus.unsubscribe(&i).await };
+                    if let Err(e) = r {
+                        tracing::debug!(interest = ?i, "cluster bus: (un)subscribe failed, retried: {e}");
+                        failed.lock().push(i);
+                    }
+                }
+            })
+            .await;
+        let failed = failed.into_inner();
+        changes.finished(generation);
+        if !failed.is_empty() {
+            tracing::warn!(interests = failed.len(), "cluster bus: subscriptions not confirmed by Redis, retrying");
+            changes.retry(failed);
+            tokio::select! {
+                _ = engine.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+/// Subscriptions in flight at once (a burst of logins each adding a user's
+/// feed key).
+const SUBSCRIBING: usize = 64;
 
 /// What another node asks of this one.
 async fn on_control(engine: &Engine, from: &str, c: Control) {

@@ -15,6 +15,7 @@
 pub mod destination;
 pub mod exchange;
 pub mod history;
+pub mod interest;
 pub mod queue;
 pub mod topic;
 
@@ -37,6 +38,8 @@ use crate::store::history::now_ms;
 use crate::store::history::{recover, HistoryLimits, MemoryHistory, Recovery, Since, StreamKey};
 use crate::store::{Durable, QueueMeta, QueueStore, StoreError, StoredBinding, StoredLimits};
 pub use history::History;
+pub use interest::InterestChanges;
+use interest::VhostInterests;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -281,6 +284,10 @@ pub struct Vhost {
     retired: QueueCounters,
     /// Offsets and retained messages of `feed` and `project` (shared by vhosts).
     pub history: Arc<History>,
+    /// Bindings per Bus interest, counted once the node is in a cluster
+    /// (taken under `bound`, as a leaf); changes go to `interest_changes`.
+    interests: VhostInterests,
+    interest_changes: Arc<InterestChanges>,
 }
 
 impl Vhost {
@@ -290,6 +297,7 @@ impl Vhost {
         store: Arc<dyn QueueStore>,
         quota: Arc<QueueQuota>,
         history: Arc<History>,
+        interest_changes: Arc<InterestChanges>,
     ) -> Vhost {
         let mut exchanges = HashMap::new();
         for (x, kind) in builtin_exchanges(config) {
@@ -312,7 +320,28 @@ impl Vhost {
             published: AtomicU64::new(0),
             retired: QueueCounters::default(),
             history,
+            interests: VhostInterests::default(),
+            interest_changes,
         }
+    }
+
+    /// Starts counting bindings per Bus interest (the node joined a
+    /// cluster): every interest the existing bindings need is marked for
+    /// the reconciler, and from now on each first/last binding is.
+    pub fn track_interests(&self) {
+        let bound = self.bound.lock();
+        let all = bound.values().flatten().map(|(x, k)| (&*x.name, x.kind, k.as_str()));
+        self.interests.start(&self.name, all, &self.interest_changes);
+    }
+
+    /// Whether some binding of this vhost needs `interest` (the reconciler
+    /// compares this with what it subscribed).
+    pub fn holds_interest(&self, interest: &crate::bus::Interest) -> bool {
+        self.interests.holds(interest)
+    }
+
+    fn count_binding(&self, x: &Exchange, key: &str, add: bool) {
+        self.interests.count(&self.name, &x.name, x.kind, key, add, &self.interest_changes);
     }
 
     pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
@@ -497,6 +526,7 @@ impl Vhost {
         let mut bound = self.bound.lock();
         let list = bound.entry(queue.name.to_string()).or_default();
         if !list.iter().any(|(e, k)| Arc::ptr_eq(e, &x) && k == key) {
+            self.count_binding(&x, key, true);
             list.push((x, key.to_owned()));
         }
         Ok(())
@@ -539,6 +569,7 @@ impl Vhost {
             list.retain(|(x, k)| {
                 let hit = &*x.name == exchange && drop(k);
                 if hit {
+                    self.count_binding(x, k, false);
                     removed.push((x.clone(), k.clone()));
                 }
                 !hit
@@ -555,7 +586,14 @@ impl Vhost {
     pub fn delete_queue(&self, name: &str) -> Option<Arc<Queue>> {
         let q = self.queues.write().remove(name)?;
         self.quota.give_back(q.owner.as_ref());
-        let bindings = self.bound.lock().remove(name).unwrap_or_default();
+        let bindings = {
+            let mut bound = self.bound.lock();
+            let bindings = bound.remove(name).unwrap_or_default();
+            for (x, key) in &bindings {
+                self.count_binding(x, key, false);
+            }
+            bindings
+        };
         for (x, key) in bindings {
             x.unbind(&q, &key);
         }
@@ -634,6 +672,8 @@ pub struct Router {
     pub quota: Arc<QueueQuota>,
     /// The memory alarm every publish checks (set by `Engine`'s monitor).
     pub alarm: MemoryAlarm,
+    /// Bus interests that appeared or vanished (in a cluster only).
+    pub interest_changes: Arc<InterestChanges>,
 }
 
 impl Router {
@@ -649,11 +689,19 @@ impl Router {
     ) -> Result<Router, RouteError> {
         let quota = Arc::new(QueueQuota::new(config));
         let history = Arc::new(History::new(history, &config.exchanges.feed, &config.exchanges.project));
+        let interest_changes = Arc::new(InterestChanges::default());
         let vhosts: HashMap<String, Arc<Vhost>> = config
             .vhosts
             .iter()
             .map(|v| {
-                let vhost = Vhost::new(&v.name, config, store.clone(), quota.clone(), history.clone());
+                let vhost = Vhost::new(
+                    &v.name,
+                    config,
+                    store.clone(),
+                    quota.clone(),
+                    history.clone(),
+                    interest_changes.clone(),
+                );
                 (v.name.clone(), Arc::new(vhost))
             })
             .collect();
@@ -688,7 +736,12 @@ impl Router {
             }
         }
         crate::message::reserve_ids_through(max_id);
-        Ok(Router { vhosts, quota, alarm: MemoryAlarm::new(config.limits.memory_high_watermark.bytes()) })
+        Ok(Router {
+            vhosts,
+            quota,
+            alarm: MemoryAlarm::new(config.limits.memory_high_watermark.bytes()),
+            interest_changes,
+        })
     }
 
     pub fn vhost(&self, name: &str) -> Result<&Arc<Vhost>, RouteError> {
@@ -697,6 +750,15 @@ impl Router {
 
     pub fn vhosts(&self) -> impl Iterator<Item = &Arc<Vhost>> {
         self.vhosts.values()
+    }
+
+    /// Counts bindings per Bus interest from now on (`cluster::join`),
+    /// starting with the bindings that exist (durable queues restored at
+    /// start, anything bound before the join).
+    pub fn track_interests(&self) {
+        for v in self.vhosts.values() {
+            v.track_interests();
+        }
     }
 }
 

@@ -1287,6 +1287,9 @@ impl Session {
             drop(self.vhost.durable());
         }
         self.subs.insert(Subscription { id, queue, consumer, ack, destination: None, by_destination, topic });
+        // In a cluster the RECEIPT follows Redis confirming the binding's
+        // subscription: a publish on another node after it is not missed.
+        self.engine.interests_settled().await;
         Ok(recovery)
     }
 
