@@ -56,6 +56,9 @@ ROWS=$BENCH_RUN/rows-$STAMP.md
   echo "herald $("$HERALD_BIN" --version 2>/dev/null || echo '?') ($HERALD_BIN), git $(cd "$REPO_DIR" && git rev-parse --short HEAD)"
   # (never `rabbitmq-server --version`: Debian's wrapper starts a node)
   echo "$(dpkg-query -W -f='rabbitmq-server ${Version}' rabbitmq-server); $(dpkg-query -W -f='ejabberd ${Version}' ejabberd); $(dpkg-query -W -f='erlang-base ${Version}' erlang-base)"
+  case "${*:-}" in s5 | s6)
+    echo "$(redis-server --version | cut -d' ' -f1-3); node $(node --version); socket.io $(node -p 'require("./socketio/node_modules/socket.io/package.json").version' 2> /dev/null || echo '(not installed yet)'), @socket.io/redis-adapter $(node -p 'require("./socketio/node_modules/@socket.io/redis-adapter/package.json").version' 2> /dev/null || echo '?')" ;;
+  esac
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$BENCH_RUN/machine-$STAMP.txt" >&2
 

@@ -488,7 +488,7 @@ pub(crate) struct Report {
 
 pub(crate) enum Pub {
     Stomp(Conn),
-    Sio(Box<crate::sio::Client>),
+    Sio(crate::sio::Publisher),
     Xmpp(Box<crate::xmpp::WsClient>),
     Node(Box<NodeServer>),
 }
@@ -541,7 +541,7 @@ impl Pub {
             Publisher::Socketio => {
                 let mut t = a.target.clone();
                 t.proto = Proto::Socketio;
-                Pub::Sio(Box::new(crate::sio::Client::open(&t, None, &user, &[]).await?))
+                Pub::Sio(crate::sio::Client::open(&t, None, &user, &[]).await?.publisher())
             }
         })
     }

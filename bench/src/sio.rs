@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, err, Ws};
@@ -21,6 +22,23 @@ pub const PATH: &str = "/socket.io/?EIO=4&transport=websocket";
 
 pub struct Client {
     ws: Ws,
+}
+
+/// A batch of (room, body) for the publisher task, and where its result goes.
+type Job = (Vec<(String, String)>, oneshot::Sender<io::Result<()>>);
+
+/// The publishing side of S6 (see [`Client::publisher`]).
+pub struct Publisher {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Publisher {
+    /// Sends `push` events (`io.to(room).emit("m", body)` on the server).
+    pub async fn push(&mut self, msgs: &[(String, String)]) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send((msgs.to_vec(), done)).await.map_err(|_| err("publisher connection closed"))?;
+        wait.await.map_err(|_| err("publisher connection closed"))?
+    }
 }
 
 /// One text message from the server; pings are answered on the way.
@@ -71,15 +89,38 @@ impl Client {
         Ok(Client { ws })
     }
 
-    /// Queues `push` events (`io.to(room).emit("m", body)` on the server), then flushes.
-    pub async fn push(&mut self, msgs: &[(String, String)]) -> io::Result<()> {
-        for (room, body) in msgs {
-            self.ws
-                .feed(Message::text(format!("42{}", json!(["push", room, body]))))
-                .await
-                .map_err(io::Error::other)?;
-        }
-        self.ws.flush().await.map_err(io::Error::other)
+    /// A publisher: a task owns the connection, writes the batches it is
+    /// given and answers the server's pings meanwhile (an idle publisher
+    /// that does not is dropped after pingInterval + pingTimeout, 45 s).
+    pub fn publisher(self) -> Publisher {
+        let (tx, mut rx) = mpsc::channel::<Job>(1);
+        let mut ws = self.ws;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    job = rx.recv() => {
+                        let Some((msgs, done)) = job else { break };
+                        let r = async {
+                            for (room, body) in &msgs {
+                                ws.feed(Message::text(format!("42{}", json!(["push", room, body])))).await?;
+                            }
+                            ws.flush().await
+                        }
+                        .await
+                        .map_err(io::Error::other);
+                        let _ = done.send(r);
+                    }
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                            if ws.send(Message::text("3")).await.is_err() { break; }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
+            }
+        });
+        Publisher { tx }
     }
 
     /// Counts `m` events until the server closes; answers pings.
