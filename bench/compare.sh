@@ -21,7 +21,7 @@
 # time) PAYLOAD=100; R1: R1_MISSED=100 R1_REPEATS=50. Ports: BENCH_PORT_BASE.
 # S6: SUBS=10000 S6_RATES=10000,20000,40000 RATE_SECS BURST PACED_RATE PACED_SECS.
 # S5: S5_SESSIONS=300000 S5_NODES=(sessions / 19000, rounded up) S5_HOLD_SECS=300
-# S5_VERIFY_RATE=20000 (one push to every session after the hold; 0 = none).
+# S5_VERIFY_RATE=5000 (one push to every session after the hold; 0 = none).
 # S5/S6 ports: CLUSTER_PORT_BASE (default 64600, bench/lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -164,7 +164,7 @@ cluster_s5() {
   run --scenario s5 --server herald --label "$nodes nodes" --proto stomp-tcp --addr "${NODE_STOMP[0]}" \
     --sub-addrs "$(joined "${NODE_STOMP[@]}")" --pids "$(joined "${NODE_PIDS[@]}")" --redis "127.0.0.1:$REDIS_PORT" \
     --redis-pid "$REDIS_PID" --sessions "$sessions" --hold-secs "${S5_HOLD_SECS:-300}" \
-    --verify-rate "${S5_VERIFY_RATE:-20000}" --jwt-secret "$BENCH_JWT_SECRET"
+    --verify-rate "${S5_VERIFY_RATE:-5000}" --jwt-secret "$BENCH_JWT_SECRET"
   stop_nodes
   stop_redis
 }
