@@ -326,19 +326,6 @@ fn durability(res: &Results, targets: &mut Vec<String>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::ratio;
-
-    #[test]
-    fn ratios_stay_readable_when_small() {
-        assert_eq!(ratio(875.0, 21.0), "41.67×");
-        assert_eq!(ratio(0.36, 1361.92), "1/3783");
-        assert_eq!(ratio(1.0, 0.0), "n/a");
-        assert_eq!(ratio(0.0, 5.0), "0.00×");
-    }
-}
-
 fn opt_us(v: &Value) -> String {
     v.as_f64().map(|x| format!("{x:.2} µs")).unwrap_or_else(|| "n/a".into())
 }
@@ -472,5 +459,18 @@ fn s6(res: &Results, targets: &mut Vec<String>) {
                 ratio(f(&many["fanout"]["deliveries_per_s"]), f(&one["fanout"]["deliveries_per_s"]))
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ratio;
+
+    #[test]
+    fn ratios_stay_readable_when_small() {
+        assert_eq!(ratio(875.0, 21.0), "41.67×");
+        assert_eq!(ratio(0.36, 1361.92), "1/3783");
+        assert_eq!(ratio(1.0, 0.0), "n/a");
+        assert_eq!(ratio(0.0, 5.0), "0.00×");
     }
 }
