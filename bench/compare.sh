@@ -4,6 +4,9 @@
 #   bench/compare.sh herald               # one server only (herald, rabbitmq, ejabberd)
 #   bench/compare.sh durability           # D1 and R1 (issue 15): Herald against RabbitMQ
 #   bench/compare.sh d1 | r1              # one of them
+#   bench/compare.sh s6                   # issue 17: cross-node pushes and fan-out, 3 Herald
+#                                         # nodes against 3 Socket.IO processes + Redis adapter (~5 min)
+#   bench/compare.sh s5                   # issue 17: 300k idle sessions over 16 nodes + Redis (~10 min)
 # Installs the peers from Debian when missing, starts every server itself as a
 # plain process (no systemd), runs S1-S4, then prints the tables with
 # Herald/peer ratios and draws the plots. Results: $BENCH_RUN/results-*.jsonl,
@@ -16,6 +19,10 @@
 # D1: D1_MESSAGES=20000 (pipelined, over D1_PUBLISHERS=4 with D1_WINDOW=64
 # receipts outstanding each) D1_SERIAL=2000 (one publisher, one receipt at a
 # time) PAYLOAD=100; R1: R1_MISSED=100 R1_REPEATS=50. Ports: BENCH_PORT_BASE.
+# S6: SUBS=10000 S6_RATES=10000,20000,40000 RATE_SECS BURST PACED_RATE PACED_SECS.
+# S5: S5_SESSIONS=300000 S5_NODES=(sessions / 19000, rounded up) S5_HOLD_SECS=300
+# S5_VERIFY_RATE=5000 (one push to every session after the hold; 0 = none).
+# S5/S6 ports: CLUSTER_PORT_BASE (default 64600, bench/lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./lib.sh
@@ -37,7 +44,7 @@ if [ ! -x "$HERALD_BIN" ]; then
   log "building herald (release)"
   (cd "$REPO_DIR" && cargo build --release -q -p herald-server)
 fi
-ensure_packages
+case "${*:-}" in s5 | s6) ;; *) ensure_packages ;; esac
 
 mkdir -p "$BENCH_RUN"
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -49,11 +56,16 @@ ROWS=$BENCH_RUN/rows-$STAMP.md
   echo "herald $("$HERALD_BIN" --version 2>/dev/null || echo '?') ($HERALD_BIN), git $(cd "$REPO_DIR" && git rev-parse --short HEAD)"
   # (never `rabbitmq-server --version`: Debian's wrapper starts a node)
   echo "$(dpkg-query -W -f='rabbitmq-server ${Version}' rabbitmq-server); $(dpkg-query -W -f='ejabberd ${Version}' ejabberd); $(dpkg-query -W -f='erlang-base ${Version}' erlang-base)"
+  case "${*:-}" in s5 | s6)
+    echo "$(redis-server --version | cut -d' ' -f1-3); node $(node --version); socket.io $(node -p 'require("./socketio/node_modules/socket.io/package.json").version' 2> /dev/null || echo '(not installed yet)'), @socket.io/redis-adapter $(node -p 'require("./socketio/node_modules/@socket.io/redis-adapter/package.json").version' 2> /dev/null || echo '?')" ;;
+  esac
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$BENCH_RUN/machine-$STAMP.txt" >&2
 
 SERVER_PID= LAUNCH_PID= RUNNING=
 cleanup() {
+  stop_nodes
+  stop_redis
   case "$RUNNING" in
     herald) stop_herald ;;
     rabbitmq) stop_rabbitmq ;;
@@ -107,8 +119,60 @@ durability() {
     [ "${RABBIT_FIRST:-0}" = 1 ] || { start rabbitmq; run "${S[@]}" "${R_TCP[@]}"; stop; }
   done
 }
+# Issue 17, S6: pushes (to random users at S6_RATES) and fan-out (a burst of
+# BURST to a topic/room every subscriber joined, then PACED_RATE msg/s) with
+# the publisher on node 1 and SUBS subscribers on nodes 2 and 3; Herald
+# (STOMP over WebSocket; the publisher on STOMP/TCP) against Socket.IO 4 with
+# @socket.io/redis-adapter (3 Node processes, WebSocket), the same Redis;
+# then each on one node/process (no Redis) for the single-node figures.
+cluster_s6() {
+  local common=(--scenario s6 --subscribers "$SUBS" --rates "${S6_RATES:-10000,20000,40000}" --rate-secs "$RATE_SECS"
+    --burst "$BURST" --paced-rate "$PACED_RATE" --paced-secs "$PACED_SECS" --jwt-secret "$BENCH_JWT_SECRET"
+    --redis "127.0.0.1:$REDIS_PORT")
+  local herald=(--server herald --proto stomp-ws --path /ws --publisher stomp --dest2 /topic/bench)
+  local sio=(--server socketio --proto socketio --publisher socketio --dest2 bench)
+  start_redis
+  start_herald_nodes 3 1
+  run "${common[@]}" "${herald[@]}" --label "3 nodes" --addr "${NODE_STOMP[0]}" \
+    --sub-addrs "$(joined "${NODE_HTTP[@]:1}")" --pids "$(joined "${NODE_PIDS[@]}")" --redis-pid "$REDIS_PID"
+  stop_nodes
+  start_socketio 3 1
+  run "${common[@]}" "${sio[@]}" --label "3 nodes" --addr "${NODE_HTTP[0]}" \
+    --sub-addrs "$(joined "${NODE_HTTP[@]:1}")" --pids "$(joined "${NODE_PIDS[@]}")" --redis-pid "$REDIS_PID"
+  stop_nodes
+  start_herald_nodes 1 0
+  run "${common[@]}" "${herald[@]}" --label "1 node" --addr "${NODE_STOMP[0]}" --sub-addrs "${NODE_HTTP[0]}" \
+    --pids "${NODE_PIDS[0]}" --src-base 20
+  stop_nodes
+  start_socketio 1 0
+  run "${common[@]}" "${sio[@]}" --label "1 node" --addr "${NODE_HTTP[0]}" --sub-addrs "${NODE_HTTP[0]}" \
+    --pids "${NODE_PIDS[0]}" --src-base 20
+  stop_nodes
+  stop_redis
+}
+
+# Issue 17, S5: S5_SESSIONS idle STOMP/TCP sessions (subscribed to their feed,
+# heart-beats every 10 s) spread evenly over S5_NODES nodes (each under the
+# 20,000 files a process may hold), logged in with JWTs; total RSS of the
+# nodes and Redis, logins/s, sessions closed over the hold, then one push to
+# every session from node 1 (each must arrive).
+cluster_s5() {
+  local sessions=${S5_SESSIONS:-300000}
+  local nodes=${S5_NODES:-$(((sessions + 18999) / 19000))}
+  start_redis
+  start_herald_nodes "$nodes" 1
+  run --scenario s5 --server herald --label "$nodes nodes" --proto stomp-tcp --addr "${NODE_STOMP[0]}" \
+    --sub-addrs "$(joined "${NODE_STOMP[@]}")" --pids "$(joined "${NODE_PIDS[@]}")" --redis "127.0.0.1:$REDIS_PORT" \
+    --redis-pid "$REDIS_PID" --sessions "$sessions" --hold-secs "${S5_HOLD_SECS:-300}" \
+    --verify-rate "${S5_VERIFY_RATE:-5000}" --jwt-secret "$BENCH_JWT_SECRET"
+  stop_nodes
+  stop_redis
+}
+
 # (a few users are enough there: upub publishes, u0 recovers)
 case "$SERVERS" in
+  s5) SERVERS= CLUSTER_RUN=s5; cluster_s5 ;;
+  s6) SERVERS= CLUSTER_RUN=s6; cluster_s6 ;;
   durability) SERVERS= NUSERS=10; durability D1 R1 ;;
   d1) SERVERS= NUSERS=10; durability D1 ;;
   r1) SERVERS= NUSERS=10; durability R1 ;;
@@ -163,5 +227,8 @@ echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$BENCH_RU
 # (no plots from a durability run: they would overwrite S1's and S3's with nothing)
 if [ -n "$SERVERS" ] && "$BENCH_DIR/plot.sh" "$OUT" "$REPO_DIR/docs"; then
   log "plots: docs/benchmarks-rss.png, docs/benchmarks-latency.png"
+fi
+if [ -n "${CLUSTER_RUN:-}" ] && "$BENCH_DIR/plot.sh" "$OUT" "$REPO_DIR/docs"; then
+  log "plot: docs/benchmarks-$CLUSTER_RUN.png"
 fi
 log "results: $OUT, tables: $BENCH_RUN/report.md"

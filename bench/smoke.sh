@@ -28,7 +28,11 @@ SERVER_PID=
 trap 'stop_herald' EXIT
 start_herald 40
 
-run() { "$BENCH" run --strict --out "$OUT" --pid "$SERVER_PID" --server herald "$@"; }
+run() {
+  local pid=()
+  [ -n "$SERVER_PID" ] && pid=(--pid "$SERVER_PID")
+  "$BENCH" run --strict --out "$OUT" "${pid[@]}" --server herald "$@"
+}
 TCP=(--proto stomp-tcp --addr "127.0.0.1:$HERALD_STOMP")
 WS=(--proto stomp-ws --addr "127.0.0.1:$HERALD_HTTP" --path /ws)
 XWS=(--proto xmpp-ws --addr "127.0.0.1:$HERALD_XHTTP" --path /xmpp-websocket)
@@ -59,6 +63,30 @@ if [ -f "$REPO_DIR/node-binding/herald.linux-x64-gnu.node" ] && command -v node 
 else
   echo "bench smoke: S3 in-process skipped (Node addon not built)"
 fi
+
+# Issue 17, at tiny sizes (~20 s): S6 with the publisher on one of 3 nodes and
+# the subscribers on the others, Herald and Socket.IO + Redis adapter
+# (bench/socketio, `npm ci` there when missing), and S5 over 3 nodes with a
+# 3 s hold (the real one holds 5 minutes) and one push to every session after it.
+command -v redis-server > /dev/null || die "redis-server missing (tests/services/install.sh)"
+NODE_PIDS=()
+trap 'stop_herald; stop_nodes; stop_redis' EXIT
+start_redis
+S6=(--scenario s6 --subscribers 40 --per-worker 20 --rates 200 --rate-secs 1 --burst 5 --paced-rate 5 --paced-secs 1
+  --jwt-secret "$BENCH_JWT_SECRET" --redis "127.0.0.1:$REDIS_PORT" --redis-pid "$REDIS_PID" --src-base 60)
+start_herald_nodes 3 1
+run "${S6[@]}" --proto stomp-ws --path /ws --publisher stomp --dest2 /topic/bench --label "3 nodes" --addr "${NODE_STOMP[0]}" \
+  --sub-addrs "$(joined "${NODE_HTTP[@]:1}")" --pids "$(joined "${NODE_PIDS[@]}")"
+run --scenario s5 --label "3 nodes" --proto stomp-tcp --addr "${NODE_STOMP[0]}" --sub-addrs "$(joined "${NODE_STOMP[@]}")" \
+  --pids "$(joined "${NODE_PIDS[@]}")" --redis "127.0.0.1:$REDIS_PORT" --redis-pid "$REDIS_PID" --sessions 90 \
+  --per-worker 15 --hold-secs 3 --settle-secs 0.2 --verify-rate 500 --jwt-secret "$BENCH_JWT_SECRET" --src-base 70
+stop_nodes
+start_socketio 3 1
+"$BENCH" run --strict --out "$OUT" --server socketio "${S6[@]}" --proto socketio --publisher socketio --dest2 bench \
+  --label "3 nodes" --addr "${NODE_HTTP[0]}" --sub-addrs "$(joined "${NODE_HTTP[@]:1}")" --pids "$(joined "${NODE_PIDS[@]}")"
+node "$BENCH_DIR/socketio/check.js" "$(sio_port 0)" "$(sio_port 1)"
+stop_nodes
+stop_redis
 
 "$BENCH" report "$OUT" > "$BENCH_RUN/report.md"
 echo "bench smoke: every scenario ran ($(wc -l < "$OUT") results, tables in $BENCH_RUN/report.md)"

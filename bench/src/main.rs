@@ -10,6 +10,9 @@
 //! - `orch.rs` — scenarios S1–S4, worker pool, publishers, /proc sampling.
 //! - `worker.rs` — a process holding up to a few thousand sessions.
 //! - `stomp.rs`, `xmpp.rs`, `conn.rs` — the protocol clients.
+//! - `cluster.rs` — S5 (idle sessions over several nodes) and S6 (cross-node
+//!   pushes and fan-out, Herald or Socket.IO).
+//! - `sio.rs` — the Socket.IO 4 client (S6's peer).
 //! - `durable.rs` — D1 (persistent SENDs with receipts) and R1 (recovery from history).
 //! - `stats.rs`, `hist.rs` — timestamps in payloads, latency histograms.
 //! - `report.rs` — the markdown tables of `docs/benchmarks.md`.
@@ -17,11 +20,13 @@
 //! See `bench/README.md` for how the pieces are driven by `compare.sh` and `smoke.sh`.
 #![allow(clippy::print_stdout, reason = "its reports and progress lines are its output")]
 
+mod cluster;
 mod conn;
 mod durable;
 mod hist;
 mod orch;
 mod report;
+mod sio;
 mod stats;
 mod stomp;
 mod worker;

@@ -30,6 +30,12 @@ pub enum Scenario {
     D1,
     /// Recovery of missed messages from history (bench/src/durable.rs).
     R1,
+    /// Many idle sessions spread over several nodes (and Redis): total RSS,
+    /// logins/s, sessions lost over a hold.
+    S5,
+    /// Pushes and fan-out with the publisher on one node and the
+    /// subscribers on others (`--addr` publishes, `--sub-addrs` subscribe).
+    S6,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -40,6 +46,8 @@ pub enum Publisher {
     Xmpp,
     /// `engine.sendToUser` in the Node process given by `--spawn-server`.
     Node,
+    /// `push` events over one Socket.IO connection (`io.to(room).emit()`).
+    Socketio,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -132,6 +140,28 @@ pub struct RunArgs {
     /// Logins in flight per worker while opening sessions.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// S5/S6: session workers connect to these nodes in turn (default: --addr).
+    #[arg(long, value_delimiter = ',')]
+    pub sub_addrs: Vec<std::net::SocketAddr>,
+    /// S5/S6: every server process (node); their RSS and CPU are summed.
+    #[arg(long, value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// S5/S6: Redis (host:port), read with `INFO` (CPU, memory) before and after.
+    #[arg(long)]
+    pub redis: Option<std::net::SocketAddr>,
+    /// S5/S6: the redis-server process (its RSS counts in S5's total).
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+    /// S5: sessions to open and hold.
+    #[arg(long, default_value_t = 300000)]
+    pub sessions: usize,
+    /// S5: seconds to hold them.
+    #[arg(long, default_value_t = 300.0)]
+    pub hold_secs: f64,
+    /// S5: after the hold, push one message to every session at this rate
+    /// (from --addr's node; 0 = no such check).
+    #[arg(long, default_value_t = 0)]
+    pub verify_rate: u64,
     /// Source addresses are 127.0.0.<src_base + worker index>.
     #[arg(long, default_value_t = 10)]
     pub src_base: u8,
@@ -170,6 +200,22 @@ fn problems(r: &Value) -> Vec<String> {
     if r["scenario"] == "s4" && n(&r["ok"]) == 0 {
         p.push("no login completed".into());
     }
+    if r["scenario"] == "s6" {
+        for run in r["push"].as_array().cloned().unwrap_or_default() {
+            if n(&run["lost"]) > 0 || n(&run["recv"]) == 0 {
+                p.push(format!("s6 push at {}/s: {} lost of {}", run["rate"], run["lost"], run["sent"]));
+            }
+        }
+        let fo = &r["fanout"];
+        if n(&fo["burst_recv"]) < n(&fo["burst_expected"])
+            || n(&fo["paced_recv"]) < n(&fo["paced_sent"]) * n(&r["subscribers"])
+        {
+            p.push(format!("s6 fan-out: {} of {} delivered in the burst", fo["burst_recv"], fo["burst_expected"]));
+        }
+    }
+    if r["scenario"] == "s5" && (n(&r["ok"]) < n(&r["sessions"]) || n(&r["unreached"]) > 0) {
+        p.push(format!("s5: {} of {} sessions, {} unreached", r["ok"], r["sessions"], r["unreached"]));
+    }
     if r["scenario"] == "s1" && n(&r["ok"]) == 0 {
         p.push("no session opened".into());
     }
@@ -196,6 +242,8 @@ impl RunArgs {
             Scenario::S4 => "S4",
             Scenario::D1 => "D1",
             Scenario::R1 => "R1",
+            Scenario::S5 => "S5",
+            Scenario::S6 => "S6",
         }
     }
 }
@@ -216,12 +264,12 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-fn clk_tck() -> f64 {
+pub(crate) fn clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -247,7 +295,7 @@ pub fn slope(points: &[(f64, f64)]) -> f64 {
 
 /// A child process spoken to in lines: commands on stdin, answers on
 /// stdout (its stderr goes to ours). Killed when dropped.
-struct Piped {
+pub(crate) struct Piped {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
@@ -283,10 +331,15 @@ fn target_args(t: &Target) -> Vec<String> {
         ("--prefix", t.prefix.clone()),
         ("--password", t.password.clone()),
         ("--dest", t.dest.clone()),
+        ("--dest2", t.dest2.clone()),
         ("--heartbeat-ms", t.heartbeat_ms.to_string()),
         ("--bosh-wait", t.bosh_wait.to_string()),
     ];
-    pairs.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]).collect()
+    let mut args: Vec<String> = pairs.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]).collect();
+    if let Some(secret) = &t.jwt_secret {
+        args.extend(["--jwt-secret".to_owned(), secret.clone()]);
+    }
+    args
 }
 
 impl Worker {
@@ -317,26 +370,31 @@ impl Worker {
 }
 
 /// A pool of session workers (S1 adds to it step by step).
-struct Pool {
+pub(crate) struct Pool {
     workers: Vec<Worker>,
     opened: usize,
-    ok: usize,
-    fail: usize,
-    first_err: Option<String>,
+    pub(crate) ok: usize,
+    pub(crate) fail: usize,
+    pub(crate) first_err: Option<String>,
 }
 
 impl Pool {
-    fn new() -> Pool {
+    pub(crate) fn new() -> Pool {
         Pool { workers: Vec::new(), opened: 0, ok: 0, fail: 0, first_err: None }
     }
 
     /// Opens sessions for users `opened..n`, at most `per_worker` per process.
-    async fn grow(&mut self, a: &RunArgs, n: usize) -> io::Result<f64> {
+    pub(crate) async fn grow(&mut self, a: &RunArgs, n: usize) -> io::Result<f64> {
         let t0 = Instant::now();
         let mut fresh = Vec::new();
         while self.opened < n {
             let to = (self.opened + a.per_worker).min(n);
-            let src = format!("127.0.0.{}", a.src_base as usize + self.workers.len() + fresh.len());
+            let index = self.workers.len() + fresh.len();
+            let src = format!("127.0.0.{}", a.src_base as usize + index);
+            let mut target = a.target.clone();
+            if !a.sub_addrs.is_empty() {
+                target.addr = a.sub_addrs[index % a.sub_addrs.len()];
+            }
             let extra: Vec<String> = vec![
                 "--mode".into(),
                 "sessions".into(),
@@ -349,7 +407,7 @@ impl Pool {
                 "--concurrency".into(),
                 a.concurrency.to_string(),
             ];
-            fresh.push(Worker::worker(&a.target, &extra)?);
+            fresh.push(Worker::worker(&target, &extra)?);
             self.opened = to;
         }
         for w in &mut fresh {
@@ -364,7 +422,7 @@ impl Pool {
         Ok(t0.elapsed().as_secs_f64())
     }
 
-    async fn broadcast(&mut self, c: &str) -> io::Result<Vec<Value>> {
+    pub(crate) async fn broadcast(&mut self, c: &str) -> io::Result<Vec<Value>> {
         let mut out = Vec::new();
         for w in &mut self.workers {
             out.push(w.cmd(c).await?);
@@ -373,7 +431,7 @@ impl Pool {
     }
 
     /// Sums the workers' delivery reports.
-    async fn report(&mut self) -> io::Result<Report> {
+    pub(crate) async fn report(&mut self) -> io::Result<Report> {
         let mut r = Report::default();
         for v in self.broadcast("report").await? {
             r.recv += v["recv"].as_u64().unwrap_or(0);
@@ -392,7 +450,7 @@ impl Pool {
     }
 
     /// Waits until `expected` deliveries arrived, or nothing arrived for `stall`.
-    async fn drain(&mut self, expected: u64, stall: Duration, limit: Duration) -> io::Result<Report> {
+    pub(crate) async fn drain(&mut self, expected: u64, stall: Duration, limit: Duration) -> io::Result<Report> {
         let t0 = Instant::now();
         let mut last = (0u64, Instant::now());
         loop {
@@ -409,7 +467,7 @@ impl Pool {
         }
     }
 
-    async fn quit(&mut self) {
+    pub(crate) async fn quit(&mut self) {
         for w in self.workers.drain(..) {
             w.quit().await;
         }
@@ -417,19 +475,20 @@ impl Pool {
 }
 
 #[derive(Default)]
-struct Report {
-    recv: u64,
-    closed: u64,
-    first_ns: u64,
-    last_ns: u64,
-    hist: Hist,
-    close_err: Option<String>,
+pub(crate) struct Report {
+    pub(crate) recv: u64,
+    pub(crate) closed: u64,
+    pub(crate) first_ns: u64,
+    pub(crate) last_ns: u64,
+    pub(crate) hist: Hist,
+    pub(crate) close_err: Option<String>,
 }
 
 // -------------------------------------------------------------- publishers
 
-enum Pub {
+pub(crate) enum Pub {
     Stomp(Conn),
+    Sio(crate::sio::Publisher),
     Xmpp(Box<crate::xmpp::WsClient>),
     Node(Box<NodeServer>),
 }
@@ -463,7 +522,7 @@ impl NodeServer {
 }
 
 impl Pub {
-    async fn open(a: &RunArgs, node: Option<NodeServer>) -> io::Result<Pub> {
+    pub(crate) async fn open(a: &RunArgs, node: Option<NodeServer>) -> io::Result<Pub> {
         let user = format!("{}pub", a.target.prefix);
         Ok(match a.publisher {
             Publisher::Stomp => {
@@ -479,11 +538,16 @@ impl Pub {
                 Pub::Xmpp(Box::new(worker::xmpp_publisher(&t, &user).await?))
             }
             Publisher::Node => Pub::Node(Box::new(node.ok_or_else(|| err("--publisher node needs --spawn-server"))?)),
+            Publisher::Socketio => {
+                let mut t = a.target.clone();
+                t.proto = Proto::Socketio;
+                Pub::Sio(crate::sio::Client::open(&t, None, &user, &[]).await?.publisher())
+            }
         })
     }
 
     /// Sends `count` messages, to `dest(i)` (STOMP destination or XMPP JID).
-    async fn send(&mut self, msgs: &[(String, String)]) -> io::Result<()> {
+    pub(crate) async fn send(&mut self, msgs: &[(String, String)]) -> io::Result<()> {
         match self {
             Pub::Stomp(c) => {
                 let mut all = Vec::with_capacity(msgs.len() * 200);
@@ -498,6 +562,7 @@ impl Pub {
                 }
                 c.flush().await
             }
+            Pub::Sio(c) => c.push(msgs).await,
             Pub::Node(_) => Err(err("node publisher is driven by push commands")),
         }
     }
@@ -505,7 +570,13 @@ impl Pub {
 
 /// Publishes to random users at `rate` per second for `secs`; returns
 /// (sent, seconds it took).
-async fn paced(p: &mut Pub, a: &RunArgs, rate: u64, secs: f64, to: impl Fn(usize) -> String) -> io::Result<(u64, f64)> {
+pub(crate) async fn paced(
+    p: &mut Pub,
+    a: &RunArgs,
+    rate: u64,
+    secs: f64,
+    to: impl Fn(usize) -> String,
+) -> io::Result<(u64, f64)> {
     if let Pub::Node(n) = p {
         let line = n.line(&format!("push {rate} {secs} {} {}", a.subscribers, a.payload)).await?;
         // "sent <n> <secs>"
@@ -540,7 +611,7 @@ async fn paced(p: &mut Pub, a: &RunArgs, rate: u64, secs: f64, to: impl Fn(usize
 
 // -------------------------------------------------------------- scenarios
 
-fn us_to_ms(us: u64) -> f64 {
+pub(crate) fn us_to_ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
@@ -564,6 +635,8 @@ pub async fn run(a: RunArgs) -> io::Result<()> {
         Scenario::S4 => s4(&a, pid).await?,
         Scenario::D1 => crate::durable::d1(&a).await?,
         Scenario::R1 => crate::durable::r1(&a).await?,
+        Scenario::S5 => crate::cluster::s5(&a).await?,
+        Scenario::S6 => crate::cluster::s6(&a).await?,
     };
     result["server"] = json!(a.server);
     result["proto"] = json!(a.target.proto.name());
@@ -583,7 +656,7 @@ pub async fn run(a: RunArgs) -> io::Result<()> {
     Ok(())
 }
 
-fn row(cells: &[String]) {
+pub(crate) fn row(cells: &[String]) {
     println!("| {} |", cells.join(" | "));
 }
 
@@ -644,7 +717,7 @@ async fn s1(a: &RunArgs, pid: Option<u32>) -> io::Result<Value> {
         "first_err": pool.first_err, "closed_idle": r.closed, "close_err": r.close_err}))
 }
 
-async fn subscribers(a: &RunArgs) -> io::Result<Pool> {
+pub(crate) async fn subscribers(a: &RunArgs) -> io::Result<Pool> {
     let mut pool = Pool::new();
     let secs = pool.grow(a, a.subscribers).await?;
     eprintln!(

@@ -70,6 +70,12 @@ pub fn main(a: ReportArgs) -> io::Result<()> {
         scenarios(&res, &mut targets);
     }
     durability(&res, &mut targets);
+    if !res.rows("s5").is_empty() {
+        s5(&res, &mut targets);
+    }
+    if !res.rows("s6").is_empty() {
+        s6(&res, &mut targets);
+    }
     println!("\n### Targets\n");
     for t in &targets {
         println!("- {t}");
@@ -316,6 +322,142 @@ fn durability(res: &Results, targets: &mut Vec<String>) {
                     mark(p99 < 50.0 && whole)
                 ));
             }
+        }
+    }
+}
+
+fn opt_us(v: &Value) -> String {
+    v.as_f64().map(|x| format!("{x:.2} µs")).unwrap_or_else(|| "n/a".into())
+}
+
+fn mib(kib: &Value) -> f64 {
+    f(kib) / 1024.0
+}
+
+/// S5 (issue 17): idle sessions over several nodes plus Redis.
+fn s5(res: &Results, targets: &mut Vec<String>) {
+    println!("\n### S5 — idle sessions over several nodes\n");
+    println!("| server | protocol | nodes | sessions ok / failed | logins/s | total RSS (nodes + Redis) | per session (total ÷ sessions) | per session (slope) | closed during the hold | unreached after it | CPU while idle (nodes, Redis) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (server, label) in res.rows("s5") {
+        let r = res.get("s5", &server, &label).unwrap();
+        let total = mib(&r["total_rss_kib"]);
+        println!(
+            "| {server} | {} | {} | {} / {} | {:.0} | {:.0} MiB ({:.0} + {:.0}) | {:.0} B | {:.0} B | {} over {:.0} s | {} | {:.0} % + {:.1} % of a core |",
+            r["proto"].as_str().unwrap_or(""),
+            r["nodes"],
+            r["ok"],
+            r["fail"],
+            f(&r["logins_per_s"]),
+            total,
+            mib(&r["rss_nodes_kib"]),
+            mib(&r["rss_redis_kib"]),
+            f(&r["bytes_per_session"]),
+            f(&r["bytes_per_session_slope"]),
+            r["closed"],
+            f(&r["hold_secs"]),
+            r["unreached"].as_u64().map(|u| u.to_string()).unwrap_or_else(|| "not checked".into()),
+            f(&r["idle_cpu_share"]) * 100.0,
+            f(&r["redis_idle_cpu_share"]) * 100.0,
+        );
+        if server == "herald" {
+            let lost = r["closed"].as_u64().unwrap_or(0) + r["unreached"].as_u64().unwrap_or(0);
+            let held = r["ok"].as_u64().unwrap_or(0);
+            targets.push(format!(
+                "S5: {} sessions held {:.0} s, none lost, ≤ 2 GB total RSS — {held} held ({} failed), {lost} lost, {total:.0} MiB: {}",
+                r["sessions"],
+                f(&r["hold_secs"]),
+                r["fail"],
+                mark(held as f64 >= f(&r["sessions"]) && lost == 0 && total <= 2048.0 && f(&r["hold_secs"]) >= 300.0)
+            ));
+        }
+    }
+}
+
+/// S6 (issue 17): cross-node pushes and fan-out, Herald against Socket.IO.
+fn s6(res: &Results, targets: &mut Vec<String>) {
+    println!("\n### S6 — pushes across nodes\n");
+    println!("| server | setup | offered /s | sent /s | p50 | p99 | max | lost | server CPU / delivery | Redis CPU / delivery | Herald / Socket.IO (p99) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let rows = res.rows("s6");
+    for (server, label) in &rows {
+        let r = res.get("s6", server, label).unwrap();
+        let peer = if server == "herald" { res.get("s6", "socketio", label) } else { None };
+        for run in r["push"].as_array().cloned().unwrap_or_default() {
+            let versus = peer
+                .and_then(|p| p["push"].as_array().and_then(|a| a.iter().find(|x| x["rate"] == run["rate"]).cloned()))
+                .filter(|x| x["recv"].as_u64().unwrap_or(0) > 0)
+                .map(|x| ratio(f(&run["p99_ms"]), f(&x["p99_ms"])))
+                .unwrap_or_else(|| "—".into());
+            println!(
+                "| {server} | {label} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} of {} | {} | {} | {versus} |",
+                run["rate"],
+                f(&run["achieved"]),
+                f(&run["p50_ms"]),
+                f(&run["p99_ms"]),
+                f(&run["max_ms"]),
+                run["lost"],
+                run["sent"],
+                opt_us(&run["servers_cpu_us_per_delivery"]),
+                opt_us(&run["redis_cpu_us_per_delivery"]),
+            );
+            if server == "herald" && r["cross"] == true && run["rate"].as_u64() == Some(20000) {
+                let p99 = f(&run["p99_ms"]);
+                let lost = run["lost"].as_u64().unwrap_or(0);
+                targets.push(format!(
+                    "S6: cross-node push p99 < 20 ms at 20k pushes/s — p99 {p99:.2} ms, {lost} lost, {:.0}/s sent: {}",
+                    f(&run["achieved"]),
+                    mark(p99 < 20.0 && lost == 0 && f(&run["achieved"]) >= 19_000.0)
+                ));
+            }
+        }
+    }
+    println!("\n### S6 — fan-out across nodes\n");
+    println!("| server | setup | subscribers | deliveries/s (burst) | lost in burst | p50 / p99 (paced) | paced rate | server CPU / delivery | Redis CPU / delivery | Herald / Socket.IO (deliveries/s) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (server, label) in &rows {
+        let r = res.get("s6", server, label).unwrap();
+        let fo = &r["fanout"];
+        let peer = if server == "herald" { res.get("s6", "socketio", label) } else { None };
+        let versus = peer
+            .map(|p| ratio(f(&fo["deliveries_per_s"]), f(&p["fanout"]["deliveries_per_s"])))
+            .unwrap_or_else(|| "—".into());
+        println!(
+            "| {server} | {label} | {} | {:.0} | {} of {} | {:.1} / {:.1} ms | {} msg/s | {} | {} | {versus} |",
+            r["subscribers"],
+            f(&fo["deliveries_per_s"]),
+            fo["burst_expected"].as_u64().unwrap_or(0).saturating_sub(fo["burst_recv"].as_u64().unwrap_or(0)),
+            fo["burst_expected"],
+            f(&fo["p50_ms"]),
+            f(&fo["p99_ms"]),
+            fo["paced_rate"],
+            opt_us(&fo["servers_cpu_us_per_delivery"]),
+            opt_us(&fo["redis_cpu_us_per_delivery"]),
+        );
+        if server == "herald" && r["cross"] == true {
+            if let Some(p) = peer {
+                let x = f(&fo["deliveries_per_s"]) / f(&p["fanout"]["deliveries_per_s"]);
+                targets.push(format!(
+                    "S6: cross-node fan-out deliveries/s ≥ 5× Socket.IO + Redis adapter's — {:.0} against {:.0}: {x:.2}×: {}",
+                    f(&fo["deliveries_per_s"]),
+                    f(&p["fanout"]["deliveries_per_s"]),
+                    mark(x >= 5.0)
+                ));
+            }
+        }
+    }
+    // Cluster against one node, from the same harness.
+    for server in ["herald", "socketio"] {
+        let one = rows.iter().find(|(s, _)| s == server).and_then(|_| {
+            res.0.iter().rev().find(|r| r["scenario"] == "s6" && r["server"] == server && r["cross"] == false)
+        });
+        let many = res.0.iter().rev().find(|r| r["scenario"] == "s6" && r["server"] == server && r["cross"] == true);
+        if let (Some(one), Some(many)) = (one, many) {
+            println!(
+                "\n{server}: fan-out across {} nodes is {} of one node's deliveries/s.",
+                many["nodes"],
+                ratio(f(&many["fanout"]["deliveries_per_s"]), f(&one["fanout"]["deliveries_per_s"]))
+            );
         }
     }
 }

@@ -42,6 +42,22 @@ pub fn find_ts(data: &[u8]) -> Option<u64> {
     any.then_some(v)
 }
 
+/// An HS256 JWT for `uid` (`sub`), valid for a day: what `[auth.jwt]
+/// hs256_secret` accepts as a password.
+pub fn jwt_hs256(secret: &str, uid: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    use hmac::{Hmac, KeyInit, Mac};
+    let exp =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 86_400;
+    let head = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = B64.encode(serde_json::json!({"sub": uid, "exp": exp}).to_string());
+    let signing = format!("{head}.{body}");
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(signing.as_bytes());
+    format!("{signing}.{}", B64.encode(mac.finalize().into_bytes()))
+}
+
 /// Counters shared by the sessions of one worker (single-threaded runtime).
 #[derive(Default)]
 pub struct Stats {

@@ -131,7 +131,13 @@ pub async fn login(
 
 /// SUBSCRIBE with a receipt, so the binding exists when this returns.
 pub async fn subscribe(conn: &mut Conn, buf: &mut BytesMut, dest: &str) -> io::Result<()> {
-    conn.send(&frame("SUBSCRIBE", &[("id", "0"), ("destination", dest), ("ack", "auto"), ("receipt", "sub-0")], ""))
+    subscribe_id(conn, buf, dest, "0").await
+}
+
+/// SUBSCRIBE with subscription id `id` and a receipt.
+pub async fn subscribe_id(conn: &mut Conn, buf: &mut BytesMut, dest: &str, id: &str) -> io::Result<()> {
+    let receipt = format!("sub-{id}");
+    conn.send(&frame("SUBSCRIBE", &[("id", id), ("destination", dest), ("ack", "auto"), ("receipt", &receipt)], ""))
         .await?;
     expect(conn, buf, "RECEIPT").await.map(|_| ())
 }

@@ -29,6 +29,8 @@ pub enum Proto {
     StompWs,
     XmppWs,
     Bosh,
+    /// Socket.IO 4 over WebSocket (bench/socketio/server.js, S6's peer).
+    Socketio,
 }
 
 impl Proto {
@@ -38,6 +40,7 @@ impl Proto {
             Proto::StompWs => "stomp-ws",
             Proto::XmppWs => "xmpp-ws",
             Proto::Bosh => "bosh",
+            Proto::Socketio => "socketio",
         }
     }
 }
@@ -80,6 +83,14 @@ pub struct Target {
     /// STOMP destination to subscribe; `{uid}` is replaced by the user id.
     #[arg(long, default_value = "/exchange/feed/{uid}")]
     pub dest: String,
+    /// A second STOMP destination every session subscribes to (S6: the
+    /// fan-out topic); for Socket.IO, a room joined. Empty: none.
+    #[arg(long, default_value = "")]
+    pub dest2: String,
+    /// Log in with an HS256 JWT (`sub` = the user) signed with this secret
+    /// instead of the password (S5: no per-user state on the nodes).
+    #[arg(long)]
+    pub jwt_secret: Option<String>,
     /// STOMP heart-beat asked by the client (ms, both ways; stomp.js uses 10000).
     #[arg(long, default_value_t = 10000)]
     pub heartbeat_ms: u64,
@@ -143,16 +154,27 @@ fn host_header(t: &Target) -> String {
     format!("localhost:{}", t.addr.port())
 }
 
-/// One STOMP connection: connect, log in, subscribe.
+/// The password `user` logs in with: the configured one, or a JWT.
+pub fn password_for(t: &Target, user: &str) -> String {
+    match &t.jwt_secret {
+        Some(secret) => crate::stats::jwt_hs256(secret, user),
+        None => t.password.clone(),
+    }
+}
+
+/// One STOMP connection: connect, log in, subscribe (to `dest` and `t.dest2`).
 pub async fn stomp_open(t: &Target, src: Option<IpAddr>, user: &str, dest: &str) -> io::Result<(Conn, BytesMut, u64)> {
     let mut c = match t.proto {
         Proto::StompTcp => Conn::Tcp(conn::tcp(t.addr, src).await?),
         _ => Conn::Ws(Box::new(conn::ws(t.addr, src, &host_header(t), &t.path, Some(&t.subprotocol)).await?)),
     };
     let mut buf = BytesMut::with_capacity(1024);
-    let hb = stomp::login(&mut c, &mut buf, &t.vhost, user, &t.password, t.heartbeat_ms).await?;
+    let hb = stomp::login(&mut c, &mut buf, &t.vhost, user, &password_for(t, user), t.heartbeat_ms).await?;
     if !dest.is_empty() {
         stomp::subscribe(&mut c, &mut buf, dest).await?;
+        if !t.dest2.is_empty() {
+            stomp::subscribe_id(&mut c, &mut buf, &t.dest2, "1").await?;
+        }
     }
     Ok((c, buf, hb))
 }
@@ -174,6 +196,10 @@ async fn open_one(t: &Target, src: Option<IpAddr>, i: usize, stats: SharedStats)
         Proto::Bosh => {
             let mut c = BoshClient::connect(t.addr, src, &host_header(t), &t.path, t.bosh_wait).await?;
             c.login(&login_for(t, i, "bench")).await?;
+            tokio::task::spawn_local(c.run(stats));
+        }
+        Proto::Socketio => {
+            let c = crate::sio::Client::open(t, src, &uid, &[&t.dest2]).await?;
             tokio::task::spawn_local(c.run(stats));
         }
     }
@@ -252,6 +278,10 @@ async fn cycle(t: &Target, src: Option<IpAddr>, i: usize, n: u64) -> io::Result<
         Proto::Bosh => {
             let mut c = BoshClient::connect(t.addr, src, &host_header(t), &t.path, t.bosh_wait).await?;
             c.login(&login_for(t, i, &format!("c{n}"))).await?;
+        }
+        Proto::Socketio => {
+            let c = crate::sio::Client::open(t, src, &uid, &[]).await?;
+            drop(c);
         }
     }
     Ok(())
