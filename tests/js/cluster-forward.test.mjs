@@ -171,7 +171,7 @@ async function metrics(node) {
   assert.equal(res.status, 200, res.text);
   const out = {};
   for (const line of res.text.split('\n')) {
-    const m = /^(herald_forward\w*) (\d+)$/.exec(line);
+    const m = /^(herald_forward\w*)(?:\{[^}]*\})? (\d+)$/.exec(line);
     if (m) out[m[1]] = Number(m[2]);
   }
   assert.ok('herald_forwarded_requests_total' in out, `no forward counters in /metrics of ${node.name}`);

@@ -30,9 +30,10 @@ def _admin(node, path, body=None):
 
 
 def _metric(node, name) -> int:
+    # Every series carries the node label: `name{node="n2"} 5`.
     for line in _admin(node, "/metrics").splitlines():
-        if line.split(" ")[0] == name:
-            return int(line.split(" ")[1])
+        if line.split("{")[0].split(" ")[0] == name:
+            return int(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in /metrics of {node.describe()}")
 
 
