@@ -1656,6 +1656,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "redis")]
     fn cluster_is_optional_and_checked() {
         assert!(Config::default().cluster.is_none());
         let c =
@@ -1671,10 +1672,18 @@ mod tests {
             ("[cluster]\nredis = \"redis://a\"\nheartbeat_ms = 10\n", "cluster.heartbeat_ms"),
             ("[cluster]\nredis = \"redis://a\"\npublish_buffer = 0\n", "cluster.publish_buffer"),
             ("[node]\nname = \"\"\n[cluster]\nredis = \"redis://a\"\n", "node.name"),
+            ("[node]\nname = \"*\"\n[cluster]\nredis = \"redis://a\"\n", "node.name"),
         ] {
             let err = Config::from_toml_str(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    #[cfg(not(feature = "redis"))]
+    fn cluster_needs_the_redis_feature() {
+        let err = Config::from_toml_str("[cluster]\nredis = \"redis://a\"\n").unwrap_err().to_string();
+        assert!(err.contains("cluster") && err.contains("redis"), "{err}");
     }
 
     #[test]

@@ -8,9 +8,7 @@
 //! cluster bus ports 10 above. A missing `redis-server` or `redis-cli` fails the test:
 //! install them with `sudo bash tests/services/install.sh`.
 
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,96 +16,8 @@ use bytes::Bytes;
 use herald_core::bus::redis::{RedisBus, RedisBusConfig, Target};
 use herald_core::bus::{conformance, BusError, Envelope, Interest, TestNode};
 
-const HINT: &str = "install it with `sudo bash tests/services/install.sh` (apt-get install redis-server)";
-
-fn binary(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{name}` is not on PATH: this test needs a real Redis; {HINT}"))
-}
-
-/// A redis-server child, killed (and its directory removed) on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-    args: Vec<String>,
-}
-
-impl Redis {
-    fn start(port: u16, extra: &[&str]) -> Redis {
-        let dir = std::env::temp_dir().join(format!("herald-bus-redis-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut args: Vec<String> =
-            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-                .map(String::from)
-                .to_vec();
-        args.push("--dir".into());
-        args.push(dir.display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Redis::spawn(port, dir, args)
-    }
-
-    fn spawn(port: u16, dir: PathBuf, args: Vec<String>) -> Redis {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
-        let child = Command::new(binary("redis-server"))
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}; {HINT}"));
-        let mut r = Redis { child, port, dir, args };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = r.child.try_wait().unwrap() {
-                panic!("redis-server on {port} exited with {status}:\n{}", r.log());
-            }
-            assert!(Instant::now() < deadline, "redis-server on {port} not up in 10 s:\n{}", r.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        r
-    }
-
-    /// kill -9, then the same server again: same port, directory, arguments
-    /// (a cluster node keeps its identity and slots in nodes.conf).
-    fn restart(&mut self) {
-        self.kill();
-        let (dir, args) = (self.dir.clone(), std::mem::take(&mut self.args));
-        let fresh = Redis::spawn(self.port, dir, args);
-        // The old value's process is gone and its directory is the new
-        // one's: forgetting it skips the Drop that would remove that.
-        let old = std::mem::replace(self, fresh);
-        std::mem::forget(old);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("--- redis {} log:\n{}", self.port, self.log());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+mod common;
+use common::redis::{binary, Cluster, Redis};
 
 async fn node(target: Target, name: &str) -> TestNode {
     let (bus, rx) = RedisBus::connect(RedisBusConfig::new(target, name)).await.expect("bus connects");
@@ -124,66 +34,6 @@ async fn conformance_on_standalone_redis() {
     let t = Target::Standalone(redis.url());
     let (mut b, mut c) = (node(t.clone(), "b").await, node(t, "c").await);
     conformance(&mut a, &mut b, &mut c).await;
-}
-
-/// Three masters with `cluster-enabled yes`, joined by `redis-cli --cluster create`.
-struct Cluster {
-    nodes: Vec<Redis>,
-}
-
-impl Cluster {
-    fn start(ports: [u16; 3]) -> Cluster {
-        let nodes: Vec<Redis> = ports
-            .iter()
-            .map(|&p| {
-                let bus_port = (p + 10).to_string();
-                Redis::start(
-                    p,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "3000",
-                        "--cluster-port",
-                        &bus_port,
-                    ],
-                )
-            })
-            .collect();
-        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let out = Command::new(binary("redis-cli"))
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {HINT}"));
-        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
-        let cluster = Cluster { nodes };
-        cluster.wait_ok();
-        cluster
-    }
-
-    fn wait_ok(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for p in self.nodes.iter().map(|r| r.port) {
-            loop {
-                let out =
-                    Command::new(binary("redis-cli")).args(["-p", &p.to_string(), "cluster", "info"]).output().unwrap();
-                if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "cluster not ok on {p} within 20 s");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-
-    fn seeds(&self) -> Vec<String> {
-        self.nodes.iter().map(Redis::url).collect()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,8 +187,7 @@ async fn a_stalled_redis_fills_the_buffer_and_publish_is_refused() {
     let mut b = node(t, "b").await;
     let k = Interest::exact("conf", "amq.topic", "feed.u1");
     b.bus.subscribe(&k).await.unwrap();
-    let pid = redis.child.id().to_string();
-    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    redis.pause(true);
     let mut accepted = 0;
     let refused = loop {
         match herald_core::bus::Bus::publish(&a, env("feed.u1")) {
@@ -350,7 +199,7 @@ async fn a_stalled_redis_fills_the_buffer_and_publish_is_refused() {
     };
     assert_eq!(refused, BusError::Full);
     assert!(accepted <= 8 + 256 + 1, "accepted {accepted} with a buffer of 8 (and one batch in flight)");
-    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    redis.pause(false);
     for _ in 0..accepted {
         tokio::time::timeout(Duration::from_secs(10), b.rx.recv())
             .await

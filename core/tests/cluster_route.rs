@@ -10,9 +10,6 @@
 //! Fixed ports 64101–64105 (a restart needs the same port). A missing
 //! `redis-server` or `redis-cli` fails the test (tests/services/install.sh).
 
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,76 +20,11 @@ use herald_core::router::{AckMode, Queue, QueueOptions};
 use herald_core::session::{Outbound, Protocol, SessionHandle};
 use herald_core::transport::{Peer, Transport};
 
-const HINT: &str = "install it with `sudo bash tests/services/install.sh` (apt-get install redis-server)";
+mod common;
+use common::redis::Redis;
+
 const WAIT: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(300);
-
-fn binary(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{name}` is not on PATH: this test needs a real Redis; {HINT}"))
-}
-
-/// A redis-server child on a fixed port, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let child = Command::new(binary("redis-server"))
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}; {HINT}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_err()
-        {
-            assert!(Instant::now() < deadline, "redis-server on {port} not up in 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Redis { child, port }
-    }
-
-    /// SIGSTOP (`stop = true`) or SIGCONT: a Redis that stalls.
-    fn pause(&self, stop: bool) {
-        let sig = if stop { "-STOP" } else { "-CONT" };
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
-        assert!(ok, "kill {sig}");
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// `redis-cli -p PORT ARGS...`, its output lines.
-    fn cli(&self, args: &[&str]) -> Vec<String> {
-        let out = Command::new(binary("redis-cli"))
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {HINT}"));
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect()
-    }
-
-    /// Subscribers of a channel.
-    fn numsub(&self, channel: &str) -> usize {
-        let out = self.cli(&["PUBSUB", "NUMSUB", channel]);
-        out.get(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("NUMSUB answer {out:?}"))
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 async fn node(name: &str, redis: &Redis, prefix: &str) -> Engine {
     node_with(name, redis, prefix, "").await
@@ -180,7 +112,7 @@ fn publish(engine: &Engine, exchange: &str, key: &str, body: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_binding_kind_hears_other_nodes_once_and_only_subscribed_nodes_listen() {
-    let redis = Redis::start(64101);
+    let redis = Redis::start(64101, &[]);
     let p = "t1:";
     let (a, b, c) = (node("a", &redis, p).await, node("b", &redis, p).await, node("c", &redis, p).await);
     let exact = |x: &str, k: &str| format!("{p}bus:k:1:/:{}:{x}:{k}", x.len());
@@ -201,7 +133,7 @@ async fn every_binding_kind_hears_other_nodes_once_and_only_subscribed_nodes_lis
     assert_eq!(redis.numsub(&wild("amq.fanout")), 1, "fanout is the exchange's wildcard interest");
     assert_eq!(redis.numsub(&wild("presence")), 1);
     // Nobody bound the fanout per key, and nobody binds amq.direct's other keys.
-    let mut channels = redis.cli(&["PUBSUB", "CHANNELS", &format!("{p}bus:*")]);
+    let mut channels = redis.cli_lines(&["PUBSUB", "CHANNELS", &format!("{p}bus:*")]);
     channels.sort();
     let mut expected = vec![
         exact("amq.direct", "k"),
@@ -284,7 +216,7 @@ async fn every_binding_kind_hears_other_nodes_once_and_only_subscribed_nodes_lis
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_per_publisher_and_key_on_exact_and_wildcard_bindings() {
-    let redis = Redis::start(64102);
+    let redis = Redis::start(64102, &[]);
     let p = "t2:";
     let (a, b, c) = (node("a", &redis, p).await, node("b", &redis, p).await, node("c", &redis, p).await);
     let exact = subscribe(&c, "amq.topic", "o.k").await;
@@ -304,7 +236,7 @@ async fn order_per_publisher_and_key_on_exact_and_wildcard_bindings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_delivers_locally_only_and_routing_resumes_after_a_restart() {
-    let mut redis = Redis::start(64103);
+    let mut redis = Redis::start(64103, &[]);
     let p = "t3:";
     let (a, b) = (node("a", &redis, p).await, node("b", &redis, p).await);
     let local = subscribe(&a, "amq.topic", "r.k").await;
@@ -330,7 +262,7 @@ async fn redis_down_delivers_locally_only_and_routing_resumes_after_a_restart() 
     // A binding made during the outage is subscribed once Redis is back.
     let late = subscribe(&b, "amq.direct", "late").await;
 
-    redis = Redis::start(64103);
+    redis = Redis::start(64103, &[]);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !(a.bus().unwrap().is_connected() && b.bus().unwrap().is_connected()) {
         assert!(Instant::now() < deadline, "both nodes reconnect");
@@ -352,7 +284,7 @@ async fn redis_down_delivers_locally_only_and_routing_resumes_after_a_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bindings_restored_before_the_join_are_subscribed_at_the_join() {
     use herald_core::store::{MemoryStore, QueueStore};
-    let redis = Redis::start(64104);
+    let redis = Redis::start(64104, &[]);
     let p = "t4:";
     let config = |name: &str| {
         let toml = format!(
@@ -387,7 +319,7 @@ async fn bindings_restored_before_the_join_are_subscribed_at_the_join() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_fills_the_buffer_and_publishes_stay_local_without_refusing_anyone() {
-    let redis = Redis::start(64105);
+    let redis = Redis::start(64105, &[]);
     let p = "t5:";
     let a = node_with("a", &redis, p, "publish_buffer = 4\n").await;
     let b = node("b", &redis, p).await;

@@ -8,9 +8,6 @@
 //! 64321–64323 with cluster bus ports 10 above. A missing `redis-server`
 //! or `redis-cli` fails the test.
 
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,98 +24,12 @@ use herald_core::transport::{Peer, Transport};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-const HINT: &str = "install it with `sudo bash tests/services/install.sh` (apt-get install redis-server)";
+mod common;
+use common::redis::{Cluster, Redis};
 
-fn binary(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{name}` is not on PATH: this test needs a real Redis; {HINT}"))
-}
-
-/// A redis-server child, killed (and its directory removed) on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start(port: u16, extra: &[&str]) -> Redis {
-        let dir = std::env::temp_dir().join(format!("herald-cstore-redis-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let child = Command::new(binary("redis-server"))
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}; {HINT}"));
-        let mut r = Redis { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = r.child.try_wait().unwrap() {
-                panic!("redis-server on {port} exited with {status}");
-            }
-            assert!(Instant::now() < deadline, "redis-server on {port} not up in 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(binary("redis-cli")).arg("-p").arg(self.port.to_string()).args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
+/// A 3-master Redis Cluster's servers.
 fn cluster(ports: [u16; 3]) -> Vec<Redis> {
-    let nodes: Vec<Redis> = ports
-        .iter()
-        .map(|&p| {
-            let bus_port = (p + 10).to_string();
-            Redis::start(
-                p,
-                &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", &bus_port],
-            )
-        })
-        .collect();
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let out = Command::new(binary("redis-cli"))
-        .arg("--cluster")
-        .arg("create")
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {HINT}"));
-    assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for r in &nodes {
-        while !r.cli(&["cluster", "info"]).contains("cluster_state:ok") {
-            assert!(Instant::now() < deadline, "cluster not ok within 20 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    nodes
+    Cluster::start(ports).nodes
 }
 
 fn offline(target: RedisTarget, prefix: &str, limits: OfflineLimits) -> RedisOffline {

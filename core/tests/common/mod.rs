@@ -5,6 +5,8 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod link;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
