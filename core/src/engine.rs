@@ -1444,15 +1444,19 @@ impl fanout::Host for Engine {
         if self.bus().is_none() {
             return;
         }
+        // Cut as the shared presence stores it: other nodes refuse a longer
+        // status, and the change would never reach them.
+        let max = self.config.cluster.as_ref().map_or(1024, |c| c.max_status_bytes);
+        let cut = |s: &str| crate::presence::cut(s, max).to_owned();
         let c = crate::bus::control::Control::Presence {
             uid: notice.uid.clone(),
             resource: notice.state.resource.clone(),
             state: notice.state.availability.as_str().to_owned(),
-            status: notice.state.status.clone(),
+            status: cut(&notice.state.status),
             priority: notice.state.priority,
             aggregate: change.map(|c| crate::bus::control::AggregateState {
                 state: c.availability.as_str().to_owned(),
-                status: c.status.clone(),
+                status: cut(&c.status),
             }),
         };
         if let Err(e) = self.tell(None, &c) {

@@ -70,6 +70,11 @@ def test_presence_across_two_nodes():
                 assert p["status"] == "busy on n1"
                 assert _smembers(redis, f"{prefix}online:p1") == {"alice", "bob"}
                 assert redis.cli("HGET", f"{prefix}presence:alice", "state") == "dnd"
+                # A status over cluster.max_status_bytes (1024) still reaches
+                # the other node, cut as the shared presence keeps it.
+                a.presence(show="away", status="é" * 1500)
+                p = await b.presence_from(lambda x: available_from(a.jid)(x) and x["show"] == "away", what="alice away")
+                assert p["status"] == "é" * 512, len(p["status"])
                 await a.disconnect()
                 await b.presence_from(unavailable_from("alice@localhost/pa"), what="alice unavailable on n2")
                 wait_until(lambda: _smembers(redis, f"{prefix}online:p1") == {"bob"}, what="alice out of online:p1")

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cut;
 use super::{
     Availability, BoxFuture, PresenceError, PresenceStore, SharedChange, SharedPresence, SharedResource, UserPresence,
 };
@@ -210,17 +211,6 @@ fn from_rank(r: i64) -> Availability {
         5 => Availability::Chat,
         _ => Availability::Offline,
     }
-}
-
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

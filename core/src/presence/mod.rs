@@ -67,6 +67,19 @@ impl Availability {
     }
 }
 
+/// `s` cut to at most `max` bytes, on a character boundary (status texts
+/// shared between nodes have a byte budget).
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// What the store keeps for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserPresence {

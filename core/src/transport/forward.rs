@@ -145,7 +145,10 @@ impl std::fmt::Debug for Forwarder {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones a forward sets itself.
+/// Hop-by-hop headers (RFC 9110 §7.6.1), the ones a forward sets itself,
+/// and the client-written proxy headers: the owner learns the client's
+/// address from [`CLIENT`] only, so a failed token check can never fall back
+/// to an address the client wrote itself.
 fn skipped(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -160,6 +163,9 @@ fn skipped(name: &HeaderName) -> bool {
             | "content-length"
             | FORWARDED
             | CLIENT
+            | "x-forwarded-for"
+            | "forwarded"
+            | "x-real-ip"
     )
 }
 
@@ -518,7 +524,7 @@ mod tests {
 
     #[test]
     fn hop_by_hop_and_own_headers_are_not_passed_on() {
-        for h in ["connection", "transfer-encoding", "host", FORWARDED, CLIENT] {
+        for h in ["connection", "transfer-encoding", "host", FORWARDED, CLIENT, "x-forwarded-for", "forwarded"] {
             assert!(skipped(&HeaderName::from_static(h)), "{h}");
         }
         assert!(!skipped(&header::CONTENT_TYPE));

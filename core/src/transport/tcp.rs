@@ -152,7 +152,12 @@ where
         let trusted = admission.gate.is_trusted(addr.ip());
         // A trusted proxy's connection is counted by its client's address
         // (after the PROXY header, or per session for HTTP), not the proxy's.
-        let by_address = if trusted { None } else { Some(addr.ip()) };
+        // So is another node's forwarded request (transport/forward.rs): one
+        // node holds a connection per forwarded long poll, and counting them
+        // by its address would let a thousand of them shut every other
+        // forwarded client out (`connections.max_per_ip`).
+        let from_node = !trusted && admission.gate.forwarder().is_some_and(|f| f.owners.is_node(addr.ip()));
+        let by_address = if trusted || from_node { None } else { Some(addr.ip()) };
         let slot = match admission.gate.admit(by_address, rules.login) {
             Ok(slot) => slot,
             Err(r) => {
