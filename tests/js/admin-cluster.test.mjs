@@ -194,20 +194,25 @@ test('the Nodes view lists both nodes alive with their sessions and the users of
   await shot('nodes');
 });
 
-test('after kill -9 of n2 its row shows dead and its users leave the count', T, async () => {
+test('after kill -9 of n2 its row shows dead (until reaped) and its users leave the count', T, async () => {
   nodes.n2.proc.kill('SIGKILL');
+  // Dead from its TTL until a survivor reaps it one heartbeat later, which
+  // removes its registry entry: the console may show either.
   await waitFor(
-    () => document.querySelector('tr[data-node="n2"]')?.dataset.alive === 'false',
+    () => {
+      const row = document.querySelector('tr[data-node="n2"]');
+      return !row || row.dataset.alive === 'false';
+    },
     null,
-    'n2 dead within its TTL',
+    'n2 dead or reaped within its TTL',
     5000,
   );
-  assert.equal(await cell('n2', 'state'), 'dead');
+  if (await page.$('tr[data-node="n2"]')) assert.equal(await cell('n2', 'state'), 'dead');
   await waitFor(
     () => document.querySelector('[data-testid="cluster-users-online"]')?.textContent.trim() === '1',
     null,
     'only alice left',
   );
-  assert.equal(await page.$eval('[data-testid="cluster-nodes-alive"]', (e) => e.textContent.trim()), '1 / 2');
+  assert.match(await page.$eval('[data-testid="cluster-nodes-alive"]', (e) => e.textContent.trim()), /^1 \/ [12]$/);
   await shot('nodes-dead');
 });
