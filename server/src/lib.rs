@@ -90,7 +90,10 @@ where
             return EXIT_FAILURE;
         }
     };
-    runtime.block_on(serve(config, wait_for_signal()))
+    runtime.block_on(async {
+        let signals = wait_for_signal();
+        serve(config, signals).await
+    })
 }
 
 /// The `herald` command on a runtime the caller owns (the Node addon's):
@@ -192,15 +195,22 @@ where
     EXIT_OK
 }
 
-/// Completes on the first SIGINT or SIGTERM (never, if the handlers cannot be installed).
-pub async fn wait_for_signal() {
+/// Completes on the first SIGINT or SIGTERM (never, if the handlers cannot be
+/// installed). The handlers are installed when this is called, inside the
+/// runtime, not when the future is first polled: the engine starts before
+/// the future is awaited, and a SIGTERM right after `herald: ready` found the
+/// default action and killed the process without a clean stop.
+pub fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers, run until killed.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without signal handlers, run until killed.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
