@@ -652,7 +652,7 @@ impl Engine {
                 vhost: vhost.name.to_string(),
                 exchange: message.exchange.clone(),
                 routing_key: message.routing_key.clone(),
-                destination: message.destination(),
+                destination: message.destination().to_owned(),
                 headers: message.headers.clone(),
                 body: String::from_utf8_lossy(&message.body).into_owned(),
                 sender: message.sender.clone(),

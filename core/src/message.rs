@@ -37,6 +37,9 @@ pub struct Message {
     /// message is shared; edges show it (`x-stream-offset`, `x-stream-epoch`).
     pub stream: Option<StreamPosition>,
     encoded: [OnceLock<Bytes>; SLOTS],
+    /// [`Message::destination`], computed once: a fan-out writes it to
+    /// every subscriber.
+    destination: OnceLock<Box<str>>,
 }
 
 /// A message's offset in its key's history and the history's epoch.
@@ -78,6 +81,7 @@ impl Message {
             parked: false,
             stream: None,
             encoded: Default::default(),
+            destination: OnceLock::new(),
         }
     }
 
@@ -99,13 +103,16 @@ impl Message {
 
     /// The STOMP destination a subscriber sees, derived from where it was
     /// published (RabbitMQ's mapping, DESIGN.md addressing model).
-    pub fn destination(&self) -> String {
-        match self.exchange.as_str() {
-            // `%2F` for `/` in a queue name, as RabbitMQ writes it (and `Destination::parse` reads it).
-            "" => format!("/queue/{}", self.routing_key.replace('/', "%2F")),
-            "amq.topic" => format!("/topic/{}", self.routing_key),
-            x if self.routing_key.is_empty() => format!("/exchange/{x}"),
-            x => format!("/exchange/{x}/{}", self.routing_key),
-        }
+    pub fn destination(&self) -> &str {
+        self.destination.get_or_init(|| {
+            match self.exchange.as_str() {
+                // `%2F` for `/` in a queue name, as RabbitMQ writes it (and `Destination::parse` reads it).
+                "" => format!("/queue/{}", self.routing_key.replace('/', "%2F")),
+                "amq.topic" => format!("/topic/{}", self.routing_key),
+                x if self.routing_key.is_empty() => format!("/exchange/{x}"),
+                x => format!("/exchange/{x}/{}", self.routing_key),
+            }
+            .into_boxed_str()
+        })
     }
 }

@@ -574,7 +574,7 @@ pub fn escape(value: &str, escaping: Escaping) -> Cow<'_, str> {
 
 /// Same as [`escape`] but straight into the output buffer, copying unescaped
 /// runs in one go, so the hot fan-out path allocates nothing.
-fn write_escaped(value: &str, escaping: Escaping, out: &mut BytesMut) {
+pub(crate) fn write_escaped(value: &str, escaping: Escaping, out: &mut BytesMut) {
     let mut rest = value.as_bytes();
     while let Some(i) = rest.iter().position(|&b| escaping.escapes(b)) {
         let (run, tail) = rest.split_at(i);

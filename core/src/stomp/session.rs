@@ -588,6 +588,7 @@ impl Session {
                 }
             }
             tx.flush().await.map_err(io_closed)?;
+            self.last_write = Instant::now();
         }
     }
 
@@ -747,26 +748,25 @@ impl Session {
         let escaping = self.version.escaping();
         // RabbitMQ's form, `<consumer tag>@@<session>@@<delivery tag>`, with its
         // tags `T_<id>` and, for a subscription made without an id, `Q_<destination>`
-        // (and then no `subscription` header).
+        // (and then no `subscription` header). Written in place: this runs
+        // once per subscriber of every message.
         let tag = if sub.by_destination { "Q_" } else { "T_" };
-        let message_id = format!("{tag}{}@@session-{}@@{}", d.subscription, self.handle.id, d.tag);
         let mut head = BytesMut::with_capacity(128);
         head.put_slice(b"MESSAGE\n");
         if !sub.by_destination {
             encode_header("subscription", &d.subscription, escaping, &mut head);
         }
-        let destination = match &sub.destination {
-            Some(dest) => dest.clone(),
-            None => d.message.destination(),
-        };
-        encode_header("destination", &destination, escaping, &mut head);
-        encode_header("message-id", &message_id, escaping, &mut head);
-        encode_header("redelivered", if d.redelivered { "true" } else { "false" }, escaping, &mut head);
-        if self.version == Version::V12 && sub.ack != AckMode::Auto {
-            encode_header("ack", &message_id, escaping, &mut head);
+        let destination = sub.destination.as_deref().unwrap_or_else(|| d.message.destination());
+        encode_header("destination", destination, escaping, &mut head);
+        let id = encode_message_id(&mut head, tag, &d.subscription, self.handle.id, d.tag, escaping);
+        head.put_slice(if d.redelivered { b"redelivered:true\n" } else { b"redelivered:false\n" });
+        if let Some(id) = id.filter(|_| self.version == Version::V12 && sub.ack != AckMode::Auto) {
+            let value = head[id].to_vec();
+            head.put_slice(b"ack:");
+            head.put_slice(&value);
+            head.put_u8(b'\n');
         }
         let tail = d.message.encoded(self.version.slot(), |m| encode_message_tail(m, escaping));
-        self.last_write = Instant::now();
         tx.feed_split(head.freeze(), tail).await.map_err(io_closed)
     }
 
@@ -1676,6 +1676,50 @@ fn header_match(frame: &Frame) -> HeaderMatch {
         all: frame.header("x-match") != Some("any"),
         args: frame.headers.iter().filter(|(k, _)| !STOMP.contains(&k.as_str())).cloned().collect(),
     }
+}
+
+/// `message-id:<tag><subscription>@@session-<session>@@<delivery tag>`
+/// and its line end, escaped as [`encode_header`] would; returns where the
+/// value lies in `out`. Nothing is written (`None`) when the subscription
+/// id cannot be written in this version.
+fn encode_message_id(
+    out: &mut BytesMut,
+    tag: &str,
+    subscription: &str,
+    session: u64,
+    delivery_tag: u64,
+    escaping: Escaping,
+) -> Option<std::ops::Range<usize>> {
+    if !crate::stomp::frame::representable("message-id", subscription, escaping) {
+        tracing::debug!(?escaping, "message-id left out: subscription id not representable in this STOMP version");
+        return None;
+    }
+    out.put_slice(b"message-id:");
+    let start = out.len();
+    out.put_slice(tag.as_bytes());
+    crate::stomp::frame::write_escaped(subscription, escaping, out);
+    out.put_slice(b"@@session-");
+    put_decimal(out, session);
+    out.put_slice(b"@@");
+    put_decimal(out, delivery_tag);
+    let end = out.len();
+    out.put_u8(b'\n');
+    Some(start..end)
+}
+
+/// `n` in decimal, without the formatting machinery.
+fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
 }
 
 /// The part of a MESSAGE frame every recipient shares: application headers,

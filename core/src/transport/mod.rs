@@ -57,6 +57,19 @@ pub trait LinkRx: Send + 'static {
     fn recv(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
 }
 
+/// Makes room for `need` more bytes in a write buffer. The first unit
+/// after a flush takes a chunk at once: a batch of deliveries then fills
+/// it without growing it by doubling (each growth a copy), and a flush
+/// still releases it, so an idle connection holds none.
+pub(crate) fn reserve_write(out: &mut BytesMut, need: usize) {
+    const CHUNK: usize = 4096;
+    if out.capacity() == 0 {
+        out.reserve(need.max(CHUNK));
+    } else {
+        out.reserve(need);
+    }
+}
+
 /// Writing half of a client connection.
 pub trait LinkTx: Send + 'static {
     /// Queues one complete protocol unit. May buffer until [`LinkTx::flush`].

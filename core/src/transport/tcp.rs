@@ -281,6 +281,7 @@ impl<W> StreamTx<W> {
 
 impl<W: AsyncWrite + Unpin + Send + 'static> LinkTx for StreamTx<W> {
     async fn feed(&mut self, unit: Bytes) -> io::Result<()> {
+        super::reserve_write(&mut self.out, unit.len());
         self.out.extend_from_slice(&unit);
         if self.out.len() >= 64 * 1024 {
             self.flush().await?;
@@ -289,6 +290,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> LinkTx for StreamTx<W> {
     }
 
     async fn feed_split(&mut self, head: Bytes, tail: Bytes) -> io::Result<()> {
+        super::reserve_write(&mut self.out, head.len() + tail.len());
         self.out.extend_from_slice(&head);
         self.out.extend_from_slice(&tail);
         if self.out.len() >= 64 * 1024 {

@@ -418,6 +418,7 @@ pub struct WsTx {
 impl WsTx {
     /// Queues one message made of `parts` (one frame, no copy joins them first).
     pub async fn feed(&mut self, text: bool, parts: &[&[u8]]) -> io::Result<()> {
+        super::reserve_write(&mut self.out, 10 + parts.iter().map(|p| p.len()).sum::<usize>());
         encode_frame(if text { OP_TEXT } else { OP_BINARY }, parts, &mut self.out);
         if self.out.len() >= WRITE_HIGH_WATER {
             self.flush().await?;
