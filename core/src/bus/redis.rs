@@ -411,25 +411,26 @@ async fn announce_wild(shared: &Shared, conn: &RedisConn, interest: &Interest, a
     Ok(())
 }
 
-/// Writes queued envelopes. Per channel, one pipeline per batch (one
-/// request, so Redis sees that channel's frames in publish order, and on a
-/// cluster one slot, so one master); channels run side by side and the
-/// next batch waits for this one.
+/// Writes queued envelopes, a batch at a time; the next batch waits for
+/// this one. On standalone Redis a batch is one pipeline (one request, in
+/// publish order). On a cluster it is one pipeline per channel (so one
+/// slot, one master, and that channel's frames in publish order), the
+/// channels side by side.
 async fn writer(shared: Arc<Shared>, conn: RedisConn, mut rx: mpsc::Receiver<Vec<(String, Bytes)>>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 256).await > 0 {
-        let mut by_channel: Vec<(String, redis::Pipeline)> = Vec::new();
+        let mut pipes: Vec<(String, redis::Pipeline)> = Vec::new();
         for (ch, frame) in batch.drain(..).flatten() {
-            let i = match by_channel.iter().position(|(c, _)| *c == ch) {
+            let i = match pipes.iter().position(|(c, _)| !conn.sharded() || *c == ch) {
                 Some(i) => i,
                 None => {
-                    by_channel.push((ch.clone(), redis::pipe()));
-                    by_channel.len() - 1
+                    pipes.push((ch.clone(), redis::pipe()));
+                    pipes.len() - 1
                 }
             };
-            by_channel[i].1.add_command(conn.publish_cmd(&ch, &frame)).ignore();
+            pipes[i].1.add_command(conn.publish_cmd(&ch, &frame)).ignore();
         }
-        let sends = by_channel.into_iter().map(|(_, pipe)| {
+        let sends = pipes.into_iter().map(|(_, pipe)| {
             let conn = conn.clone();
             let timeout = shared.timeout;
             async move {

@@ -108,8 +108,14 @@ async fn offline_store(
 }
 
 /// Routes what other nodes publish, one envelope at a time in arrival order
-/// (per publisher and key, publish order: see bus/).
+/// (per publisher and key, publish order: see bus/). Presence notices go
+/// to their own task ([`presence_worker`]): delivering one looks up the
+/// user's projects in the directory, which may be slow, and messages must
+/// not wait behind it.
 async fn receive(engine: Engine, mut rx: mpsc::Receiver<Envelope>) {
+    let backlog = engine.config.cluster.as_ref().map_or(10_000, |c| c.receive_buffer).max(1);
+    let (notices, pending) = mpsc::channel(backlog);
+    engine.tasks.spawn(presence_worker(engine.clone(), pending));
     loop {
         let env = tokio::select! {
             _ = engine.shutdown.cancelled() => return,
@@ -120,12 +126,37 @@ async fn receive(engine: Engine, mut rx: mpsc::Receiver<Envelope>) {
         };
         if control::is_control(&env) {
             match control::parse(&env) {
-                Ok(c) => on_control(&engine, &env.origin, c).await,
+                Ok(c) => on_control(&engine, &env.origin, c, &notices),
                 Err(e) => rejected(&env.origin, &e),
             }
         } else if let Err(e) = engine.route_envelope(env) {
             rejected("bus", &e);
         }
+    }
+}
+
+/// A presence change on another node, checked, for [`presence_worker`].
+struct Notice {
+    uid: String,
+    resource: String,
+    availability: crate::presence::Availability,
+    status: String,
+    priority: i8,
+    aggregate: Option<(crate::presence::Availability, String)>,
+}
+
+/// Delivers other nodes' presence notices to this node's sessions, in the
+/// order they arrived.
+async fn presence_worker(engine: Engine, mut pending: mpsc::Receiver<Notice>) {
+    loop {
+        let n = tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            n = pending.recv() => match n {
+                Some(n) => n,
+                None => return,
+            },
+        };
+        engine.presence_elsewhere(&n.uid, &n.resource, n.availability, &n.status, n.priority, n.aggregate).await;
     }
 }
 
@@ -186,8 +217,10 @@ async fn reconcile(engine: Engine, bus: Arc<dyn Bus>) {
 /// feed key).
 const SUBSCRIBING: usize = 64;
 
-/// What another node asks of this one.
-async fn on_control(engine: &Engine, from: &str, c: Control) {
+/// What another node asks of this one. Presence is checked here and
+/// queued for [`presence_worker`] (dropped, and counted as rejected, when
+/// `receive_buffer` notices already wait).
+fn on_control(engine: &Engine, from: &str, c: Control, notices: &mpsc::Sender<Notice>) {
     match c {
         Control::Kick { uid, reason } => {
             let n = engine.kick_local(&uid, &reason);
@@ -211,7 +244,10 @@ async fn on_control(engine: &Engine, from: &str, c: Control) {
             if uid.is_empty() || uid.len() > 1024 || resource.len() > 1023 {
                 return rejected(from, &"presence with an oversized uid or resource");
             }
-            engine.presence_elsewhere(&uid, &resource, availability, &status, priority, aggregate).await;
+            let notice = Notice { uid, resource, availability, status, priority, aggregate };
+            if notices.try_send(notice).is_err() {
+                rejected(from, &"presence notice dropped: the presence backlog (cluster.receive_buffer) is full");
+            }
         }
         Control::Conflict { uid, resource, session } => {
             let replaced = engine.replaced_elsewhere(&uid, &resource, session);
