@@ -741,14 +741,13 @@ impl Engine {
             self.router.alarm.check()?;
         }
         let elsewhere = self.takes_it_elsewhere(&message.routing_key, parcel.resource.as_deref()).await;
-        let durable = {
-            let _gate = self.offline_gate(&message.routing_key).lock();
+        let durable = self.offline_gated(&message.routing_key, || {
             if elsewhere || self.takes_it_live(&message.routing_key, parcel.resource.as_deref()) {
-                None
+                Ok(None)
             } else {
-                Some(self.offline.push(&message.routing_key, now_ms(), &parcel.from, parcel.stanza)?)
+                self.offline.push(&message.routing_key, now_ms(), &parcel.from, parcel.stanza).map(Some)
             }
-        };
+        })?;
         let Some(durable) = durable else {
             return Ok(ToUser::Live(self.route(Publish { vhost, message, origin })?));
         };
@@ -763,8 +762,7 @@ impl Engine {
     /// Keeps a stanza for `uid` without asking who is available (XEP-0198:
     /// unacked messages of a stream that timed out without resuming).
     pub fn park(&self, uid: &str, from: &str, stanza: Bytes) -> Result<Durable, OfflineError> {
-        let _gate = self.offline_gate(uid).lock();
-        self.offline.push(uid, now_ms(), from, stanza)
+        self.offline_gated(uid, || self.offline.push(uid, now_ms(), from, stanza))
     }
 
     /// What is kept for `uid`, oldest first, for a resource of theirs that
@@ -776,13 +774,31 @@ impl Engine {
         if !self.config.xmpp.offline.enabled && self.offline.count(uid)? == 0 {
             return Ok(Vec::new());
         }
-        let _gate = self.offline_gate(uid).lock();
-        self.offline.list(uid)
+        self.offline_gated(uid, || self.offline.list(uid))
     }
 
     /// Messages through `seq` were handed to a session of `uid`.
     pub fn offline_delivered(&self, uid: &str, seq: u64) -> Result<(), OfflineError> {
         self.offline.remove_through(uid, seq)
+    }
+
+    /// Runs `f` holding `uid`'s offline gate: what is decided (kept or
+    /// live) and what is listed at login are serialized per user. With a
+    /// store that waits on the network ([`OfflineStore::blocks`]) the wait
+    /// for the gate and `f` run in `block_in_place`: a task queued behind a
+    /// slow Redis round trip does not hold a runtime worker.
+    fn offline_gated<T>(&self, uid: &str, f: impl FnOnce() -> T) -> T {
+        let run = || {
+            let _gate = self.offline_gate(uid).lock();
+            f()
+        };
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi && self.offline.blocks() {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        }
     }
 
     fn offline_gate(&self, uid: &str) -> &parking_lot::Mutex<()> {

@@ -71,6 +71,13 @@ pub trait OfflineStore: Send + Sync + Debug + 'static {
     fn list(&self, uid: &str) -> Result<Vec<OfflineMessage>, OfflineError>;
     fn remove_through(&self, uid: &str, seq: u64) -> Result<(), OfflineError>;
     fn count(&self, uid: &str) -> Result<usize, OfflineError>;
+    /// Whether calls wait on the network (a store in Redis). The engine
+    /// then takes its per-user gate and makes the call inside
+    /// `block_in_place`, so neither a slow store nor a task queued on the
+    /// gate behind it holds a runtime worker.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Default)]
@@ -194,6 +201,10 @@ impl OfflineStore for OfflineSlot {
 
     fn count(&self, uid: &str) -> Result<usize, OfflineError> {
         self.get().count(uid)
+    }
+
+    fn blocks(&self) -> bool {
+        self.get().blocks()
     }
 }
 

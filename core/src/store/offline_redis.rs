@@ -17,7 +17,9 @@
 //! [`OfflineStore`] is synchronous (the engine decides under a per-user
 //! gate): each call is one blocking round trip on a connection of its own,
 //! bounded by the configured timeout, run with `block_in_place` on a
-//! multi-threaded runtime so the worker's other tasks move elsewhere.
+//! multi-threaded runtime so the worker's other tasks move elsewhere. The
+//! store says it [`blocks`](OfflineStore::blocks): the engine waits for the
+//! gate inside `block_in_place` too.
 
 use std::time::Duration;
 
@@ -191,6 +193,10 @@ impl RedisOffline {
 }
 
 impl OfflineStore for RedisOffline {
+    fn blocks(&self) -> bool {
+        true
+    }
+
     fn push(&self, uid: &str, stamp_ms: u64, from: &str, stanza: Bytes) -> Result<Durable, OfflineError> {
         let size = stanza.len() + from.len();
         if size > self.limits.max_bytes_per_user {
