@@ -498,8 +498,36 @@ test("a client's own forwarded headers are not trusted; a node's are", T, async 
 
 // ---- unknown sessions ------------------------------------------------------------------
 
+/** How many times Redis has run `HGET` (its own count, `INFO commandstats`). */
+async function hgetCalls() {
+  const info = String(await redis.client.cmd('INFO', 'commandstats'));
+  const m = info.match(/cmdstat_hget:calls=(\d+)/);
+  return m ? Number(m[1]) : 0;
+}
+
 test('an unknown BOSH sid gets item-not-found and an unknown SockJS session 404, on every node', T, async () => {
   const ghostHex = Buffer.from('ghost-node').toString('hex');
+  // Made-up node names are looked up in Redis once per node (then
+  // remembered until the registry refresh), not once per request.
+  const before = await hgetCalls();
+  const t0 = Date.now();
+  const answers = await Promise.all(
+    Array.from({ length: 30 }, () => {
+      const b = new RawBosh(`${nginx.base}/http-bind`);
+      b.sid = `0123456789abcdef0123456789abcdef-${Buffer.from('made-up').toString('hex')}`;
+      return b.send();
+    }),
+  );
+  const elapsed = Date.now() - t0;
+  for (const res of answers) assert.equal(res.body?.getAttribute('condition'), 'item-not-found', res.text);
+  const lookups = (await hgetCalls()) - before;
+  // One per node, plus one per node after each registry refresh (every
+  // heartbeat, 200 ms here) that fell inside the burst.
+  const allowed = 3 * (Math.ceil(elapsed / 200) + 1);
+  assert.ok(
+    lookups <= allowed && lookups < 30,
+    `30 requests in ${elapsed} ms naming an unknown node cost ${lookups} HGETs`,
+  );
   const realHex = Buffer.from(nodes[2].name).toString('hex');
   for (const sid of [
     '0123456789abcdef0123456789abcdef',

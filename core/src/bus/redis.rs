@@ -115,6 +115,21 @@ impl RedisConn {
         }
     }
 
+    /// Runs a pipeline (on a Redis Cluster its commands are routed by key),
+    /// bounded by `timeout`; replies are not read (`ignore` them).
+    pub async fn pipeline(&self, pipe: &redis::Pipeline, timeout: Duration) -> Result<(), BusError> {
+        let fut = async {
+            match self.clone() {
+                RedisConn::Standalone(mut c) => pipe.query_async::<()>(&mut c).await,
+                RedisConn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r.map_err(|e| BusError::Unavailable(format!("redis: {e}"))),
+            Err(_) => Err(BusError::Unavailable(format!("redis: no answer within {timeout:?}"))),
+        }
+    }
+
     async fn subscribe(&self, channel: &str, on: bool, timeout: Duration) -> Result<(), BusError> {
         let fut = async {
             match (self.clone(), on) {
@@ -430,22 +445,7 @@ async fn writer(shared: Arc<Shared>, conn: RedisConn, mut rx: mpsc::Receiver<Vec
             };
             pipes[i].1.add_command(conn.publish_cmd(&ch, &frame)).ignore();
         }
-        let sends = pipes.into_iter().map(|(_, pipe)| {
-            let conn = conn.clone();
-            let timeout = shared.timeout;
-            async move {
-                let run = async {
-                    match conn {
-                        RedisConn::Standalone(mut c) => pipe.query_async::<()>(&mut c).await,
-                        RedisConn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
-                    }
-                };
-                match tokio::time::timeout(timeout, run).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("no answer within {timeout:?}")),
-                }
-            }
-        });
+        let sends = pipes.iter().map(|(_, pipe)| conn.pipeline(pipe, shared.timeout));
         for r in futures_util::future::join_all(sends).await {
             if let Err(e) = r {
                 tracing::warn!("cluster bus: publishes lost: {e}");

@@ -58,8 +58,17 @@ struct RedisOwners {
     conn: RedisConn,
     timeout: Duration,
     nodes: RwLock<HashMap<String, Entry>>,
+    /// Names Redis said no node has, until the next refresh: a client
+    /// making up BOSH sids does not cost an `HGET` per request (at most
+    /// [`MAX_UNKNOWN`] names are remembered).
+    unknown: RwLock<std::collections::HashSet<String>>,
     token: RwLock<Option<Arc<str>>>,
 }
+
+/// Most unknown node names remembered between two refreshes.
+const MAX_UNKNOWN: usize = 4096;
+/// SockJS claims refreshed in one pipeline.
+const KEEP_BATCH: usize = 500;
 
 impl RedisOwners {
     fn sockjs_key(&self, session: &str) -> String {
@@ -76,12 +85,19 @@ impl RedisOwners {
         if let Some(e) = self.nodes.read().get(name) {
             return Ok(Some(e.clone()));
         }
+        if self.unknown.read().contains(name) {
+            return Ok(None);
+        }
         let mut hget = redis::cmd("HGET");
         hget.arg(format!("{}nodes", self.prefix)).arg(name);
-        let Some(json) = self.conn.query::<Option<String>>(&hget, self.timeout).await? else {
+        let json = self.conn.query::<Option<String>>(&hget, self.timeout).await?;
+        let Some(info) = json.and_then(|j| serde_json::from_str::<NodeInfo>(&j).ok()) else {
+            let mut unknown = self.unknown.write();
+            if unknown.len() < MAX_UNKNOWN {
+                unknown.insert(name.to_owned());
+            }
             return Ok(None);
         };
-        let Ok(info) = serde_json::from_str::<NodeInfo>(&json) else { return Ok(None) };
         let mut exists = redis::cmd("EXISTS");
         exists.arg(format!("{}alive:{name}", self.prefix));
         let alive: bool = self.conn.query(&exists, self.timeout).await?;
@@ -142,11 +158,27 @@ impl RedisOwners {
 
     async fn keep(&self, held: Vec<String>, gone: Vec<String>) {
         let ttl = SOCKJS_TTL.as_millis() as u64;
-        for s in held {
-            let mut cmd = redis::cmd("PEXPIRE");
-            cmd.arg(self.sockjs_key(&s)).arg(ttl);
-            if self.conn.query::<i64>(&cmd, self.timeout).await.is_err() {
-                return; // Redis down: the claims expire or are refreshed next round.
+        // Standalone: pipelined in batches, one round trip each. A Redis
+        // Cluster spreads the keys over slots: one command each. A failure
+        // does not skip the rest (they may be on a master that answers)
+        // until a few in a row say Redis is out of reach: then the claims
+        // expire or are refreshed next round.
+        let batch = if self.conn.sharded() { 1 } else { KEEP_BATCH };
+        let mut failed = 0;
+        for batch in held.chunks(batch) {
+            let mut pipe = redis::pipe();
+            for s in batch {
+                pipe.cmd("PEXPIRE").arg(self.sockjs_key(s)).arg(ttl).ignore();
+            }
+            match self.conn.pipeline(&pipe, self.timeout).await {
+                Ok(()) => failed = 0,
+                Err(e) => {
+                    tracing::debug!(claims = batch.len(), "SockJS claims not refreshed: {e}");
+                    failed += 1;
+                    if failed == 3 {
+                        return;
+                    }
+                }
             }
         }
         for s in gone {
@@ -168,6 +200,7 @@ impl RedisOwners {
         let views = registry::nodes(engine).await?;
         let map = views.iter().map(|v| (v.info.name.clone(), Entry::of(&v.info, v.alive))).collect();
         *self.nodes.write() = map;
+        self.unknown.write().clear();
         let mine = self.token.read().clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string().into());
         let mut set = redis::cmd("SET");
         set.arg(self.token_key()).arg(mine.as_ref()).arg("NX");
@@ -229,6 +262,7 @@ pub(super) async fn start(engine: &Engine) -> Result<(), EngineError> {
         conn,
         timeout,
         nodes: RwLock::default(),
+        unknown: RwLock::default(),
         token: RwLock::default(),
     });
     owners.refresh(engine).await.map_err(|e| EngineError::Cluster(format!("forwarding: {e}")))?;
