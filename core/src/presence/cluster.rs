@@ -186,7 +186,18 @@ pub struct RedisSharedPresence {
     update: Script,
     release: Script,
     stale: Arc<AtomicBool>,
+    /// Updates sent to Redis at once ([`UPDATES_IN_FLIGHT`]); the rest wait
+    /// here, outside the command timeout.
+    updating: Arc<tokio::sync::Semaphore>,
 }
+
+/// Presence updates a node has in flight at once. When thousands of
+/// sessions log in or out together (a load balancer dropping every
+/// connection, a restart), they queue on the node and reach Redis at its
+/// pace, instead of all waiting in Redis and timing out together (S5's
+/// mass disconnect, docs/benchmarks.md); their notices to other nodes,
+/// sent after each update, are paced with them.
+pub const UPDATES_IN_FLIGHT: usize = 128;
 
 impl fmt::Debug for RedisSharedPresence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -284,6 +295,7 @@ impl RedisSharedPresence {
             update: Script::new(UPDATE),
             release: Script::new(RELEASE),
             stale: Arc::default(),
+            updating: Arc::new(tokio::sync::Semaphore::new(UPDATES_IN_FLIGHT)),
         }
     }
 
@@ -430,6 +442,7 @@ impl SharedPresence for RedisSharedPresence {
         projects: &'a [String],
     ) -> BoxFuture<'a, Result<SharedChange, PresenceError>> {
         Box::pin(async move {
+            let _turn = self.updating.acquire().await.expect("the semaphore is never closed");
             let field = format!("{}/{session}", self.node);
             let (mode, value) = match state.filter(|s| s.availability != Availability::Offline) {
                 Some(s) => {
