@@ -64,6 +64,7 @@ fn scan(buf: &[u8]) -> io::Result<Option<Span>> {
         .find_map(|l| l.strip_prefix(b"content-length:"))
         .and_then(|v| std::str::from_utf8(v).ok()?.trim_end_matches('\r').parse::<usize>().ok());
     let body_end = match len {
+        Some(n) if n >= 64 * 1024 * 1024 => return Err(err("STOMP content-length too large")),
         Some(n) if f.len() < body_start + n + 1 => return Ok(None),
         Some(n) => body_start + n,
         None => match f[body_start..].iter().position(|b| *b == 0) {

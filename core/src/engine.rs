@@ -232,6 +232,8 @@ pub struct Shared {
     /// Failed-login limits, one for every protocol (`Engine::login`).
     logins: LoginThrottle,
     pub presence: PresenceService,
+    /// Other nodes' presence notices waiting here (cluster).
+    pub presence_backlog: crate::presence::Backlog,
     events: tokio::sync::broadcast::Sender<EngineEvent>,
     /// Session and presence events only: the admin stream listens here so an
     /// open console does not make every publish copy its body into an event.
@@ -436,6 +438,7 @@ impl Engine {
                 auth: RwLock::new(auth),
                 logins: LoginThrottle::new(&config.login),
                 presence: PresenceService::new(&config.node.name),
+                presence_backlog: crate::presence::Backlog::default(),
                 events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
                 changes: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
                 presence_store: RwLock::new(Arc::new(MemoryPresence::default())),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use herald_core::bus::redis::{RedisBus, RedisBusConfig, Target};
-use herald_core::presence::cluster::{RedisSharedPresence, SharedLimits, UPDATES_IN_FLIGHT};
+use herald_core::presence::cluster::{RedisSharedPresence, SharedLimits};
 use herald_core::presence::{shared_conformance, Availability, PresenceStore, SharedPresence, SharedResource};
 
 mod common;
@@ -119,7 +119,7 @@ async fn concurrent_on(t: Target) {
 /// Thousands of sessions of one node logging in at the same moment, then
 /// out (a restart, a load balancer dropping every connection): with a
 /// command timeout of 300 ms every update still succeeds, because the node
-/// sends [`UPDATES_IN_FLIGHT`] at a time and the rest wait on the node, not
+/// sends `presence::cluster::UPDATES_IN_FLIGHT` at a time and the rest wait on the node, not
 /// in Redis (sent all at once, 16,469 of the 20,000 logins timed out).
 async fn burst_on(t: Target) {
     let mut cfg = RedisBusConfig::new(t.clone(), "n1");

@@ -197,10 +197,12 @@ impl RedisOwners {
     /// Reloads the node cache and re-asserts the token (a Redis restarted
     /// without persistence forgot it).
     async fn refresh(&self, engine: &Engine) -> Result<(), BusError> {
+        // Before the read, which may fail: a name refused once is asked
+        // again after a beat, whatever Redis does meanwhile.
+        self.unknown.write().clear();
         let views = registry::nodes(engine).await?;
         let map = views.iter().map(|v| (v.info.name.clone(), Entry::of(&v.info, v.alive))).collect();
         *self.nodes.write() = map;
-        self.unknown.write().clear();
         let mine = self.token.read().clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string().into());
         let mut set = redis::cmd("SET");
         set.arg(self.token_key()).arg(mine.as_ref()).arg("NX");

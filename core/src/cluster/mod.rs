@@ -157,6 +157,7 @@ async fn presence_worker(engine: Engine, mut pending: mpsc::Receiver<Notice>) {
             },
         };
         engine.presence_elsewhere(&n.uid, &n.resource, n.availability, &n.status, n.priority, n.aggregate).await;
+        engine.presence_backlog.delivered();
     }
 }
 
@@ -245,8 +246,11 @@ fn on_control(engine: &Engine, from: &str, c: Control, notices: &mpsc::Sender<No
                 return rejected(from, &"presence with an oversized uid or resource");
             }
             let notice = Notice { uid, resource, availability, status, priority, aggregate };
-            if notices.try_send(notice).is_err() {
-                rejected(from, &"presence notice dropped: the presence backlog (cluster.receive_buffer) is full");
+            match notices.try_send(notice) {
+                Ok(()) => engine.presence_backlog.queued(),
+                Err(_) => {
+                    rejected(from, &"presence notice dropped: the presence backlog (cluster.receive_buffer) is full")
+                }
             }
         }
         Control::Conflict { uid, resource, session } => {

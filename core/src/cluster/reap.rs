@@ -99,6 +99,12 @@ pub async fn leftovers(engine: &Engine, node: &str, forget: bool) -> Result<usiz
         return Ok(0);
     };
     let unavailable = |e: crate::presence::PresenceError| BusError::Unavailable(e.to_string());
+    if forget {
+        // What the dead node said before dying is delivered here first, so
+        // its users' last word is this reap's "unavailable".
+        let limit = engine.cluster_redis().map_or(Duration::from_secs(2), |r| r.1);
+        engine.presence_backlog.caught_up(limit).await;
+    }
     let users = shared.users_on(node).await.map_err(unavailable)?;
     let token = engine.node().to_owned();
     for (i, uid) in users.iter().enumerate() {

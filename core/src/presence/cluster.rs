@@ -196,7 +196,9 @@ pub struct RedisSharedPresence {
 /// connection, a restart), they queue on the node and reach Redis at its
 /// pace, instead of all waiting in Redis and timing out together (S5's
 /// mass disconnect, docs/benchmarks.md); their notices to other nodes,
-/// sent after each update, are paced with them.
+/// sent after each update, are paced with them. A turn is waited for at
+/// most ten command timeouts, and not at all once an update has failed
+/// (the view is stale until the next beat re-asserts it).
 pub const UPDATES_IN_FLIGHT: usize = 128;
 
 impl fmt::Debug for RedisSharedPresence {
@@ -442,7 +444,20 @@ impl SharedPresence for RedisSharedPresence {
         projects: &'a [String],
     ) -> BoxFuture<'a, Result<SharedChange, PresenceError>> {
         Box::pin(async move {
-            let _turn = self.updating.acquire().await.expect("the semaphore is never closed");
+            // A turn within ten command timeouts. Once an update has failed
+            // (Redis out of reach) the queued ones fail at once: the node's
+            // next beat replaces its resources in Redis with its own view,
+            // so nothing waits minutes behind a Redis that does not answer.
+            let turn = tokio::time::timeout(self.timeout * 10, self.updating.acquire()).await;
+            let Ok(Ok(_turn)) = turn else {
+                self.mark_stale();
+                return Err(PresenceError::Unavailable("presence updates queued on this node past their turn".into()));
+            };
+            if self.stale.load(Ordering::SeqCst) {
+                return Err(PresenceError::Unavailable(
+                    "an earlier update failed: this node's presence is asserted again at its next beat".into(),
+                ));
+            }
             let field = format!("{}/{session}", self.node);
             let (mode, value) = match state.filter(|s| s.availability != Availability::Offline) {
                 Some(s) => {

@@ -25,6 +25,50 @@ pub use memory::MemoryPresence;
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// Other nodes' presence notices queued on this node and delivered (by
+/// `cluster::presence_worker`, in arrival order). A step that must come
+/// after everything already queued waits with [`Backlog::caught_up`]: the
+/// reaper, before announcing a dead node's users offline, so a notice that
+/// node sent before dying is not delivered after the reaper's.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    queued: std::sync::atomic::AtomicU64,
+    delivered: std::sync::atomic::AtomicU64,
+    progress: tokio::sync::Notify,
+}
+
+impl Backlog {
+    /// A notice was queued (after the queue took it).
+    pub fn queued(&self) {
+        self.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The oldest queued notice was delivered.
+    pub fn delivered(&self) {
+        self.delivered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.progress.notify_waiters();
+    }
+
+    /// Resolves once every notice queued before the call is delivered, or
+    /// after `limit` (a stuck directory must not stop the reaper).
+    pub async fn caught_up(&self, limit: std::time::Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let target = self.queued.load(SeqCst);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.delivered.load(SeqCst) >= target {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// A user's availability, aggregated over their sessions. Ordered from least
 /// to most available, so the aggregate of several sessions is the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -359,4 +403,34 @@ pub async fn shared_conformance(a: &dyn SharedPresence, b: &dyn SharedPresence, 
     a.release_of("carol", "phone", b.node(), 6).await.unwrap();
     assert_eq!(a.claim("carol", "phone", 7).await.unwrap(), None, "released for a (dead) node");
     a.release("carol", "phone", 7).await.unwrap();
+}
+
+#[cfg(test)]
+mod backlog_tests {
+    use super::Backlog;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn caught_up_waits_for_what_was_queued_before_it_and_no_longer_than_its_limit() {
+        let b = Arc::new(Backlog::default());
+        b.caught_up(Duration::from_secs(5)).await; // nothing queued: at once
+        b.queued();
+        b.queued();
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.caught_up(Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await; // the waiter takes its target (2)
+        b.queued(); // after the waiter looked: not waited for
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.delivered();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "one of the two queued before it is not delivered yet");
+        b.delivered();
+        tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("resolves").unwrap();
+        let started = tokio::time::Instant::now();
+        b.caught_up(Duration::from_millis(50)).await; // the third is never delivered
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
 }
