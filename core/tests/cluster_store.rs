@@ -263,6 +263,41 @@ async fn work_queue_limits_and_hostile_entries() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(got, ["c7", "c8", "c9"]);
+
+    // Bytes: a client sending large bodies fills Redis no further than the
+    // queue's x-max-length-bytes (in Redis's own count of the stream).
+    let body = Bytes::from(vec![b'x'; 1000]);
+    let usage = |key: &str| redis.cli(&["MEMORY", "USAGE", key, "SAMPLES", "0"]).parse::<usize>().unwrap_or(0);
+    let cap = QueueLimits { max_len: 100_000, max_bytes: 64 * 1024, overflow: Overflow::RejectPublish };
+    let q3 = Queue::with_limits("/", "bytes", opts, cap, Some(wq.clone() as Arc<dyn QueueStore>), None);
+    let mut refused = None;
+    for i in 0..1000 {
+        match wq.publish(&q3, Message::new("", "bytes", vec![], body.clone())).unwrap().wait().await {
+            Ok(()) => {}
+            Err(e) => {
+                refused = Some((i, e.to_string()));
+                break;
+            }
+        }
+    }
+    let (at, why) = refused.expect("1 MB of bodies does not fit in 64 KiB");
+    assert!(why.contains("x-max-length-bytes"), "{why}");
+    assert!((40..=64).contains(&at), "refused at message {at}");
+    let key3 = stream_key("wq:", "/", "bytes");
+    assert!(usage(&key3) <= 64 * 1024 + 2048, "the stream holds {} bytes", usage(&key3));
+    let cap = QueueLimits { max_len: 100_000, max_bytes: 64 * 1024, overflow: Overflow::DropHead };
+    let q4 = Queue::with_limits("/", "bytes-head", opts, cap, Some(wq.clone() as Arc<dyn QueueStore>), None);
+    for i in 0..1000 {
+        let m = Message::new("", "bytes-head", vec![], Bytes::from(format!("{i:04}{}", "x".repeat(996))));
+        wq.publish(&q4, m).unwrap().wait().await.unwrap();
+    }
+    let key4 = stream_key("wq:", "/", "bytes-head");
+    let held = usage(&key4);
+    assert!(held <= 64 * 1024 + 4096, "drop-head keeps the stream near its cap: {held} bytes");
+    let len: usize = redis.cli(&["XLEN", &key4]).parse().unwrap();
+    assert!((30..=64).contains(&len), "{len} entries kept");
+    let newest = redis.cli(&["XREVRANGE", &key4, "+", "-", "COUNT", "1"]);
+    assert!(newest.contains("0999"), "the newest is kept: {newest}");
     shutdown.cancel();
 }
 

@@ -5,7 +5,8 @@
 //!
 //! - A publish on the default exchange to such a queue, on any node, is an
 //!   `XADD` to `<prefix>q:<len(vhost)>:<vhost>:<queue>` (bounded by the
-//!   queue's `max_len`; `reject-publish` checked in the same Lua script).
+//!   queue's `max_len` and, in Redis's own count of the stream's memory,
+//!   its `max_bytes`; `reject-publish` checked in the same Lua script).
 //! - A node with consumers of the queue reads with `XREADGROUP` (consumer =
 //!   the node's name) only as many entries as its consumers have room for
 //!   ([`Queue::credit`]) and feeds them to its local [`Queue`], whose
@@ -57,9 +58,28 @@ const BUSY_FOR: Duration = Duration::from_secs(1);
 /// How long the writer keeps writing acks after shutdown begins.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
 
+/// `XADD` within the queue's limits. ARGV: max length, `1` for
+/// reject-publish, the frame, max bytes. The bytes are what Redis says the
+/// stream holds (`MEMORY USAGE`: entries, deleted ones not yet reclaimed,
+/// the group's pending list), so the bound is on Redis's memory.
+/// Reject-publish answers 0 (length) or -1 (bytes); drop-head trims the
+/// oldest entries, as many as the stream's bytes per entry say make room.
 const ADD: &str = "local n = redis.call('XLEN', KEYS[1])
-if ARGV[2] == '1' and n >= tonumber(ARGV[1]) then return 0 end
+local size = string.len(ARGV[3])
+local max_bytes = tonumber(ARGV[4])
+local mem = 0
+if n > 0 then mem = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', 5) or 0 end
+if ARGV[2] == '1' then
+  if n >= tonumber(ARGV[1]) then return 0 end
+  if mem + size > max_bytes then return -1 end
+end
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'm', ARGV[3])
+if ARGV[2] ~= '1' and mem + size > max_bytes then
+  n = redis.call('XLEN', KEYS[1])
+  local per = math.max(1, (mem + size) / n)
+  local drop = math.ceil((mem + size - max_bytes) / per)
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', math.max(0, n - drop))
+end
 return 1";
 const ACK: &str = "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])";
@@ -85,6 +105,7 @@ enum Write {
         key: Arc<str>,
         frame: Bytes,
         max_len: usize,
+        max_bytes: usize,
         reject: bool,
         name: Arc<str>,
         done: oneshot::Sender<Result<(), StoreError>>,
@@ -201,6 +222,7 @@ impl WorkQueues {
             key: stream_key(&self.prefix, &q.vhost, &q.name).into(),
             frame,
             max_len: q.limits.max_len,
+            max_bytes: q.limits.max_bytes,
             reject: q.limits.overflow == Overflow::RejectPublish,
             name: q.name.clone(),
             done,
@@ -243,11 +265,16 @@ impl WorkQueues {
                 }
                 _ = self.wake_writer.notified() => {}
                 w = rx.recv() => match w {
-                    Some(Write::Add { key, frame, max_len, reject, name, done }) => {
+                    Some(Write::Add { key, frame, max_len, max_bytes, reject, name, done }) => {
                         let mut cmd = redis::cmd("EVAL");
                         cmd.arg(ADD).arg(1).arg(&*key).arg(max_len).arg(if reject { "1" } else { "0" }).arg(frame.as_ref());
+                        // (Lua numbers are doubles: "no limit" is sent as 2^53.)
+                        cmd.arg(max_bytes.min(1 << 53));
                         let r = match self.conn.query::<i64>(&cmd, self.timeout).await {
                             Ok(1) => Ok(()),
+                            Ok(-1) => Err(StoreError::Unavailable(format!(
+                                "queue '{name}' is full (at {max_bytes} bytes in Redis, its x-max-length-bytes; x-overflow is reject-publish): message refused"
+                            ))),
                             Ok(_) => Err(StoreError::Unavailable(format!(
                                 "queue '{name}' is full (at {max_len} messages, its x-max-length; x-overflow is reject-publish): message refused"
                             ))),
