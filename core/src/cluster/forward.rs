@@ -62,6 +62,9 @@ struct RedisOwners {
     /// making up BOSH sids does not cost an `HGET` per request (at most
     /// [`MAX_UNKNOWN`] names are remembered).
     unknown: RwLock<std::collections::HashSet<String>>,
+    /// Names missing from the cache are asked of Redis one at a time, so a
+    /// burst of requests naming one made-up node costs one `HGET`.
+    asking: tokio::sync::Mutex<()>,
     token: RwLock<Option<Arc<str>>>,
 }
 
@@ -82,6 +85,14 @@ impl RedisOwners {
     /// A node's entry, from the cache or (unknown there: a node that just
     /// joined) from Redis.
     async fn entry(&self, name: &str) -> Result<Option<Entry>, BusError> {
+        if let Some(e) = self.nodes.read().get(name) {
+            return Ok(Some(e.clone()));
+        }
+        if self.unknown.read().contains(name) {
+            return Ok(None);
+        }
+        let _asking = self.asking.lock().await;
+        // Answered while this request waited its turn?
         if let Some(e) = self.nodes.read().get(name) {
             return Ok(Some(e.clone()));
         }
@@ -265,6 +276,7 @@ pub(super) async fn start(engine: &Engine) -> Result<(), EngineError> {
         timeout,
         nodes: RwLock::default(),
         unknown: RwLock::default(),
+        asking: tokio::sync::Mutex::new(()),
         token: RwLock::default(),
     });
     owners.refresh(engine).await.map_err(|e| EngineError::Cluster(format!("forwarding: {e}")))?;
