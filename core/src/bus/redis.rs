@@ -109,10 +109,7 @@ impl RedisConn {
                 RedisConn::Cluster(mut c) => cmd.query_async(&mut c).await,
             }
         };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r.map_err(|e| BusError::Unavailable(format!("redis: {e}"))),
-            Err(_) => Err(BusError::Unavailable(format!("redis: no answer within {timeout:?}"))),
-        }
+        bounded(fut, timeout).await
     }
 
     /// Runs a pipeline (on a Redis Cluster its commands are routed by key),
@@ -124,10 +121,7 @@ impl RedisConn {
                 RedisConn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
             }
         };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r.map_err(|e| BusError::Unavailable(format!("redis: {e}"))),
-            Err(_) => Err(BusError::Unavailable(format!("redis: no answer within {timeout:?}"))),
-        }
+        bounded(fut, timeout).await
     }
 
     async fn subscribe(&self, channel: &str, on: bool, timeout: Duration) -> Result<(), BusError> {
@@ -139,16 +133,24 @@ impl RedisConn {
                 (RedisConn::Cluster(mut c), false) => c.sunsubscribe(channel).await,
             }
         };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r.map_err(|e| BusError::Unavailable(format!("redis: {e}"))),
-            Err(_) => Err(BusError::Unavailable(format!("redis: no answer within {timeout:?}"))),
-        }
+        bounded(fut, timeout).await
     }
 
     fn publish_cmd(&self, channel: &str, frame: &Bytes) -> redis::Cmd {
         let mut cmd = redis::cmd(if self.sharded() { "SPUBLISH" } else { "PUBLISH" });
         cmd.arg(channel).arg(frame.as_ref());
         cmd
+    }
+}
+
+/// A Redis call bounded by `timeout`, its errors as [`BusError::Unavailable`].
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    timeout: Duration,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r.map_err(|e| BusError::Unavailable(format!("redis: {e}"))),
+        Err(_) => Err(BusError::Unavailable(format!("redis: no answer within {timeout:?}"))),
     }
 }
 

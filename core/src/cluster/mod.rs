@@ -116,14 +116,7 @@ async fn receive(engine: Engine, mut rx: mpsc::Receiver<Envelope>) {
     let backlog = engine.config.cluster.as_ref().map_or(10_000, |c| c.receive_buffer).max(1);
     let (notices, pending) = mpsc::channel(backlog);
     engine.tasks.spawn(presence_worker(engine.clone(), pending));
-    loop {
-        let env = tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
-            env = rx.recv() => match env {
-                Some(env) => env,
-                None => return,
-            },
-        };
+    while let Some(env) = next(&engine, &mut rx).await {
         if control::is_control(&env) {
             match control::parse(&env) {
                 Ok(c) => on_control(&engine, &env.origin, c, &notices),
@@ -132,6 +125,14 @@ async fn receive(engine: Engine, mut rx: mpsc::Receiver<Envelope>) {
         } else if let Err(e) = engine.route_envelope(env) {
             rejected("bus", &e);
         }
+    }
+}
+
+/// The next item of `rx`, or `None` once it is closed or the engine stops.
+async fn next<T>(engine: &Engine, rx: &mut mpsc::Receiver<T>) -> Option<T> {
+    tokio::select! {
+        _ = engine.shutdown.cancelled() => None,
+        item = rx.recv() => item,
     }
 }
 
@@ -148,14 +149,7 @@ struct Notice {
 /// Delivers other nodes' presence notices to this node's sessions, in the
 /// order they arrived.
 async fn presence_worker(engine: Engine, mut pending: mpsc::Receiver<Notice>) {
-    loop {
-        let n = tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
-            n = pending.recv() => match n {
-                Some(n) => n,
-                None => return,
-            },
-        };
+    while let Some(n) = next(&engine, &mut pending).await {
         engine.presence_elsewhere(&n.uid, &n.resource, n.availability, &n.status, n.priority, n.aggregate).await;
         engine.presence_backlog.delivered();
     }
